@@ -1,0 +1,137 @@
+import { argvHash } from "./hash";
+import { mountTag } from "./mountTag";
+import { escapeOptionValue, optionString } from "./qemuOption";
+import type { DiskSpec, PortForwardSpec, ShareSpec, VmSpec } from "./vmSpec";
+
+/** What the host decided, passed in so that building the argv never probes anything. */
+export interface HostFacts {
+    accel: "kvm" | "tcg";
+}
+
+/** Where a daemonized QEMU keeps its pid, control socket and console. */
+export interface DaemonRuntime {
+    pidfile: string;
+    qmpSocket: string;
+    serialLog: string;
+}
+
+/**
+ * The QEMU command line for `spec`, in a fixed order so that the same spec on the same host
+ * facts always gives the same argv (and so the same hash). Without `daemon` it is the
+ * foreground command a launcher execs; with it, QEMU detaches and is driven over QMP.
+ */
+export function buildQemuArgv(spec: VmSpec, host: HostFacts, daemon?: DaemonRuntime): string[] {
+    return argvWithAccel(spec, host.accel, daemon);
+}
+
+/**
+ * The hash diffs compare. It is taken over the argv with the accelerator as the user asked
+ * for it ("auto" stays "auto"), so previewing the same stack on a host with working KVM and
+ * on one without gives the same hash; runtime paths are left out for the same reason.
+ */
+export function specArgvHash(spec: VmSpec): string {
+    return argvHash(argvWithAccel(spec, spec.accel));
+}
+
+function argvWithAccel(spec: VmSpec, accel: string, daemon?: DaemonRuntime): string[] {
+    return [
+        spec.qemu,
+        "-accel", accel,
+        ...nameArgs(spec),
+        "-m", String(spec.memoryMiB),
+        "-smp", String(spec.cpus),
+        // A guest that reboots would otherwise loop; Guix's launchers stop instead.
+        "-no-reboot",
+        ...rngArgs(),
+        ...consoleArgs(spec, daemon),
+        ...kernelArgs(spec),
+        ...spec.shares.flatMap(shareArgs),
+        ...spec.disks.flatMap((disk) => diskArgs(disk, spec.volatile)),
+        ...networkArgs(spec),
+        ...(daemon ? daemonArgs(daemon) : []),
+        ...spec.extraArgs,
+    ];
+}
+
+function nameArgs(spec: VmSpec): string[] {
+    return spec.name ? ["-name", escapeOptionValue(spec.name)] : [];
+}
+
+/** Guests block on an empty entropy pool at boot without a hardware RNG. */
+function rngArgs(): string[] {
+    return ["-object", "rng-random,filename=/dev/urandom,id=pq-rng", "-device", "virtio-rng-pci,rng=pq-rng"];
+}
+
+/**
+ * A foreground serial VM takes over the terminal (-nographic). A daemon has no terminal:
+ * its console goes to a log file and, unless graphic, it has no display at all.
+ */
+function consoleArgs(spec: VmSpec, daemon?: DaemonRuntime): string[] {
+    if (!daemon) return spec.graphic ? [] : ["-nographic"];
+    // `-serial file:` takes the rest of the string as the path, unparsed: no comma escaping.
+    return [...(spec.graphic ? [] : ["-display", "none"]), "-serial", `file:${daemon.serialLog}`];
+}
+
+/**
+ * Direct kernel boot. A serial-console guest gets `console=ttyS0` unless the user chose a
+ * console, or its boot messages would go to a display nobody sees.
+ */
+function kernelArgs(spec: VmSpec): string[] {
+    if (!spec.kernel) return [];
+    const args = [...(spec.kernelArguments ?? [])];
+    if (!spec.graphic && !args.some((a) => a.startsWith("console="))) args.unshift("console=ttyS0");
+    return [
+        "-kernel", spec.kernel,
+        ...(spec.initrd ? ["-initrd", spec.initrd] : []),
+        ...(args.length ? ["-append", args.join(" ")] : []),
+    ];
+}
+
+function shareArgs(share: ShareSpec): string[] {
+    return [
+        "-virtfs",
+        optionString([
+            "local",
+            ["path", share.source],
+            // The guest's uid mapping is its own business; the host keeps its own permissions.
+            "security_model=none",
+            ["mount_tag", share.mountTag ?? mountTag(share.source)],
+            ...(share.readOnly ? ["readonly=on"] : []),
+        ]),
+    ];
+}
+
+function diskArgs(disk: DiskSpec, volatile: boolean): string[] {
+    const file = disk.overlay ?? disk.path;
+    const format = disk.overlay ? "qcow2" : disk.format;
+    return [
+        "-drive",
+        optionString([
+            ["file", file],
+            ["format", format],
+            "if=virtio",
+            ...(disk.readOnly ? ["readonly=on"] : []),
+            // Volatile guests write to a temporary layer QEMU throws away on exit.
+            ...(volatile && !disk.readOnly ? ["snapshot=on"] : []),
+        ]),
+    ];
+}
+
+function networkArgs(spec: VmSpec): string[] {
+    if (spec.network === "none") return ["-nic", "none"];
+    return ["-nic", ["user", "model=virtio-net-pci", ...spec.portForwards.map(hostForward)].join(",")];
+}
+
+/** Addresses are validated IPv4 and ports integers, so nothing here needs escaping. */
+function hostForward(pf: PortForwardSpec): string {
+    return `hostfwd=${pf.protocol}:${pf.hostAddress}:${pf.host}-:${pf.guest}`;
+}
+
+function daemonArgs(daemon: DaemonRuntime): string[] {
+    return [
+        "-daemonize",
+        "-pidfile", daemon.pidfile,
+        // The unix: chardev parses its path as an option value, so commas must be doubled.
+        "-qmp", `unix:${escapeOptionValue(daemon.qmpSocket)},server=on,wait=off`,
+    ];
+}

@@ -1,0 +1,138 @@
+import { z } from "zod";
+import { absolutePath, parseOrThrow, plainText, port } from "./validation";
+import { MAX_MOUNT_TAG_BYTES, mountTag } from "./mountTag";
+
+/**
+ * The virtual machine a user declares, modelled on Guix's <virtual-machine> record: every
+ * default lives here, so the argv builder and the hashes only ever see a complete spec.
+ */
+
+const diskSchema = z
+    .object({
+        path: absolutePath("path"),
+        format: z.enum(["raw", "qcow2"], { error: 'format must be "raw" or "qcow2"' }),
+        readOnly: z.boolean({ error: "readOnly must be true or false" }).default(false),
+        /** A qcow2 file the launcher creates over `path` when missing and boots instead (Guix's copy-image). */
+        overlay: absolutePath("overlay").optional(),
+    })
+    .strict()
+    .refine((d) => !(d.overlay && d.readOnly), {
+        error: "a disk with an overlay is booted read-write through the overlay; drop readOnly or the overlay",
+        path: ["overlay"],
+    })
+    .refine((d) => d.overlay === undefined || d.overlay !== d.path, {
+        error: "overlay must be another file than path: the base is never written",
+        path: ["overlay"],
+    });
+
+const mountTagSchema = z
+    .string({ error: "mountTag must be a string" })
+    .min(1, { error: "mountTag must not be empty" })
+    .refine((s) => /^[\x21-\x7e]*$/.test(s), { error: "mountTag must be printable ASCII without spaces" })
+    .refine((s) => Buffer.byteLength(s) <= MAX_MOUNT_TAG_BYTES, {
+        error: `mountTag must be at most ${MAX_MOUNT_TAG_BYTES} bytes (QEMU's limit); leave it out to derive one from the path`,
+    })
+    .refine((s) => !s.includes("/") && !s.startsWith("_"), { error: 'mountTag must not contain "/" nor start with "_"' });
+
+const shareSchema = z
+    .object({
+        source: absolutePath("source"),
+        mountTag: mountTagSchema.optional(),
+        readOnly: z.boolean({ error: "readOnly must be true or false" }).default(false),
+    })
+    .strict();
+
+const portForwardSchema = z
+    .object({
+        host: port("host"),
+        guest: port("guest"),
+        /** Loopback unless the user opens the port wider on purpose. */
+        hostAddress: z.ipv4({ error: 'hostAddress must be an IPv4 address such as "127.0.0.1"' }).default("127.0.0.1"),
+        protocol: z.enum(["tcp", "udp"], { error: 'protocol must be "tcp" or "udp"' }).default("tcp"),
+    })
+    .strict();
+
+export const vmSpecSchema = z
+    .object({
+        name: plainText("name").min(1).max(64).optional(),
+        qemu: plainText("qemu").min(1).default("qemu-system-x86_64"),
+        qemuImg: plainText("qemuImg").min(1).default("qemu-img"),
+        accel: z.enum(["auto", "kvm", "tcg"], { error: 'accel must be "auto", "kvm" or "tcg"' }).default("auto"),
+        memoryMiB: z
+            .number({ error: "memoryMiB must be a number of MiB" })
+            .int({ error: "memoryMiB must be a whole number of MiB" })
+            .min(16, { error: "memoryMiB must be at least 16" })
+            .max(1024 * 1024, { error: "memoryMiB must be at most 1048576 (1 TiB)" })
+            .default(256),
+        cpus: z
+            .number({ error: "cpus must be a number" })
+            .int({ error: "cpus must be a whole number" })
+            .min(1, { error: "cpus must be between 1 and 255" })
+            .max(255, { error: "cpus must be between 1 and 255" })
+            .default(1),
+        graphic: z.boolean({ error: "graphic must be true or false" }).default(false),
+        kernel: absolutePath("kernel").optional(),
+        initrd: absolutePath("initrd").optional(),
+        kernelArguments: z.array(plainText("kernelArguments item")).optional(),
+        disks: z.array(diskSchema).default([]),
+        /** Writes to disks are thrown away when QEMU exits (QEMU's snapshot mode), as Guix's volatile VMs. */
+        volatile: z.boolean({ error: "volatile must be true or false" }).default(false),
+        shares: z.array(shareSchema).default([]),
+        portForwards: z.array(portForwardSchema).default([]),
+        network: z.enum(["user", "none"], { error: 'network must be "user" or "none"' }).default("user"),
+        extraArgs: z.array(plainText("extraArgs item")).default([]),
+    })
+    .strict()
+    .superRefine((spec, ctx) => {
+        if (!spec.kernel) {
+            if (spec.initrd) ctx.addIssue({ code: "custom", path: ["initrd"], message: "initrd needs kernel: set kernel too" });
+            if (spec.kernelArguments?.length) {
+                ctx.addIssue({ code: "custom", path: ["kernelArguments"], message: "kernelArguments need kernel: set kernel too, or boot from a disk without them" });
+            }
+        }
+        spec.disks.forEach((disk, i) => {
+            if (spec.volatile && disk.overlay) {
+                ctx.addIssue({ code: "custom", path: ["disks", i, "overlay"], message: "an overlay keeps the guest's writes and volatile throws them away: drop one of them" });
+            }
+        });
+        if (spec.network === "none" && spec.portForwards.length > 0) {
+            ctx.addIssue({ code: "custom", path: ["portForwards"], message: 'port forwardings need network "user"' });
+        }
+        const seenPorts = new Map<string, number>();
+        spec.portForwards.forEach((pf, i) => {
+            const key = `${pf.protocol}:${pf.host}`;
+            const first = seenPorts.get(key);
+            if (first !== undefined) {
+                ctx.addIssue({ code: "custom", path: ["portForwards", i, "host"], message: `host port ${pf.host}/${pf.protocol} is already forwarded by portForwards[${first}]` });
+            } else seenPorts.set(key, i);
+        });
+        const seenTags = new Map<string, number>();
+        spec.shares.forEach((share, i) => {
+            const tag = share.mountTag ?? mountTag(share.source);
+            const first = seenTags.get(tag);
+            if (first !== undefined) {
+                ctx.addIssue({ code: "custom", path: ["shares", i, share.mountTag ? "mountTag" : "source"], message: `mount tag ${tag} is already used by shares[${first}]; each share needs its own tag` });
+            } else seenTags.set(tag, i);
+        });
+        const seenDisks = new Map<string, number>();
+        spec.disks.forEach((disk, i) => {
+            for (const file of [disk.path, disk.overlay]) {
+                if (file === undefined) continue;
+                const first = seenDisks.get(file);
+                if (first !== undefined && first !== i) {
+                    ctx.addIssue({ code: "custom", path: ["disks", i], message: `disks[${first}] already uses ${file}; one image cannot be opened twice` });
+                } else seenDisks.set(file, i);
+            }
+        });
+    });
+
+export type VmSpecInput = z.input<typeof vmSpecSchema>;
+export type VmSpec = z.output<typeof vmSpecSchema>;
+export type DiskSpec = VmSpec["disks"][number];
+export type ShareSpec = VmSpec["shares"][number];
+export type PortForwardSpec = VmSpec["portForwards"][number];
+
+/** Validates and completes a user's VM description; errors name fields under `field` (e.g. `vm.memoryMiB`). */
+export function parseVmSpec(input: unknown, field = "vm"): VmSpec {
+    return parseOrThrow(vmSpecSchema, input, field);
+}

@@ -1,0 +1,108 @@
+import { buildQemuArgv, specArgvHash } from "../../provider/core/qemuArgv";
+import { mountTag } from "../../provider/core/mountTag";
+import { parseVmSpec } from "../../provider/core/vmSpec";
+import { escapeOptionValue } from "../../provider/core/qemuOption";
+
+const TCG = { accel: "tcg" as const };
+
+/** The value that follows `flag` each time it appears. */
+function valuesOf(argv: string[], flag: string): string[] {
+    return argv.flatMap((a, i) => (a === flag ? [argv[i + 1]] : []));
+}
+
+describe("buildQemuArgv", () => {
+    const full = parseVmSpec({
+        name: "web,1",
+        memoryMiB: 512,
+        cpus: 2,
+        kernel: "/boot/vmlinuz",
+        initrd: "/boot/initrd.img",
+        kernelArguments: ["quiet", "root=/dev/vda"],
+        disks: [
+            { path: "/img/base,raw", format: "raw", readOnly: true },
+            { path: "/img/root.raw", format: "raw", overlay: "/state/root, ov.qcow2" },
+        ],
+        shares: [{ source: "/srv/a share,with comma", readOnly: true }, { source: "/srv/rw", mountTag: "data" }],
+        portForwards: [{ host: 8080, guest: 80 }, { host: 5353, guest: 53, protocol: "udp", hostAddress: "0.0.0.0" }],
+        extraArgs: ["-S"],
+    });
+
+    test("follows Guix's choices", () => {
+        const argv = buildQemuArgv(full, TCG);
+        expect(argv[0]).toBe("qemu-system-x86_64");
+        expect(valuesOf(argv, "-accel")).toEqual(["tcg"]);
+        expect(valuesOf(argv, "-m")).toEqual(["512"]);
+        expect(valuesOf(argv, "-smp")).toEqual(["2"]);
+        expect(argv).toContain("-no-reboot");
+        expect(argv).toContain("-nographic");
+        expect(valuesOf(argv, "-object")).toEqual(["rng-random,filename=/dev/urandom,id=pq-rng"]);
+        expect(valuesOf(argv, "-device")).toEqual(["virtio-rng-pci,rng=pq-rng"]);
+        expect(valuesOf(argv, "-kernel")).toEqual(["/boot/vmlinuz"]);
+        expect(valuesOf(argv, "-initrd")).toEqual(["/boot/initrd.img"]);
+        expect(valuesOf(argv, "-append")).toEqual(["console=ttyS0 quiet root=/dev/vda"]);
+        expect(valuesOf(argv, "-name")).toEqual(["web,,1"]);
+        expect(argv[argv.length - 1]).toBe("-S");
+    });
+
+    test("9p shares carry Guix's mount tag, escape commas and mark read-only ones", () => {
+        const virtfs = valuesOf(buildQemuArgv(full, TCG), "-virtfs");
+        expect(virtfs).toEqual([
+            `local,path=/srv/a share,,with comma,security_model=none,mount_tag=${mountTag("/srv/a share,with comma")},readonly=on`,
+            "local,path=/srv/rw,security_model=none,mount_tag=data",
+        ]);
+    });
+
+    test("disks: read-only raw marked so, overlays booted instead of their base", () => {
+        expect(valuesOf(buildQemuArgv(full, TCG), "-drive")).toEqual([
+            "file=/img/base,,raw,format=raw,if=virtio,readonly=on",
+            "file=/state/root,, ov.qcow2,format=qcow2,if=virtio",
+        ]);
+        const volatile = parseVmSpec({ volatile: true, disks: [{ path: "/img/a.qcow2", format: "qcow2" }] });
+        expect(valuesOf(buildQemuArgv(volatile, TCG), "-drive")).toEqual(["file=/img/a.qcow2,format=qcow2,if=virtio,snapshot=on"]);
+    });
+
+    test("user networking with loopback port forwards, or none", () => {
+        expect(valuesOf(buildQemuArgv(full, TCG), "-nic")).toEqual([
+            "user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:8080-:80,hostfwd=udp:0.0.0.0:5353-:53",
+        ]);
+        expect(valuesOf(buildQemuArgv(parseVmSpec({ network: "none" }), TCG), "-nic")).toEqual(["none"]);
+    });
+
+    test("a daemon gets a pidfile, an escaped QMP socket and a serial log instead of -nographic", () => {
+        const argv = buildQemuArgv(full, TCG, { pidfile: "/run/a,b/qemu.pid", qmpSocket: "/run/a,b/qmp.sock", serialLog: "/run/a,b/serial.log" });
+        expect(argv).not.toContain("-nographic");
+        expect(argv).toContain("-daemonize");
+        expect(valuesOf(argv, "-pidfile")).toEqual(["/run/a,b/qemu.pid"]);
+        expect(valuesOf(argv, "-qmp")).toEqual(["unix:/run/a,,b/qmp.sock,server=on,wait=off"]);
+        expect(valuesOf(argv, "-serial")).toEqual(["file:/run/a,b/serial.log"]);
+        expect(valuesOf(argv, "-display")).toEqual(["none"]);
+    });
+
+    test("graphic guests keep their display and get no console=ttyS0", () => {
+        const argv = buildQemuArgv(parseVmSpec({ graphic: true, kernel: "/k", kernelArguments: ["quiet"] }), TCG);
+        expect(argv).not.toContain("-nographic");
+        expect(valuesOf(argv, "-append")).toEqual(["quiet"]);
+    });
+
+    test("is deterministic for the same spec and host facts", () => {
+        expect(buildQemuArgv(full, TCG)).toEqual(buildQemuArgv(parseVmSpec(JSON.parse(JSON.stringify(full))), TCG));
+    });
+});
+
+describe("specArgvHash", () => {
+    test("does not depend on the accelerator a host resolved", () => {
+        const spec = parseVmSpec({ memoryMiB: 512 });
+        expect(buildQemuArgv(spec, { accel: "kvm" })).not.toEqual(buildQemuArgv(spec, TCG));
+        expect(specArgvHash(spec)).toBe(specArgvHash(parseVmSpec({ memoryMiB: 512 })));
+    });
+
+    test("a default spelled out is no change; a real change is", () => {
+        expect(specArgvHash(parseVmSpec({}))).toBe(specArgvHash(parseVmSpec({ memoryMiB: 256, cpus: 1, accel: "auto", portForwards: [] })));
+        expect(specArgvHash(parseVmSpec({}))).not.toBe(specArgvHash(parseVmSpec({ memoryMiB: 512 })));
+        expect(specArgvHash(parseVmSpec({ accel: "tcg" }))).not.toBe(specArgvHash(parseVmSpec({})));
+    });
+
+    test("escapeOptionValue doubles every comma", () => {
+        expect(escapeOptionValue("a,b,,c")).toBe("a,,b,,,,c");
+    });
+});
