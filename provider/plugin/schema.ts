@@ -1,0 +1,146 @@
+/**
+ * The Pulumi package schema our plugin serves, so that Python, Go, .NET and YAML programs can
+ * declare the same three resources. It describes the public contract of the inputs; the zod
+ * specs in provider/core remain the one place where values are judged.
+ */
+
+type Prop = Record<string, unknown>;
+
+const str = (description: string): Prop => ({ type: "string", description });
+const int = (description: string): Prop => ({ type: "integer", description });
+const bool = (description: string): Prop => ({ type: "boolean", description });
+const ref = (name: string, description: string): Prop => ({ $ref: `#/types/qemu:index:${name}`, description });
+const arrayOf = (name: string, description: string): Prop => ({ type: "array", items: { $ref: `#/types/qemu:index:${name}` }, description });
+const strings = (description: string): Prop => ({ type: "array", items: { type: "string" }, description });
+
+function object(description: string, properties: Record<string, Prop>, required: string[] = []): Prop {
+    return { type: "object", description, properties, required };
+}
+
+const types = {
+    "qemu:index:Disk": object("A disk image attached over virtio.", {
+        path: str("Absolute path of the image."),
+        format: str('"raw" or "qcow2".'),
+        readOnly: bool("Attach read-only."),
+        overlay: str("A qcow2 file the launcher creates over `path` when missing and boots instead."),
+    }, ["path", "format"]),
+    "qemu:index:Share": object("A host directory shared over virtio-9p.", {
+        source: str("Absolute host path."),
+        mountTag: str("9p mount tag; default derived from the path as Guix does."),
+        readOnly: bool("Share read-only."),
+    }, ["source"]),
+    "qemu:index:PortForward": object("A user-networking port forward.", {
+        host: int("Host port."),
+        guest: int("Guest port."),
+        hostAddress: str("Host address to bind; default 127.0.0.1."),
+        protocol: str('"tcp" (default) or "udp".'),
+    }, ["host", "guest"]),
+    "qemu:index:VmSpec": object("A QEMU virtual machine.", {
+        name: str("Guest name shown by QEMU."),
+        qemu: str("QEMU binary; default qemu-system-x86_64."),
+        qemuImg: str("qemu-img binary; default qemu-img."),
+        accel: str('"auto" (default), "kvm" or "tcg".'),
+        memoryMiB: int("Memory in MiB; default 256."),
+        cpus: int("Virtual CPUs; default 1."),
+        graphic: bool("Graphic console instead of serial; default false."),
+        kernel: str("Kernel for direct boot."),
+        initrd: str("Initial RAM disk for direct boot."),
+        kernelArguments: strings("Kernel command line words."),
+        disks: arrayOf("Disk", "Disks, in order."),
+        volatile: bool("Discard disk writes when QEMU exits; default false."),
+        shares: arrayOf("Share", "Shared folders."),
+        portForwards: arrayOf("PortForward", "Forwarded ports."),
+        network: str('"user" (default) or "none".'),
+        extraArgs: strings("Arguments appended to the QEMU command line."),
+    }),
+    "qemu:index:DiskImageSource": object("What an image is made from; `kind` picks the fields that apply.", {
+        kind: str('"blank", "file", "directory" or "overlay".'),
+        size: str('Size in bytes or with a suffix ("512M", "20G") for blank, directory and overlay images.'),
+        format: str('"raw" or "qcow2" (blank and file images).'),
+        path: str("Source file (file) or directory (directory)."),
+        fsType: str('Filesystem of a directory image: "ext4".'),
+        label: str("Filesystem label of a directory image."),
+        backing: str("Backing image of an overlay."),
+        backingFormat: str("Format of the backing image."),
+        backingInputHash: str("inputHash of the backing DiskImage, so that rebuilding it replaces the overlay."),
+    }, ["kind"]),
+    "qemu:index:Ready": object("When a VM counts as started.", {
+        serialPattern: str("Regular expression the serial console must print."),
+        tcpPort: int("Forwarded host port that must answer."),
+        timeoutSeconds: int("Give up, stop the VM and fail after this long."),
+    }),
+};
+
+const resources = {
+    "qemu:index:DiskImage": {
+        description: "A disk image: blank, imported from a file, built from a directory, or a qcow2 overlay.",
+        inputProperties: {
+            path: str("Where the image goes; default under the state directory."),
+            stateDir: str("State directory for default paths."),
+            source: ref("DiskImageSource", "What the image is made from."),
+        },
+        requiredInputs: ["source"],
+        properties: {
+            path: str("Image path."),
+            format: str("Image format."),
+            virtualSizeBytes: { type: "number", description: "Virtual size in bytes." },
+            inputHash: str("Hash of everything the image is made from."),
+            backingPath: str("Backing image of an overlay."),
+            backingInputHash: str("Identity of the backing image."),
+            drift: str("What changed behind the provider's back, if anything."),
+        },
+        required: ["path", "format", "virtualSizeBytes", "inputHash"],
+    },
+    "qemu:index:RunScript": {
+        description: "A launcher script that execs one QEMU command line.",
+        inputProperties: {
+            vm: ref("VmSpec", "The virtual machine."),
+            path: str("Where the launcher goes; default under the state directory."),
+            stateDir: str("State directory for default paths."),
+        },
+        requiredInputs: ["vm"],
+        properties: {
+            path: str("Launcher path."),
+            argv: strings("The QEMU command line."),
+            argvHash: str("Hash of the command line, independent of the host."),
+            drift: str("What changed behind the provider's back, if anything."),
+        },
+        required: ["path", "argv", "argvHash"],
+    },
+    "qemu:index:VirtualMachine": {
+        description: "A running QEMU guest controlled over QMP.",
+        inputProperties: {
+            vm: ref("VmSpec", "The virtual machine."),
+            ready: ref("Ready", "When the VM counts as started."),
+            stateDir: str("State directory."),
+        },
+        requiredInputs: ["vm"],
+        properties: {
+            pid: int("QEMU's process id."),
+            qmpSocket: str("QMP control socket."),
+            serialLog: str("Serial console log."),
+            launcherPath: str("The VM's launcher."),
+            argvHash: str("Hash of the command line, independent of the host."),
+            status: str("Run state reported by QMP."),
+            accel: str("Accelerator in use."),
+            startedAt: str("Start time (ISO 8601)."),
+        },
+        required: ["pid", "qmpSocket", "serialLog", "launcherPath", "argvHash", "status", "accel", "startedAt"],
+    },
+};
+
+export const RESOURCE_TOKENS = Object.keys(resources);
+
+export function packageSchema(version: string): string {
+    return JSON.stringify({
+        name: "qemu",
+        displayName: "QEMU",
+        version,
+        description: "Local QEMU virtual machines, disk images and launchers.",
+        keywords: ["pulumi", "qemu", "kind/native"],
+        license: "Apache-2.0",
+        types,
+        resources,
+        language: { nodejs: { packageName: "pulumi-qemu" } },
+    });
+}

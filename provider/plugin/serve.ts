@@ -1,0 +1,62 @@
+import type * as provider from "@pulumi/pulumi/provider";
+import { packageSchema } from "./schema";
+
+/** The lifecycle module behind each resource token; the same modules the dynamic shims load. */
+const LIFECYCLES: Record<string, string> = {
+    "qemu:index:DiskImage": "../resources/diskImage",
+    "qemu:index:RunScript": "../resources/runScript",
+    "qemu:index:VirtualMachine": "../resources/virtualMachine",
+};
+
+/** The resource type in a URN `urn:pulumi:stack::project::[parent$]type::name`. */
+export function typeOfUrn(urn: string): string {
+    const parts = urn.split("::");
+    if (parts.length < 4) throw new Error(`malformed URN ${urn}`);
+    const qualified = parts[2];
+    return qualified.slice(qualified.lastIndexOf("$") + 1);
+}
+
+function lifecycle(urn: string) {
+    const token = typeOfUrn(urn);
+    const modulePath = LIFECYCLES[token];
+    if (!modulePath) throw new Error(`unknown resource type ${token}; this provider serves ${Object.keys(LIFECYCLES).join(", ")}`);
+    return require(modulePath);
+}
+
+/** The custom-resource provider: each call goes to the lifecycle of the resource's type. */
+export function qemuProvider(version: string): provider.Provider {
+    return {
+        version,
+        schema: packageSchema(version),
+        check: (urn, olds, news) => lifecycle(urn).check(olds, news),
+        diff: (id, urn, olds, news) => lifecycle(urn).diff(id, olds, news),
+        create: (urn, inputs) => lifecycle(urn).create(inputs),
+        read: (id, urn, props) => lifecycle(urn).read(id, props),
+        update: async (id, urn, olds, news) => {
+            const impl = lifecycle(urn);
+            if (!impl.update) throw new Error(`${typeOfUrn(urn)} has no in-place update; its diff always replaces`);
+            return impl.update(id, olds, news);
+        },
+        delete: (id, urn, props) => lifecycle(urn).remove(id, props),
+    };
+}
+
+/** Serves the plugin over gRPC; the engine address is the first argument, as Pulumi passes it. */
+export function serve(args: string[]): Promise<void> {
+    const { main } = require("@pulumi/pulumi/provider") as typeof provider;
+    return main(qemuProvider(packageVersion()), args);
+}
+
+/** The version in our package.json, found from wherever this file was compiled to. */
+function packageVersion(): string {
+    const { existsSync, readFileSync } = require("node:fs") as typeof import("node:fs");
+    const path = require("node:path") as typeof import("node:path");
+    for (let dir = __dirname; dir !== path.dirname(dir); dir = path.dirname(dir)) {
+        const file = path.join(dir, "package.json");
+        if (existsSync(file)) {
+            const pkg = JSON.parse(readFileSync(file, "utf8"));
+            if (pkg.name === "pulumi-qemu") return pkg.version;
+        }
+    }
+    throw new Error(`cannot find pulumi-qemu's package.json above ${__dirname}`);
+}

@@ -1,0 +1,29 @@
+/**
+ * pulumi-qemu: local QEMU virtual machines, their disk images and launchers as Pulumi resources.
+ */
+export { DiskImage, RunScript, VirtualMachine } from "./resources";
+export { diskImageProvider, runScriptProvider, virtualMachineProvider } from "./providers";
+export type { DiskImageArgs, DiskImageSource, ReadyArgs, RunScriptArgs, VirtualMachineArgs, VmSpecArgs, DeepInput } from "./types";
+
+// The engine-free core, for programs that want the argv or launcher text without resources.
+export { buildQemuArgv, specArgvHash } from "../provider/core/qemuArgv";
+export type { HostFacts, DaemonRuntime } from "../provider/core/qemuArgv";
+export { renderLauncher, shellQuote } from "../provider/core/launcher";
+export { mountTag } from "../provider/core/mountTag";
+export { argvHash } from "../provider/core/hash";
+export { parseVmSpec } from "../provider/core/vmSpec";
+export type { VmSpec, VmSpecInput } from "../provider/core/vmSpec";
+
+/*
+ * PulumiPlugin.yaml makes this package a provider plugin too. The Node.js language host runs a
+ * plugin by requiring the package's main module from its `run-plugin` command, and this module
+ * is that main: when it is loaded that way, it serves the plugin instead of acting as a library.
+ */
+if (isRunAsPlugin(process.argv)) {
+    require("../provider/plugin/serve").serve(process.argv.slice(2));
+}
+
+function isRunAsPlugin(argv: readonly string[]): boolean {
+    const script = argv[1] ?? "";
+    return /[\\/]cmd[\\/]run-plugin([\\/](index\.js)?)?$/.test(script);
+}

@@ -1,0 +1,29 @@
+import type * as pulumi from "@pulumi/pulumi";
+
+/**
+ * The dynamic providers Pulumi serializes into the stack's state and re-creates in its
+ * dynamic-provider plugin. Each method is a thin shim that loads the real lifecycle from the
+ * installed package when it is called: a serialized closure that captured zod schemas, execa
+ * or module internals would fail to serialize or break in the plugin (pulumi/pulumi#5294,
+ * #13960), and the state would carry a copy of the implementation instead of a reference.
+ *
+ * The module path names the package, not a file on this machine, so the same state works on
+ * any machine where the program's node_modules has pulumi-qemu. The only value the closures
+ * capture is that string.
+ */
+function lifecycleShim(modulePath: string, updatesInPlace: boolean): pulumi.dynamic.ResourceProvider {
+    const provider: pulumi.dynamic.ResourceProvider = {
+        check: async (olds, news) => require(modulePath).check(olds, news),
+        diff: async (id, olds, news) => require(modulePath).diff(id, olds, news),
+        create: async (inputs) => require(modulePath).create(inputs),
+        read: async (id, props) => require(modulePath).read(id, props),
+        delete: async (id, props) => require(modulePath).remove(id, props),
+    };
+    if (updatesInPlace) provider.update = async (id, olds, news) => require(modulePath).update(id, olds, news);
+    return provider;
+}
+
+/** Every change to an image's inputs replaces it, so it has no update. */
+export const diskImageProvider = lifecycleShim("pulumi-qemu/bin/provider/resources/diskImage.js", false);
+export const runScriptProvider = lifecycleShim("pulumi-qemu/bin/provider/resources/runScript.js", true);
+export const virtualMachineProvider = lifecycleShim("pulumi-qemu/bin/provider/resources/virtualMachine.js", true);

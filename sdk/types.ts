@@ -1,0 +1,76 @@
+import type * as pulumi from "@pulumi/pulumi";
+
+/** Every field of T, at every depth, may be a Pulumi Input (an Output of another resource, a promise…). */
+export type DeepInput<T> = T extends string | number | boolean
+    ? pulumi.Input<T>
+    : T extends ReadonlyArray<infer U>
+      ? pulumi.Input<ReadonlyArray<DeepInput<U>>>
+      : T extends object
+        ? pulumi.Input<{ [K in keyof T]: DeepInput<T[K]> }>
+        : pulumi.Input<T>;
+
+/** A virtual machine as users declare it; defaults follow Guix's <virtual-machine> record. */
+export interface VmSpecArgs {
+    /** Shown by QEMU as the guest's name. */
+    name?: string;
+    /** QEMU binary; default `qemu-system-x86_64`. */
+    qemu?: string;
+    /** qemu-img binary used by launchers that create overlays; default `qemu-img`. */
+    qemuImg?: string;
+    /** `auto` (default) uses KVM only where it really works, else TCG. */
+    accel?: "auto" | "kvm" | "tcg";
+    /** Default 256. */
+    memoryMiB?: number;
+    /** Default 1. */
+    cpus?: number;
+    /** Default false: serial console. */
+    graphic?: boolean;
+    /** Direct kernel boot. */
+    kernel?: string;
+    initrd?: string;
+    kernelArguments?: string[];
+    disks?: { path: string; format: "raw" | "qcow2"; readOnly?: boolean; overlay?: string }[];
+    /** Throw away what the guest writes to its disks when QEMU exits. Default false. */
+    volatile?: boolean;
+    /** Host directories shared over virtio-9p; the mount tag defaults to Guix's rule. */
+    shares?: { source: string; mountTag?: string; readOnly?: boolean }[];
+    /** User-networking forwards; hostAddress defaults to 127.0.0.1. */
+    portForwards?: { host: number; guest: number; hostAddress?: string; protocol?: "tcp" | "udp" }[];
+    network?: "user" | "none";
+    extraArgs?: string[];
+}
+
+export type DiskImageSource =
+    | { kind: "blank"; size: number | string; format: "raw" | "qcow2" }
+    | { kind: "file"; path: string; format?: "raw" | "qcow2" }
+    | { kind: "directory"; path: string; size: number | string; fsType?: "ext4"; label?: string }
+    | { kind: "overlay"; backing: string; backingFormat?: "raw" | "qcow2"; size?: number | string; backingInputHash?: string };
+
+export interface DiskImageArgs {
+    /** Where the image goes; default a file under the state directory named after its input hash. */
+    path?: pulumi.Input<string>;
+    stateDir?: pulumi.Input<string>;
+    source: DeepInput<DiskImageSource>;
+}
+
+export interface RunScriptArgs {
+    vm: DeepInput<VmSpecArgs>;
+    /** Where the launcher goes; default under the state directory, named after the argv hash. */
+    path?: pulumi.Input<string>;
+    stateDir?: pulumi.Input<string>;
+}
+
+export interface ReadyArgs {
+    /** Ready once the serial console prints this (a regular expression). */
+    serialPattern?: string;
+    /** Ready once this forwarded host port answers. */
+    tcpPort?: number;
+    /** Give up, stop the VM and fail after this long. */
+    timeoutSeconds?: number;
+}
+
+export interface VirtualMachineArgs {
+    vm: DeepInput<VmSpecArgs>;
+    ready?: DeepInput<ReadyArgs>;
+    stateDir?: pulumi.Input<string>;
+}
