@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Sourced by the README's commands: makes sure this machine has what pulumi-qemu needs.
+# Debian packages are installed when running as root; otherwise the exact apt-get line is
+# printed and we stop, rather than half-working without QEMU.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+APT_PACKAGES=(qemu-system-x86 qemu-utils linux-image-amd64 busybox-static cpio e2fsprogs)
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+    line="apt-get install -y --no-install-recommends ${missing[*]}"
+    if [[ $(id -u) -eq 0 ]]; then
+        echo "setup: installing ${missing[*]}" >&2
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        $line >/dev/null
+    else
+        echo "setup: missing Debian packages. Run as root:" >&2
+        echo "  sudo apt-get update && sudo $line" >&2
+        exit 1
+    fi
+fi
+
+command -v node >/dev/null || { echo "setup: Node.js 20 or newer is needed (node not found)" >&2; exit 1; }
+
+# npm ci only when the lock file changed since the last install, so repeated runs are quick.
+stamp=node_modules/.pulumi-qemu-lock.sha256
+want=$(sha256sum package-lock.json | cut -d' ' -f1)
+if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
+    echo "setup: npm ci" >&2
+    npm ci --no-audit --no-fund --loglevel=error
+    echo "$want" >"$stamp"
+fi
+
+npm run --silent build
