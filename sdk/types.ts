@@ -29,7 +29,8 @@ export interface VmSpecArgs {
     kernel?: string;
     initrd?: string;
     kernelArguments?: string[];
-    disks?: { path: string; format: "raw" | "qcow2"; readOnly?: boolean; overlay?: string }[];
+    /** `inputHash`: the DiskImage's inputHash output, so a rebuilt image restarts the VM even at the same path. */
+    disks?: { path: string; format: "raw" | "qcow2"; readOnly?: boolean; overlay?: string; inputHash?: string }[];
     /** Throw away what the guest writes to its disks when QEMU exits. Default false. */
     volatile?: boolean;
     /** Host directories shared over virtio-9p; the mount tag defaults to Guix's rule. */

@@ -1,4 +1,4 @@
-import { argvHash } from "./hash";
+import { hashValue } from "./hash";
 import { mountTag } from "./mountTag";
 import { escapeOptionValue, optionString } from "./qemuOption";
 import type { DiskSpec, PortForwardSpec, ShareSpec, VmSpec } from "./vmSpec";
@@ -27,10 +27,15 @@ export function buildQemuArgv(spec: VmSpec, host: HostFacts, daemon?: DaemonRunt
 /**
  * The hash diffs compare. It is taken over the argv with the accelerator as the user asked
  * for it ("auto" stays "auto"), so previewing the same stack on a host with working KVM and
- * on one without gives the same hash; runtime paths are left out for the same reason.
+ * on one without gives the same hash; runtime paths are left out for the same reason. The
+ * identities of the disk images are in it too: a disk rebuilt at the same path changes no
+ * argument, yet the guest booted from the old one must be replaced.
  */
 export function specArgvHash(spec: VmSpec): string {
-    return argvHash(argvWithAccel(spec, spec.accel));
+    return hashValue({
+        argv: argvWithAccel(spec, spec.accel),
+        images: spec.disks.map((disk) => disk.inputHash ?? null),
+    });
 }
 
 function argvWithAccel(spec: VmSpec, accel: string, daemon?: DaemonRuntime): string[] {

@@ -14,6 +14,14 @@ const diskSchema = z
         readOnly: z.boolean({ error: "readOnly must be true or false" }).default(false),
         /** A qcow2 file the launcher creates over `path` when missing and boots instead (Guix's copy-image). */
         overlay: absolutePath("overlay").optional(),
+        /**
+         * The image's identity (a DiskImage's inputHash). It never reaches the argv, but it is part
+         * of the VM's hash: an image rebuilt in place at the same path must restart the VM.
+         */
+        inputHash: z
+            .string({ error: "inputHash must be a string" })
+            .regex(/^[0-9a-f]{16,128}$/, { error: "inputHash must be a lowercase hex digest (a DiskImage's inputHash output)" })
+            .optional(),
     })
     .strict()
     .refine((d) => !(d.overlay && d.readOnly), {

@@ -23,6 +23,7 @@ const types = {
         format: str('"raw" or "qcow2".'),
         readOnly: bool("Attach read-only."),
         overlay: str("A qcow2 file the launcher creates over `path` when missing and boots instead."),
+        inputHash: str("The DiskImage's inputHash: a rebuilt image restarts the VM even at the same path."),
     }, ["path", "format"]),
     "qemu:index:Share": object("A host directory shared over virtio-9p.", {
         source: str("Absolute host path."),

@@ -102,6 +102,14 @@ describe("specArgvHash", () => {
         expect(specArgvHash(parseVmSpec({ accel: "tcg" }))).not.toBe(specArgvHash(parseVmSpec({})));
     });
 
+    test("an image rebuilt at the same path changes the hash but not the argv", () => {
+        const disk = { path: "/img/root.qcow2", format: "qcow2" as const };
+        const before = parseVmSpec({ disks: [{ ...disk, inputHash: "a".repeat(64) }] });
+        const after = parseVmSpec({ disks: [{ ...disk, inputHash: "b".repeat(64) }] });
+        expect(buildQemuArgv(before, TCG)).toEqual(buildQemuArgv(after, TCG));
+        expect(specArgvHash(before)).not.toBe(specArgvHash(after));
+    });
+
     test("escapeOptionValue doubles every comma", () => {
         expect(escapeOptionValue("a,b,,c")).toBe("a,,b,,,,c");
     });

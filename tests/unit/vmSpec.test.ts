@@ -56,6 +56,7 @@ describe("parseVmSpec", () => {
         [{ disks: [{ path: "/img/a", format: "raw" }, { path: "/img/a", format: "raw" }] }, /vm\.disks\[1\]: disks\[0\] already uses \/img\/a/],
         [{ disks: [{ path: "/img/a", format: "raw", overlay: "/img/a" }] }, /vm\.disks\[0\]\.overlay: overlay must be another file than path/],
         [{ volatile: true, disks: [{ path: "/img/a", format: "raw", overlay: "/s/o.qcow2" }] }, /vm\.disks\[0\]\.overlay: an overlay keeps the guest's writes and volatile throws them away/],
+        [{ disks: [{ path: "/img/a", format: "raw", inputHash: "not-hex" }] }, /vm\.disks\[0\]\.inputHash: inputHash must be a lowercase hex digest/],
         [{ kernelArguments: ["quiet"] }, /vm\.kernelArguments: kernelArguments need kernel/],
         [{ initrd: "/boot/initrd" }, /vm\.initrd: initrd needs kernel/],
         [{ extraArgs: ["-smp\n2"] }, /vm\.extraArgs\[0\]/],
