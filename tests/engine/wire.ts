@@ -1,0 +1,77 @@
+/**
+ * Property values in their wire forms (@pulumi/pulumi runtime/rpc): an unknown is a magic
+ * string, a secret an object tagged with the signature key.
+ */
+
+export const UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9";
+export const SIG_KEY = "4dabf18193072939515e22adb298388d";
+export const SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270";
+
+export type Props = Record<string, unknown>;
+
+export function makeSecret(value: unknown): Props {
+    return { [SIG_KEY]: SECRET_SIG, value };
+}
+
+export function isSecret(value: unknown): value is { value: unknown } {
+    return isRecord(value) && value[SIG_KEY] === SECRET_SIG;
+}
+
+/** A plain object: not an array, not a signature-tagged value. */
+export function isPlainObject(value: unknown): value is Props {
+    return isRecord(value) && !(SIG_KEY in value);
+}
+
+function isRecord(value: unknown): value is Props {
+    return value !== null && typeof value === "object" && !Array.isArray(value);
+}
+
+export function containsSecrets(value: unknown): boolean {
+    if (isSecret(value)) return true;
+    if (Array.isArray(value)) return value.some(containsSecrets);
+    if (isRecord(value)) return Object.values(value).some(containsSecrets);
+    return false;
+}
+
+export function containsUnknowns(value: unknown): boolean {
+    if (value === UNKNOWN) return true;
+    if (Array.isArray(value)) return value.some(containsUnknowns);
+    if (isRecord(value)) return Object.values(value).some(containsUnknowns);
+    return false;
+}
+
+/** The value as a provider that does not accept secrets receives it: every secret unwrapped. */
+export function stripSecrets<T>(value: T): T {
+    if (isSecret(value)) return stripSecrets(value.value) as T;
+    if (Array.isArray(value)) return value.map(stripSecrets) as T;
+    if (isRecord(value)) return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, stripSecrets(v)])) as T;
+    return value;
+}
+
+/**
+ * The engine's annotateSecrets (sdk/go/common/resource/plugin/provider_plugin.go), applied to
+ * what a provider that answered acceptSecrets=false returns: an output keeps the secretness of
+ * the input of the same name. Objects on both sides are walked key by key; anything else that
+ * held a secret anywhere (an array, a secret object) becomes one secret as a whole.
+ */
+export function annotateSecrets(outs: Props, ins: Props): Props {
+    const result: Props = { ...outs };
+    for (const [key, inValue] of Object.entries(ins)) {
+        if (!(key in result)) continue;
+        const outValue = result[key];
+        if (isPlainObject(outValue) && isPlainObject(inValue)) result[key] = annotateSecrets(outValue, inValue);
+        else if (!isSecret(outValue) && containsSecrets(inValue)) result[key] = makeSecret(outValue);
+    }
+    return result;
+}
+
+/** Structural equality of JSON values, keys in any order. */
+export function deepEqual(a: unknown, b: unknown): boolean {
+    if (a === b) return true;
+    if (Array.isArray(a) && Array.isArray(b)) return a.length === b.length && a.every((x, i) => deepEqual(x, b[i]));
+    if (isRecord(a) && isRecord(b)) {
+        const ka = Object.keys(a);
+        return ka.length === Object.keys(b).length && ka.every((k) => k in b && deepEqual(a[k], b[k]));
+    }
+    return false;
+}
