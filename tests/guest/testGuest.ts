@@ -43,7 +43,10 @@ export const WANTED_MODULES = [
 
 const BUSYBOX = "/bin/busybox";
 const INIT_SCRIPT = path.join(__dirname, "init.sh");
-const CACHE_ROOT = path.resolve(__dirname, "..", "..", ".cache", "test-guest");
+// PQ_TEST_GUEST_CACHE moves the cache, e.g. to exercise a cold build without disturbing the shared one.
+const CACHE_ROOT = process.env.PQ_TEST_GUEST_CACHE
+    ? path.resolve(process.env.PQ_TEST_GUEST_CACHE)
+    : path.resolve(__dirname, "..", "..", ".cache", "test-guest");
 // Bumped when the layout of the built guest changes in a way the other inputs do not show.
 const FORMAT = 1;
 
