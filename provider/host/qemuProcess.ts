@@ -193,11 +193,12 @@ export interface StopOptions {
     killMs?: number;
 }
 
-export type StopOutcome = "not-running" | "powerdown" | "quit" | "kill";
+export type StopOutcome = "not-running" | "powerdown" | "quit" | "term" | "kill";
 
 /**
  * Stops our QEMU, gentlest first: ACPI power button (the guest shuts down cleanly if it
- * listens), then QMP `quit`, then SIGKILL. Never signals a process that is not our QEMU.
+ * listens), then QMP `quit` (or SIGTERM when QMP cannot be reached), then SIGKILL. Never
+ * signals a process that is not our QEMU.
  */
 export async function stopQemu(target: StopTarget, opts: StopOptions = {}): Promise<StopOutcome> {
     const { identity, pidfile, qmpSocket } = target;
@@ -220,6 +221,9 @@ export async function stopQemu(target: StopTarget, opts: StopOptions = {}): Prom
     } finally {
         qmp?.close();
     }
+    // QMP unreachable (QEMU serves one client at a time; another may hold it): QEMU treats
+    // SIGTERM as a clean quit, so try that before the kill that gives it no chance to flush.
+    if (!qmp && (await signalIfOurs(identity, pidfile, "SIGTERM")) && (await waitUntilGone(identity, pidfile, quitMs))) return "term";
     await signalIfOurs(identity, pidfile, "SIGKILL");
     if (await waitUntilGone(identity, pidfile, killMs)) return "kill";
     throw new Error(`QEMU pid ${identity.pid} is still running after SIGKILL`);

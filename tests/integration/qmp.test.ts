@@ -79,6 +79,19 @@ test("stopQemu on a guest that ignores the power button falls back to quit, and 
     expect(await stopQemu(q)).toBe("not-running");
 });
 
+test("QEMU serves one QMP client at a time; stopQemu then falls back to SIGTERM, not SIGKILL", async () => {
+    const q = await bareQemu();
+    const holder = await QmpClient.connect(q.qmpSocket);
+    try {
+        await expect(QmpClient.connect(q.qmpSocket, { connectTimeoutMs: 500 })).rejects.toThrow(/greeting.*timed out/);
+        expect(await stopQemu(q, { powerdownMs: 500, quitMs: 3000 })).toBe("term");
+        await holder.waitForClose(3000);
+    } finally {
+        holder.close();
+    }
+    expect(await checkOurQemu(q.identity, q.pidfile)).toMatchObject({ alive: false });
+});
+
 test("a QEMU killed with SIGKILL is seen as gone (zombie or reaped)", async () => {
     const q = await bareQemu();
     process.kill(q.identity.pid, "SIGKILL");

@@ -1,0 +1,92 @@
+import { randomBytes } from "node:crypto";
+import { lstat, mkdir, open, readFile, rename, rm } from "node:fs/promises";
+import * as path from "node:path";
+import { sha256Hex } from "../core/hash";
+import { LAUNCHER_HEADER } from "../core/launcher";
+
+/**
+ * Launcher files on disk. A launcher is written whole or not at all (temp file, fsync, rename,
+ * fsync of the directory), so a crash never leaves a half script that a user might run. A file
+ * is ours when its second line is the header `renderLauncher` writes; anything else at the path
+ * is the user's and is neither overwritten nor deleted.
+ */
+
+export const LAUNCHER_MODE = 0o555;
+
+export type LauncherFileState =
+    | { state: "missing" }
+    | { state: "present"; contentHash: string; ours: boolean }
+    /** Something that is not a regular file (a directory, a symlink, a socket…). */
+    | { state: "foreign"; kind: string };
+
+/** Whether `content` carries the mark renderLauncher puts on every launcher. */
+export function isOurLauncherText(content: string): boolean {
+    return content.split("\n", 2)[1] === LAUNCHER_HEADER;
+}
+
+export async function inspectLauncherFile(file: string): Promise<LauncherFileState> {
+    let st;
+    try {
+        st = await lstat(file);
+    } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === "ENOENT") return { state: "missing" };
+        throw err;
+    }
+    if (!st.isFile()) return { state: "foreign", kind: st.isSymbolicLink() ? "symbolic link" : st.isDirectory() ? "directory" : "special file" };
+    const content = await readFile(file, "utf8");
+    return { state: "present", contentHash: sha256Hex(content), ours: isOurLauncherText(content) };
+}
+
+/**
+ * Writes `content` to `file` atomically with mode 0555, creating missing parent directories.
+ * Refuses when `file` exists and was not written by pulumi-qemu. Returns the content's hash,
+ * which is what drift is judged by later.
+ */
+export async function writeLauncherFile(file: string, content: string): Promise<{ contentHash: string }> {
+    if (!isOurLauncherText(content)) throw new Error("writeLauncherFile: content lacks the pulumi-qemu launcher header");
+    const existing = await inspectLauncherFile(file);
+    if (existing.state === "foreign") throw new Error(`refusing to replace ${file}: it is a ${existing.kind}, not a launcher pulumi-qemu wrote`);
+    if (existing.state === "present" && !existing.ours) {
+        throw new Error(`refusing to overwrite ${file}: it was not written by pulumi-qemu (no launcher header); move it away or choose another path`);
+    }
+    const dir = path.dirname(file);
+    await mkdir(dir, { recursive: true });
+    const temp = path.join(dir, `.${path.basename(file)}.${randomBytes(6).toString("hex")}.tmp`);
+    try {
+        const fh = await open(temp, "wx", 0o600);
+        try {
+            await fh.writeFile(content, "utf8");
+            await fh.chmod(LAUNCHER_MODE);
+            await fh.sync();
+        } finally {
+            await fh.close();
+        }
+        await rename(temp, file);
+    } catch (err) {
+        await rm(temp, { force: true });
+        throw err;
+    }
+    await syncDir(dir);
+    return { contentHash: sha256Hex(content) };
+}
+
+/** Makes the rename itself durable: without it a crash may bring back the old directory entry. */
+async function syncDir(dir: string): Promise<void> {
+    const dh = await open(dir, "r");
+    try {
+        await dh.sync();
+    } finally {
+        await dh.close();
+    }
+}
+
+export type RemoveOutcome = "removed" | "missing" | "not-ours";
+
+/** Deletes `file` only when it is a launcher pulumi-qemu wrote; anything else is left where it is. */
+export async function removeLauncherFile(file: string): Promise<RemoveOutcome> {
+    const st = await inspectLauncherFile(file);
+    if (st.state === "missing") return "missing";
+    if (st.state !== "present" || !st.ours) return "not-ours";
+    await rm(file, { force: true });
+    return "removed";
+}

@@ -1,0 +1,165 @@
+import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
+import * as os from "node:os";
+import * as path from "node:path";
+import { checkOurQemu } from "../../provider/host/qemuProcess";
+import { QmpClient, queryStatus } from "../../provider/host/qmp";
+import * as vmResource from "../../provider/resources/virtualMachine";
+import type { VirtualMachineOutputs } from "../../provider/resources/virtualMachine";
+import { ensureTestGuest, guestKernelArguments, READY_MARKER } from "../guest/testGuest";
+import { freePort, httpGet } from "../support/net";
+
+/**
+ * VirtualMachine with the real test guest under TCG: readiness on the console and on a
+ * forwarded port, QMP, refresh after the process dies, clean failure, and delete leaving
+ * nothing behind.
+ */
+
+let dir: string;
+let guest: { kernel: string; initrd: string };
+const created: VirtualMachineOutputs[] = [];
+
+beforeAll(async () => {
+    dir = await mkdtemp(path.join(os.tmpdir(), "pq-vm-"));
+    guest = await ensureTestGuest();
+}, 180_000);
+
+afterAll(async () => {
+    for (const outs of created) await vmResource.remove("", outs).catch(() => undefined);
+    await rm(dir, { recursive: true, force: true });
+}, 120_000);
+
+function guestVm(name: string, extra: Record<string, unknown> = {}, mounts: { tag: string; at: string }[] = []) {
+    return { name, accel: "tcg", kernel: guest.kernel, initrd: guest.initrd, kernelArguments: guestKernelArguments({ name, mounts }), ...extra };
+}
+
+/** Live (non-zombie) processes whose command line mentions `needle`. */
+function processesMentioning(needle: string): number[] {
+    const found: number[] = [];
+    for (const entry of readdirSync("/proc")) {
+        if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
+        try {
+            const cmdline = readFileSync(`/proc/${entry}/cmdline`, "utf8");
+            const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
+            const state = stat.slice(stat.lastIndexOf(")") + 2).split(" ")[0];
+            if (cmdline.includes(needle) && state !== "Z") found.push(Number(entry));
+        } catch {
+            // the process ended while we looked
+        }
+    }
+    return found;
+}
+
+async function create(inputs: vmResource.VirtualMachineInputs): Promise<{ id: string; outs: VirtualMachineOutputs }> {
+    const check = await vmResource.check({}, inputs);
+    expect(check.failures ?? []).toEqual([]);
+    const r = await vmResource.create(inputs);
+    created.push(r.outs);
+    return { id: r.id, outs: r.outs };
+}
+
+test("a guest with a 9p share and a forwarded port: ready on both, QMP answers, delete leaves nothing", async () => {
+    const stateDir = path.join(dir, "one");
+    const share = path.join(dir, "share-one");
+    await mkdir(share);
+    await writeFile(path.join(share, "pq-init.sh"), "echo hello-from-share > /mnt/share/from-guest.txt\nsync\necho share-script-ran\n");
+    const port = await freePort();
+    const inputs = {
+        vm: guestVm("one", { shares: [{ source: share, mountTag: "pqshare" }], portForwards: [{ host: port, guest: 80 }] }, [{ tag: "pqshare", at: "/mnt/share" }]),
+        ready: { serialPattern: "share-script-ran", tcpPort: port, timeoutSeconds: 120 },
+        stateDir,
+    };
+    const t0 = Date.now();
+    const { id, outs } = await create(inputs);
+    console.log(`one VM: create-to-ready ${((Date.now() - t0) / 1000).toFixed(2)} s (readySeconds ${outs.readySeconds.toFixed(2)})`);
+
+    expect(JSON.stringify(outs)).not.toContain("undefined");
+    expect(outs).toMatchObject({ status: "running", accel: "tcg", vm: inputs.vm, ready: inputs.ready, stateDir });
+    expect(id).toBe(path.basename(outs.vmDir));
+    expect(path.dirname(outs.vmDir)).toBe(path.join(stateDir, "vms"));
+    for (const d of [stateDir, path.join(stateDir, "vms"), outs.vmDir]) expect((await stat(d)).mode & 0o777).toBe(0o700);
+    expect((await stat(outs.qmpSocket)).isSocket()).toBe(true);
+    expect(Date.parse(outs.startedAt)).toBeGreaterThan(t0 - 1000);
+
+    // Both readiness kinds were real: the share's script ran and wrote to the host, the port serves HTTP.
+    expect(await readFile(path.join(share, "from-guest.txt"), "utf8")).toBe("hello-from-share\n");
+    expect(await httpGet(`http://127.0.0.1:${port}/`)).toMatchObject({ status: 200, body: "pulumi-qemu test guest one\n" });
+
+    // QEMU serves one QMP client at a time, so each exchange closes before read opens its own.
+    const qmpDo = async (command: string) => {
+        const qmp = await QmpClient.connect(outs.qmpSocket);
+        try {
+            if (command !== "query-status") await qmp.execute(command);
+            return await queryStatus(qmp);
+        } finally {
+            qmp.close();
+        }
+    };
+    expect(await qmpDo("query-status")).toEqual({ running: true, status: "running" });
+    expect(await qmpDo("stop")).toEqual({ running: false, status: "paused" });
+    expect(await vmResource.read(id, outs)).toEqual({ id, props: { ...outs, status: "paused" } });
+    expect(await qmpDo("cont")).toEqual({ running: true, status: "running" });
+    expect(await vmResource.read(id, outs)).toEqual({ id, props: { ...outs, status: "running" } });
+
+    const t1 = Date.now();
+    await vmResource.remove(id, outs);
+    console.log(`one VM: delete took ${((Date.now() - t1) / 1000).toFixed(2)} s`);
+    expect((await checkOurQemu({ pid: outs.pid, startTime: outs.processStartTime, bootId: outs.bootId }, outs.pidfile)).alive).toBe(false);
+    expect(processesMentioning(outs.vmDir)).toEqual([]);
+    expect(existsSync(outs.vmDir)).toBe(false);
+    expect(readdirSync(path.join(stateDir, "vms"))).toEqual([]);
+    // The share is the user's: it stays.
+    expect(existsSync(path.join(share, "pq-init.sh"))).toBe(true);
+}, 240_000);
+
+test("a QEMU killed with SIGKILL is reported gone by read; delete still cleans up", async () => {
+    const stateDir = path.join(dir, "killed");
+    const { id, outs } = await create({ vm: guestVm("killed", { network: "none" }), ready: { serialPattern: READY_MARKER }, stateDir });
+    process.kill(outs.pid, "SIGKILL");
+    const deadline = Date.now() + 5000;
+    let r = await vmResource.read(id, outs);
+    while (r.id && Date.now() < deadline) r = await vmResource.read(id, outs);
+    expect(r).toEqual({ id: "", props: {} });
+    await vmResource.remove(id, outs);
+    expect(existsSync(outs.vmDir)).toBe(false);
+}, 180_000);
+
+test("a wrong kernel path fails with QEMU's message and leaves nothing", async () => {
+    const stateDir = path.join(dir, "badkernel");
+    const inputs = { vm: { ...guestVm("bad"), kernel: path.join(dir, "no-such-vmlinuz") }, stateDir };
+    const err = (await vmResource.create(inputs).catch((e: unknown) => e)) as Error;
+    expect(err).toBeInstanceOf(Error);
+    expect(err.message).toMatch(/no-such-vmlinuz/);
+    expect(readdirSync(path.join(stateDir, "vms"))).toEqual([]);
+    expect(processesMentioning(stateDir)).toEqual([]);
+});
+
+test("a guest that never gets ready times out, stops, cleans up and shows the serial tail", async () => {
+    const stateDir = path.join(dir, "never");
+    const inputs = { vm: guestVm("never", { network: "none" }), ready: { serialPattern: "this text never appears", timeoutSeconds: 15 }, stateDir };
+    const t0 = Date.now();
+    const err = (await vmResource.create(inputs).catch((e: unknown) => e)) as Error;
+    const took = (Date.now() - t0) / 1000;
+    expect(err).toBeInstanceOf(Error);
+    expect(err.message).toMatch(/not ready within 15 s \(waiting for serialPattern "this text never appears" on the console\)/);
+    // The tail is the guest's own console, cleaned of escape codes and CRs.
+    expect(err.message).toContain(READY_MARKER);
+    expect(err.message).not.toMatch(/\r|\x1b/);
+    expect(took).toBeGreaterThanOrEqual(15);
+    expect(took).toBeLessThan(30);
+    expect(readdirSync(path.join(stateDir, "vms"))).toEqual([]);
+    expect(processesMentioning(stateDir)).toEqual([]);
+}, 60_000);
+
+test("readiness on a port waits for an answer, not for an accepted connection", async () => {
+    // The guest has no network card listening yet for several seconds, while QEMU's user
+    // networking accepts the connection at once: a VM ready in under a second would be wrong.
+    const stateDir = path.join(dir, "portonly");
+    const port = await freePort();
+    const { id, outs } = await create({ vm: guestVm("portonly", { portForwards: [{ host: port, guest: 80 }] }), ready: { tcpPort: port, timeoutSeconds: 120 }, stateDir });
+    // An accepted connection would have counted within a second, long before the guest ran its /init.
+    expect(await readFile(outs.serialLog, "utf8")).toContain("Run /init as init process");
+    expect(outs.readySeconds).toBeGreaterThan(1.5);
+    expect(await httpGet(`http://127.0.0.1:${port}/`)).toMatchObject({ status: 200 });
+    await vmResource.remove(id, outs);
+}, 180_000);
