@@ -9,7 +9,7 @@ import { Struct } from "google-protobuf/google/protobuf/struct_pb";
 import { startEngineServer, type EngineServer, type LogEntry } from "./engineServer";
 import { grpcError, listenOnFreePort, shutdownServer } from "./grpc";
 import { startDynamicPlugin, type PluginClient } from "./plugin";
-import { annotateSecrets, deepEqual, stripSecrets, type Props } from "./wire";
+import { deepEqual, forProvider, fromProvider, type Props } from "./wire";
 
 /**
  * A small deployment engine: it runs a Pulumi program against its own ResourceMonitor, turns each
@@ -153,15 +153,6 @@ class Session {
         for (const p of started) if (p.status === "fulfilled") await p.value.client.close();
         await this.engine.close();
     }
-}
-
-/** A plugin that refused secrets gets them unwrapped; the engine re-marks its answers (annotateSecrets). */
-function forProvider(acceptSecrets: boolean, value: Props): Props {
-    return acceptSecrets ? value : stripSecrets(value);
-}
-
-function fromProvider(acceptSecrets: boolean, answer: Props, sent: Props): Props {
-    return acceptSecrets ? answer : annotateSecrets(answer, sent);
 }
 
 class StepError extends Error {}

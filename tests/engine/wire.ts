@@ -65,6 +65,16 @@ export function annotateSecrets(outs: Props, ins: Props): Props {
     return result;
 }
 
+/** What the engine sends a plugin: secrets unwrapped when the plugin answered acceptSecrets=false. */
+export function forProvider(acceptSecrets: boolean, value: Props): Props {
+    return acceptSecrets ? value : stripSecrets(value);
+}
+
+/** What the engine keeps of a plugin's answer: re-marked from what it sent when the plugin refused secrets. */
+export function fromProvider(acceptSecrets: boolean, answer: Props, sent: Props): Props {
+    return acceptSecrets ? answer : annotateSecrets(answer, sent);
+}
+
 /** Structural equality of JSON values, keys in any order. */
 export function deepEqual(a: unknown, b: unknown): boolean {
     if (a === b) return true;
