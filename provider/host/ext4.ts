@@ -1,0 +1,90 @@
+import execa from "execa";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import * as os from "node:os";
+import * as path from "node:path";
+
+/**
+ * ext4 images filled from a host directory without root: `mkfs.ext4 -d`, then `debugfs` to give
+ * every inode the same owner (0:0) and the same timestamps. mkfs copies each file's uid, gid,
+ * atime, mtime and ctime from the host, and ctime cannot be set from user space, so without the
+ * second step two builds of one tree never match byte for byte.
+ */
+
+export class Ext4Error extends Error {
+    constructor(
+        readonly tool: string,
+        readonly stderr: string,
+    ) {
+        super(`${tool} failed: ${stderr.trim() || "no message"}`);
+        this.name = "Ext4Error";
+    }
+}
+
+/** Every timestamp in the image, in seconds since the epoch (as SOURCE_DATE_EPOCH=1 would). */
+export const FIXED_TIME = 1;
+
+export interface Ext4Build {
+    /** Directory whose contents become the filesystem's root. */
+    sourceDir: string;
+    /** An existing empty file, already sized; mkfs writes the filesystem into it. */
+    imageFile: string;
+    uuid: string;
+    hashSeed: string;
+    label?: string;
+    /** Paths relative to the root, "/"-separated: every inode to normalise besides the root. */
+    paths: readonly string[];
+    mkfs?: string;
+    debugfs?: string;
+}
+
+/** Environment that pins what mkfs and debugfs would otherwise take from the clock. */
+function fixedEnv(): NodeJS.ProcessEnv {
+    return { ...process.env, E2FSPROGS_FAKE_TIME: String(FIXED_TIME), LC_ALL: "C" };
+}
+
+export async function buildExt4(b: Ext4Build): Promise<void> {
+    await runMkfs(b);
+    await normaliseInodes(b);
+}
+
+async function runMkfs(b: Ext4Build): Promise<void> {
+    const extended = [`hash_seed=${b.hashSeed}`, "root_owner=0:0"].join(",");
+    const args = ["-q", "-F", "-t", "ext4", "-U", b.uuid, "-E", extended, ...(b.label ? ["-L", b.label] : []), "-d", b.sourceDir, b.imageFile];
+    const r = await execa(b.mkfs ?? "mkfs.ext4", args, { reject: false, stdin: "ignore", env: fixedEnv(), extendEnv: false });
+    if (r.exitCode !== 0) throw new Ext4Error(`mkfs.ext4 ${args.join(" ")}`, r.stderr || r.stdout || spawnFailure(r));
+}
+
+/** debugfs's parser takes double-quoted words with "" for a quote; line breaks are refused upstream. */
+export function debugfsQuote(p: string): string {
+    if (/[\n\r\0]/.test(p)) throw new Error(`debugfsQuote: ${JSON.stringify(p)} has a line break`);
+    return `"${p.replace(/"/g, '""')}"`;
+}
+
+export function normaliseCommands(paths: readonly string[]): string {
+    const fields = ["uid 0", "gid 0", ...["atime", "mtime", "ctime", "crtime"].map((f) => `${f} ${FIXED_TIME}`)];
+    const lines: string[] = [];
+    for (const rel of ["", ...paths]) {
+        const target = debugfsQuote(`/${rel}`);
+        for (const f of fields) lines.push(`sif ${target} ${f}`);
+    }
+    return lines.join("\n") + "\n";
+}
+
+async function normaliseInodes(b: Ext4Build): Promise<void> {
+    const dir = await mkdtemp(path.join(os.tmpdir(), "pulumi-qemu-debugfs-"));
+    try {
+        const cmds = path.join(dir, "commands");
+        await writeFile(cmds, normaliseCommands(b.paths));
+        const r = await execa(b.debugfs ?? "debugfs", ["-w", "-f", cmds, b.imageFile], { reject: false, stdin: "ignore", env: fixedEnv(), extendEnv: false });
+        // debugfs exits 0 even when a command fails; its complaints are the stderr lines after the banner.
+        const complaints = r.stderr.split("\n").filter((l) => l.trim() && !/^debugfs [0-9.]+ \(/.test(l));
+        if (r.exitCode !== 0 || complaints.length) throw new Ext4Error(`debugfs -w -f ${cmds} ${b.imageFile}`, complaints.join("\n") || r.stderr);
+    } finally {
+        await rm(dir, { recursive: true, force: true });
+    }
+}
+
+/** With reject:false a failure to start (missing binary) comes back as the error itself, message included. */
+function spawnFailure(r: { exitCode?: number }): string {
+    return (r as { message?: string }).message ?? `exit code ${r.exitCode}`;
+}

@@ -1,0 +1,273 @@
+import { createHash, randomBytes } from "node:crypto";
+import type { BigIntStats } from "node:fs";
+import { lstat, open, readdir, readFile, readlink, rename, rm, stat, writeFile } from "node:fs/promises";
+import * as path from "node:path";
+import { hashValue } from "../core/hash";
+
+/**
+ * Content hashes of files and directory trees, with a cache keyed by file identity so that an
+ * unchanged multi-GiB image is never read twice. Identity is what the kernel tells us without
+ * reading: device, inode, size, and mtime and ctime in nanoseconds — a write changes mtime, and
+ * anything that sets mtime back (touch -d, utimes) still moves ctime.
+ */
+
+/** A file's identity as strings (bigints do not survive JSON). */
+export interface FileStamp {
+    dev: string;
+    ino: string;
+    size: string;
+    mtimeNs: string;
+    ctimeNs: string;
+    /** Birth time: ext4 hands a freed inode number to the next new file, so dev+ino alone cannot tell two files apart. */
+    birthNs: string;
+}
+
+/** Counts what was really read, so tests and benchmarks can tell a cache hit from a re-read. */
+export interface ReadCounter {
+    files: number;
+    bytes: number;
+}
+
+export function stampOf(st: BigIntStats): FileStamp {
+    return { dev: String(st.dev), ino: String(st.ino), size: String(st.size), mtimeNs: String(st.mtimeNs), ctimeNs: String(st.ctimeNs), birthNs: String(st.birthtimeNs) };
+}
+
+/** The same file (not necessarily the same content): what a path must still point at for us to delete it. */
+export function sameFile(a: FileStamp, b: FileStamp): boolean {
+    return a.dev === b.dev && a.ino === b.ino && a.birthNs === b.birthNs;
+}
+
+export function sameStamp(a: FileStamp, b: FileStamp): boolean {
+    return sameFile(a, b) && a.size === b.size && a.mtimeNs === b.mtimeNs && a.ctimeNs === b.ctimeNs;
+}
+
+export async function statStamp(file: string): Promise<FileStamp> {
+    return stampOf(await stat(file, { bigint: true }));
+}
+
+/** 4 MiB reads: large enough that syscalls cost nothing next to SHA-256, small enough to stay in cache. */
+export const READ_BUFFER_BYTES = 4 * 1024 * 1024;
+
+/**
+ * Streams `file` through SHA-256. Two buffers alternate so the next read runs on libuv's pool
+ * while this one is hashed; the result is within a few percent of `sha256sum`.
+ */
+export async function sha256File(file: string, counter?: ReadCounter, bufferBytes = READ_BUFFER_BYTES): Promise<{ sha256: string; bytes: number }> {
+    const fh = await open(file, "r");
+    try {
+        const hash = createHash("sha256");
+        let current = Buffer.allocUnsafe(bufferBytes);
+        let spare = Buffer.allocUnsafe(bufferBytes);
+        let total = 0;
+        let pending = fh.read(current, 0, bufferBytes, null);
+        for (;;) {
+            const { bytesRead } = await pending;
+            if (bytesRead === 0) break;
+            const filled = current;
+            [current, spare] = [spare, current];
+            pending = fh.read(current, 0, bufferBytes, null);
+            hash.update(filled.subarray(0, bytesRead));
+            total += bytesRead;
+        }
+        if (counter) {
+            counter.files += 1;
+            counter.bytes += total;
+        }
+        return { sha256: hash.digest("hex"), bytes: total };
+    } finally {
+        await fh.close();
+    }
+}
+
+interface CacheEntry {
+    size: string;
+    mtimeNs: string;
+    ctimeNs: string;
+    sha256: string;
+    /** Milliseconds since the epoch of the last use; the oldest go first when the cache is full. */
+    used: number;
+}
+
+interface CacheFile {
+    version: 1;
+    entries: Record<string, CacheEntry>;
+}
+
+export const HASH_CACHE_FILE = "hash-cache.json";
+export const MAX_CACHE_ENTRIES = 20000;
+
+/**
+ * A write that lands in the same timestamp tick as our read leaves the stamp unchanged, so a
+ * hash taken that close to the last write is not remembered (git's "racy clean" problem). Ticks
+ * are a jiffy (≤ 10 ms) on filesystems with nanosecond stamps, a second or two on old ones.
+ */
+export function racyWindowNs(mtimeNs: bigint): bigint {
+    return mtimeNs % 1_000_000_000n === 0n ? 2_000_000_000n : 50_000_000n;
+}
+
+function cacheKey(stamp: FileStamp): string {
+    return `${stamp.dev}:${stamp.ino}`;
+}
+
+/** The stat cache, persisted as one JSON file written whole (temp file, rename). */
+export class HashCache {
+    private entries: Record<string, CacheEntry> = {};
+    private dirty: Record<string, CacheEntry> = {};
+
+    constructor(readonly file: string) {}
+
+    static async load(file: string): Promise<HashCache> {
+        const cache = new HashCache(file);
+        cache.entries = await readCacheEntries(file);
+        return cache;
+    }
+
+    lookup(stamp: FileStamp): string | undefined {
+        const e = this.entries[cacheKey(stamp)];
+        if (!e || e.size !== stamp.size || e.mtimeNs !== stamp.mtimeNs || e.ctimeNs !== stamp.ctimeNs) return undefined;
+        return e.sha256;
+    }
+
+    remember(stamp: FileStamp, sha256: string): void {
+        const entry = { size: stamp.size, mtimeNs: stamp.mtimeNs, ctimeNs: stamp.ctimeNs, sha256, used: Date.now() };
+        this.entries[cacheKey(stamp)] = entry;
+        this.dirty[cacheKey(stamp)] = entry;
+    }
+
+    /** Merges with what other processes saved meanwhile, so concurrent providers lose nothing but races. */
+    async save(): Promise<void> {
+        if (Object.keys(this.dirty).length === 0) return;
+        const merged = { ...(await readCacheEntries(this.file)), ...this.dirty };
+        const kept = Object.entries(merged)
+            .sort((a, b) => b[1].used - a[1].used)
+            .slice(0, MAX_CACHE_ENTRIES);
+        const body: CacheFile = { version: 1, entries: Object.fromEntries(kept) };
+        const temp = `${this.file}.${randomBytes(6).toString("hex")}.tmp`;
+        try {
+            await writeFile(temp, JSON.stringify(body), { mode: 0o600, flag: "wx" });
+            await rename(temp, this.file);
+        } catch (err) {
+            await rm(temp, { force: true });
+            throw err;
+        }
+        this.dirty = {};
+    }
+}
+
+async function readCacheEntries(file: string): Promise<Record<string, CacheEntry>> {
+    let text: string;
+    try {
+        text = await readFile(file, "utf8");
+    } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === "ENOENT") return {};
+        throw err;
+    }
+    try {
+        const parsed = JSON.parse(text) as Partial<CacheFile>;
+        // A cache from another version, or a torn one, is only a cache: start afresh.
+        return parsed.version === 1 && parsed.entries && typeof parsed.entries === "object" ? parsed.entries : {};
+    } catch {
+        return {};
+    }
+}
+
+export interface HashedFile {
+    sha256: string;
+    stamp: FileStamp;
+    /** True when the cache answered and no byte was read. */
+    cached: boolean;
+}
+
+/** The content hash of `file`, from the cache when its stamp is unchanged, else read and remembered. */
+export async function hashFileCached(file: string, cache: HashCache, counter?: ReadCounter): Promise<HashedFile> {
+    const before = await stat(file, { bigint: true });
+    if (!before.isFile()) throw new Error(`${file} is not a regular file`);
+    const stamp = stampOf(before);
+    const known = cache.lookup(stamp);
+    if (known) return { sha256: known, stamp, cached: true };
+    const { sha256 } = await sha256File(file, counter);
+    const after = await stat(file, { bigint: true });
+    const now = BigInt(Date.now()) * 1_000_000n;
+    const steady = sameStamp(stamp, stampOf(after));
+    if (!steady) throw new Error(`${file} changed while it was being hashed; try again once nothing writes to it`);
+    if (now - after.mtimeNs >= racyWindowNs(after.mtimeNs)) cache.remember(stamp, sha256);
+    return { sha256, stamp, cached: false };
+}
+
+/** One entry of a directory tree, as it enters the tree hash. */
+export interface TreeEntry {
+    /** Path relative to the tree's root, "/"-separated; "" is the root. */
+    rel: string;
+    type: "directory" | "file" | "symlink";
+    /** Permission bits (with setuid/setgid/sticky). */
+    mode: number;
+    size?: number;
+    sha256?: string;
+    target?: string;
+    /** For a hard link: the `rel` of the first path seen with the same inode. */
+    linkOf?: string;
+}
+
+export interface HashedTree {
+    treeHash: string;
+    entries: TreeEntry[];
+    /** Bytes of file data, rounded up to 4 KiB blocks: the least an ext4 image of the tree needs. */
+    dataBytes: number;
+}
+
+/** Files this small are cheaper to read than to remember. */
+const CACHE_FILES_FROM_BYTES = 1024 * 1024;
+
+/**
+ * Hashes the tree under `root` by what `mkfs.ext4 -d` copies: names, types, permission bits,
+ * contents, symlink targets and hard links. Owners and timestamps are left out because the
+ * image builder fixes them. Anything mkfs could not copy faithfully is refused by name.
+ */
+export async function hashTree(root: string, cache: HashCache, counter?: ReadCounter): Promise<HashedTree> {
+    const rootStat = await stat(root, { bigint: true });
+    if (!rootStat.isDirectory()) throw new Error(`${root} is not a directory`);
+    const entries: TreeEntry[] = [{ rel: "", type: "directory", mode: Number(rootStat.mode & 0o7777n) }];
+    const seen = new Map<string, string>();
+    let dataBytes = 0;
+    const walk = async (dirRel: string): Promise<void> => {
+        const names = (await readdir(path.join(root, dirRel))).sort();
+        for (const name of names) {
+            if (/[\n\r]/.test(name)) throw new Error(`${path.join(root, dirRel, name)}: file names with line breaks cannot be copied into an image`);
+            const rel = dirRel ? `${dirRel}/${name}` : name;
+            const full = path.join(root, rel);
+            const st = await lstat(full, { bigint: true });
+            const mode = Number(st.mode & 0o7777n);
+            if (st.isDirectory()) {
+                entries.push({ rel, type: "directory", mode });
+                dataBytes += 4096;
+                await walk(rel);
+            } else if (st.isSymbolicLink()) {
+                entries.push({ rel, type: "symlink", mode, target: await readlink(full) });
+            } else if (st.isFile()) {
+                const key = `${st.dev}:${st.ino}`;
+                const first = st.nlink > 1n ? seen.get(key) : undefined;
+                if (first !== undefined) {
+                    entries.push({ rel, type: "file", mode, linkOf: first });
+                    continue;
+                }
+                if (st.nlink > 1n) seen.set(key, rel);
+                const size = Number(st.size);
+                const sha256 = size >= CACHE_FILES_FROM_BYTES ? (await hashFileCached(full, cache, counter)).sha256 : (await sha256File(full, counter)).sha256;
+                entries.push({ rel, type: "file", mode, size, sha256 });
+                dataBytes += Math.ceil(size / 4096) * 4096;
+            } else {
+                throw new Error(`${full} is a ${kindOf(st)}; a directory image holds only directories, regular files and symbolic links`);
+            }
+        }
+    };
+    await walk("");
+    return { treeHash: hashValue(entries), entries, dataBytes };
+}
+
+function kindOf(st: BigIntStats): string {
+    if (st.isSocket()) return "socket";
+    if (st.isFIFO()) return "named pipe";
+    if (st.isCharacterDevice()) return "character device";
+    if (st.isBlockDevice()) return "block device";
+    return "special file";
+}

@@ -1,0 +1,101 @@
+import execa from "execa";
+
+/**
+ * qemu-img, and nothing else: each function is one invocation. Failures carry qemu-img's own
+ * message, because that is what tells a user which file was corrupt or which disk was full.
+ */
+
+export class QemuImgError extends Error {
+    constructor(
+        readonly argv: string[],
+        readonly stderr: string,
+    ) {
+        super(`qemu-img ${argv.join(" ")} failed: ${stderr.trim() || "no message"}`);
+        this.name = "QemuImgError";
+    }
+}
+
+export interface ImageInfo {
+    filename: string;
+    format: string;
+    virtualSize: number;
+    actualSize?: number;
+    /** The backing file as written in the header. */
+    backingFilename?: string;
+    /** The backing file resolved against the image's directory. */
+    fullBackingFilename?: string;
+    backingFormat?: string;
+}
+
+async function run(args: string[], qemuImg: string): Promise<string> {
+    const r = await execa(qemuImg, args, { reject: false, stdin: "ignore" });
+    if (r.exitCode !== 0) throw new QemuImgError(args, r.stderr || r.stdout || spawnFailure(r));
+    return r.stdout;
+}
+
+function toInfo(raw: Record<string, unknown>): ImageInfo {
+    const str = (k: string) => (typeof raw[k] === "string" ? (raw[k] as string) : undefined);
+    const num = (k: string) => (typeof raw[k] === "number" ? (raw[k] as number) : undefined);
+    const filename = str("filename");
+    const format = str("format");
+    const virtualSize = num("virtual-size");
+    if (filename === undefined || format === undefined || virtualSize === undefined) {
+        throw new Error(`qemu-img info gave an answer without filename, format or virtual-size: ${JSON.stringify(raw)}`);
+    }
+    const info: ImageInfo = { filename, format, virtualSize };
+    const optional: [keyof ImageInfo, string | number | undefined][] = [
+        ["actualSize", num("actual-size")],
+        ["backingFilename", str("backing-filename")],
+        ["fullBackingFilename", str("full-backing-filename")],
+        ["backingFormat", str("backing-filename-format")],
+    ];
+    for (const [k, v] of optional) if (v !== undefined) (info as unknown as Record<string, unknown>)[k] = v;
+    return info;
+}
+
+/**
+ * `qemu-img info -U`: headers only, never the data, and allowed while a VM holds the image
+ * (force-share), which is the normal state of a base image. With `format` the probe is skipped.
+ */
+export async function imageInfo(file: string, opts: { format?: string; qemuImg?: string } = {}): Promise<ImageInfo> {
+    const args = ["info", "-U", "--output=json", ...(opts.format ? ["-f", opts.format] : []), file];
+    return toInfo(JSON.parse(await run(args, opts.qemuImg ?? "qemu-img")) as Record<string, unknown>);
+}
+
+/** The image and every backing file under it, top first. qemu-img itself refuses a chain that loops. */
+export async function backingChain(file: string, opts: { format?: string; qemuImg?: string } = {}): Promise<ImageInfo[]> {
+    const args = ["info", "-U", "--output=json", "--backing-chain", ...(opts.format ? ["-f", opts.format] : []), file];
+    const parsed = JSON.parse(await run(args, opts.qemuImg ?? "qemu-img")) as unknown;
+    if (!Array.isArray(parsed)) throw new Error(`qemu-img info --backing-chain did not give a list: ${JSON.stringify(parsed).slice(0, 200)}`);
+    return parsed.map((x) => toInfo(x as Record<string, unknown>));
+}
+
+/** A new empty image. qemu-img truncates whatever is at `file`: callers pass a fresh temp path. */
+export async function createImage(file: string, format: string, sizeBytes: number, qemuImg = "qemu-img"): Promise<void> {
+    await run(["create", "-q", "-f", format, file, String(sizeBytes)], qemuImg);
+}
+
+/** A qcow2 overlay; `backing` must be absolute, because a relative one is read from the overlay's directory. */
+export async function createOverlay(
+    file: string,
+    backing: string,
+    backingFormat: string,
+    sizeBytes?: number,
+    qemuImg = "qemu-img",
+): Promise<void> {
+    if (!backing.startsWith("/")) throw new Error(`createOverlay: backing ${backing} must be an absolute path`);
+    await run(["create", "-q", "-f", "qcow2", "-b", backing, "-F", backingFormat, file, ...(sizeBytes === undefined ? [] : [String(sizeBytes)])], qemuImg);
+}
+
+/**
+ * Copies `source` into a new image at `target`, flattening any backing chain, so the import
+ * stands alone. `-U` lets a source in use by a VM be read; the source is opened read-only.
+ */
+export async function convertImage(source: string, sourceFormat: string, target: string, targetFormat: string, qemuImg = "qemu-img"): Promise<void> {
+    await run(["convert", "-U", "-q", "-f", sourceFormat, "-O", targetFormat, source, target], qemuImg);
+}
+
+/** With reject:false a failure to start (missing binary) comes back as the error itself, message included. */
+function spawnFailure(r: { exitCode?: number }): string {
+    return (r as { message?: string }).message ?? `exit code ${r.exitCode}`;
+}

@@ -1,0 +1,536 @@
+import type * as pulumi from "@pulumi/pulumi";
+import { randomBytes } from "node:crypto";
+import { link, lstat, open, readFile, rename, rm, stat } from "node:fs/promises";
+import * as path from "node:path";
+import {
+    defaultImageDir,
+    defaultImagePath,
+    ext4Identifiers,
+    imageFormat,
+    imageInputHash,
+    parseDiskImageSpec,
+    sidecarPath,
+    type DiskImageSpec,
+    type ImageFormat,
+    type SourceContent,
+    type SourceSpec,
+} from "../core/diskImageSpec";
+import { formatSize } from "../core/size";
+import { InputError } from "../core/validation";
+import { buildExt4, Ext4Error } from "../host/ext4";
+import { HASH_CACHE_FILE, HashCache, hashFileCached, hashTree, sameFile, sameStamp, stampOf, statStamp, type FileStamp, type ReadCounter } from "../host/fileHash";
+import { backingChain, convertImage, createImage as qemuImgCreate, createOverlay, imageInfo, QemuImgError, type ImageInfo } from "../host/qemuImg";
+import { ensurePrivateDir, resolveStateDir } from "../host/stateDir";
+import { checkWith, hasUnknown, withoutUndefined } from "./runScript";
+
+/**
+ * DiskImage: Guix's image records as files. An image is made once from its source and kept;
+ * any change to what it is made from (`inputHash`) or to where it goes replaces it. Every file
+ * it writes is first built under a temporary name and linked into place without clobbering, and
+ * a sidecar record next to it is how delete knows the file is still the one it made.
+ */
+
+export interface DiskImageInputs {
+    source: unknown;
+    path?: string;
+    stateDir?: string;
+}
+
+/** Which record an overlay's backing identity came from. */
+export type BackingIdentityFrom = "input" | "sidecar" | "content";
+
+export interface DiskImageOutputs {
+    /** The inputs as given, so diff and read see what the user wrote. */
+    source: unknown;
+    stateDir?: string;
+    path: string;
+    /** True when `path` was chosen by the provider under the state directory. */
+    pathDefaulted: boolean;
+    format: ImageFormat;
+    virtualSizeBytes: number;
+    inputHash: string;
+    /** The size exactly as written in the source, when it has one. */
+    sizeRequested?: string | number;
+    backingPath?: string;
+    backingFormat?: ImageFormat;
+    /** The backing image's identity: its inputHash, or its content's sha256 when it is not ours. */
+    backingInputHash?: string;
+    backingIdentityFrom?: BackingIdentityFrom;
+    /** The backing file's stamp when the overlay was made: any later change to it is drift. */
+    backingStamp?: FileStamp;
+    /** sha256 of the image's bytes, for the kinds whose bytes are fixed by their inputs (file, directory). */
+    contentFingerprint?: string;
+    /** The image file's stamp right after creation. */
+    imageStamp: FileStamp;
+    createdByProvider: true;
+    /** What changed behind the provider's back; the next diff replaces the image. */
+    drift?: string;
+}
+
+/** What a test or benchmark may observe; Pulumi never passes it. */
+export interface Observe {
+    counter?: ReadCounter;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lifecycle
+
+export async function check(_olds: unknown, news: any): Promise<pulumi.dynamic.CheckResult> {
+    // Values unknown during a preview are checked again, known, during the update.
+    if (hasUnknown(news)) return { inputs: news };
+    return checkWith(() => parseDiskImageSpec(news ?? {}), news);
+}
+
+export async function diff(id: string, olds: DiskImageOutputs, news: DiskImageInputs): Promise<pulumi.dynamic.DiffResult> {
+    return diffImage(id, olds, news);
+}
+
+export async function create(inputs: DiskImageInputs): Promise<pulumi.dynamic.CreateResult> {
+    const outs = await createDiskImage(inputs);
+    return { id: outs.path, outs };
+}
+
+export async function read(id: string, props: DiskImageOutputs): Promise<pulumi.dynamic.ReadResult> {
+    return readImage(id, props);
+}
+
+export async function remove(_id: string, props: DiskImageOutputs): Promise<void> {
+    await removeImage(props);
+}
+
+// ---------------------------------------------------------------------------------------------
+// diff
+
+export async function diffImage(_id: string, olds: DiskImageOutputs, news: DiskImageInputs, observe: Observe = {}): Promise<pulumi.dynamic.DiffResult> {
+    const unknown = (["source", "path", "stateDir"] as const).filter((k) => hasUnknown(news[k]));
+    // Nothing is read for an unknown value: whatever it turns out to be may replace the image.
+    if (unknown.length) return { changes: true, replaces: [...unknown] };
+    const spec = parseDiskImageSpec(news);
+    const stateDir = resolveStateDir(spec.stateDir);
+    const replaces: string[] = [];
+    const ctx = await openContext(stateDir, observe);
+    try {
+        const resolved = await resolveSource(spec, ctx, spec.path ?? olds.path);
+        if (resolved.inputHash !== olds.inputHash) replaces.push("source");
+    } catch (err) {
+        // The source is gone or unreadable: the image can no longer be matched to its inputs.
+        if (!(err instanceof InputError)) throw err;
+        replaces.push("source");
+    }
+    if (pathMoves(spec, stateDir, olds)) replaces.push("path");
+    const found = await assess(olds, ctx);
+    if (!replaces.includes("source") && (found.gone || found.drift)) replaces.push("source");
+    await ctx.cache.save();
+    if (!replaces.length) return { changes: false };
+    // At the same path the new image cannot be linked in while the old one is there.
+    return { changes: true, replaces, deleteBeforeReplace: spec.path !== undefined && spec.path === olds.path };
+}
+
+function pathMoves(spec: DiskImageSpec, stateDir: string, olds: DiskImageOutputs): boolean {
+    if (spec.path !== undefined) return spec.path !== olds.path;
+    return !olds.pathDefaulted || path.dirname(olds.path) !== defaultImageDir(stateDir);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Resolving a source: what it reads, and the identity that follows
+
+interface Context {
+    stateDir: string;
+    cache: HashCache;
+    counter?: ReadCounter;
+}
+
+async function openContext(stateDir: string, observe: Observe): Promise<Context> {
+    await ensurePrivateDir(stateDir);
+    return { stateDir, cache: await HashCache.load(path.join(stateDir, HASH_CACHE_FILE)), counter: observe.counter };
+}
+
+interface Resolved {
+    content: SourceContent;
+    inputHash: string;
+    format: ImageFormat;
+    /** Directory sources: what goes into the filesystem. */
+    tree?: { paths: string[]; dataBytes: number };
+    /** Overlays: the backing as found. */
+    backing?: { info: ImageInfo; stamp: FileStamp; identityFrom: BackingIdentityFrom; identity: string };
+}
+
+function fieldError(property: string, reason: string): InputError {
+    return new InputError([{ property, reason }]);
+}
+
+/**
+ * Reads what `spec` is made from — content through the stat cache, headers through qemu-img —
+ * and returns its identity. `target` is where the image will be (or is), to refuse chains that
+ * would loop back through it. Bad or missing sources are InputErrors naming the field.
+ */
+async function resolveSource(spec: DiskImageSpec, ctx: Context, target: string | undefined): Promise<Resolved> {
+    const content = await readContent(spec.source, ctx, target);
+    const inputHash = imageInputHash(spec.source, content.content);
+    return { ...content, inputHash, format: imageFormat(spec.source, content.content.kind === "file" ? content.content.format : undefined) };
+}
+
+async function readContent(source: SourceSpec, ctx: Context, target: string | undefined): Promise<Omit<Resolved, "inputHash" | "format">> {
+    switch (source.kind) {
+        case "blank":
+            return { content: { kind: "blank" } };
+        case "file":
+            return readFileSource(source, ctx);
+        case "directory":
+            return readDirectorySource(source, ctx);
+        case "overlay":
+            return readOverlaySource(source, ctx, target);
+    }
+}
+
+async function mustBeFile(file: string, field: string): Promise<void> {
+    let st;
+    try {
+        st = await stat(file);
+    } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        throw fieldError(field, code === "ENOENT" ? `${field} ${file} does not exist` : `${field} ${file} cannot be read: ${(err as Error).message}`);
+    }
+    if (!st.isFile()) throw fieldError(field, `${field} ${file} is not a regular file`);
+}
+
+/** The chain under an image, or a field error carrying qemu-img's own words (a loop, a corrupt header…). */
+async function chainOf(file: string, format: ImageFormat | undefined, field: string): Promise<ImageInfo[]> {
+    try {
+        return await backingChain(file, { format });
+    } catch (err) {
+        if (err instanceof QemuImgError) throw fieldError(field, `${field} ${file} cannot be opened as a disk image: ${err.stderr.trim()}`);
+        throw err;
+    }
+}
+
+function knownFormat(found: string, field: string, file: string): ImageFormat {
+    if (found === "raw" || found === "qcow2") return found;
+    throw fieldError(field, `${file} is a ${found} image; only "raw" and "qcow2" are supported (convert it first)`);
+}
+
+async function readFileSource(source: Extract<SourceSpec, { kind: "file" }>, ctx: Context): Promise<Omit<Resolved, "inputHash" | "format">> {
+    await mustBeFile(source.path, "source.path");
+    const chain = await chainOf(source.path, source.format, "source.path");
+    const format = knownFormat(chain[0].format, "source.format", source.path);
+    const own = await hashFileCached(source.path, ctx.cache, ctx.counter);
+    // An import is flattened, so whatever lies under the file is part of it too.
+    const below: string[] = [];
+    for (const layer of chain.slice(1)) below.push((await hashFileCached(layer.filename, ctx.cache, ctx.counter)).sha256);
+    return { content: { kind: "file", format, sha256: own.sha256, chain: below } };
+}
+
+async function readDirectorySource(source: Extract<SourceSpec, { kind: "directory" }>, ctx: Context): Promise<Omit<Resolved, "inputHash" | "format">> {
+    let tree;
+    try {
+        tree = await hashTree(source.path, ctx.cache, ctx.counter);
+    } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        const why = code === "ENOENT" ? `${source.path} does not exist` : (err as Error).message;
+        throw fieldError("source.path", `source.path: ${why}`);
+    }
+    if (tree.dataBytes >= source.sizeBytes) {
+        throw fieldError(
+            "source.size",
+            `source.size ${formatSize(source.sizeBytes)} is too small for ${source.path}, which holds ${formatSize(tree.dataBytes)} of files and directories; ask for more room than that (filesystem metadata needs some too)`,
+        );
+    }
+    return { content: { kind: "directory", treeHash: tree.treeHash }, tree: { paths: tree.entries.filter((e) => e.rel !== "").map((e) => e.rel), dataBytes: tree.dataBytes } };
+}
+
+async function readOverlaySource(
+    source: Extract<SourceSpec, { kind: "overlay" }>,
+    ctx: Context,
+    target: string | undefined,
+): Promise<Omit<Resolved, "inputHash" | "format">> {
+    await mustBeFile(source.backing, "source.backing");
+    const chain = await chainOf(source.backing, source.backingFormat, "source.backing");
+    const backingFormat = knownFormat(chain[0].format, "source.backingFormat", source.backing);
+    if (target !== undefined) {
+        const loop = chain.find((layer) => path.resolve(path.dirname(source.backing), layer.filename) === target);
+        if (loop) throw fieldError("source.backing", `source.backing ${source.backing} is, or is backed by, the overlay's own path ${target}: the chain would loop`);
+    }
+    if (source.sizeBytes !== undefined && source.sizeBytes < chain[0].virtualSize) {
+        throw fieldError(
+            "source.size",
+            `source.size ${formatSize(source.sizeBytes)} is smaller than the backing image (${formatSize(chain[0].virtualSize)}); an overlay can only keep or grow the size`,
+        );
+    }
+    const stamp = await statStamp(source.backing);
+    const { identity, identityFrom } = await backingIdentity(source, stamp, ctx);
+    return {
+        content: { kind: "overlay", backingFormat, backingIdentity: identity },
+        backing: { info: chain[0], stamp, identity, identityFrom },
+    };
+}
+
+/**
+ * Who the backing image is: the inputHash the user wired from the base DiskImage; else the one
+ * in the sidecar we wrote when we made it, as long as the file is untouched since; else its
+ * content, read once and then remembered by the stat cache.
+ */
+async function backingIdentity(
+    source: Extract<SourceSpec, { kind: "overlay" }>,
+    stamp: FileStamp,
+    ctx: Context,
+): Promise<{ identity: string; identityFrom: BackingIdentityFrom }> {
+    if (source.backingInputHash) return { identity: source.backingInputHash, identityFrom: "input" };
+    const record = await readSidecar(source.backing);
+    if (record && sameStamp(record.stamp, stamp)) return { identity: record.inputHash, identityFrom: "sidecar" };
+    return { identity: (await hashFileCached(source.backing, ctx.cache, ctx.counter)).sha256, identityFrom: "content" };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sidecar
+
+interface Sidecar {
+    tool: "pulumi-qemu";
+    resource: "DiskImage";
+    version: 1;
+    inputHash: string;
+    format: ImageFormat;
+    stamp: FileStamp;
+    createdAt: string;
+}
+
+async function readSidecar(image: string): Promise<Sidecar | undefined> {
+    let text: string;
+    try {
+        text = await readFile(sidecarPath(image), "utf8");
+    } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+        throw err;
+    }
+    try {
+        const s = JSON.parse(text) as Partial<Sidecar>;
+        if (s.tool === "pulumi-qemu" && s.resource === "DiskImage" && s.version === 1 && typeof s.inputHash === "string" && s.stamp) return s as Sidecar;
+    } catch {
+        // Not ours: fall through.
+    }
+    return undefined;
+}
+
+async function writeSidecar(image: string, record: Sidecar): Promise<void> {
+    const file = sidecarPath(image);
+    const temp = `${path.join(path.dirname(file), "." + path.basename(file))}.${randomBytes(6).toString("hex")}.tmp`;
+    try {
+        const fh = await open(temp, "wx", 0o600);
+        try {
+            await fh.writeFile(JSON.stringify(record, null, 2) + "\n");
+            await fh.sync();
+        } finally {
+            await fh.close();
+        }
+        await rename(temp, file);
+    } catch (err) {
+        await rm(temp, { force: true });
+        throw err;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// create
+
+export async function createDiskImage(inputs: DiskImageInputs, observe: Observe = {}): Promise<DiskImageOutputs> {
+    const spec = parseDiskImageSpec(inputs);
+    const stateDir = resolveStateDir(spec.stateDir);
+    const ctx = await openContext(stateDir, observe);
+    const resolved = await resolveSource(spec, ctx, spec.path);
+    const target = spec.path ?? defaultImagePath(stateDir, resolved.inputHash, resolved.format, randomBytes(4).toString("hex"));
+    if (spec.path === undefined) await ensurePrivateDir(path.dirname(target));
+    await refuseExisting(target);
+    const temp = path.join(path.dirname(target), `.${path.basename(target)}.${randomBytes(6).toString("hex")}.partial`);
+    try {
+        await build(spec.source, resolved, temp);
+        await linkNoClobber(temp, target);
+    } finally {
+        await rm(temp, { force: true });
+    }
+    try {
+        const outs = await describeNew(inputs, spec, resolved, target, ctx);
+        await writeSidecar(target, {
+            tool: "pulumi-qemu",
+            resource: "DiskImage",
+            version: 1,
+            inputHash: resolved.inputHash,
+            format: resolved.format,
+            stamp: outs.imageStamp,
+            createdAt: new Date().toISOString(),
+        });
+        await ctx.cache.save();
+        return outs;
+    } catch (err) {
+        // The file is ours (just linked); anything short of a complete record takes it away again.
+        await rm(target, { force: true });
+        await rm(sidecarPath(target), { force: true });
+        throw err;
+    }
+}
+
+async function refuseExisting(target: string): Promise<void> {
+    const present = await lstat(target).then(
+        () => true,
+        (err: NodeJS.ErrnoException) => (err.code === "ENOENT" ? false : Promise.reject(err)),
+    );
+    if (present) {
+        const record = await readSidecar(target);
+        const whose = record ? "it was made by pulumi-qemu for another resource or an earlier stack" : "it was not created by pulumi-qemu";
+        throw fieldError("path", `path ${target} already exists and ${whose}; pulumi-qemu never overwrites a file it did not create here. Move it away or choose another path`);
+    }
+    const stale = await lstat(sidecarPath(target)).then(
+        () => true,
+        () => false,
+    );
+    if (stale && !(await readSidecar(target))) {
+        throw fieldError("path", `${sidecarPath(target)} exists and is not a pulumi-qemu record; move it away or choose another path`);
+    }
+}
+
+/** link(2) fails on an existing name where rename(2) would replace it: the last guard against clobbering. */
+async function linkNoClobber(from: string, to: string): Promise<void> {
+    try {
+        await link(from, to);
+    } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === "EEXIST") throw fieldError("path", `path ${to} appeared while the image was being built; it was left alone`);
+        throw err;
+    }
+}
+
+async function build(source: SourceSpec, resolved: Resolved, temp: string): Promise<void> {
+    switch (source.kind) {
+        case "blank":
+            return qemuImgCreate(temp, source.format, source.sizeBytes);
+        case "file":
+            return convertImage(source.path, resolved.format, temp, resolved.format);
+        case "directory":
+            return buildDirectoryImage(source, resolved, temp);
+        case "overlay":
+            return createOverlay(temp, source.backing, resolved.backing!.info.format, source.sizeBytes);
+    }
+}
+
+async function buildDirectoryImage(source: Extract<SourceSpec, { kind: "directory" }>, resolved: Resolved, temp: string): Promise<void> {
+    const fh = await open(temp, "wx", 0o644);
+    try {
+        await fh.truncate(source.sizeBytes);
+    } finally {
+        await fh.close();
+    }
+    const { uuid, hashSeed } = ext4Identifiers(resolved.inputHash);
+    try {
+        await buildExt4({ sourceDir: source.path, imageFile: temp, uuid, hashSeed, label: source.label, paths: resolved.tree!.paths });
+    } catch (err) {
+        if (err instanceof Ext4Error && /could not allocate|no space|too small|not enough space|filesystem larger/i.test(err.stderr)) {
+            throw fieldError("source.size", `source.size ${formatSize(source.sizeBytes)} does not hold ${source.path}: ${err.stderr.trim()}`);
+        }
+        throw err;
+    }
+}
+
+async function describeNew(inputs: DiskImageInputs, spec: DiskImageSpec, resolved: Resolved, target: string, ctx: Context): Promise<DiskImageOutputs> {
+    const info = await imageInfo(target, { format: resolved.format });
+    const imageStamp = await statStamp(target);
+    const fixedBytes = spec.source.kind === "file" || spec.source.kind === "directory";
+    const contentFingerprint = fixedBytes ? (await hashFileCached(target, ctx.cache, ctx.counter)).sha256 : undefined;
+    const src = inputs.source as { size?: string | number };
+    return withoutUndefined({
+        source: inputs.source,
+        stateDir: spec.stateDir,
+        path: target,
+        pathDefaulted: spec.path === undefined,
+        format: resolved.format,
+        virtualSizeBytes: info.virtualSize,
+        inputHash: resolved.inputHash,
+        sizeRequested: src.size,
+        backingPath: spec.source.kind === "overlay" ? spec.source.backing : undefined,
+        backingFormat: resolved.backing ? (resolved.backing.info.format as ImageFormat) : undefined,
+        backingInputHash: resolved.backing?.identity,
+        backingIdentityFrom: resolved.backing?.identityFrom,
+        backingStamp: resolved.backing?.stamp,
+        contentFingerprint,
+        imageStamp,
+        createdByProvider: true as const,
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// read: reality against the record
+
+interface Assessment {
+    gone: boolean;
+    drift?: string;
+    contentFingerprint?: string;
+}
+
+/** Compares the image on disk (and an overlay's backing) with what create recorded. */
+async function assess(props: DiskImageOutputs, ctx: Context): Promise<Assessment> {
+    let st;
+    try {
+        st = await lstat(props.path, { bigint: true });
+    } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === "ENOENT") return { gone: true };
+        throw err;
+    }
+    if (!st.isFile()) return { gone: false, drift: `${props.path} is no longer a regular file` };
+    if (!sameFile(stampOf(st), props.imageStamp)) {
+        return { gone: false, drift: `${props.path} was replaced by another file (not the one created: inode or birth time differ)` };
+    }
+    if (props.contentFingerprint) {
+        const now = (await hashFileCached(props.path, ctx.cache, ctx.counter)).sha256;
+        if (now !== props.contentFingerprint) return { gone: false, contentFingerprint: now, drift: `${props.path} content changed (sha256 ${now}, created as ${props.contentFingerprint})` };
+    }
+    if (props.backingPath && props.backingStamp) return { gone: false, drift: await backingDrift(props) };
+    return { gone: false };
+}
+
+async function backingDrift(props: DiskImageOutputs): Promise<string | undefined> {
+    const backing = props.backingPath!;
+    let now: FileStamp;
+    try {
+        now = await statStamp(backing);
+    } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === "ENOENT") return `backing file ${backing} is gone`;
+        throw err;
+    }
+    if (!sameStamp(now, props.backingStamp!)) {
+        return `backing file ${backing} changed since the overlay was made (size ${now.size}, mtime ${now.mtimeNs} ns; was size ${props.backingStamp!.size}, mtime ${props.backingStamp!.mtimeNs} ns): the overlay no longer matches it`;
+    }
+    const header = await imageInfo(props.path, { format: "qcow2" });
+    if (header.backingFilename !== backing) return `${props.path} now names ${header.backingFilename ?? "no"} backing file instead of ${backing}`;
+    return undefined;
+}
+
+export async function readImage(id: string, props: DiskImageOutputs, observe: Observe = {}): Promise<pulumi.dynamic.ReadResult> {
+    const ctx = await openContext(resolveStateDir(props.stateDir), observe);
+    const found = await assess(props, ctx);
+    await ctx.cache.save();
+    if (found.gone) return { id: "", props: {} };
+    const { drift: _previous, ...rest } = props;
+    const outs: DiskImageOutputs = { ...rest };
+    if (found.contentFingerprint) outs.contentFingerprint = found.contentFingerprint;
+    if (found.drift) outs.drift = found.drift;
+    return { id, props: outs };
+}
+
+// ---------------------------------------------------------------------------------------------
+// delete
+
+export type RemoveOutcome = "removed" | "missing" | "not-ours";
+
+/** Removes the image only while it is the very file create made (sidecar and inode agree). */
+export async function removeImage(props: DiskImageOutputs): Promise<RemoveOutcome> {
+    const record = await readSidecar(props.path);
+    const recordIsOurs = record !== undefined && record.inputHash === props.inputHash && sameFile(record.stamp, props.imageStamp);
+    let st;
+    try {
+        st = await lstat(props.path, { bigint: true });
+    } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+        if (recordIsOurs) await rm(sidecarPath(props.path), { force: true });
+        return "missing";
+    }
+    if (!recordIsOurs || !st.isFile() || !sameFile(stampOf(st), props.imageStamp)) return "not-ours";
+    await rm(props.path, { force: true });
+    await rm(sidecarPath(props.path), { force: true });
+    return "removed";
+}
