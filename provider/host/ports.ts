@@ -1,4 +1,5 @@
 import * as dgram from "node:dgram";
+import { setMaxListeners } from "node:events";
 import * as net from "node:net";
 
 /**
@@ -70,7 +71,7 @@ export function pickFreePort(address = "127.0.0.1"): Promise<number> {
  * an HTTP/1.0 request, which an HTTP server answers with a status line and most other
  * line-based servers answer with an error — any byte back counts.
  */
-export function tcpAnswers(address: string, port: number, timeoutMs: number): Promise<boolean> {
+export function tcpAnswers(address: string, port: number, timeoutMs: number, signal?: AbortSignal): Promise<boolean> {
     return new Promise((resolve) => {
         let done = false;
         const finish = (answered: boolean) => {
@@ -78,9 +79,12 @@ export function tcpAnswers(address: string, port: number, timeoutMs: number): Pr
             done = true;
             clearTimeout(overall);
             clearTimeout(nudge);
+            signal?.removeEventListener("abort", onAbort);
             sock.destroy();
             resolve(answered);
         };
+        const onAbort = () => finish(false);
+        signal?.addEventListener("abort", onAbort);
         const overall = setTimeout(() => finish(false), timeoutMs);
         let nudge: NodeJS.Timeout | undefined;
         const sock = net.createConnection({ host: address, port });
@@ -90,5 +94,37 @@ export function tcpAnswers(address: string, port: number, timeoutMs: number): Pr
         sock.on("data", (d: Buffer) => finish(d.length > 0));
         sock.on("error", () => finish(false));
         sock.on("close", () => finish(false));
+        if (signal?.aborted) finish(false);
     });
+}
+
+/**
+ * Repeated probes of one port that overlap: before the guest's network is up a connection
+ * hangs until its timeout, and waiting for it would delay noticing the service by as much.
+ * `tick` starts a probe when `intervalMs` has passed since the last one (so at most
+ * probeTimeoutMs / intervalMs are open) and tells whether any has been answered; `stop`
+ * abandons those still running.
+ */
+export function portProber(address: string, port: number, opts: { probeTimeoutMs?: number; intervalMs?: number } = {}) {
+    const probeTimeoutMs = opts.probeTimeoutMs ?? 5000;
+    const intervalMs = opts.intervalMs ?? 250;
+    const abort = new AbortController();
+    // Each open probe listens on the one signal; their number is bounded by the interval.
+    setMaxListeners(Math.ceil(probeTimeoutMs / intervalMs) + 10, abort.signal);
+    let answered = false;
+    let lastStart = -Infinity;
+    return {
+        tick(): boolean {
+            if (!answered && !abort.signal.aborted && Date.now() - lastStart >= intervalMs) {
+                lastStart = Date.now();
+                void tcpAnswers(address, port, probeTimeoutMs, abort.signal).then((ok) => {
+                    if (ok) answered = true;
+                });
+            }
+            return answered;
+        },
+        stop(): void {
+            abort.abort();
+        },
+    };
 }

@@ -7,7 +7,7 @@ import { absolutePath, InputError, parseOrThrow, port } from "../core/validation
 import { parseVmSpec, type VmSpec } from "../core/vmSpec";
 import { resolveAccel } from "../host/accel";
 import { removeLauncherFile, writeLauncherFile } from "../host/launcherFile";
-import { assertHostPortsFree, tcpAnswers, type HostPortRequest } from "../host/ports";
+import { assertHostPortsFree, portProber, type HostPortRequest } from "../host/ports";
 import { checkOurQemu, QemuStartError, removeRuntimeFiles, startDaemonized, stopQemu, type ProcessIdentity } from "../host/qemuProcess";
 import { QmpClient, queryStatus } from "../host/qmp";
 import { ensurePrivateDir, resolveStateDir } from "../host/stateDir";
@@ -32,6 +32,8 @@ import { checkWith, hasUnknown, launcherText, problemCollector, withoutUndefined
 
 export const DEFAULT_READY_TIMEOUT_SECONDS = 120;
 const SERIAL_TAIL_LINES = 25;
+/** Between readiness checks; each is a small file read or one short probe, and every tick shows in create time. */
+const READY_POLL_MS = 100;
 /** The kernel's limit on a unix socket path (sun_path is 108 bytes including the NUL). */
 const MAX_SOCKET_PATH_BYTES = 107;
 
@@ -274,7 +276,7 @@ function portRequests(spec: VmSpec): HostPortRequest[] {
  * Another process can take a port between our check and QEMU binding it (two VMs created at
  * once): QEMU then names the rule it could not set up, and we name the field.
  */
-function explainStartError(err: unknown, spec: VmSpec): unknown {
+export function explainStartError(err: unknown, spec: VmSpec): unknown {
     if (!(err instanceof QemuStartError)) return err;
     const m = /host forwarding rule '(tcp|udp):([^:]*):(\d+)-/.exec(err.stderr);
     if (!m) return err;
@@ -288,26 +290,31 @@ async function waitReady(p: Parsed, identity: ProcessIdentity, runtime: DaemonRu
     const deadline = Date.now() + p.ready.timeoutSeconds * 1000;
     const matches = p.ready.serialPattern !== undefined ? serialMatcher(p.ready.serialPattern) : undefined;
     const target = p.ready.tcpPort !== undefined ? { ...forwardFor(p.spec, p.ready.tcpPort), port: p.ready.tcpPort } : undefined;
+    const prober = target ? portProber(target.address, target.port) : undefined;
     let serialSeen = matches === undefined;
-    let portAnswered = target === undefined;
-    for (;;) {
-        const live = await checkOurQemu(identity, runtime.pidfile);
-        if (!live.alive) throw await notReady(`QEMU exited before the VM was ready (${live.reason})`, runtime.serialLog);
-        if (!serialSeen) serialSeen = matches!(cleanConsole(await readFile(runtime.serialLog, "utf8").catch(() => "")));
-        if (!portAnswered) portAnswered = await tcpAnswers(target!.address, target!.port, Math.max(100, Math.min(2000, deadline - Date.now())));
-        if (serialSeen && portAnswered) {
-            const status = await qmpStatus(runtime.qmpSocket, Math.max(2000, Math.min(10000, deadline - Date.now())));
-            if (status !== undefined) return status;
+    let portAnswered = prober === undefined;
+    try {
+        for (;;) {
+            const live = await checkOurQemu(identity, runtime.pidfile);
+            if (!live.alive) throw await notReady(`QEMU exited before the VM was ready (${live.reason})`, runtime.serialLog);
+            if (!serialSeen) serialSeen = matches!(cleanConsole(await readFile(runtime.serialLog, "utf8").catch(() => "")));
+            if (!portAnswered) portAnswered = prober!.tick();
+            if (serialSeen && portAnswered) {
+                const status = await qmpStatus(runtime.qmpSocket, Math.max(2000, Math.min(10000, deadline - Date.now())));
+                if (status !== undefined) return status;
+            }
+            if (Date.now() >= deadline) {
+                const waiting = [
+                    !serialSeen ? `serialPattern ${JSON.stringify(p.ready.serialPattern)} on the console` : "",
+                    !portAnswered ? `an answer on host port ${target!.address}:${target!.port}` : "",
+                    serialSeen && portAnswered ? "QMP to answer" : "",
+                ].filter(Boolean);
+                throw await notReady(`the VM was not ready within ${p.ready.timeoutSeconds} s (waiting for ${waiting.join(" and ")})`, runtime.serialLog);
+            }
+            await sleep(READY_POLL_MS);
         }
-        if (Date.now() >= deadline) {
-            const waiting = [
-                !serialSeen ? `serialPattern ${JSON.stringify(p.ready.serialPattern)} on the console` : "",
-                !portAnswered ? `an answer on host port ${target!.address}:${target!.port}` : "",
-                serialSeen && portAnswered ? "QMP to answer" : "",
-            ].filter(Boolean);
-            throw await notReady(`the VM was not ready within ${p.ready.timeoutSeconds} s (waiting for ${waiting.join(" and ")})`, runtime.serialLog);
-        }
-        await sleep(250);
+    } finally {
+        prober?.stop();
     }
 }
 

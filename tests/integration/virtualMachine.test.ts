@@ -2,7 +2,9 @@ import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
-import { checkOurQemu } from "../../provider/host/qemuProcess";
+import { buildQemuArgv } from "../../provider/core/qemuArgv";
+import { parseVmSpec } from "../../provider/core/vmSpec";
+import { checkOurQemu, startDaemonized, stopQemu } from "../../provider/host/qemuProcess";
 import { QmpClient, queryStatus } from "../../provider/host/qmp";
 import * as vmResource from "../../provider/resources/virtualMachine";
 import type { VirtualMachineOutputs } from "../../provider/resources/virtualMachine";
@@ -163,3 +165,39 @@ test("readiness on a port waits for an answer, not for an accepted connection", 
     expect(await httpGet(`http://127.0.0.1:${port}/`)).toMatchObject({ status: 200 });
     await vmResource.remove(id, outs);
 }, 180_000);
+
+test("the provider's overhead over the same argv run by hand, to the same console marker", async () => {
+    const spec = parseVmSpec(guestVm("overhead", { network: "none" }));
+    const byHand = async (): Promise<number> => {
+        const sub = await mkdtemp(path.join(dir, "hand-"));
+        const runtime = { pidfile: path.join(sub, "qemu.pid"), qmpSocket: path.join(sub, "qmp.sock"), serialLog: path.join(sub, "serial.log") };
+        const t0 = Date.now();
+        const identity = await startDaemonized(buildQemuArgv(spec, { accel: "tcg" }, runtime), runtime.pidfile);
+        try {
+            while (!(await readFile(runtime.serialLog, "utf8").catch(() => "")).includes(READY_MARKER)) {
+                if (Date.now() - t0 > 120_000) throw new Error("no marker by hand within 120 s");
+                await new Promise((r) => setTimeout(r, 20));
+            }
+            return (Date.now() - t0) / 1000;
+        } finally {
+            await stopQemu({ identity, ...runtime }, { powerdownMs: 0 });
+        }
+    };
+    const viaProvider = async (): Promise<number> => {
+        const t0 = Date.now();
+        const { id, outs } = await create({ vm: guestVm("overhead", { network: "none" }), ready: { serialPattern: READY_MARKER }, stateDir: path.join(dir, "overhead") });
+        const took = (Date.now() - t0) / 1000;
+        await vmResource.remove(id, outs);
+        return took;
+    };
+    const hand: number[] = [];
+    const provider: number[] = [];
+    for (let i = 0; i < 3; i++) {
+        hand.push(await byHand());
+        provider.push(await viaProvider());
+    }
+    const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[1];
+    console.log(`to ${READY_MARKER}: by hand ${hand.map((x) => x.toFixed(2)).join(", ")} s; provider ${provider.map((x) => x.toFixed(2)).join(", ")} s; median overhead ${(median(provider) - median(hand)).toFixed(2)} s`);
+    // Generous: the machine is shared, but a provider adding seconds to every boot is a defect.
+    expect(median(provider) - median(hand)).toBeLessThan(2);
+}, 300_000);

@@ -1,12 +1,17 @@
-import { specArgvHash } from "../../provider/core/qemuArgv";
+import { mkdtemp, rm } from "node:fs/promises";
+import * as net from "node:net";
+import * as os from "node:os";
+import * as path from "node:path";
+import { buildQemuArgv, specArgvHash } from "../../provider/core/qemuArgv";
+import { QemuStartError, startDaemonized } from "../../provider/host/qemuProcess";
 import { parseVmSpec } from "../../provider/core/vmSpec";
 import * as vmResource from "../../provider/resources/virtualMachine";
-import { cleanConsole, serialMatcher, type VirtualMachineOutputs } from "../../provider/resources/virtualMachine";
+import { cleanConsole, explainStartError, serialMatcher, type VirtualMachineOutputs } from "../../provider/resources/virtualMachine";
 import { UNKNOWN } from "../../provider/resources/runScript";
 
 /**
- * The decisions a VirtualMachine makes without booting anything: input checks, what replaces
- * a running guest and what does not, and how the console is matched.
+ * The decisions a VirtualMachine makes without booting a guest: input checks, what replaces a
+ * running guest and what does not, how the console is matched, how QEMU's errors are explained.
  */
 
 const base = { accel: "tcg", kernel: "/boot/vmlinuz", memoryMiB: 256 };
@@ -100,4 +105,23 @@ test("the console is cleaned of SeaBIOS escape codes and CRLF before matching", 
     const clean = cleanConsole(raw);
     expect(clean).toBe("SeaBIOS (version 1.16.2)\nBooting from ROM..PQ-GUEST-READY\n");
     expect(serialMatcher("/^Booting from ROM\\.\\.PQ-GUEST-READY$/m")(clean)).toBe(true);
+});
+
+test("QEMU's own port clash (lost race after the provider's check) is reported with the field", async () => {
+    const holder = net.createServer();
+    await new Promise<void>((resolve) => holder.listen(0, "127.0.0.1", resolve));
+    const port = (holder.address() as net.AddressInfo).port;
+    const dir = await mkdtemp(path.join(os.tmpdir(), "pq-vm-clash-"));
+    try {
+        const spec = parseVmSpec({ accel: "tcg", portForwards: [{ host: 1234, guest: 22 }, { host: port, guest: 80 }] });
+        const pidfile = path.join(dir, "qemu.pid");
+        const argv = buildQemuArgv(spec, { accel: "tcg" }, { pidfile, qmpSocket: path.join(dir, "qmp.sock"), serialLog: path.join(dir, "serial.log") });
+        const raw = await startDaemonized(argv, pidfile).catch((e: unknown) => e);
+        expect(raw).toBeInstanceOf(QemuStartError);
+        const explained = explainStartError(raw, spec) as Error;
+        expect(explained.message).toMatch(new RegExp(`^vm\\.portForwards\\[1\\]\\.host: host port 127\\.0\\.0\\.1:${port}/tcp is already in use .*Could not set up host forwarding rule`));
+    } finally {
+        holder.close();
+        await rm(dir, { recursive: true, force: true });
+    }
 });
