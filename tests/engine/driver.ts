@@ -7,6 +7,8 @@ import { startDynamicPlugin, startQemuPlugin, type PluginClient } from "./plugin
 import { linkPackages } from "./program";
 import { serializeProvider } from "./serialize";
 import type { Props } from "./wire";
+import { MAIN_ROOT } from "./paths";
+export { MAIN_ROOT };
 
 /**
  * One of the two ways the engine reaches our resources, ready to be driven call by call: the
@@ -17,7 +19,6 @@ import type { Props } from "./wire";
 export type PluginKind = "dynamic" | "qemu";
 export type ResourceKind = "DiskImage" | "RunScript" | "VirtualMachine";
 
-export const MAIN_ROOT = path.resolve(__dirname, "..", "..");
 export const PROJECT = "pq-protocol";
 export const STACK = "test";
 

@@ -11,6 +11,7 @@ import { Struct } from "google-protobuf/google/protobuf/struct_pb";
  */
 
 import type { Props } from "./wire";
+import { MAIN_ROOT } from "./paths";
 export type { Props };
 
 export interface CheckResult {
@@ -56,7 +57,6 @@ export interface PluginOptions {
     startTimeoutMs?: number;
 }
 
-const MAIN_ROOT = path.resolve(__dirname, "..", "..");
 
 /** `node <@pulumi/pulumi>/cmd/dynamic-provider <engine>`, as the engine starts it for `pulumi-nodejs`. */
 export function startDynamicPlugin(engineAddress: string, opts: PluginOptions & { project?: string } = {}): Promise<PluginClient> {

@@ -1,7 +1,7 @@
 import { mkdir, readdir, readFile, symlink, writeFile, copyFile } from "node:fs/promises";
 import * as path from "node:path";
+import { MAIN_ROOT } from "./paths";
 
-const MAIN_ROOT = path.resolve(__dirname, "..", "..");
 
 /**
  * Makes a runnable copy of a TypeScript Pulumi program in `workDir`: each .ts transpiled to
