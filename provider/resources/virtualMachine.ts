@@ -1,5 +1,5 @@
 import type * as pulumi from "@pulumi/pulumi";
-import { mkdtemp, readFile, rmdir } from "node:fs/promises";
+import { chmod, mkdtemp, readFile, rmdir } from "node:fs/promises";
 import * as path from "node:path";
 import { z } from "zod";
 import { specArgvHash, type DaemonRuntime } from "../core/qemuArgv";
@@ -224,6 +224,9 @@ export async function create(inputs: VirtualMachineInputs): Promise<pulumi.dynam
         identity = await startDaemonized([launcherPath], runtime.pidfile).catch((err) => {
             throw explainStartError(err, p.spec);
         });
+        // The directory already keeps others out; the socket and console log (which may show
+        // secrets a guest prints) are tightened too, in case the directory is ever loosened.
+        await Promise.all([chmod(runtime.qmpSocket, 0o600), chmod(runtime.serialLog, 0o600)]);
         const status = await waitReady(p, identity, runtime);
         const outs: VirtualMachineOutputs = {
             vm: inputs.vm,

@@ -9,7 +9,7 @@ import { QmpClient, queryStatus } from "../../provider/host/qmp";
 import * as vmResource from "../../provider/resources/virtualMachine";
 import type { VirtualMachineOutputs } from "../../provider/resources/virtualMachine";
 import { ensureTestGuest, guestKernelArguments, READY_MARKER } from "../guest/testGuest";
-import { freePort, httpGet } from "../support/net";
+import { freePort, httpGet, tcpListenAddresses } from "../support/net";
 
 /**
  * VirtualMachine with the real test guest under TCG: readiness on the console and on a
@@ -81,11 +81,14 @@ test("a guest with a 9p share and a forwarded port: ready on both, QMP answers, 
     expect(path.dirname(outs.vmDir)).toBe(path.join(stateDir, "vms"));
     for (const d of [stateDir, path.join(stateDir, "vms"), outs.vmDir]) expect((await stat(d)).mode & 0o777).toBe(0o700);
     expect((await stat(outs.qmpSocket)).isSocket()).toBe(true);
+    for (const f of [outs.qmpSocket, outs.serialLog]) expect((await stat(f)).mode & 0o077).toBe(0);
     expect(Date.parse(outs.startedAt)).toBeGreaterThan(t0 - 1000);
 
     // Both readiness kinds were real: the share's script ran and wrote to the host, the port serves HTTP.
     expect(await readFile(path.join(share, "from-guest.txt"), "utf8")).toBe("hello-from-share\n");
     expect(await httpGet(`http://127.0.0.1:${port}/`)).toMatchObject({ status: 200, body: "pulumi-qemu test guest one\n" });
+    // Forwarded on loopback only, as no hostAddress was given.
+    expect(tcpListenAddresses(port)).toEqual(["127.0.0.1"]);
 
     // QEMU serves one QMP client at a time, so each exchange closes before read opens its own.
     const qmpDo = async (command: string) => {
@@ -163,7 +166,11 @@ test("readiness on a port waits for an answer, not for an accepted connection", 
     expect(await readFile(outs.serialLog, "utf8")).toContain("Run /init as init process");
     expect(outs.readySeconds).toBeGreaterThan(1.5);
     expect(await httpGet(`http://127.0.0.1:${port}/`)).toMatchObject({ status: 200 });
+    // The guest obeys the ACPI power button, so the gentlest stop is the one that ends it.
+    const target = { identity: { pid: outs.pid, startTime: outs.processStartTime, bootId: outs.bootId }, pidfile: outs.pidfile, qmpSocket: outs.qmpSocket };
+    expect(await stopQemu(target)).toBe("powerdown");
     await vmResource.remove(id, outs);
+    expect(existsSync(outs.vmDir)).toBe(false);
 }, 180_000);
 
 test("the provider's overhead over the same argv run by hand, to the same console marker", async () => {
