@@ -21,7 +21,7 @@ import { buildExt4, Ext4Error } from "../host/ext4";
 import { HASH_CACHE_FILE, HashCache, hashFileCached, hashTree, sameFile, sameStamp, stampOf, statStamp, type FileStamp, type ReadCounter } from "../host/fileHash";
 import { backingChain, convertImage, createImage as qemuImgCreate, createOverlay, imageInfo, QemuImgError, type ImageInfo } from "../host/qemuImg";
 import { ensurePrivateDir, resolveStateDir } from "../host/stateDir";
-import { checkWith, hasUnknown, withoutUndefined } from "./runScript";
+import { checkWith, hasUnknown, withoutUndefined } from "./common";
 
 /**
  * DiskImage: Guix's image records as files. An image is made once from its source and kept;
@@ -209,6 +209,11 @@ function knownFormat(found: string, field: string, file: string): ImageFormat {
     throw fieldError(field, `${file} is a ${found} image; only "raw" and "qcow2" are supported (convert it first)`);
 }
 
+/** The files under the top of a chain, as qemu-img resolved them (a relative name is read from its image's directory). */
+function backingFiles(chain: ImageInfo[]): string[] {
+    return chain.map((layer) => layer.fullBackingFilename).filter((f): f is string => f !== undefined);
+}
+
 async function readFileSource(source: Extract<SourceSpec, { kind: "file" }>, ctx: Context): Promise<Omit<Resolved, "inputHash" | "format">> {
     await mustBeFile(source.path, "source.path");
     const chain = await chainOf(source.path, source.format, "source.path");
@@ -216,7 +221,7 @@ async function readFileSource(source: Extract<SourceSpec, { kind: "file" }>, ctx
     const own = await hashFileCached(source.path, ctx.cache, ctx.counter);
     // An import is flattened, so whatever lies under the file is part of it too.
     const below: string[] = [];
-    for (const layer of chain.slice(1)) below.push((await hashFileCached(layer.filename, ctx.cache, ctx.counter)).sha256);
+    for (const file of backingFiles(chain)) below.push((await hashFileCached(file, ctx.cache, ctx.counter)).sha256);
     return { content: { kind: "file", format, sha256: own.sha256, chain: below } };
 }
 
@@ -247,7 +252,7 @@ async function readOverlaySource(
     const chain = await chainOf(source.backing, source.backingFormat, "source.backing");
     const backingFormat = knownFormat(chain[0].format, "source.backingFormat", source.backing);
     if (target !== undefined) {
-        const loop = chain.find((layer) => path.resolve(path.dirname(source.backing), layer.filename) === target);
+        const loop = [source.backing, ...backingFiles(chain)].some((file) => path.resolve(file) === target);
         if (loop) throw fieldError("source.backing", `source.backing ${source.backing} is, or is backed by, the overlay's own path ${target}: the chain would loop`);
     }
     if (source.sizeBytes !== undefined && source.sizeBytes < chain[0].virtualSize) {
@@ -341,7 +346,7 @@ export async function createDiskImage(inputs: DiskImageInputs, observe: Observe 
     await refuseExisting(target);
     const temp = path.join(path.dirname(target), `.${path.basename(target)}.${randomBytes(6).toString("hex")}.partial`);
     try {
-        await build(spec.source, resolved, temp);
+        await build(spec.source, resolved, temp, ctx);
         await linkNoClobber(temp, target);
     } finally {
         await rm(temp, { force: true });
@@ -396,20 +401,20 @@ async function linkNoClobber(from: string, to: string): Promise<void> {
     }
 }
 
-async function build(source: SourceSpec, resolved: Resolved, temp: string): Promise<void> {
+async function build(source: SourceSpec, resolved: Resolved, temp: string, ctx: Context): Promise<void> {
     switch (source.kind) {
         case "blank":
             return qemuImgCreate(temp, source.format, source.sizeBytes);
         case "file":
             return convertImage(source.path, resolved.format, temp, resolved.format);
         case "directory":
-            return buildDirectoryImage(source, resolved, temp);
+            return buildDirectoryImage(source, resolved, temp, ctx);
         case "overlay":
             return createOverlay(temp, source.backing, resolved.backing!.info.format, source.sizeBytes);
     }
 }
 
-async function buildDirectoryImage(source: Extract<SourceSpec, { kind: "directory" }>, resolved: Resolved, temp: string): Promise<void> {
+async function buildDirectoryImage(source: Extract<SourceSpec, { kind: "directory" }>, resolved: Resolved, temp: string, ctx: Context): Promise<void> {
     const fh = await open(temp, "wx", 0o644);
     try {
         await fh.truncate(source.sizeBytes);
@@ -419,12 +424,20 @@ async function buildDirectoryImage(source: Extract<SourceSpec, { kind: "director
     const { uuid, hashSeed } = ext4Identifiers(resolved.inputHash);
     try {
         await buildExt4({ sourceDir: source.path, imageFile: temp, uuid, hashSeed, label: source.label, paths: resolved.tree!.paths });
+        await refuseChangedTree(source.path, resolved, ctx);
     } catch (err) {
         if (err instanceof Ext4Error && /could not allocate|no space|too small|not enough space|filesystem larger/i.test(err.stderr)) {
             throw fieldError("source.size", `source.size ${formatSize(source.sizeBytes)} does not hold ${source.path}: ${err.stderr.trim()}`);
         }
         throw err;
     }
+}
+
+/** mkfs copied the tree as it was then; an image of another tree than the one hashed would carry a false inputHash. */
+async function refuseChangedTree(dir: string, resolved: Resolved, ctx: Context): Promise<void> {
+    const again = await hashTree(dir, ctx.cache, ctx.counter);
+    const before = resolved.content.kind === "directory" ? resolved.content.treeHash : undefined;
+    if (again.treeHash !== before) throw fieldError("source.path", `source.path ${dir} changed while the image was being built; nothing was kept, try again`);
 }
 
 async function describeNew(inputs: DiskImageInputs, spec: DiskImageSpec, resolved: Resolved, target: string, ctx: Context): Promise<DiskImageOutputs> {

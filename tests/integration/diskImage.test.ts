@@ -175,7 +175,8 @@ describe("file imports", () => {
         const base = path.join(work, "base.raw");
         await writeFile(base, Buffer.alloc(1024 * 1024, 9));
         const top = path.join(work, "top.qcow2");
-        await execa("qemu-img", ["create", "-q", "-f", "qcow2", "-b", base, "-F", "raw", top]);
+        // A relative backing name, read from the overlay's directory, not from the provider's cwd.
+        await execa("qemu-img", ["create", "-q", "-f", "qcow2", "-b", "base.raw", "-F", "raw", top]);
         const img = await make({ source: { kind: "file", path: top } });
         expect(img.format).toBe("qcow2");
         const info = await qemuInfo(img.path);
