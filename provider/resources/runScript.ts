@@ -3,12 +3,13 @@ import * as path from "node:path";
 import { hashValue } from "../core/hash";
 import { overlaySteps, renderLauncher } from "../core/launcher";
 import { buildQemuArgv, specArgvHash, type DaemonRuntime } from "../core/qemuArgv";
-import { absolutePath, InputError, parseOrThrow, type FieldProblem } from "../core/validation";
+import { absolutePath, parseOrThrow } from "../core/validation";
 import { parseVmSpec, type VmSpec } from "../core/vmSpec";
 import { resolveAccel } from "../host/accel";
 import { inspectLauncherFile, removeLauncherFile, writeLauncherFile } from "../host/launcherFile";
 import { ensurePrivateDir, resolveStateDir } from "../host/stateDir";
 import { z } from "zod";
+import { checkWith, hasUnknown, instanceSuffix, problemCollector, withoutUndefined } from "./common";
 
 /**
  * RunScript: Guix's run-vm.sh. A launcher file that execs the VM's QEMU command line, written
@@ -16,58 +17,6 @@ import { z } from "zod";
  * plus the overlays it makes — so a spec that spells out a default is no change, while a changed
  * argument or overlay replaces the file.
  */
-
-/** What Pulumi passes for a value not known until apply (previews). */
-export const UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9";
-
-export function hasUnknown(value: unknown): boolean {
-    if (value === UNKNOWN) return true;
-    if (Array.isArray(value)) return value.some(hasUnknown);
-    if (value !== null && typeof value === "object") return Object.values(value).some(hasUnknown);
-    return false;
-}
-
-/** Pulumi rejects `undefined` anywhere in outputs; a JSON round trip drops such keys. */
-export function withoutUndefined<T>(value: T): T {
-    return JSON.parse(JSON.stringify(value)) as T;
-}
-
-/** Runs `parse`, turning an InputError into Pulumi check failures. */
-export function checkWith(parse: () => unknown, inputs: Record<string, unknown>): pulumi.dynamic.CheckResult {
-    try {
-        parse();
-        return { inputs };
-    } catch (err) {
-        if (err instanceof InputError) return { inputs, failures: err.problems.map(toFailure) };
-        throw err;
-    }
-}
-
-/**
- * Parses several inputs, gathering the problems of all of them so a user sees every bad field
- * at once. `attempt` returns undefined for a part that failed; `finish` throws if any did.
- */
-export function problemCollector() {
-    const problems: FieldProblem[] = [];
-    return {
-        attempt<T>(parse: () => T): T | undefined {
-            try {
-                return parse();
-            } catch (err) {
-                if (!(err instanceof InputError)) throw err;
-                problems.push(...err.problems);
-                return undefined;
-            }
-        },
-        finish(): void {
-            if (problems.length) throw new InputError(problems);
-        },
-    };
-}
-
-function toFailure(p: FieldProblem): pulumi.dynamic.CheckFailure {
-    return { property: p.property, reason: p.reason };
-}
 
 export interface RunScriptInputs {
     vm: unknown;
@@ -79,6 +28,8 @@ export interface RunScriptOutputs {
     vm: unknown;
     stateDir?: string;
     path: string;
+    /** The path the user asked for; absent when the launcher went to its default place. */
+    requestedPath?: string;
     argv: string[];
     argvHash: string;
     /** The accelerator written into the launcher ("auto" resolved on this host). */
@@ -91,7 +42,7 @@ export interface RunScriptOutputs {
 
 interface Parsed {
     spec: VmSpec;
-    path: string;
+    requestedPath?: string;
     stateDir?: string;
     argvHash: string;
 }
@@ -108,13 +59,7 @@ function parseInputs(inputs: RunScriptInputs): Parsed {
     c.finish();
     const spec = parsedSpec!;
     const others = parsedOthers!;
-    const hash = launcherHash(spec);
-    return {
-        spec,
-        argvHash: hash,
-        stateDir: others.stateDir,
-        path: others.path ?? defaultLauncherPath(resolveStateDir(others.stateDir), hash),
-    };
+    return { spec, argvHash: launcherHash(spec), stateDir: others.stateDir, requestedPath: others.path };
 }
 
 /**
@@ -128,7 +73,7 @@ export function launcherHash(spec: VmSpec): string {
 }
 
 export function defaultLauncherPath(stateDir: string, hash: string): string {
-    return path.join(stateDir, "launchers", `run-vm-${hash.slice(0, 16)}.sh`);
+    return path.join(stateDir, "launchers", `run-vm-${hash.slice(0, 16)}-${instanceSuffix()}.sh`);
 }
 
 /** The launcher text for `spec` on this host, and the argv it runs. */
@@ -147,30 +92,42 @@ export async function diff(_id: string, olds: RunScriptOutputs, news: RunScriptI
     const next = parseInputs(news);
     const replaces: string[] = [];
     if (next.argvHash !== olds.argvHash) replaces.push("vm");
-    if (next.path !== olds.path) replaces.push("path");
+    // Compared as asked, not as resolved: a default path is new on every create.
+    if (next.requestedPath !== olds.requestedPath) replaces.push("path");
     if (replaces.length) {
-        // At the same path the new file would be written first and then deleted with the old.
-        return { changes: true, replaces, deleteBeforeReplace: next.path === olds.path };
+        // Where the new file would land on the old one, it would be written first and then deleted with the old.
+        const samePath = next.requestedPath !== undefined && next.requestedPath === olds.path;
+        return { changes: true, replaces, deleteBeforeReplace: samePath };
     }
     return { changes: olds.drift !== undefined || (news.stateDir ?? null) !== (olds.stateDir ?? null) };
 }
 
 export async function create(inputs: RunScriptInputs): Promise<pulumi.dynamic.CreateResult> {
-    const outs = await writeFor(inputs);
+    const p = parseInputs(inputs);
+    let file = p.requestedPath;
+    if (file === undefined) {
+        const stateDir = await ensurePrivateDir(resolveStateDir(p.stateDir));
+        file = defaultLauncherPath(stateDir, p.argvHash);
+        await ensurePrivateDir(path.dirname(file));
+    }
+    const outs = await writeAt(file, inputs, p);
     return { id: outs.path, outs };
 }
 
-async function writeFor(inputs: RunScriptInputs): Promise<RunScriptOutputs> {
-    const p = parseInputs(inputs);
+async function writeAt(file: string, inputs: RunScriptInputs, p: Parsed): Promise<RunScriptOutputs> {
     const { accel } = await resolveAccel(p.spec.accel, { qemu: p.spec.qemu, cacheDir: resolveStateDir(p.stateDir) });
     const { argv, text } = launcherText(p.spec, accel);
-    if (!inputs.path) {
-        const stateDir = resolveStateDir(p.stateDir);
-        await ensurePrivateDir(stateDir);
-        await ensurePrivateDir(path.dirname(p.path));
-    }
-    const { contentHash } = await writeLauncherFile(p.path, text);
-    return withoutUndefined({ vm: inputs.vm, stateDir: p.stateDir, path: p.path, argv, argvHash: p.argvHash, accel, contentHash });
+    const { contentHash } = await writeLauncherFile(file, text);
+    return withoutUndefined({
+        vm: inputs.vm,
+        stateDir: p.stateDir,
+        path: file,
+        requestedPath: p.requestedPath,
+        argv,
+        argvHash: p.argvHash,
+        accel,
+        contentHash,
+    });
 }
 
 export async function read(id: string, props: RunScriptOutputs): Promise<pulumi.dynamic.ReadResult> {
@@ -185,8 +142,8 @@ export async function read(id: string, props: RunScriptOutputs): Promise<pulumi.
 }
 
 /** Reached for drift (or a stateDir spelled out without moving the file): rewrite the launcher where it is. */
-export async function update(_id: string, _olds: RunScriptOutputs, news: RunScriptInputs): Promise<pulumi.dynamic.UpdateResult> {
-    return { outs: await writeFor(news) };
+export async function update(_id: string, olds: RunScriptOutputs, news: RunScriptInputs): Promise<pulumi.dynamic.UpdateResult> {
+    return { outs: await writeAt(olds.path, news, parseInputs(news)) };
 }
 
 export async function remove(_id: string, props: RunScriptOutputs): Promise<void> {

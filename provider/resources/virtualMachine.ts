@@ -11,7 +11,8 @@ import { assertHostPortsFree, portProber, type HostPortRequest } from "../host/p
 import { checkOurQemu, QemuStartError, removeRuntimeFiles, startDaemonized, stopQemu, type ProcessIdentity } from "../host/qemuProcess";
 import { QmpClient, queryStatus } from "../host/qmp";
 import { ensurePrivateDir, resolveStateDir } from "../host/stateDir";
-import { checkWith, hasUnknown, launcherText, problemCollector, withoutUndefined } from "./runScript";
+import { checkWith, hasUnknown, problemCollector, withoutUndefined } from "./common";
+import { launcherText } from "./runScript";
 
 /**
  * VirtualMachine: a running guest. Create writes the VM's own launcher into a private directory

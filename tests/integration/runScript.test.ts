@@ -5,6 +5,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import execa from "execa";
 import * as runScript from "../../provider/resources/runScript";
+import { UNKNOWN } from "../../provider/resources/common";
 import { ensureTestGuest, guestKernelArguments, READY_MARKER } from "../guest/testGuest";
 import { startWatched, type Watched } from "../support/process";
 
@@ -40,7 +41,7 @@ test("the launcher it writes boots the test guest when run by hand", async () =>
     const { id, outs } = await runScript.create(inputs);
     expect(id).toBe(outs.path);
     expect(path.dirname(outs.path)).toBe(path.join(stateDir, "launchers"));
-    expect(path.basename(outs.path)).toBe(`run-vm-${outs.argvHash.slice(0, 16)}.sh`);
+    expect(path.basename(outs.path)).toMatch(new RegExp(`^run-vm-${outs.argvHash.slice(0, 16)}-[0-9a-f]{8}\\.sh$`));
     expect(outs.argv.slice(0, 3)).toEqual(["qemu-system-x86_64", "-accel", "tcg"]);
     expect(outs.accel).toBe("tcg");
     expect(JSON.stringify(outs)).not.toContain("undefined");
@@ -67,25 +68,42 @@ test("diff: a default spelled out is no change; an argv change or a new path rep
     try {
         const spelled = { vm: guestVm({ memoryMiB: 256, cpus: 1, network: "user", disks: [], volatile: false }), stateDir };
         expect(await runScript.diff(id, outs, spelled)).toEqual({ changes: false });
-        // A bigger VM gets another default file name, so the new file can be written before the old goes.
+        // A bigger VM gets a new default file of its own, so the new file can be written before the old goes.
         expect(await runScript.diff(id, outs, { vm: guestVm({ memoryMiB: 512 }), stateDir })).toEqual({
             changes: true,
-            replaces: ["vm", "path"],
+            replaces: ["vm"],
             deleteBeforeReplace: false,
         });
-        // Same explicit path, another argv: the old file must go first or the new one would be deleted with it.
+        // Another argv written where the old file is: the old file must go first or the new one would be deleted with it.
         expect(await runScript.diff(id, outs, { vm: guestVm({ memoryMiB: 512 }), path: outs.path })).toEqual({
             changes: true,
-            replaces: ["vm"],
+            replaces: ["vm", "path"],
             deleteBeforeReplace: true,
         });
         expect(await runScript.diff(id, outs, { vm: guestVm(), path: path.join(dir, "elsewhere.sh") })).toMatchObject({ changes: true, replaces: ["path"] });
         // A preview with unknowns decides without failing.
-        const unknown = { vm: guestVm({ kernel: runScript.UNKNOWN }), stateDir };
+        const unknown = { vm: guestVm({ kernel: UNKNOWN }), stateDir };
         expect(await runScript.check({}, unknown)).toEqual({ inputs: unknown });
         expect(await runScript.diff(id, outs, unknown)).toMatchObject({ changes: true });
     } finally {
         await runScript.remove(id, outs);
+    }
+});
+
+test("two launchers with identical inputs get their own files: deleting one keeps the other", async () => {
+    const inputs = { vm: guestVm(), stateDir };
+    const a = await runScript.create(inputs);
+    const b = await runScript.create(inputs);
+    try {
+        expect(a.outs.argvHash).toBe(b.outs.argvHash);
+        expect(a.outs.path).not.toBe(b.outs.path);
+        await runScript.remove(a.id, a.outs);
+        expect(existsSync(a.outs.path)).toBe(false);
+        expect(existsSync(b.outs.path)).toBe(true);
+        // Neither sees a diff against its own inputs: the default path is not compared.
+        expect(await runScript.diff(b.id, b.outs, inputs)).toEqual({ changes: false });
+    } finally {
+        await runScript.remove(b.id, b.outs);
     }
 });
 

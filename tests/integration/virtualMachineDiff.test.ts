@@ -7,7 +7,7 @@ import { QemuStartError, startDaemonized } from "../../provider/host/qemuProcess
 import { parseVmSpec } from "../../provider/core/vmSpec";
 import * as vmResource from "../../provider/resources/virtualMachine";
 import { cleanConsole, explainStartError, serialMatcher, type VirtualMachineOutputs } from "../../provider/resources/virtualMachine";
-import { UNKNOWN } from "../../provider/resources/runScript";
+import { UNKNOWN } from "../../provider/resources/common";
 
 /**
  * The decisions a VirtualMachine makes without booting a guest: input checks, what replaces a

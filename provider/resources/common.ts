@@ -1,0 +1,64 @@
+import type * as pulumi from "@pulumi/pulumi";
+import { randomBytes } from "node:crypto";
+import { InputError, type FieldProblem } from "../core/validation";
+
+/** What Pulumi passes for a value not known until apply (previews). */
+export const UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9";
+
+export function hasUnknown(value: unknown): boolean {
+    if (value === UNKNOWN) return true;
+    if (Array.isArray(value)) return value.some(hasUnknown);
+    if (value !== null && typeof value === "object") return Object.values(value).some(hasUnknown);
+    return false;
+}
+
+/** Pulumi rejects `undefined` anywhere in outputs; a JSON round trip drops such keys. */
+export function withoutUndefined<T>(value: T): T {
+    return JSON.parse(JSON.stringify(value)) as T;
+}
+
+/** Runs `parse`, turning an InputError into Pulumi check failures. */
+export function checkWith(parse: () => unknown, inputs: Record<string, unknown>): pulumi.dynamic.CheckResult {
+    try {
+        parse();
+        return { inputs };
+    } catch (err) {
+        if (err instanceof InputError) return { inputs, failures: err.problems.map(toFailure) };
+        throw err;
+    }
+}
+
+/**
+ * Parses several inputs, gathering the problems of all of them so a user sees every bad field
+ * at once. `attempt` returns undefined for a part that failed; `finish` throws if any did.
+ */
+export function problemCollector() {
+    const problems: FieldProblem[] = [];
+    return {
+        attempt<T>(parse: () => T): T | undefined {
+            try {
+                return parse();
+            } catch (err) {
+                if (!(err instanceof InputError)) throw err;
+                problems.push(...err.problems);
+                return undefined;
+            }
+        },
+        finish(): void {
+            if (problems.length) throw new InputError(problems);
+        },
+    };
+}
+
+function toFailure(p: FieldProblem): pulumi.dynamic.CheckFailure {
+    return { property: p.property, reason: p.reason };
+}
+
+/**
+ * A suffix that makes a default file name this resource's own. The input hash in the name
+ * lets a replacement be written before the old file goes; the suffix keeps two resources with
+ * identical inputs from sharing — and then deleting — one file.
+ */
+export function instanceSuffix(): string {
+    return randomBytes(4).toString("hex");
+}
