@@ -9,12 +9,12 @@
 import { execFileSync, spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
-import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
 import { mountTag } from "../provider/core/mountTag";
 import { destroy, loadState, up, type ProjectOptions } from "../tests/engine/miniEngine";
 import { MAIN_ROOT } from "../tests/engine/paths";
+import { consecutiveFreePorts } from "../tests/engine/ports";
 import { prepareProgram } from "../tests/engine/program";
 import { isSecret, type Props } from "../tests/engine/wire";
 import type * as testGuest from "../tests/guest/testGuest";
@@ -223,30 +223,6 @@ function isAlive(pid: number): boolean {
     } catch {
         return false;
     }
-}
-
-/** The first of `n` consecutive TCP ports free on loopback (the example forwards firstPort + i). */
-async function consecutiveFreePorts(n: number): Promise<number> {
-    for (let attempt = 0; attempt < 50; attempt++) {
-        const first = 20000 + Math.floor(Math.random() * 40000);
-        const held: net.Server[] = [];
-        try {
-            for (let i = 0; i < n; i++) held.push(await listen(first + i));
-            return first;
-        } catch {
-            // taken; try elsewhere
-        } finally {
-            await Promise.all(held.map((s) => new Promise((r) => s.close(r))));
-        }
-    }
-    throw new Error(`found no ${n} consecutive free ports`);
-}
-
-function listen(port: number): Promise<net.Server> {
-    return new Promise((resolve, reject) => {
-        const server = net.createServer();
-        server.once("error", reject).listen(port, "127.0.0.1", () => resolve(server));
-    });
 }
 
 function valueOf(args: string[], flag: string): string | undefined {

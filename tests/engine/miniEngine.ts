@@ -70,6 +70,8 @@ export interface ProjectOptions {
     secretConfig?: string[];
     /** Providers other than the dynamic one, by package name (the type token's first part). */
     plugins?: Record<string, (engineAddress: string) => Promise<PluginClient>>;
+    /** Extra environment for the program and the plugins (e.g. PULUMI_QEMU_STATE_DIR). */
+    env?: NodeJS.ProcessEnv;
     /** Copy program and engine logs to this process's stderr as they come. */
     echo?: boolean;
     /** Kill a program that runs longer than this. */
@@ -140,7 +142,7 @@ class Session {
         const factory =
             this.opts.plugins?.[pkg] ??
             (pkg === "pulumi-nodejs"
-                ? (engineAddress: string) => startDynamicPlugin(engineAddress, { cwd: this.opts.dir, project: this.opts.project })
+                ? (engineAddress: string) => startDynamicPlugin(engineAddress, { cwd: this.opts.dir, project: this.opts.project, env: this.opts.env })
                 : undefined);
         if (!factory) throw new Error(`no provider plugin for package ${pkg}`);
         const client = await factory(this.engine.address);
@@ -458,6 +460,7 @@ function runProgram(opts: ProjectOptions, monitor: string, engine: string, dryRu
     args.push(".");
     const env = {
         ...process.env,
+        ...opts.env,
         PULUMI_CONFIG: JSON.stringify(qualifiedConfig(opts)),
         PULUMI_CONFIG_SECRET_KEYS: JSON.stringify((opts.secretConfig ?? []).map((k) => qualify(opts.project, k))),
     };

@@ -61,7 +61,7 @@ export interface PluginOptions {
 /** `node <@pulumi/pulumi>/cmd/dynamic-provider <engine>`, as the engine starts it for `pulumi-nodejs`. */
 export function startDynamicPlugin(engineAddress: string, opts: PluginOptions & { project?: string } = {}): Promise<PluginClient> {
     const entry = require.resolve("@pulumi/pulumi/cmd/dynamic-provider");
-    const env = { ...process.env, ...opts.env, ...(opts.project ? { PULUMI_NODEJS_PROJECT: opts.project, PULUMI_PROJECT: opts.project } : {}) };
+    const env = { ...opts.env, ...(opts.project ? { PULUMI_NODEJS_PROJECT: opts.project, PULUMI_PROJECT: opts.project } : {}) };
     return startPlugin("pulumi-nodejs", process.execPath, [entry, engineAddress], { ...opts, env });
 }
 
@@ -77,7 +77,7 @@ process.once("exit", () => {
 });
 
 export async function startPlugin(name: string, command: string, args: string[], opts: PluginOptions = {}): Promise<PluginClient> {
-    const child = spawn(command, args, { cwd: opts.cwd, env: opts.env ?? process.env, stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(command, args, { cwd: opts.cwd, env: { ...process.env, ...opts.env }, stdio: ["ignore", "pipe", "pipe"] });
     live.add(child);
     const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
     let stderr = "";
