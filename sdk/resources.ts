@@ -30,13 +30,16 @@ export class DiskImage extends pulumi.dynamic.Resource {
     }
 }
 
-const RUN_SCRIPT_OUTPUTS = ["argv", "argvHash", "drift"] as const;
+const RUN_SCRIPT_OUTPUTS = ["argv", "argvHash", "accel", "contentHash", "drift"] as const;
 
 /** A launcher script (Guix's run-vm.sh) that execs one QEMU command line. */
 export class RunScript extends pulumi.dynamic.Resource {
     declare public readonly path: pulumi.Output<string>;
     declare public readonly argv: pulumi.Output<string[]>;
     declare public readonly argvHash: pulumi.Output<string>;
+    /** The accelerator written into the launcher on this host. */
+    declare public readonly accel: pulumi.Output<"kvm" | "tcg">;
+    declare public readonly contentHash: pulumi.Output<string>;
     declare public readonly drift: pulumi.Output<string | undefined>;
 
     constructor(name: string, args: RunScriptArgs, opts?: pulumi.CustomResourceOptions) {
@@ -44,7 +47,7 @@ export class RunScript extends pulumi.dynamic.Resource {
     }
 }
 
-const VIRTUAL_MACHINE_OUTPUTS = ["pid", "qmpSocket", "serialLog", "launcherPath", "argvHash", "status", "accel", "startedAt"] as const;
+const VIRTUAL_MACHINE_OUTPUTS = ["pid", "qmpSocket", "serialLog", "launcherPath", "argvHash", "status", "accel", "accelReason", "startedAt", "readySeconds", "vmDir"] as const;
 
 /** A running QEMU guest, started from its launcher and controlled over QMP. */
 export class VirtualMachine extends pulumi.dynamic.Resource {
@@ -56,7 +59,11 @@ export class VirtualMachine extends pulumi.dynamic.Resource {
     declare public readonly status: pulumi.Output<string>;
     /** The accelerator this host really used ("kvm" or "tcg"). */
     declare public readonly accel: pulumi.Output<"kvm" | "tcg">;
+    declare public readonly accelReason: pulumi.Output<string>;
     declare public readonly startedAt: pulumi.Output<string>;
+    declare public readonly readySeconds: pulumi.Output<number>;
+    /** Launcher, pidfile, QMP socket and serial log live here. */
+    declare public readonly vmDir: pulumi.Output<string>;
 
     constructor(name: string, args: VirtualMachineArgs, opts?: pulumi.CustomResourceOptions) {
         super(virtualMachineProvider, name, withOutputs(args, VIRTUAL_MACHINE_OUTPUTS), opts, "qemu", "VirtualMachine");

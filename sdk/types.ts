@@ -62,9 +62,12 @@ export interface RunScriptArgs {
 }
 
 export interface ReadyArgs {
-    /** Ready once the serial console prints this (a regular expression). */
+    /**
+     * Ready once the serial console prints this: plain text is a substring, `/…/flags` a regular
+     * expression. Matched with terminal escapes and carriage returns removed.
+     */
     serialPattern?: string;
-    /** Ready once this forwarded host port answers. */
+    /** Ready once this forwarded host port answers with some bytes (a bare connect proves nothing under user networking). */
     tcpPort?: number;
     /** Give up, stop the VM and fail after this long. */
     timeoutSeconds?: number;
