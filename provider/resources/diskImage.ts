@@ -21,7 +21,7 @@ import { buildExt4, Ext4Error } from "../host/ext4";
 import { HASH_CACHE_FILE, HashCache, hashFileCached, hashTree, sameFile, sameStamp, stampOf, statStamp, type FileStamp, type ReadCounter } from "../host/fileHash";
 import { backingChain, convertImage, createImage as qemuImgCreate, createOverlay, imageInfo, QemuImgError, type ImageInfo } from "../host/qemuImg";
 import { ensurePrivateDir, resolveStateDir } from "../host/stateDir";
-import { checkWith, hasUnknown, withoutUndefined } from "./common";
+import { checkWith, hasUnknown, instanceSuffix, withoutUndefined } from "./common";
 
 /**
  * DiskImage: Guix's image records as files. An image is made once from its source and kept;
@@ -341,7 +341,7 @@ export async function createDiskImage(inputs: DiskImageInputs, observe: Observe 
     const stateDir = resolveStateDir(spec.stateDir);
     const ctx = await openContext(stateDir, observe);
     const resolved = await resolveSource(spec, ctx, spec.path);
-    const target = spec.path ?? defaultImagePath(stateDir, resolved.inputHash, resolved.format, randomBytes(4).toString("hex"));
+    const target = spec.path ?? defaultImagePath(stateDir, resolved.inputHash, resolved.format, instanceSuffix());
     if (spec.path === undefined) await ensurePrivateDir(path.dirname(target));
     await refuseExisting(target);
     const temp = path.join(path.dirname(target), `.${path.basename(target)}.${randomBytes(6).toString("hex")}.partial`);
