@@ -15,9 +15,10 @@ export { parseVmSpec } from "../provider/core/vmSpec";
 export type { VmSpec, VmSpecInput } from "../provider/core/vmSpec";
 
 /*
- * PulumiPlugin.yaml makes this package a provider plugin too. The Node.js language host runs a
- * plugin by requiring the package's main module from its `run-plugin` command, and this module
- * is that main: when it is loaded that way, it serves the plugin instead of acting as a library.
+ * PulumiPlugin.yaml makes this package a provider plugin too, with its own `main`. CLIs that
+ * predate that attribute run a plugin by requiring the package's main module — this one — from
+ * the language host's `run-plugin` command; loaded that way, it serves the plugin instead of
+ * acting as a library.
  */
 if (isRunAsPlugin(process.argv)) {
     require("../provider/plugin/serve").serve(process.argv.slice(2));
