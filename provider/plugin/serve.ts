@@ -1,5 +1,6 @@
 import type * as provider from "@pulumi/pulumi/provider";
 import { packageSchema } from "./schema";
+import { protectOutputs, stripSecrets, type Props } from "./secrets";
 
 /** The lifecycle module behind each resource token; the same modules the dynamic shims load. */
 const LIFECYCLES: Record<string, string> = {
@@ -23,21 +24,35 @@ function lifecycle(urn: string) {
     return require(modulePath);
 }
 
-/** The custom-resource provider: each call goes to the lifecycle of the resource's type. */
+/**
+ * The custom-resource provider: each call goes to the lifecycle of the resource's type. This
+ * plugin tells the engine it accepts secrets, so values arrive wrapped; the lifecycles see plain
+ * values, and whatever they return that holds a secret goes back marked secret.
+ */
 export function qemuProvider(version: string): provider.Provider {
     return {
         version,
         schema: packageSchema(version),
-        check: (urn, olds, news) => lifecycle(urn).check(olds, news),
-        diff: (id, urn, olds, news) => lifecycle(urn).diff(id, olds, news),
-        create: (urn, inputs) => lifecycle(urn).create(inputs),
-        read: (id, urn, props) => lifecycle(urn).read(id, props),
+        check: async (urn, olds, news) => {
+            const result = await lifecycle(urn).check(stripSecrets(olds), stripSecrets(news));
+            return { ...result, inputs: protectOutputs(result.inputs ?? {}, news) };
+        },
+        diff: (id, urn, olds, news) => lifecycle(urn).diff(id, stripSecrets(olds), stripSecrets(news)),
+        create: async (urn, inputs) => {
+            const result = await lifecycle(urn).create(stripSecrets(inputs));
+            return { ...result, outs: protectOutputs(result.outs ?? {}, inputs) };
+        },
+        read: async (id, urn, props) => {
+            const result = await lifecycle(urn).read(id, stripSecrets(props));
+            return { ...result, props: protectOutputs(result.props ?? {}, (props ?? {}) as Props) };
+        },
         update: async (id, urn, olds, news) => {
             const impl = lifecycle(urn);
             if (!impl.update) throw new Error(`${typeOfUrn(urn)} has no in-place update; its diff always replaces`);
-            return impl.update(id, olds, news);
+            const result = await impl.update(id, stripSecrets(olds), stripSecrets(news));
+            return { ...result, outs: protectOutputs(result.outs ?? {}, news) };
         },
-        delete: (id, urn, props) => lifecycle(urn).remove(id, props),
+        delete: (id, urn, props) => lifecycle(urn).remove(id, stripSecrets(props)),
     };
 }
 

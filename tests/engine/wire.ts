@@ -3,19 +3,14 @@
  * string, a secret an object tagged with the signature key.
  */
 
-export const UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9";
-export const SIG_KEY = "4dabf18193072939515e22adb298388d";
-export const SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270";
+import { containsSecrets, isSecret, makeSecret, SIG_KEY, stripSecrets, type Props } from "../../provider/plugin/secrets";
 
-export type Props = Record<string, unknown>;
+import { UNKNOWN } from "../../provider/resources/common";
 
-export function makeSecret(value: unknown): Props {
-    return { [SIG_KEY]: SECRET_SIG, value };
-}
+export { UNKNOWN };
 
-export function isSecret(value: unknown): value is { value: unknown } {
-    return isRecord(value) && value[SIG_KEY] === SECRET_SIG;
-}
+// The secret wire form is the plugin's own code; the engine's side of it is emulated below.
+export { containsSecrets, isSecret, makeSecret, stripSecrets, SIG_KEY, SECRET_SIG, type Props } from "../../provider/plugin/secrets";
 
 /** A plain object: not an array, not a signature-tagged value. */
 export function isPlainObject(value: unknown): value is Props {
@@ -26,26 +21,11 @@ function isRecord(value: unknown): value is Props {
     return value !== null && typeof value === "object" && !Array.isArray(value);
 }
 
-export function containsSecrets(value: unknown): boolean {
-    if (isSecret(value)) return true;
-    if (Array.isArray(value)) return value.some(containsSecrets);
-    if (isRecord(value)) return Object.values(value).some(containsSecrets);
-    return false;
-}
-
 export function containsUnknowns(value: unknown): boolean {
     if (value === UNKNOWN) return true;
     if (Array.isArray(value)) return value.some(containsUnknowns);
     if (isRecord(value)) return Object.values(value).some(containsUnknowns);
     return false;
-}
-
-/** The value as a provider that does not accept secrets receives it: every secret unwrapped. */
-export function stripSecrets<T>(value: T): T {
-    if (isSecret(value)) return stripSecrets(value.value) as T;
-    if (Array.isArray(value)) return value.map(stripSecrets) as T;
-    if (isRecord(value)) return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, stripSecrets(v)])) as T;
-    return value;
 }
 
 /**
