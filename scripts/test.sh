@@ -3,4 +3,14 @@
 # real QEMU guests, and the engine-protocol tests).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
-exec npx jest --runInBand "$@"
+
+report=$(mktemp)
+trap 'rm -f "$report"' EXIT
+set +e
+npx jest --runInBand --json --outputFile="$report" "$@"
+rc=$?
+set -e
+# One closing line any CI can read, whatever jest's reporter printed above.
+node -e 'const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
+console.log(`${r.numPassedTests} passed, ${r.numFailedTests} failed, ${r.numPendingTests} skipped`);' "$report" || true
+exit "$rc"
