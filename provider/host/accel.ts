@@ -1,9 +1,10 @@
 import { constants } from "node:fs";
-import { access, mkdtemp, open, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { access, mkdtemp, open, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
 import execa from "execa";
 import { AccelVerdict, applyRequest, cpuVirtualizationFlag, decideAutoAccel, KvmFacts, RequestedAccel, ResolvedAccel } from "../core/accelChoice";
+import { writeFileAtomic } from "./atomicFile";
 import { ensurePrivateDir, resolveStateDir } from "./stateDir";
 
 export type { AccelVerdict, ResolvedAccel } from "../core/accelChoice";
@@ -198,7 +199,5 @@ async function readCachedVerdict(file: string, key: CacheKey): Promise<AccelVerd
 /** Written to a temp file and renamed, so a concurrent reader sees the old verdict or the new one. */
 async function writeCachedVerdict(dir: string, file: string, key: CacheKey, verdict: AccelVerdict): Promise<void> {
     await ensurePrivateDir(dir);
-    const tmp = `${file}.${process.pid}.${Date.now()}.tmp`;
-    await writeFile(tmp, JSON.stringify({ key, verdict }, null, 2) + "\n", { mode: 0o600 });
-    await rename(tmp, file);
+    await writeFileAtomic(file, JSON.stringify({ key, verdict }, null, 2) + "\n");
 }

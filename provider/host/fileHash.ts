@@ -1,8 +1,9 @@
-import { createHash, randomBytes } from "node:crypto";
+import { createHash } from "node:crypto";
 import type { BigIntStats } from "node:fs";
-import { lstat, open, readdir, readFile, readlink, rename, rm, stat, writeFile } from "node:fs/promises";
+import { lstat, open, readdir, readFile, readlink, stat } from "node:fs/promises";
 import * as path from "node:path";
 import { hashValue } from "../core/hash";
+import { writeFileAtomic } from "./atomicFile";
 
 /**
  * Content hashes of files and directory trees, with a cache keyed by file identity so that an
@@ -142,14 +143,7 @@ export class HashCache {
             .sort((a, b) => b[1].used - a[1].used)
             .slice(0, MAX_CACHE_ENTRIES);
         const body: CacheFile = { version: 1, entries: Object.fromEntries(kept) };
-        const temp = `${this.file}.${randomBytes(6).toString("hex")}.tmp`;
-        try {
-            await writeFile(temp, JSON.stringify(body), { mode: 0o600, flag: "wx" });
-            await rename(temp, this.file);
-        } catch (err) {
-            await rm(temp, { force: true });
-            throw err;
-        }
+        await writeFileAtomic(this.file, JSON.stringify(body));
         this.dirty = {};
     }
 }

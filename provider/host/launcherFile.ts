@@ -1,8 +1,8 @@
-import { randomBytes } from "node:crypto";
-import { lstat, mkdir, open, readFile, rename, rm } from "node:fs/promises";
+import { lstat, mkdir, readFile, rm } from "node:fs/promises";
 import * as path from "node:path";
 import { sha256Hex } from "../core/hash";
 import { LAUNCHER_HEADER } from "../core/launcher";
+import { writeFileAtomic } from "./atomicFile";
 
 /**
  * Launcher files on disk. A launcher is written whole or not at all (temp file, fsync, rename,
@@ -51,33 +51,8 @@ export async function writeLauncherFile(file: string, content: string): Promise<
     }
     const dir = path.dirname(file);
     await mkdir(dir, { recursive: true });
-    const temp = path.join(dir, `.${path.basename(file)}.${randomBytes(6).toString("hex")}.tmp`);
-    try {
-        const fh = await open(temp, "wx", 0o600);
-        try {
-            await fh.writeFile(content, "utf8");
-            await fh.chmod(LAUNCHER_MODE);
-            await fh.sync();
-        } finally {
-            await fh.close();
-        }
-        await rename(temp, file);
-    } catch (err) {
-        await rm(temp, { force: true });
-        throw err;
-    }
-    await syncDir(dir);
+    await writeFileAtomic(file, content, { mode: LAUNCHER_MODE, durable: true });
     return { contentHash: sha256Hex(content) };
-}
-
-/** Makes the rename itself durable: without it a crash may bring back the old directory entry. */
-async function syncDir(dir: string): Promise<void> {
-    const dh = await open(dir, "r");
-    try {
-        await dh.sync();
-    } finally {
-        await dh.close();
-    }
 }
 
 export type RemoveOutcome = "removed" | "missing" | "not-ours";

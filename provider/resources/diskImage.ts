@@ -1,6 +1,6 @@
 import type * as pulumi from "@pulumi/pulumi";
 import { randomBytes } from "node:crypto";
-import { link, lstat, open, readFile, rename, rm, stat } from "node:fs/promises";
+import { link, lstat, open, readFile, rm, stat } from "node:fs/promises";
 import * as path from "node:path";
 import {
     defaultImageDir,
@@ -17,6 +17,7 @@ import {
 } from "../core/diskImageSpec";
 import { formatSize } from "../core/size";
 import { InputError } from "../core/validation";
+import { writeFileAtomic } from "../host/atomicFile";
 import { buildExt4, Ext4Error } from "../host/ext4";
 import { HASH_CACHE_FILE, HashCache, hashFileCached, hashTree, sameFile, sameStamp, stampOf, statStamp, type FileStamp, type ReadCounter } from "../host/fileHash";
 import { backingChain, convertImage, createImage as qemuImgCreate, createOverlay, imageInfo, QemuImgError, type ImageInfo } from "../host/qemuImg";
@@ -316,21 +317,7 @@ async function readSidecar(image: string): Promise<Sidecar | undefined> {
 }
 
 async function writeSidecar(image: string, record: Sidecar): Promise<void> {
-    const file = sidecarPath(image);
-    const temp = `${path.join(path.dirname(file), "." + path.basename(file))}.${randomBytes(6).toString("hex")}.tmp`;
-    try {
-        const fh = await open(temp, "wx", 0o600);
-        try {
-            await fh.writeFile(JSON.stringify(record, null, 2) + "\n");
-            await fh.sync();
-        } finally {
-            await fh.close();
-        }
-        await rename(temp, file);
-    } catch (err) {
-        await rm(temp, { force: true });
-        throw err;
-    }
+    await writeFileAtomic(sidecarPath(image), JSON.stringify(record, null, 2) + "\n", { durable: true });
 }
 
 // ---------------------------------------------------------------------------------------------
