@@ -19,6 +19,7 @@ import { prepareProgram } from "../tests/engine/program";
 import { isSecret, type Props } from "../tests/engine/wire";
 import type * as testGuest from "../tests/guest/testGuest";
 import { httpGetWhenUp } from "../tests/support/net";
+import { isRunning } from "../tests/support/process";
 
 const EXAMPLE = path.join(MAIN_ROOT, "examples", "fleet");
 const STACK = "dev";
@@ -93,7 +94,7 @@ async function main(): Promise<number> {
             try {
                 timings.destroy = (await deployer.destroy()).seconds;
                 console.log(`destroy: ${timings.destroy.toFixed(1)} s`);
-                const survivors = pids.filter(isAlive);
+                const survivors = pids.filter(isRunning);
                 if (survivors.length) {
                     console.error(`FAIL: QEMU still running after destroy: pids ${survivors.join(", ")}`);
                     failed = true;
@@ -216,14 +217,6 @@ function onPath(command: string): boolean {
     return spawnSync("sh", ["-c", `command -v ${command}`], { stdio: "ignore" }).status === 0;
 }
 
-function isAlive(pid: number): boolean {
-    try {
-        const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-        return stat.slice(stat.lastIndexOf(")") + 2)[0] !== "Z";
-    } catch {
-        return false;
-    }
-}
 
 function valueOf(args: string[], flag: string): string | undefined {
     const i = args.indexOf(flag);

@@ -1,4 +1,4 @@
-import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { existsSync, readdirSync } from "node:fs";
 import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -10,6 +10,7 @@ import * as vmResource from "../../provider/resources/virtualMachine";
 import type { VirtualMachineOutputs } from "../../provider/resources/virtualMachine";
 import { ensureTestGuest, guestKernelArguments, READY_MARKER } from "../guest/testGuest";
 import { freePort, httpGet, tcpListenAddresses } from "../support/net";
+import { processesMentioning } from "../support/process";
 
 /**
  * VirtualMachine with the real test guest under TCG: readiness on the console and on a
@@ -35,22 +36,6 @@ function guestVm(name: string, extra: Record<string, unknown> = {}, mounts: { ta
     return { name, accel: "tcg", kernel: guest.kernel, initrd: guest.initrd, kernelArguments: guestKernelArguments({ name, mounts }), ...extra };
 }
 
-/** Live (non-zombie) processes whose command line mentions `needle`. */
-function processesMentioning(needle: string): number[] {
-    const found: number[] = [];
-    for (const entry of readdirSync("/proc")) {
-        if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
-        try {
-            const cmdline = readFileSync(`/proc/${entry}/cmdline`, "utf8");
-            const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
-            const state = stat.slice(stat.lastIndexOf(")") + 2).split(" ")[0];
-            if (cmdline.includes(needle) && state !== "Z") found.push(Number(entry));
-        } catch {
-            // the process ended while we looked
-        }
-    }
-    return found;
-}
 
 async function create(inputs: vmResource.VirtualMachineInputs): Promise<{ id: string; outs: VirtualMachineOutputs }> {
     const check = await vmResource.check({}, inputs);

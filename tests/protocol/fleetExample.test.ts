@@ -9,6 +9,7 @@ import { prepareProgram } from "../engine/program";
 import { isSecret } from "../engine/wire";
 import { ensureTestGuest, guestKernelArguments, READY_MARKER } from "../guest/testGuest";
 import { httpGetWhenUp } from "../support/net";
+import { isRunning } from "../support/process";
 import { mountTag } from "../../provider/core/mountTag";
 
 /**
@@ -123,7 +124,7 @@ test("refresh drops a VM killed behind the engine's back; the next up starts it 
     killedVmDir = String((await loadState(opts.statePath)).resources.find((r) => r.urn.endsWith("::web-2"))!.outputs.vmDir);
     process.kill(pids["web-2"], "SIGKILL");
     const until = Date.now() + 10_000;
-    while (Date.now() < until && isAlive(pids["web-2"])) await new Promise((r) => setTimeout(r, 100));
+    while (Date.now() < until && isRunning(pids["web-2"])) await new Promise((r) => setTimeout(r, 100));
 
     const r = await refresh(opts);
     expect(r.steps.filter((st) => st.op === "delete").map((st) => st.urn.split("::").pop())).toEqual(["web-2"]);
@@ -140,7 +141,7 @@ test("destroy stops every VM and removes every image and VM directory", async ()
     const pids = Object.values(await vmPids());
     const s = await destroy(opts);
     expect(s.counts.delete).toBe(2 + 2 * COUNT);
-    expect(pids.filter(isAlive)).toEqual([]);
+    expect(pids.filter(isRunning)).toEqual([]);
     expect((await loadState(opts.statePath)).resources).toEqual([]);
     // Only the killed VM's directory stays, as the provider keeps it for a post-mortem once refresh forgot it.
     expect(readdirSync(path.join(stateDir, "vms"))).toEqual([path.basename(killedVmDir)]);
@@ -149,11 +150,3 @@ test("destroy stops every VM and removes every image and VM directory", async ()
     expect(left.filter((f) => !f.startsWith(path.join("vms", path.basename(killedVmDir))) && !f.endsWith(".json"))).toEqual([]);
 }, 120_000);
 
-function isAlive(pid: number): boolean {
-    try {
-        const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-        return stat.slice(stat.lastIndexOf(")") + 2)[0] !== "Z";
-    } catch {
-        return false;
-    }
-}

@@ -6,6 +6,7 @@ import { openDriver, type Driver, type PluginKind } from "../engine/driver";
 import type { Props } from "../engine/wire";
 import { ensureTestGuest, guestKernelArguments, READY_MARKER } from "../guest/testGuest";
 import { freePort, httpGet } from "../support/net";
+import { isRunning } from "../support/process";
 
 /**
  * VirtualMachine's lifecycle over gRPC through both plugins: a real guest under TCG boots from
@@ -28,14 +29,6 @@ interface VmOuts {
     vmDir: string;
 }
 
-function alive(pid: number): boolean {
-    try {
-        const stat = require("node:fs").readFileSync(`/proc/${pid}/stat`, "utf8") as string;
-        return stat.slice(stat.lastIndexOf(")") + 2)[0] !== "Z";
-    } catch {
-        return false;
-    }
-}
 
 describe.each<PluginKind>(["dynamic", "qemu"])("VirtualMachine through the %s plugin", (kind) => {
     let driver: Driver;
@@ -52,7 +45,7 @@ describe.each<PluginKind>(["dynamic", "qemu"])("VirtualMachine through the %s pl
 
     afterAll(async () => {
         await driver?.close();
-        for (const pid of started) if (alive(pid)) process.kill(pid, "SIGKILL");
+        for (const pid of started) if (isRunning(pid)) process.kill(pid, "SIGKILL");
         if (dir) await rm(dir, { recursive: true, force: true });
     });
 
@@ -73,7 +66,7 @@ describe.each<PluginKind>(["dynamic", "qemu"])("VirtualMachine through the %s pl
         started.push(outs.pid);
         console.log(`${kind} plugin: VirtualMachine create to ready ${((Date.now() - t0) / 1000).toFixed(1)} s`);
         expect(outs).toMatchObject({ status: "running", accel: "tcg" });
-        expect(alive(outs.pid)).toBe(true);
+        expect(isRunning(outs.pid)).toBe(true);
         for (const f of [outs.qmpSocket, outs.serialLog, outs.launcherPath]) expect(existsSync(f)).toBe(true);
         expect((await httpGet(`http://127.0.0.1:${port}/`)).body).toContain(`pulumi-qemu test guest ${name}`);
 
@@ -97,7 +90,7 @@ describe.each<PluginKind>(["dynamic", "qemu"])("VirtualMachine through the %s pl
 
         process.kill(outs.pid, "SIGKILL");
         const until = Date.now() + 10_000;
-        while (alive(outs.pid) && Date.now() < until) await new Promise((r) => setTimeout(r, 100));
+        while (isRunning(outs.pid) && Date.now() < until) await new Promise((r) => setTimeout(r, 100));
         const gone = await driver.plugin.read(made.id, urn, updated.properties, patient.inputs);
         expect(gone.id).toBe("");
 

@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from "node:child_process";
+import { readdirSync, readFileSync } from "node:fs";
 
 /** A foreground process whose output is collected and can be waited on for a marker. */
 export interface Watched {
@@ -37,4 +38,43 @@ export function startWatched(command: string, args: string[], opts: { cwd?: stri
             }
         },
     };
+}
+
+/** The fields of /proc/PID/stat after the command name (state first), or undefined once it is gone. */
+function statFields(pid: number | string): string[] | undefined {
+    try {
+        const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+        return stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    } catch {
+        return undefined;
+    }
+}
+
+/** Whether `pid` is a live process: a zombie waiting to be reaped counts as gone. */
+export function isRunning(pid: number): boolean {
+    const fields = statFields(pid);
+    return fields !== undefined && fields[0] !== "Z";
+}
+
+/** Live processes (other than this one) whose command line mentions `needle`. */
+export function processesMentioning(needle: string): number[] {
+    return livePids().filter((pid) => {
+        try {
+            return pid !== process.pid && readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(needle);
+        } catch {
+            return false; // ended while we looked
+        }
+    });
+}
+
+/** Live children of this process. */
+export function childPids(): number[] {
+    return livePids().filter((pid) => Number(statFields(pid)?.[1]) === process.pid);
+}
+
+function livePids(): number[] {
+    return readdirSync("/proc")
+        .filter((entry) => /^\d+$/.test(entry))
+        .map(Number)
+        .filter(isRunning);
 }
