@@ -1,5 +1,5 @@
 import { existsSync, readdirSync, statSync } from "node:fs";
-import { mkdtemp } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
 import { startEngineServer, type EngineServer } from "./engineServer";
@@ -43,11 +43,17 @@ export async function openDriver(kind: PluginKind): Promise<Driver> {
     assertBuilt();
     const engine = await startEngineServer();
     let plugin: PluginClient | undefined;
+    let cwd: string | undefined;
+    const cleanUp = async () => {
+        await plugin?.close();
+        await engine.close();
+        if (cwd) await rm(cwd, { recursive: true, force: true });
+    };
     try {
         const providerTexts = new Map<ResourceKind, string>();
         if (kind === "dynamic") {
             // The plugin resolves the shims' `require("pulumi-qemu/…")` from its working directory, the program's.
-            const cwd = await mkdtemp(path.join(os.tmpdir(), "pq-dynamic-cwd-"));
+            cwd = await mkdtemp(path.join(os.tmpdir(), "pq-dynamic-cwd-"));
             await linkPackages(cwd);
             plugin = await startDynamicPlugin(engine.address, { cwd, project: PROJECT });
             const sdk = require(path.join(MAIN_ROOT, "bin", "sdk", "index.js"));
@@ -58,7 +64,7 @@ export async function openDriver(kind: PluginKind): Promise<Driver> {
             plugin = await startQemuPlugin(engine.address);
         }
         const { acceptSecrets } = await plugin.configure({});
-        const client = plugin;
+        const client: PluginClient = plugin;
         return {
             kind,
             engine,
@@ -66,14 +72,10 @@ export async function openDriver(kind: PluginKind): Promise<Driver> {
             acceptSecrets,
             urn: (resource, name) => `urn:pulumi:${STACK}::${PROJECT}::${typeToken(kind, resource)}::${name}`,
             news: (resource, inputs) => (kind === "dynamic" ? { ...inputs, __provider: providerTexts.get(resource)! } : { ...inputs }),
-            async close() {
-                await client.close();
-                await engine.close();
-            },
+            close: cleanUp,
         };
     } catch (err) {
-        await plugin?.close();
-        await engine.close();
+        await cleanUp();
         throw err;
     }
 }
