@@ -119,7 +119,7 @@ export async function diffImage(_id: string, olds: DiskImageOutputs, news: DiskI
         replaces.push("source");
     }
     if (pathMoves(spec, stateDir, olds)) replaces.push("path");
-    const found = await assess(olds, ctx);
+    const found = await assess(olds, ctx, false);
     if (!replaces.includes("source") && (found.gone || found.drift)) replaces.push("source");
     await ctx.cache.save();
     if (!replaces.length) return { changes: false };
@@ -195,14 +195,35 @@ async function mustBeFile(file: string, field: string): Promise<void> {
     if (!st.isFile()) throw fieldError(field, `${field} ${file} is not a regular file`);
 }
 
+/**
+ * Chains already read by this process, with the stamps of every file in them. A preview of a
+ * stack whose overlays share one base asks for the base's chain once per overlay; starting
+ * qemu-img costs more than the rest of a no-op diff, and a stat tells whether the answer holds.
+ */
+const chainMemo = new Map<string, { stamps: FileStamp[]; chain: ImageInfo[] }>();
+
 /** The chain under an image, or a field error carrying qemu-img's own words (a loop, a corrupt header…). */
 async function chainOf(file: string, format: ImageFormat | undefined, field: string): Promise<ImageInfo[]> {
+    const key = `${format ?? ""}\0${file}`;
+    const memo = chainMemo.get(key);
+    if (memo && (await stampsHold([file, ...backingFiles(memo.chain)], memo.stamps))) return memo.chain;
+    let chain: ImageInfo[];
     try {
-        return await backingChain(file, { format });
+        chain = await backingChain(file, { format });
     } catch (err) {
         if (err instanceof QemuImgError) throw fieldError(field, `${field} ${file} cannot be opened as a disk image: ${err.stderr.trim()}`);
         throw err;
     }
+    const files = [file, ...backingFiles(chain)];
+    const stamps = await Promise.all(files.map((f) => statStamp(f).catch(() => undefined)));
+    if (stamps.every((st) => st !== undefined)) chainMemo.set(key, { stamps: stamps as FileStamp[], chain });
+    return chain;
+}
+
+async function stampsHold(files: string[], stamps: FileStamp[]): Promise<boolean> {
+    if (files.length !== stamps.length) return false;
+    const now = await Promise.all(files.map((f) => statStamp(f).catch(() => undefined)));
+    return now.every((st, i) => st !== undefined && sameStamp(st, stamps[i]));
 }
 
 function knownFormat(found: string, field: string, file: string): ImageFormat {
@@ -463,7 +484,11 @@ interface Assessment {
 }
 
 /** Compares the image on disk (and an overlay's backing) with what create recorded. */
-async function assess(props: DiskImageOutputs, ctx: Context): Promise<Assessment> {
+/**
+ * `readHeader`: also ask qemu-img which backing file the overlay's header names. Only
+ * `qemu-img rebase` changes that, so refresh looks and previews (diff) do not pay for a spawn.
+ */
+async function assess(props: DiskImageOutputs, ctx: Context, readHeader: boolean): Promise<Assessment> {
     let st;
     try {
         st = await lstat(props.path, { bigint: true });
@@ -479,11 +504,11 @@ async function assess(props: DiskImageOutputs, ctx: Context): Promise<Assessment
         const now = (await hashFileCached(props.path, ctx.cache, ctx.counter)).sha256;
         if (now !== props.contentFingerprint) return { gone: false, contentFingerprint: now, drift: `${props.path} content changed (sha256 ${now}, created as ${props.contentFingerprint})` };
     }
-    if (props.backingPath && props.backingStamp) return { gone: false, drift: await backingDrift(props) };
+    if (props.backingPath && props.backingStamp) return { gone: false, drift: await backingDrift(props, readHeader) };
     return { gone: false };
 }
 
-async function backingDrift(props: DiskImageOutputs): Promise<string | undefined> {
+async function backingDrift(props: DiskImageOutputs, readHeader: boolean): Promise<string | undefined> {
     const backing = props.backingPath!;
     let now: FileStamp;
     try {
@@ -495,6 +520,7 @@ async function backingDrift(props: DiskImageOutputs): Promise<string | undefined
     if (!sameStamp(now, props.backingStamp!)) {
         return `backing file ${backing} changed since the overlay was made (size ${now.size}, mtime ${now.mtimeNs} ns; was size ${props.backingStamp!.size}, mtime ${props.backingStamp!.mtimeNs} ns): the overlay no longer matches it`;
     }
+    if (!readHeader) return undefined;
     const header = await imageInfo(props.path, { format: "qcow2" });
     if (header.backingFilename !== backing) return `${props.path} now names ${header.backingFilename ?? "no"} backing file instead of ${backing}`;
     return undefined;
@@ -502,7 +528,7 @@ async function backingDrift(props: DiskImageOutputs): Promise<string | undefined
 
 export async function readImage(id: string, props: DiskImageOutputs, observe: Observe = {}): Promise<pulumi.dynamic.ReadResult> {
     const ctx = await openContext(resolveStateDir(props.stateDir), observe);
-    const found = await assess(props, ctx);
+    const found = await assess(props, ctx, true);
     await ctx.cache.save();
     if (found.gone) return { id: "", props: {} };
     const { drift: _previous, ...rest } = props;

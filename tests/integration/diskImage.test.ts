@@ -350,6 +350,15 @@ describe("overlays", () => {
         expect((await readImage(o.path, o)).props!.drift).toMatch(/backing file .* is gone/);
     });
 
+    test("an overlay rebased onto another file behind our back is drift on refresh", async () => {
+        const b = await base();
+        const other = await base();
+        const o = await make({ source: { kind: "overlay", backing: b.path } });
+        expect((await readImage(o.path, o)).props!.drift).toBeUndefined();
+        await execa("qemu-img", ["rebase", "-u", "-b", other.path, "-F", "raw", o.path]);
+        expect((await readImage(o.path, o)).props!.drift).toMatch(new RegExp(`now names ${other.path.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")} backing file instead of`));
+    });
+
     test("loops, a missing backing, a smaller size and an unknown backing format are field errors", async () => {
         const self = path.join(work, "self.qcow2");
         await expectFieldError(make({ source: { kind: "overlay", backing: self }, path: self }), "source.backing", /own path/);
