@@ -1,4 +1,3 @@
-import { readdirSync, readFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -9,6 +8,7 @@ import { linkPackages } from "../tests/engine/program";
 import { serializeProvider } from "../tests/engine/serialize";
 import { MAIN_ROOT } from "../tests/engine/paths";
 import type { Props } from "../tests/engine/wire";
+import { childPids } from "../tests/support/process";
 
 /**
  * A plugin as the engine starts it, built from the protocol tests' parts. Unlike their
@@ -76,18 +76,3 @@ export async function openPlugin(kind: PluginKind): Promise<BenchPlugin> {
     }
 }
 
-/** Live children of this process. */
-function childPids(): number[] {
-    const found: number[] = [];
-    for (const entry of readdirSync("/proc")) {
-        if (!/^\d+$/.test(entry)) continue;
-        try {
-            const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
-            const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-            if (Number(fields[1]) === process.pid && fields[0] !== "Z") found.push(Number(entry));
-        } catch {
-            // gone while we looked
-        }
-    }
-    return found;
-}
