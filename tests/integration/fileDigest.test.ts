@@ -1,0 +1,94 @@
+import execa from "execa";
+import { randomBytes } from "node:crypto";
+import { chmod, mkdtemp, rm, writeFile } from "node:fs/promises";
+import * as os from "node:os";
+import * as path from "node:path";
+import { b3sumFile, b3sumUsable, BLAKE3_OF_NOTHING } from "../../provider/host/b3sum";
+import { B3SUM_FROM_BYTES, digestFile, READ_BUFFER_BYTES, type ReadCounter } from "../../provider/host/fileDigest";
+
+/**
+ * Every way the provider takes a content digest gives the digest of the reference tools, at the
+ * sizes where chunking goes wrong: empty, BLAKE3's 1 KiB chunk edges, our 4 MiB read buffer's
+ * edges, and past the size from which b3sum takes over.
+ */
+
+let work: string;
+
+beforeAll(async () => {
+    work = await mkdtemp(path.join(os.tmpdir(), "pq-digest-"));
+});
+
+afterAll(async () => {
+    await rm(work, { recursive: true, force: true });
+});
+
+const KiB = 1024;
+const SIZES = [0, 1, KiB - 1, KiB, KiB + 1, 64 * KiB + 1, READ_BUFFER_BYTES - 1, READ_BUFFER_BYTES, READ_BUFFER_BYTES + 1, 2 * READ_BUFFER_BYTES + 3, B3SUM_FROM_BYTES + 5];
+
+async function fileOf(bytes: number): Promise<string> {
+    const file = path.join(work, `data-${bytes}.bin`);
+    await writeFile(file, randomBytes(bytes));
+    return file;
+}
+
+async function tool(cmd: string, file: string): Promise<string> {
+    return (await execa(cmd, [file])).stdout.split(" ")[0];
+}
+
+test("b3sum on this machine is a working BLAKE3 (the tests below compare against it)", async () => {
+    expect(await b3sumUsable()).toBe(true);
+});
+
+test.each(SIZES)("%i bytes: b3sum, the native addon, JavaScript and the automatic choice agree with the b3sum CLI; sha256 with sha256sum", async (bytes) => {
+    const file = await fileOf(bytes);
+    const expected = await tool("b3sum", file);
+    for (const via of ["b3sum", "native", "javascript"] as const) {
+        const counter: ReadCounter = { files: 0, bytes: 0 };
+        const got = await digestFile(file, "blake3", { via, counter });
+        expect({ via, digest: got.digest, bytes: got.bytes }).toEqual({ via, digest: expected, bytes });
+        expect(counter).toEqual({ files: 1, bytes });
+    }
+    expect((await digestFile(file, "blake3")).digest).toBe(expected);
+    expect((await digestFile(file, "sha256")).digest).toBe(await tool("sha256sum", file));
+});
+
+test("the empty-input digest the probe checks is BLAKE3's", async () => {
+    expect((await execa("b3sum", ["--no-names"], { input: "" })).stdout.trim()).toBe(BLAKE3_OF_NOTHING);
+});
+
+test("a b3sum that is missing, fails, or prints another hash is not used", async () => {
+    expect(await b3sumUsable(path.join(work, "no-such-b3sum"))).toBe(false);
+    const liar = path.join(work, "liar-b3sum");
+    await writeFile(liar, "#!/bin/sh\ncat >/dev/null\necho 0000000000000000000000000000000000000000000000000000000000000000\n");
+    await chmod(liar, 0o755);
+    expect(await b3sumUsable(liar)).toBe(false);
+    const failing = path.join(work, "failing-b3sum");
+    await writeFile(failing, "#!/bin/sh\necho 'no such option' >&2\nexit 2\n");
+    await chmod(failing, 0o755);
+    expect(await b3sumUsable(failing)).toBe(false);
+    await expect(b3sumFile(path.join(work, "x"), failing)).rejects.toThrow(/b3sum .* failed: no such option/);
+});
+
+test("a file name starting with a dash is hashed as a file, not read as an option", async () => {
+    const dir = await mkdtemp(path.join(work, "dash-"));
+    await writeFile(path.join(dir, "-v"), "not an option");
+    const expected = (await execa("b3sum", ["--no-names", "--", "-v"], { cwd: dir })).stdout.trim();
+    const prev = process.cwd();
+    process.chdir(dir);
+    try {
+        expect(await b3sumFile("-v")).toBe(expected);
+    } finally {
+        process.chdir(prev);
+    }
+});
+
+test("without b3sum on PATH a big file still gets the same digest (in-process)", async () => {
+    const file = await fileOf(B3SUM_FROM_BYTES + 7);
+    const expected = await tool("b3sum", file);
+    // A child process, so that this one's memo of the b3sum probe does not answer; it runs the build under bin/.
+    const compiled = path.resolve(__dirname, "../../bin/provider/host/fileDigest.js");
+    const script = `require(${JSON.stringify(compiled)}).digestFile(process.argv[1], "blake3").then((d) => console.log(d.digest))`;
+    const r = await execa(process.execPath, ["-e", script, file], { env: { PATH: "/nonexistent" }, extendEnv: false });
+    expect(r.stdout.trim()).toBe(expected);
+    expect(r.stderr).toBe("");
+});
