@@ -1,6 +1,6 @@
 import * as path from "node:path";
 import { z } from "zod";
-import { hashValue, sha256Hex } from "./hash";
+import { hashValue, sha256Hex, type DigestAlgorithm } from "./hash";
 import { parseSize } from "./size";
 import { absolutePath, InputError, parseOrThrow, plainText } from "./validation";
 
@@ -145,9 +145,21 @@ export function imageFormat(source: SourceSpec, detectedFormat?: ImageFormat): I
  */
 export type SourceContent =
     | { kind: "blank" }
-    | { kind: "file"; format: ImageFormat; sha256: string; chain: string[] }
+    | ({ kind: "file"; format: ImageFormat; chain: string[] } & DigestByName)
     | { kind: "directory"; treeHash: string }
     | { kind: "overlay"; backingFormat: ImageFormat; backingIdentity: string };
+
+/**
+ * A digest keyed by its algorithm's name: the name is what tells a BLAKE3 identity from a 0.1
+ * SHA-256 one, and keeps 0.1's records hashing exactly as they did.
+ */
+export type DigestByName = { blake3: string } | { sha256: string };
+
+/** A file source's content: the file's digest and those of the files under it, all by `algorithm`. */
+export function fileContent(format: ImageFormat, algorithm: DigestAlgorithm, digest: string, chain: string[]): SourceContent {
+    const named = (algorithm === "blake3" ? { blake3: digest } : { sha256: digest }) satisfies DigestByName;
+    return { kind: "file", format, chain, ...named };
+}
 
 /**
  * The image's identity. Sizes enter as the bytes asked for ("1G" and 1073741824 are the same

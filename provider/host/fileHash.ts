@@ -1,9 +1,11 @@
-import { createHash } from "node:crypto";
 import type { BigIntStats } from "node:fs";
-import { lstat, open, readdir, readFile, readlink, stat } from "node:fs/promises";
+import { lstat, readdir, readFile, readlink, stat } from "node:fs/promises";
 import * as path from "node:path";
-import { hashValue } from "../core/hash";
+import { hashValue, type DigestAlgorithm } from "../core/hash";
 import { writeFileAtomic } from "./atomicFile";
+import { digestFile, type ReadCounter } from "./fileDigest";
+
+export type { ReadCounter } from "./fileDigest";
 
 /**
  * Content hashes of files and directory trees, with a cache keyed by file identity so that an
@@ -23,12 +25,6 @@ export interface FileStamp {
     birthNs: string;
 }
 
-/** Counts what was really read, so tests and benchmarks can tell a cache hit from a re-read. */
-export interface ReadCounter {
-    files: number;
-    bytes: number;
-}
-
 export function stampOf(st: BigIntStats): FileStamp {
     return { dev: String(st.dev), ino: String(st.ino), size: String(st.size), mtimeNs: String(st.mtimeNs), ctimeNs: String(st.ctimeNs), birthNs: String(st.birthtimeNs) };
 }
@@ -46,52 +42,25 @@ export async function statStamp(file: string): Promise<FileStamp> {
     return stampOf(await stat(file, { bigint: true }));
 }
 
-/** 4 MiB reads: large enough that syscalls cost nothing next to SHA-256, small enough to stay in cache. */
-export const READ_BUFFER_BYTES = 4 * 1024 * 1024;
-
-/**
- * Streams `file` through SHA-256. Two buffers alternate so the next read runs on libuv's pool
- * while this one is hashed; the result is within a few percent of `sha256sum`.
- */
-export async function sha256File(file: string, counter?: ReadCounter, bufferBytes = READ_BUFFER_BYTES): Promise<{ sha256: string; bytes: number }> {
-    const fh = await open(file, "r");
-    try {
-        const hash = createHash("sha256");
-        let current = Buffer.allocUnsafe(bufferBytes);
-        let spare = Buffer.allocUnsafe(bufferBytes);
-        let total = 0;
-        let pending = fh.read(current, 0, bufferBytes, null);
-        for (;;) {
-            const { bytesRead } = await pending;
-            if (bytesRead === 0) break;
-            const filled = current;
-            [current, spare] = [spare, current];
-            pending = fh.read(current, 0, bufferBytes, null);
-            hash.update(filled.subarray(0, bytesRead));
-            total += bytesRead;
-        }
-        if (counter) {
-            counter.files += 1;
-            counter.bytes += total;
-        }
-        return { sha256: hash.digest("hex"), bytes: total };
-    } finally {
-        await fh.close();
-    }
-}
-
 interface CacheEntry {
     size: string;
     mtimeNs: string;
     ctimeNs: string;
-    sha256: string;
+    algorithm: DigestAlgorithm;
+    digest: string;
     /** Milliseconds since the epoch of the last use; the oldest go first when the cache is full. */
     used: number;
 }
 
 interface CacheFile {
-    version: 1;
+    version: 2;
     entries: Record<string, CacheEntry>;
+}
+
+/** Version 1 (pulumi-qemu 0.1) held SHA-256 digests only, keyed by device and inode. */
+interface CacheFileV1 {
+    version: 1;
+    entries: Record<string, Omit<CacheEntry, "algorithm" | "digest"> & { sha256: string }>;
 }
 
 export const HASH_CACHE_FILE = "hash-cache.json";
@@ -106,8 +75,8 @@ export function racyWindowNs(mtimeNs: bigint): bigint {
     return mtimeNs % 1_000_000_000n === 0n ? 2_000_000_000n : 50_000_000n;
 }
 
-function cacheKey(stamp: FileStamp): string {
-    return `${stamp.dev}:${stamp.ino}`;
+function cacheKey(stamp: FileStamp, algorithm: DigestAlgorithm): string {
+    return `${algorithm}:${stamp.dev}:${stamp.ino}`;
 }
 
 /** The stat cache, persisted as one JSON file written whole (temp file, rename). */
@@ -123,16 +92,16 @@ export class HashCache {
         return cache;
     }
 
-    lookup(stamp: FileStamp): string | undefined {
-        const e = this.entries[cacheKey(stamp)];
+    lookup(stamp: FileStamp, algorithm: DigestAlgorithm): string | undefined {
+        const e = this.entries[cacheKey(stamp, algorithm)];
         if (!e || e.size !== stamp.size || e.mtimeNs !== stamp.mtimeNs || e.ctimeNs !== stamp.ctimeNs) return undefined;
-        return e.sha256;
+        return e.digest;
     }
 
-    remember(stamp: FileStamp, sha256: string): void {
-        const entry = { size: stamp.size, mtimeNs: stamp.mtimeNs, ctimeNs: stamp.ctimeNs, sha256, used: Date.now() };
-        this.entries[cacheKey(stamp)] = entry;
-        this.dirty[cacheKey(stamp)] = entry;
+    remember(stamp: FileStamp, algorithm: DigestAlgorithm, digest: string): void {
+        const entry = { size: stamp.size, mtimeNs: stamp.mtimeNs, ctimeNs: stamp.ctimeNs, algorithm, digest, used: Date.now() };
+        this.entries[cacheKey(stamp, algorithm)] = entry;
+        this.dirty[cacheKey(stamp, algorithm)] = entry;
     }
 
     /** Merges with what other processes saved meanwhile, so concurrent providers lose nothing but races. */
@@ -142,7 +111,7 @@ export class HashCache {
         const kept = Object.entries(merged)
             .sort((a, b) => b[1].used - a[1].used)
             .slice(0, MAX_CACHE_ENTRIES);
-        const body: CacheFile = { version: 1, entries: Object.fromEntries(kept) };
+        const body: CacheFile = { version: 2, entries: Object.fromEntries(kept) };
         await writeFileAtomic(this.file, JSON.stringify(body));
         this.dirty = {};
     }
@@ -156,36 +125,49 @@ async function readCacheEntries(file: string): Promise<Record<string, CacheEntry
         if ((err as NodeJS.ErrnoException).code === "ENOENT") return {};
         throw err;
     }
+    let parsed: Partial<CacheFile> | Partial<CacheFileV1>;
     try {
-        const parsed = JSON.parse(text) as Partial<CacheFile>;
-        // A cache from another version, or a torn one, is only a cache: start afresh.
-        return parsed.version === 1 && parsed.entries && typeof parsed.entries === "object" ? parsed.entries : {};
+        parsed = JSON.parse(text) as Partial<CacheFile> | Partial<CacheFileV1>;
     } catch {
         return {};
     }
+    if (!parsed.entries || typeof parsed.entries !== "object") return {};
+    if (parsed.version === 2) return parsed.entries;
+    // Kept across the upgrade: 0.1's images are still compared by SHA-256, and re-reading them costs seconds per GiB.
+    if (parsed.version === 1) return fromV1(parsed.entries);
+    // A cache from a newer version, or a torn one, is only a cache: start afresh.
+    return {};
+}
+
+function fromV1(entries: CacheFileV1["entries"]): Record<string, CacheEntry> {
+    const out: Record<string, CacheEntry> = {};
+    for (const [key, { sha256, ...e }] of Object.entries(entries)) {
+        if (typeof sha256 === "string") out[`sha256:${key}`] = { ...e, algorithm: "sha256", digest: sha256 };
+    }
+    return out;
 }
 
 export interface HashedFile {
-    sha256: string;
+    digest: string;
     stamp: FileStamp;
     /** True when the cache answered and no byte was read. */
     cached: boolean;
 }
 
-/** The content hash of `file`, from the cache when its stamp is unchanged, else read and remembered. */
-export async function hashFileCached(file: string, cache: HashCache, counter?: ReadCounter): Promise<HashedFile> {
+/** The content digest of `file`, from the cache when its stamp is unchanged, else read and remembered. */
+export async function hashFileCached(file: string, cache: HashCache, algorithm: DigestAlgorithm, counter?: ReadCounter): Promise<HashedFile> {
     const before = await stat(file, { bigint: true });
     if (!before.isFile()) throw new Error(`${file} is not a regular file`);
     const stamp = stampOf(before);
-    const known = cache.lookup(stamp);
-    if (known) return { sha256: known, stamp, cached: true };
-    const { sha256 } = await sha256File(file, counter);
+    const known = cache.lookup(stamp, algorithm);
+    if (known) return { digest: known, stamp, cached: true };
+    const { digest } = await digestFile(file, algorithm, { counter });
     const after = await stat(file, { bigint: true });
     const now = BigInt(Date.now()) * 1_000_000n;
     const steady = sameStamp(stamp, stampOf(after));
     if (!steady) throw new Error(`${file} changed while it was being hashed; try again once nothing writes to it`);
-    if (now - after.mtimeNs >= racyWindowNs(after.mtimeNs)) cache.remember(stamp, sha256);
-    return { sha256, stamp, cached: false };
+    if (now - after.mtimeNs >= racyWindowNs(after.mtimeNs)) cache.remember(stamp, algorithm, digest);
+    return { digest, stamp, cached: false };
 }
 
 /** One entry of a directory tree, as it enters the tree hash. */
@@ -196,6 +178,8 @@ export interface TreeEntry {
     /** Permission bits (with setuid/setgid/sticky). */
     mode: number;
     size?: number;
+    /** The content digest, keyed by its algorithm's name ("blake3" or, for 0.1's trees, "sha256"). */
+    blake3?: string;
     sha256?: string;
     target?: string;
     /** For a hard link: the `rel` of the first path seen with the same inode. */
@@ -217,7 +201,7 @@ const CACHE_FILES_FROM_BYTES = 1024 * 1024;
  * contents, symlink targets and hard links. Owners and timestamps are left out because the
  * image builder fixes them. Anything mkfs could not copy faithfully is refused by name.
  */
-export async function hashTree(root: string, cache: HashCache, counter?: ReadCounter): Promise<HashedTree> {
+export async function hashTree(root: string, cache: HashCache, algorithm: DigestAlgorithm, counter?: ReadCounter): Promise<HashedTree> {
     const rootStat = await stat(root, { bigint: true });
     if (!rootStat.isDirectory()) throw new Error(`${root} is not a directory`);
     const entries: TreeEntry[] = [{ rel: "", type: "directory", mode: Number(rootStat.mode & 0o7777n) }];
@@ -246,8 +230,8 @@ export async function hashTree(root: string, cache: HashCache, counter?: ReadCou
                 }
                 if (st.nlink > 1n) seen.set(key, rel);
                 const size = Number(st.size);
-                const sha256 = size >= CACHE_FILES_FROM_BYTES ? (await hashFileCached(full, cache, counter)).sha256 : (await sha256File(full, counter)).sha256;
-                entries.push({ rel, type: "file", mode, size, sha256 });
+                const digest = size >= CACHE_FILES_FROM_BYTES ? (await hashFileCached(full, cache, algorithm, counter)).digest : (await digestFile(full, algorithm, { counter })).digest;
+                entries.push({ rel, type: "file", mode, size, [algorithm]: digest });
                 dataBytes += Math.ceil(size / 4096) * 4096;
             } else {
                 throw new Error(`${full} is a ${kindOf(st)}; a directory image holds only directories, regular files and symbolic links`);

@@ -6,6 +6,7 @@ import {
     defaultImageDir,
     defaultImagePath,
     ext4Identifiers,
+    fileContent,
     imageFormat,
     imageInputHash,
     parseDiskImageSpec,
@@ -15,6 +16,7 @@ import {
     type SourceContent,
     type SourceSpec,
 } from "../core/diskImageSpec";
+import { CONTENT_DIGEST, LEGACY_CONTENT_DIGEST, type DigestAlgorithm } from "../core/hash";
 import { formatSize } from "../core/size";
 import { InputError } from "../core/validation";
 import { writeFileAtomic } from "../host/atomicFile";
@@ -54,13 +56,18 @@ export interface DiskImageOutputs {
     sizeRequested?: string | number;
     backingPath?: string;
     backingFormat?: ImageFormat;
-    /** The backing image's identity: its inputHash, or its content's sha256 when it is not ours. */
+    /** The backing image's identity: its inputHash, or its content's digest when it is not ours. */
     backingInputHash?: string;
     backingIdentityFrom?: BackingIdentityFrom;
     /** The backing file's stamp when the overlay was made: any later change to it is drift. */
     backingStamp?: FileStamp;
-    /** sha256 of the image's bytes, for the kinds whose bytes are fixed by their inputs (file, directory). */
+    /** Digest of the image's bytes, for the kinds whose bytes are fixed by their inputs (file, directory). */
     contentFingerprint?: string;
+    /**
+     * How this record's content digests were taken. Records from 0.1 have none and used SHA-256;
+     * they keep being compared by it, so an upgrade alone replaces nothing.
+     */
+    digestAlgorithm?: DigestAlgorithm;
     /** The image file's stamp right after creation. */
     imageStamp: FileStamp;
     createdByProvider: true;
@@ -109,7 +116,7 @@ export async function diffImage(_id: string, olds: DiskImageOutputs, news: DiskI
     const spec = parseDiskImageSpec(news);
     const stateDir = resolveStateDir(spec.stateDir);
     const replaces: string[] = [];
-    const ctx = await openContext(stateDir, observe);
+    const ctx = await openContext(stateDir, observe, recordedAlgorithm(olds));
     try {
         const resolved = await resolveSource(spec, ctx, spec.path ?? olds.path);
         if (resolved.inputHash !== olds.inputHash) replaces.push("source");
@@ -138,12 +145,22 @@ function pathMoves(spec: DiskImageSpec, stateDir: string, olds: DiskImageOutputs
 interface Context {
     stateDir: string;
     cache: HashCache;
+    /** Diff and read digest content as the record did; create, as this version does. */
+    algorithm: DigestAlgorithm;
     counter?: ReadCounter;
 }
 
-async function openContext(stateDir: string, observe: Observe): Promise<Context> {
+async function openContext(stateDir: string, observe: Observe, algorithm: DigestAlgorithm): Promise<Context> {
     await ensurePrivateDir(stateDir);
-    return { stateDir, cache: await HashCache.load(path.join(stateDir, HASH_CACHE_FILE)), counter: observe.counter };
+    return { stateDir, cache: await HashCache.load(path.join(stateDir, HASH_CACHE_FILE)), algorithm, counter: observe.counter };
+}
+
+function recordedAlgorithm(props: DiskImageOutputs): DigestAlgorithm {
+    return props.digestAlgorithm ?? LEGACY_CONTENT_DIGEST;
+}
+
+function digestOf(file: string, ctx: Context): Promise<string> {
+    return hashFileCached(file, ctx.cache, ctx.algorithm, ctx.counter).then((h) => h.digest);
 }
 
 interface Resolved {
@@ -240,17 +257,17 @@ async function readFileSource(source: Extract<SourceSpec, { kind: "file" }>, ctx
     await mustBeFile(source.path, "source.path");
     const chain = await chainOf(source.path, source.format, "source.path");
     const format = knownFormat(chain[0].format, "source.format", source.path);
-    const own = await hashFileCached(source.path, ctx.cache, ctx.counter);
+    const own = await digestOf(source.path, ctx);
     // An import is flattened, so whatever lies under the file is part of it too.
     const below: string[] = [];
-    for (const file of backingFiles(chain)) below.push((await hashFileCached(file, ctx.cache, ctx.counter)).sha256);
-    return { content: { kind: "file", format, sha256: own.sha256, chain: below } };
+    for (const file of backingFiles(chain)) below.push(await digestOf(file, ctx));
+    return { content: fileContent(format, ctx.algorithm, own, below) };
 }
 
 async function readDirectorySource(source: Extract<SourceSpec, { kind: "directory" }>, ctx: Context): Promise<Omit<Resolved, "inputHash" | "format">> {
     let tree;
     try {
-        tree = await hashTree(source.path, ctx.cache, ctx.counter);
+        tree = await hashTree(source.path, ctx.cache, ctx.algorithm, ctx.counter);
     } catch (err) {
         const code = (err as NodeJS.ErrnoException).code;
         const why = code === "ENOENT" ? `${source.path} does not exist` : (err as Error).message;
@@ -304,7 +321,7 @@ async function backingIdentity(
     if (source.backingInputHash) return { identity: source.backingInputHash, identityFrom: "input" };
     const record = await readSidecar(source.backing);
     if (record && sameStamp(record.stamp, stamp)) return { identity: record.inputHash, identityFrom: "sidecar" };
-    return { identity: (await hashFileCached(source.backing, ctx.cache, ctx.counter)).sha256, identityFrom: "content" };
+    return { identity: await digestOf(source.backing, ctx), identityFrom: "content" };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -347,7 +364,7 @@ async function writeSidecar(image: string, record: Sidecar): Promise<void> {
 export async function createDiskImage(inputs: DiskImageInputs, observe: Observe = {}): Promise<DiskImageOutputs> {
     const spec = parseDiskImageSpec(inputs);
     const stateDir = resolveStateDir(spec.stateDir);
-    const ctx = await openContext(stateDir, observe);
+    const ctx = await openContext(stateDir, observe, CONTENT_DIGEST);
     const resolved = await resolveSource(spec, ctx, spec.path);
     const target = spec.path ?? defaultImagePath(stateDir, resolved.inputHash, resolved.format, instanceSuffix());
     if (spec.path === undefined) await ensurePrivateDir(path.dirname(target));
@@ -443,7 +460,7 @@ async function buildDirectoryImage(source: Extract<SourceSpec, { kind: "director
 
 /** mkfs copied the tree as it was then; an image of another tree than the one hashed would carry a false inputHash. */
 async function refuseChangedTree(dir: string, resolved: Resolved, ctx: Context): Promise<void> {
-    const again = await hashTree(dir, ctx.cache, ctx.counter);
+    const again = await hashTree(dir, ctx.cache, ctx.algorithm, ctx.counter);
     const before = resolved.content.kind === "directory" ? resolved.content.treeHash : undefined;
     if (again.treeHash !== before) throw fieldError("source.path", `source.path ${dir} changed while the image was being built; nothing was kept, try again`);
 }
@@ -452,7 +469,7 @@ async function describeNew(inputs: DiskImageInputs, spec: DiskImageSpec, resolve
     const info = await imageInfo(target, { format: resolved.format });
     const imageStamp = await statStamp(target);
     const fixedBytes = spec.source.kind === "file" || spec.source.kind === "directory";
-    const contentFingerprint = fixedBytes ? (await hashFileCached(target, ctx.cache, ctx.counter)).sha256 : undefined;
+    const contentFingerprint = fixedBytes ? await digestOf(target, ctx) : undefined;
     const src = inputs.source as { size?: string | number };
     return withoutUndefined({
         source: inputs.source,
@@ -469,6 +486,7 @@ async function describeNew(inputs: DiskImageInputs, spec: DiskImageSpec, resolve
         backingIdentityFrom: resolved.backing?.identityFrom,
         backingStamp: resolved.backing?.stamp,
         contentFingerprint,
+        digestAlgorithm: ctx.algorithm,
         imageStamp,
         createdByProvider: true as const,
     });
@@ -501,8 +519,10 @@ async function assess(props: DiskImageOutputs, ctx: Context, readHeader: boolean
         return { gone: false, drift: `${props.path} was replaced by another file (not the one created: inode or birth time differ)` };
     }
     if (props.contentFingerprint) {
-        const now = (await hashFileCached(props.path, ctx.cache, ctx.counter)).sha256;
-        if (now !== props.contentFingerprint) return { gone: false, contentFingerprint: now, drift: `${props.path} content changed (sha256 ${now}, created as ${props.contentFingerprint})` };
+        const now = await digestOf(props.path, ctx);
+        if (now !== props.contentFingerprint) {
+            return { gone: false, contentFingerprint: now, drift: `${props.path} content changed (${ctx.algorithm} ${now}, created as ${props.contentFingerprint})` };
+        }
     }
     if (props.backingPath && props.backingStamp) return { gone: false, drift: await backingDrift(props, readHeader) };
     return { gone: false };
@@ -527,7 +547,7 @@ async function backingDrift(props: DiskImageOutputs, readHeader: boolean): Promi
 }
 
 export async function readImage(id: string, props: DiskImageOutputs, observe: Observe = {}): Promise<pulumi.dynamic.ReadResult> {
-    const ctx = await openContext(resolveStateDir(props.stateDir), observe);
+    const ctx = await openContext(resolveStateDir(props.stateDir), observe, recordedAlgorithm(props));
     const found = await assess(props, ctx, true);
     await ctx.cache.save();
     if (found.gone) return { id: "", props: {} };

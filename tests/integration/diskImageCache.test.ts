@@ -2,7 +2,8 @@ import execa from "execa";
 import { mkdtemp, rm, truncate, utimes, writeFile } from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
-import { HASH_CACHE_FILE, HashCache, hashFileCached, sha256File, type ReadCounter } from "../../provider/host/fileHash";
+import { digestFile } from "../../provider/host/fileDigest";
+import { HASH_CACHE_FILE, HashCache, hashFileCached, type ReadCounter } from "../../provider/host/fileHash";
 import { createDiskImage, diffImage, readImage } from "../../provider/resources/diskImage";
 
 /**
@@ -47,21 +48,21 @@ test("a 1 GiB file is read once; the reloaded cache answers without reading; any
     const file = await sparse("one-gib.raw", GiB);
     const cacheFile = path.join(work, HASH_CACHE_FILE);
     const c1 = counter();
-    const [first, coldMs] = await ms(async () => hashFileCached(file, await HashCache.load(cacheFile), c1));
+    const [first, coldMs] = await ms(async () => hashFileCached(file, await HashCache.load(cacheFile), "blake3", c1));
     expect(first.cached).toBe(false);
     expect(c1.bytes).toBe(GiB);
-    const expected = (await execa("sha256sum", [file])).stdout.split(" ")[0];
-    expect(first.sha256).toBe(expected);
+    const expected = (await execa("b3sum", ["--no-names", file])).stdout.trim();
+    expect(first.digest).toBe(expected);
 
     const cache = await HashCache.load(cacheFile);
-    expect(cache.lookup(first.stamp)).toBeUndefined(); // not saved yet: nothing persisted by accident
+    expect(cache.lookup(first.stamp, "blake3")).toBeUndefined(); // not saved yet: nothing persisted by accident
     const c2 = counter();
     const saving = await HashCache.load(cacheFile);
-    await hashFileCached(file, saving, c2);
+    await hashFileCached(file, saving, "blake3", c2);
     await saving.save();
     const c3 = counter();
-    const [again, warmMs] = await ms(async () => hashFileCached(file, await HashCache.load(cacheFile), c3));
-    expect(again).toEqual({ sha256: expected, stamp: first.stamp, cached: true });
+    const [again, warmMs] = await ms(async () => hashFileCached(file, await HashCache.load(cacheFile), "blake3", c3));
+    expect(again).toEqual({ digest: expected, stamp: first.stamp, cached: true });
     expect(c3).toEqual({ files: 0, bytes: 0 });
     console.log(`1 GiB (sparse): hash ${coldMs.toFixed(0)} ms, cached re-hash (cache file reloaded) ${warmMs.toFixed(2)} ms`);
 
@@ -70,22 +71,24 @@ test("a 1 GiB file is read once; the reloaded cache answers without reading; any
     await writeFile(file, "HEAD", { flag: "r+" });
     await utimes(file, stamp, stamp);
     const c4 = counter();
-    const changed = await hashFileCached(file, await HashCache.load(cacheFile), c4);
+    const changed = await hashFileCached(file, await HashCache.load(cacheFile), "blake3", c4);
     expect(changed.cached).toBe(false);
     expect(c4.bytes).toBe(GiB);
-    expect(changed.sha256).not.toBe(expected);
+    expect(changed.digest).not.toBe(expected);
 });
 
 test("a hash taken right after a write is not remembered (racy stamp); later it is", async () => {
     const file = path.join(work, "fresh.bin");
     await writeFile(file, "fresh");
     const cache = await HashCache.load(path.join(work, "racy-cache.json"));
-    const h = await hashFileCached(file, cache);
-    expect(cache.lookup(h.stamp)).toBeUndefined();
+    const h = await hashFileCached(file, cache, "blake3");
+    expect(cache.lookup(h.stamp, "blake3")).toBeUndefined();
     await new Promise((r) => setTimeout(r, 150));
-    const later = await hashFileCached(file, cache);
+    const later = await hashFileCached(file, cache, "blake3");
     expect(later.cached).toBe(false);
-    expect(cache.lookup(later.stamp)).toBe((await sha256File(file)).sha256);
+    expect(cache.lookup(later.stamp, "blake3")).toBe((await digestFile(file, "blake3")).digest);
+    // One file, two algorithms: neither answer stands in for the other.
+    expect(cache.lookup(later.stamp, "sha256")).toBeUndefined();
 });
 
 test("a 1 GiB import: once created, a no-op diff and a read read no image byte", async () => {
