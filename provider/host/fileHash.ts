@@ -1,5 +1,6 @@
 import type { BigIntStats } from "node:fs";
-import { lstat, readdir, readFile, readlink, stat } from "node:fs/promises";
+import { readFileSync } from "node:fs";
+import { lstat, readdir, readlink, stat } from "node:fs/promises";
 import * as path from "node:path";
 import { hashValue, type DigestAlgorithm } from "../core/hash";
 import { writeFileAtomic } from "./atomicFile";
@@ -120,7 +121,9 @@ export class HashCache {
 async function readCacheEntries(file: string): Promise<Record<string, CacheEntry>> {
     let text: string;
     try {
-        text = await readFile(file, "utf8");
+        // Read in one call: fs/promises' readFile takes four trips through the thread pool, which is
+        // most of what a cached re-hash costs, and this file is at most a few MB.
+        text = readFileSync(file, "utf8");
     } catch (err) {
         if ((err as NodeJS.ErrnoException).code === "ENOENT") return {};
         throw err;
