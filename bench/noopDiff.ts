@@ -247,8 +247,8 @@ export async function runNoopDiff(opts: { vms?: number; passes?: number; workDir
             }
         }
         notes.push(
-            "No-op diff: \"content hashed\" is the provider's own ReadCounter (every byte sha256File reads). The strace rows count every read(2)/pread64(2) whose descriptor strace -y resolves to one of the stack's image files, " +
-                "in the plugin's threads and in processes it started (qemu-img), during one full pass; reads by qemu-img are image headers (qemu-img info never reads data).",
+            "No-op diff: \"content hashed\" is the provider's own ReadCounter (every byte a content digest reads, b3sum's included). The strace rows count every read(2)/pread64(2), and every mmap(2) at its full length, whose descriptor strace -y resolves to one of the stack's image files, " +
+                "in the plugin's threads and in processes it started (qemu-img, b3sum), during one full pass; reads by qemu-img are image headers (qemu-img info never reads data).",
         );
         return { rows, notes };
     }, opts.workDir);

@@ -8,6 +8,7 @@ import * as path from "node:path";
  * really read from a set of files while `fn` ran, from the kernel's side: `strace -f -y`
  * names the file behind each descriptor, so a read counted here is a read, whatever code path
  * made it. (Node 20 reads files with read(2) on libuv's pool, not io_uring: strace sees them.)
+ * A mapping of a watched file (b3sum hashes through mmap) counts as reading all it maps.
  */
 export interface TracedReads {
     /** Bytes returned by read-family calls on the files, per program (node, qemu-img, …). */
@@ -19,13 +20,15 @@ export interface TracedReads {
 const READ_CALL = /^(\d+)\s+(?:read|pread64|readv|preadv|preadv2)\(\d+<([^>]*)>,(.*)$/;
 const RESUMED = /^(\d+)\s+<\.\.\. (?:read|pread64|readv|preadv|preadv2) resumed>.*\)\s+=\s+(-?\d+)/;
 const RESULT = /\)\s+=\s+(-?\d+)/;
+/** mmap(addr, length, prot, flags, fd<file>, offset): the length is what the mapper may read. */
+const MMAP_CALL = /^(\d+)\s+mmap\([^,]*, (\d+), [^,]*, [^,]*, \d+<([^>]*)>,/;
 const EXECVE = /^(\d+)\s+execve\("([^"]*)"/;
 const CLONE = /^(\d+)\s+(?:clone3?|v?fork)\(.*\)\s+=\s+(\d+)/;
 const CLONE_RESUMED = /^(\d+)\s+<\.\.\. (?:clone3?|v?fork) resumed>.*\)\s+=\s+(\d+)/;
 
 export async function traceReads<T>(pid: number, isWatched: (file: string) => boolean, fn: () => Promise<T>): Promise<{ value: T; reads: TracedReads }> {
     const out = path.join(os.tmpdir(), `pq-bench-strace-${process.pid}-${Date.now()}.txt`);
-    const tracer = spawn("strace", ["-f", "-y", "-s", "0", "-e", "trace=read,pread64,readv,preadv,preadv2,execve,clone,clone3,fork,vfork", "-e", "signal=none", "-o", out, "-p", String(pid)], {
+    const tracer = spawn("strace", ["-f", "-y", "-s", "0", "-e", "trace=read,pread64,readv,preadv,preadv2,mmap,execve,clone,clone3,fork,vfork", "-e", "signal=none", "-o", out, "-p", String(pid)], {
         stdio: ["ignore", "ignore", "pipe"],
     });
     const exited = new Promise<number | null>((resolve) => tracer.once("exit", (code) => resolve(code)));
@@ -84,6 +87,11 @@ function parseTrace(text: string, isWatched: (file: string) => boolean): TracedR
         const ex = EXECVE.exec(line);
         if (ex) {
             program.set(Number(ex[1]), path.basename(ex[2]));
+            continue;
+        }
+        const mapped = MMAP_CALL.exec(line);
+        if (mapped) {
+            count(Number(mapped[1]), mapped[3], Number(mapped[2]));
             continue;
         }
         const call = READ_CALL.exec(line);
