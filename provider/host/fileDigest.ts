@@ -32,7 +32,7 @@ export interface DigestOptions {
 }
 
 export async function digestFile(file: string, algorithm: DigestAlgorithm, opts: DigestOptions = {}): Promise<{ digest: string; bytes: number }> {
-    const result = algorithm === "sha256" ? await streamDigest(file, sha256Hasher()) : await blake3File(file, opts.via ?? (await pickEngine(file)));
+    const result = algorithm === "sha256" ? await streamDigest(file, sha256Hasher()) : await blake3File(file, opts.via);
     if (opts.counter) {
         opts.counter.files += 1;
         opts.counter.bytes += result.bytes;
@@ -40,8 +40,8 @@ export async function digestFile(file: string, algorithm: DigestAlgorithm, opts:
     return result;
 }
 
-async function pickEngine(file: string): Promise<Blake3Engine> {
-    if ((await stat(file)).size >= B3SUM_FROM_BYTES && (await b3sumUsable())) return "b3sum";
+async function pickEngine(file: string, size: number): Promise<Blake3Engine> {
+    if (size >= B3SUM_FROM_BYTES && (await b3sumUsable())) return "b3sum";
     if (nativeBlake3()) return "native";
     // Small files too go to b3sum rather than crawl through JavaScript.
     if (await b3sumUsable()) return "b3sum";
@@ -49,12 +49,12 @@ async function pickEngine(file: string): Promise<Blake3Engine> {
     return "javascript";
 }
 
-async function blake3File(file: string, engine: Blake3Engine): Promise<{ digest: string; bytes: number }> {
-    switch (engine) {
-        case "b3sum": {
-            const { size } = await stat(file);
+async function blake3File(file: string, via: Blake3Engine | undefined): Promise<{ digest: string; bytes: number }> {
+    const { size } = await stat(file);
+    switch (via ?? (await pickEngine(file, size))) {
+        case "b3sum":
+            // b3sum maps the file and reads all of it: that is what the counter is for.
             return { digest: await b3sumFile(file), bytes: size };
-        }
         case "native": {
             const addon = nativeBlake3();
             if (!addon) throw new Error(`@napi-rs/blake-hash has no prebuilt addon for ${process.platform}-${process.arch}`);

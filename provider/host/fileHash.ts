@@ -164,11 +164,18 @@ export async function hashFileCached(file: string, cache: HashCache, algorithm: 
     const stamp = stampOf(before);
     const known = cache.lookup(stamp, algorithm);
     if (known) return { digest: known, stamp, cached: true };
-    const { digest } = await digestFile(file, algorithm, { counter });
+    const changed = new Error(`${file} changed while it was being hashed; try again once nothing writes to it`);
+    let digest: string;
+    try {
+        ({ digest } = await digestFile(file, algorithm, { counter }));
+    } catch (err) {
+        // A file truncated under b3sum's mapping kills it with SIGBUS: say what happened, not how it failed.
+        if (!sameStamp(stamp, await statStamp(file).catch(() => ({ ...stamp, ino: "gone" })))) throw changed;
+        throw err;
+    }
     const after = await stat(file, { bigint: true });
     const now = BigInt(Date.now()) * 1_000_000n;
-    const steady = sameStamp(stamp, stampOf(after));
-    if (!steady) throw new Error(`${file} changed while it was being hashed; try again once nothing writes to it`);
+    if (!sameStamp(stamp, stampOf(after))) throw changed;
     if (now - after.mtimeNs >= racyWindowNs(after.mtimeNs)) cache.remember(stamp, algorithm, digest);
     return { digest, stamp, cached: false };
 }

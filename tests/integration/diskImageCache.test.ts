@@ -3,7 +3,7 @@ import { mkdtemp, rm, truncate, utimes, writeFile } from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
 import { digestFile } from "../../provider/host/fileDigest";
-import { HASH_CACHE_FILE, HashCache, hashFileCached, type ReadCounter } from "../../provider/host/fileHash";
+import { HASH_CACHE_FILE, HashCache, hashFileCached, statStamp, type ReadCounter } from "../../provider/host/fileHash";
 import { createDiskImage, diffImage, readImage } from "../../provider/resources/diskImage";
 
 /**
@@ -89,6 +89,18 @@ test("a hash taken right after a write is not remembered (racy stamp); later it 
     expect(cache.lookup(later.stamp, "blake3")).toBe((await digestFile(file, "blake3")).digest);
     // One file, two algorithms: neither answer stands in for the other.
     expect(cache.lookup(later.stamp, "sha256")).toBeUndefined();
+});
+
+test("a file truncated while b3sum hashes it is reported as changed, and nothing is remembered", async () => {
+    const file = await sparse("shrinking.raw", 4 * GiB);
+    const cache = await HashCache.load(path.join(work, "shrink-cache.json"));
+    const before = await statStamp(file);
+    // Under b3sum's mapping a truncate is SIGBUS; if b3sum had already finished, the stamp check sees it.
+    const shrink = new Promise<void>((resolve, reject) => setTimeout(() => truncate(file, 1024 * 1024).then(resolve, reject), 30));
+    await expect(hashFileCached(file, cache, "blake3")).rejects.toThrow(/changed while it was being hashed/);
+    await shrink;
+    expect(cache.lookup(before, "blake3")).toBeUndefined();
+    expect(cache.lookup(await statStamp(file), "blake3")).toBeUndefined();
 });
 
 test("a 1 GiB import: once created, a no-op diff and a read read no image byte", async () => {
