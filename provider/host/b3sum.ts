@@ -51,6 +51,13 @@ export async function b3sumFile(file: string, command = "b3sum"): Promise<string
     // "--" because a path may start with "-"; --no-names so the name never needs unescaping.
     const r = await execa(command, ["--no-names", "--", file], { reject: false, stdin: "ignore" });
     const digest = r.stdout.trim();
-    if (r.exitCode !== 0 || !/^[0-9a-f]{64}$/.test(digest)) throw new B3sumError(file, r.stderr || r.stdout || String(r.exitCode));
-    return digest;
+    if (r.exitCode === 0 && /^[0-9a-f]{64}$/.test(digest)) return digest;
+    throw new B3sumError(file, r.stderr.trim() || failure(r));
+}
+
+/** What went wrong when b3sum itself said nothing: killed, not started, or printed no digest. */
+function failure(r: execa.ExecaReturnValue): string {
+    if (r.signal) return `killed by ${r.signal}`;
+    if (r.exitCode !== 0) return (r as Partial<execa.ExecaError>).shortMessage || `exit status ${r.exitCode}`;
+    return `printed ${JSON.stringify(r.stdout.slice(0, 200))} instead of a digest`;
 }

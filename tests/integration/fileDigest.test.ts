@@ -82,13 +82,72 @@ test("a file name starting with a dash is hashed as a file, not read as an optio
     }
 });
 
-test("without b3sum on PATH a big file still gets the same digest (in-process)", async () => {
+/**
+ * fileDigest as a process without b3sum on PATH would load it: a fresh module registry (so the
+ * b3sum probe is asked again), and optionally without the native addon, as on a platform npm
+ * has no prebuilt one for — the one thing this machine cannot be made to lack for real.
+ */
+async function withoutB3sum<T>(opts: { addon: boolean }, fn: (m: typeof import("../../provider/host/fileDigest")) => Promise<T>): Promise<T> {
+    const savedPath = process.env.PATH;
+    let m!: typeof import("../../provider/host/fileDigest");
+    jest.isolateModules(() => {
+        if (!opts.addon) {
+            jest.doMock("@napi-rs/blake-hash", () => {
+                throw new Error("Cannot find native binding");
+            });
+        }
+        m = require("../../provider/host/fileDigest");
+    });
+    process.env.PATH = "/nonexistent";
+    try {
+        return await fn(m);
+    } finally {
+        process.env.PATH = savedPath;
+        jest.dontMock("@napi-rs/blake-hash");
+    }
+}
+
+test("without b3sum on PATH a big file gets the same digest, from the native addon, silently", async () => {
     const file = await fileOf(B3SUM_FROM_BYTES + 7);
     const expected = await tool("b3sum", file);
-    // A child process, so that this one's memo of the b3sum probe does not answer; it runs the build under bin/.
-    const compiled = path.resolve(__dirname, "../../bin/provider/host/fileDigest.js");
-    const script = `require(${JSON.stringify(compiled)}).digestFile(process.argv[1], "blake3").then((d) => console.log(d.digest))`;
-    const r = await execa(process.execPath, ["-e", script, file], { env: { PATH: "/nonexistent" }, extendEnv: false });
-    expect(r.stdout.trim()).toBe(expected);
-    expect(r.stderr).toBe("");
+    const stderr = jest.spyOn(process.stderr, "write");
+    try {
+        expect((await withoutB3sum({ addon: true }, (m) => m.digestFile(file, "blake3"))).digest).toBe(expected);
+        expect(stderr).not.toHaveBeenCalled();
+    } finally {
+        stderr.mockRestore();
+    }
+});
+
+test("without b3sum or the addon, JavaScript gives the same digest and a big file says why it is slow", async () => {
+    const small = await fileOf(5000);
+    const big = await fileOf(B3SUM_FROM_BYTES + 11);
+    const [smallWant, bigWant] = [await tool("b3sum", small), await tool("b3sum", big)];
+    const stderr = jest.spyOn(process.stderr, "write").mockImplementation(() => true);
+    try {
+        await withoutB3sum({ addon: false }, async (m) => {
+            expect((await m.digestFile(small, "blake3")).digest).toBe(smallWant);
+            expect(stderr).not.toHaveBeenCalled();
+            expect((await m.digestFile(big, "blake3")).digest).toBe(bigWant);
+            expect(stderr).toHaveBeenCalledTimes(1);
+            expect(String(stderr.mock.calls[0][0])).toMatch(/BLAKE3 in JavaScript, which is slow.*apt-get install b3sum/);
+            // Once per process, not once per file.
+            await m.digestFile(big, "blake3");
+            expect(stderr).toHaveBeenCalledTimes(1);
+        });
+    } finally {
+        stderr.mockRestore();
+    }
+});
+
+test("a b3sum killed, or printing nothing, fails with what happened", async () => {
+    const file = await fileOf(10);
+    const killed = path.join(work, "killed-b3sum");
+    await writeFile(killed, "#!/bin/sh\nkill -9 $$\n");
+    await chmod(killed, 0o755);
+    await expect(b3sumFile(file, killed)).rejects.toThrow(/failed: killed by SIGKILL/);
+    const silent = path.join(work, "silent-b3sum");
+    await writeFile(silent, "#!/bin/sh\nexit 0\n");
+    await chmod(silent, 0o755);
+    await expect(b3sumFile(file, silent)).rejects.toThrow(/failed: printed "" instead of a digest/);
 });
