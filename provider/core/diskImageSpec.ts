@@ -1,6 +1,6 @@
 import * as path from "node:path";
 import { z } from "zod";
-import { hashValue, sha256Hex, type DigestAlgorithm } from "./hash";
+import { digestByName, hashValue, sha256Hex, type DigestAlgorithm, type DigestByName } from "./hash";
 import { parseSize } from "./size";
 import { absolutePath, InputError, parseOrThrow, plainText } from "./validation";
 
@@ -149,16 +149,9 @@ export type SourceContent =
     | { kind: "directory"; treeHash: string }
     | { kind: "overlay"; backingFormat: ImageFormat; backingIdentity: string };
 
-/**
- * A digest keyed by its algorithm's name: the name is what tells a BLAKE3 identity from a 0.1
- * SHA-256 one, and keeps 0.1's records hashing exactly as they did.
- */
-export type DigestByName = { blake3: string } | { sha256: string };
-
 /** A file source's content: the file's digest and those of the files under it, all by `algorithm`. */
 export function fileContent(format: ImageFormat, algorithm: DigestAlgorithm, digest: string, chain: string[]): SourceContent {
-    const named = (algorithm === "blake3" ? { blake3: digest } : { sha256: digest }) satisfies DigestByName;
-    return { kind: "file", format, chain, ...named };
+    return { kind: "file", format, chain, ...digestByName(algorithm, digest) };
 }
 
 /**

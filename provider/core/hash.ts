@@ -11,6 +11,16 @@ export const CONTENT_DIGEST: DigestAlgorithm = "blake3";
 /** What records written before the algorithm was recorded were hashed with. */
 export const LEGACY_CONTENT_DIGEST: DigestAlgorithm = "sha256";
 
+/**
+ * A digest keyed by its algorithm's name, as it enters an identity: the name tells a BLAKE3
+ * identity from a 0.1 SHA-256 one, and keeps 0.1's records hashing exactly as they did.
+ */
+export type DigestByName = { blake3: string } | { sha256: string };
+
+export function digestByName(algorithm: DigestAlgorithm, digest: string): DigestByName {
+    return algorithm === "blake3" ? { blake3: digest } : { sha256: digest };
+}
+
 /** Hex SHA-256 of a string (as UTF-8) or of bytes. */
 export function sha256Hex(data: string | Uint8Array): string {
     return bytesToHex(sha256(typeof data === "string" ? utf8ToBytes(data) : data));

@@ -2,7 +2,7 @@ import type { BigIntStats } from "node:fs";
 import { readFileSync } from "node:fs";
 import { lstat, readdir, readlink, stat } from "node:fs/promises";
 import * as path from "node:path";
-import { hashValue, type DigestAlgorithm } from "../core/hash";
+import { digestByName, hashValue, type DigestAlgorithm } from "../core/hash";
 import { writeFileAtomic } from "./atomicFile";
 import { digestFile, type ReadCounter } from "./fileDigest";
 
@@ -43,11 +43,13 @@ export async function statStamp(file: string): Promise<FileStamp> {
     return stampOf(await stat(file, { bigint: true }));
 }
 
+/** Keyed by algorithm, device and inode. */
 interface CacheEntry {
     size: string;
     mtimeNs: string;
     ctimeNs: string;
-    algorithm: DigestAlgorithm;
+    /** Absent in entries carried over from 0.1, which did not record it. */
+    birthNs?: string;
     digest: string;
     /** Milliseconds since the epoch of the last use; the oldest go first when the cache is full. */
     used: number;
@@ -61,7 +63,7 @@ interface CacheFile {
 /** Version 1 (pulumi-qemu 0.1) held SHA-256 digests only, keyed by device and inode. */
 interface CacheFileV1 {
     version: 1;
-    entries: Record<string, Omit<CacheEntry, "algorithm" | "digest"> & { sha256: string }>;
+    entries: Record<string, Omit<CacheEntry, "birthNs" | "digest"> & { sha256: string }>;
 }
 
 export const HASH_CACHE_FILE = "hash-cache.json";
@@ -74,6 +76,16 @@ export const MAX_CACHE_ENTRIES = 20000;
  */
 export function racyWindowNs(mtimeNs: bigint): bigint {
     return mtimeNs % 1_000_000_000n === 0n ? 2_000_000_000n : 50_000_000n;
+}
+
+/**
+ * Waits until a hash of `file` taken now may be remembered: for a file just written by us, a
+ * wait of at most one racy window saves re-reading it on the next preview.
+ */
+export async function waitOutRacyWindow(file: string): Promise<void> {
+    const { mtimeNs } = await stat(file, { bigint: true });
+    const left = racyWindowNs(mtimeNs) - (BigInt(Date.now()) * 1_000_000n - mtimeNs);
+    if (left > 0n) await new Promise((resolve) => setTimeout(resolve, Number(left / 1_000_000n) + 1));
 }
 
 function cacheKey(stamp: FileStamp, algorithm: DigestAlgorithm): string {
@@ -96,11 +108,12 @@ export class HashCache {
     lookup(stamp: FileStamp, algorithm: DigestAlgorithm): string | undefined {
         const e = this.entries[cacheKey(stamp, algorithm)];
         if (!e || e.size !== stamp.size || e.mtimeNs !== stamp.mtimeNs || e.ctimeNs !== stamp.ctimeNs) return undefined;
+        if (e.birthNs !== undefined && e.birthNs !== stamp.birthNs) return undefined;
         return e.digest;
     }
 
     remember(stamp: FileStamp, algorithm: DigestAlgorithm, digest: string): void {
-        const entry = { size: stamp.size, mtimeNs: stamp.mtimeNs, ctimeNs: stamp.ctimeNs, algorithm, digest, used: Date.now() };
+        const entry = { size: stamp.size, mtimeNs: stamp.mtimeNs, ctimeNs: stamp.ctimeNs, birthNs: stamp.birthNs, digest, used: Date.now() };
         this.entries[cacheKey(stamp, algorithm)] = entry;
         this.dirty[cacheKey(stamp, algorithm)] = entry;
     }
@@ -128,24 +141,30 @@ async function readCacheEntries(file: string): Promise<Record<string, CacheEntry
         if ((err as NodeJS.ErrnoException).code === "ENOENT") return {};
         throw err;
     }
-    let parsed: Partial<CacheFile> | Partial<CacheFileV1>;
+    let parsed: unknown;
     try {
-        parsed = JSON.parse(text) as Partial<CacheFile> | Partial<CacheFileV1>;
+        parsed = JSON.parse(text);
     } catch {
         return {};
     }
-    if (!parsed.entries || typeof parsed.entries !== "object") return {};
-    if (parsed.version === 2) return parsed.entries;
+    // A cache from a newer version, or a torn or foreign one, is only a cache: start afresh.
+    if (!isRecord(parsed) || !isRecord(parsed.entries)) return {};
+    if (parsed.version === 2) return Object.fromEntries(Object.entries(parsed.entries).filter(([, e]) => isRecord(e))) as CacheFile["entries"];
     // Kept across the upgrade: 0.1's images are still compared by SHA-256, and re-reading them costs seconds per GiB.
-    if (parsed.version === 1) return fromV1(parsed.entries);
-    // A cache from a newer version, or a torn one, is only a cache: start afresh.
+    if (parsed.version === 1) return fromV1(parsed.entries as CacheFileV1["entries"]);
     return {};
+}
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+    return typeof v === "object" && v !== null && !Array.isArray(v);
 }
 
 function fromV1(entries: CacheFileV1["entries"]): Record<string, CacheEntry> {
     const out: Record<string, CacheEntry> = {};
-    for (const [key, { sha256, ...e }] of Object.entries(entries)) {
-        if (typeof sha256 === "string") out[`sha256:${key}`] = { ...e, algorithm: "sha256", digest: sha256 };
+    for (const [key, e] of Object.entries(entries)) {
+        if (!isRecord(e) || typeof e.sha256 !== "string") continue;
+        const { sha256, ...rest } = e;
+        out[`sha256:${key}`] = { ...rest, digest: sha256 };
     }
     return out;
 }
@@ -164,18 +183,18 @@ export async function hashFileCached(file: string, cache: HashCache, algorithm: 
     const stamp = stampOf(before);
     const known = cache.lookup(stamp, algorithm);
     if (known) return { digest: known, stamp, cached: true };
-    const changed = new Error(`${file} changed while it was being hashed; try again once nothing writes to it`);
+    const changed = (cause?: unknown) => new Error(`${file} changed while it was being hashed; try again once nothing writes to it`, { cause });
     let digest: string;
     try {
         ({ digest } = await digestFile(file, algorithm, { counter }));
     } catch (err) {
         // A file truncated under b3sum's mapping kills it with SIGBUS: say what happened, not how it failed.
-        if (!sameStamp(stamp, await statStamp(file).catch(() => ({ ...stamp, ino: "gone" })))) throw changed;
+        if (!sameStamp(stamp, await statStamp(file).catch(() => ({ ...stamp, ino: "gone" })))) throw changed(err);
         throw err;
     }
     const after = await stat(file, { bigint: true });
     const now = BigInt(Date.now()) * 1_000_000n;
-    if (!sameStamp(stamp, stampOf(after))) throw changed;
+    if (!sameStamp(stamp, stampOf(after))) throw changed();
     if (now - after.mtimeNs >= racyWindowNs(after.mtimeNs)) cache.remember(stamp, algorithm, digest);
     return { digest, stamp, cached: false };
 }
@@ -241,7 +260,7 @@ export async function hashTree(root: string, cache: HashCache, algorithm: Digest
                 if (st.nlink > 1n) seen.set(key, rel);
                 const size = Number(st.size);
                 const digest = size >= CACHE_FILES_FROM_BYTES ? (await hashFileCached(full, cache, algorithm, counter)).digest : (await digestFile(full, algorithm, { counter })).digest;
-                entries.push({ rel, type: "file", mode, size, [algorithm]: digest });
+                entries.push({ rel, type: "file", mode, size, ...digestByName(algorithm, digest) });
                 dataBytes += Math.ceil(size / 4096) * 4096;
             } else {
                 throw new Error(`${full} is a ${kindOf(st)}; a directory image holds only directories, regular files and symbolic links`);

@@ -21,7 +21,7 @@ import { formatSize } from "../core/size";
 import { InputError } from "../core/validation";
 import { writeFileAtomic } from "../host/atomicFile";
 import { buildExt4, Ext4Error } from "../host/ext4";
-import { HASH_CACHE_FILE, HashCache, hashFileCached, hashTree, sameFile, sameStamp, stampOf, statStamp, type FileStamp, type ReadCounter } from "../host/fileHash";
+import { HASH_CACHE_FILE, HashCache, hashFileCached, hashTree, sameFile, sameStamp, stampOf, statStamp, waitOutRacyWindow, type FileStamp, type ReadCounter } from "../host/fileHash";
 import { backingChain, convertImage, createImage as qemuImgCreate, createOverlay, imageInfo, QemuImgError, type ImageInfo } from "../host/qemuImg";
 import { ensurePrivateDir, resolveStateDir } from "../host/stateDir";
 import { checkWith, hasUnknown, instanceSuffix, withoutUndefined } from "./common";
@@ -469,6 +469,9 @@ async function describeNew(inputs: DiskImageInputs, spec: DiskImageSpec, resolve
     const info = await imageInfo(target, { format: resolved.format });
     const imageStamp = await statStamp(target);
     const fixedBytes = spec.source.kind === "file" || spec.source.kind === "directory";
+    // Hashed once the image is outside the racy window, so the stat cache keeps the digest and
+    // the first preview after create reads nothing; the wait is a few ms beside building the image.
+    if (fixedBytes) await waitOutRacyWindow(target);
     const contentFingerprint = fixedBytes ? await digestOf(target, ctx) : undefined;
     const src = inputs.source as { size?: string | number };
     return withoutUndefined({

@@ -2,7 +2,7 @@ import { createHash } from "node:crypto";
 import { chmod, mkdir, mkdtemp, readFile, rm, symlink, utimes, writeFile } from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
-import { sidecarPath } from "../../provider/core/diskImageSpec";
+import { imageInputHash, parseDiskImageSpec, sidecarPath } from "../../provider/core/diskImageSpec";
 import { HASH_CACHE_FILE, statStamp, type ReadCounter } from "../../provider/host/fileHash";
 import { createDiskImage, diffImage, readImage, removeImage, type DiskImageOutputs } from "../../provider/resources/diskImage";
 
@@ -107,4 +107,33 @@ test("0.1's hash cache (SHA-256, version 1) still answers, so the first preview 
     expect(await diffImage(old.path, old, news, { counter: c })).toEqual({ changes: false });
     expect((await readImage(old.path, old, { counter: c })).props).toEqual(old);
     expect(c).toEqual({ files: 0, bytes: 0 });
+
+    // The carried-over entries outlive a save in the new format (here, one that a new import causes).
+    const other = path.join(work, "other.raw");
+    await writeFile(other, Buffer.alloc(64 * 1024, 9));
+    await utimes(other, new Date(Date.now() - 60_000), new Date(Date.now() - 60_000));
+    await createDiskImage({ stateDir, source: { kind: "file", path: other } });
+    const saved = JSON.parse(await readFile(path.join(stateDir, HASH_CACHE_FILE), "utf8"));
+    expect(saved.version).toBe(2);
+    const c2 = counter();
+    expect(await diffImage(old.path, old, news, { counter: c2 })).toEqual({ changes: false });
+    expect(c2).toEqual({ files: 0, bytes: 0 });
+});
+
+test("an overlay recorded by 0.1 over a foreign base (identity = the base's SHA-256) diffs as unchanged", async () => {
+    const foreign = path.join(work, "foreign.raw");
+    await writeFile(foreign, pattern());
+    const news = { stateDir, source: { kind: "overlay", backing: foreign } };
+    const img = await createDiskImage(news);
+    expect(img.backingIdentityFrom).toBe("content");
+    const legacyIdentity = await sha256(foreign);
+    expect(img.backingInputHash).not.toBe(legacyIdentity);
+    // 0.1's overlay identity: the same formula, fed the base's SHA-256 (overlays have no content digest of their own).
+    const inputHash = imageInputHash(parseDiskImageSpec(news).source, { kind: "overlay", backingFormat: "raw", backingIdentity: legacyIdentity });
+    const old = { ...(await asRecordedBy01(img, inputHash)), backingInputHash: legacyIdentity };
+    delete old.contentFingerprint;
+    expect(await diffImage(old.path, old, news)).toEqual({ changes: false });
+    expect((await readImage(old.path, old)).props).toEqual(old);
+    await writeFile(foreign, "another base", { flag: "r+" });
+    expect(await diffImage(old.path, old, news)).toMatchObject({ changes: true, replaces: ["source"] });
 });
