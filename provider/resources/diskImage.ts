@@ -17,12 +17,14 @@ import {
     type SourceSpec,
 } from "../core/diskImageSpec";
 import { CONTENT_DIGEST, LEGACY_CONTENT_DIGEST, type DigestAlgorithm } from "../core/hash";
+import { Qcow2HeaderError } from "../core/qcow2Header";
 import { formatSize } from "../core/size";
 import { InputError } from "../core/validation";
 import { writeFileAtomic } from "../host/atomicFile";
 import { buildExt4, Ext4Error } from "../host/ext4";
 import { HASH_CACHE_FILE, HashCache, hashFileCached, hashTree, sameFile, sameStamp, stampOf, statStamp, waitOutRacyWindow, type FileStamp, type ReadCounter } from "../host/fileHash";
-import { backingChain, convertImage, createImage as qemuImgCreate, createOverlay, imageInfo, QemuImgError, type ImageInfo } from "../host/qemuImg";
+import { readImageHeader } from "../host/imageHeader";
+import { backingChain, convertImage, createImage as qemuImgCreate, createOverlay, QemuImgError, type ImageInfo } from "../host/qemuImg";
 import { ensurePrivateDir, resolveStateDir } from "../host/stateDir";
 import { checkWith, hasUnknown, instanceSuffix, withoutUndefined } from "./common";
 
@@ -466,7 +468,7 @@ async function refuseChangedTree(dir: string, resolved: Resolved, ctx: Context):
 }
 
 async function describeNew(inputs: DiskImageInputs, spec: DiskImageSpec, resolved: Resolved, target: string, ctx: Context): Promise<DiskImageOutputs> {
-    const info = await imageInfo(target, { format: resolved.format });
+    const { virtualSize } = await readImageHeader(target, resolved.format);
     const imageStamp = await statStamp(target);
     const fixedBytes = spec.source.kind === "file" || spec.source.kind === "directory";
     // Hashed once the image is outside the racy window, so the stat cache keeps the digest and
@@ -480,7 +482,7 @@ async function describeNew(inputs: DiskImageInputs, spec: DiskImageSpec, resolve
         path: target,
         pathDefaulted: spec.path === undefined,
         format: resolved.format,
-        virtualSizeBytes: info.virtualSize,
+        virtualSizeBytes: virtualSize,
         inputHash: resolved.inputHash,
         sizeRequested: src.size,
         backingPath: spec.source.kind === "overlay" ? spec.source.backing : undefined,
@@ -504,10 +506,10 @@ interface Assessment {
     contentFingerprint?: string;
 }
 
-/** Compares the image on disk (and an overlay's backing) with what create recorded. */
 /**
- * `readHeader`: also ask qemu-img which backing file the overlay's header names. Only
- * `qemu-img rebase` changes that, so refresh looks and previews (diff) do not pay for a spawn.
+ * Compares the image on disk (and an overlay's backing) with what create recorded.
+ * `readHeader`: also read which backing file the overlay's header names. Only `qemu-img rebase`
+ * changes that, so refresh looks and previews (diff) leave image files unread.
  */
 async function assess(props: DiskImageOutputs, ctx: Context, readHeader: boolean): Promise<Assessment> {
     let st;
@@ -544,7 +546,13 @@ async function backingDrift(props: DiskImageOutputs, readHeader: boolean): Promi
         return `backing file ${backing} changed since the overlay was made (size ${now.size}, mtime ${now.mtimeNs} ns; was size ${props.backingStamp!.size}, mtime ${props.backingStamp!.mtimeNs} ns): the overlay no longer matches it`;
     }
     if (!readHeader) return undefined;
-    const header = await imageInfo(props.path, { format: "qcow2" });
+    let header;
+    try {
+        header = await readImageHeader(props.path, "qcow2");
+    } catch (err) {
+        if (err instanceof Qcow2HeaderError) return `${props.path} is ${err.message}`;
+        throw err;
+    }
     if (header.backingFilename !== backing) return `${props.path} now names ${header.backingFilename ?? "no"} backing file instead of ${backing}`;
     return undefined;
 }
