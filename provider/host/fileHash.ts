@@ -66,7 +66,13 @@ interface CacheFileV1 {
     entries: Record<string, Omit<CacheEntry, "birthNs" | "digest"> & { sha256: string }>;
 }
 
-export const HASH_CACHE_FILE = "hash-cache.json";
+/**
+ * Each format has a file of its own: 0.1 drops a cache it cannot read and rewrites it as
+ * version 1, so sharing one file with it would wipe ours at every 0.1 run, and ours its.
+ */
+export const HASH_CACHE_FILE = "hash-cache.v2.json";
+/** 0.1's cache: read, never written, so its SHA-256 digests still answer for 0.1's records. */
+export const HASH_CACHE_FILE_V1 = "hash-cache.json";
 export const MAX_CACHE_ENTRIES = 20000;
 
 /**
@@ -99,9 +105,11 @@ export class HashCache {
 
     constructor(readonly file: string) {}
 
-    static async load(file: string): Promise<HashCache> {
+    /** `carriedFrom`: another cache file whose entries answer lookups but are not saved here. */
+    static async load(file: string, opts: { carriedFrom?: string } = {}): Promise<HashCache> {
         const cache = new HashCache(file);
-        cache.entries = await readCacheEntries(file);
+        const carried = opts.carriedFrom ? await readCacheEntries(opts.carriedFrom) : {};
+        cache.entries = { ...carried, ...(await readCacheEntries(file)) };
         return cache;
     }
 

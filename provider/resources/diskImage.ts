@@ -22,7 +22,7 @@ import { formatSize } from "../core/size";
 import { InputError } from "../core/validation";
 import { writeFileAtomic } from "../host/atomicFile";
 import { buildExt4, Ext4Error } from "../host/ext4";
-import { HASH_CACHE_FILE, HashCache, hashFileCached, hashTree, sameFile, sameStamp, stampOf, statStamp, waitOutRacyWindow, type FileStamp, type ReadCounter } from "../host/fileHash";
+import { HASH_CACHE_FILE, HASH_CACHE_FILE_V1, HashCache, hashFileCached, hashTree, sameFile, sameStamp, stampOf, statStamp, waitOutRacyWindow, type FileStamp, type ReadCounter } from "../host/fileHash";
 import { readImageHeader } from "../host/imageHeader";
 import { backingChain, convertImage, createImage as qemuImgCreate, createOverlay, QemuImgError, type ImageInfo } from "../host/qemuImg";
 import { ensurePrivateDir, resolveStateDir } from "../host/stateDir";
@@ -154,7 +154,7 @@ interface Context {
 
 async function openContext(stateDir: string, observe: Observe, algorithm: DigestAlgorithm): Promise<Context> {
     await ensurePrivateDir(stateDir);
-    return { stateDir, cache: await HashCache.load(path.join(stateDir, HASH_CACHE_FILE)), algorithm, counter: observe.counter };
+    return { stateDir, cache: await HashCache.load(path.join(stateDir, HASH_CACHE_FILE), { carriedFrom: path.join(stateDir, HASH_CACHE_FILE_V1) }), algorithm, counter: observe.counter };
 }
 
 function recordedAlgorithm(props: DiskImageOutputs): DigestAlgorithm {

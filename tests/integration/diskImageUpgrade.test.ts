@@ -3,7 +3,7 @@ import { chmod, mkdir, mkdtemp, readFile, rm, symlink, utimes, writeFile } from 
 import * as os from "node:os";
 import * as path from "node:path";
 import { imageInputHash, parseDiskImageSpec, sidecarPath } from "../../provider/core/diskImageSpec";
-import { HASH_CACHE_FILE, statStamp, type ReadCounter } from "../../provider/host/fileHash";
+import { HASH_CACHE_FILE, HASH_CACHE_FILE_V1, statStamp, type ReadCounter } from "../../provider/host/fileHash";
 import { createDiskImage, diffImage, readImage, removeImage, type DiskImageOutputs } from "../../provider/resources/diskImage";
 
 /**
@@ -91,7 +91,7 @@ test.each([
     expect(await removeImage(old)).toBe("removed");
 });
 
-test("0.1's hash cache (SHA-256, version 1) still answers, so the first preview after an upgrade reads no image", async () => {
+test("0.1's hash cache (SHA-256, version 1) still answers, so the first preview after an upgrade reads no image, and is never rewritten", async () => {
     const fx = await fixtures();
     const news = { stateDir, source: { kind: "file", path: fx.file } };
     const img = await createDiskImage(news);
@@ -102,19 +102,22 @@ test("0.1's hash cache (SHA-256, version 1) still answers, so the first preview 
     };
     // Exactly the shape 0.1 wrote.
     const v1 = { version: 1, entries: Object.fromEntries([await entry(fx.file), await entry(img.path)]) };
-    await writeFile(path.join(stateDir, HASH_CACHE_FILE), JSON.stringify(v1));
+    const v1File = path.join(stateDir, HASH_CACHE_FILE_V1);
+    await writeFile(v1File, JSON.stringify(v1));
     const c = counter();
     expect(await diffImage(old.path, old, news, { counter: c })).toEqual({ changes: false });
     expect((await readImage(old.path, old, { counter: c })).props).toEqual(old);
     expect(c).toEqual({ files: 0, bytes: 0 });
 
-    // The carried-over entries outlive a save in the new format (here, one that a new import causes).
+    // The carried-over entries outlive a save of our own cache (here, one that a new import causes),
+    // and 0.1's file is left exactly as 0.1 wrote it, for a 0.1 provider still using this state directory.
     const other = path.join(work, "other.raw");
     await writeFile(other, Buffer.alloc(64 * 1024, 9));
     await utimes(other, new Date(Date.now() - 60_000), new Date(Date.now() - 60_000));
     await createDiskImage({ stateDir, source: { kind: "file", path: other } });
     const saved = JSON.parse(await readFile(path.join(stateDir, HASH_CACHE_FILE), "utf8"));
     expect(saved.version).toBe(2);
+    expect(JSON.parse(await readFile(v1File, "utf8"))).toEqual(v1);
     const c2 = counter();
     expect(await diffImage(old.path, old, news, { counter: c2 })).toEqual({ changes: false });
     expect(c2).toEqual({ files: 0, bytes: 0 });
