@@ -114,6 +114,21 @@ export function procStatusKiB(pid: number, field: "VmHWM" | "VmRSS"): number {
     return Number(m[1]);
 }
 
+/**
+ * CPU time (user + system, all threads) `pid` has used, in ms: what a plugin itself spends on a
+ * pass, apart from the benchmark's own gRPC client in this process. Clock ticks are 10 ms, so
+ * it is read over whole passes.
+ */
+export function procCpuMs(pid: number): number {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    // Fields after the command name, which may hold spaces, in parentheses: utime and stime are the 12th and 13th.
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS_PER_SECOND;
+}
+
+/** sysconf(_SC_CLK_TCK): 100 on every Linux build Debian ships. */
+const CLOCK_TICKS_PER_SECOND = 100;
+
 export interface Machine {
     cpu: string;
     cores: number;

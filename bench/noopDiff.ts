@@ -10,7 +10,7 @@ import type { VirtualMachineInputs, VirtualMachineOutputs } from "../provider/re
 import type { PluginKind, ResourceKind } from "../tests/engine/driver";
 import type { Props } from "../tests/engine/wire";
 import { ensureTestGuest, guestKernelArguments, READY_MARKER } from "../tests/guest/testGuest";
-import { fmtMs, fmtRatio, GiB, median, procStatusKiB, timed, verdict, withTempDir, writeBigFile, type BenchResult, type Row } from "./common";
+import { fmtMs, fmtRatio, GiB, median, procCpuMs, procStatusKiB, timed, verdict, withTempDir, writeBigFile, type BenchResult, type Row } from "./common";
 import { openPlugin, type BenchPlugin } from "./plugins";
 import { traceReads } from "./strace";
 
@@ -223,7 +223,12 @@ export async function runNoopDiff(opts: { vms?: number; passes?: number; workDir
                 const rssStart = procStatusKiB(p.pid, "VmHWM");
                 const cold = await sequentialPass(stack, (r) => pluginOne(p, r));
                 const seq: number[] = [];
-                for (let i = 0; i < passes; i++) seq.push((await sequentialPass(stack, (r) => pluginOne(p, r))).wallMs / n);
+                const cpu: number[] = [];
+                for (let i = 0; i < passes; i++) {
+                    const cpuBefore = procCpuMs(p.pid);
+                    seq.push((await sequentialPass(stack, (r) => pluginOne(p, r))).wallMs / n);
+                    cpu.push((procCpuMs(p.pid) - cpuBefore) / n);
+                }
                 const peakSequential = procStatusKiB(p.pid, "VmHWM");
                 const parallel: number[] = [];
                 for (let i = 0; i < passes; i++) parallel.push((await parallelPass(stack, (r) => pluginOne(p, r))) / n);
@@ -235,6 +240,7 @@ export async function runNoopDiff(opts: { vms?: number; passes?: number; workDir
                 rows.push(
                     { bench: "1 no-op diff", measure: `${name} over gRPC, check+diff one after another, per resource (median of ${passes})`, provider: fmtMs(perRes), reference: `in process ${fmtMs(inProc)}`, ratio: fmtRatio(perRes / inProc), target: `< ${BUDGET_MS} ms`, verdict: verdict(perRes < BUDGET_MS) },
                     { bench: "1 no-op diff", measure: `${name}, first pass after the plugin started, per resource`, provider: fmtMs(cold.wallMs / n), reference: "later passes", ratio: fmtRatio(cold.wallMs / n / perRes) },
+                    { bench: "1 no-op diff", measure: `${name}: its own CPU time per resource (utime+stime, all threads; median of ${passes} passes)`, provider: fmtMs(median(cpu)), reference: `wall ${fmtMs(perRes)}`, ratio: fmtRatio(median(cpu) / perRes) },
                     { bench: "1 no-op diff", measure: `${name}, all ${n} at once, wall time per resource`, provider: fmtMs(median(parallel)), reference: "one after another", ratio: fmtRatio(median(parallel) / perRes) },
                     { bench: "1 no-op diff", measure: `${name}: bytes read from image files by the plugin and its children (strace -f -y, one pass)`, provider: byProgram, target: "no content", verdict: verdict((traced.reads.bytesByProgram.node ?? 0) === 0) },
                     { bench: "5 memory", measure: `${name}: peak RSS (VmHWM) over ${passes + 1} no-op passes of ${n} resources, one call at a time`, provider: `${(peakSequential / 1024).toFixed(0)} MiB`, reference: `${(rssStart / 1024).toFixed(0)} MiB after start`, ratio: fmtRatio(peakSequential / rssStart) },
