@@ -1,4 +1,5 @@
 import { createHash } from "node:crypto";
+import { closeSync, openSync, readSync } from "node:fs";
 import { open, stat } from "node:fs/promises";
 import type { DigestAlgorithm } from "../core/hash";
 import { b3sumFile, b3sumUsable } from "./b3sum";
@@ -29,6 +30,13 @@ export const B3SUM_OVER_JAVASCRIPT_FROM_BYTES = 64 * 1024;
 /** 4 MiB reads: large enough that syscalls cost nothing next to hashing, small enough to stay in cache. */
 export const READ_BUFFER_BYTES = 4 * 1024 * 1024;
 
+/**
+ * Up to this size a file is read in one synchronous call. A directory tree is mostly small files,
+ * and for those the thread-pool trips of open, read and close cost ten times the read itself
+ * (2000 files of 1 KB: 40 ms read whole, 230 ms through fs/promises).
+ */
+export const READ_WHOLE_UP_TO_BYTES = 256 * 1024;
+
 /** The ways to a BLAKE3 digest, fastest first; all give the same digest. */
 export type Blake3Engine = "b3sum" | "native" | "javascript";
 
@@ -39,7 +47,10 @@ export interface DigestOptions {
 }
 
 export async function digestFile(file: string, algorithm: DigestAlgorithm, opts: DigestOptions = {}): Promise<{ digest: string; bytes: number }> {
-    const result = algorithm === "sha256" ? await streamDigest(file, sha256Hasher()) : await blake3File(file, opts.via);
+    const { size } = await stat(file);
+    const engine = algorithm === "sha256" ? "sha256" : (opts.via ?? (await pickEngine(file, size)));
+    // b3sum maps the file and reads all of it: that is what the counter is for.
+    const result = engine === "b3sum" ? { digest: await b3sumFile(file), bytes: size } : await readDigest(file, size, hasherFor(engine));
     if (opts.counter) {
         opts.counter.files += 1;
         opts.counter.bytes += result.bytes;
@@ -55,34 +66,29 @@ async function pickEngine(file: string, size: number): Promise<Blake3Engine> {
     return "javascript";
 }
 
-async function blake3File(file: string, via: Blake3Engine | undefined): Promise<{ digest: string; bytes: number }> {
-    const { size } = await stat(file);
-    switch (via ?? (await pickEngine(file, size))) {
-        case "b3sum":
-            // b3sum maps the file and reads all of it: that is what the counter is for.
-            return { digest: await b3sumFile(file), bytes: size };
-        case "native": {
-            const addon = nativeBlake3();
-            if (!addon) throw new Error(`@napi-rs/blake-hash has no prebuilt addon for ${process.platform}-${process.arch}`);
-            const h = new addon.Blake3Hasher();
-            return streamDigest(file, { update: (d) => void h.update(d), hex: () => h.digest("hex") });
-        }
-        case "javascript": {
-            const { blake3 } = require("@noble/hashes/blake3") as typeof import("@noble/hashes/blake3");
-            const h = blake3.create({});
-            return streamDigest(file, { update: (d) => void h.update(d), hex: () => Buffer.from(h.digest()).toString("hex") });
-        }
-    }
-}
-
 interface Hasher {
     update(data: Buffer): void;
     hex(): string;
 }
 
-function sha256Hasher(): Hasher {
-    const h = createHash("sha256");
-    return { update: (d) => void h.update(d), hex: () => h.digest("hex") };
+function hasherFor(engine: "sha256" | "native" | "javascript"): Hasher {
+    switch (engine) {
+        case "sha256": {
+            const h = createHash("sha256");
+            return { update: (d) => void h.update(d), hex: () => h.digest("hex") };
+        }
+        case "native": {
+            const addon = nativeBlake3();
+            if (!addon) throw new Error(`@napi-rs/blake-hash has no prebuilt addon for ${process.platform}-${process.arch}`);
+            const h = new addon.Blake3Hasher();
+            return { update: (d) => void h.update(d), hex: () => h.digest("hex") };
+        }
+        case "javascript": {
+            const { blake3 } = require("@noble/hashes/blake3") as typeof import("@noble/hashes/blake3");
+            const h = blake3.create({});
+            return { update: (d) => void h.update(d), hex: () => Buffer.from(h.digest()).toString("hex") };
+        }
+    }
 }
 
 let native: typeof import("@napi-rs/blake-hash") | null | undefined;
@@ -110,20 +116,47 @@ function warnSlowBlake3(file: string): void {
     );
 }
 
+/** `size` as stat saw it; the file is read to its end whatever that turns out to be. */
+async function readDigest(file: string, size: number, hasher: Hasher): Promise<{ digest: string; bytes: number }> {
+    if (size > READ_WHOLE_UP_TO_BYTES) return streamDigest(file, hasher);
+    const whole = readWholeSync(file, size);
+    // A file that grew past what stat said is streamed instead of pulled into memory.
+    if (whole === undefined) return streamDigest(file, hasher);
+    hasher.update(whole);
+    return { digest: hasher.hex(), bytes: whole.length };
+}
+
+/** The file's bytes if they are at most `size`, else undefined. */
+export function readWholeSync(file: string, size: number): Buffer | undefined {
+    const fd = openSync(file, "r");
+    try {
+        const buf = Buffer.allocUnsafe(size + 1);
+        let filled = 0;
+        while (filled < buf.length) {
+            const n = readSync(fd, buf, filled, buf.length - filled, filled);
+            if (n === 0) break;
+            filled += n;
+        }
+        return filled > size ? undefined : buf.subarray(0, filled);
+    } finally {
+        closeSync(fd);
+    }
+}
+
 /** Two buffers alternate so the next read runs on libuv's pool while this one is hashed. */
-async function streamDigest(file: string, hasher: Hasher, bufferBytes = READ_BUFFER_BYTES): Promise<{ digest: string; bytes: number }> {
+async function streamDigest(file: string, hasher: Hasher): Promise<{ digest: string; bytes: number }> {
     const fh = await open(file, "r");
     try {
-        let current = Buffer.allocUnsafe(bufferBytes);
-        let spare = Buffer.allocUnsafe(bufferBytes);
+        let current = Buffer.allocUnsafe(READ_BUFFER_BYTES);
+        let spare = Buffer.allocUnsafe(READ_BUFFER_BYTES);
         let total = 0;
-        let pending = fh.read(current, 0, bufferBytes, null);
+        let pending = fh.read(current, 0, READ_BUFFER_BYTES, null);
         for (;;) {
             const { bytesRead } = await pending;
             if (bytesRead === 0) break;
             const filled = current;
             [current, spare] = [spare, current];
-            pending = fh.read(current, 0, bufferBytes, null);
+            pending = fh.read(current, 0, READ_BUFFER_BYTES, null);
             hasher.update(filled.subarray(0, bytesRead));
             total += bytesRead;
         }

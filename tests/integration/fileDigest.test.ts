@@ -4,7 +4,7 @@ import { chmod, mkdtemp, rm, writeFile } from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
 import { b3sumFile, b3sumUsable, BLAKE3_OF_NOTHING } from "../../provider/host/b3sum";
-import { B3SUM_FROM_BYTES, digestFile, READ_BUFFER_BYTES, type ReadCounter } from "../../provider/host/fileDigest";
+import { B3SUM_FROM_BYTES, digestFile, READ_BUFFER_BYTES, READ_WHOLE_UP_TO_BYTES, readWholeSync, type ReadCounter } from "../../provider/host/fileDigest";
 
 /**
  * Every way the provider takes a content digest gives the digest of the reference tools, at the
@@ -23,7 +23,7 @@ afterAll(async () => {
 });
 
 const KiB = 1024;
-const SIZES = [0, 1, KiB - 1, KiB, KiB + 1, 64 * KiB + 1, READ_BUFFER_BYTES - 1, READ_BUFFER_BYTES, READ_BUFFER_BYTES + 1, 2 * READ_BUFFER_BYTES + 3, B3SUM_FROM_BYTES + 5];
+const SIZES = [0, 1, KiB - 1, KiB, KiB + 1, 64 * KiB + 1, READ_WHOLE_UP_TO_BYTES, READ_WHOLE_UP_TO_BYTES + 1, READ_BUFFER_BYTES - 1, READ_BUFFER_BYTES, READ_BUFFER_BYTES + 1, 2 * READ_BUFFER_BYTES + 3, B3SUM_FROM_BYTES + 5];
 
 async function fileOf(bytes: number): Promise<string> {
     const file = path.join(work, `data-${bytes}.bin`);
@@ -150,4 +150,11 @@ test("a b3sum killed, or printing nothing, fails with what happened", async () =
     await writeFile(silent, "#!/bin/sh\nexit 0\n");
     await chmod(silent, 0o755);
     await expect(b3sumFile(file, silent)).rejects.toThrow(/failed: printed "" instead of a digest/);
+});
+
+test("a small file that grew past its stat size is not read whole (it is streamed instead)", async () => {
+    const file = await fileOf(100);
+    expect(readWholeSync(file, 200)?.length).toBe(100);
+    expect(readWholeSync(file, 100)?.length).toBe(100);
+    expect(readWholeSync(file, 50)).toBeUndefined();
 });
