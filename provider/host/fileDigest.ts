@@ -44,10 +44,12 @@ export interface DigestOptions {
     counter?: ReadCounter;
     /** Force one BLAKE3 engine (tests and benchmarks compare them); by default the fastest that fits. */
     via?: Blake3Engine;
+    /** The size the caller's own stat just gave, to save another (a tree walk has lstat'ed every file). */
+    size?: number;
 }
 
 export async function digestFile(file: string, algorithm: DigestAlgorithm, opts: DigestOptions = {}): Promise<{ digest: string; bytes: number }> {
-    const { size } = await stat(file);
+    const size = opts.size ?? (await stat(file)).size;
     const engine = algorithm === "sha256" ? "sha256" : (opts.via ?? (await pickEngine(file, size)));
     // b3sum maps the file and reads all of it: that is what the counter is for.
     const result = engine === "b3sum" ? { digest: await b3sumFile(file), bytes: size } : await readDigest(file, size, hasherFor(engine));
