@@ -90,8 +90,14 @@ export function racyWindowNs(mtimeNs: bigint): bigint {
  */
 export async function waitOutRacyWindow(file: string): Promise<void> {
     const { mtimeNs } = await stat(file, { bigint: true });
-    const left = racyWindowNs(mtimeNs) - (BigInt(Date.now()) * 1_000_000n - mtimeNs);
-    if (left > 0n) await new Promise((resolve) => setTimeout(resolve, Number(left / 1_000_000n) + 1));
+    const ageNs = () => BigInt(Date.now()) * 1_000_000n - mtimeNs;
+    // A stamp further ahead than the window itself (a file server's clock ahead of ours) is not
+    // waited out. A nearer one is only our millisecond clock lagging the kernel's nanoseconds.
+    if (ageNs() < -racyWindowNs(mtimeNs)) return;
+    // A loop, because a timer measures from the event loop's cached clock and can fire a little early.
+    for (let left = racyWindowNs(mtimeNs) - ageNs(); left >= 0n; left = racyWindowNs(mtimeNs) - ageNs()) {
+        await new Promise((resolve) => setTimeout(resolve, Number(left / 1_000_000n) + 1));
+    }
 }
 
 function cacheKey(stamp: FileStamp, algorithm: DigestAlgorithm): string {
@@ -101,20 +107,23 @@ function cacheKey(stamp: FileStamp, algorithm: DigestAlgorithm): string {
 /** The stat cache, persisted as one JSON file written whole (temp file, rename). */
 export class HashCache {
     private entries: Record<string, CacheEntry> = {};
+    /** Entries of another cache file that answer lookups but are never saved here. */
+    private carried: Record<string, CacheEntry> = {};
     private dirty: Record<string, CacheEntry> = {};
 
     constructor(readonly file: string) {}
 
-    /** `carriedFrom`: another cache file whose entries answer lookups but are not saved here. */
+    /** `carriedFrom`: another cache file to consult after this one; callers pass it only when it can answer. */
     static async load(file: string, opts: { carriedFrom?: string } = {}): Promise<HashCache> {
         const cache = new HashCache(file);
-        const carried = opts.carriedFrom ? await readCacheEntries(opts.carriedFrom) : {};
-        cache.entries = { ...carried, ...(await readCacheEntries(file)) };
+        cache.entries = await readCacheEntries(file);
+        if (opts.carriedFrom) cache.carried = await readCacheEntries(opts.carriedFrom);
         return cache;
     }
 
     lookup(stamp: FileStamp, algorithm: DigestAlgorithm): string | undefined {
-        const e = this.entries[cacheKey(stamp, algorithm)];
+        const key = cacheKey(stamp, algorithm);
+        const e = this.entries[key] ?? this.carried[key];
         if (!e || e.size !== stamp.size || e.mtimeNs !== stamp.mtimeNs || e.ctimeNs !== stamp.ctimeNs) return undefined;
         if (e.birthNs !== undefined && e.birthNs !== stamp.birthNs) return undefined;
         return e.digest;
@@ -194,7 +203,7 @@ export async function hashFileCached(file: string, cache: HashCache, algorithm: 
     const changed = (cause?: unknown) => new Error(`${file} changed while it was being hashed; try again once nothing writes to it`, { cause });
     let digest: string;
     try {
-        ({ digest } = await digestFile(file, algorithm, { counter }));
+        ({ digest } = await digestFile(file, algorithm, { counter, size: Number(before.size) }));
     } catch (err) {
         // A file truncated under b3sum's mapping kills it with SIGBUS: say what happened, not how it failed.
         if (!sameStamp(stamp, await statStamp(file).catch(() => ({ ...stamp, ino: "gone" })))) throw changed(err);

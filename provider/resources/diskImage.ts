@@ -154,7 +154,9 @@ interface Context {
 
 async function openContext(stateDir: string, observe: Observe, algorithm: DigestAlgorithm): Promise<Context> {
     await ensurePrivateDir(stateDir);
-    return { stateDir, cache: await HashCache.load(path.join(stateDir, HASH_CACHE_FILE), { carriedFrom: path.join(stateDir, HASH_CACHE_FILE_V1) }), algorithm, counter: observe.counter };
+    // 0.1's cache holds SHA-256 digests only: read it for 0.1's records, not on every call.
+    const carriedFrom = algorithm === LEGACY_CONTENT_DIGEST ? path.join(stateDir, HASH_CACHE_FILE_V1) : undefined;
+    return { stateDir, cache: await HashCache.load(path.join(stateDir, HASH_CACHE_FILE), { carriedFrom }), algorithm, counter: observe.counter };
 }
 
 function recordedAlgorithm(props: DiskImageOutputs): DigestAlgorithm {
@@ -472,7 +474,8 @@ async function describeNew(inputs: DiskImageInputs, spec: DiskImageSpec, resolve
     const imageStamp = await statStamp(target);
     const fixedBytes = spec.source.kind === "file" || spec.source.kind === "directory";
     // Hashed once the image is outside the racy window, so the stat cache keeps the digest and
-    // the first preview after create reads nothing; the wait is a few ms beside building the image.
+    // the first preview after create reads nothing: at most 50 ms beside building the image (2 s
+    // on filesystems with whole-second stamps).
     if (fixedBytes) await waitOutRacyWindow(target);
     const contentFingerprint = fixedBytes ? await digestOf(target, ctx) : undefined;
     const src = inputs.source as { size?: string | number };

@@ -3,7 +3,7 @@ import { mkdtemp, rm, truncate, utimes, writeFile } from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
 import { digestFile } from "../../provider/host/fileDigest";
-import { HASH_CACHE_FILE, HashCache, hashFileCached, statStamp, type ReadCounter } from "../../provider/host/fileHash";
+import { HASH_CACHE_FILE, HashCache, hashFileCached, statStamp, waitOutRacyWindow, type ReadCounter } from "../../provider/host/fileHash";
 import { createDiskImage, diffImage, readImage } from "../../provider/resources/diskImage";
 
 /**
@@ -124,6 +124,30 @@ test.each([
     expect(r.props).toEqual(img);
     expect(cRead).toEqual({ files: 0, bytes: 0 });
     console.log(`${label} import: create ${createMs.toFixed(0)} ms, no-op diff ${diffMs.toFixed(1)} ms (0 bytes read)`);
+});
+
+test("an entry does not answer for another file that took the same inode (birth time differs)", async () => {
+    const file = await sparse("reborn.bin", 4096);
+    const cache = await HashCache.load(path.join(work, "birth-cache.json"));
+    const h = await hashFileCached(file, cache, "blake3");
+    expect(cache.lookup(h.stamp, "blake3")).toBe(h.digest);
+    expect(cache.lookup({ ...h.stamp, birthNs: String(BigInt(h.stamp.birthNs) + 1n) }, "blake3")).toBeUndefined();
+});
+
+test("a just-made file stamped in the future (a server clock ahead) is not waited for", async () => {
+    const file = path.join(work, "future.bin");
+    await writeFile(file, "x");
+    const hourAhead = new Date(Date.now() + 3600_000);
+    await utimes(file, hourAhead, hourAhead);
+    const t0 = Date.now();
+    await waitOutRacyWindow(file);
+    expect(Date.now() - t0).toBeLessThan(1000);
+    // A fresh stamp is waited out: a hash taken right after may be remembered.
+    await writeFile(file, "y");
+    await waitOutRacyWindow(file);
+    const cache = await HashCache.load(path.join(work, "future-cache.json"));
+    const h = await hashFileCached(file, cache, "blake3");
+    expect(cache.lookup(h.stamp, "blake3")).toBe(h.digest);
 });
 
 test("a cache file that is not an object, or has broken entries, is an empty cache", async () => {

@@ -140,3 +140,14 @@ test("an overlay recorded by 0.1 over a foreign base (identity = the base's SHA-
     await writeFile(foreign, "another base", { flag: "r+" });
     expect(await diffImage(old.path, old, news)).toMatchObject({ changes: true, replaces: ["source"] });
 });
+
+test("a record made with BLAKE3 never reads 0.1's cache file", async () => {
+    const fx = await fixtures();
+    const news = { stateDir, source: { kind: "file", path: fx.file } };
+    const img = await createDiskImage(news);
+    // A directory where 0.1's cache file would be: reading it would throw EISDIR.
+    await mkdir(path.join(stateDir, HASH_CACHE_FILE_V1));
+    expect(await diffImage(img.path, img, news)).toEqual({ changes: false });
+    expect((await readImage(img.path, img)).props).toEqual(img);
+    await expect(diffImage(img.path, await asRecordedBy01(img, GOLDEN_V01.file), news)).rejects.toThrow(/EISDIR/);
+});
