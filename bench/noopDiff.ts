@@ -208,11 +208,9 @@ export async function runNoopDiff(opts: { vms?: number; passes?: number; workDir
         rows.push({ bench: "1 no-op diff", measure: "one `qemu-img info -U` of an overlay, for scale (median of 21)", provider: fmtMs(spawnMs), reference: `${BUDGET_MS} ms budget`, ratio: fmtRatio(spawnMs / BUDGET_MS) });
         if (overlayMs >= BUDGET_MS) {
             notes.push(
-                `A DiskImage no-op diff takes ${fmtMs(overlayMs)}, ${(overlayMs / spawnMs).toFixed(1)}× one qemu-img start (${fmtMs(spawnMs)}): an overlay's diff starts qemu-img twice ` +
-                    "(provider/resources/diskImage.ts readOverlaySource → chainOf(source.backing), and assess → backingDrift → imageInfo(overlay)), the base's once (readFileSource → chainOf). " +
-                    "Both answers are fixed while the files' stamps are: the backing chain of a base whose stamp equals backingStamp can be cached by stamp like the content hashes (HashCache), " +
-                    "and the overlay's backing name can be read from its qcow2 header in process (backing_file_offset/size at bytes 8–19, one 4 KiB read) instead of by qemu-img. " +
-                    "That leaves stat calls, the sidecar-free path and the hash-cache load: well under a millisecond, as the VirtualMachine diff shows.",
+                `A DiskImage no-op diff takes ${fmtMs(overlayMs)}, ${(overlayMs / spawnMs).toFixed(1)}× one qemu-img start (${fmtMs(spawnMs)}): look for a qemu-img start on the diff path. ` +
+                    "provider/resources/diskImage.ts chainOf memoizes backing chains by the files' stamps, and diff (assess with readHeader false) leaves the overlay's header unread; " +
+                    "what remains should be stat calls and the hash-cache load, well under a millisecond, as the VirtualMachine diff shows.",
             );
         }
 

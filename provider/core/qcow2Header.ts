@@ -8,8 +8,8 @@
 export const QCOW2_MAGIC = 0x514649fb;
 /** The spec's bound on a backing file name. */
 export const MAX_BACKING_NAME_BYTES = 1023;
-/** Enough for the fixed header, its extensions and the backing name qemu-img writes after them. */
-export const HEADER_READ_BYTES = 4096;
+/** The fields read end at byte 32; the backing name is read where the header says it is. */
+export const HEADER_READ_BYTES = 32;
 
 export interface Qcow2Header {
     version: number;
@@ -43,7 +43,12 @@ export function parseQcow2Header(bytes: Uint8Array): Qcow2Header {
 export function backingName(header: Qcow2Header, bytes: Uint8Array): string | undefined {
     if (header.backingFileSize === 0) return undefined;
     if (bytes.length < header.backingFileSize) throw new Qcow2HeaderError(`backing name cut short (${bytes.length} of ${header.backingFileSize} bytes)`);
-    return new TextDecoder("utf-8", { fatal: true }).decode(bytes.subarray(0, header.backingFileSize));
+    try {
+        return new TextDecoder("utf-8", { fatal: true }).decode(bytes.subarray(0, header.backingFileSize));
+    } catch {
+        // Only an outside rebase writes such a name; the provider never does.
+        throw new Qcow2HeaderError("a backing file name that is not UTF-8");
+    }
 }
 
 function safeNumber(v: bigint, field: string): number {

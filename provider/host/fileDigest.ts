@@ -120,10 +120,10 @@ function warnSlowBlake3(file: string): void {
 
 /** `size` as stat saw it; the file is read to its end whatever that turns out to be. */
 async function readDigest(file: string, size: number, hasher: Hasher): Promise<{ digest: string; bytes: number }> {
-    if (size > READ_WHOLE_UP_TO_BYTES) return streamDigest(file, hasher);
+    if (size > READ_WHOLE_UP_TO_BYTES) return streamDigest(file, hasher, size);
     const whole = readWholeSync(file, size);
     // A file that grew past what stat said is streamed instead of pulled into memory.
-    if (whole === undefined) return streamDigest(file, hasher);
+    if (whole === undefined) return streamDigest(file, hasher, size);
     hasher.update(whole);
     return { digest: hasher.hex(), bytes: whole.length };
 }
@@ -146,19 +146,21 @@ export function readWholeSync(file: string, size: number): Buffer | undefined {
 }
 
 /** Two buffers alternate so the next read runs on libuv's pool while this one is hashed. */
-async function streamDigest(file: string, hasher: Hasher): Promise<{ digest: string; bytes: number }> {
+async function streamDigest(file: string, hasher: Hasher, size: number): Promise<{ digest: string; bytes: number }> {
+    // Buffers no bigger than the file was: a tree holds many files of a few hundred KiB.
+    const bufferBytes = Math.min(READ_BUFFER_BYTES, Math.max(READ_WHOLE_UP_TO_BYTES, size));
     const fh = await open(file, "r");
     try {
-        let current = Buffer.allocUnsafe(READ_BUFFER_BYTES);
-        let spare = Buffer.allocUnsafe(READ_BUFFER_BYTES);
+        let current = Buffer.allocUnsafe(bufferBytes);
+        let spare = Buffer.allocUnsafe(bufferBytes);
         let total = 0;
-        let pending = fh.read(current, 0, READ_BUFFER_BYTES, null);
+        let pending = fh.read(current, 0, bufferBytes, null);
         for (;;) {
             const { bytesRead } = await pending;
             if (bytesRead === 0) break;
             const filled = current;
             [current, spare] = [spare, current];
-            pending = fh.read(current, 0, READ_BUFFER_BYTES, null);
+            pending = fh.read(current, 0, bufferBytes, null);
             hasher.update(filled.subarray(0, bytesRead));
             total += bytesRead;
         }

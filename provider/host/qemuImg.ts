@@ -53,15 +53,6 @@ function toInfo(raw: Record<string, unknown>): ImageInfo {
     return info;
 }
 
-/**
- * `qemu-img info -U`: headers only, never the data, and allowed while a VM holds the image
- * (force-share), which is the normal state of a base image. With `format` the probe is skipped.
- */
-export async function imageInfo(file: string, opts: { format?: string; qemuImg?: string } = {}): Promise<ImageInfo> {
-    const args = ["info", "-U", "--output=json", ...(opts.format ? ["-f", opts.format] : []), file];
-    return toInfo(JSON.parse(await run(args, opts.qemuImg ?? "qemu-img")) as Record<string, unknown>);
-}
-
 /** The image and every backing file under it, top first. qemu-img itself refuses a chain that loops. */
 export async function backingChain(file: string, opts: { format?: string; qemuImg?: string } = {}): Promise<ImageInfo[]> {
     const args = ["info", "-U", "--output=json", "--backing-chain", ...(opts.format ? ["-f", opts.format] : []), file];

@@ -365,6 +365,16 @@ describe("overlays", () => {
         expect((await readImage(o.path, o)).props!.drift).toMatch(new RegExp(`now names ${other.path.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")} backing file instead of`));
     });
 
+    test("an overlay whose header was overwritten, or names a backing file that is not UTF-8, is drift on refresh, not a failure", async () => {
+        const b = await base();
+        const o = await make({ source: { kind: "overlay", backing: b.path } });
+        // execa passes arguments as UTF-8 strings; printf gives qemu-img the raw byte 0xff (-u: the file need not exist).
+        await execa("sh", ["-c", `qemu-img rebase -u -b "$(printf '%s-\\377' "$1")" -F raw "$2"`, "sh", b.path, o.path]);
+        expect((await readImage(o.path, o)).props!.drift).toMatch(/is not a qcow2 header we can read: a backing file name that is not UTF-8/);
+        await writeFile(o.path, "junk where the header was, long enough to be read as one", { flag: "r+" });
+        expect((await readImage(o.path, o)).props!.drift).toMatch(/is not a qcow2 header we can read: magic 0x6a756e6b/);
+    });
+
     test("loops, a missing backing, a smaller size and an unknown backing format are field errors", async () => {
         const self = path.join(work, "self.qcow2");
         await expectFieldError(make({ source: { kind: "overlay", backing: self }, path: self }), "source.backing", /own path/);
