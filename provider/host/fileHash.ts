@@ -90,14 +90,18 @@ export function racyWindowNs(mtimeNs: bigint): bigint {
  */
 export async function waitOutRacyWindow(file: string): Promise<void> {
     const { mtimeNs } = await stat(file, { bigint: true });
-    const ageNs = () => BigInt(Date.now()) * 1_000_000n - mtimeNs;
     // A stamp further ahead than the window itself (a file server's clock ahead of ours) is not
     // waited out. A nearer one is only our millisecond clock lagging the kernel's nanoseconds.
-    if (ageNs() < -racyWindowNs(mtimeNs)) return;
+    if (racyNsLeft(mtimeNs) > 2n * racyWindowNs(mtimeNs)) return;
     // A loop, because a timer measures from the event loop's cached clock and can fire a little early.
-    for (let left = racyWindowNs(mtimeNs) - ageNs(); left >= 0n; left = racyWindowNs(mtimeNs) - ageNs()) {
+    for (let left = racyNsLeft(mtimeNs); left >= 0n; left = racyNsLeft(mtimeNs)) {
         await new Promise((resolve) => setTimeout(resolve, Number(left / 1_000_000n) + 1));
     }
+}
+
+/** How long until a hash of a file last written at `mtimeNs` may be remembered; ≤ 0 once it may. */
+function racyNsLeft(mtimeNs: bigint): bigint {
+    return racyWindowNs(mtimeNs) - (BigInt(Date.now()) * 1_000_000n - mtimeNs);
 }
 
 function cacheKey(stamp: FileStamp, algorithm: DigestAlgorithm): string {
@@ -210,9 +214,8 @@ export async function hashFileCached(file: string, cache: HashCache, algorithm: 
         throw err;
     }
     const after = await stat(file, { bigint: true });
-    const now = BigInt(Date.now()) * 1_000_000n;
     if (!sameStamp(stamp, stampOf(after))) throw changed();
-    if (now - after.mtimeNs >= racyWindowNs(after.mtimeNs)) cache.remember(stamp, algorithm, digest);
+    if (racyNsLeft(after.mtimeNs) <= 0n) cache.remember(stamp, algorithm, digest);
     return { digest, stamp, cached: false };
 }
 
