@@ -63,8 +63,13 @@ export interface DiskImageOutputs {
     backingIdentityFrom?: BackingIdentityFrom;
     /** The backing file's stamp when the overlay was made: any later change to it is drift. */
     backingStamp?: FileStamp;
-    /** Digest of the image's bytes, for the kinds whose bytes are fixed by their inputs (file, directory). */
+    /** Digest of the image's bytes when created, for the kinds whose bytes are fixed by their inputs (file, directory). */
     contentFingerprint?: string;
+    /**
+     * What read found instead of `contentFingerprint`. Kept apart from it: were read to overwrite
+     * the created fingerprint, the next diff (whose olds are read's output) would see no drift.
+     */
+    foundFingerprint?: string;
     /**
      * How this record's content digests were taken. Records from 0.1 have none and used SHA-256;
      * they keep being compared by it, so an upgrade alone replaces nothing.
@@ -73,7 +78,7 @@ export interface DiskImageOutputs {
     /** The image file's stamp right after creation. */
     imageStamp: FileStamp;
     createdByProvider: true;
-    /** What changed behind the provider's back; the next diff replaces the image. */
+    /** What read found changed behind the provider's back; the next diff replaces the image. */
     drift?: string;
 }
 
@@ -128,8 +133,9 @@ export async function diffImage(_id: string, olds: DiskImageOutputs, news: DiskI
         replaces.push("source");
     }
     if (pathMoves(spec, stateDir, olds)) replaces.push("path");
+    // Drift that a refresh recorded counts as much as drift seen now: the engine diffs read's output.
     const found = await assess(olds, ctx, false);
-    if (!replaces.includes("source") && (found.gone || found.drift)) replaces.push("source");
+    if (!replaces.includes("source") && (olds.drift !== undefined || found.gone || found.drift)) replaces.push("source");
     await ctx.cache.save();
     if (!replaces.length) return { changes: false };
     // At the same path the new image cannot be linked in while the old one is there.
@@ -506,7 +512,7 @@ async function describeNew(inputs: DiskImageInputs, spec: DiskImageSpec, resolve
 interface Assessment {
     gone: boolean;
     drift?: string;
-    contentFingerprint?: string;
+    foundFingerprint?: string;
 }
 
 /**
@@ -529,11 +535,38 @@ async function assess(props: DiskImageOutputs, ctx: Context, readHeader: boolean
     if (props.contentFingerprint) {
         const now = await digestOf(props.path, ctx);
         if (now !== props.contentFingerprint) {
-            return { gone: false, contentFingerprint: now, drift: `${props.path} content changed (${ctx.algorithm} ${now}, created as ${props.contentFingerprint})` };
+            return { gone: false, foundFingerprint: now, drift: `${props.path} content changed (${ctx.algorithm} ${now}, created as ${props.contentFingerprint})` };
         }
     }
     if (props.backingPath && props.backingStamp) return { gone: false, drift: await backingDrift(props, readHeader) };
+    // File and directory images were judged by content above; a blank one only has its header.
+    if (readHeader && props.contentFingerprint === undefined) return { gone: false, drift: await headerDrift(props, st.size) };
     return { gone: false };
+}
+
+/**
+ * What a blank image's own header says against the record. A guest changes its data, never
+ * its format or size: junk over a qcow2 header, or a resized file, is not the image we made.
+ */
+async function headerDrift(props: DiskImageOutputs, fileSize: bigint): Promise<string | undefined> {
+    if (props.format === "raw") {
+        if (fileSize !== BigInt(props.virtualSizeBytes)) {
+            return `${props.path} is now ${fileSize} bytes long, created as ${props.virtualSizeBytes}: it was resized or replaced`;
+        }
+        return undefined;
+    }
+    let header;
+    try {
+        header = await readImageHeader(props.path, "qcow2");
+    } catch (err) {
+        if (err instanceof Qcow2HeaderError) return `${props.path} is ${err.message}`;
+        throw err;
+    }
+    if (header.virtualSize !== props.virtualSizeBytes) {
+        return `${props.path} now has a virtual size of ${header.virtualSize} bytes, created as ${props.virtualSizeBytes}: it was resized or replaced`;
+    }
+    if (header.backingFilename !== undefined) return `${props.path} now names backing file ${header.backingFilename}; it was created with none`;
+    return undefined;
 }
 
 async function backingDrift(props: DiskImageOutputs, readHeader: boolean): Promise<string | undefined> {
@@ -565,9 +598,10 @@ export async function readImage(id: string, props: DiskImageOutputs, observe: Ob
     const found = await assess(props, ctx, true);
     await ctx.cache.save();
     if (found.gone) return { id: "", props: {} };
-    const { drift: _previous, ...rest } = props;
+    // What create recorded stays as it was; what was found goes beside it.
+    const { drift: _previous, foundFingerprint: _found, ...rest } = props;
     const outs: DiskImageOutputs = { ...rest };
-    if (found.contentFingerprint) outs.contentFingerprint = found.contentFingerprint;
+    if (found.foundFingerprint) outs.foundFingerprint = found.foundFingerprint;
     if (found.drift) outs.drift = found.drift;
     return { id, props: outs };
 }

@@ -405,7 +405,7 @@ describe("drift, safety and delete", () => {
         expect(await listing(work)).toEqual(["mine.img", "state"]);
     });
 
-    test("a file or directory image edited behind our back is drift with a new fingerprint", async () => {
+    test("a file or directory image edited behind our back is drift, the found fingerprint kept beside the created one", async () => {
         const d = path.join(work, "d");
         await mkdir(d);
         await writeFile(path.join(d, "f"), "x");
@@ -415,7 +415,8 @@ describe("drift, safety and delete", () => {
         await execa("dd", ["if=/dev/urandom", `of=${img.path}`, "bs=4096", "count=1", "seek=100", "conv=notrunc"]);
         const r = await readImage(img.path, img);
         expect(r.props!.drift).toMatch(/content changed/);
-        expect(r.props!.contentFingerprint).not.toBe(img.contentFingerprint);
+        expect(r.props!.contentFingerprint).toBe(img.contentFingerprint);
+        expect(r.props!.foundFingerprint).not.toBe(img.contentFingerprint);
         expect(await diffOf(img, { source: { kind: "directory", path: d, size: "4M" } })).toMatchObject({ changes: true, replaces: ["source"] });
     });
 

@@ -1,5 +1,6 @@
 import { existsSync } from "node:fs";
-import { mkdtemp, rm, unlink } from "node:fs/promises";
+import execa from "execa";
+import { mkdtemp, rm, unlink, writeFile } from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
 import { openDriver, type Driver, type PluginKind } from "../engine/driver";
@@ -71,6 +72,24 @@ describe.each<PluginKind>(["dynamic", "qemu"])("DiskImage through the %s plugin"
         await unlink(newOuts.path);
         expect((await driver.plugin.read(replacement.id, base.urn, replacement.properties, bigger.inputs)).id).toBe("");
         await driver.plugin.delete(replacement.id, base.urn, replacement.properties, bigger.inputs);
+        expect(driver.engine.errors()).toEqual([]);
+    });
+
+    test("drift survives a refresh: Read's state, diffed as the engine does, replaces the image", async () => {
+        const src = path.join(dir, `src-${kind}.raw`);
+        await writeFile(src, Buffer.alloc(MiB, 5));
+        const img = await make("drifting", { stateDir: path.join(dir, "state"), source: { kind: "file", path: src } });
+        await execa("dd", ["if=/dev/urandom", `of=${img.outs.path}`, "bs=4096", "count=1", "seek=16", "conv=notrunc"]);
+        // Two refreshes: the second gets the first's state, as the engine would store it.
+        const first = await driver.plugin.read(img.id, img.urn, img.props, img.inputs);
+        const second = await driver.plugin.read(first.id, img.urn, first.properties, first.inputs ?? img.inputs);
+        expect(second.properties.drift).toMatch(/content changed/);
+        const checked = await driver.plugin.check(img.urn, img.inputs, driver.news("DiskImage", { stateDir: path.join(dir, "state"), source: { kind: "file", path: src } }));
+        const diff = await driver.plugin.diff(second.id, img.urn, second.properties, checked.inputs, img.inputs);
+        expect(diff.changes).toBe(DIFF_SOME);
+        expect(diff.replaces).toContain("source");
+        await driver.plugin.delete(second.id, img.urn, second.properties, img.inputs);
+        expect(existsSync(img.outs.path)).toBe(false);
         expect(driver.engine.errors()).toEqual([]);
     });
 
