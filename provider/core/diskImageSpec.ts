@@ -2,6 +2,7 @@ import * as path from "node:path";
 import { z } from "zod";
 import { digestByName, hashValue, sha256Hex, type DigestAlgorithm, type DigestByName } from "./hash";
 import { parseSize } from "./size";
+import { fileModeSchema, IMAGE_MODE } from "./fileMode";
 import { absolutePath, InputError, parseOrThrow, plainText } from "./validation";
 
 /**
@@ -23,6 +24,8 @@ export interface DiskImageSpec {
     /** Where the image goes when the user says so; otherwise a file under the state directory. */
     path?: string;
     stateDir?: string;
+    /** The image file's mode; 0600 unless asked. */
+    mode: number;
 }
 
 /** ext4 limits a volume label to 16 bytes. */
@@ -75,20 +78,24 @@ const sourceSchema = z.discriminatedUnion("kind", [blankSchema, fileSchema, dire
     error: `kind must be one of ${KINDS.map((k) => `"${k}"`).join(", ")}`,
 });
 
+/** Images may hold private data (a key copied in from a 0700 directory): the owner's only unless asked. */
+export const DEFAULT_IMAGE_MODE = 0o600;
+
 const topSchema = z.object({
+    mode: fileModeSchema("mode", IMAGE_MODE).optional(),
     path: absolutePath("path").optional(),
     stateDir: absolutePath("stateDir").optional(),
 });
 
 /** Validates a DiskImage's inputs, or throws an InputError naming each bad field (`source.size`, `path`…). */
-export function parseDiskImageSpec(inputs: { source?: unknown; path?: unknown; stateDir?: unknown }): DiskImageSpec {
+export function parseDiskImageSpec(inputs: { source?: unknown; path?: unknown; stateDir?: unknown; mode?: unknown }): DiskImageSpec {
     if (inputs.source === undefined || inputs.source === null || typeof inputs.source !== "object" || Array.isArray(inputs.source)) {
         throw new InputError([{ property: "source", reason: `source must be an object with a kind (${KINDS.join(", ")})` }]);
     }
-    const top = parseOrThrow(topSchema, { path: inputs.path, stateDir: inputs.stateDir }, "");
+    const top = parseOrThrow(topSchema, { path: inputs.path, stateDir: inputs.stateDir, mode: inputs.mode }, "");
     const raw = parseOrThrow(sourceSchema, inputs.source, "source");
     const source = toSourceSpec(raw);
-    const spec: DiskImageSpec = { source, path: top.path && path.normalize(top.path), stateDir: top.stateDir };
+    const spec: DiskImageSpec = { source, path: top.path && path.normalize(top.path), stateDir: top.stateDir, mode: top.mode ?? DEFAULT_IMAGE_MODE };
     refuseSelfBacking(spec);
     return spec;
 }

@@ -5,7 +5,7 @@ import * as path from "node:path";
 import execa from "execa";
 import { AccelVerdict, applyRequest, cpuVirtualizationFlag, decideAutoAccel, KvmFacts, RequestedAccel, ResolvedAccel } from "../core/accelChoice";
 import { writeFileAtomic } from "./atomicFile";
-import { ensurePrivateDir, resolveStateDir } from "./stateDir";
+import { ensureStateDir, isOwnFileSync, resolveStateDir } from "./stateDir";
 
 export type { AccelVerdict, ResolvedAccel } from "../core/accelChoice";
 
@@ -184,6 +184,8 @@ async function findExecutable(name: string): Promise<string> {
 
 async function readCachedVerdict(file: string, key: CacheKey): Promise<AccelVerdict | undefined> {
     let parsed: { key?: Partial<CacheKey>; verdict?: Partial<AccelVerdict> };
+    // In a shared state directory another user could plant a verdict: only ours is believed.
+    if (!isOwnFileSync(file)) return undefined;
     try {
         parsed = JSON.parse(await readFile(file, "utf8"));
     } catch {
@@ -198,6 +200,6 @@ async function readCachedVerdict(file: string, key: CacheKey): Promise<AccelVerd
 
 /** Written to a temp file and renamed, so a concurrent reader sees the old verdict or the new one. */
 async function writeCachedVerdict(dir: string, file: string, key: CacheKey, verdict: AccelVerdict): Promise<void> {
-    await ensurePrivateDir(dir);
+    await ensureStateDir(dir);
     await writeFileAtomic(file, JSON.stringify({ key, verdict }, null, 2) + "\n");
 }

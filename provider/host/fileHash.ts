@@ -4,6 +4,7 @@ import { lstat, readdir, readlink, stat } from "node:fs/promises";
 import * as path from "node:path";
 import { digestByName, hashValue, type DigestAlgorithm } from "../core/hash";
 import { writeFileAtomic } from "./atomicFile";
+import { isOwnFileSync } from "./stateDir";
 import { digestFile, type ReadCounter } from "./fileDigest";
 
 export type { ReadCounter } from "./fileDigest";
@@ -154,6 +155,8 @@ export class HashCache {
 
 async function readCacheEntries(file: string): Promise<Record<string, CacheEntry>> {
     let text: string;
+    // A cache planted by another user (in a shared state directory) would lie about digests: ignore it.
+    if (!isOwnFileSync(file)) return {};
     try {
         // Read in one call: fs/promises' readFile takes four trips through the thread pool, which is
         // most of what a cached re-hash costs, and this file is at most a few MB.

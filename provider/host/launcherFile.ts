@@ -11,7 +11,8 @@ import { writeFileAtomic } from "./atomicFile";
  * is the user's and is neither overwritten nor deleted.
  */
 
-export const LAUNCHER_MODE = 0o555;
+/** Owner-only: a launcher carries the kernel arguments, and those can carry passwords. */
+export const LAUNCHER_MODE = 0o500;
 
 export type LauncherFileState =
     | { state: "missing" }
@@ -38,11 +39,12 @@ export async function inspectLauncherFile(file: string): Promise<LauncherFileSta
 }
 
 /**
- * Writes `content` to `file` atomically with mode 0555, creating missing parent directories.
+ * Writes `content` to `file` atomically with `mode` (0500 unless asked), creating missing parent
+ * directories owner-only.
  * Refuses when `file` exists and was not written by pulumi-qemu. Returns the content's hash,
  * which is what drift is judged by later.
  */
-export async function writeLauncherFile(file: string, content: string): Promise<{ contentHash: string }> {
+export async function writeLauncherFile(file: string, content: string, mode = LAUNCHER_MODE): Promise<{ contentHash: string }> {
     if (!isOurLauncherText(content)) throw new Error("writeLauncherFile: content lacks the pulumi-qemu launcher header");
     const existing = await inspectLauncherFile(file);
     if (existing.state === "foreign") throw new Error(`refusing to replace ${file}: it is a ${existing.kind}, not a launcher pulumi-qemu wrote`);
@@ -50,8 +52,8 @@ export async function writeLauncherFile(file: string, content: string): Promise<
         throw new Error(`refusing to overwrite ${file}: it was not written by pulumi-qemu (no launcher header); move it away or choose another path`);
     }
     const dir = path.dirname(file);
-    await mkdir(dir, { recursive: true });
-    await writeFileAtomic(file, content, { mode: LAUNCHER_MODE, durable: true });
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    await writeFileAtomic(file, content, { mode, durable: true });
     return { contentHash: sha256Hex(content) };
 }
 

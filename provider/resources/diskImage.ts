@@ -1,6 +1,6 @@
 import type * as pulumi from "@pulumi/pulumi";
 import { randomBytes } from "node:crypto";
-import { link, lstat, open, readFile, rm, stat } from "node:fs/promises";
+import { chmod, link, lstat, mkdir, open, readFile, rm, stat, truncate } from "node:fs/promises";
 import * as path from "node:path";
 import {
     defaultImageDir,
@@ -16,6 +16,7 @@ import {
     type SourceContent,
     type SourceSpec,
 } from "../core/diskImageSpec";
+import { octal } from "../core/fileMode";
 import { CONTENT_DIGEST, LEGACY_CONTENT_DIGEST, type DigestAlgorithm } from "../core/hash";
 import { Qcow2HeaderError } from "../core/qcow2Header";
 import { formatSize } from "../core/size";
@@ -25,7 +26,7 @@ import { buildExt4, Ext4Error } from "../host/ext4";
 import { HASH_CACHE_FILE, HASH_CACHE_FILE_V1, HashCache, hashFileCached, hashTree, sameFile, sameStamp, stampOf, statStamp, waitOutRacyWindow, type FileStamp, type ReadCounter } from "../host/fileHash";
 import { readImageHeader } from "../host/imageHeader";
 import { backingChain, convertImage, createImage as qemuImgCreate, createOverlay, QemuImgError, type ImageInfo } from "../host/qemuImg";
-import { ensurePrivateDir, resolveStateDir } from "../host/stateDir";
+import { ensureOwnDir, ensureStateDir, ownDirChain, resolveStateDir } from "../host/stateDir";
 import { checkWith, hasUnknown, instanceSuffix, withoutUndefined } from "./common";
 
 /**
@@ -39,6 +40,8 @@ export interface DiskImageInputs {
     source: unknown;
     path?: string;
     stateDir?: string;
+    /** Octal text such as "0640"; 0600 when absent. */
+    mode?: string;
 }
 
 /** Which record an overlay's backing identity came from. */
@@ -51,6 +54,8 @@ export interface DiskImageOutputs {
     path: string;
     /** True when `path` was chosen by the provider under the state directory. */
     pathDefaulted: boolean;
+    /** The file's mode as created, octal ("0600"). Absent in records made before modes were set. */
+    mode?: string;
     format: ImageFormat;
     virtualSizeBytes: number;
     inputHash: string;
@@ -123,7 +128,7 @@ export async function diffImage(_id: string, olds: DiskImageOutputs, news: DiskI
     const spec = parseDiskImageSpec(news);
     const stateDir = resolveStateDir(spec.stateDir);
     const replaces: string[] = [];
-    const ctx = await openContext(stateDir, observe, recordedAlgorithm(olds));
+    const ctx = await openContext(stateDir, observe, recordedAlgorithm(olds), false);
     try {
         const resolved = await resolveSource(spec, ctx, spec.path ?? olds.path);
         if (resolved.inputHash !== olds.inputHash) replaces.push("source");
@@ -133,13 +138,23 @@ export async function diffImage(_id: string, olds: DiskImageOutputs, news: DiskI
         replaces.push("source");
     }
     if (pathMoves(spec, stateDir, olds)) replaces.push("path");
+    if (modeChanges(spec, olds, news)) replaces.push("mode");
     // Drift that a refresh recorded counts as much as drift seen now: the engine diffs read's output.
     const found = await assess(olds, ctx, false);
     if (!replaces.includes("source") && (olds.drift !== undefined || found.gone || found.drift)) replaces.push("source");
-    await ctx.cache.save();
     if (!replaces.length) return { changes: false };
     // At the same path the new image cannot be linked in while the old one is there.
     return { changes: true, replaces, deleteBeforeReplace: spec.path !== undefined && spec.path === olds.path };
+}
+
+/**
+ * A new mode replaces the image rather than chmod it: the change of ctime would read as drift
+ * to every overlay on it, which are replaced all the same. Records from before modes existed
+ * are left alone until the user asks for one.
+ */
+function modeChanges(spec: DiskImageSpec, olds: DiskImageOutputs, news: DiskImageInputs): boolean {
+    if (olds.mode === undefined) return news.mode !== undefined;
+    return parseInt(olds.mode, 8) !== spec.mode;
 }
 
 function pathMoves(spec: DiskImageSpec, stateDir: string, olds: DiskImageOutputs): boolean {
@@ -158,8 +173,12 @@ interface Context {
     counter?: ReadCounter;
 }
 
-async function openContext(stateDir: string, observe: Observe, algorithm: DigestAlgorithm): Promise<Context> {
-    await ensurePrivateDir(stateDir);
+/**
+ * `writes`: whether this call may write to the state directory (create, read). A preview's diff
+ * may not: it neither creates the directory nor saves what it learnt to the hash cache.
+ */
+async function openContext(stateDir: string, observe: Observe, algorithm: DigestAlgorithm, writes: boolean): Promise<Context> {
+    if (writes) await ensureStateDir(stateDir);
     // 0.1's cache holds SHA-256 digests only: read it for 0.1's records, not on every call.
     const carriedFrom = algorithm === LEGACY_CONTENT_DIGEST ? path.join(stateDir, HASH_CACHE_FILE_V1) : undefined;
     return { stateDir, cache: await HashCache.load(path.join(stateDir, HASH_CACHE_FILE), { carriedFrom }), algorithm, counter: observe.counter };
@@ -374,14 +393,20 @@ async function writeSidecar(image: string, record: Sidecar): Promise<void> {
 export async function createDiskImage(inputs: DiskImageInputs, observe: Observe = {}): Promise<DiskImageOutputs> {
     const spec = parseDiskImageSpec(inputs);
     const stateDir = resolveStateDir(spec.stateDir);
-    const ctx = await openContext(stateDir, observe, CONTENT_DIGEST);
+    const ctx = await openContext(stateDir, observe, CONTENT_DIGEST, true);
     const resolved = await resolveSource(spec, ctx, spec.path);
+    if (spec.path === undefined) await ensureOwnDir(defaultImageDir(stateDir));
+    // A user's path may name directories that do not exist yet: they are made owner-only.
+    else await mkdir(path.dirname(spec.path), { recursive: true, mode: 0o700 });
     const target = spec.path ?? defaultImagePath(stateDir, resolved.inputHash, resolved.format, instanceSuffix());
-    if (spec.path === undefined) await ensurePrivateDir(path.dirname(target));
     await refuseExisting(target);
     const temp = path.join(path.dirname(target), `.${path.basename(target)}.${randomBytes(6).toString("hex")}.partial`);
     try {
+        // Made owner-only before any byte is written, and given its mode before it gets its name:
+        // no one else can read it at any point. The tools write into the file as it is.
+        await (await open(temp, "wx", 0o600)).close();
         await build(spec.source, resolved, temp, ctx);
+        await chmod(temp, spec.mode);
         await linkNoClobber(temp, target);
     } finally {
         await rm(temp, { force: true });
@@ -450,12 +475,7 @@ async function build(source: SourceSpec, resolved: Resolved, temp: string, ctx: 
 }
 
 async function buildDirectoryImage(source: Extract<SourceSpec, { kind: "directory" }>, resolved: Resolved, temp: string, ctx: Context): Promise<void> {
-    const fh = await open(temp, "wx", 0o644);
-    try {
-        await fh.truncate(source.sizeBytes);
-    } finally {
-        await fh.close();
-    }
+    await truncate(temp, source.sizeBytes);
     const { uuid, hashSeed } = ext4Identifiers(resolved.inputHash);
     try {
         await buildExt4({ sourceDir: source.path, imageFile: temp, uuid, hashSeed, label: source.label, paths: resolved.tree!.paths });
@@ -490,6 +510,7 @@ async function describeNew(inputs: DiskImageInputs, spec: DiskImageSpec, resolve
         stateDir: spec.stateDir,
         path: target,
         pathDefaulted: spec.path === undefined,
+        mode: octal(spec.mode),
         format: resolved.format,
         virtualSizeBytes: virtualSize,
         inputHash: resolved.inputHash,
@@ -594,7 +615,7 @@ async function backingDrift(props: DiskImageOutputs, readHeader: boolean): Promi
 }
 
 export async function readImage(id: string, props: DiskImageOutputs, observe: Observe = {}): Promise<pulumi.dynamic.ReadResult> {
-    const ctx = await openContext(resolveStateDir(props.stateDir), observe, recordedAlgorithm(props));
+    const ctx = await openContext(resolveStateDir(props.stateDir), observe, recordedAlgorithm(props), true);
     const found = await assess(props, ctx, true);
     await ctx.cache.save();
     if (found.gone) return { id: "", props: {} };
@@ -613,6 +634,12 @@ export type RemoveOutcome = "removed" | "missing" | "not-ours";
 
 /** Removes the image only while it is the very file create made (sidecar and inode agree). */
 export async function removeImage(props: DiskImageOutputs): Promise<RemoveOutcome> {
+    // A default path lies in the state directory's `images`: if that was swapped for a link, the
+    // path now leads elsewhere, and nothing there is ours to delete.
+    if (props.pathDefaulted) {
+        const imageDir = path.dirname(props.path);
+        if (!(await ownDirChain(path.dirname(imageDir), imageDir)).ok) return "not-ours";
+    }
     const record = await readSidecar(props.path);
     const recordIsOurs = record !== undefined && record.inputHash === props.inputHash && sameFile(record.stamp, props.imageStamp);
     let st;

@@ -6,8 +6,9 @@ import { buildQemuArgv, specArgvHash, type DaemonRuntime } from "../core/qemuArg
 import { absolutePath, parseOrThrow } from "../core/validation";
 import { parseVmSpec, type VmSpec } from "../core/vmSpec";
 import { resolveAccel } from "../host/accel";
-import { inspectLauncherFile, removeLauncherFile, writeLauncherFile } from "../host/launcherFile";
-import { ensurePrivateDir, resolveStateDir } from "../host/stateDir";
+import { fileModeSchema, LAUNCHER_MODE_RULE, octal } from "../core/fileMode";
+import { inspectLauncherFile, LAUNCHER_MODE, removeLauncherFile, writeLauncherFile } from "../host/launcherFile";
+import { ensureOwnDir, ensureStateDir, ownDirChain, resolveStateDir } from "../host/stateDir";
 import { z } from "zod";
 import { checkWith, hasUnknown, instanceSuffix, problemCollector, withoutUndefined } from "./common";
 
@@ -22,6 +23,8 @@ export interface RunScriptInputs {
     vm: unknown;
     path?: string;
     stateDir?: string;
+    /** Octal text such as "0700"; 0500 when absent. */
+    mode?: string;
 }
 
 export interface RunScriptOutputs {
@@ -34,6 +37,8 @@ export interface RunScriptOutputs {
     argvHash: string;
     /** The accelerator written into the launcher ("auto" resolved on this host). */
     accel: "kvm" | "tcg";
+    /** The mode written, octal ("0500"). */
+    mode?: string;
     /** sha256 of the text written: read compares the file against it. */
     contentHash: string;
     /** Set by read when the file no longer holds what was written; the next update rewrites it. */
@@ -45,35 +50,43 @@ interface Parsed {
     requestedPath?: string;
     stateDir?: string;
     argvHash: string;
+    mode: number;
 }
 
 const otherInputsSchema = z.object({
     path: absolutePath("path").optional(),
     stateDir: absolutePath("stateDir").optional(),
+    mode: fileModeSchema("mode", LAUNCHER_MODE_RULE).optional(),
 });
 
 function parseInputs(inputs: RunScriptInputs): Parsed {
     const c = problemCollector();
     const parsedSpec = c.attempt(() => parseVmSpec(inputs.vm, "vm"));
-    const parsedOthers = c.attempt(() => parseOrThrow(otherInputsSchema, { path: inputs.path, stateDir: inputs.stateDir }, ""));
+    const parsedOthers = c.attempt(() => parseOrThrow(otherInputsSchema, { path: inputs.path, stateDir: inputs.stateDir, mode: inputs.mode }, ""));
     c.finish();
     const spec = parsedSpec!;
     const others = parsedOthers!;
-    return { spec, argvHash: launcherHash(spec), stateDir: others.stateDir, requestedPath: others.path };
+    return { spec, argvHash: launcherHash(spec), stateDir: others.stateDir, requestedPath: others.path, mode: others.mode ?? LAUNCHER_MODE };
 }
 
 /**
  * The launcher's identity: the argv hash of the spec, plus the overlay steps when it makes
  * any (they are in the file but not in the argv: another qemu-img binary is another launcher).
  */
+/** Launchers written before 0.3 were 0555: the next up rewrites them owner-only. */
+const LAUNCHER_MODE_BEFORE_0_3 = 0o555;
+
 export function launcherHash(spec: VmSpec): string {
     const overlays = overlaySteps(spec);
     const argv = specArgvHash(spec);
     return overlays.length ? hashValue({ argv, overlays }) : argv;
 }
 
-export function defaultLauncherPath(stateDir: string, hash: string): string {
-    return path.join(stateDir, "launchers", `run-vm-${hash.slice(0, 16)}-${instanceSuffix()}.sh`);
+const LAUNCHER_DIR = "launchers";
+
+/** `launchers` is the state directory's subdirectory for launchers at their default place. */
+export function defaultLauncherPath(launchers: string, hash: string): string {
+    return path.join(launchers, `run-vm-${hash.slice(0, 16)}-${instanceSuffix()}.sh`);
 }
 
 /** The launcher text for `spec` on this host, and the argv it runs. */
@@ -99,16 +112,17 @@ export async function diff(_id: string, olds: RunScriptOutputs, news: RunScriptI
         const samePath = next.requestedPath !== undefined && next.requestedPath === olds.path;
         return { changes: true, replaces, deleteBeforeReplace: samePath };
     }
-    return { changes: olds.drift !== undefined || (news.stateDir ?? null) !== (olds.stateDir ?? null) };
+    // A new mode is rewritten in place, like drift. Records from before modes were set have none.
+    const modeChanged = octal(next.mode) !== (olds.mode ?? octal(LAUNCHER_MODE_BEFORE_0_3));
+    return { changes: olds.drift !== undefined || modeChanged || (news.stateDir ?? null) !== (olds.stateDir ?? null) };
 }
 
 export async function create(inputs: RunScriptInputs): Promise<pulumi.dynamic.CreateResult> {
     const p = parseInputs(inputs);
     let file = p.requestedPath;
     if (file === undefined) {
-        const stateDir = await ensurePrivateDir(resolveStateDir(p.stateDir));
-        file = defaultLauncherPath(stateDir, p.argvHash);
-        await ensurePrivateDir(path.dirname(file));
+        const stateDir = await ensureStateDir(resolveStateDir(p.stateDir));
+        file = defaultLauncherPath(await ensureOwnDir(path.join(stateDir, LAUNCHER_DIR)), p.argvHash);
     }
     const outs = await writeAt(file, inputs, p);
     return { id: outs.path, outs };
@@ -117,7 +131,7 @@ export async function create(inputs: RunScriptInputs): Promise<pulumi.dynamic.Cr
 async function writeAt(file: string, inputs: RunScriptInputs, p: Parsed): Promise<RunScriptOutputs> {
     const { accel } = await resolveAccel(p.spec.accel, { qemu: p.spec.qemu, cacheDir: resolveStateDir(p.stateDir) });
     const { argv, text } = launcherText(p.spec, accel);
-    const { contentHash } = await writeLauncherFile(file, text);
+    const { contentHash } = await writeLauncherFile(file, text, p.mode);
     return withoutUndefined({
         vm: inputs.vm,
         stateDir: p.stateDir,
@@ -126,6 +140,7 @@ async function writeAt(file: string, inputs: RunScriptInputs, p: Parsed): Promis
         argv,
         argvHash: p.argvHash,
         accel,
+        mode: octal(p.mode),
         contentHash,
     });
 }
@@ -147,6 +162,11 @@ export async function update(_id: string, olds: RunScriptOutputs, news: RunScrip
 }
 
 export async function remove(_id: string, props: RunScriptOutputs): Promise<void> {
+    // At its default place the launcher lies in the state directory's `launchers`; swapped for a link, it leads elsewhere.
+    if (props.requestedPath === undefined) {
+        const dir = path.dirname(props.path);
+        if (!(await ownDirChain(path.dirname(dir), dir)).ok) return;
+    }
     // A file that is no longer ours stays: it was the user's to keep.
     await removeLauncherFile(props.path);
 }

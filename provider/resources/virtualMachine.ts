@@ -10,7 +10,7 @@ import { removeLauncherFile, writeLauncherFile } from "../host/launcherFile";
 import { assertHostPortsFree, portProber, type HostPortRequest } from "../host/ports";
 import { checkOurQemu, QemuStartError, removeRuntimeFiles, startDaemonized, stopQemu, type ProcessIdentity } from "../host/qemuProcess";
 import { QmpClient, queryStatus } from "../host/qmp";
-import { ensurePrivateDir, resolveStateDir } from "../host/stateDir";
+import { ensureOwnDir, ensureStateDir, ownDirChain, resolveStateDir } from "../host/stateDir";
 import { checkWith, hasUnknown, problemCollector, withoutUndefined } from "./common";
 import { launcherText } from "./runScript";
 
@@ -208,7 +208,7 @@ function holdsExclusive(spec: VmSpec): boolean {
 export async function create(inputs: VirtualMachineInputs): Promise<pulumi.dynamic.CreateResult> {
     const p = parseInputs(inputs);
     const { accel, reason } = await resolveAccel(p.spec.accel, { qemu: p.spec.qemu, cacheDir: resolveStateDir(p.stateDir) });
-    const vmDir = await makeVmDir(p.stateDir, p.spec.name);
+    const vmDir = await makeVmDir(p.stateDir);
     const runtime: DaemonRuntime = {
         pidfile: path.join(vmDir, "qemu.pid"),
         qmpSocket: path.join(vmDir, "qmp.sock"),
@@ -257,12 +257,11 @@ export async function create(inputs: VirtualMachineInputs): Promise<pulumi.dynam
     }
 }
 
-async function makeVmDir(stateDirInput: string | undefined, name: string | undefined): Promise<string> {
-    const stateDir = await ensurePrivateDir(resolveStateDir(stateDirInput));
-    const vms = await ensurePrivateDir(path.join(stateDir, "vms"));
-    const label = (name ?? "vm").replace(/[^A-Za-z0-9_.-]/g, "_").slice(0, 24) || "vm";
+async function makeVmDir(stateDirInput: string | undefined): Promise<string> {
+    const vms = await ensureOwnDir(path.join(await ensureStateDir(resolveStateDir(stateDirInput)), "vms"));
     // mkdtemp makes a fresh 0700 directory with a random suffix: parallel creates never share one.
-    return mkdtemp(path.join(vms, `${label}-`));
+    // The name stays out of it: the directory's name is the resource id, and a name may be secret.
+    return mkdtemp(path.join(vms, "vm-"));
 }
 
 function assertSocketPathFits(socketPath: string): void {
@@ -376,6 +375,8 @@ export async function remove(_id: string, props: VirtualMachineOutputs): Promise
  * empty; anything else someone put there keeps the directory alive.
  */
 async function removeVmDir(vmDir: string, runtime: DaemonRuntime, launcherPath: string): Promise<void> {
+    // `vms/<id>` swapped for a link (or `vms` itself) would send these deletes elsewhere: leave it.
+    if (!(await ownDirChain(path.dirname(path.dirname(vmDir)), vmDir)).ok) return;
     await removeRuntimeFiles([runtime.pidfile, runtime.qmpSocket, runtime.serialLog]);
     await removeLauncherFile(launcherPath);
     try {

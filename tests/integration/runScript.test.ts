@@ -45,7 +45,7 @@ test("the launcher it writes boots the test guest when run by hand", async () =>
     expect(outs.argv.slice(0, 3)).toEqual(["qemu-system-x86_64", "-accel", "tcg"]);
     expect(outs.accel).toBe("tcg");
     expect(JSON.stringify(outs)).not.toContain("undefined");
-    expect((await stat(outs.path)).mode & 0o777).toBe(0o555);
+    expect((await stat(outs.path)).mode & 0o777).toBe(0o500);
     expect((await stat(stateDir)).mode & 0o777).toBe(0o700);
     // No temp file is left beside it.
     expect((await execa("ls", ["-A", path.dirname(outs.path)])).stdout.split("\n")).toEqual([path.basename(outs.path)]);

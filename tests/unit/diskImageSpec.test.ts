@@ -37,6 +37,7 @@ describe("parseDiskImageSpec", () => {
             source: { kind: "overlay", backing: "/b.raw", backingFormat: "raw", sizeBytes: undefined, backingInputHash: undefined },
             path: "/o.qcow2",
             stateDir: "/s",
+            mode: 0o600,
         });
     });
 
