@@ -62,3 +62,18 @@ function toFailure(p: FieldProblem): pulumi.dynamic.CheckFailure {
 export function instanceSuffix(): string {
     return randomBytes(4).toString("hex");
 }
+
+const lastRun = new Map<string, number>();
+
+/**
+ * Runs `fn` unless it ran for `key` in this process less than `intervalMs` ago. For sweeps of
+ * leftovers: worth doing on the next operation, not on each of the hundreds in one refresh.
+ * A sweep that fails is only a sweep: the operation it rides on goes on.
+ */
+export async function oncePerInterval(key: string, intervalMs: number, fn: () => Promise<unknown>): Promise<void> {
+    const now = Date.now();
+    const last = lastRun.get(key);
+    if (last !== undefined && now - last < intervalMs) return;
+    lastRun.set(key, now);
+    await fn().catch(() => undefined);
+}

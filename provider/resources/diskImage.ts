@@ -1,6 +1,6 @@
 import type * as pulumi from "@pulumi/pulumi";
 import { randomBytes } from "node:crypto";
-import { chmod, link, lstat, mkdir, open, readFile, rm, stat, truncate } from "node:fs/promises";
+import { chmod, link, lstat, mkdir, open, rm, stat, truncate } from "node:fs/promises";
 import * as path from "node:path";
 import {
     defaultImageDir,
@@ -21,13 +21,13 @@ import { CONTENT_DIGEST, LEGACY_CONTENT_DIGEST, type DigestAlgorithm } from "../
 import { Qcow2HeaderError } from "../core/qcow2Header";
 import { formatSize } from "../core/size";
 import { InputError } from "../core/validation";
-import { writeFileAtomic } from "../host/atomicFile";
 import { buildExt4, Ext4Error } from "../host/ext4";
 import { HASH_CACHE_FILE, HASH_CACHE_FILE_V1, HashCache, hashFileCached, hashTree, sameFile, sameStamp, stampOf, statStamp, waitOutRacyWindow, type FileStamp, type ReadCounter } from "../host/fileHash";
 import { readImageHeader } from "../host/imageHeader";
 import { backingChain, convertImage, createImage as qemuImgCreate, createOverlay, QemuImgError, type ImageInfo } from "../host/qemuImg";
 import { ensureOwnDir, ensureStateDir, ownDirChain, resolveStateDir } from "../host/stateDir";
-import { checkWith, hasUnknown, instanceSuffix, withoutUndefined } from "./common";
+import { checkWith, hasUnknown, instanceSuffix, oncePerInterval, withoutUndefined } from "./common";
+import { partialName, readSidecar, settleRecord, sweepImageDir, writeIntent, writeSidecar } from "./imageRecord";
 
 /**
  * DiskImage: Guix's image records as files. An image is made once from its source and kept;
@@ -354,40 +354,6 @@ async function backingIdentity(
 }
 
 // ---------------------------------------------------------------------------------------------
-// Sidecar
-
-interface Sidecar {
-    tool: "pulumi-qemu";
-    resource: "DiskImage";
-    version: 1;
-    inputHash: string;
-    format: ImageFormat;
-    stamp: FileStamp;
-    createdAt: string;
-}
-
-async function readSidecar(image: string): Promise<Sidecar | undefined> {
-    let text: string;
-    try {
-        text = await readFile(sidecarPath(image), "utf8");
-    } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
-        throw err;
-    }
-    try {
-        const s = JSON.parse(text) as Partial<Sidecar>;
-        if (s.tool === "pulumi-qemu" && s.resource === "DiskImage" && s.version === 1 && typeof s.inputHash === "string" && s.stamp) return s as Sidecar;
-    } catch {
-        // Not ours: fall through.
-    }
-    return undefined;
-}
-
-async function writeSidecar(image: string, record: Sidecar): Promise<void> {
-    await writeFileAtomic(sidecarPath(image), JSON.stringify(record, null, 2) + "\n", { durable: true });
-}
-
-// ---------------------------------------------------------------------------------------------
 // create
 
 export async function createDiskImage(inputs: DiskImageInputs, observe: Observe = {}): Promise<DiskImageOutputs> {
@@ -399,24 +365,30 @@ export async function createDiskImage(inputs: DiskImageInputs, observe: Observe 
     // A user's path may name directories that do not exist yet: they are made owner-only.
     else await mkdir(path.dirname(spec.path), { recursive: true, mode: 0o700 });
     const target = spec.path ?? defaultImagePath(stateDir, resolved.inputHash, resolved.format, instanceSuffix());
+    if (spec.path === undefined) await sweepImageDirSometimes(path.dirname(target));
     await refuseExisting(target);
-    const temp = path.join(path.dirname(target), `.${path.basename(target)}.${randomBytes(6).toString("hex")}.partial`);
+    const partial = partialName(target, randomBytes(6).toString("hex"));
+    const temp = path.join(path.dirname(target), partial);
+    // The intent comes first: killed at any later point, this create leaves only what the
+    // record names, and the next create at this path (or sweep of `images`) cleans it.
+    await writeIntent(target, { state: "creating", inputHash: resolved.inputHash, partial });
     try {
         // Made owner-only before any byte is written, and given its mode before it gets its name:
         // no one else can read it at any point. The tools write into the file as it is.
         await (await open(temp, "wx", 0o600)).close();
         await build(spec.source, resolved, temp, ctx);
         await chmod(temp, spec.mode);
+        await writeIntent(target, { state: "linking", inputHash: resolved.inputHash, partial, stamp: await statStamp(temp) });
         await linkNoClobber(temp, target);
+    } catch (err) {
+        await rm(sidecarPath(target), { force: true });
+        throw err;
     } finally {
         await rm(temp, { force: true });
     }
     try {
         const outs = await describeNew(inputs, spec, resolved, target, ctx);
         await writeSidecar(target, {
-            tool: "pulumi-qemu",
-            resource: "DiskImage",
-            version: 1,
             inputHash: resolved.inputHash,
             format: resolved.format,
             stamp: outs.imageStamp,
@@ -432,23 +404,19 @@ export async function createDiskImage(inputs: DiskImageInputs, observe: Observe 
     }
 }
 
+/** Refuses a target that is taken, once the leftovers of a killed create there are cleaned. */
 async function refuseExisting(target: string): Promise<void> {
+    const record = await settleRecord(target);
     const present = await lstat(target).then(
         () => true,
         (err: NodeJS.ErrnoException) => (err.code === "ENOENT" ? false : Promise.reject(err)),
     );
+    if (record === "in-progress") throw fieldError("path", `path ${target} is being created by another pulumi-qemu process right now; wait for it, or choose another path`);
     if (present) {
-        const record = await readSidecar(target);
-        const whose = record ? "it was made by pulumi-qemu for another resource or an earlier stack" : "it was not created by pulumi-qemu";
+        const whose = record === "finished" ? "it was made by pulumi-qemu for another resource or an earlier stack" : "it was not created by pulumi-qemu";
         throw fieldError("path", `path ${target} already exists and ${whose}; pulumi-qemu never overwrites a file it did not create here. Move it away or choose another path`);
     }
-    const stale = await lstat(sidecarPath(target)).then(
-        () => true,
-        () => false,
-    );
-    if (stale && !(await readSidecar(target))) {
-        throw fieldError("path", `${sidecarPath(target)} exists and is not a pulumi-qemu record; move it away or choose another path`);
-    }
+    if (record === "foreign") throw fieldError("path", `${sidecarPath(target)} exists and is not a pulumi-qemu record; move it away or choose another path`);
 }
 
 /** link(2) fails on an existing name where rename(2) would replace it: the last guard against clobbering. */
@@ -614,8 +582,14 @@ async function backingDrift(props: DiskImageOutputs, readHeader: boolean): Promi
     return undefined;
 }
 
+/** Leftovers of killed creates in a state directory's `images`, looked for at most every 30 s per process. */
+function sweepImageDirSometimes(imageDir: string): Promise<unknown> {
+    return oncePerInterval(`images:${imageDir}`, 30_000, () => sweepImageDir(imageDir));
+}
+
 export async function readImage(id: string, props: DiskImageOutputs, observe: Observe = {}): Promise<pulumi.dynamic.ReadResult> {
     const ctx = await openContext(resolveStateDir(props.stateDir), observe, recordedAlgorithm(props), true);
+    if (props.pathDefaulted) await sweepImageDirSometimes(path.dirname(props.path));
     const found = await assess(props, ctx, true);
     await ctx.cache.save();
     if (found.gone) return { id: "", props: {} };
@@ -639,6 +613,7 @@ export async function removeImage(props: DiskImageOutputs): Promise<RemoveOutcom
     if (props.pathDefaulted) {
         const imageDir = path.dirname(props.path);
         if (!(await ownDirChain(path.dirname(imageDir), imageDir)).ok) return "not-ours";
+        await sweepImageDirSometimes(imageDir);
     }
     const record = await readSidecar(props.path);
     const recordIsOurs = record !== undefined && record.inputHash === props.inputHash && sameFile(record.stamp, props.imageStamp);

@@ -1,17 +1,18 @@
 import type * as pulumi from "@pulumi/pulumi";
-import { chmod, mkdtemp, readFile, rmdir } from "node:fs/promises";
+import { chmod, mkdtemp, readFile } from "node:fs/promises";
 import * as path from "node:path";
 import { z } from "zod";
 import { specArgvHash, type DaemonRuntime } from "../core/qemuArgv";
 import { absolutePath, InputError, parseOrThrow, port } from "../core/validation";
 import { parseVmSpec, type VmSpec } from "../core/vmSpec";
 import { resolveAccel } from "../host/accel";
-import { removeLauncherFile, writeLauncherFile } from "../host/launcherFile";
+import { writeLauncherFile } from "../host/launcherFile";
 import { assertHostPortsFree, portProber, type HostPortRequest } from "../host/ports";
-import { checkOurQemu, QemuStartError, removeRuntimeFiles, startDaemonized, stopQemu, type ProcessIdentity } from "../host/qemuProcess";
+import { checkOurQemu, QemuStartError, startDaemonized, stopQemu, type ProcessIdentity } from "../host/qemuProcess";
 import { QmpClient, queryStatus } from "../host/qmp";
 import { ensureOwnDir, ensureStateDir, ownDirChain, resolveStateDir } from "../host/stateDir";
-import { checkWith, hasUnknown, problemCollector, withoutUndefined } from "./common";
+import { checkWith, hasUnknown, oncePerInterval, problemCollector, withoutUndefined } from "./common";
+import { clearVmDir, markVmDead, sweepVmDirs, VM_FILES, writeVmRecord } from "./vmRecord";
 import { launcherText } from "./runScript";
 
 /**
@@ -210,13 +211,16 @@ export async function create(inputs: VirtualMachineInputs): Promise<pulumi.dynam
     const { accel, reason } = await resolveAccel(p.spec.accel, { qemu: p.spec.qemu, cacheDir: resolveStateDir(p.stateDir) });
     const vmDir = await makeVmDir(p.stateDir);
     const runtime: DaemonRuntime = {
-        pidfile: path.join(vmDir, "qemu.pid"),
-        qmpSocket: path.join(vmDir, "qmp.sock"),
-        serialLog: path.join(vmDir, "serial.log"),
+        pidfile: path.join(vmDir, VM_FILES.pidfile),
+        qmpSocket: path.join(vmDir, VM_FILES.qmpSocket),
+        serialLog: path.join(vmDir, VM_FILES.serialLog),
     };
-    const launcherPath = path.join(vmDir, "run-vm.sh");
+    const launcherPath = path.join(vmDir, VM_FILES.launcher);
     let identity: ProcessIdentity | undefined;
     try {
+        // Intent first: if this process is killed from here on, the next sweep of `vms` finds
+        // a create whose creator is gone, stops its QEMU and removes the directory.
+        await writeVmRecord(vmDir, "creating");
         assertSocketPathFits(runtime.qmpSocket);
         await assertHostPortsFree(portRequests(p.spec));
         await writeLauncherFile(launcherPath, launcherText(p.spec, accel, runtime).text);
@@ -229,6 +233,7 @@ export async function create(inputs: VirtualMachineInputs): Promise<pulumi.dynam
         // secrets a guest prints) are tightened too, in case the directory is ever loosened.
         await Promise.all([chmod(runtime.qmpSocket, 0o600), chmod(runtime.serialLog, 0o600)]);
         const status = await waitReady(p, identity, runtime);
+        await writeVmRecord(vmDir, "running");
         const outs: VirtualMachineOutputs = {
             vm: inputs.vm,
             ready: inputs.ready,
@@ -252,13 +257,15 @@ export async function create(inputs: VirtualMachineInputs): Promise<pulumi.dynam
     } catch (err) {
         // Nothing half-made survives a failed create: no QEMU, no socket, no directory.
         if (identity) await stopQemu({ identity, pidfile: runtime.pidfile, qmpSocket: runtime.qmpSocket }, { powerdownMs: 0 }).catch(() => undefined);
-        await removeVmDir(vmDir, runtime, launcherPath);
+        await removeVmDir(vmDir, launcherPath);
         throw err;
     }
 }
 
 async function makeVmDir(stateDirInput: string | undefined): Promise<string> {
     const vms = await ensureOwnDir(path.join(await ensureStateDir(resolveStateDir(stateDirInput)), "vms"));
+    // Before anything is checked or started: an orphan of a killed create may hold our ports.
+    await sweepVmsSometimes(vms);
     // mkdtemp makes a fresh 0700 directory with a random suffix: parallel creates never share one.
     // The name stays out of it: the directory's name is the resource id, and a name may be secret.
     return mkdtemp(path.join(vms, "vm-"));
@@ -342,14 +349,23 @@ function identityOf(props: VirtualMachineOutputs): ProcessIdentity {
     return { pid: props.pid, startTime: props.processStartTime, bootId: props.bootId };
 }
 
+/** Orphans of killed creates and long-dead VMs in `vms`, looked for at most every 30 s per process. */
+function sweepVmsSometimes(vmsDir: string): Promise<void> {
+    return oncePerInterval(`vms:${vmsDir}`, 30_000, () => sweepVmDirs(vmsDir));
+}
+
 /**
  * Refresh: a QEMU that exited, or a pid now held by another process, is reported gone so the
- * next `up` starts the VM again. Its directory is left as it was, serial log included, for a
- * post-mortem.
+ * next `up` starts the VM again. Its directory keeps only the serial log, for a post-mortem,
+ * for a day (DEAD_VM_RETENTION_MS); a later sweep removes it.
  */
 export async function read(id: string, props: VirtualMachineOutputs): Promise<pulumi.dynamic.ReadResult> {
+    await sweepVmsSometimes(path.dirname(props.vmDir));
     const live = await checkOurQemu(identityOf(props), props.pidfile);
-    if (!live.alive) return { id: "", props: {} };
+    if (!live.alive) {
+        await markVmDead(props.vmDir, props.launcherPath);
+        return { id: "", props: {} };
+    }
     // QEMU serves one QMP client at a time: a user's open session makes it look unresponsive too.
     const status = (await qmpStatus(props.qmpSocket, 5000)) ?? "unresponsive";
     return { id, props: { ...props, status } };
@@ -365,26 +381,19 @@ export async function update(_id: string, olds: VirtualMachineOutputs, news: Vir
 
 /** Power button, then `quit`, then SIGKILL — only ever to our own QEMU — and then its directory goes. */
 export async function remove(_id: string, props: VirtualMachineOutputs): Promise<void> {
-    const runtime = { pidfile: props.pidfile, qmpSocket: props.qmpSocket, serialLog: props.serialLog };
     await stopQemu({ identity: identityOf(props), pidfile: props.pidfile, qmpSocket: props.qmpSocket });
-    await removeVmDir(props.vmDir, runtime, props.launcherPath);
+    await removeVmDir(props.vmDir, props.launcherPath);
+    await sweepVmsSometimes(path.dirname(props.vmDir));
 }
 
 /**
  * Removes the files the provider put in a VM's directory, then the directory if that left it
  * empty; anything else someone put there keeps the directory alive.
  */
-async function removeVmDir(vmDir: string, runtime: DaemonRuntime, launcherPath: string): Promise<void> {
+async function removeVmDir(vmDir: string, launcherPath: string): Promise<void> {
     // `vms/<id>` swapped for a link (or `vms` itself) would send these deletes elsewhere: leave it.
     if (!(await ownDirChain(path.dirname(path.dirname(vmDir)), vmDir)).ok) return;
-    await removeRuntimeFiles([runtime.pidfile, runtime.qmpSocket, runtime.serialLog]);
-    await removeLauncherFile(launcherPath);
-    try {
-        await rmdir(vmDir);
-    } catch (err) {
-        const code = (err as NodeJS.ErrnoException).code;
-        if (code !== "ENOENT" && code !== "ENOTEMPTY") throw err;
-    }
+    await clearVmDir(vmDir, { launcherPath });
 }
 
 function sleep(ms: number): Promise<void> {

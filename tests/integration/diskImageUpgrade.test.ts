@@ -145,9 +145,12 @@ test("a record made with BLAKE3 never reads 0.1's cache file", async () => {
     const fx = await fixtures();
     const news = { stateDir, source: { kind: "file", path: fx.file } };
     const img = await createDiskImage(news);
-    // A directory where 0.1's cache file would be: reading it would throw EISDIR.
-    await mkdir(path.join(stateDir, HASH_CACHE_FILE_V1));
+    // 0.1's cache, poisoned: it claims the source's SHA-256 is zeros. Whoever reads it sees a changed source.
+    const st = await statStamp(fx.file);
+    const poisoned = { [`${st.dev}:${st.ino}`]: { size: st.size, mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs, sha256: "0".repeat(64), used: Date.now() } };
+    await writeFile(path.join(stateDir, HASH_CACHE_FILE_V1), JSON.stringify({ version: 1, entries: poisoned }), { mode: 0o600 });
     expect(await diffImage(img.path, img, news)).toEqual({ changes: false });
     expect((await readImage(img.path, img)).props).toEqual(img);
-    await expect(diffImage(img.path, await asRecordedBy01(img, GOLDEN_V01.file), news)).rejects.toThrow(/EISDIR/);
+    // The same image recorded by 0.1 does read it: that is how we know the BLAKE3 record did not.
+    expect(await diffImage(img.path, await asRecordedBy01(img, GOLDEN_V01.file), news)).toMatchObject({ changes: true, replaces: ["source"] });
 });

@@ -1,0 +1,112 @@
+import { readdir, readFile, rm, rmdir } from "node:fs/promises";
+import * as path from "node:path";
+import { writeFileAtomic } from "../host/atomicFile";
+import { isProcessIdentity, selfIdentity, stillRunning } from "../host/creator";
+import { checkOurQemu, identify, readPidfile, removeRuntimeFiles, stopQemu, type ProcessIdentity } from "../host/qemuProcess";
+import { removeLauncherFile } from "../host/launcherFile";
+import { isOwnFileSync, ownDirChain } from "../host/stateDir";
+
+/**
+ * The record in each VM's directory (`record.json`), written before QEMU is started:
+ *   creating — a create is at work; if its creator is gone, the VM is an orphan of a killed
+ *              create (no Pulumi state knows it): its QEMU is stopped and its directory removed;
+ *   running  — create finished; the VM belongs to whatever state recorded it;
+ *   dead     — refresh found its QEMU gone: only the serial log is kept, for a post-mortem,
+ *              for DEAD_VM_RETENTION_MS, and then the directory goes too.
+ */
+
+export const RECORD_FILE = "record.json";
+/** How long the serial log of a VM found dead is kept (the README says so). */
+export const DEAD_VM_RETENTION_MS = 24 * 60 * 60 * 1000;
+
+/** The files the provider puts in a VM's directory, by name. */
+export const VM_FILES = { pidfile: "qemu.pid", qmpSocket: "qmp.sock", serialLog: "serial.log", launcher: "run-vm.sh" } as const;
+
+interface VmRecord {
+    tool: "pulumi-qemu";
+    resource: "VirtualMachine";
+    version: 1;
+    state: "creating" | "running" | "dead";
+    creator?: ProcessIdentity;
+    diedAt?: string;
+}
+
+export async function writeVmRecord(vmDir: string, state: VmRecord["state"]): Promise<void> {
+    const body: VmRecord = { tool: "pulumi-qemu", resource: "VirtualMachine", version: 1, state };
+    if (state === "creating") body.creator = await selfIdentity();
+    if (state === "dead") body.diedAt = new Date().toISOString();
+    await writeFileAtomic(path.join(vmDir, RECORD_FILE), JSON.stringify(body, null, 2) + "\n", { durable: state !== "dead" });
+}
+
+async function readVmRecord(vmDir: string): Promise<VmRecord | undefined> {
+    const file = path.join(vmDir, RECORD_FILE);
+    if (!isOwnFileSync(file)) return undefined;
+    try {
+        const r = JSON.parse(await readFile(file, "utf8")) as Partial<VmRecord>;
+        if (r.tool !== "pulumi-qemu" || r.resource !== "VirtualMachine" || r.version !== 1) return undefined;
+        if (r.state === "creating" && !isProcessIdentity(r.creator)) return undefined;
+        if (r.state !== "creating" && r.state !== "running" && r.state !== "dead") return undefined;
+        return r as VmRecord;
+    } catch {
+        return undefined;
+    }
+}
+
+/** Stops the QEMU whose pidfile is in `vmDir`, if one runs and its command line names that pidfile. */
+async function stopQemuOf(vmDir: string): Promise<void> {
+    const pidfile = path.join(vmDir, VM_FILES.pidfile);
+    const pid = await readPidfile(pidfile);
+    const identity = pid === undefined ? undefined : await identify(pid);
+    if (!identity || !(await checkOurQemu(identity, pidfile)).alive) return;
+    await stopQemu({ identity, pidfile, qmpSocket: path.join(vmDir, VM_FILES.qmpSocket) }, { powerdownMs: 0 });
+}
+
+/** Removes the provider's files from a VM directory (all but the serial log when `keepLog`), then the directory if empty. */
+export async function clearVmDir(vmDir: string, opts: { keepLog?: boolean; launcherPath?: string } = {}): Promise<void> {
+    const f = (name: string) => path.join(vmDir, name);
+    await removeRuntimeFiles([f(VM_FILES.pidfile), f(VM_FILES.qmpSocket), ...(opts.keepLog ? [] : [f(VM_FILES.serialLog)])]);
+    await removeLauncherFile(opts.launcherPath ?? f(VM_FILES.launcher));
+    if (!opts.keepLog) await rm(f(RECORD_FILE), { force: true });
+    try {
+        await rmdir(vmDir);
+    } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code !== "ENOENT" && code !== "ENOTEMPTY") throw err;
+    }
+}
+
+/** Refresh found the VM's QEMU gone: keep the serial log for a post-mortem, and say when it died. */
+export async function markVmDead(vmDir: string, launcherPath: string): Promise<void> {
+    if (!(await ownDirChain(path.dirname(path.dirname(vmDir)), vmDir)).ok) return;
+    await clearVmDir(vmDir, { keepLog: true, launcherPath });
+    await writeVmRecord(vmDir, "dead");
+}
+
+/**
+ * Cleans `vms`: orphans of killed creates (QEMU stopped, directory removed) and VMs found dead
+ * longer ago than the retention. Directories without a record of ours are left as they are.
+ */
+export async function sweepVmDirs(vmsDir: string, now = Date.now()): Promise<string[]> {
+    let names: string[];
+    try {
+        names = await readdir(vmsDir);
+    } catch {
+        return [];
+    }
+    const removed: string[] = [];
+    for (const name of names) {
+        const vmDir = path.join(vmsDir, name);
+        if (!(await ownDirChain(path.dirname(vmsDir), vmDir)).ok) continue;
+        const record = await readVmRecord(vmDir);
+        if (!record) continue;
+        if (record.state === "creating" && !(await stillRunning(record.creator!))) {
+            await stopQemuOf(vmDir);
+            await clearVmDir(vmDir);
+            removed.push(name);
+        } else if (record.state === "dead" && now - Date.parse(record.diedAt ?? "") > DEAD_VM_RETENTION_MS) {
+            await clearVmDir(vmDir);
+            removed.push(name);
+        }
+    }
+    return removed;
+}
