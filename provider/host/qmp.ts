@@ -204,6 +204,45 @@ export async function queryStatus(client: QmpClient, timeoutMs?: number): Promis
     return { running: r.running, status: r.status };
 }
 
+/**
+ * QEMU serves one QMP client at a time and listens with a backlog of one: when many refreshes
+ * ask at once, a connect fails at once with EAGAIN rather than waiting its turn. So a session
+ * is opened with retries until the deadline, and this process's own callers queue per socket
+ * instead of crowding each other out.
+ */
+const queues = new Map<string, Promise<unknown>>();
+
+export async function withQmp<T>(socketPath: string, timeoutMs: number, use: (client: QmpClient) => Promise<T>): Promise<T> {
+    const previous = queues.get(socketPath) ?? Promise.resolve();
+    const run = previous.catch(() => undefined).then(() => session(socketPath, timeoutMs, use));
+    queues.set(socketPath, run);
+    try {
+        return await run;
+    } finally {
+        if (queues.get(socketPath) === run) queues.delete(socketPath);
+    }
+}
+
+async function session<T>(socketPath: string, timeoutMs: number, use: (client: QmpClient) => Promise<T>): Promise<T> {
+    const deadline = Date.now() + timeoutMs;
+    let client: QmpClient | undefined;
+    for (let delay = 10; ; delay = Math.min(delay * 2, 200)) {
+        try {
+            client = await QmpClient.connect(socketPath, { connectTimeoutMs: Math.max(100, deadline - Date.now()), commandTimeoutMs: Math.max(100, deadline - Date.now()) });
+            break;
+        } catch (err) {
+            const busy = /EAGAIN|ECONNREFUSED|closed/.test((err as Error).message);
+            if (!busy || Date.now() + delay >= deadline) throw err;
+            await new Promise((r) => setTimeout(r, delay));
+        }
+    }
+    try {
+        return await use(client);
+    } finally {
+        client.close();
+    }
+}
+
 /** One command on a fresh connection, closed afterwards: for callers that only need one answer. */
 export async function qmpOnce(socketPath: string, command: string, args?: Record<string, unknown>, timeoutMs = 5000): Promise<unknown> {
     const client = await QmpClient.connect(socketPath, { connectTimeoutMs: timeoutMs, commandTimeoutMs: timeoutMs });

@@ -9,7 +9,7 @@ import { resolveAccel } from "../host/accel";
 import { writeLauncherFile } from "../host/launcherFile";
 import { assertHostPortsFree, portProber, type HostPortRequest } from "../host/ports";
 import { checkOurQemu, QemuStartError, startDaemonized, stopQemu, type ProcessIdentity } from "../host/qemuProcess";
-import { QmpClient, queryStatus } from "../host/qmp";
+import { queryStatus, withQmp } from "../host/qmp";
 import { ensureOwnDir, ensureStateDir, ownDirChain, resolveStateDir } from "../host/stateDir";
 import { checkWith, hasUnknown, oncePerInterval, problemCollector, withoutUndefined } from "./common";
 import { clearVmDir, markVmDead, sweepVmDirs, VM_FILES, writeVmRecord } from "./vmRecord";
@@ -332,16 +332,12 @@ async function notReady(what: string, serialLog: string): Promise<Error> {
     return new Error(`${what}. Last lines of the serial console (${serialLog}):\n${await serialTail(serialLog)}`);
 }
 
-/** QMP's run state, or undefined when QMP does not answer in time. */
+/** QMP's run state, or undefined when QMP does not answer in time (waiting its turn behind other clients). */
 async function qmpStatus(socketPath: string, timeoutMs: number): Promise<string | undefined> {
-    let client: QmpClient | undefined;
     try {
-        client = await QmpClient.connect(socketPath, { connectTimeoutMs: timeoutMs, commandTimeoutMs: timeoutMs });
-        return (await queryStatus(client)).status;
+        return await withQmp(socketPath, timeoutMs, async (client) => (await queryStatus(client)).status);
     } catch {
         return undefined;
-    } finally {
-        client?.close();
     }
 }
 
