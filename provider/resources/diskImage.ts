@@ -27,6 +27,7 @@ import { readImageHeader } from "../host/imageHeader";
 import { backingChain, convertImage, createImage as qemuImgCreate, createOverlay, QemuImgError, type ImageInfo } from "../host/qemuImg";
 import { ensureOwnDir, ensureStateDir, ownDirChain, resolveStateDir } from "../host/stateDir";
 import { checkWith, hasUnknown, instanceSuffix, oncePerInterval, withoutUndefined } from "./common";
+import { DISK_IMAGE_STATE, requireState } from "./stateGuard";
 import { partialName, readSidecar, settleRecord, sweepImageDir, writeIntent, writeSidecar } from "./imageRecord";
 
 /**
@@ -125,6 +126,7 @@ export async function diffImage(_id: string, olds: DiskImageOutputs, news: DiskI
     const unknown = (["source", "path", "stateDir"] as const).filter((k) => hasUnknown(news[k]));
     // Nothing is read for an unknown value: whatever it turns out to be may replace the image.
     if (unknown.length) return { changes: true, replaces: [...unknown] };
+    requireState("DiskImage", "diff", olds, DISK_IMAGE_STATE);
     const spec = parseDiskImageSpec(news);
     const stateDir = resolveStateDir(spec.stateDir);
     const replaces: string[] = [];
@@ -588,6 +590,7 @@ function sweepImageDirSometimes(imageDir: string): Promise<unknown> {
 }
 
 export async function readImage(id: string, props: DiskImageOutputs, observe: Observe = {}): Promise<pulumi.dynamic.ReadResult> {
+    requireState("DiskImage", "read", props, DISK_IMAGE_STATE);
     const ctx = await openContext(resolveStateDir(props.stateDir), observe, recordedAlgorithm(props), true);
     if (props.pathDefaulted) await sweepImageDirSometimes(path.dirname(props.path));
     const found = await assess(props, ctx, true);
@@ -608,6 +611,7 @@ export type RemoveOutcome = "removed" | "missing" | "not-ours";
 
 /** Removes the image only while it is the very file create made (sidecar and inode agree). */
 export async function removeImage(props: DiskImageOutputs): Promise<RemoveOutcome> {
+    requireState("DiskImage", "delete", props, DISK_IMAGE_STATE);
     // A default path lies in the state directory's `images`: if that was swapped for a link, the
     // path now leads elsewhere, and nothing there is ours to delete.
     if (props.pathDefaulted) {

@@ -10,6 +10,7 @@ import { fileModeSchema, LAUNCHER_MODE_RULE, octal } from "../core/fileMode";
 import { inspectLauncherFile, LAUNCHER_MODE, removeLauncherFile, writeLauncherFile } from "../host/launcherFile";
 import { ensureOwnDir, ensureStateDir, ownDirChain, resolveStateDir } from "../host/stateDir";
 import { z } from "zod";
+import { requireState, RUN_SCRIPT_STATE } from "./stateGuard";
 import { checkWith, hasUnknown, instanceSuffix, problemCollector, withoutUndefined } from "./common";
 
 /**
@@ -102,6 +103,7 @@ export async function check(_olds: unknown, news: any): Promise<pulumi.dynamic.C
 
 export async function diff(_id: string, olds: RunScriptOutputs, news: RunScriptInputs): Promise<pulumi.dynamic.DiffResult> {
     if (hasUnknown(news)) return { changes: true, replaces: ["vm"], deleteBeforeReplace: true };
+    requireState("RunScript", "diff", olds, { argvHash: "string" });
     const next = parseInputs(news);
     const replaces: string[] = [];
     if (next.argvHash !== olds.argvHash) replaces.push("vm");
@@ -146,6 +148,7 @@ async function writeAt(file: string, inputs: RunScriptInputs, p: Parsed): Promis
 }
 
 export async function read(id: string, props: RunScriptOutputs): Promise<pulumi.dynamic.ReadResult> {
+    requireState("RunScript", "read", props, RUN_SCRIPT_STATE);
     const st = await inspectLauncherFile(props.path);
     if (st.state === "missing") return { id: "", props: {} };
     const { drift: _old, ...rest } = props;
@@ -158,10 +161,12 @@ export async function read(id: string, props: RunScriptOutputs): Promise<pulumi.
 
 /** Reached for drift (or a stateDir spelled out without moving the file): rewrite the launcher where it is. */
 export async function update(_id: string, olds: RunScriptOutputs, news: RunScriptInputs): Promise<pulumi.dynamic.UpdateResult> {
+    requireState("RunScript", "update", olds, RUN_SCRIPT_STATE);
     return { outs: await writeAt(olds.path, news, parseInputs(news)) };
 }
 
 export async function remove(_id: string, props: RunScriptOutputs): Promise<void> {
+    requireState("RunScript", "delete", props, RUN_SCRIPT_STATE);
     // At its default place the launcher lies in the state directory's `launchers`; swapped for a link, it leads elsewhere.
     if (props.requestedPath === undefined) {
         const dir = path.dirname(props.path);

@@ -12,6 +12,7 @@ import { checkOurQemu, QemuStartError, startDaemonized, stopQemu, type ProcessId
 import { queryStatus, withQmp } from "../host/qmp";
 import { ensureOwnDir, ensureStateDir, ownDirChain, resolveStateDir } from "../host/stateDir";
 import { checkWith, hasUnknown, oncePerInterval, problemCollector, withoutUndefined } from "./common";
+import { requireState, VM_STATE } from "./stateGuard";
 import { clearVmDir, markVmDead, sweepVmDirs, VM_FILES, writeVmRecord } from "./vmRecord";
 import { launcherText } from "./runScript";
 
@@ -177,6 +178,7 @@ export async function check(_olds: unknown, news: any): Promise<pulumi.dynamic.C
  * (one listener per port) and disks opened for writing (QEMU's image lock).
  */
 export async function diff(_id: string, olds: VirtualMachineOutputs, news: VirtualMachineInputs): Promise<pulumi.dynamic.DiffResult> {
+    requireState("VirtualMachine", "diff", olds, { argvHash: "string" });
     const oldSpec = safeSpec(olds.vm);
     if (hasUnknown(news.vm) || hasUnknown(news.stateDir)) {
         return { changes: true, replaces: ["vm"], deleteBeforeReplace: true };
@@ -356,6 +358,7 @@ function sweepVmsSometimes(vmsDir: string): Promise<void> {
  * for a day (DEAD_VM_RETENTION_MS); a later sweep removes it.
  */
 export async function read(id: string, props: VirtualMachineOutputs): Promise<pulumi.dynamic.ReadResult> {
+    requireState("VirtualMachine", "read", props, VM_STATE);
     await sweepVmsSometimes(path.dirname(props.vmDir));
     const live = await checkOurQemu(identityOf(props), props.pidfile);
     if (!live.alive) {
@@ -369,6 +372,7 @@ export async function read(id: string, props: VirtualMachineOutputs): Promise<pu
 
 /** Only `ready` can change in place; it matters at create, so the running VM is left alone. */
 export async function update(_id: string, olds: VirtualMachineOutputs, news: VirtualMachineInputs): Promise<pulumi.dynamic.UpdateResult> {
+    requireState("VirtualMachine", "update", olds, VM_STATE);
     parseInputs(news);
     const { ready: _old, ...rest } = olds;
     const status = (await qmpStatus(olds.qmpSocket, 5000)) ?? olds.status;
@@ -377,6 +381,7 @@ export async function update(_id: string, olds: VirtualMachineOutputs, news: Vir
 
 /** Power button, then `quit`, then SIGKILL — only ever to our own QEMU — and then its directory goes. */
 export async function remove(_id: string, props: VirtualMachineOutputs): Promise<void> {
+    requireState("VirtualMachine", "delete", props, VM_STATE);
     await stopQemu({ identity: identityOf(props), pidfile: props.pidfile, qmpSocket: props.qmpSocket });
     await removeVmDir(props.vmDir, props.launcherPath);
     await sweepVmsSometimes(path.dirname(props.vmDir));

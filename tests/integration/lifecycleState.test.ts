@@ -1,0 +1,50 @@
+import * as diskImage from "../../provider/resources/diskImage";
+import * as runScript from "../../provider/resources/runScript";
+import { StateError } from "../../provider/resources/stateGuard";
+import * as vm from "../../provider/resources/virtualMachine";
+
+/**
+ * Lifecycle calls given empty or partial state — what a damaged state file or `pulumi import`
+ * (Read with an id alone) hands the provider — fail with an error that says what is missing and
+ * what to do, never with a TypeError from deep inside.
+ */
+
+const damaged: [string, unknown][] = [
+    ["empty", {}],
+    ["partial", { path: "/nowhere/x.qcow2", vmDir: "/nowhere", pid: "12" }],
+    ["undefined", undefined],
+    ["null", null],
+];
+
+const imageNews = { source: { kind: "blank", size: "1M", format: "raw" }, stateDir: "/nonexistent/state" };
+const scriptNews = { vm: { kernel: "/boot/vmlinuz" } };
+const vmNews = { vm: { kernel: "/boot/vmlinuz" } };
+
+const calls: [string, (props: any) => Promise<unknown>][] = [
+    ["DiskImage read", (p) => diskImage.read("id", p)],
+    ["DiskImage diff", (p) => diskImage.diff("id", p, imageNews)],
+    ["DiskImage delete", (p) => diskImage.remove("id", p)],
+    ["RunScript read", (p) => runScript.read("id", p)],
+    ["RunScript diff", (p) => runScript.diff("id", p, scriptNews)],
+    ["RunScript update", (p) => runScript.update("id", p, scriptNews)],
+    ["RunScript delete", (p) => runScript.remove("id", p)],
+    ["VirtualMachine read", (p) => vm.read("id", p)],
+    ["VirtualMachine diff", (p) => vm.diff("id", p, vmNews)],
+    ["VirtualMachine update", (p) => vm.update("id", p, vmNews)],
+    ["VirtualMachine delete", (p) => vm.remove("id", p)],
+];
+
+describe.each(calls)("%s", (name, call) => {
+    test.each(damaged)("with %s state: a clear error, nothing touched", async (_kind, props) => {
+        let caught: unknown;
+        try {
+            await call(props);
+        } catch (err) {
+            caught = err;
+        }
+        expect(caught).toBeInstanceOf(StateError);
+        const message = (caught as Error).message;
+        expect(message).toMatch(new RegExp(`^${name.split(" ")[1]} of this ${name.split(" ")[0]}: its state (is empty|lacks )`));
+        expect(message).toMatch(/Nothing was touched. Remove the resource from the stack's state \(`pulumi state delete URN`\)/);
+    });
+});
