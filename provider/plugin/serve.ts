@@ -1,6 +1,6 @@
 import type * as provider from "@pulumi/pulumi/provider";
 import { packageSchema } from "./schema";
-import { protectOutputs, stripSecrets, type Props } from "./secrets";
+import { protectOutputs, secretTexts, stripSecrets, type Props } from "./secrets";
 
 /** The lifecycle module behind each resource token; the same modules the dynamic shims load. */
 const LIFECYCLES: Record<string, string> = {
@@ -33,27 +33,58 @@ export function qemuProvider(version: string): provider.Provider {
     return {
         version,
         schema: packageSchema(version),
-        check: async (urn, olds, news) => {
-            const result = await lifecycle(urn).check(stripSecrets(olds), stripSecrets(news));
-            return { ...result, inputs: protectOutputs(result.inputs ?? {}, news) };
-        },
-        diff: (id, urn, olds, news) => lifecycle(urn).diff(id, stripSecrets(olds), stripSecrets(news)),
-        create: async (urn, inputs) => {
-            const result = await lifecycle(urn).create(stripSecrets(inputs));
-            return { ...result, outs: protectOutputs(result.outs ?? {}, inputs) };
-        },
-        read: async (id, urn, props) => {
-            const result = await lifecycle(urn).read(id, stripSecrets(props));
-            return { ...result, props: protectOutputs(result.props ?? {}, (props ?? {}) as Props) };
-        },
-        update: async (id, urn, olds, news) => {
-            const impl = lifecycle(urn);
-            if (!impl.update) throw new Error(`${typeOfUrn(urn)} has no in-place update; its diff always replaces`);
-            const result = await impl.update(id, stripSecrets(olds), stripSecrets(news));
-            return { ...result, outs: protectOutputs(result.outs ?? {}, news) };
-        },
-        delete: (id, urn, props) => lifecycle(urn).remove(id, stripSecrets(props)),
+        check: (urn, olds, news) =>
+            hidingSecrets([olds, news], async () => {
+                const result = await lifecycle(urn).check(stripSecrets(olds), stripSecrets(news));
+                const failures = result.failures?.map((f: { property: string; reason: string }) => ({ ...f, reason: redact(f.reason, [olds, news]) }));
+                return { ...result, ...(failures ? { failures } : {}), inputs: protectOutputs(result.inputs ?? {}, news) };
+            }),
+        diff: (id, urn, olds, news) => hidingSecrets([olds, news], () => lifecycle(urn).diff(id, stripSecrets(olds), stripSecrets(news))),
+        create: (urn, inputs) =>
+            hidingSecrets([inputs], async () => {
+                const result = await lifecycle(urn).create(stripSecrets(inputs));
+                return { ...result, outs: protectOutputs(result.outs ?? {}, inputs) };
+            }),
+        read: (id, urn, props) =>
+            hidingSecrets([props], async () => {
+                const result = await lifecycle(urn).read(id, stripSecrets(props));
+                return { ...result, props: protectOutputs(result.props ?? {}, (props ?? {}) as Props) };
+            }),
+        update: (id, urn, olds, news) =>
+            hidingSecrets([olds, news], async () => {
+                const impl = lifecycle(urn);
+                if (!impl.update) throw new Error(`${typeOfUrn(urn)} has no in-place update; its diff always replaces`);
+                const result = await impl.update(id, stripSecrets(olds), stripSecrets(news));
+                return { ...result, outs: protectOutputs(result.outs ?? {}, news) };
+            }),
+        delete: (id, urn, props) => hidingSecrets([props], () => lifecycle(urn).remove(id, stripSecrets(props))),
     };
+}
+
+/** `text` with every secret value found in `sources` replaced by "[secret]". */
+function redact(text: string, sources: unknown[]): string {
+    const texts = new Set<string>();
+    for (const s of sources) for (const t of secretTexts(s)) texts.add(t);
+    // Longest first, so a secret containing another is hidden whole; JSON-escaped forms too (errors quote values).
+    let out = text;
+    for (const t of [...texts].sort((a, b) => b.length - a.length)) {
+        for (const form of new Set([t, JSON.stringify(t).slice(1, -1)])) out = out.split(form).join("[secret]");
+    }
+    return out;
+}
+
+/** Runs a call; an error it throws reaches the engine (and the user's terminal) with secret values hidden. */
+async function hidingSecrets<T>(sources: unknown[], call: () => Promise<T>): Promise<T> {
+    try {
+        return await call();
+    } catch (err) {
+        const message = err instanceof Error ? err.message : String(err);
+        const hidden = redact(message, sources);
+        if (hidden === message) throw err;
+        const safe = new Error(hidden);
+        safe.name = err instanceof Error ? err.name : "Error";
+        throw safe;
+    }
 }
 
 /** Serves the plugin over gRPC; the engine address is the first argument, as Pulumi passes it. */

@@ -1,4 +1,4 @@
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
 import { openDriver, type Driver, type PluginKind } from "../engine/driver";
@@ -53,5 +53,44 @@ describe.each<PluginKind>(["dynamic", "qemu"])("a secret input through the %s pl
 
         await driver.plugin.delete(made.id, urn, forProvider(driver.acceptSecrets, outs), forProvider(driver.acceptSecrets, inputs));
         expect(driver.engine.errors()).toEqual([]);
+    });
+});
+
+// Only a plugin that receives secrets marked can know what to hide: the dynamic one is handed
+// plain values (acceptSecrets=false), so this is our plugin's promise alone (the README says so).
+describe("our plugin hides secret values in check failures and errors", () => {
+    let driver: Driver;
+    let dir: string;
+
+    beforeAll(async () => {
+        dir = await mkdtemp(path.join(os.tmpdir(), "pq-proto-secret-errors-"));
+        driver = await openDriver("qemu");
+    }, 60_000);
+
+    afterAll(async () => {
+        await driver?.close();
+        if (dir) await rm(dir, { recursive: true, force: true });
+    });
+
+    test("check failures and errors never show a secret value in clear", async () => {
+        const urn = driver.urn("RunScript", "leaky");
+        const badName = driver.news("RunScript", { vm: { name: makeSecret("hidden\nname-value"), kernel: "/boot/vmlinuz" } });
+        const checked = await driver.plugin.check(urn, {}, forProvider(driver.acceptSecrets, badName));
+        expect(checked.failures.map((f) => f.property)).toEqual(["vm.name"]);
+        expect(JSON.stringify(checked.failures)).not.toContain("name-value");
+        expect(checked.failures[0].reason).toContain("[secret]");
+
+        const taken = path.join(dir, "users-own-file-with-a-secret-name");
+        await writeFile(taken, "not a launcher");
+        const inputs = driver.news("RunScript", { path: makeSecret(taken), vm: { kernel: "/boot/vmlinuz" } });
+        const ok = await driver.plugin.check(urn, {}, forProvider(driver.acceptSecrets, inputs));
+        expect(ok.failures).toEqual([]);
+        const failed = await driver.plugin.create(urn, ok.inputs).then(
+            () => "created",
+            (err: Error) => err.message,
+        );
+        expect(failed).toMatch(/refusing to overwrite \[secret\]: it was not written by pulumi-qemu/);
+        expect(failed).not.toContain("users-own-file-with-a-secret-name");
+        expect(await readFile(taken, "utf8")).toBe("not a launcher");
     });
 });
