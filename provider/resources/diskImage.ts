@@ -23,6 +23,7 @@ import { formatSize } from "../core/size";
 import { InputError } from "../core/validation";
 import { buildExt4, Ext4Error } from "../host/ext4";
 import { HASH_CACHE_FILE, HASH_CACHE_FILE_V1, HashCache, hashFileCached, hashTree, sameFile, sameStamp, stampOf, statStamp, waitOutRacyWindow, type FileStamp, type ReadCounter } from "../host/fileHash";
+import { explainHostFileError, isOutOfSpace } from "../host/hostErrors";
 import { readImageHeader } from "../host/imageHeader";
 import { backingChain, convertImage, createImage as qemuImgCreate, createOverlay, QemuImgError, type ImageInfo } from "../host/qemuImg";
 import { ensureOwnDir, ensureStateDir, ownDirChain, resolveStateDir } from "../host/stateDir";
@@ -361,6 +362,17 @@ async function backingIdentity(
 export async function createDiskImage(inputs: DiskImageInputs, observe: Observe = {}): Promise<DiskImageOutputs> {
     const spec = parseDiskImageSpec(inputs);
     const stateDir = resolveStateDir(spec.stateDir);
+    // Host trouble (a full disk, a path that cannot be) is told against the field that led there.
+    const field = spec.path === undefined ? "stateDir" : "path";
+    const where = spec.path ?? defaultImageDir(stateDir);
+    try {
+        return await createAt(inputs, spec, stateDir, observe);
+    } catch (err) {
+        throw await explainHostFileError(err, field, where);
+    }
+}
+
+async function createAt(inputs: DiskImageInputs, spec: DiskImageSpec, stateDir: string, observe: Observe): Promise<DiskImageOutputs> {
     const ctx = await openContext(stateDir, observe, CONTENT_DIGEST, true);
     const resolved = await resolveSource(spec, ctx, spec.path);
     if (spec.path === undefined) await ensureOwnDir(defaultImageDir(stateDir));
@@ -451,7 +463,8 @@ async function buildDirectoryImage(source: Extract<SourceSpec, { kind: "director
         await buildExt4({ sourceDir: source.path, imageFile: temp, uuid, hashSeed, label: source.label, paths: resolved.tree!.paths });
         await refuseChangedTree(source.path, resolved, ctx);
     } catch (err) {
-        if (err instanceof Ext4Error && /could not allocate|no space|too small|not enough space|filesystem larger/i.test(err.stderr)) {
+        // "Could not allocate block" is the image too small; "No space left on device" is the host's disk full.
+        if (err instanceof Ext4Error && !isOutOfSpace(err) && /could not allocate|too small|not enough space|filesystem larger/i.test(err.stderr)) {
             throw fieldError("source.size", `source.size ${formatSize(source.sizeBytes)} does not hold ${source.path}: ${err.stderr.trim()}`);
         }
         throw err;

@@ -10,6 +10,7 @@ import { fileModeSchema, LAUNCHER_MODE_RULE, octal } from "../core/fileMode";
 import { inspectLauncherFile, LAUNCHER_MODE, removeLauncherFile, writeLauncherFile } from "../host/launcherFile";
 import { ensureOwnDir, ensureStateDir, ownDirChain, resolveStateDir } from "../host/stateDir";
 import { z } from "zod";
+import { explainHostFileError } from "../host/hostErrors";
 import { requireState, RUN_SCRIPT_STATE } from "./stateGuard";
 import { checkWith, hasUnknown, instanceSuffix, problemCollector, withoutUndefined } from "./common";
 
@@ -121,13 +122,18 @@ export async function diff(_id: string, olds: RunScriptOutputs, news: RunScriptI
 
 export async function create(inputs: RunScriptInputs): Promise<pulumi.dynamic.CreateResult> {
     const p = parseInputs(inputs);
-    let file = p.requestedPath;
-    if (file === undefined) {
-        const stateDir = await ensureStateDir(resolveStateDir(p.stateDir));
-        file = defaultLauncherPath(await ensureOwnDir(path.join(stateDir, LAUNCHER_DIR)), p.argvHash);
+    const field = p.requestedPath === undefined ? "stateDir" : "path";
+    try {
+        let file = p.requestedPath;
+        if (file === undefined) {
+            const stateDir = await ensureStateDir(resolveStateDir(p.stateDir));
+            file = defaultLauncherPath(await ensureOwnDir(path.join(stateDir, LAUNCHER_DIR)), p.argvHash);
+        }
+        const outs = await writeAt(file, inputs, p);
+        return { id: outs.path, outs };
+    } catch (err) {
+        throw await explainHostFileError(err, field, p.requestedPath ?? resolveStateDir(p.stateDir));
     }
-    const outs = await writeAt(file, inputs, p);
-    return { id: outs.path, outs };
 }
 
 async function writeAt(file: string, inputs: RunScriptInputs, p: Parsed): Promise<RunScriptOutputs> {

@@ -12,6 +12,7 @@ import { checkOurQemu, QemuStartError, startDaemonized, stopQemu, type ProcessId
 import { queryStatus, withQmp } from "../host/qmp";
 import { ensureOwnDir, ensureStateDir, ownDirChain, resolveStateDir } from "../host/stateDir";
 import { checkWith, hasUnknown, oncePerInterval, problemCollector, withoutUndefined } from "./common";
+import { explainHostFileError } from "../host/hostErrors";
 import { requireState, VM_STATE } from "./stateGuard";
 import { clearVmDir, markVmDead, sweepVmDirs, VM_FILES, writeVmRecord } from "./vmRecord";
 import { launcherText } from "./runScript";
@@ -211,7 +212,7 @@ function holdsExclusive(spec: VmSpec): boolean {
 export async function create(inputs: VirtualMachineInputs): Promise<pulumi.dynamic.CreateResult> {
     const p = parseInputs(inputs);
     const { accel, reason } = await resolveAccel(p.spec.accel, { qemu: p.spec.qemu, cacheDir: resolveStateDir(p.stateDir) });
-    const vmDir = await makeVmDir(p.stateDir);
+    const vmDir = await makeVmDir(p.stateDir).catch(async (err) => Promise.reject(await explainHostFileError(err, "stateDir", resolveStateDir(p.stateDir))));
     const runtime: DaemonRuntime = {
         pidfile: path.join(vmDir, VM_FILES.pidfile),
         qmpSocket: path.join(vmDir, VM_FILES.qmpSocket),
@@ -260,7 +261,7 @@ export async function create(inputs: VirtualMachineInputs): Promise<pulumi.dynam
         // Nothing half-made survives a failed create: no QEMU, no socket, no directory.
         if (identity) await stopQemu({ identity, pidfile: runtime.pidfile, qmpSocket: runtime.qmpSocket }, { powerdownMs: 0 }).catch(() => undefined);
         await removeVmDir(vmDir, launcherPath);
-        throw err;
+        throw await explainHostFileError(err, "stateDir", vmDir);
     }
 }
 
