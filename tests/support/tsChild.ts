@@ -7,11 +7,22 @@ import * as path from "node:path";
  * a backtracking regex — which a test in the same process could never time out.
  */
 export async function runInChild(body: string, timeoutMs: number): Promise<{ stdout: string; timedOut: boolean; stderr: string; exitCode?: number }> {
+    const r = await execa(process.execPath, childArgs(body), { cwd: ROOT, reject: false, timeout: timeoutMs, killSignal: "SIGKILL" });
+    return { stdout: r.stdout, stderr: r.stderr, timedOut: r.timedOut, exitCode: r.exitCode };
+}
+
+const ROOT = path.resolve(__dirname, "../..");
+
+/** Starts `body` in a child node process and hands it back running (the caller must end it). */
+export function startInChild(body: string): execa.ExecaChildProcess {
+    return execa(process.execPath, childArgs(body), { cwd: ROOT, reject: false });
+}
+
+function childArgs(body: string): string[] {
     const hook = `
 const ts = require(${JSON.stringify(require.resolve("typescript"))});
 const fs = require("fs");
 require.extensions[".ts"] = (m, file) => m._compile(ts.transpileModule(fs.readFileSync(file, "utf8"), { compilerOptions: { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2022, esModuleInterop: true } }).outputText, file);
 `;
-    const r = await execa(process.execPath, ["-e", hook + body], { cwd: path.resolve(__dirname, "../.."), reject: false, timeout: timeoutMs, killSignal: "SIGKILL" });
-    return { stdout: r.stdout, stderr: r.stderr, timedOut: r.timedOut, exitCode: r.exitCode };
+    return ["-e", hook + body];
 }
