@@ -12,7 +12,7 @@ function withOutputs(args: object, outputs: readonly string[]): pulumi.Inputs {
     return { ...props, ...args };
 }
 
-const DISK_IMAGE_OUTPUTS = ["path", "format", "virtualSizeBytes", "inputHash", "backingPath", "backingInputHash", "drift"] as const;
+export const DISK_IMAGE_OUTPUTS = ["path", "format", "virtualSizeBytes", "inputHash", "backingPath", "backingInputHash", "drift"] as const;
 
 /** A base image (blank, imported from a file, built from a directory) or a qcow2 overlay on another image. */
 export class DiskImage extends pulumi.dynamic.Resource {
@@ -30,7 +30,7 @@ export class DiskImage extends pulumi.dynamic.Resource {
     }
 }
 
-const RUN_SCRIPT_OUTPUTS = ["argv", "argvHash", "accel", "contentHash", "drift"] as const;
+export const RUN_SCRIPT_OUTPUTS = ["argv", "argvHash", "accel", "contentHash", "drift"] as const;
 
 /** A launcher script (Guix's run-vm.sh) that execs one QEMU command line. */
 export class RunScript extends pulumi.dynamic.Resource {
@@ -47,7 +47,7 @@ export class RunScript extends pulumi.dynamic.Resource {
     }
 }
 
-const VIRTUAL_MACHINE_OUTPUTS = ["pid", "qmpSocket", "serialLog", "launcherPath", "argvHash", "status", "accel", "accelReason", "startedAt", "readySeconds", "vmDir"] as const;
+export const VIRTUAL_MACHINE_OUTPUTS = ["pid", "qmpSocket", "serialLog", "launcherPath", "argvHash", "status", "accel", "accelReason", "startedAt", "readySeconds", "vmDir"] as const;
 
 /** A running QEMU guest, started from its launcher and controlled over QMP. */
 export class VirtualMachine extends pulumi.dynamic.Resource {

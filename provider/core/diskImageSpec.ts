@@ -2,7 +2,7 @@ import * as path from "node:path";
 import { z } from "zod";
 import { digestByName, hashValue, sha256Hex, type DigestAlgorithm, type DigestByName } from "./hash";
 import { parseSize } from "./size";
-import { absolutePath, InputError, parseOrThrow, plainText } from "./validation";
+import { absolutePath, InputError, parseOrThrow, plainText, refuseUnknownKeys } from "./validation";
 
 /**
  * A DiskImage as declared: where it goes and what it is made from. Defaults live here, and so
@@ -80,8 +80,14 @@ const topSchema = z.object({
     stateDir: absolutePath("stateDir").optional(),
 });
 
+/** A DiskImage's inputs; any other top-level key is refused (see refuseUnknownKeys). */
+export const DISK_IMAGE_INPUT_KEYS: readonly string[] = ["source", "path", "stateDir"];
+/** Must match the output names sdk/resources.ts declares (as undefined) for DiskImage; a unit test checks. */
+export const DISK_IMAGE_OUTPUT_KEYS: readonly string[] = ["path", "format", "virtualSizeBytes", "inputHash", "backingPath", "backingInputHash", "drift"];
+
 /** Validates a DiskImage's inputs, or throws an InputError naming each bad field (`source.size`, `path`…). */
 export function parseDiskImageSpec(inputs: { source?: unknown; path?: unknown; stateDir?: unknown }): DiskImageSpec {
+    refuseUnknownKeys(inputs as Record<string, unknown>, DISK_IMAGE_INPUT_KEYS, DISK_IMAGE_OUTPUT_KEYS);
     if (inputs.source === undefined || inputs.source === null || typeof inputs.source !== "object" || Array.isArray(inputs.source)) {
         throw new InputError([{ property: "source", reason: `source must be an object with a kind (${KINDS.join(", ")})` }]);
     }

@@ -51,9 +51,20 @@ function parseSizeText(text: string): SizeResult {
     return inRange(Number(bytes));
 }
 
+/** Disks are made of 512-byte sectors; qemu-img rounds any other size up without a word. */
+export const SECTOR_BYTES = 512;
+
 function inRange(bytes: number): SizeResult {
     if (bytes <= 0) return { ok: false, reason: `size must be greater than 0 bytes` };
     if (bytes > MAX_SIZE_BYTES) return { ok: false, reason: `size must be at most ${MAX_SIZE_BYTES} bytes` };
+    if (bytes % SECTOR_BYTES !== 0) {
+        const up = Math.ceil(bytes / SECTOR_BYTES) * SECTOR_BYTES;
+        const suggestion = up % 1024 ** 2 === 0 ? `"${up / 1024 ** 2}M"` : up % 1024 === 0 ? `"${up / 1024}K"` : String(up);
+        return {
+            ok: false,
+            reason: `size must be a multiple of ${SECTOR_BYTES} bytes (disks are made of 512-byte sectors; qemu-img would silently round ${bytes} bytes up to ${up}); write ${suggestion}`,
+        };
+    }
     return { ok: true, bytes };
 }
 
