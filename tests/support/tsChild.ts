@@ -1,5 +1,5 @@
 import execa from "execa";
-import * as path from "node:path";
+import { MAIN_ROOT } from "../engine/paths";
 
 /**
  * Runs `body` (CommonJS JavaScript that may `require` the project's .ts modules by path) in a
@@ -11,7 +11,7 @@ export async function runInChild(body: string, timeoutMs: number): Promise<{ std
     return { stdout: r.stdout, stderr: r.stderr, timedOut: r.timedOut, exitCode: r.exitCode };
 }
 
-const ROOT = path.resolve(__dirname, "../..");
+const ROOT = MAIN_ROOT;
 
 /** Starts `body` in a child node process and hands it back running (the caller must end it). */
 export function startInChild(body: string): execa.ExecaChildProcess {
