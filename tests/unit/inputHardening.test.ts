@@ -2,7 +2,8 @@ import { DISK_IMAGE_INPUT_KEYS, DISK_IMAGE_OUTPUT_KEYS, parseDiskImageSpec } fro
 import { extraArgsProblems } from "../../provider/core/extraArgs";
 import { InputError, MAX_QUOTED_CHARS, quoteValue, refuseUnknownKeys, unknownKeyProblems } from "../../provider/core/validation";
 import { parseVmSpec } from "../../provider/core/vmSpec";
-import { DISK_IMAGE_OUTPUTS } from "../../sdk/resources";
+import { RUN_SCRIPT_OUTPUT_KEYS, VIRTUAL_MACHINE_OUTPUT_KEYS } from "../../provider/core/resourceKeys";
+import { DISK_IMAGE_OUTPUTS, RUN_SCRIPT_OUTPUTS, VIRTUAL_MACHINE_OUTPUTS } from "../../sdk/resources";
 
 /** The messages an input gets, one per bad field, as "property: reason". */
 function problems(parse: () => unknown): string[] {
@@ -130,6 +131,8 @@ describe("unknown top-level keys", () => {
         // The list in core is the SDK's own.
         expect([...DISK_IMAGE_OUTPUT_KEYS].sort()).toEqual([...DISK_IMAGE_OUTPUTS].sort());
         expect(DISK_IMAGE_INPUT_KEYS).toEqual(["source", "path", "stateDir"]);
+        expect([...RUN_SCRIPT_OUTPUT_KEYS].sort()).toEqual([...RUN_SCRIPT_OUTPUTS].sort());
+        expect([...VIRTUAL_MACHINE_OUTPUT_KEYS].sort()).toEqual([...VIRTUAL_MACHINE_OUTPUTS].sort());
     });
 
     test("the helper for the other resources: every unknown key named at once", () => {
