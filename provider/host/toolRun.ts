@@ -75,14 +75,22 @@ export function findInPath(command: string, envPath = process.env.PATH ?? ""): s
 }
 
 /**
+ * `command args` rewritten to run under `setpriv --pdeathsig KILL`, so the kernel kills it when
+ * this process dies; unchanged where there is no setpriv, or no such command (so that spawn's own
+ * ENOENT reaches the caller, which setpriv would turn into an exit status 127).
+ */
+export function diesWithUs(command: string, args: readonly string[], envPath = process.env.PATH): [string, string[]] {
+    const wrapper = setpriv();
+    if (wrapper === null || findInPath(command, envPath ?? "") === null) return [command, [...args]];
+    return [wrapper, ["--pdeathsig", "KILL", "--", command, ...args]];
+}
+
+/**
  * Runs `command args` to the end and returns its exit and output; never rejects for a tool's own
  * failure, only with a ToolTimeoutError when a deadline or the stall detector stopped it.
  */
 export async function runTool(command: string, args: string[], opts: ToolRunOptions = {}): Promise<ToolResult> {
-    const wrapper = setpriv();
-    // A missing tool is left to spawn so that its error reads as it always did; setpriv would say it less plainly.
-    const wrapped = wrapper !== null && findInPath(command, (opts.env ?? process.env).PATH ?? process.env.PATH) !== null;
-    const [file, argv] = wrapped ? [wrapper!, ["--pdeathsig", "KILL", "--", command, ...args]] : [command, args];
+    const [file, argv] = diesWithUs(command, args, (opts.env ?? process.env).PATH);
     const child = execa(file, argv, {
         reject: false,
         ...(opts.input !== undefined ? { input: opts.input } : { stdin: "ignore" }),
