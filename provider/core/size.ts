@@ -6,6 +6,8 @@
  * "MB"/"GB" are refused rather than guessed: qemu-img reads them as binary, most people as decimal.
  */
 
+import { quoteValue } from "./validation";
+
 const UNIT: Record<string, number> = {
     "": 1,
     k: 1024,
@@ -45,9 +47,9 @@ function parseSizeText(text: string): SizeResult {
     // Exact arithmetic: 0.1 is not a double, and "1.1K" must be refused, not rounded.
     const scaled = BigInt(whole + fraction) * BigInt(unit);
     const divisor = 10n ** BigInt(fraction.length);
-    if (scaled % divisor !== 0n) return { ok: false, reason: `size ${JSON.stringify(text)} is not a whole number of bytes` };
+    if (scaled % divisor !== 0n) return { ok: false, reason: `size ${quoteValue(text)} is not a whole number of bytes` };
     const bytes = scaled / divisor;
-    if (bytes > BigInt(MAX_SIZE_BYTES)) return { ok: false, reason: `size ${JSON.stringify(text)} is larger than the largest size allowed (${MAX_SIZE_BYTES} bytes)` };
+    if (bytes > BigInt(MAX_SIZE_BYTES)) return { ok: false, reason: `size ${quoteValue(text)} is larger than the largest size allowed (${MAX_SIZE_BYTES} bytes)` };
     return inRange(Number(bytes));
 }
 

@@ -1,5 +1,6 @@
 import { DISK_IMAGE_INPUT_KEYS, DISK_IMAGE_OUTPUT_KEYS, parseDiskImageSpec } from "../../provider/core/diskImageSpec";
 import { extraArgsProblems } from "../../provider/core/extraArgs";
+import { check as checkDiskImage } from "../../provider/resources/diskImage";
 import { InputError, MAX_QUOTED_CHARS, quoteValue, refuseUnknownKeys, unknownKeyProblems } from "../../provider/core/validation";
 import { parseVmSpec } from "../../provider/core/vmSpec";
 import { RUN_SCRIPT_OUTPUT_KEYS, VIRTUAL_MACHINE_OUTPUT_KEYS } from "../../provider/core/resourceKeys";
@@ -142,4 +143,18 @@ describe("unknown top-level keys", () => {
         expect(found[2].reason).toBe('"zzz" is not an input of this resource (inputs: vm, ready, stateDir)');
         expect(() => refuseUnknownKeys({ vm: {}, pid: 3 }, ["vm"], ["pid"])).toThrow(/^pid: "pid" is not an input/); // an output with a value is not an input
     });
+});
+
+test("a size with thousands of digits is quoted cut, too", () => {
+    const [msg] = problems(() => parseDiskImageSpec({ source: { kind: "blank", size: `1.${"0".repeat(3000)}1K`, format: "raw" } }));
+    expect(msg).toMatch(/^source\.size: size "1\.0+… \(cut; 3004 characters\) is not a whole number of bytes/);
+    expect(msg.length).toBeLessThan(2 * 200 + 200);
+});
+
+test("DiskImage's check reports an unknown key as a check failure, and passes __provider", async () => {
+    const check = checkDiskImage;
+    const source = { kind: "blank", size: "1M", format: "raw" };
+    const bad = await check({}, { source, redy: true, __provider: "p" });
+    expect(bad.failures).toEqual([{ property: "redy", reason: '"redy" is not an input of this resource (inputs: source, path, stateDir)' }]);
+    expect((await check({}, { source, path: "/x.img", __provider: "p" })).failures).toBeUndefined();
 });
