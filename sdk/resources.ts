@@ -12,7 +12,7 @@ function withOutputs(args: object, outputs: readonly string[]): pulumi.Inputs {
     return { ...props, ...args };
 }
 
-const DISK_IMAGE_OUTPUTS = ["path", "format", "virtualSizeBytes", "inputHash", "backingPath", "backingInputHash", "drift"] as const;
+export const DISK_IMAGE_OUTPUTS = ["path", "format", "virtualSizeBytes", "inputHash", "backingPath", "backingInputHash", "mode", "drift"] as const;
 
 /** A base image (blank, imported from a file, built from a directory) or a qcow2 overlay on another image. */
 export class DiskImage extends pulumi.dynamic.Resource {
@@ -23,6 +23,8 @@ export class DiskImage extends pulumi.dynamic.Resource {
     declare public readonly inputHash: pulumi.Output<string>;
     declare public readonly backingPath: pulumi.Output<string | undefined>;
     declare public readonly backingInputHash: pulumi.Output<string | undefined>;
+    /** The file's mode as written, octal ("0600"). */
+    declare public readonly mode: pulumi.Output<string>;
     declare public readonly drift: pulumi.Output<string | undefined>;
 
     constructor(name: string, args: DiskImageArgs, opts?: pulumi.CustomResourceOptions) {
@@ -30,7 +32,7 @@ export class DiskImage extends pulumi.dynamic.Resource {
     }
 }
 
-const RUN_SCRIPT_OUTPUTS = ["argv", "argvHash", "accel", "contentHash", "drift"] as const;
+export const RUN_SCRIPT_OUTPUTS = ["argv", "argvHash", "accel", "contentHash", "mode", "drift"] as const;
 
 /** A launcher script (Guix's run-vm.sh) that execs one QEMU command line. */
 export class RunScript extends pulumi.dynamic.Resource {
@@ -40,6 +42,8 @@ export class RunScript extends pulumi.dynamic.Resource {
     /** The accelerator written into the launcher on this host. */
     declare public readonly accel: pulumi.Output<"kvm" | "tcg">;
     declare public readonly contentHash: pulumi.Output<string>;
+    /** The file's mode as written, octal ("0600"). */
+    declare public readonly mode: pulumi.Output<string>;
     declare public readonly drift: pulumi.Output<string | undefined>;
 
     constructor(name: string, args: RunScriptArgs, opts?: pulumi.CustomResourceOptions) {
@@ -47,7 +51,7 @@ export class RunScript extends pulumi.dynamic.Resource {
     }
 }
 
-const VIRTUAL_MACHINE_OUTPUTS = ["pid", "qmpSocket", "serialLog", "launcherPath", "argvHash", "status", "accel", "accelReason", "startedAt", "readySeconds", "vmDir"] as const;
+export const VIRTUAL_MACHINE_OUTPUTS = ["pid", "qmpSocket", "serialLog", "launcherPath", "argvHash", "status", "accel", "accelReason", "startedAt", "readySeconds", "vmDir"] as const;
 
 /** A running QEMU guest, started from its launcher and controlled over QMP. */
 export class VirtualMachine extends pulumi.dynamic.Resource {

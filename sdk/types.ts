@@ -52,6 +52,8 @@ export interface DiskImageArgs {
     path?: pulumi.Input<string>;
     stateDir?: pulumi.Input<string>;
     source: DeepInput<DiskImageSource>;
+    /** The image file's mode, as octal text ("0640"); default "0600". No execute bits; a new mode replaces the image. */
+    mode?: pulumi.Input<string>;
 }
 
 export interface RunScriptArgs {
@@ -59,6 +61,8 @@ export interface RunScriptArgs {
     /** Where the launcher goes; default under the state directory, named after the argv hash. */
     path?: pulumi.Input<string>;
     stateDir?: pulumi.Input<string>;
+    /** The launcher's mode, as octal text ("0755"); default "0500". No group or other write; rewritten in place. */
+    mode?: pulumi.Input<string>;
 }
 
 export interface ReadyArgs {

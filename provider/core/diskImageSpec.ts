@@ -3,7 +3,7 @@ import { z } from "zod";
 import { digestByName, hashValue, sha256Hex, type DigestAlgorithm, type DigestByName } from "./hash";
 import { parseSize } from "./size";
 import { fileModeSchema, IMAGE_MODE } from "./fileMode";
-import { absolutePath, InputError, parseOrThrow, plainText } from "./validation";
+import { absolutePath, InputError, parseOrThrow, plainText, refuseUnknownKeys } from "./validation";
 
 /**
  * A DiskImage as declared: where it goes and what it is made from. Defaults live here, and so
@@ -87,8 +87,14 @@ const topSchema = z.object({
     stateDir: absolutePath("stateDir").optional(),
 });
 
+/** A DiskImage's inputs; any other top-level key is refused (see refuseUnknownKeys). */
+export const DISK_IMAGE_INPUT_KEYS: readonly string[] = ["source", "path", "stateDir", "mode"];
+/** Must match the output names sdk/resources.ts declares (as undefined) for DiskImage; a unit test checks. */
+export const DISK_IMAGE_OUTPUT_KEYS: readonly string[] = ["path", "format", "virtualSizeBytes", "inputHash", "backingPath", "backingInputHash", "mode", "drift"];
+
 /** Validates a DiskImage's inputs, or throws an InputError naming each bad field (`source.size`, `path`…). */
 export function parseDiskImageSpec(inputs: { source?: unknown; path?: unknown; stateDir?: unknown; mode?: unknown }): DiskImageSpec {
+    refuseUnknownKeys(inputs as Record<string, unknown>, DISK_IMAGE_INPUT_KEYS, DISK_IMAGE_OUTPUT_KEYS);
     if (inputs.source === undefined || inputs.source === null || typeof inputs.source !== "object" || Array.isArray(inputs.source)) {
         throw new InputError([{ property: "source", reason: `source must be an object with a kind (${KINDS.join(", ")})` }]);
     }

@@ -6,6 +6,8 @@
  * "MB"/"GB" are refused rather than guessed: qemu-img reads them as binary, most people as decimal.
  */
 
+import { quoteValue } from "./validation";
+
 const UNIT: Record<string, number> = {
     "": 1,
     k: 1024,
@@ -45,15 +47,26 @@ function parseSizeText(text: string): SizeResult {
     // Exact arithmetic: 0.1 is not a double, and "1.1K" must be refused, not rounded.
     const scaled = BigInt(whole + fraction) * BigInt(unit);
     const divisor = 10n ** BigInt(fraction.length);
-    if (scaled % divisor !== 0n) return { ok: false, reason: `size ${JSON.stringify(text)} is not a whole number of bytes` };
+    if (scaled % divisor !== 0n) return { ok: false, reason: `size ${quoteValue(text)} is not a whole number of bytes` };
     const bytes = scaled / divisor;
-    if (bytes > BigInt(MAX_SIZE_BYTES)) return { ok: false, reason: `size ${JSON.stringify(text)} is larger than the largest size allowed (${MAX_SIZE_BYTES} bytes)` };
+    if (bytes > BigInt(MAX_SIZE_BYTES)) return { ok: false, reason: `size ${quoteValue(text)} is larger than the largest size allowed (${MAX_SIZE_BYTES} bytes)` };
     return inRange(Number(bytes));
 }
+
+/** Disks are made of 512-byte sectors; qemu-img rounds any other size up without a word. */
+export const SECTOR_BYTES = 512;
 
 function inRange(bytes: number): SizeResult {
     if (bytes <= 0) return { ok: false, reason: `size must be greater than 0 bytes` };
     if (bytes > MAX_SIZE_BYTES) return { ok: false, reason: `size must be at most ${MAX_SIZE_BYTES} bytes` };
+    if (bytes % SECTOR_BYTES !== 0) {
+        const up = Math.ceil(bytes / SECTOR_BYTES) * SECTOR_BYTES;
+        const suggestion = up % 1024 ** 2 === 0 ? `"${up / 1024 ** 2}M"` : up % 1024 === 0 ? `"${up / 1024}K"` : String(up);
+        return {
+            ok: false,
+            reason: `size must be a multiple of ${SECTOR_BYTES} bytes (disks are made of 512-byte sectors; qemu-img would silently round ${bytes} bytes up to ${up}); write ${suggestion}`,
+        };
+    }
     return { ok: true, bytes };
 }
 

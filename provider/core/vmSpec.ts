@@ -1,6 +1,7 @@
 import { z } from "zod";
 import { absolutePath, parseOrThrow, plainText, port } from "./validation";
 import { MAX_MOUNT_TAG_BYTES, mountTag } from "./mountTag";
+import { extraArgsProblems } from "./extraArgs";
 
 /**
  * The virtual machine a user declares, modelled on Guix's <virtual-machine> record: every
@@ -50,21 +51,37 @@ const shareSchema = z
     })
     .strict();
 
+/**
+ * Why a forward cannot listen on `address`: broadcast, multicast (224.0.0.0/4) and the reserved
+ * 240.0.0.0/4 are not addresses of this host. 0.0.0.0 stays allowed: it opens the port on every
+ * interface, which a user may want on purpose.
+ */
+export function hostAddressProblem(address: string): string | undefined {
+    const first = Number(address.split(".")[0]);
+    if (address === "255.255.255.255") return "hostAddress 255.255.255.255 is the broadcast address, which no port can listen on; use 127.0.0.1 (the default), an address of this host, or 0.0.0.0 for every interface";
+    if (first >= 224 && first <= 239) return `hostAddress ${address} is a multicast address (224.0.0.0/4), which a TCP or UDP forward cannot listen on; use 127.0.0.1 (the default), an address of this host, or 0.0.0.0`;
+    if (first >= 240) return `hostAddress ${address} is in the reserved range 240.0.0.0/4, which no host uses; use 127.0.0.1 (the default), an address of this host, or 0.0.0.0`;
+    return undefined;
+}
+
 const portForwardSchema = z
     .object({
         host: port("host"),
         guest: port("guest"),
         /** Loopback unless the user opens the port wider on purpose. */
-        hostAddress: z.ipv4({ error: 'hostAddress must be an IPv4 address such as "127.0.0.1"' }).default("127.0.0.1"),
+        hostAddress: z
+            .ipv4({ error: 'hostAddress must be an IPv4 address such as "127.0.0.1"' })
+            .refine((a) => hostAddressProblem(a) === undefined, { error: (iss) => hostAddressProblem(iss.input as string) })
+            .default("127.0.0.1"),
         protocol: z.enum(["tcp", "udp"], { error: 'protocol must be "tcp" or "udp"' }).default("tcp"),
     })
     .strict();
 
 export const vmSpecSchema = z
     .object({
-        name: plainText("name").min(1).max(64).optional(),
-        qemu: plainText("qemu").min(1).default("qemu-system-x86_64"),
-        qemuImg: plainText("qemuImg").min(1).default("qemu-img"),
+        name: plainText("name").min(1, { error: "name must not be empty" }).max(64, { error: "name must be at most 64 characters" }).optional(),
+        qemu: plainText("qemu").min(1, { error: "qemu must not be empty (leave it out for qemu-system-x86_64)" }).default("qemu-system-x86_64"),
+        qemuImg: plainText("qemuImg").min(1, { error: "qemuImg must not be empty (leave it out for qemu-img)" }).default("qemu-img"),
         accel: z.enum(["auto", "kvm", "tcg"], { error: 'accel must be "auto", "kvm" or "tcg"' }).default("auto"),
         memoryMiB: z
             .number({ error: "memoryMiB must be a number of MiB" })
@@ -122,6 +139,7 @@ export const vmSpecSchema = z
                 ctx.addIssue({ code: "custom", path: ["shares", i, share.mountTag ? "mountTag" : "source"], message: `mount tag ${tag} is already used by shares[${first}]; each share needs its own tag` });
             } else seenTags.set(tag, i);
         });
+        for (const p of extraArgsProblems(spec.extraArgs)) ctx.addIssue({ code: "custom", path: ["extraArgs", p.index], message: p.reason });
         const seenDisks = new Map<string, number>();
         spec.disks.forEach((disk, i) => {
             for (const file of [disk.path, disk.overlay]) {

@@ -3,6 +3,7 @@ import { access, mkdtemp, open, readdir, readFile, rm, stat, writeFile } from "n
 import * as os from "node:os";
 import * as path from "node:path";
 import execa from "execa";
+import { diesWithUs } from "./toolRun";
 import { AccelVerdict, applyRequest, cpuVirtualizationFlag, decideAutoAccel, KvmFacts, RequestedAccel, ResolvedAccel } from "../core/accelChoice";
 import { writeFileAtomic } from "./atomicFile";
 import { ensureStateDir, isOwnFileSync, resolveStateDir } from "./stateDir";
@@ -63,13 +64,13 @@ export async function probeBoot(qemu: string, accel: ResolvedAccel, timeoutMs: n
     try {
         const sector = path.join(dir, "sector.img");
         await writeFile(sector, probeSector());
+        // Under setpriv --pdeathsig: a provider killed mid-probe leaves no probe QEMU behind.
         child = execa(
-            qemu,
-            [
+            ...diesWithUs(qemu, [
                 "-accel", accel, "-nodefaults", "-display", "none", "-m", "16", "-no-reboot",
                 "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
                 "-drive", `file=${sector},format=raw,if=floppy`,
-            ],
+            ]),
             { reject: false, stdin: "ignore", stdout: "ignore", stderr: "pipe" },
         );
         const finished = child.then((r) => r);

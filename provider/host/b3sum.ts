@@ -1,4 +1,5 @@
 import execa from "execa";
+import { runTool, ToolTimeoutError } from "./toolRun";
 
 /**
  * `b3sum`, the BLAKE3 team's own tool: it maps the file and hashes it on every core, which no
@@ -46,18 +47,28 @@ async function probeB3sum(command: string): Promise<boolean> {
     }
 }
 
+/** Hashing a file takes as long as it is big; b3sum is stopped once it does no work for this long (see toolRun). */
+export const B3SUM_STALL_MS = 120_000;
+
 /** The hex BLAKE3 of `file`, by b3sum. */
-export async function b3sumFile(file: string, command = "b3sum"): Promise<string> {
+export async function b3sumFile(file: string, command = "b3sum", stallMs = B3SUM_STALL_MS): Promise<string> {
     // "--" because a path may start with "-"; --no-names so the name never needs unescaping.
-    const r = await execa(command, ["--no-names", "--", file], { reject: false, stdin: "ignore" });
+    let r;
+    try {
+        r = await runTool(command, ["--no-names", "--", file], { stallMs });
+    } catch (err) {
+        if (err instanceof ToolTimeoutError) throw new B3sumError(file, `b3sum ${err.why} and was stopped`);
+        throw err;
+    }
     const digest = r.stdout.trim();
     if (r.exitCode === 0 && /^[0-9a-f]{64}$/.test(digest)) return digest;
     throw new B3sumError(file, r.stderr.trim() || failure(r));
 }
 
 /** What went wrong when b3sum itself said nothing: killed, not started, or printed no digest. */
-function failure(r: execa.ExecaReturnValue): string {
+function failure(r: { signal?: string; exitCode: number; spawnError?: string; stdout: string }): string {
     if (r.signal) return `killed by ${r.signal}`;
-    if (r.exitCode !== 0) return (r as Partial<execa.ExecaError>).shortMessage || `exit status ${r.exitCode}`;
+    if (r.spawnError) return r.spawnError;
+    if (r.exitCode !== 0) return `exit status ${r.exitCode}`;
     return `printed ${JSON.stringify(r.stdout.slice(0, 200))} instead of a digest`;
 }

@@ -1,7 +1,4 @@
-import execa from "execa";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
-import * as os from "node:os";
-import * as path from "node:path";
+import { runTool, ToolTimeoutError, type ToolResult } from "./toolRun";
 
 /**
  * ext4 images filled from a host directory without root: `mkfs.ext4 -d`, then `debugfs` to give
@@ -35,12 +32,20 @@ export interface Ext4Build {
     paths: readonly string[];
     mkfs?: string;
     debugfs?: string;
+    /** Stall limit for each tool (defaults to EXT4_STALL_MS). */
+    stallMs?: number;
 }
 
 /** Environment that pins what mkfs and debugfs would otherwise take from the clock. */
 function fixedEnv(): NodeJS.ProcessEnv {
     return { ...process.env, E2FSPROGS_FAKE_TIME: String(FIXED_TIME), LC_ALL: "C" };
 }
+
+/**
+ * mkfs.ext4 -d and debugfs copy and rewrite as much as the tree holds, so no fixed deadline fits;
+ * they are stopped once they have read and written nothing for this long (see toolRun).
+ */
+export const EXT4_STALL_MS = 120_000;
 
 export async function buildExt4(b: Ext4Build): Promise<void> {
     await runMkfs(b);
@@ -50,8 +55,18 @@ export async function buildExt4(b: Ext4Build): Promise<void> {
 async function runMkfs(b: Ext4Build): Promise<void> {
     const extended = [`hash_seed=${b.hashSeed}`, "root_owner=0:0"].join(",");
     const args = ["-q", "-F", "-t", "ext4", "-U", b.uuid, "-E", extended, ...(b.label ? ["-L", b.label] : []), "-d", b.sourceDir, b.imageFile];
-    const r = await execa(b.mkfs ?? "mkfs.ext4", args, { reject: false, stdin: "ignore", env: fixedEnv(), extendEnv: false });
-    if (r.exitCode !== 0) throw new Ext4Error(`mkfs.ext4 ${args.join(" ")}`, r.stderr || r.stdout || spawnFailure(r));
+    const label = `mkfs.ext4 ${args.join(" ")}`;
+    const r = await runExt4Tool(b.mkfs ?? "mkfs.ext4", args, label, b.stallMs);
+    if (r.exitCode !== 0) throw new Ext4Error(label, r.stderr || r.stdout || spawnFailure(r));
+}
+
+async function runExt4Tool(command: string, args: string[], label: string, stallMs = EXT4_STALL_MS, input?: string): Promise<ToolResult> {
+    try {
+        return await runTool(command, args, { env: fixedEnv(), extendEnv: false, stallMs, label, input });
+    } catch (err) {
+        if (err instanceof ToolTimeoutError) throw new Ext4Error(label, `${command} ${err.why} and was stopped`);
+        throw err;
+    }
 }
 
 /** debugfs's parser takes double-quoted words with "" for a quote; line breaks are refused upstream. */
@@ -70,21 +85,15 @@ export function normaliseCommands(paths: readonly string[]): string {
     return lines.join("\n") + "\n";
 }
 
+/** The commands go in on stdin ("-f -"): no temp file to write, to protect, or to leak on a crash. */
 async function normaliseInodes(b: Ext4Build): Promise<void> {
-    const dir = await mkdtemp(path.join(os.tmpdir(), "pulumi-qemu-debugfs-"));
-    try {
-        const cmds = path.join(dir, "commands");
-        await writeFile(cmds, normaliseCommands(b.paths));
-        const r = await execa(b.debugfs ?? "debugfs", ["-w", "-f", cmds, b.imageFile], { reject: false, stdin: "ignore", env: fixedEnv(), extendEnv: false });
-        // debugfs exits 0 even when a command fails; its complaints are the stderr lines after the banner.
-        const complaints = r.stderr.split("\n").filter((l) => l.trim() && !/^debugfs [0-9.]+ \(/.test(l));
-        if (r.exitCode !== 0 || complaints.length) throw new Ext4Error(`debugfs -w -f ${cmds} ${b.imageFile}`, complaints.join("\n") || r.stderr);
-    } finally {
-        await rm(dir, { recursive: true, force: true });
-    }
+    const label = `debugfs -w -f - ${b.imageFile}`;
+    const r = await runExt4Tool(b.debugfs ?? "debugfs", ["-w", "-f", "-", b.imageFile], label, b.stallMs, normaliseCommands(b.paths));
+    // debugfs exits 0 even when a command fails; its complaints are the stderr lines after the banner.
+    const complaints = r.stderr.split("\n").filter((l) => l.trim() && !/^debugfs [0-9.]+ \(/.test(l));
+    if (r.exitCode !== 0 || complaints.length) throw new Ext4Error(label, complaints.join("\n") || r.stderr || spawnFailure(r));
 }
 
-/** With reject:false a failure to start (missing binary) comes back as the error itself, message included. */
-function spawnFailure(r: { exitCode?: number }): string {
-    return (r as { message?: string }).message ?? `exit code ${r.exitCode}`;
+function spawnFailure(r: ToolResult): string {
+    return r.spawnError ?? (r.signal ? `killed by ${r.signal}` : `exit code ${r.exitCode}`);
 }

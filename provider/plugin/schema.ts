@@ -79,6 +79,7 @@ const resources = {
             path: str("Where the image goes; default under the state directory."),
             stateDir: str("State directory for default paths."),
             source: ref("DiskImageSource", "What the image is made from."),
+            mode: str('File mode as octal text, e.g. "0640"; default "0600". No execute bits; a new mode replaces the image.'),
         },
         requiredInputs: ["source"],
         properties: {
@@ -88,6 +89,7 @@ const resources = {
             inputHash: str("Hash of everything the image is made from."),
             backingPath: str("Backing image of an overlay."),
             backingInputHash: str("Identity of the backing image."),
+            mode: str("File mode as written, octal."),
             drift: str("What changed behind the provider's back, if anything."),
         },
         required: ["path", "format", "virtualSizeBytes", "inputHash"],
@@ -98,6 +100,7 @@ const resources = {
             vm: ref("VmSpec", "The virtual machine."),
             path: str("Where the launcher goes; default under the state directory."),
             stateDir: str("State directory for default paths."),
+            mode: str('File mode as octal text, e.g. "0755"; default "0500". No group or other write.'),
         },
         requiredInputs: ["vm"],
         properties: {
@@ -107,6 +110,7 @@ const resources = {
             accel: str("Accelerator written into the launcher on this host."),
             contentHash: str("sha256 of the launcher text as written."),
             requestedPath: str("The path asked for, when not the default."),
+            mode: str("File mode as written, octal."),
             drift: str("What changed behind the provider's back, if anything."),
         },
         required: ["path", "argv", "argvHash", "accel", "contentHash"],

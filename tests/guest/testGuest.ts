@@ -3,6 +3,7 @@ import { access, copyFile, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, 
 import * as path from "node:path";
 import execa from "execa";
 import { hashValue, sha256Hex } from "../../provider/core/hash";
+import { MAIN_ROOT } from "../engine/paths";
 
 /**
  * The guest the integration tests boot: Debian's own generic kernel and a small initramfs of
@@ -44,9 +45,9 @@ export const WANTED_MODULES = [
 const BUSYBOX = "/bin/busybox";
 const INIT_SCRIPT = path.join(__dirname, "init.sh");
 // PQ_TEST_GUEST_CACHE moves the cache, e.g. to exercise a cold build without disturbing the shared one.
-const CACHE_ROOT = process.env.PQ_TEST_GUEST_CACHE
+export const CACHE_ROOT = process.env.PQ_TEST_GUEST_CACHE
     ? path.resolve(process.env.PQ_TEST_GUEST_CACHE)
-    : path.resolve(__dirname, "..", "..", ".cache", "test-guest");
+    : path.join(MAIN_ROOT, ".cache", "test-guest"); // the checkout's root, also when run compiled from bin/ (never bin/.cache)
 // Bumped when the layout of the built guest changes in a way the other inputs do not show.
 const FORMAT = 1;
 

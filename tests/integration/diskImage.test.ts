@@ -99,14 +99,14 @@ describe("blank images", () => {
         expect((await stat(path.join(stateDir, "images"))).mode & 0o777).toBe(0o700);
         expect(await qemuInfo(raw.path)).toMatchObject({ format: "raw", "virtual-size": 64 * 1024 ** 2 });
 
-        const q = await make({ source: { kind: "blank", size: 100000000, format: "qcow2" } });
+        // Sizes are whole 512-byte sectors (others are refused at check), so qemu-img makes exactly what was asked.
+        const q = await make({ source: { kind: "blank", size: 100000256, format: "qcow2" } });
         const info = await qemuInfo(q.path);
         expect(info.format).toBe("qcow2");
-        // qemu-img rounds up to whole sectors; the hash keeps what was asked for.
         expect(info["virtual-size"]).toBe(100000256);
         expect(q.virtualSizeBytes).toBe(100000256);
-        expect(q.sizeRequested).toBe(100000000);
-        expect(await diffOf(q, { source: { kind: "blank", size: 100000000, format: "qcow2" } })).toEqual({ changes: false });
+        expect(q.sizeRequested).toBe(100000256);
+        expect(await diffOf(q, { source: { kind: "blank", size: 100000256, format: "qcow2" } })).toEqual({ changes: false });
         expect(JSON.stringify(q)).not.toContain("undefined");
         expect(Object.values(q).includes(undefined)).toBe(false);
     });
@@ -473,7 +473,7 @@ describe("check and unknown values", () => {
         expect(await check({}, news)).toEqual({ inputs: news });
         const olds = { path: "/nonexistent/x.qcow2", inputHash: "00", stateDir: "/nonexistent" } as unknown as DiskImageOutputs;
         expect(await diffImage("x", olds, { ...news, stateDir: "/nonexistent/state" })).toEqual({ changes: true, replaces: ["source"] });
-        expect(await diffImage("x", olds, { source: { kind: "blank", size: 1, format: "raw" }, path: UNKNOWN })).toEqual({ changes: true, replaces: ["path"] });
+        expect(await diffImage("x", olds, { source: { kind: "blank", size: 512, format: "raw" }, path: UNKNOWN })).toEqual({ changes: true, replaces: ["path"] });
         expect(await exists("/nonexistent")).toBe(false);
     });
 });

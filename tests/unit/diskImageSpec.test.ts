@@ -42,7 +42,7 @@ describe("parseDiskImageSpec", () => {
     });
 
     test("keys Pulumi adds next to the inputs (__provider, output names) are ignored", () => {
-        expect(() => parseDiskImageSpec({ source: { kind: "blank", size: 1, format: "raw" }, __provider: "x", inputHash: undefined } as never)).not.toThrow();
+        expect(() => parseDiskImageSpec({ source: { kind: "blank", size: 512, format: "raw" }, __provider: "x", inputHash: undefined } as never)).not.toThrow();
     });
 
     test.each([
@@ -60,8 +60,8 @@ describe("parseDiskImageSpec", () => {
         [{ source: { kind: "overlay", backing: "/b", size: "1.1K" } }, "source.size", /whole number of bytes/],
         [{ source: { kind: "overlay", backing: "/img/x.qcow2" }, path: "/img/./x.qcow2" }, "source.backing", /own path/],
         [{ source: { kind: "file", path: "/img/x.raw" }, path: "/img/x.raw" }, "source.path", /own path/],
-        [{ source: { kind: "blank", size: 1, format: "raw" }, path: "rel" }, "path", /absolute/],
-        [{ source: { kind: "blank", size: 1, format: "raw" }, stateDir: "" }, "stateDir", /empty/],
+        [{ source: { kind: "blank", size: 512, format: "raw" }, path: "rel" }, "path", /absolute/],
+        [{ source: { kind: "blank", size: 512, format: "raw" }, stateDir: "" }, "stateDir", /empty/],
         [{}, "source", /kind/],
         [{ source: "blank" }, "source", /object/],
     ])("%j → %s", (inputs, property, reason) => {
@@ -107,7 +107,7 @@ describe("imageInputHash", () => {
     });
 
     test("content of another kind is a programming error", () => {
-        expect(() => imageInputHash(blank(1), { kind: "directory", treeHash: "x" })).toThrow(/blank source with directory content/);
+        expect(() => imageInputHash(blank(512), { kind: "directory", treeHash: "x" })).toThrow(/blank source with directory content/);
     });
 });
 

@@ -13,9 +13,9 @@ const reason = (v: unknown) => {
 
 describe("parseSize", () => {
     test.each([
-        [1, 1],
-        [100000000, 100000000],
-        ["100000000", 100000000],
+        [512, 512],
+        [100000256, 100000256],
+        ["100000256", 100000256],
         ["512K", 512 * 1024],
         ["512k", 512 * 1024],
         ["512M", 512 * 1024 ** 2],
@@ -55,6 +55,12 @@ describe("parseSize", () => {
         [null, /binary suffix/],
         [true, /binary suffix/],
         [{}, /binary suffix/],
+        // qemu-img would round these up to whole 512-byte sectors without a word.
+        [1, /multiple of 512 bytes .*round 1 bytes up to 512\); write 512$/],
+        [100000000, /multiple of 512 bytes .*up to 100000256\); write 100000256$/],
+        ["1000", /multiple of 512 bytes.*write "1K"$/],
+        ["0.25K", /multiple of 512 bytes.*write 512$/],
+        [1048575, /write "1M"$/],
     ])("%j is refused", (input, message) => {
         expect(reason(input)).toMatch(message);
     });

@@ -1,0 +1,23 @@
+/**
+ * The top-level input names of RunScript and VirtualMachine, and the output names the SDK
+ * declares (as undefined) for each, for `refuseUnknownKeys` in their checks. DiskImage's live in
+ * diskImageSpec.ts. The output lists must match sdk/resources.ts; a unit test checks.
+ */
+
+export const RUN_SCRIPT_INPUT_KEYS: readonly string[] = ["vm", "path", "stateDir", "mode"];
+export const RUN_SCRIPT_OUTPUT_KEYS: readonly string[] = ["argv", "argvHash", "accel", "contentHash", "mode", "drift"];
+
+export const VIRTUAL_MACHINE_INPUT_KEYS: readonly string[] = ["vm", "ready", "stateDir"];
+export const VIRTUAL_MACHINE_OUTPUT_KEYS: readonly string[] = [
+    "pid",
+    "qmpSocket",
+    "serialLog",
+    "launcherPath",
+    "argvHash",
+    "status",
+    "accel",
+    "accelReason",
+    "startedAt",
+    "readySeconds",
+    "vmDir",
+];
