@@ -2,6 +2,7 @@ import { lstatSync } from "node:fs";
 import { chmod, lstat, mkdir, stat } from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
+import { refuseImpossibleStateDir } from "./stateDirCheck";
 
 /**
  * Where the provider keeps what it makes when the user names no path: the `stateDir` input,
@@ -39,6 +40,8 @@ function octal(mode: number): string {
  * without the sticky bit) could have our directories swapped under us, so it is refused.
  */
 export async function ensureStateDir(dir: string): Promise<string> {
+    // Under /proc or on sysfs, mkdir -p would fail in odd ways or spin: refused first, by name.
+    await refuseImpossibleStateDir(dir);
     await mkdir(dir, { recursive: true, mode: 0o700 });
     const st = await stat(dir);
     if (!st.isDirectory()) throw new StateDirError(`stateDir ${dir} is not a directory`);

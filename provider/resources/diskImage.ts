@@ -1,6 +1,6 @@
 import type * as pulumi from "@pulumi/pulumi";
 import { randomBytes } from "node:crypto";
-import { chmod, link, lstat, mkdir, open, rm, stat, truncate } from "node:fs/promises";
+import { chmod, link, lstat, mkdir, open, rm, truncate } from "node:fs/promises";
 import * as path from "node:path";
 import {
     defaultImageDir,
@@ -25,6 +25,7 @@ import { buildExt4, Ext4Error } from "../host/ext4";
 import { HASH_CACHE_FILE, HASH_CACHE_FILE_V1, HashCache, hashFileCached, hashTree, sameFile, sameStamp, stampOf, statStamp, waitOutRacyWindow, type FileStamp, type ReadCounter } from "../host/fileHash";
 import { explainHostFileError, isOutOfSpace } from "../host/hostErrors";
 import { readImageHeader } from "../host/imageHeader";
+import { preflightBackingChain, requireRegularChain, requireRegularFile } from "../host/regularFile";
 import { backingChain, convertImage, createImage as qemuImgCreate, createOverlay, QemuImgError, type ImageInfo } from "../host/qemuImg";
 import { ensureOwnDir, ensureStateDir, ownDirChain, resolveStateDir } from "../host/stateDir";
 import { checkWith, hasUnknown, instanceSuffix, oncePerInterval, withoutUndefined } from "./common";
@@ -233,17 +234,6 @@ async function readContent(source: SourceSpec, ctx: Context, target: string | un
     }
 }
 
-async function mustBeFile(file: string, field: string): Promise<void> {
-    let st;
-    try {
-        st = await stat(file);
-    } catch (err) {
-        const code = (err as NodeJS.ErrnoException).code;
-        throw fieldError(field, code === "ENOENT" ? `${field} ${file} does not exist` : `${field} ${file} cannot be read: ${(err as Error).message}`);
-    }
-    if (!st.isFile()) throw fieldError(field, `${field} ${file} is not a regular file`);
-}
-
 /**
  * Chains already read by this process, with the stamps of every file in them. A preview of a
  * stack whose overlays share one base asks for the base's chain once per overlay; starting
@@ -256,6 +246,8 @@ async function chainOf(file: string, format: ImageFormat | undefined, field: str
     const key = `${format ?? ""}\0${file}`;
     const memo = chainMemo.get(key);
     if (memo && (await stampsHold([file, ...backingFiles(memo.chain)], memo.stamps))) return memo.chain;
+    // Every file of the chain is looked at before anything opens it: a FIFO there would block.
+    await preflightBackingChain(file, field, format);
     let chain: ImageInfo[];
     try {
         chain = await backingChain(file, { format });
@@ -264,6 +256,7 @@ async function chainOf(file: string, format: ImageFormat | undefined, field: str
         throw err;
     }
     const files = [file, ...backingFiles(chain)];
+    await requireRegularChain(files, field);
     const stamps = await Promise.all(files.map((f) => statStamp(f).catch(() => undefined)));
     if (stamps.every((st) => st !== undefined)) chainMemo.set(key, { stamps: stamps as FileStamp[], chain });
     return chain;
@@ -286,7 +279,7 @@ function backingFiles(chain: ImageInfo[]): string[] {
 }
 
 async function readFileSource(source: Extract<SourceSpec, { kind: "file" }>, ctx: Context): Promise<Omit<Resolved, "inputHash" | "format">> {
-    await mustBeFile(source.path, "source.path");
+    await requireRegularFile(source.path, "source.path");
     const chain = await chainOf(source.path, source.format, "source.path");
     const format = knownFormat(chain[0].format, "source.format", source.path);
     const own = await digestOf(source.path, ctx);
@@ -319,7 +312,7 @@ async function readOverlaySource(
     ctx: Context,
     target: string | undefined,
 ): Promise<Omit<Resolved, "inputHash" | "format">> {
-    await mustBeFile(source.backing, "source.backing");
+    await requireRegularFile(source.backing, "source.backing", "a backing image");
     const chain = await chainOf(source.backing, source.backingFormat, "source.backing");
     const backingFormat = knownFormat(chain[0].format, "source.backingFormat", source.backing);
     if (target !== undefined) {

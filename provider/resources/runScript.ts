@@ -3,7 +3,8 @@ import * as path from "node:path";
 import { hashValue } from "../core/hash";
 import { overlaySteps, renderLauncher } from "../core/launcher";
 import { buildQemuArgv, specArgvHash, type DaemonRuntime } from "../core/qemuArgv";
-import { absolutePath, parseOrThrow } from "../core/validation";
+import { RUN_SCRIPT_INPUT_KEYS, RUN_SCRIPT_OUTPUT_KEYS } from "../core/resourceKeys";
+import { absolutePath, parseOrThrow, refuseUnknownKeys } from "../core/validation";
 import { parseVmSpec, type VmSpec } from "../core/vmSpec";
 import { resolveAccel } from "../host/accel";
 import { fileModeSchema, LAUNCHER_MODE_RULE, octal } from "../core/fileMode";
@@ -63,6 +64,7 @@ const otherInputsSchema = z.object({
 
 function parseInputs(inputs: RunScriptInputs): Parsed {
     const c = problemCollector();
+    c.attempt(() => refuseUnknownKeys(inputs as unknown as Record<string, unknown>, RUN_SCRIPT_INPUT_KEYS, RUN_SCRIPT_OUTPUT_KEYS));
     const parsedSpec = c.attempt(() => parseVmSpec(inputs.vm, "vm"));
     const parsedOthers = c.attempt(() => parseOrThrow(otherInputsSchema, { path: inputs.path, stateDir: inputs.stateDir, mode: inputs.mode }, ""));
     c.finish();

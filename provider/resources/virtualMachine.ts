@@ -1,9 +1,10 @@
 import type * as pulumi from "@pulumi/pulumi";
-import { chmod, mkdtemp, readFile } from "node:fs/promises";
+import { chmod, mkdtemp } from "node:fs/promises";
 import * as path from "node:path";
 import { z } from "zod";
 import { specArgvHash, type DaemonRuntime } from "../core/qemuArgv";
-import { absolutePath, InputError, parseOrThrow, port } from "../core/validation";
+import { VIRTUAL_MACHINE_INPUT_KEYS, VIRTUAL_MACHINE_OUTPUT_KEYS } from "../core/resourceKeys";
+import { absolutePath, InputError, parseOrThrow, port, refuseUnknownKeys } from "../core/validation";
 import { parseVmSpec, type VmSpec } from "../core/vmSpec";
 import { resolveAccel } from "../host/accel";
 import { writeLauncherFile } from "../host/launcherFile";
@@ -12,7 +13,10 @@ import { checkOurQemu, QemuStartError, startDaemonized, stopQemu, type ProcessId
 import { queryStatus, withQmp } from "../host/qmp";
 import { ensureOwnDir, ensureStateDir, ownDirChain, resolveStateDir } from "../host/stateDir";
 import { checkWith, hasUnknown, oncePerInterval, problemCollector, withoutUndefined } from "./common";
+import { serialPatternProblem } from "../core/serialPattern";
 import { explainHostFileError } from "../host/hostErrors";
+import { serialLogTail, SerialLogWatcher } from "../host/serialWatch";
+export { cleanConsole, serialMatcher } from "../core/serialPattern";
 import { requireState, VM_STATE } from "./stateGuard";
 import { clearVmDir, markVmDead, sweepVmDirs, VM_FILES, writeVmRecord } from "./vmRecord";
 import { launcherText } from "./runScript";
@@ -80,7 +84,7 @@ const readySchema = z
         serialPattern: z
             .string({ error: "serialPattern must be a string" })
             .min(1, { error: "serialPattern must not be empty" })
-            .refine((s) => regexProblem(s) === undefined, { error: "serialPattern written /…/ must be a valid regular expression" })
+            .refine((s) => serialPatternProblem(s) === undefined, { error: (iss) => `serialPattern: ${serialPatternProblem(iss.input as string)}` })
             .optional(),
         tcpPort: port("tcpPort").optional(),
         timeoutSeconds: z
@@ -104,6 +108,7 @@ interface Parsed {
 /** Parses every input, reporting the problems of all of them at once rather than the first one's. */
 function parseInputs(inputs: VirtualMachineInputs): Parsed {
     const c = problemCollector();
+    c.attempt(() => refuseUnknownKeys(inputs as unknown as Record<string, unknown>, VIRTUAL_MACHINE_INPUT_KEYS, VIRTUAL_MACHINE_OUTPUT_KEYS));
     const spec = c.attempt(() => parseVmSpec(inputs.vm, "vm"));
     const ready = c.attempt(() => parseOrThrow(readySchema, inputs.ready ?? {}, "ready"));
     const others = c.attempt(() => parseOrThrow(stateDirSchema, { stateDir: inputs.stateDir }, ""));
@@ -126,46 +131,8 @@ function forwardFor(spec: VmSpec, hostPort: number): { address: string } {
     return { address: pf.hostAddress === "0.0.0.0" ? "127.0.0.1" : pf.hostAddress };
 }
 
-function regexProblem(pattern: string): string | undefined {
-    const m = /^\/(.*)\/([a-z]*)$/s.exec(pattern);
-    if (!m) return undefined;
-    try {
-        new RegExp(m[1], m[2]);
-        return undefined;
-    } catch (err) {
-        return (err as Error).message;
-    }
-}
-
-/** The test `serialPattern` stands for; see the module comment for the rule. */
-export function serialMatcher(pattern: string): (console: string) => boolean {
-    const m = /^\/(.*)\/([a-z]*)$/s.exec(pattern);
-    if (m) {
-        const re = new RegExp(m[1], m[2].replace(/g|y/g, ""));
-        return (text) => re.test(text);
-    }
-    return (text) => text.includes(pattern);
-}
-
-/** Serial output as a person would read it: escape sequences (colours, screen clears) and CRs removed. */
-export function cleanConsole(raw: string): string {
-    return raw
-        .replace(/\x1b\[[0-?]*[ -/]*[@-~]/g, "")
-        .replace(/\x1b[@-Z\\-_]/g, "")
-        .replace(/\x1bc/g, "")
-        .replace(/\r/g, "");
-}
-
 export async function serialTail(serialLog: string, lines = SERIAL_TAIL_LINES): Promise<string> {
-    let raw: string;
-    try {
-        raw = await readFile(serialLog, "utf8");
-    } catch {
-        return "(no serial log)";
-    }
-    const text = cleanConsole(raw).trimEnd();
-    if (!text) return "(the serial console printed nothing)";
-    return text.split("\n").slice(-lines).join("\n");
+    return serialLogTail(serialLog, lines);
 }
 
 export async function check(_olds: unknown, news: any): Promise<pulumi.dynamic.CheckResult> {
@@ -301,16 +268,18 @@ export function explainStartError(err: unknown, spec: VmSpec): unknown {
 /** Waits for every readiness condition asked for; returns QMP's run state once ready. */
 async function waitReady(p: Parsed, identity: ProcessIdentity, runtime: DaemonRuntime): Promise<string> {
     const deadline = Date.now() + p.ready.timeoutSeconds * 1000;
-    const matches = p.ready.serialPattern !== undefined ? serialMatcher(p.ready.serialPattern) : undefined;
+    // Reads only what the log gained since the last poll, matched by a linear-time engine: a
+    // chatty guest or a pattern that would backtrack forever cannot stall the provider.
+    const watcher = p.ready.serialPattern !== undefined ? new SerialLogWatcher(runtime.serialLog, p.ready.serialPattern) : undefined;
     const target = p.ready.tcpPort !== undefined ? { ...forwardFor(p.spec, p.ready.tcpPort), port: p.ready.tcpPort } : undefined;
     const prober = target ? portProber(target.address, target.port) : undefined;
-    let serialSeen = matches === undefined;
+    let serialSeen = watcher === undefined;
     let portAnswered = prober === undefined;
     try {
         for (;;) {
             const live = await checkOurQemu(identity, runtime.pidfile);
             if (!live.alive) throw await notReady(`QEMU exited before the VM was ready (${live.reason})`, runtime.serialLog);
-            if (!serialSeen) serialSeen = matches!(cleanConsole(await readFile(runtime.serialLog, "utf8").catch(() => "")));
+            if (!serialSeen) serialSeen = await watcher!.poll();
             if (!portAnswered) portAnswered = prober!.tick();
             if (serialSeen && portAnswered) {
                 const status = await qmpStatus(runtime.qmpSocket, Math.max(2000, Math.min(10000, deadline - Date.now())));

@@ -110,7 +110,7 @@ test("a provider killed while building a directory image leaves a partial that t
     const src = path.join(dir, "tree");
     await mkdir(src);
     // Enough files that mkfs.ext4 and the re-hash take a while.
-    for (let i = 0; i < 400; i++) await writeFile(path.join(src, `f${i}`), Buffer.alloc(256 * 1024, i));
+    for (let i = 0; i < 800; i++) await writeFile(path.join(src, `f${i}`), Buffer.alloc(256 * 1024, i));
     const target = path.join(dir, "images", "tree.raw");
     const inputs = { stateDir: path.join(dir, "img-state"), path: target, source: { kind: "directory", path: src, size: "256M" } };
     const child = providerProcess("diskImage.js", "createDiskImage", inputs);
@@ -118,7 +118,11 @@ test("a provider killed while building a directory image leaves a partial that t
         const names = existsSync(path.dirname(target)) ? readdirSync(path.dirname(target)) : [];
         return names.find((n) => n.endsWith(".partial"));
     });
+    // Killed while mkfs.ext4 writes the partial: the tool must not outlive the provider.
+    const partialPath = path.join(path.dirname(target), partial);
+    await until("mkfs.ext4 at work", 60_000, () => (processesMentioning(partialPath).length > 0 ? true : undefined));
     await killed(child);
+    await until("mkfs.ext4 to die with the provider", 5_000, () => (processesMentioning(partialPath).length === 0 ? true : undefined));
     expect(readdirSync(path.dirname(target))).toContain(partial);
     expect(existsSync(sidecarPath(target))).toBe(true);
 

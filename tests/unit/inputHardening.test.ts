@@ -117,10 +117,10 @@ describe("unknown top-level keys", () => {
     test("a DiskImage refuses a misspelt input, listing the allowed ones and the likely one", () => {
         const source = { kind: "blank", size: "1M", format: "raw" };
         expect(problems(() => parseDiskImageSpec({ source, pth: "/x.img" } as never))).toEqual([
-            'pth: "pth" is not an input of this resource (inputs: source, path, stateDir); did you mean "path"?',
+            'pth: "pth" is not an input of this resource (inputs: source, path, stateDir, mode); did you mean "path"?',
         ]);
         expect(problems(() => parseDiskImageSpec({ source, statedir: "/s" } as never))).toEqual([
-            'statedir: "statedir" is not an input of this resource (inputs: source, path, stateDir); did you mean "stateDir"?',
+            'statedir: "statedir" is not an input of this resource (inputs: source, path, stateDir, mode); did you mean "stateDir"?',
         ]);
         expect(problems(() => parseDiskImageSpec({ source, format: "raw" } as never))[0]).toMatch(/^format: "format" is not an input of this resource/);
     });
@@ -131,7 +131,7 @@ describe("unknown top-level keys", () => {
         expect(() => parseDiskImageSpec({ ...outputs, source, path: "/x.img", __provider: "serialized" } as never)).not.toThrow();
         // The list in core is the SDK's own.
         expect([...DISK_IMAGE_OUTPUT_KEYS].sort()).toEqual([...DISK_IMAGE_OUTPUTS].sort());
-        expect(DISK_IMAGE_INPUT_KEYS).toEqual(["source", "path", "stateDir"]);
+        expect(DISK_IMAGE_INPUT_KEYS).toEqual(["source", "path", "stateDir", "mode"]);
         expect([...RUN_SCRIPT_OUTPUT_KEYS].sort()).toEqual([...RUN_SCRIPT_OUTPUTS].sort());
         expect([...VIRTUAL_MACHINE_OUTPUT_KEYS].sort()).toEqual([...VIRTUAL_MACHINE_OUTPUTS].sort());
     });
@@ -155,6 +155,19 @@ test("DiskImage's check reports an unknown key as a check failure, and passes __
     const check = checkDiskImage;
     const source = { kind: "blank", size: "1M", format: "raw" };
     const bad = await check({}, { source, redy: true, __provider: "p" });
-    expect(bad.failures).toEqual([{ property: "redy", reason: '"redy" is not an input of this resource (inputs: source, path, stateDir)' }]);
+    expect(bad.failures).toEqual([{ property: "redy", reason: '"redy" is not an input of this resource (inputs: source, path, stateDir, mode)' }]);
     expect((await check({}, { source, path: "/x.img", __provider: "p" })).failures).toBeUndefined();
+});
+
+test("RunScript's and VirtualMachine's checks refuse unknown top-level keys, suggest the meant one, and pass __provider", async () => {
+    const runScript = await import("../../provider/resources/runScript");
+    const vm = await import("../../provider/resources/virtualMachine");
+    const spec = { kernel: "/boot/vmlinuz" };
+    const rs = await runScript.check({}, { vm: spec, pth: "/x.sh", __provider: "p" });
+    expect(rs.failures).toEqual([{ property: "pth", reason: expect.stringContaining('did you mean "path"?') }]);
+    expect((await runScript.check({}, { vm: spec, path: "/x.sh", __provider: "p", argvHash: undefined })).failures).toBeUndefined();
+    const v = await vm.check({}, { vm: spec, redy: { tcpPort: 1 }, statedir: "/s", __provider: "p" });
+    expect(v.failures?.map((f) => f.property)).toEqual(["redy", "statedir"]);
+    expect(v.failures?.[1].reason).toContain('did you mean "stateDir"?');
+    expect((await vm.check({}, { vm: spec, __provider: "p", pid: undefined })).failures).toBeUndefined();
 });
