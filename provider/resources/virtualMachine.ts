@@ -84,7 +84,7 @@ const readySchema = z
         serialPattern: z
             .string({ error: "serialPattern must be a string" })
             .min(1, { error: "serialPattern must not be empty" })
-            .refine((s) => serialPatternProblem(s) === undefined, { error: (iss) => `serialPattern: ${serialPatternProblem(iss.input as string)}` })
+            .refine((s) => serialPatternProblem(s) === undefined, { error: (iss) => serialPatternProblem(iss.input as string) })
             .optional(),
         tcpPort: port("tcpPort").optional(),
         timeoutSeconds: z

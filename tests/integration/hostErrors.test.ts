@@ -64,5 +64,5 @@ test("paths that cannot be are errors on their field, not raw ENAMETOOLONG or EN
     expect(notDir).toEqual({ property: "path", reason: expect.stringMatching(/goes through something that is not a directory \(ENOTDIR\)$/) });
 
     const stateUnderFile = await problemOf(runScript.create({ vm: { kernel: "/boot/vmlinuz" }, stateDir: path.join(file, "state") }));
-    expect(stateUnderFile).toEqual({ property: "stateDir", reason: expect.stringMatching(/not a directory \(ENOTDIR\)$/) });
+    expect(stateUnderFile).toEqual({ property: "stateDir", reason: expect.stringMatching(/state cannot be created: .*a-file is a file, not a directory$/) });
 });

@@ -1,3 +1,5 @@
+import * as runScript from "../../provider/resources/runScript";
+import * as vm from "../../provider/resources/virtualMachine";
 import { DISK_IMAGE_INPUT_KEYS, DISK_IMAGE_OUTPUT_KEYS, parseDiskImageSpec } from "../../provider/core/diskImageSpec";
 import { extraArgsProblems } from "../../provider/core/extraArgs";
 import { check as checkDiskImage } from "../../provider/resources/diskImage";
@@ -160,14 +162,12 @@ test("DiskImage's check reports an unknown key as a check failure, and passes __
 });
 
 test("RunScript's and VirtualMachine's checks refuse unknown top-level keys, suggest the meant one, and pass __provider", async () => {
-    const runScript = await import("../../provider/resources/runScript");
-    const vm = await import("../../provider/resources/virtualMachine");
     const spec = { kernel: "/boot/vmlinuz" };
     const rs = await runScript.check({}, { vm: spec, pth: "/x.sh", __provider: "p" });
     expect(rs.failures).toEqual([{ property: "pth", reason: expect.stringContaining('did you mean "path"?') }]);
     expect((await runScript.check({}, { vm: spec, path: "/x.sh", __provider: "p", argvHash: undefined })).failures).toBeUndefined();
     const v = await vm.check({}, { vm: spec, redy: { tcpPort: 1 }, statedir: "/s", __provider: "p" });
-    expect(v.failures?.map((f) => f.property)).toEqual(["redy", "statedir"]);
+    expect(v.failures?.map((f: { property: string }) => f.property)).toEqual(["redy", "statedir"]);
     expect(v.failures?.[1].reason).toContain('did you mean "stateDir"?');
     expect((await vm.check({}, { vm: spec, __provider: "p", pid: undefined })).failures).toBeUndefined();
 });
