@@ -24,7 +24,7 @@ import { InputError } from "../core/validation";
 import { buildExt4, Ext4Error } from "../host/ext4";
 import { HASH_CACHE_FILE, HASH_CACHE_FILE_V1, HashCache, hashFileCached, hashTree, sameFile, sameStamp, stampOf, statStamp, waitOutRacyWindow, type FileStamp, type ReadCounter } from "../host/fileHash";
 import { explainHostFileError, isOutOfSpace } from "../host/hostErrors";
-import { readImageHeader } from "../host/imageHeader";
+import { readImageHeader, type ImageHeader } from "../host/imageHeader";
 import { preflightBackingChain, requireRegularChain, requireRegularFile } from "../host/regularFile";
 import { backingChain, convertImage, createImage as qemuImgCreate, createOverlay, QemuImgError, type ImageInfo } from "../host/qemuImg";
 import { ensureOwnDir, ensureStateDir, ownDirChain, resolveStateDir } from "../host/stateDir";
@@ -552,18 +552,23 @@ async function headerDrift(props: DiskImageOutputs, fileSize: bigint): Promise<s
         }
         return undefined;
     }
-    let header;
-    try {
-        header = await readImageHeader(props.path, "qcow2");
-    } catch (err) {
-        if (err instanceof Qcow2HeaderError) return `${props.path} is ${err.message}`;
-        throw err;
-    }
+    const header = await qcow2HeaderOrDrift(props.path);
+    if (typeof header === "string") return header;
     if (header.virtualSize !== props.virtualSizeBytes) {
         return `${props.path} now has a virtual size of ${header.virtualSize} bytes, created as ${props.virtualSizeBytes}: it was resized or replaced`;
     }
     if (header.backingFilename !== undefined) return `${props.path} now names backing file ${header.backingFilename}; it was created with none`;
     return undefined;
+}
+
+/** The qcow2 header of an image we made, or, when it no longer is one, the drift that says so. */
+async function qcow2HeaderOrDrift(file: string): Promise<ImageHeader | string> {
+    try {
+        return await readImageHeader(file, "qcow2");
+    } catch (err) {
+        if (err instanceof Qcow2HeaderError) return `${file} is ${err.message}`;
+        throw err;
+    }
 }
 
 async function backingDrift(props: DiskImageOutputs, readHeader: boolean): Promise<string | undefined> {
@@ -579,13 +584,8 @@ async function backingDrift(props: DiskImageOutputs, readHeader: boolean): Promi
         return `backing file ${backing} changed since the overlay was made (size ${now.size}, mtime ${now.mtimeNs} ns; was size ${props.backingStamp!.size}, mtime ${props.backingStamp!.mtimeNs} ns): the overlay no longer matches it`;
     }
     if (!readHeader) return undefined;
-    let header;
-    try {
-        header = await readImageHeader(props.path, "qcow2");
-    } catch (err) {
-        if (err instanceof Qcow2HeaderError) return `${props.path} is ${err.message}`;
-        throw err;
-    }
+    const header = await qcow2HeaderOrDrift(props.path);
+    if (typeof header === "string") return header;
     if (header.backingFilename !== backing) return `${props.path} now names ${header.backingFilename ?? "no"} backing file instead of ${backing}`;
     return undefined;
 }
