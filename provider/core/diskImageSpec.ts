@@ -1,5 +1,6 @@
 import * as path from "node:path";
 import { z } from "zod";
+import { cloudInitSchema, renderCloudInitSeed, seedSpecForHash, type CloudInitSourceSpec } from "./cloudInitSeed";
 import { digestByName, hashValue, sha256Hex, type DigestAlgorithm, type DigestByName } from "./hash";
 import { parseSize } from "./size";
 import { absolutePath, InputError, parseOrThrow, plainText } from "./validation";
@@ -16,7 +17,8 @@ export type SourceSpec =
     | { kind: "blank"; sizeBytes: number; format: ImageFormat }
     | { kind: "file"; path: string; format?: ImageFormat }
     | { kind: "directory"; path: string; sizeBytes: number; fsType: "ext4"; label?: string }
-    | { kind: "overlay"; backing: string; backingFormat?: ImageFormat; sizeBytes?: number; backingInputHash?: string };
+    | { kind: "overlay"; backing: string; backingFormat?: ImageFormat; sizeBytes?: number; backingInputHash?: string }
+    | CloudInitSourceSpec;
 
 export interface DiskImageSpec {
     source: SourceSpec;
@@ -69,9 +71,9 @@ const overlaySchema = z
     })
     .strict();
 
-const KINDS = ["blank", "file", "directory", "overlay"] as const;
+const KINDS = ["blank", "file", "directory", "overlay", "cloudInit"] as const;
 
-const sourceSchema = z.discriminatedUnion("kind", [blankSchema, fileSchema, directorySchema, overlaySchema], {
+const sourceSchema = z.discriminatedUnion("kind", [blankSchema, fileSchema, directorySchema, overlaySchema, cloudInitSchema], {
     error: `kind must be one of ${KINDS.map((k) => `"${k}"`).join(", ")}`,
 });
 
@@ -109,6 +111,8 @@ function toSourceSpec(raw: z.output<typeof sourceSchema>): SourceSpec {
                 sizeBytes: raw.size,
                 backingInputHash: raw.backingInputHash,
             };
+        case "cloudInit":
+            return renderCloudInitSeed(raw);
     }
 }
 
@@ -136,6 +140,8 @@ export function imageFormat(source: SourceSpec, detectedFormat?: ImageFormat): I
             return "raw";
         case "overlay":
             return "qcow2";
+        case "cloudInit":
+            return "raw";
     }
 }
 
@@ -147,7 +153,8 @@ export type SourceContent =
     | { kind: "blank" }
     | ({ kind: "file"; format: ImageFormat; chain: string[] } & DigestByName)
     | { kind: "directory"; treeHash: string }
-    | { kind: "overlay"; backingFormat: ImageFormat; backingIdentity: string };
+    | { kind: "overlay"; backingFormat: ImageFormat; backingIdentity: string }
+    | { kind: "cloudInit" };
 
 /** A file source's content: the file's digest and those of the files under it, all by `algorithm`. */
 export function fileContent(format: ImageFormat, algorithm: DigestAlgorithm, digest: string, chain: string[]): SourceContent {
@@ -177,6 +184,8 @@ function specForHash(source: SourceSpec): unknown {
         case "overlay":
             // backingFormat and backingInputHash are resolved into the content.
             return { kind: "overlay", backing: source.backing, sizeBytes: source.sizeBytes ?? null };
+        case "cloudInit":
+            return seedSpecForHash(source);
     }
 }
 

@@ -22,6 +22,7 @@ import { formatSize } from "../core/size";
 import { InputError } from "../core/validation";
 import { writeFileAtomic } from "../host/atomicFile";
 import { buildExt4, Ext4Error } from "../host/ext4";
+import { writeSeedImage } from "../host/seedImage";
 import { HASH_CACHE_FILE, HASH_CACHE_FILE_V1, HashCache, hashFileCached, hashTree, sameFile, sameStamp, stampOf, statStamp, waitOutRacyWindow, type FileStamp, type ReadCounter } from "../host/fileHash";
 import { readImageHeader } from "../host/imageHeader";
 import { backingChain, convertImage, createImage as qemuImgCreate, createOverlay, QemuImgError, type ImageInfo } from "../host/qemuImg";
@@ -202,6 +203,9 @@ async function readContent(source: SourceSpec, ctx: Context, target: string | un
             return readDirectorySource(source, ctx);
         case "overlay":
             return readOverlaySource(source, ctx, target);
+        case "cloudInit":
+            // Everything a seed is made of is in its inputs: nothing to read.
+            return { content: { kind: "cloudInit" } };
     }
 }
 
@@ -440,6 +444,8 @@ async function build(source: SourceSpec, resolved: Resolved, temp: string, ctx: 
             return buildDirectoryImage(source, resolved, temp, ctx);
         case "overlay":
             return createOverlay(temp, source.backing, resolved.backing!.info.format, source.sizeBytes);
+        case "cloudInit":
+            return writeSeedImage({ files: source.files, format: source.format, out: temp });
     }
 }
 
@@ -472,7 +478,7 @@ async function refuseChangedTree(dir: string, resolved: Resolved, ctx: Context):
 async function describeNew(inputs: DiskImageInputs, spec: DiskImageSpec, resolved: Resolved, target: string, ctx: Context): Promise<DiskImageOutputs> {
     const { virtualSize } = await readImageHeader(target, resolved.format);
     const imageStamp = await statStamp(target);
-    const fixedBytes = spec.source.kind === "file" || spec.source.kind === "directory";
+    const fixedBytes = spec.source.kind === "file" || spec.source.kind === "directory" || spec.source.kind === "cloudInit";
     // Hashed once the image is outside the racy window, so the stat cache keeps the digest and
     // the first preview after create reads nothing: at most 50 ms beside building the image (2 s
     // on filesystems with whole-second stamps).
