@@ -44,7 +44,7 @@ export interface VmSpecArgs {
 export type DiskImageSource =
     | { kind: "blank"; size: number | string; format: "raw" | "qcow2" }
     | { kind: "file"; path: string; format?: "raw" | "qcow2" }
-    | { kind: "directory"; path: string; size: number | string; fsType?: "ext4"; label?: string }
+    | { kind: "directory"; path: string; size: number | string; fsType?: "ext4"; label?: string; owners?: "root" | "preserve" }
     | { kind: "overlay"; backing: string; backingFormat?: "raw" | "qcow2"; size?: number | string; backingInputHash?: string }
     | CloudInitSource;
 

@@ -16,7 +16,7 @@ export type ImageFormat = "raw" | "qcow2";
 export type SourceSpec =
     | { kind: "blank"; sizeBytes: number; format: ImageFormat }
     | { kind: "file"; path: string; format?: ImageFormat }
-    | { kind: "directory"; path: string; sizeBytes: number; fsType: "ext4"; label?: string }
+    | { kind: "directory"; path: string; sizeBytes: number; fsType: "ext4"; label?: string; owners?: "preserve" }
     | { kind: "overlay"; backing: string; backingFormat?: ImageFormat; sizeBytes?: number; backingInputHash?: string }
     | CloudInitSourceSpec;
 
@@ -58,6 +58,9 @@ const directorySchema = z
         label: plainText("label")
             .refine((s) => Buffer.byteLength(s) <= MAX_EXT4_LABEL_BYTES, { error: `label must be at most ${MAX_EXT4_LABEL_BYTES} bytes (ext4's limit)` })
             .optional(),
+        // "root" (the default) makes every file root's, as before; "preserve" keeps the tree's
+        // owners and its device nodes, which a real system's root filesystem needs.
+        owners: z.enum(["root", "preserve"], { error: 'owners must be "root" (every file owned by 0:0, the default) or "preserve" (keep the tree\'s owners and device nodes)' }).optional(),
     })
     .strict();
 
@@ -102,7 +105,7 @@ function toSourceSpec(raw: z.output<typeof sourceSchema>): SourceSpec {
         case "file":
             return { kind: "file", path: path.normalize(raw.path), format: raw.format };
         case "directory":
-            return { kind: "directory", path: path.normalize(raw.path), sizeBytes: raw.size, fsType: raw.fsType, label: raw.label };
+            return { kind: "directory", path: path.normalize(raw.path), sizeBytes: raw.size, fsType: raw.fsType, label: raw.label, ...(raw.owners === "preserve" ? { owners: "preserve" as const } : {}) };
         case "overlay":
             return {
                 kind: "overlay",
@@ -180,7 +183,8 @@ function specForHash(source: SourceSpec): unknown {
             // The format as detected is part of the content; the path is only where it was found.
             return { kind: "file" };
         case "directory":
-            return { kind: "directory", sizeBytes: source.sizeBytes, fsType: source.fsType, label: source.label ?? null };
+            // owners enters only when preserved, so images made before the field existed keep their hash.
+            return { kind: "directory", sizeBytes: source.sizeBytes, fsType: source.fsType, label: source.label ?? null, owners: source.owners };
         case "overlay":
             // backingFormat and backingInputHash are resolved into the content.
             return { kind: "overlay", backing: source.backing, sizeBytes: source.sizeBytes ?? null };

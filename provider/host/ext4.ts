@@ -33,6 +33,8 @@ export interface Ext4Build {
     label?: string;
     /** Paths relative to the root, "/"-separated: every inode to normalise besides the root. */
     paths: readonly string[];
+    /** Keep the owners mkfs copied from the tree (the root's given here) instead of making every inode root's. */
+    preserveOwners?: { rootUid: number; rootGid: number };
     mkfs?: string;
     debugfs?: string;
 }
@@ -48,7 +50,8 @@ export async function buildExt4(b: Ext4Build): Promise<void> {
 }
 
 async function runMkfs(b: Ext4Build): Promise<void> {
-    const extended = [`hash_seed=${b.hashSeed}`, "root_owner=0:0"].join(",");
+    const rootOwner = b.preserveOwners ? `${b.preserveOwners.rootUid}:${b.preserveOwners.rootGid}` : "0:0";
+    const extended = [`hash_seed=${b.hashSeed}`, `root_owner=${rootOwner}`].join(",");
     const args = ["-q", "-F", "-t", "ext4", "-U", b.uuid, "-E", extended, ...(b.label ? ["-L", b.label] : []), "-d", b.sourceDir, b.imageFile];
     const r = await execa(b.mkfs ?? "mkfs.ext4", args, { reject: false, stdin: "ignore", env: fixedEnv(), extendEnv: false });
     if (r.exitCode !== 0) throw new Ext4Error(`mkfs.ext4 ${args.join(" ")}`, r.stderr || r.stdout || spawnFailure(r));
@@ -60,8 +63,9 @@ export function debugfsQuote(p: string): string {
     return `"${p.replace(/"/g, '""')}"`;
 }
 
-export function normaliseCommands(paths: readonly string[]): string {
-    const fields = ["uid 0", "gid 0", ...["atime", "mtime", "ctime", "crtime"].map((f) => `${f} ${FIXED_TIME}`)];
+export function normaliseCommands(paths: readonly string[], preserveOwners = false): string {
+    const times = ["atime", "mtime", "ctime", "crtime"].map((f) => `${f} ${FIXED_TIME}`);
+    const fields = preserveOwners ? times : ["uid 0", "gid 0", ...times];
     const lines: string[] = [];
     for (const rel of ["", ...paths]) {
         const target = debugfsQuote(`/${rel}`);
@@ -74,7 +78,7 @@ async function normaliseInodes(b: Ext4Build): Promise<void> {
     const dir = await mkdtemp(path.join(os.tmpdir(), "pulumi-qemu-debugfs-"));
     try {
         const cmds = path.join(dir, "commands");
-        await writeFile(cmds, normaliseCommands(b.paths));
+        await writeFile(cmds, normaliseCommands(b.paths, b.preserveOwners !== undefined));
         const r = await execa(b.debugfs ?? "debugfs", ["-w", "-f", cmds, b.imageFile], { reject: false, stdin: "ignore", env: fixedEnv(), extendEnv: false });
         // debugfs exits 0 even when a command fails; its complaints are the stderr lines after the banner.
         const complaints = r.stderr.split("\n").filter((l) => l.trim() && !/^debugfs [0-9.]+ \(/.test(l));

@@ -62,6 +62,7 @@ const types = {
         path: str("Source file (file) or directory (directory)."),
         fsType: str('Filesystem of a directory image: "ext4".'),
         label: str("Filesystem label of a directory image."),
+        owners: str('Directory images: "root" (default, every file owned by 0:0) or "preserve" (keep owners and device nodes).'),
         backing: str("Backing image of an overlay."),
         backingFormat: str("Format of the backing image."),
         backingInputHash: str("inputHash of the backing DiskImage, so that rebuilding it replaces the overlay."),

@@ -173,7 +173,7 @@ interface Resolved {
     inputHash: string;
     format: ImageFormat;
     /** Directory sources: what goes into the filesystem. */
-    tree?: { paths: string[]; dataBytes: number };
+    tree?: { paths: string[]; dataBytes: number; rootUid?: number; rootGid?: number };
     /** Overlays: the backing as found. */
     backing?: { info: ImageInfo; stamp: FileStamp; identityFrom: BackingIdentityFrom; identity: string };
 }
@@ -275,7 +275,7 @@ async function readFileSource(source: Extract<SourceSpec, { kind: "file" }>, ctx
 async function readDirectorySource(source: Extract<SourceSpec, { kind: "directory" }>, ctx: Context): Promise<Omit<Resolved, "inputHash" | "format">> {
     let tree;
     try {
-        tree = await hashTree(source.path, ctx.cache, ctx.algorithm, ctx.counter);
+        tree = await hashTree(source.path, ctx.cache, ctx.algorithm, ctx.counter, { owners: source.owners === "preserve" });
     } catch (err) {
         const code = (err as NodeJS.ErrnoException).code;
         const why = code === "ENOENT" ? `${source.path} does not exist` : (err as Error).message;
@@ -287,7 +287,11 @@ async function readDirectorySource(source: Extract<SourceSpec, { kind: "director
             `source.size ${formatSize(source.sizeBytes)} is too small for ${source.path}, which holds ${formatSize(tree.dataBytes)} of files and directories; ask for more room than that (filesystem metadata needs some too)`,
         );
     }
-    return { content: { kind: "directory", treeHash: tree.treeHash }, tree: { paths: tree.entries.filter((e) => e.rel !== "").map((e) => e.rel), dataBytes: tree.dataBytes } };
+    const root = tree.entries[0];
+    return {
+        content: { kind: "directory", treeHash: tree.treeHash },
+        tree: { paths: tree.entries.filter((e) => e.rel !== "").map((e) => e.rel), dataBytes: tree.dataBytes, rootUid: root.uid, rootGid: root.gid },
+    };
 }
 
 async function readOverlaySource(
@@ -458,8 +462,10 @@ async function buildDirectoryImage(source: Extract<SourceSpec, { kind: "director
     }
     const { uuid, hashSeed } = ext4Identifiers(resolved.inputHash);
     try {
-        await buildExt4({ sourceDir: source.path, imageFile: temp, uuid, hashSeed, label: source.label, paths: resolved.tree!.paths });
-        await refuseChangedTree(source.path, resolved, ctx);
+        const t = resolved.tree!;
+        const preserveOwners = source.owners === "preserve" ? { rootUid: t.rootUid!, rootGid: t.rootGid! } : undefined;
+        await buildExt4({ sourceDir: source.path, imageFile: temp, uuid, hashSeed, label: source.label, paths: t.paths, preserveOwners });
+        await refuseChangedTree(source, resolved, ctx);
     } catch (err) {
         if (err instanceof Ext4Error && /could not allocate|no space|too small|not enough space|filesystem larger/i.test(err.stderr)) {
             throw fieldError("source.size", `source.size ${formatSize(source.sizeBytes)} does not hold ${source.path}: ${err.stderr.trim()}`);
@@ -469,8 +475,9 @@ async function buildDirectoryImage(source: Extract<SourceSpec, { kind: "director
 }
 
 /** mkfs copied the tree as it was then; an image of another tree than the one hashed would carry a false inputHash. */
-async function refuseChangedTree(dir: string, resolved: Resolved, ctx: Context): Promise<void> {
-    const again = await hashTree(dir, ctx.cache, ctx.algorithm, ctx.counter);
+async function refuseChangedTree(source: Extract<SourceSpec, { kind: "directory" }>, resolved: Resolved, ctx: Context): Promise<void> {
+    const dir = source.path;
+    const again = await hashTree(dir, ctx.cache, ctx.algorithm, ctx.counter, { owners: source.owners === "preserve" });
     const before = resolved.content.kind === "directory" ? resolved.content.treeHash : undefined;
     if (again.treeHash !== before) throw fieldError("source.path", `source.path ${dir} changed while the image was being built; nothing was kept, try again`);
 }
