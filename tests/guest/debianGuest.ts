@@ -187,14 +187,35 @@ async function releaseStamp(mirror: string, suite: string): Promise<string> {
 }
 
 async function build(dir: string, release: string, log: (line: string) => void): Promise<Done> {
-    if (process.getuid?.() !== 0) {
-        throw new Error("building the Debian guest needs root (mmdebstrap's root mode keeps the owners and device nodes a system needs); run as root or point PQ_DEBIAN_CACHE at a cache built by root");
-    }
     const t0 = Date.now();
     await mkdir(dir, { recursive: true, mode: 0o700 });
     const rootfs = path.join(dir, "rootfs");
     const r = DEBIAN_RECIPE;
     log(`building Debian ${r.suite} (${release}) into ${dir}: mmdebstrap ${r.packages.length} packages`);
+    const boot = await mmdebstrapRootfs(rootfs, log);
+    await copyFile(boot.kernel, path.join(dir, "vmlinuz"));
+    await copyFile(boot.initrd, path.join(dir, "initrd.img"));
+    const packages = await execa("dpkg-query", [`--admindir=${path.join(rootfs, "var/lib/dpkg")}`, "-W", "-f", "${Package} ${Version}\\n"]);
+    await writeFile(path.join(dir, "packages.txt"), packages.stdout + "\n");
+    log(`mmdebstrap done; making the ext4 image with DiskImage (directory source, owners: "preserve")`);
+    const image = await createDiskImage({
+        path: path.join(dir, "root.raw"),
+        stateDir: path.join(dir, "state"),
+        source: { kind: "directory", path: rootfs, size: r.imageSize, label: r.label, owners: "preserve" },
+    });
+    await rm(rootfs, { recursive: true, force: true });
+    return { inputHash: image.inputHash, buildSeconds: Math.round((Date.now() - t0) / 100) / 10, release };
+}
+
+/**
+ * The recipe's root filesystem, made by mmdebstrap (as root: owners and device nodes are real)
+ * into `rootfs`, which must not exist or be empty. Returns its kernel and initrd.
+ */
+export async function mmdebstrapRootfs(rootfs: string, log: (line: string) => void): Promise<{ kernel: string; initrd: string }> {
+    if (process.getuid?.() !== 0) {
+        throw new Error("building the Debian guest needs root (mmdebstrap's root mode keeps the owners and device nodes a system needs); run as root or point PQ_DEBIAN_CACHE at a cache built by root");
+    }
+    const r = DEBIAN_RECIPE;
     const moduleLines = r.initramfsModules.join("\\n");
     const essentialHook = [
         'mkdir -p "$1/etc/initramfs-tools/conf.d"',
@@ -236,18 +257,5 @@ async function build(dir: string, release: string, log: (line: string) => void):
     const vmlinuz = boot.find((n) => n.startsWith("vmlinuz-"));
     const initrd = boot.find((n) => n.startsWith("initrd.img-"));
     if (!vmlinuz || !initrd) throw new Error(`the Debian tree has no kernel or initrd in /boot (found ${boot.join(", ")})`);
-    await copyFile(path.join(rootfs, "boot", vmlinuz), path.join(dir, "vmlinuz"));
-    await copyFile(path.join(rootfs, "boot", initrd), path.join(dir, "initrd.img"));
-    const packages = await execa("dpkg-query", [`--admindir=${path.join(rootfs, "var/lib/dpkg")}`, "-W", "-f", "${Package} ${Version}\\n"]);
-    await writeFile(path.join(dir, "packages.txt"), packages.stdout + "\n");
-    log(`mmdebstrap done; making the ext4 image with DiskImage (directory source, owners: "preserve")`);
-    const image = await createDiskImage({
-        path: path.join(dir, "root.raw"),
-        stateDir: path.join(dir, "state"),
-        source: { kind: "directory", path: rootfs, size: r.imageSize, label: r.label, owners: "preserve" },
-    });
-    await rm(rootfs, { recursive: true, force: true });
-    const done: Done = { inputHash: image.inputHash, buildSeconds: Math.round((Date.now() - t0) / 100) / 10, release };
-    await writeFile(path.join(dir, "done.json"), JSON.stringify(done, null, 2) + "\n");
-    return done;
+    return { kernel: path.join(rootfs, "boot", vmlinuz), initrd: path.join(rootfs, "boot", initrd) };
 }
