@@ -17,7 +17,8 @@ import { isRunning } from "../support/process";
  * seed sets the hostname, makes a user with our SSH key, writes a page and starts a web server,
  * and the host checks all of it through forwarded ports with Debian's ssh client. Changing the
  * user data replaces the seed and, through disks[].inputHash, the VM — which applies the new
- * settings on the same persistent overlay, because the instance-id changed with them.
+ * settings on the same persistent overlay, because the instance-id changed with them. The first
+ * seed is an ISO, the second a FAT image: cloud-init reads both.
  *
  * Two Debian boots under TCG, about a minute and a half each here.
  */
@@ -74,7 +75,7 @@ test("Debian boots from our directory image, is configured by the seed, and a ch
     const overlayInputs = { stateDir, source: { kind: "overlay", backing: guest.image, backingFormat: "raw", backingInputHash: guest.inputHash } };
     const overlay = await image.createDiskImage(overlayInputs);
     images.push(overlay);
-    const seedInputs = (name: string) => ({ stateDir, source: { kind: "cloudInit", userData: userData(name), metaData: { "local-hostname": name } } });
+    const seedInputs = (name: string, format = "iso") => ({ stateDir, source: { kind: "cloudInit", userData: userData(name), metaData: { "local-hostname": name }, format } });
     const seedA = await image.createDiskImage(seedInputs("deb-a"));
     images.push(seedA);
 
@@ -126,7 +127,8 @@ test("Debian boots from our directory image, is configured by the seed, and a ch
 
     // New user data: a new seed, and the VM that boots it is replaced (stopped first: it holds ports and a writable disk).
     expect(await image.diffImage(seedA.path, seedA, seedInputs("deb-b"))).toMatchObject({ changes: true, replaces: ["source"] });
-    const seedB = await image.createDiskImage(seedInputs("deb-b"));
+    // This one as a FAT image, the other format cloud-init's NoCloud reads.
+    const seedB = await image.createDiskImage(seedInputs("deb-b", "vfat"));
     images.push(seedB);
     expect(seedB.inputHash).not.toBe(seedA.inputHash);
     expect(await vmResource.diff("", a, vmInputs(seedB))).toEqual({ changes: true, replaces: ["vm"], deleteBeforeReplace: true });
@@ -138,9 +140,10 @@ test("Debian boots from our directory image, is configured by the seed, and a ch
     vms.push(b);
     console.log(`Debian second boot (same overlay, new seed) to cloud-init final stage: ${((Date.now() - t1) / 1000).toFixed(1)} s`);
     // The same overlay (cloud-init's state from the first boot is on it): the new instance-id made it apply the new seed.
+    expect(vmResource.cleanConsole(await readFile(b.serialLog, "utf8"))).toMatch(/DataSourceNoCloud \[seed=\/dev\/vdb\]/);
     expect(await ssh(sshPort, "hostname")).toBe("deb-b");
     expect(await ssh(sshPort, "cat /etc/pq-note")).toBe("written by the seed for deb-b");
-    const seedSpecB = parseDiskImageSpec(seedInputs("deb-b")).source;
+    const seedSpecB = parseDiskImageSpec(seedInputs("deb-b", "vfat")).source;
     expect(await ssh(sshPort, "cat /var/lib/cloud/data/instance-id")).toBe(seedSpecB.kind === "cloudInit" ? seedSpecB.instanceId : "?");
     expect(await httpGetWhenUp(`http://127.0.0.1:${httpPort}/index.html`, 60_000)).toMatchObject({ status: 200, body: "hello from deb-b\n" });
     await vmResource.remove("", b);
