@@ -3,14 +3,16 @@ import * as path from "node:path";
 import { MAIN_ROOT } from "../tests/engine/paths";
 import { describeMachine, loadAverage, otherQemuCount, type BenchResult, type Machine, type Row } from "./common";
 import { runBoot } from "./boot";
+import { runDebianBoot } from "./debianBoot";
 import { runHashing } from "./hashing";
 import { runNoopDiff } from "./noopDiff";
 import { runOverlay } from "./overlay";
+import { runSeed } from "./seed";
 import { runSerialWatch } from "./serialWatch";
 
 /**
  * Runs the benchmarks and prints one markdown table:
- *   npm run build && node bin/bench/run.js [noop] [hash] [overlay] [boot] [serial]
+ *   npm run build && node bin/bench/run.js [noop] [hash] [overlay] [boot] [serial] [seed] [debian]
  * With no names it runs all of them and writes the table to bench/RESULTS.md.
  * Nothing depends on these timings; they are for people.
  */
@@ -21,6 +23,8 @@ const BENCHES: Record<string, () => Promise<BenchResult>> = {
     overlay: () => runOverlay(),
     boot: () => runBoot(),
     serial: () => runSerialWatch(),
+    seed: () => runSeed(),
+    debian: () => runDebianBoot(),
 };
 
 function table(rows: Row[]): string {

@@ -44,8 +44,22 @@ export interface VmSpecArgs {
 export type DiskImageSource =
     | { kind: "blank"; size: number | string; format: "raw" | "qcow2" }
     | { kind: "file"; path: string; format?: "raw" | "qcow2" }
-    | { kind: "directory"; path: string; size: number | string; fsType?: "ext4"; label?: string }
-    | { kind: "overlay"; backing: string; backingFormat?: "raw" | "qcow2"; size?: number | string; backingInputHash?: string };
+    | { kind: "directory"; path: string; size: number | string; fsType?: "ext4"; label?: string; owners?: "root" | "preserve" }
+    | { kind: "overlay"; backing: string; backingFormat?: "raw" | "qcow2"; size?: number | string; backingInputHash?: string }
+    | CloudInitSource;
+
+/** A cloud-init NoCloud seed (volume `cidata`); objects are rendered as YAML, user data as `#cloud-config`. */
+export interface CloudInitSource {
+    kind: "cloudInit";
+    userData: string | Record<string, unknown>;
+    /** `instance-id` defaults to one derived from the seed's content; `local-hostname` names the guest. */
+    metaData?: { "instance-id"?: string; "local-hostname"?: string; [key: string]: unknown };
+    /** Network configuration version 2. */
+    networkConfig?: Record<string, unknown>;
+    vendorData?: string | Record<string, unknown>;
+    /** "iso" (default) or "vfat". */
+    format?: "iso" | "vfat";
+}
 
 export interface DiskImageArgs {
     /** Where the image goes; default a file under the state directory named after its input hash. */

@@ -1,5 +1,6 @@
 import * as path from "node:path";
 import { z } from "zod";
+import { cloudInitSchema, renderCloudInitSeed, seedSpecForHash, type CloudInitSourceSpec } from "./cloudInitSeed";
 import { digestByName, hashValue, sha256Hex, type DigestAlgorithm, type DigestByName } from "./hash";
 import { parseSize } from "./size";
 import { fileModeSchema, IMAGE_MODE } from "./fileMode";
@@ -16,8 +17,9 @@ export type ImageFormat = "raw" | "qcow2";
 export type SourceSpec =
     | { kind: "blank"; sizeBytes: number; format: ImageFormat }
     | { kind: "file"; path: string; format?: ImageFormat }
-    | { kind: "directory"; path: string; sizeBytes: number; fsType: "ext4"; label?: string }
-    | { kind: "overlay"; backing: string; backingFormat?: ImageFormat; sizeBytes?: number; backingInputHash?: string };
+    | { kind: "directory"; path: string; sizeBytes: number; fsType: "ext4"; label?: string; owners?: "preserve" }
+    | { kind: "overlay"; backing: string; backingFormat?: ImageFormat; sizeBytes?: number; backingInputHash?: string }
+    | CloudInitSourceSpec;
 
 export interface DiskImageSpec {
     source: SourceSpec;
@@ -59,6 +61,9 @@ const directorySchema = z
         label: plainText("label")
             .refine((s) => Buffer.byteLength(s) <= MAX_EXT4_LABEL_BYTES, { error: `label must be at most ${MAX_EXT4_LABEL_BYTES} bytes (ext4's limit)` })
             .optional(),
+        // "root" (the default) makes every file root's, as before; "preserve" keeps the tree's
+        // owners and its device nodes, which a real system's root filesystem needs.
+        owners: z.enum(["root", "preserve"], { error: 'owners must be "root" (every file owned by 0:0, the default) or "preserve" (keep the tree\'s owners and device nodes)' }).optional(),
     })
     .strict();
 
@@ -72,9 +77,9 @@ const overlaySchema = z
     })
     .strict();
 
-const KINDS = ["blank", "file", "directory", "overlay"] as const;
+const KINDS = ["blank", "file", "directory", "overlay", "cloudInit"] as const;
 
-const sourceSchema = z.discriminatedUnion("kind", [blankSchema, fileSchema, directorySchema, overlaySchema], {
+const sourceSchema = z.discriminatedUnion("kind", [blankSchema, fileSchema, directorySchema, overlaySchema, cloudInitSchema], {
     error: `kind must be one of ${KINDS.map((k) => `"${k}"`).join(", ")}`,
 });
 
@@ -113,7 +118,7 @@ function toSourceSpec(raw: z.output<typeof sourceSchema>): SourceSpec {
         case "file":
             return { kind: "file", path: path.normalize(raw.path), format: raw.format };
         case "directory":
-            return { kind: "directory", path: path.normalize(raw.path), sizeBytes: raw.size, fsType: raw.fsType, label: raw.label };
+            return { kind: "directory", path: path.normalize(raw.path), sizeBytes: raw.size, fsType: raw.fsType, label: raw.label, ...(raw.owners === "preserve" ? { owners: "preserve" as const } : {}) };
         case "overlay":
             return {
                 kind: "overlay",
@@ -122,6 +127,8 @@ function toSourceSpec(raw: z.output<typeof sourceSchema>): SourceSpec {
                 sizeBytes: raw.size,
                 backingInputHash: raw.backingInputHash,
             };
+        case "cloudInit":
+            return renderCloudInitSeed(raw);
     }
 }
 
@@ -149,6 +156,8 @@ export function imageFormat(source: SourceSpec, detectedFormat?: ImageFormat): I
             return "raw";
         case "overlay":
             return "qcow2";
+        case "cloudInit":
+            return "raw";
     }
 }
 
@@ -160,7 +169,8 @@ export type SourceContent =
     | { kind: "blank" }
     | ({ kind: "file"; format: ImageFormat; chain: string[] } & DigestByName)
     | { kind: "directory"; treeHash: string }
-    | { kind: "overlay"; backingFormat: ImageFormat; backingIdentity: string };
+    | { kind: "overlay"; backingFormat: ImageFormat; backingIdentity: string }
+    | { kind: "cloudInit" };
 
 /** A file source's content: the file's digest and those of the files under it, all by `algorithm`. */
 export function fileContent(format: ImageFormat, algorithm: DigestAlgorithm, digest: string, chain: string[]): SourceContent {
@@ -186,10 +196,13 @@ function specForHash(source: SourceSpec): unknown {
             // The format as detected is part of the content; the path is only where it was found.
             return { kind: "file" };
         case "directory":
-            return { kind: "directory", sizeBytes: source.sizeBytes, fsType: source.fsType, label: source.label ?? null };
+            // owners enters only when preserved, so images made before the field existed keep their hash.
+            return { kind: "directory", sizeBytes: source.sizeBytes, fsType: source.fsType, label: source.label ?? null, owners: source.owners };
         case "overlay":
             // backingFormat and backingInputHash are resolved into the content.
             return { kind: "overlay", backing: source.backing, sizeBytes: source.sizeBytes ?? null };
+        case "cloudInit":
+            return seedSpecForHash(source);
     }
 }
 

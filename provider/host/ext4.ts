@@ -30,6 +30,8 @@ export interface Ext4Build {
     label?: string;
     /** Paths relative to the root, "/"-separated: every inode to normalise besides the root. */
     paths: readonly string[];
+    /** Keep the owners mkfs copied from the tree (the root's given here) instead of making every inode root's. */
+    preserveOwners?: { rootUid: number; rootGid: number };
     mkfs?: string;
     debugfs?: string;
     /** Stall limit for each tool (defaults to EXT4_STALL_MS). */
@@ -53,7 +55,8 @@ export async function buildExt4(b: Ext4Build): Promise<void> {
 }
 
 async function runMkfs(b: Ext4Build): Promise<void> {
-    const extended = [`hash_seed=${b.hashSeed}`, "root_owner=0:0"].join(",");
+    const rootOwner = b.preserveOwners ? `${b.preserveOwners.rootUid}:${b.preserveOwners.rootGid}` : "0:0";
+    const extended = [`hash_seed=${b.hashSeed}`, `root_owner=${rootOwner}`].join(",");
     const args = ["-q", "-F", "-t", "ext4", "-U", b.uuid, "-E", extended, ...(b.label ? ["-L", b.label] : []), "-d", b.sourceDir, b.imageFile];
     const label = `mkfs.ext4 ${args.join(" ")}`;
     const r = await runExt4Tool(b.mkfs ?? "mkfs.ext4", args, label, b.stallMs);
@@ -75,8 +78,9 @@ export function debugfsQuote(p: string): string {
     return `"${p.replace(/"/g, '""')}"`;
 }
 
-export function normaliseCommands(paths: readonly string[]): string {
-    const fields = ["uid 0", "gid 0", ...["atime", "mtime", "ctime", "crtime"].map((f) => `${f} ${FIXED_TIME}`)];
+export function normaliseCommands(paths: readonly string[], preserveOwners = false): string {
+    const times = ["atime", "mtime", "ctime", "crtime"].map((f) => `${f} ${FIXED_TIME}`);
+    const fields = preserveOwners ? times : ["uid 0", "gid 0", ...times];
     const lines: string[] = [];
     for (const rel of ["", ...paths]) {
         const target = debugfsQuote(`/${rel}`);
@@ -88,7 +92,7 @@ export function normaliseCommands(paths: readonly string[]): string {
 /** The commands go in on stdin ("-f -"): no temp file to write, to protect, or to leak on a crash. */
 async function normaliseInodes(b: Ext4Build): Promise<void> {
     const label = `debugfs -w -f - ${b.imageFile}`;
-    const r = await runExt4Tool(b.debugfs ?? "debugfs", ["-w", "-f", "-", b.imageFile], label, b.stallMs, normaliseCommands(b.paths));
+    const r = await runExt4Tool(b.debugfs ?? "debugfs", ["-w", "-f", "-", b.imageFile], label, b.stallMs, normaliseCommands(b.paths, b.preserveOwners !== undefined));
     // debugfs exits 0 even when a command fails; its complaints are the stderr lines after the banner.
     const complaints = r.stderr.split("\n").filter((l) => l.trim() && !/^debugfs [0-9.]+ \(/.test(l));
     if (r.exitCode !== 0 || complaints.length) throw new Ext4Error(label, complaints.join("\n") || r.stderr || spawnFailure(r));

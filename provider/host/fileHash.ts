@@ -226,7 +226,7 @@ export async function hashFileCached(file: string, cache: HashCache, algorithm: 
 export interface TreeEntry {
     /** Path relative to the tree's root, "/"-separated; "" is the root. */
     rel: string;
-    type: "directory" | "file" | "symlink";
+    type: "directory" | "file" | "symlink" | "char" | "block" | "fifo";
     /** Permission bits (with setuid/setgid/sticky). */
     mode: number;
     size?: number;
@@ -236,6 +236,19 @@ export interface TreeEntry {
     target?: string;
     /** For a hard link: the `rel` of the first path seen with the same inode. */
     linkOf?: string;
+    /** Only when owners are preserved. */
+    uid?: number;
+    gid?: number;
+    /** Device nodes (owners preserved only): major and minor. */
+    rdev?: [number, number];
+}
+
+export interface TreeOptions {
+    /**
+     * Keep owners: they enter each entry (so a chown changes the hash) and device nodes and
+     * named pipes are accepted, as `mkfs.ext4 -d` copies them. Off, entries are exactly as before.
+     */
+    owners?: boolean;
 }
 
 export interface HashedTree {
@@ -253,10 +266,11 @@ const CACHE_FILES_FROM_BYTES = 1024 * 1024;
  * contents, symlink targets and hard links. Owners and timestamps are left out because the
  * image builder fixes them. Anything mkfs could not copy faithfully is refused by name.
  */
-export async function hashTree(root: string, cache: HashCache, algorithm: DigestAlgorithm, counter?: ReadCounter): Promise<HashedTree> {
+export async function hashTree(root: string, cache: HashCache, algorithm: DigestAlgorithm, counter?: ReadCounter, opts: TreeOptions = {}): Promise<HashedTree> {
     const rootStat = await stat(root, { bigint: true });
     if (!rootStat.isDirectory()) throw new Error(`${root} is not a directory`);
-    const entries: TreeEntry[] = [{ rel: "", type: "directory", mode: Number(rootStat.mode & 0o7777n) }];
+    const owned = (st: BigIntStats) => (opts.owners ? { uid: Number(st.uid), gid: Number(st.gid) } : {});
+    const entries: TreeEntry[] = [{ rel: "", type: "directory", mode: Number(rootStat.mode & 0o7777n), ...owned(rootStat) }];
     const seen = new Map<string, string>();
     let dataBytes = 0;
     const walk = async (dirRel: string): Promise<void> => {
@@ -270,25 +284,29 @@ export async function hashTree(root: string, cache: HashCache, algorithm: Digest
             const st = stats[i];
             const mode = Number(st.mode & 0o7777n);
             if (st.isDirectory()) {
-                entries.push({ rel, type: "directory", mode });
+                entries.push({ rel, type: "directory", mode, ...owned(st) });
                 dataBytes += 4096;
                 await walk(rel);
             } else if (st.isSymbolicLink()) {
-                entries.push({ rel, type: "symlink", mode, target: await readlink(full) });
+                entries.push({ rel, type: "symlink", mode, target: await readlink(full), ...owned(st) });
             } else if (st.isFile()) {
                 const key = `${st.dev}:${st.ino}`;
                 const first = st.nlink > 1n ? seen.get(key) : undefined;
                 if (first !== undefined) {
-                    entries.push({ rel, type: "file", mode, linkOf: first });
+                    entries.push({ rel, type: "file", mode, linkOf: first, ...owned(st) });
                     continue;
                 }
                 if (st.nlink > 1n) seen.set(key, rel);
                 const size = Number(st.size);
                 const digest = size >= CACHE_FILES_FROM_BYTES ? (await hashFileCached(full, cache, algorithm, counter)).digest : (await digestFile(full, algorithm, { counter, size })).digest;
-                entries.push({ rel, type: "file", mode, size, ...digestByName(algorithm, digest) });
+                entries.push({ rel, type: "file", mode, size, ...digestByName(algorithm, digest), ...owned(st) });
                 dataBytes += Math.ceil(size / 4096) * 4096;
+            } else if (opts.owners && (st.isCharacterDevice() || st.isBlockDevice() || st.isFIFO())) {
+                const type = st.isCharacterDevice() ? "char" : st.isBlockDevice() ? "block" : "fifo";
+                entries.push({ rel, type, mode, ...owned(st), ...(type === "fifo" ? {} : { rdev: deviceNumbers(st.rdev) }) });
             } else {
-                throw new Error(`${full} is a ${kindOf(st)}; a directory image holds only directories, regular files and symbolic links`);
+                const also = opts.owners ? ", device nodes and named pipes" : ' (and, with owners: "preserve", device nodes and named pipes)';
+                throw new Error(`${full} is a ${kindOf(st)}; a directory image holds only directories, regular files and symbolic links${also}`);
             }
         }
     };
@@ -304,6 +322,13 @@ async function lstatAll(files: string[], atOnce = 32): Promise<BigIntStats[]> {
     const out: BigIntStats[] = [];
     for (let i = 0; i < files.length; i += atOnce) out.push(...(await Promise.all(files.slice(i, i + atOnce).map((f) => lstat(f, { bigint: true })))));
     return out;
+}
+
+/** Linux's dev_t encoding (glibc's gnu_dev_major/minor). */
+function deviceNumbers(rdev: bigint): [number, number] {
+    const major = ((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & ~0xfffn);
+    const minor = (rdev & 0xffn) | ((rdev >> 12n) & ~0xffn);
+    return [Number(major), Number(minor)];
 }
 
 function kindOf(st: BigIntStats): string {

@@ -11,6 +11,7 @@ const int = (description: string): Prop => ({ type: "integer", description });
 const bool = (description: string): Prop => ({ type: "boolean", description });
 const ref = (name: string, description: string): Prop => ({ $ref: `#/types/qemu:index:${name}`, description });
 const arrayOf = (name: string, description: string): Prop => ({ type: "array", items: { $ref: `#/types/qemu:index:${name}` }, description });
+const any = (description: string): Prop => ({ $ref: "pulumi.json#/Any", description });
 const strings = (description: string): Prop => ({ type: "array", items: { type: "string" }, description });
 
 function object(description: string, properties: Record<string, Prop>, required: string[] = []): Prop {
@@ -55,15 +56,20 @@ const types = {
         extraArgs: strings("Arguments appended to the QEMU command line."),
     }),
     "qemu:index:DiskImageSource": object("What an image is made from; `kind` picks the fields that apply.", {
-        kind: str('"blank", "file", "directory" or "overlay".'),
+        kind: str('"blank", "file", "directory", "overlay" or "cloudInit".'),
         size: str('Size in bytes or with a suffix ("512M", "20G") for blank, directory and overlay images.'),
-        format: str('"raw" or "qcow2" (blank and file images).'),
+        format: str('"raw" or "qcow2" (blank and file images); "iso" (default) or "vfat" (cloudInit seeds).'),
         path: str("Source file (file) or directory (directory)."),
         fsType: str('Filesystem of a directory image: "ext4".'),
         label: str("Filesystem label of a directory image."),
+        owners: str('Directory images: "root" (default, every file owned by 0:0) or "preserve" (keep owners and device nodes).'),
         backing: str("Backing image of an overlay."),
         backingFormat: str("Format of the backing image."),
         backingInputHash: str("inputHash of the backing DiskImage, so that rebuilding it replaces the overlay."),
+        userData: any("cloudInit: user data, a string or an object rendered as #cloud-config YAML."),
+        metaData: any("cloudInit: meta-data object; instance-id defaults to one derived from the seed's content."),
+        networkConfig: any("cloudInit: network configuration version 2."),
+        vendorData: any("cloudInit: vendor data, a string or an object."),
     }, ["kind"]),
     "qemu:index:Ready": object("When a VM counts as started.", {
         serialPattern: str("Text the serial console must print: a substring, or a regular expression written /…/flags."),

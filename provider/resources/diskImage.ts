@@ -22,6 +22,7 @@ import { Qcow2HeaderError } from "../core/qcow2Header";
 import { formatSize } from "../core/size";
 import { InputError } from "../core/validation";
 import { buildExt4, Ext4Error } from "../host/ext4";
+import { writeSeedImage } from "../host/seedImage";
 import { HASH_CACHE_FILE, HASH_CACHE_FILE_V1, HashCache, hashFileCached, hashTree, sameFile, sameStamp, stampOf, statStamp, waitOutRacyWindow, type FileStamp, type ReadCounter } from "../host/fileHash";
 import { explainHostFileError, isOutOfSpace } from "../host/hostErrors";
 import { readImageHeader, type ImageHeader } from "../host/imageHeader";
@@ -201,7 +202,7 @@ interface Resolved {
     inputHash: string;
     format: ImageFormat;
     /** Directory sources: what goes into the filesystem. */
-    tree?: { paths: string[]; dataBytes: number };
+    tree?: { paths: string[]; dataBytes: number; rootUid?: number; rootGid?: number };
     /** Overlays: the backing as found. */
     backing?: { info: ImageInfo; stamp: FileStamp; identityFrom: BackingIdentityFrom; identity: string };
 }
@@ -231,6 +232,9 @@ async function readContent(source: SourceSpec, ctx: Context, target: string | un
             return readDirectorySource(source, ctx);
         case "overlay":
             return readOverlaySource(source, ctx, target);
+        case "cloudInit":
+            // Everything a seed is made of is in its inputs: nothing to read.
+            return { content: { kind: "cloudInit" } };
     }
 }
 
@@ -292,7 +296,7 @@ async function readFileSource(source: Extract<SourceSpec, { kind: "file" }>, ctx
 async function readDirectorySource(source: Extract<SourceSpec, { kind: "directory" }>, ctx: Context): Promise<Omit<Resolved, "inputHash" | "format">> {
     let tree;
     try {
-        tree = await hashTree(source.path, ctx.cache, ctx.algorithm, ctx.counter);
+        tree = await hashTree(source.path, ctx.cache, ctx.algorithm, ctx.counter, { owners: source.owners === "preserve" });
     } catch (err) {
         const code = (err as NodeJS.ErrnoException).code;
         const why = code === "ENOENT" ? `${source.path} does not exist` : (err as Error).message;
@@ -304,7 +308,11 @@ async function readDirectorySource(source: Extract<SourceSpec, { kind: "director
             `source.size ${formatSize(source.sizeBytes)} is too small for ${source.path}, which holds ${formatSize(tree.dataBytes)} of files and directories; ask for more room than that (filesystem metadata needs some too)`,
         );
     }
-    return { content: { kind: "directory", treeHash: tree.treeHash }, tree: { paths: tree.entries.filter((e) => e.rel !== "").map((e) => e.rel), dataBytes: tree.dataBytes } };
+    const root = tree.entries[0];
+    return {
+        content: { kind: "directory", treeHash: tree.treeHash },
+        tree: { paths: tree.entries.filter((e) => e.rel !== "").map((e) => e.rel), dataBytes: tree.dataBytes, rootUid: root.uid, rootGid: root.gid },
+    };
 }
 
 async function readOverlaySource(
@@ -446,6 +454,8 @@ async function build(source: SourceSpec, resolved: Resolved, temp: string, ctx: 
             return buildDirectoryImage(source, resolved, temp, ctx);
         case "overlay":
             return createOverlay(temp, source.backing, resolved.backing!.info.format, source.sizeBytes);
+        case "cloudInit":
+            return writeSeedImage({ files: source.files, format: source.format, out: temp });
     }
 }
 
@@ -453,8 +463,10 @@ async function buildDirectoryImage(source: Extract<SourceSpec, { kind: "director
     await truncate(temp, source.sizeBytes);
     const { uuid, hashSeed } = ext4Identifiers(resolved.inputHash);
     try {
-        await buildExt4({ sourceDir: source.path, imageFile: temp, uuid, hashSeed, label: source.label, paths: resolved.tree!.paths });
-        await refuseChangedTree(source.path, resolved, ctx);
+        const t = resolved.tree!;
+        const preserveOwners = source.owners === "preserve" ? { rootUid: t.rootUid!, rootGid: t.rootGid! } : undefined;
+        await buildExt4({ sourceDir: source.path, imageFile: temp, uuid, hashSeed, label: source.label, paths: t.paths, preserveOwners });
+        await refuseChangedTree(source, resolved, ctx);
     } catch (err) {
         // "Could not allocate block" is the image too small; "No space left on device" is the host's disk full.
         if (err instanceof Ext4Error && !isOutOfSpace(err) && /could not allocate|too small|not enough space|filesystem larger/i.test(err.stderr)) {
@@ -465,8 +477,9 @@ async function buildDirectoryImage(source: Extract<SourceSpec, { kind: "director
 }
 
 /** mkfs copied the tree as it was then; an image of another tree than the one hashed would carry a false inputHash. */
-async function refuseChangedTree(dir: string, resolved: Resolved, ctx: Context): Promise<void> {
-    const again = await hashTree(dir, ctx.cache, ctx.algorithm, ctx.counter);
+async function refuseChangedTree(source: Extract<SourceSpec, { kind: "directory" }>, resolved: Resolved, ctx: Context): Promise<void> {
+    const dir = source.path;
+    const again = await hashTree(dir, ctx.cache, ctx.algorithm, ctx.counter, { owners: source.owners === "preserve" });
     const before = resolved.content.kind === "directory" ? resolved.content.treeHash : undefined;
     if (again.treeHash !== before) throw fieldError("source.path", `source.path ${dir} changed while the image was being built; nothing was kept, try again`);
 }
@@ -474,7 +487,7 @@ async function refuseChangedTree(dir: string, resolved: Resolved, ctx: Context):
 async function describeNew(inputs: DiskImageInputs, spec: DiskImageSpec, resolved: Resolved, target: string, ctx: Context): Promise<DiskImageOutputs> {
     const { virtualSize } = await readImageHeader(target, resolved.format);
     const imageStamp = await statStamp(target);
-    const fixedBytes = spec.source.kind === "file" || spec.source.kind === "directory";
+    const fixedBytes = spec.source.kind === "file" || spec.source.kind === "directory" || spec.source.kind === "cloudInit";
     // Hashed once the image is outside the racy window, so the stat cache keeps the digest and
     // the first preview after create reads nothing: at most 50 ms beside building the image (2 s
     // on filesystems with whole-second stamps).

@@ -106,6 +106,18 @@ describe("imageInputHash", () => {
         expect(imageInputHash(d(), t("1"))).not.toBe(imageInputHash(d(), t("2")));
     });
 
+    test('owners "root" is the default and hashes as before; "preserve" is another image', () => {
+        const d = (owners?: string) => parseDiskImageSpec({ source: { kind: "directory", path: "/d", size: "8M", owners } }).source;
+        const t = { kind: "directory" as const, treeHash: "1" };
+        expect(d("root")).toEqual(d());
+        expect(d("preserve")).toMatchObject({ owners: "preserve" });
+        // Pinned: the hash of this directory image as computed before the owners field existed.
+        expect(imageInputHash(d(), t)).toBe("d2a1e6cbdce32304200a3d300b873ca834aa649fa57449c5a8e55b111a537a9d");
+        expect(imageInputHash(d("root"), t)).toBe(imageInputHash(d(), t));
+        expect(imageInputHash(d("preserve"), t)).not.toBe(imageInputHash(d(), t));
+        expect(() => d("keep")).toThrow(/owners must be "root" .* or "preserve"/);
+    });
+
     test("content of another kind is a programming error", () => {
         expect(() => imageInputHash(blank(512), { kind: "directory", treeHash: "x" })).toThrow(/blank source with directory content/);
     });
