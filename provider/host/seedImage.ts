@@ -1,6 +1,6 @@
-import execa from "execa";
 import { chmod, mkdir, mkdtemp, rename, rm, utimes, writeFile } from "node:fs/promises";
 import * as path from "node:path";
+import { runTool, ToolTimeoutError, type ToolResult } from "./toolRun";
 import { SEED_LABEL, type SeedFile, type SeedFormat } from "../core/cloudInitSeed";
 
 /**
@@ -66,10 +66,16 @@ export async function writeSeedImage(b: SeedBuild): Promise<void> {
     }
 }
 
+/** One tool call, with a deadline, that dies with the provider (setpriv --pdeathsig, as every tool we run). */
 async function run(tool: string, args: string[], what: string): Promise<void> {
-    const r = await execa(tool, args, { reject: false, stdin: "ignore", env: fixedEnv(), extendEnv: false, timeout: TOOL_DEADLINE_MS });
-    if (r.timedOut) throw new SeedImageError(what, `did not finish within ${TOOL_DEADLINE_MS / 1000} s`);
-    if (r.exitCode !== 0) throw new SeedImageError(what, r.stderr || r.stdout || spawnFailure(r));
+    let r: ToolResult;
+    try {
+        r = await runTool(tool, args, { env: fixedEnv(), extendEnv: false, timeoutMs: TOOL_DEADLINE_MS, label: what });
+    } catch (err) {
+        if (err instanceof ToolTimeoutError) throw new SeedImageError(what, `did not finish within ${TOOL_DEADLINE_MS / 1000} s`);
+        throw err;
+    }
+    if (r.exitCode !== 0) throw new SeedImageError(what, r.stderr || r.stdout || r.spawnError || `exit code ${r.exitCode}`);
 }
 
 async function writeIso(tree: string, image: string, b: SeedBuild): Promise<void> {
@@ -92,8 +98,4 @@ async function writeVfat(tree: string, image: string, b: SeedBuild): Promise<voi
     // -m keeps the staged files' (fixed) dates; -o overwrites nothing that is not ours (the image is new).
     const sources = b.files.map((f) => path.join(tree, f.name));
     await run(b.mcopy ?? "mcopy", ["-m", "-o", "-i", image, ...sources, "::"], "mcopy");
-}
-
-function spawnFailure(r: { exitCode?: number }): string {
-    return (r as { message?: string }).message ?? `exit code ${r.exitCode}`;
 }
