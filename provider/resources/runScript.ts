@@ -2,7 +2,7 @@ import type * as pulumi from "@pulumi/pulumi";
 import * as path from "node:path";
 import { hashValue } from "../core/hash";
 import { overlaySteps, renderLauncher } from "../core/launcher";
-import { buildQemuArgv, specArgvHash, type DaemonRuntime } from "../core/qemuArgv";
+import { buildQemuArgv, specArgvHash, type DaemonRuntime, type Resolved } from "../core/qemuArgv";
 import { absolutePath, parseOrThrow } from "../core/validation";
 import { parseVmSpec, type VmSpec } from "../core/vmSpec";
 import { resolveAccel } from "../host/accel";
@@ -77,8 +77,8 @@ export function defaultLauncherPath(stateDir: string, hash: string): string {
 }
 
 /** The launcher text for `spec` on this host, and the argv it runs. */
-export function launcherText(spec: VmSpec, accel: "kvm" | "tcg", daemon?: DaemonRuntime): { argv: string[]; text: string } {
-    const argv = buildQemuArgv(spec, { accel }, daemon);
+export function launcherText(spec: VmSpec, accel: "kvm" | "tcg", daemon?: DaemonRuntime, resolved: Resolved = {}): { argv: string[]; text: string } {
+    const argv = buildQemuArgv(spec, { accel, ...resolved }, daemon);
     return { argv, text: renderLauncher(argv, { overlays: overlaySteps(spec) }) };
 }
 

@@ -33,6 +33,31 @@ else
     echo "pq: no eth0, networking skipped"
 fi
 
+# Private NICs, in dracut's syntax as the provider writes it: ifname=NAME:MAC names the NIC
+# with that MAC, ip=ADDR:::NETMASK:HOST:NAME:off gives it a static address.
+for arg in $(cat /proc/cmdline); do
+    case "$arg" in
+        ifname=*:*)
+            want="${arg#ifname=}"
+            for d in /sys/class/net/*; do
+                [ "$(cat "$d/address")" = "${want#*:}" ] && ip link set dev "${d##*/}" name "${want%%:*}"
+            done ;;
+    esac
+done
+for arg in $(cat /proc/cmdline); do
+    case "$arg" in
+        ip=*:*:*:*:*:*:*)
+            oldifs="$IFS"; IFS=:; set -- ${arg#ip=}; IFS="$oldifs"
+            eval "$(ipcalc -p "$1" "$4")"
+            if ip addr add "$1/$PREFIX" dev "$6" && ip link set "$6" up; then
+                hostname "$5"
+                echo "pq: $6 has $1/$PREFIX"
+            else
+                echo "pq: $6 address $1 failed"
+            fi ;;
+    esac
+done
+
 mounted=
 for spec in $mounts; do
     tag="${spec%%,*}"
