@@ -2,14 +2,15 @@ import { mkdir, open, readdir, readFile, rm, rmdir } from "node:fs/promises";
 import * as path from "node:path";
 import { writeFileAtomic } from "./atomicFile";
 import { checkOurSwitch } from "./vdeSwitch";
-import type { ProcessIdentity } from "./qemuProcess";
+import { checkOurQemu, identify, readPidfile, type ProcessIdentity } from "./qemuProcess";
 
 /**
  * What a Network leaves on disk for the VMs that join it, under `<stateDir>/networks/<id>/`:
  * `network.json` (its subnet, switch and the switch's identity) and `leases/`, one file per
  * address and per MAC taken on it. A lease is created with O_EXCL, so two VMs created at once
  * can never take one address; it names the VM directory that holds it, so a lease whose VM
- * directory is gone (a VM lost in a crash) can be taken over.
+ * directory is gone, or whose QEMU was killed (its pidfile names a process that is no longer
+ * that QEMU), can be taken over.
  */
 
 export interface NetworkRecord {
@@ -86,6 +87,8 @@ export interface LeaseHolder {
     /** The VM's private directory: a lease whose holder directory is gone is stale. */
     vmDir: string;
     vm: string;
+    /** The VM's QEMU pidfile: once it names a process that is not that QEMU, the lease is stale. */
+    pidfile?: string;
 }
 
 export function addressLease(address: string): string {
@@ -122,7 +125,7 @@ export async function acquireLease(networkDir: string, key: string, holder: Leas
         }
         const other = await readHolder(file);
         if (other && other.vmDir === holder.vmDir) return undefined;
-        if (other && (await exists(other.vmDir))) return other.vm;
+        if (other && (await holderAlive(other))) return other.vm;
         // Stale (its VM directory is gone) or half-written by a crash: take it over once.
         await rm(file, { force: true });
     }
@@ -151,6 +154,19 @@ async function readHolder(file: string): Promise<LeaseHolder | undefined> {
     } catch {
         return undefined;
     }
+}
+
+/**
+ * A holder is alive while its directory exists and its QEMU has not died. No pidfile yet means
+ * it is starting (the lease is taken before QEMU runs), so it counts as alive.
+ */
+async function holderAlive(h: LeaseHolder): Promise<boolean> {
+    if (!(await exists(h.vmDir))) return false;
+    if (!h.pidfile) return true;
+    const pid = await readPidfile(h.pidfile);
+    if (pid === undefined) return true;
+    const id = await identify(pid);
+    return id !== undefined && (await checkOurQemu(id, h.pidfile)).alive;
 }
 
 async function exists(p: string): Promise<boolean> {

@@ -405,7 +405,11 @@ function identityOf(props: VirtualMachineOutputs): ProcessIdentity {
  */
 export async function read(id: string, props: VirtualMachineOutputs): Promise<pulumi.dynamic.ReadResult> {
     const live = await checkOurQemu(identityOf(props), props.pidfile);
-    if (!live.alive) return { id: "", props: {} };
+    if (!live.alive) {
+        // Its addresses go back to the networks, so the VM made again gets the same ones.
+        await releaseNics(props.nics, props.vmDir);
+        return { id: "", props: {} };
+    }
     // QEMU serves one QMP client at a time: a user's open session makes it look unresponsive too.
     const status = (await qmpStatus(props.qmpSocket, 5000)) ?? "unresponsive";
     // Kept once found (a network does not come back), so the next diff replaces the VM.

@@ -1,3 +1,4 @@
+import * as path from "node:path";
 import {
     addressProblem,
     defaultMac,
@@ -109,7 +110,7 @@ export async function attachNics(spec: VmSpec, stateDir: string, vmDir: string):
     const { found, problems } = await findNetworks(spec, stateDir);
     if (problems.length) throw new InputError(problems);
     const vm = spec.name!;
-    const holder = { vmDir, vm };
+    const holder = { vmDir, vm, pidfile: path.join(vmDir, "qemu.pid") };
     const out: NicOutput[] = [];
     try {
         for (const [i, nic] of nics.entries()) {

@@ -1,5 +1,5 @@
 import { existsSync, readdirSync } from "node:fs";
-import { mkdir, mkdtemp, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
 import { parseVmSpec } from "../../provider/core/vmSpec";
@@ -126,4 +126,16 @@ test("a network whose switch died is refused at check, with what to do", async (
     await new Promise((r) => setTimeout(r, 300));
     const r = await vmResource.check({}, { stateDir, vm: { name: "late", networks: [{ network: id }] } });
     expect(r.failures).toEqual([{ property: "vm.networks[0].network", reason: expect.stringMatching(new RegExp(`^the switch of network ${id} is not running \\(.*\\); run a refresh so that the network is made again$`)) }]);
+});
+
+test("a lease of a VM whose QEMU was killed (its directory kept for a post-mortem) is taken over; a starting VM's is not", async () => {
+    const { id } = await makeNet("10.154.0.0/24");
+    const starting = await vmDir("starting");
+    await attachNics(spec("starting", [{ network: id, ipv4: "10.154.0.7" }]), stateDir, starting);
+    // No pidfile yet: the holder is still starting its QEMU.
+    await expect(attachNics(spec("other", [{ network: id, ipv4: "10.154.0.7" }]), stateDir, await vmDir("other"))).rejects.toThrow(/already used by VM starting/);
+    // Its pidfile now names a process that is not its QEMU (here: this test runner): stale.
+    await writeFile(path.join(starting, "qemu.pid"), `${process.pid}\n`);
+    const [nic] = await attachNics(spec("other", [{ network: id, ipv4: "10.154.0.7" }]), stateDir, await vmDir("other"));
+    expect(nic.ipv4).toBe("10.154.0.7");
 });
