@@ -68,8 +68,10 @@ const inputSchema = z
 
 type Parsed = z.output<typeof inputSchema>;
 
+/** Only our inputs: a dynamic resource's also carry `__provider` and the declared output keys. */
 function parseInputs(inputs: NetworkInputs): Parsed {
-    return parseOrThrow(inputSchema, withoutUndefined(inputs ?? {}), "");
+    const { name, subnet, stateDir } = inputs ?? {};
+    return parseOrThrow(inputSchema, withoutUndefined({ name, subnet, stateDir }), "");
 }
 
 export async function check(_olds: unknown, news: any): Promise<pulumi.dynamic.CheckResult> {
