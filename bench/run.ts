@@ -6,10 +6,11 @@ import { runBoot } from "./boot";
 import { runHashing } from "./hashing";
 import { runNoopDiff } from "./noopDiff";
 import { runOverlay } from "./overlay";
+import { runNetwork } from "./network";
 
 /**
  * Runs the benchmarks and prints one markdown table:
- *   npm run build && node bin/bench/run.js [noop] [hash] [overlay] [boot]
+ *   npm run build && node bin/bench/run.js [noop] [hash] [overlay] [boot] [network]
  * With no names it runs all of them and writes the table to bench/RESULTS.md.
  * Nothing depends on these timings; they are for people.
  */
@@ -19,6 +20,7 @@ const BENCHES: Record<string, () => Promise<BenchResult>> = {
     hash: () => runHashing(),
     overlay: () => runOverlay(),
     boot: () => runBoot(),
+    network: () => runNetwork(),
 };
 
 function table(rows: Row[]): string {
