@@ -3,7 +3,7 @@ import * as path from "node:path";
 import { hashValue } from "../core/hash";
 import { overlaySteps, renderLauncher } from "../core/launcher";
 import { buildQemuArgv, specArgvHash, type DaemonRuntime, type Resolved } from "../core/qemuArgv";
-import { absolutePath, parseOrThrow } from "../core/validation";
+import { absolutePath, InputError, parseOrThrow } from "../core/validation";
 import { parseVmSpec, type VmSpec } from "../core/vmSpec";
 import { resolveAccel } from "../host/accel";
 import { inspectLauncherFile, removeLauncherFile, writeLauncherFile } from "../host/launcherFile";
@@ -56,10 +56,20 @@ function parseInputs(inputs: RunScriptInputs): Parsed {
     const c = problemCollector();
     const parsedSpec = c.attempt(() => parseVmSpec(inputs.vm, "vm"));
     const parsedOthers = c.attempt(() => parseOrThrow(otherInputsSchema, { path: inputs.path, stateDir: inputs.stateDir }, ""));
+    if (parsedSpec) c.attempt(() => assertFixedLauncher(parsedSpec));
     c.finish();
     const spec = parsedSpec!;
     const others = parsedOthers!;
     return { spec, argvHash: launcherHash(spec), stateDir: others.stateDir, requestedPath: others.path };
+}
+
+/** A launcher is fixed text: what only a running VirtualMachine resolves (leased addresses, picked ports) cannot be in it. */
+function assertFixedLauncher(spec: VmSpec): void {
+    const problems = [
+        ...spec.portForwards.flatMap((pf, i) => (pf.host === undefined ? [{ property: `vm.portForwards[${i}].host`, reason: "a launcher needs a fixed host port; only a VirtualMachine picks one" }] : [])),
+        ...(spec.networks?.length ? [{ property: "vm.networks", reason: "a launcher cannot join private networks (their addresses are leased at start); use a VirtualMachine" }] : []),
+    ];
+    if (problems.length) throw new InputError(problems);
 }
 
 /**

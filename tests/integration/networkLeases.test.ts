@@ -139,3 +139,12 @@ test("a lease of a VM whose QEMU was killed (its directory kept for a post-morte
     const [nic] = await attachNics(spec("other", [{ network: id, ipv4: "10.154.0.7" }]), stateDir, await vmDir("other"));
     expect(nic.ipv4).toBe("10.154.0.7");
 });
+
+test("a RunScript refuses what only a running VM can resolve: picked host ports and networks", async () => {
+    const runScript = await import("../../provider/resources/runScript");
+    const r = await runScript.check({}, { vm: { name: "l", portForwards: [{ guest: 80 }], networks: [{ network: "lan-abc123" }] } });
+    expect(r.failures).toEqual([
+        { property: "vm.portForwards[0].host", reason: "a launcher needs a fixed host port; only a VirtualMachine picks one" },
+        { property: "vm.networks", reason: "a launcher cannot join private networks (their addresses are leased at start); use a VirtualMachine" },
+    ]);
+});
