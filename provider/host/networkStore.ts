@@ -89,7 +89,12 @@ export interface LeaseHolder {
     vm: string;
     /** The VM's QEMU pidfile: once it names a process that is not that QEMU, the lease is stale. */
     pidfile?: string;
+    /** When the lease was taken (ms since the epoch): a VM that never wrote its pidfile gave up long ago. */
+    takenAt?: number;
 }
+
+/** How long a holder may go without a pidfile (between taking its lease and QEMU starting, or a crash there). */
+export const STARTING_GRACE_MS = 10 * 60 * 1000;
 
 export function addressLease(address: string): string {
     return `ipv4-${address}`;
@@ -115,7 +120,7 @@ export async function acquireLease(networkDir: string, key: string, holder: Leas
         try {
             const fh = await open(file, "wx", 0o600);
             try {
-                await fh.writeFile(JSON.stringify(holder));
+                await fh.writeFile(JSON.stringify({ takenAt: Date.now(), ...holder }));
             } finally {
                 await fh.close();
             }
@@ -158,13 +163,14 @@ async function readHolder(file: string): Promise<LeaseHolder | undefined> {
 
 /**
  * A holder is alive while its directory exists and its QEMU has not died. No pidfile yet means
- * it is starting (the lease is taken before QEMU runs), so it counts as alive.
+ * it is starting (the lease is taken before QEMU runs), so it counts as alive for a while: a
+ * create that crashed there never comes back for it.
  */
 async function holderAlive(h: LeaseHolder): Promise<boolean> {
     if (!(await exists(h.vmDir))) return false;
     if (!h.pidfile) return true;
     const pid = await readPidfile(h.pidfile);
-    if (pid === undefined) return true;
+    if (pid === undefined) return h.takenAt === undefined || Date.now() - h.takenAt < STARTING_GRACE_MS;
     const id = await identify(pid);
     return id !== undefined && (await checkOurQemu(id, h.pidfile)).alive;
 }

@@ -1,11 +1,11 @@
 import type * as pulumi from "@pulumi/pulumi";
-import { mkdtemp, rm, rmdir } from "node:fs/promises";
+import { mkdtemp, readdir, rm, rmdir, stat } from "node:fs/promises";
 import * as path from "node:path";
 import { z } from "zod";
 import { defaultSubnet, formatSubnet, netmask, parseSubnet, subnetsOverlap, type Subnet } from "../core/network";
 import { absolutePath, InputError, parseOrThrow, plainText } from "../core/validation";
 import { identityString, liveNetworks, networksDir, readRecordAt, recordPath, removeLeases, writeNetworkRecord, type NetworkRecord } from "../host/networkStore";
-import type { ProcessIdentity } from "../host/qemuProcess";
+import { identify, readPidfile, type ProcessIdentity } from "../host/qemuProcess";
 import { ensurePrivateDir, resolveStateDir } from "../host/stateDir";
 import { checkOurSwitch, removeSwitchFiles, startSwitch, stopSwitch, switchPaths } from "../host/vdeSwitch";
 import { checkWith, hasUnknown, withoutUndefined } from "./common";
@@ -25,6 +25,8 @@ import { checkWith, hasUnknown, withoutUndefined } from "./common";
 const MAX_SOCKET_PATH_BYTES = 107;
 const VDE_PORT_SOCKET_NAME_BYTES = 13;
 const DEFAULT_SUBNET_ATTEMPTS = 64;
+/** How old a network directory without a record must be to count as left by a crashed create (a create takes ~30 ms). */
+const ORPHAN_AGE_MS = 60_000;
 
 export interface NetworkInputs {
     name?: string;
@@ -95,6 +97,7 @@ export async function create(inputs: NetworkInputs): Promise<pulumi.dynamic.Crea
     const p = parseInputs(inputs);
     const stateDir = await ensurePrivateDir(resolveStateDir(p.stateDir));
     const parent = await ensurePrivateDir(networksDir(stateDir));
+    await cleanOrphans(parent);
     const label = (p.name ?? "net").slice(0, 16);
     // mkdtemp: a fresh 0700 directory with a random suffix, so two stacks using one name never share a switch.
     const networkDir = await mkdtemp(path.join(parent, `${label}-`));
@@ -172,6 +175,26 @@ export async function read(id: string, props: NetworkOutputs): Promise<pulumi.dy
 export async function remove(_id: string, props: NetworkOutputs): Promise<void> {
     await stopSwitch(identityOf(props), props.pidfile);
     await removeNetworkDir(props.networkDir);
+}
+
+/**
+ * A create that crashed between making its directory and writing the record left a directory
+ * nobody's state names, perhaps with a switch running: stop that switch (only if it is still the
+ * vde_switch writing that pidfile) and remove what the provider made.
+ */
+async function cleanOrphans(parent: string): Promise<void> {
+    for (const name of await readdir(parent).catch(() => [] as string[])) {
+        if (!/^[A-Za-z0-9_.-]{1,16}-[A-Za-z0-9]{6}$/.test(name)) continue;
+        const dir = path.join(parent, name);
+        const st = await stat(dir).catch(() => undefined);
+        if (!st?.isDirectory() || Date.now() - st.mtimeMs < ORPHAN_AGE_MS) continue;
+        if ((await readRecordAt(dir).catch(() => "unreadable")) !== undefined) continue;
+        const { pidfile } = switchPaths(dir);
+        const pid = await readPidfile(pidfile);
+        const identity = pid === undefined ? undefined : await identify(pid);
+        if (identity) await stopSwitch(identity, pidfile).catch(() => undefined);
+        await removeNetworkDir(dir).catch(() => undefined);
+    }
 }
 
 async function removeNetworkDir(networkDir: string): Promise<void> {

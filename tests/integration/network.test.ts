@@ -1,11 +1,12 @@
 import { spawn } from "node:child_process";
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, rm, utimes } from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
 import execa from "execa";
 import * as network from "../../provider/resources/network";
 import type { NetworkOutputs } from "../../provider/resources/network";
+import { startSwitch } from "../../provider/host/vdeSwitch";
 import { isRunning } from "../support/process";
 
 /**
@@ -124,5 +125,27 @@ test("delete never signals a process that merely holds the recorded pid", async 
         expect(isRunning(outs.pid)).toBe(true);
     } finally {
         stranger.kill("SIGKILL");
+    }
+});
+
+test("a create that crashed before writing its record leaves a switch the next create stops and cleans", async () => {
+    const stateDir = path.join(dir, "crashed");
+    const networks = path.join(stateDir, "networks");
+    const orphan = path.join(networks, "lan-Crash1");
+    await mkdir(orphan, { recursive: true, mode: 0o700 });
+    const identity = await startSwitch(orphan);
+    try {
+        // Fresh orphans may be a create still under way: left alone.
+        const first = await createNet({ stateDir });
+        expect(isRunning(identity.pid)).toBe(true);
+        const old = new Date(Date.now() - 120_000);
+        await utimes(orphan, old, old);
+        await createNet({ stateDir });
+        expect(isRunning(identity.pid)).toBe(false);
+        expect(existsSync(orphan)).toBe(false);
+        // Live networks with records are untouched.
+        expect(isRunning(first.outs.pid)).toBe(true);
+    } finally {
+        if (isRunning(identity.pid)) process.kill(identity.pid, "SIGKILL");
     }
 });

@@ -1,9 +1,11 @@
-import { existsSync, readdirSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
 import { parseVmSpec } from "../../provider/core/vmSpec";
+import { STARTING_GRACE_MS } from "../../provider/host/networkStore";
 import * as network from "../../provider/resources/network";
+import * as runScript from "../../provider/resources/runScript";
 import type { NetworkOutputs } from "../../provider/resources/network";
 import * as vmResource from "../../provider/resources/virtualMachine";
 import { attachNics, releaseNics } from "../../provider/resources/vmNetworks";
@@ -141,10 +143,24 @@ test("a lease of a VM whose QEMU was killed (its directory kept for a post-morte
 });
 
 test("a RunScript refuses what only a running VM can resolve: picked host ports and networks", async () => {
-    const runScript = await import("../../provider/resources/runScript");
     const r = await runScript.check({}, { vm: { name: "l", portForwards: [{ guest: 80 }], networks: [{ network: "lan-abc123" }] } });
     expect(r.failures).toEqual([
         { property: "vm.portForwards[0].host", reason: "a launcher needs a fixed host port; only a VirtualMachine picks one" },
         { property: "vm.networks", reason: "a launcher cannot join private networks (their addresses are leased at start); use a VirtualMachine" },
     ]);
+});
+
+test("a lease taken by a create that crashed before QEMU started (no pidfile for long) is taken over", async () => {
+    const { id, outs } = await makeNet("10.155.0.0/24");
+    const crashed = await vmDir("crashed");
+    await attachNics(spec("crashed", [{ network: id, ipv4: "10.155.0.4" }]), stateDir, crashed);
+    const leases = readdirSync(path.join(outs.networkDir, "leases")).map((f) => path.join(outs.networkDir, "leases", f));
+    expect(leases).toHaveLength(2); // its address and its MAC
+    for (const lease of leases) {
+        const held = JSON.parse(readFileSync(lease, "utf8"));
+        expect(held).toMatchObject({ vm: "crashed", vmDir: crashed, pidfile: path.join(crashed, "qemu.pid") });
+        await writeFile(lease, JSON.stringify({ ...held, takenAt: Date.now() - STARTING_GRACE_MS - 1000 }));
+    }
+    const [nic] = await attachNics(spec("next", [{ network: id, ipv4: "10.155.0.4" }]), stateDir, await vmDir("next"));
+    expect(nic.ipv4).toBe("10.155.0.4");
 });
