@@ -71,6 +71,15 @@ test("only the owner can attach: a process running as nobody is refused, the own
     });
     expect(asNobody.exitCode).not.toBe(0);
     expect(asNobody.stderr).toMatch(/Permission denied/);
+    // Nor can a QEMU of theirs plug a NIC into it.
+    const qemuAsNobody = await execa(
+        "setpriv",
+        ["--reuid", "nobody", "--regid", "nogroup", "--clear-groups", "qemu-system-x86_64", "-accel", "tcg", "-display", "none", "-nodefaults", "-S", "-netdev", `vde,id=n0,sock=${outs.switchDir}`],
+        // Were it let in, this paused QEMU would run until the timeout kills it.
+        { reject: false, timeout: 20000, killSignal: "SIGKILL", stdin: "ignore" },
+    );
+    expect(qemuAsNobody.exitCode).not.toBe(0);
+    expect(qemuAsNobody.stderr).toMatch(/Could not open vde: Permission denied/);
     // The same command as the owner connects (and ends when its stdin does).
     const asOwner = await execa("vde_plug", [outs.switchDir], { reject: false, timeout: 10000, stdin: "ignore" });
     expect(asOwner.stderr).toBe("");
