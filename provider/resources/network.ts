@@ -162,18 +162,35 @@ function identityOf(props: NetworkOutputs): ProcessIdentity {
     return { pid: props.pid, startTime: props.processStartTime, bootId: props.bootId };
 }
 
-/** A switch that died, or a pid now held by another process, is reported gone so the next `up` makes a new network. */
+/**
+ * A switch that died, or a pid now held by another process, is reported gone so the next `up`
+ * makes a new network. Its files go too: once Pulumi forgets the network nothing else would
+ * remove them, and its VMs see the missing record as drift all the same.
+ */
 export async function read(id: string, props: NetworkOutputs): Promise<pulumi.dynamic.ReadResult> {
     const rec = await readRecordAt(props.networkDir).catch(() => undefined);
     if (!rec || rec.id !== id) return { id: "", props: {} };
     const live = await checkOurSwitch(identityOf(props), props.pidfile);
-    if (!live.alive) return { id: "", props: {} };
+    if (!live.alive) {
+        if (!(await recordedSwitchRuns(rec))) await removeNetworkDir(props.networkDir);
+        return { id: "", props: {} };
+    }
     return { id, props };
 }
 
-/** Stops the switch only if it is still ours, then removes the files the provider made. */
+/** Whether the switch the network's own record names still runs (then its files stay, whatever the state says). */
+async function recordedSwitchRuns(rec: NetworkRecord | undefined): Promise<boolean> {
+    return rec !== undefined && (await checkOurSwitch(rec.switchIdentity, rec.pidfile)).alive;
+}
+
+/**
+ * Stops the switch only if it is still the process the state recorded, then removes the files
+ * the provider made — unless a switch its record names still runs there (a state that lost
+ * track of it), whose sockets are left alone.
+ */
 export async function remove(_id: string, props: NetworkOutputs): Promise<void> {
     await stopSwitch(identityOf(props), props.pidfile);
+    if (await recordedSwitchRuns(await readRecordAt(props.networkDir).catch(() => undefined))) return;
     await removeNetworkDir(props.networkDir);
 }
 

@@ -117,8 +117,9 @@ test("a switch killed with SIGKILL is gone for read; delete then touches no othe
     const until = Date.now() + 5000;
     while (isRunning(outs.pid) && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
     expect(await network.read(id, outs)).toEqual({ id: "", props: {} });
-    await network.remove(id, outs);
+    // Nothing would ever remove a forgotten network's files: read did.
     expect(existsSync(outs.networkDir)).toBe(false);
+    await network.remove(id, outs);
 });
 
 test("delete never signals a process that merely holds the recorded pid", async () => {
@@ -130,8 +131,10 @@ test("delete never signals a process that merely holds the recorded pid", async 
         expect(await network.read(id, forged)).toEqual({ id: "", props: {} });
         await network.remove(id, forged);
         expect(isRunning(stranger.pid!)).toBe(true);
-        // Our own switch was not stopped either (its identity was not in the record we passed).
+        // Our own switch was not stopped either (its identity was not in the record we passed),
+        // nor were its sockets pulled from under it.
         expect(isRunning(outs.pid)).toBe(true);
+        expect(existsSync(path.join(outs.switchDir, "ctl"))).toBe(true);
     } finally {
         stranger.kill("SIGKILL");
     }

@@ -180,13 +180,21 @@ test("a switch killed with SIGKILL: the network reads as gone, its VMs report dr
     process.kill(b.pid, "SIGKILL");
     const until = Date.now() + 5000;
     while (isRunning(b.pid) && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
-    expect(await network.read(path.basename(b.networkDir), b)).toEqual({ id: "", props: {} });
-
-    for (const n of ["b1", "ab"]) {
+    const refreshVm = async (n: string, why: RegExp) => {
         const v = vms.get(n)!;
         const r = await vmResource.read(v.id, v.outs);
         expect(r.id).toBe(v.id);
-        expect(r.props!.networkDrift).toMatch(/^networks\[\d\]: the switch of network netb-\w+ is gone \(.*\); the next up replaces this VM$/);
+        expect(r.props!.networkDrift).toMatch(why);
+        return r;
+    };
+    // Refreshed before the network: its switch is found dead.
+    const early = await refreshVm("b1", /^networks\[0\]: the switch of network netb-\w+ is gone \(.*\); the next up replaces this VM$/);
+    expect(await network.read(path.basename(b.networkDir), b)).toEqual({ id: "", props: {} });
+    // Refreshed after it: the network's files went with it.
+    const late = await refreshVm("ab", /^networks\[1\]: network netb-\w+ no longer exists \(its record is gone\); the next up replaces this VM$/);
+
+    for (const [n, r] of [["b1", early], ["ab", late]] as const) {
+        const v = vms.get(n)!;
         // Drift survives a second refresh and makes the next diff a replacement.
         const again = await vmResource.read(v.id, r.props as VirtualMachineOutputs);
         expect(again.props!.networkDrift).toBe(r.props!.networkDrift);

@@ -150,6 +150,31 @@ test("refresh drops a VM killed behind the engine's back; the next up starts it 
     expect(after["web-2"]).not.toBe(pids["web-2"]);
 }, 300_000);
 
+test("a network switch killed behind the engine's back: refresh sees the network gone and its VMs drifted; up moves them to a new one", async () => {
+    const before = await loadState(opts.statePath);
+    const lan = before.resources.find((r) => r.type === "pulumi-nodejs:dynamic/qemu:Network")!;
+    const switchPid = Number(lan.outputs.pid);
+    process.kill(switchPid, "SIGKILL");
+    const until = Date.now() + 10_000;
+    while (Date.now() < until && isRunning(switchPid)) await new Promise((r) => setTimeout(r, 100));
+
+    const r = await refresh(opts);
+    expect(r.steps.filter((st) => st.op === "delete").map((st) => st.urn.split("::").pop())).toEqual(["lan"]);
+    const drifted = (await loadState(opts.statePath)).resources.filter((res) => res.outputs.networkDrift !== undefined).map((res) => res.urn.split("::").pop()).sort();
+    expect(drifted).toEqual(["client", "web-1", "web-2"]);
+
+    const s = await up(opts);
+    noErrors(s);
+    // A new network, and every VM that was on the old one replaced onto it.
+    expect(s.counts).toMatchObject({ create: 1, replace: COUNT + 1, delete: 0 });
+    await expectAnswers(s.outputs);
+    const checks = readFileSync(String(s.outputs.clientSerialLog), "utf8").split("\n").filter((l) => l.includes("pq-check:")).map((l) => l.trim());
+    expect(checks).toContain(`pq-check: done, ${COUNT} ok, 0 failed`);
+    const newLan = (await loadState(opts.statePath)).resources.find((res) => res.type === "pulumi-nodejs:dynamic/qemu:Network")!;
+    expect(newLan.id).not.toBe(lan.id);
+    expect(isRunning(Number(newLan.outputs.pid))).toBe(true);
+}, 300_000);
+
 test("destroy stops every VM and removes every image and VM directory", async () => {
     const pids = Object.values(await vmPids());
     const s = await destroy(opts);
