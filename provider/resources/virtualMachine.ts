@@ -186,11 +186,11 @@ export async function serialTail(serialLog: string, lines = SERIAL_TAIL_LINES): 
 
 export async function check(_olds: unknown, news: any): Promise<pulumi.dynamic.CheckResult> {
     if (hasUnknown(news)) return { inputs: news };
-    const result = checkWith(() => parseInputs(news), news);
-    if (result.failures?.length) return result;
+    let parsed: Parsed | undefined;
+    const result = checkWith(() => (parsed = parseInputs(news)), news);
+    if (!parsed?.spec.networks?.length) return result;
     // Networks are judged against their records (subnet, switch) once the spec itself is sound.
-    const p = parseInputs(news);
-    const problems = await networkProblems(p.spec, resolveStateDir(p.stateDir));
+    const problems = await networkProblems(parsed.spec, resolveStateDir(parsed.stateDir));
     return problems.length ? { inputs: news, failures: problems } : result;
 }
 
