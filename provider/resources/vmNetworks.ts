@@ -118,12 +118,17 @@ export async function attachNics(spec: VmSpec, stateDir: string, vmDir: string):
             const field = `vm.networks[${i}]`;
             let ipv4: string | undefined;
             if (nic.ipv4 !== undefined) {
+                const k = out.findIndex((o) => o.network === record.id && o.ipv4 === nic.ipv4);
+                if (k >= 0) throw new InputError([{ property: `${field}.ipv4`, reason: `${nic.ipv4} is already this VM's address on network ${record.id} (networks[${k}] got it by default); choose another or put this NIC first` }]);
                 const holderName = await acquireLease(record.networkDir, addressLease(nic.ipv4), holder);
                 if (holderName !== undefined) throw new InputError([{ property: `${field}.ipv4`, reason: `${nic.ipv4} is already used by VM ${holderName} on network ${record.id}; choose another address or leave ipv4 out` }]);
                 ipv4 = nic.ipv4;
             } else {
+                // This VM's own earlier NICs on the network hold their leases already: skip them.
+                const mine = new Set(out.filter((o) => o.network === record.id).map((o) => o.ipv4));
                 for (const n of probeOrder(subnet, preferredHostNumber(subnet, vm))) {
                     const candidate = hostAddress(subnet, n);
+                    if (mine.has(candidate)) continue;
                     if ((await acquireLease(record.networkDir, addressLease(candidate), holder)) === undefined) {
                         ipv4 = candidate;
                         break;

@@ -164,3 +164,23 @@ test("a lease taken by a create that crashed before QEMU started (no pidfile for
     const [nic] = await attachNics(spec("next", [{ network: id, ipv4: "10.155.0.4" }]), stateDir, await vmDir("next"));
     expect(nic.ipv4).toBe("10.155.0.4");
 });
+
+test("two NICs of one VM on one network get two addresses and two MACs", async () => {
+    const { id } = await makeNet("10.156.0.0/24");
+    const nics = await attachNics(spec("twice", [{ network: id }, { network: id, ipv4: "10.156.0.9" }, { network: id }]), stateDir, await vmDir("twice"));
+    expect(new Set(nics.map((n) => n.ipv4)).size).toBe(3);
+    expect(new Set(nics.map((n) => n.mac)).size).toBe(3);
+    expect(nics[1].ipv4).toBe("10.156.0.9");
+});
+
+test("an explicit address one of the VM's own NICs already got by default is refused naming the field", async () => {
+    const { id } = await makeNet("10.157.0.0/24");
+    // Where "own" lands by default (its name alone decides), learnt and given back.
+    const probe = await vmDir("probe");
+    const [first] = await attachNics(spec("own", [{ network: id }]), stateDir, probe);
+    await releaseNics([first], probe);
+    const d = await vmDir("own");
+    await expect(attachNics(spec("own", [{ network: id }, { network: id, ipv4: first.ipv4 }]), stateDir, d)).rejects.toThrow(
+        new RegExp(`^vm\\.networks\\[1\\]\\.ipv4: ${first.ipv4.replace(/\./g, "\\.")} is already this VM's address on network ${id} \\(networks\\[0\\] got it by default\\)`),
+    );
+});
