@@ -7,12 +7,13 @@ import { runDebianBoot } from "./debianBoot";
 import { runHashing } from "./hashing";
 import { runNoopDiff } from "./noopDiff";
 import { runOverlay } from "./overlay";
+import { runNetwork } from "./network";
 import { runSeed } from "./seed";
 import { runSerialWatch } from "./serialWatch";
 
 /**
  * Runs the benchmarks and prints one markdown table:
- *   npm run build && node bin/bench/run.js [noop] [hash] [overlay] [boot] [serial] [seed] [debian]
+ *   npm run build && node bin/bench/run.js [noop] [hash] [overlay] [boot] [serial] [seed] [debian] [network]
  * With no names it runs all of them and writes the table to bench/RESULTS.md.
  * Nothing depends on these timings; they are for people.
  */
@@ -25,6 +26,7 @@ const BENCHES: Record<string, () => Promise<BenchResult>> = {
     serial: () => runSerialWatch(),
     seed: () => runSeed(),
     debian: () => runDebianBoot(),
+    network: () => runNetwork(),
 };
 
 function table(rows: Row[]): string {

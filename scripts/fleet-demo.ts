@@ -77,6 +77,7 @@ async function main(): Promise<number> {
         timings.up = first.seconds;
         console.log(`up: ${first.changes} changes in ${first.seconds.toFixed(1)} s`);
         failed = !(await showAnswers(first.outputs, count)) || failed;
+        failed = !showPrivateChecks(first.outputs, count) || failed;
 
         const again = await deployer.up();
         timings.noopUp = again.seconds;
@@ -132,6 +133,18 @@ async function showAnswers(outputs: Props, count: number): Promise<boolean> {
             ok = false;
         }
     }
+    return ok;
+}
+
+/** What the client VM saw fetching each web VM's page over the private network (its console lines). */
+function showPrivateChecks(outputs: Props, count: number): boolean {
+    const log = unwrap(outputs.clientSerialLog) as string | undefined;
+    if (!log) return true; // privateNetwork: false
+    console.log(`private network ${String(unwrap(outputs.lanSubnet))}, hosts:\n${String(unwrap(outputs.hosts)).replace(/^/gm, "    ").trimEnd()}`);
+    const checks = readFileSync(log, "utf8").split("\n").filter((l) => l.includes("pq-check:")).map((l) => l.trim());
+    for (const line of checks) console.log(`  client: ${line}`);
+    const ok = checks.includes(`pq-check: done, ${count} ok, 0 failed`);
+    if (!ok) console.error("FAIL: the client did not reach every web VM over the private network");
     return ok;
 }
 

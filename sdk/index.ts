@@ -1,9 +1,11 @@
 /**
  * pulumi-qemu: local QEMU virtual machines, their disk images and launchers as Pulumi resources.
  */
-export { DiskImage, RunScript, VirtualMachine } from "./resources";
-export { diskImageProvider, runScriptProvider, virtualMachineProvider } from "./providers";
-export type { DiskImageArgs, DiskImageSource, ReadyArgs, RunScriptArgs, VirtualMachineArgs, VmSpecArgs, DeepInput } from "./types";
+export { DiskImage, RunScript, VirtualMachine, Network } from "./resources";
+export type { NicOutput, HostsOutput } from "./resources";
+export { diskImageProvider, runScriptProvider, virtualMachineProvider, networkProvider } from "./providers";
+export type { DiskImageArgs, DiskImageSource, ReadyArgs, RunScriptArgs, VirtualMachineArgs, VmSpecArgs, DeepInput, NetworkArgs } from "./types";
+export { mergeHosts, renderHosts } from "../provider/core/network";
 
 // The engine-free core, for programs that want the argv or launcher text without resources.
 export { buildQemuArgv, specArgvHash } from "../provider/core/qemuArgv";

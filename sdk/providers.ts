@@ -27,3 +27,5 @@ function lifecycleShim(modulePath: string, updatesInPlace: boolean): pulumi.dyna
 export const diskImageProvider = lifecycleShim("pulumi-qemu/bin/provider/resources/diskImage.js", false);
 export const runScriptProvider = lifecycleShim("pulumi-qemu/bin/provider/resources/runScript.js", true);
 export const virtualMachineProvider = lifecycleShim("pulumi-qemu/bin/provider/resources/virtualMachine.js", true);
+/** Every change to a network makes a new switch, so it has no update. */
+export const networkProvider = lifecycleShim("pulumi-qemu/bin/provider/resources/network.js", false);

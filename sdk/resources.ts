@@ -1,6 +1,6 @@
 import * as pulumi from "@pulumi/pulumi";
-import { diskImageProvider, runScriptProvider, virtualMachineProvider } from "./providers";
-import type { DiskImageArgs, RunScriptArgs, VirtualMachineArgs } from "./types";
+import { diskImageProvider, networkProvider, runScriptProvider, virtualMachineProvider } from "./providers";
+import type { DiskImageArgs, NetworkArgs, RunScriptArgs, VirtualMachineArgs } from "./types";
 
 /**
  * Output keys are passed to Pulumi as `undefined` inputs: that is how a dynamic resource
@@ -51,7 +51,7 @@ export class RunScript extends pulumi.dynamic.Resource {
     }
 }
 
-export const VIRTUAL_MACHINE_OUTPUTS = ["pid", "qmpSocket", "serialLog", "launcherPath", "argvHash", "status", "accel", "accelReason", "startedAt", "readySeconds", "vmDir"] as const;
+export const VIRTUAL_MACHINE_OUTPUTS = ["pid", "qmpSocket", "serialLog", "launcherPath", "argvHash", "status", "accel", "accelReason", "startedAt", "readySeconds", "vmDir", "nics", "hosts", "networkDrift", "ports", "endpoints", "portsNote"] as const;
 
 /** A running QEMU guest, started from its launcher and controlled over QMP. */
 export class VirtualMachine extends pulumi.dynamic.Resource {
@@ -68,8 +68,52 @@ export class VirtualMachine extends pulumi.dynamic.Resource {
     declare public readonly readySeconds: pulumi.Output<number>;
     /** Launcher, pidfile, QMP socket and serial log live here. */
     declare public readonly vmDir: pulumi.Output<string>;
+    /** Each private NIC as attached: network id, switch identity, MAC, address, netmask, hostname. */
+    declare public readonly nics: pulumi.Output<NicOutput[] | undefined>;
+    /** This VM's /etc/hosts lines and hostname → address map; combine a fleet's with `mergeHosts`. */
+    declare public readonly hosts: pulumi.Output<HostsOutput | undefined>;
+    /** Set by a refresh when a network this VM joined died or was recreated; the next up replaces the VM. */
+    declare public readonly networkDrift: pulumi.Output<string | undefined>;
+    /** Host port of each forward, keyed by guest port ("80", or "53/udp" for UDP). */
+    declare public readonly ports: pulumi.Output<Record<string, number> | undefined>;
+    /** "127.0.0.1:PORT" of each forward, keyed as `ports`. */
+    declare public readonly endpoints: pulumi.Output<Record<string, string> | undefined>;
+    declare public readonly portsNote: pulumi.Output<string | undefined>;
 
     constructor(name: string, args: VirtualMachineArgs, opts?: pulumi.CustomResourceOptions) {
         super(virtualMachineProvider, name, withOutputs(args, VIRTUAL_MACHINE_OUTPUTS), opts, "qemu", "VirtualMachine");
+    }
+}
+
+export interface NicOutput {
+    network: string;
+    switchIdentity: string;
+    mac: string;
+    ipv4: string;
+    netmask: string;
+    hostname: string;
+}
+
+export interface HostsOutput {
+    text: string;
+    names: Record<string, string>;
+}
+
+export const NETWORK_OUTPUTS = ["subnet", "netmask", "networkDir", "switchDir", "pidfile", "pid", "processStartTime", "bootId", "switchIdentity"] as const;
+
+/** A private Ethernet segment on this host: a vde_switch only this user can join. VMs join with `vm.networks: [{ network: net.id }]`. */
+export class Network extends pulumi.dynamic.Resource {
+    /** The subnet in use: the one asked for, or a /24 in 10.64.0.0/10 derived from the network's id. */
+    declare public readonly subnet: pulumi.Output<string>;
+    declare public readonly netmask: pulumi.Output<string>;
+    declare public readonly networkDir: pulumi.Output<string>;
+    /** The switch's control directory (what `-netdev vde,sock=` connects to). */
+    declare public readonly switchDir: pulumi.Output<string>;
+    declare public readonly pid: pulumi.Output<number>;
+    /** Which switch process this is (boot id / pid / start time). */
+    declare public readonly switchIdentity: pulumi.Output<string>;
+
+    constructor(name: string, args: NetworkArgs = {}, opts?: pulumi.CustomResourceOptions) {
+        super(networkProvider, name, withOutputs(args, NETWORK_OUTPUTS), opts, "qemu", "Network");
     }
 }

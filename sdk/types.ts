@@ -35,9 +35,18 @@ export interface VmSpecArgs {
     volatile?: boolean;
     /** Host directories shared over virtio-9p; the mount tag defaults to Guix's rule. */
     shares?: { source: string; mountTag?: string; readOnly?: boolean }[];
-    /** User-networking forwards; hostAddress defaults to 127.0.0.1. */
-    portForwards?: { host: number; guest: number; hostAddress?: string; protocol?: "tcp" | "udp" }[];
+    /**
+     * User-networking forwards; hostAddress defaults to 127.0.0.1. Without `host`, the provider
+     * picks a free port at create and keeps it (the VM's `ports` and `endpoints` outputs).
+     */
+    portForwards?: { host?: number; guest: number; hostAddress?: string; protocol?: "tcp" | "udp" }[];
     network?: "user" | "none";
+    /**
+     * Private networks (a Network's `id`), one virtio-net NIC each beside the user-mode NIC.
+     * Defaults: the address is a stable host number from the VM's name, the MAC is locally
+     * administered and derived from the network and address, the hostname is the VM's name.
+     */
+    networks?: { network: string; mac?: string; ipv4?: string; hostname?: string }[];
     extraArgs?: string[];
 }
 
@@ -89,6 +98,15 @@ export interface ReadyArgs {
     tcpPort?: number;
     /** Give up, stop the VM and fail after this long. */
     timeoutSeconds?: number;
+}
+
+export interface NetworkArgs {
+    /** A label for the network's directory (two networks with one name are still two networks). */
+    name?: pulumi.Input<string>;
+    /** IPv4 CIDR such as "10.77.1.0/24"; default a /24 in 10.64.0.0/10 derived from the network's id. */
+    subnet?: pulumi.Input<string>;
+    /** VMs that join must use the same state directory. */
+    stateDir?: pulumi.Input<string>;
 }
 
 export interface VirtualMachineArgs {

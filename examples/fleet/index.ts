@@ -14,6 +14,10 @@ const firstPort = config.getNumber("firstPort") ?? 18080;
 const count = config.getNumber("count") ?? 3;
 const readyPattern = config.get("readyPattern");
 const accel = (config.get("accel") ?? "auto") as "auto" | "kvm" | "tcg";
+// A private network the web VMs share with a client VM that checks them over it; no root
+// needed, and no other local user can join it. `privateNetwork: false` keeps the VMs isolated.
+const privateNetwork = config.getBoolean("privateNetwork") ?? true;
+const lan = privateNetwork ? new qemu.Network("lan", { name: "fleet" }) : undefined;
 
 // One base image built from a folder; never written, since every VM boots an overlay on it.
 const base = new qemu.DiskImage("base", {
@@ -22,6 +26,7 @@ const base = new qemu.DiskImage("base", {
 
 export const vms: Record<string, pulumi.Output<string>> = {};
 export const addresses: Record<string, string> = {};
+const webVms: qemu.VirtualMachine[] = [];
 
 for (let i = 0; i < count; i++) {
     const name = `web-${i + 1}`;
@@ -41,11 +46,39 @@ for (let i = 0; i < count; i++) {
             disks: [{ path: disk.path, format: "qcow2", inputHash: disk.inputHash }],
             shares: [{ source: sharedDir, readOnly: true }],
             portForwards: [{ host: port, guest: 80 }],
+            // One more NIC on the private network; its address derives from the VM's name.
+            ...(lan ? { networks: [{ network: lan.id }] } : {}),
         },
         ready: { tcpPort: port, ...(readyPattern ? { serialPattern: readyPattern } : {}), timeoutSeconds: 180 },
     });
     vms[name] = vm.status;
     addresses[name] = `http://127.0.0.1:${port}/`;
+    webVms.push(vm);
 }
+
+// The client fetches every web VM's page over the private network at boot (the test guest's
+// pq_check=ADDR), and is ready once all answered.
+const webAddresses = pulumi.all(webVms.map((vm) => vm.nics)).apply((all) => all.map((nics) => nics![0].ipv4));
+const client = lan
+    ? new qemu.VirtualMachine("client", {
+          vm: {
+              name: "client",
+              accel,
+              memoryMiB: 256,
+              kernel,
+              initrd,
+              kernelArguments: webAddresses.apply((ips) => [...kernelArguments.map((a) => a.replace(/\{name\}/g, "client")), ...ips.map((ip) => `pq_check=${ip}`)]),
+              shares: [{ source: sharedDir, readOnly: true }],
+              networks: [{ network: lan.id }],
+          },
+          ready: { serialPattern: `/pq-check: done, ${count} ok, 0 failed/`, timeoutSeconds: 240 },
+      })
+    : undefined;
+
+export const lanSubnet = lan?.subnet;
+/** Every VM's /etc/hosts lines on the network, joined: what a seed or share would hand to guests. */
+export const hosts = lan ? pulumi.all([...webVms, client!].map((vm) => vm.hosts)).apply((hs) => qemu.mergeHosts(hs.map((h) => h!)).text) : undefined;
+/** The client's console, where it reports each page it fetched over the network. */
+export const clientSerialLog = client?.serialLog;
 
 export const sharedMountTag = qemu.mountTag(sharedDir);

@@ -4,8 +4,30 @@ import { escapeOptionValue, optionString } from "./qemuOption";
 import type { DiskSpec, PortForwardSpec, ShareSpec, VmSpec } from "./vmSpec";
 
 /** What the host decided, passed in so that building the argv never probes anything. */
-export interface HostFacts {
+export interface HostFacts extends Resolved {
     accel: "kvm" | "tcg";
+}
+
+/** A NIC on a private network as the provider resolved it: its switch, MAC and address. */
+export interface NicPlan {
+    /** The switch's control directory (`-netdev vde,sock=`). */
+    sock: string;
+    mac: string;
+    ipv4: string;
+    netmask: string;
+    hostname: string;
+}
+
+/**
+ * Values the provider picks at create time (NIC addresses, free host ports). They reach the
+ * argv but not the hash: the hash sees what the user asked for ("auto"), so a no-op diff
+ * stays a no-op whatever was picked.
+ */
+export interface Resolved {
+    /** One per `vm.networks` entry, in order; required when the spec has networks. */
+    nics?: NicPlan[];
+    /** The host port picked for each `portForwards` entry without one, by index. */
+    hostPorts?: Record<number, number>;
 }
 
 /** Where a daemonized QEMU keeps its pid, control socket and console. */
@@ -21,7 +43,10 @@ export interface DaemonRuntime {
  * foreground command a launcher execs; with it, QEMU detaches and is driven over QMP.
  */
 export function buildQemuArgv(spec: VmSpec, host: HostFacts, daemon?: DaemonRuntime): string[] {
-    return argvWithAccel(spec, host.accel, daemon);
+    if (spec.networks?.length && host.nics?.length !== spec.networks.length) {
+        throw new Error("vm.networks: NICs on private networks need their addresses resolved; only a VirtualMachine resource can run a VM on networks");
+    }
+    return argvWithAccel(spec, host.accel, daemon, host);
 }
 
 /**
@@ -33,12 +58,26 @@ export function buildQemuArgv(spec: VmSpec, host: HostFacts, daemon?: DaemonRunt
  */
 export function specArgvHash(spec: VmSpec): string {
     return hashValue({
-        argv: argvWithAccel(spec, spec.accel),
+        argv: argvWithAccel(spec, spec.accel, undefined, asAsked(spec)),
         images: spec.disks.map((disk) => disk.inputHash ?? null),
     });
 }
 
-function argvWithAccel(spec: VmSpec, accel: string, daemon?: DaemonRuntime): string[] {
+/** NICs and ports as the user wrote them: the network's id for its switch, "auto" for what is picked. */
+function asAsked(spec: VmSpec): Resolved {
+    if (!spec.networks?.length) return {};
+    return {
+        nics: spec.networks.map((nic) => ({
+            sock: `network:${nic.network}`,
+            mac: nic.mac ?? "auto",
+            ipv4: nic.ipv4 ?? "auto",
+            netmask: "auto",
+            hostname: nic.hostname ?? spec.name ?? "",
+        })),
+    };
+}
+
+function argvWithAccel(spec: VmSpec, accel: string, daemon: DaemonRuntime | undefined, resolved: Resolved): string[] {
     return [
         spec.qemu,
         "-accel", accel,
@@ -49,10 +88,10 @@ function argvWithAccel(spec: VmSpec, accel: string, daemon?: DaemonRuntime): str
         "-no-reboot",
         ...rngArgs(),
         ...consoleArgs(spec, daemon),
-        ...kernelArgs(spec),
+        ...kernelArgs(spec, resolved.nics ?? []),
         ...spec.shares.flatMap(shareArgs),
         ...spec.disks.flatMap((disk) => diskArgs(disk, spec.volatile)),
-        ...networkArgs(spec),
+        ...networkArgs(spec, resolved),
         ...(daemon ? daemonArgs(daemon) : []),
         ...spec.extraArgs,
     ];
@@ -81,9 +120,9 @@ function consoleArgs(spec: VmSpec, daemon?: DaemonRuntime): string[] {
  * Direct kernel boot. A serial-console guest gets `console=ttyS0` unless the user chose a
  * console, or its boot messages would go to a display nobody sees.
  */
-function kernelArgs(spec: VmSpec): string[] {
+function kernelArgs(spec: VmSpec, nics: readonly NicPlan[]): string[] {
     if (!spec.kernel) return [];
-    const args = [...(spec.kernelArguments ?? [])];
+    const args = [...(spec.kernelArguments ?? []), ...nics.flatMap(nicKernelArgs)];
     if (!spec.graphic && !args.some((a) => a.startsWith("console="))) args.unshift("console=ttyS0");
     return [
         "-kernel", spec.kernel,
@@ -122,14 +161,35 @@ function diskArgs(disk: DiskSpec, volatile: boolean): string[] {
     ];
 }
 
-function networkArgs(spec: VmSpec): string[] {
-    if (spec.network === "none") return ["-nic", "none"];
-    return ["-nic", ["user", "model=virtio-net-pci", ...spec.portForwards.map(hostForward)].join(",")];
+/**
+ * How a direct-boot guest learns a private NIC's address, in dracut's syntax (which the test
+ * guest's init follows too): `ifname=` names the NIC with this MAC, `ip=` configures it
+ * statically. The kernel itself ignores both (Debian's has no IP_PNP). Values are validated
+ * (address, MAC, hostname), so nothing needs quoting.
+ */
+function nicKernelArgs(nic: NicPlan, i: number): string[] {
+    const dev = `pqnet${i}`;
+    return [`ifname=${dev}:${nic.mac}`, `ip=${nic.ipv4}:::${nic.netmask}:${nic.hostname}:${dev}:off`];
+}
+
+function networkArgs(spec: VmSpec, resolved: Resolved): string[] {
+    const user = spec.network === "none"
+        ? ["-nic", "none"]
+        : ["-nic", ["user", "model=virtio-net-pci", ...spec.portForwards.map((pf, i) => hostForward(pf, pf.host ?? resolved.hostPorts?.[i]))].join(",")];
+    return [...user, ...(resolved.nics ?? []).flatMap(nicArgs)];
+}
+
+/** One virtio-net NIC on a VDE switch; the socket path is escaped as every option value. */
+function nicArgs(nic: NicPlan, i: number): string[] {
+    return [
+        "-netdev", optionString(["vde", ["id", `pqnet${i}`], ["sock", nic.sock]]),
+        "-device", optionString(["virtio-net-pci", ["netdev", `pqnet${i}`], ["mac", nic.mac]]),
+    ];
 }
 
 /** Addresses are validated IPv4 and ports integers, so nothing here needs escaping. */
-function hostForward(pf: PortForwardSpec): string {
-    return `hostfwd=${pf.protocol}:${pf.hostAddress}:${pf.host}-:${pf.guest}`;
+function hostForward(pf: PortForwardSpec, host: number | undefined): string {
+    return `hostfwd=${pf.protocol}:${pf.hostAddress}:${host ?? "auto"}-:${pf.guest}`;
 }
 
 function daemonArgs(daemon: DaemonRuntime): string[] {

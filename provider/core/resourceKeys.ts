@@ -7,6 +7,9 @@
 export const RUN_SCRIPT_INPUT_KEYS: readonly string[] = ["vm", "path", "stateDir", "mode"];
 export const RUN_SCRIPT_OUTPUT_KEYS: readonly string[] = ["argv", "argvHash", "accel", "contentHash", "mode", "drift"];
 
+export const NETWORK_INPUT_KEYS: readonly string[] = ["name", "subnet", "stateDir"];
+export const NETWORK_OUTPUT_KEYS: readonly string[] = ["subnet", "netmask", "networkDir", "switchDir", "pidfile", "pid", "processStartTime", "bootId", "switchIdentity"];
+
 export const VIRTUAL_MACHINE_INPUT_KEYS: readonly string[] = ["vm", "ready", "stateDir"];
 export const VIRTUAL_MACHINE_OUTPUT_KEYS: readonly string[] = [
     "pid",
@@ -20,4 +23,10 @@ export const VIRTUAL_MACHINE_OUTPUT_KEYS: readonly string[] = [
     "startedAt",
     "readySeconds",
     "vmDir",
+    "nics",
+    "hosts",
+    "networkDrift",
+    "ports",
+    "endpoints",
+    "portsNote",
 ];

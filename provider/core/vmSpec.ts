@@ -2,6 +2,7 @@ import { z } from "zod";
 import { absolutePath, parseOrThrow, plainText, port } from "./validation";
 import { MAX_MOUNT_TAG_BYTES, mountTag } from "./mountTag";
 import { extraArgsProblems } from "./extraArgs";
+import { HOSTNAME_RE, macProblem } from "./network";
 
 /**
  * The virtual machine a user declares, modelled on Guix's <virtual-machine> record: every
@@ -66,7 +67,8 @@ export function hostAddressProblem(address: string): string | undefined {
 
 const portForwardSchema = z
     .object({
-        host: port("host"),
+        /** Left out, the provider picks a free port at create and keeps it (outputs `ports`, `endpoints`). */
+        host: port("host").optional(),
         guest: port("guest"),
         /** Loopback unless the user opens the port wider on purpose. */
         hostAddress: z
@@ -74,6 +76,26 @@ const portForwardSchema = z
             .refine((a) => hostAddressProblem(a) === undefined, { error: (iss) => hostAddressProblem(iss.input as string) })
             .default("127.0.0.1"),
         protocol: z.enum(["tcp", "udp"], { error: 'protocol must be "tcp" or "udp"' }).default("tcp"),
+    })
+    .strict();
+
+/** One NIC on a private Network, beside the user-mode NIC. */
+const nicSchema = z
+    .object({
+        /** The Network's `id` output; the network is looked up in the VM's state directory. */
+        network: z
+            .string({ error: "network must be a Network's id (a string)" })
+            .regex(/^[A-Za-z0-9_.-]{1,80}$/, { error: "network must be a Network's id output, such as \"lan-a1b2c3\"" }),
+        mac: z
+            .string({ error: "mac must be a string" })
+            .superRefine((m, ctx) => {
+                const why = macProblem(m);
+                if (why) ctx.addIssue({ code: "custom", message: why });
+            })
+            .transform((m) => m.toLowerCase())
+            .optional(),
+        ipv4: z.ipv4({ error: 'ipv4 must be an IPv4 address such as "10.77.1.5"' }).optional(),
+        hostname: z.string({ error: "hostname must be a string" }).regex(HOSTNAME_RE, { error: "hostname must be letters, digits and inner hyphens, at most 63" }).optional(),
     })
     .strict();
 
@@ -105,6 +127,8 @@ export const vmSpecSchema = z
         shares: z.array(shareSchema).default([]),
         portForwards: z.array(portForwardSchema).default([]),
         network: z.enum(["user", "none"], { error: 'network must be "user" or "none"' }).default("user"),
+        /** Private networks, one virtio-net NIC each; absent keeps the argv exactly as before. */
+        networks: z.array(nicSchema).optional(),
         extraArgs: z.array(plainText("extraArgs item")).default([]),
     })
     .strict()
@@ -125,12 +149,14 @@ export const vmSpecSchema = z
         }
         const seenPorts = new Map<string, number>();
         spec.portForwards.forEach((pf, i) => {
+            if (pf.host === undefined) return;
             const key = `${pf.protocol}:${pf.host}`;
             const first = seenPorts.get(key);
             if (first !== undefined) {
                 ctx.addIssue({ code: "custom", path: ["portForwards", i, "host"], message: `host port ${pf.host}/${pf.protocol} is already forwarded by portForwards[${first}]` });
             } else seenPorts.set(key, i);
         });
+        nicProblems(spec, ctx);
         const seenTags = new Map<string, number>();
         spec.shares.forEach((share, i) => {
             const tag = share.mountTag ?? mountTag(share.source);
@@ -152,11 +178,39 @@ export const vmSpecSchema = z
         });
     });
 
+/** What a VM's NICs can be judged on without the networks themselves (those checks need their subnets). */
+function nicProblems(spec: { name?: string; networks?: z.output<typeof nicSchema>[] }, ctx: z.RefinementCtx): void {
+    const nics = spec.networks ?? [];
+    if (nics.length === 0) return;
+    if (spec.name === undefined) {
+        ctx.addIssue({ code: "custom", path: ["name"], message: "a VM on networks needs a name: its default address, MAC and hostname derive from it" });
+    }
+    const seenMacs = new Map<string, number>();
+    const seenAddrs = new Map<string, number>();
+    nics.forEach((nic, i) => {
+        if (nic.hostname === undefined && spec.name !== undefined && !HOSTNAME_RE.test(spec.name)) {
+            ctx.addIssue({ code: "custom", path: ["networks", i, "hostname"], message: `the VM's name ${JSON.stringify(spec.name)} is not a valid hostname; set hostname (letters, digits, inner hyphens)` });
+        }
+        if (nic.mac !== undefined) {
+            const first = seenMacs.get(nic.mac);
+            if (first !== undefined) ctx.addIssue({ code: "custom", path: ["networks", i, "mac"], message: `mac ${nic.mac} is already used by networks[${first}]; each NIC needs its own` });
+            else seenMacs.set(nic.mac, i);
+        }
+        if (nic.ipv4 !== undefined) {
+            const key = `${nic.network} ${nic.ipv4}`;
+            const first = seenAddrs.get(key);
+            if (first !== undefined) ctx.addIssue({ code: "custom", path: ["networks", i, "ipv4"], message: `ipv4 ${nic.ipv4} on network ${nic.network} is already taken by networks[${first}]` });
+            else seenAddrs.set(key, i);
+        }
+    });
+}
+
 export type VmSpecInput = z.input<typeof vmSpecSchema>;
 export type VmSpec = z.output<typeof vmSpecSchema>;
 export type DiskSpec = VmSpec["disks"][number];
 export type ShareSpec = VmSpec["shares"][number];
 export type PortForwardSpec = VmSpec["portForwards"][number];
+export type NicSpec = NonNullable<VmSpec["networks"]>[number];
 
 /** Validates and completes a user's VM description; errors name fields under `field` (e.g. `vm.memoryMiB`). */
 export function parseVmSpec(input: unknown, field = "vm"): VmSpec {

@@ -32,11 +32,17 @@ const types = {
         readOnly: bool("Share read-only."),
     }, ["source"]),
     "qemu:index:PortForward": object("A user-networking port forward.", {
-        host: int("Host port."),
+        host: int("Host port; left out, the provider picks a free one at create and keeps it (see the VM's ports output)."),
         guest: int("Guest port."),
         hostAddress: str("Host address to bind; default 127.0.0.1."),
         protocol: str('"tcp" (default) or "udp".'),
-    }, ["host", "guest"]),
+    }, ["guest"]),
+    "qemu:index:NetworkAttachment": object("A NIC on a private Network.", {
+        network: str("The Network's id."),
+        mac: str("MAC address; default locally administered, derived from the network and the NIC's address."),
+        ipv4: str("IPv4 address in the network's subnet; default a stable host number derived from the VM's name."),
+        hostname: str("Name in the hosts output; default the VM's name."),
+    }, ["network"]),
     "qemu:index:VmSpec": object("A QEMU virtual machine.", {
         name: str("Guest name shown by QEMU."),
         qemu: str("QEMU binary; default qemu-system-x86_64."),
@@ -53,6 +59,7 @@ const types = {
         shares: arrayOf("Share", "Shared folders."),
         portForwards: arrayOf("PortForward", "Forwarded ports."),
         network: str('"user" (default) or "none".'),
+        networks: arrayOf("NetworkAttachment", "Private networks, one virtio-net NIC each, beside the user-mode NIC."),
         extraArgs: strings("Arguments appended to the QEMU command line."),
     }),
     "qemu:index:DiskImageSource": object("What an image is made from; `kind` picks the fields that apply.", {
@@ -144,8 +151,34 @@ const resources = {
             pidfile: str("QEMU's pidfile."),
             processStartTime: str("Start time of the QEMU process, to recognise a reused pid."),
             bootId: str("Host boot the process belongs to."),
+            nics: { type: "array", items: { type: "object", additionalProperties: { $ref: "pulumi.json#/Any" } }, description: "Each private NIC: network, switchIdentity, mac, ipv4, netmask, hostname." },
+            hosts: { type: "object", additionalProperties: { $ref: "pulumi.json#/Any" }, description: "This VM's /etc/hosts entries: text and names (hostname to address)." },
+            networkDrift: str("Why a network this VM joined is no longer the one it joined; the next up replaces the VM."),
+            ports: { type: "object", additionalProperties: { type: "integer" }, description: 'Host port of each forward, keyed by guest port ("80", or "53/udp").' },
+            endpoints: { type: "object", additionalProperties: { type: "string" }, description: 'ADDRESS:PORT on the host of each forward, keyed as ports.' },
+            portsNote: str("Which auto-picked ports could not be the ones used before."),
         },
         required: ["pid", "qmpSocket", "serialLog", "launcherPath", "argvHash", "status", "accel", "startedAt"],
+    },
+    "qemu:index:Network": {
+        description: "A private Ethernet segment on this host (a vde_switch only this user can join).",
+        inputProperties: {
+            name: str("Label of the network's directory."),
+            subnet: str("IPv4 CIDR; default a /24 in 10.64.0.0/10 derived from the network's id."),
+            stateDir: str("State directory; VMs that join must use the same."),
+        },
+        properties: {
+            subnet: str("Subnet in use."),
+            netmask: str("Its netmask."),
+            networkDir: str("The network's private directory."),
+            switchDir: str("The switch's control directory VMs attach to."),
+            pidfile: str("The switch's pidfile."),
+            pid: int("The switch's process id."),
+            processStartTime: str("Start time of the switch, to recognise a reused pid."),
+            bootId: str("Host boot the switch belongs to."),
+            switchIdentity: str("Which switch process this is (boot/pid/start time)."),
+        },
+        required: ["subnet", "netmask", "networkDir", "switchDir", "switchIdentity"],
     },
 };
 

@@ -7,6 +7,7 @@ const LIFECYCLES: Record<string, string> = {
     "qemu:index:DiskImage": "../resources/diskImage",
     "qemu:index:RunScript": "../resources/runScript",
     "qemu:index:VirtualMachine": "../resources/virtualMachine",
+    "qemu:index:Network": "../resources/network",
 };
 
 /** The resource type in a URN `urn:pulumi:stack::project::[parent$]type::name`. */

@@ -2,9 +2,9 @@ import type * as pulumi from "@pulumi/pulumi";
 import * as path from "node:path";
 import { hashValue } from "../core/hash";
 import { overlaySteps, renderLauncher } from "../core/launcher";
-import { buildQemuArgv, specArgvHash, type DaemonRuntime } from "../core/qemuArgv";
+import { buildQemuArgv, specArgvHash, type DaemonRuntime, type Resolved } from "../core/qemuArgv";
 import { RUN_SCRIPT_INPUT_KEYS, RUN_SCRIPT_OUTPUT_KEYS } from "../core/resourceKeys";
-import { absolutePath, parseOrThrow, refuseUnknownKeys } from "../core/validation";
+import { absolutePath, InputError, parseOrThrow, refuseUnknownKeys } from "../core/validation";
 import { parseVmSpec, type VmSpec } from "../core/vmSpec";
 import { resolveAccel } from "../host/accel";
 import { fileModeSchema, LAUNCHER_MODE_RULE, octal } from "../core/fileMode";
@@ -67,10 +67,20 @@ function parseInputs(inputs: RunScriptInputs): Parsed {
     c.attempt(() => refuseUnknownKeys(inputs as unknown as Record<string, unknown>, RUN_SCRIPT_INPUT_KEYS, RUN_SCRIPT_OUTPUT_KEYS));
     const parsedSpec = c.attempt(() => parseVmSpec(inputs.vm, "vm"));
     const parsedOthers = c.attempt(() => parseOrThrow(otherInputsSchema, { path: inputs.path, stateDir: inputs.stateDir, mode: inputs.mode }, ""));
+    if (parsedSpec) c.attempt(() => assertFixedLauncher(parsedSpec));
     c.finish();
     const spec = parsedSpec!;
     const others = parsedOthers!;
     return { spec, argvHash: launcherHash(spec), stateDir: others.stateDir, requestedPath: others.path, mode: others.mode ?? LAUNCHER_MODE };
+}
+
+/** A launcher is fixed text: what only a running VirtualMachine resolves (leased addresses, picked ports) cannot be in it. */
+function assertFixedLauncher(spec: VmSpec): void {
+    const problems = [
+        ...spec.portForwards.flatMap((pf, i) => (pf.host === undefined ? [{ property: `vm.portForwards[${i}].host`, reason: "a launcher needs a fixed host port; only a VirtualMachine picks one" }] : [])),
+        ...(spec.networks?.length ? [{ property: "vm.networks", reason: "a launcher cannot join private networks (their addresses are leased at start); use a VirtualMachine" }] : []),
+    ];
+    if (problems.length) throw new InputError(problems);
 }
 
 /**
@@ -94,8 +104,8 @@ export function defaultLauncherPath(launchers: string, hash: string): string {
 }
 
 /** The launcher text for `spec` on this host, and the argv it runs. */
-export function launcherText(spec: VmSpec, accel: "kvm" | "tcg", daemon?: DaemonRuntime): { argv: string[]; text: string } {
-    const argv = buildQemuArgv(spec, { accel }, daemon);
+export function launcherText(spec: VmSpec, accel: "kvm" | "tcg", daemon?: DaemonRuntime, resolved: Resolved = {}): { argv: string[]; text: string } {
+    const argv = buildQemuArgv(spec, { accel, ...resolved }, daemon);
     return { argv, text: renderLauncher(argv, { overlays: overlaySteps(spec) }) };
 }
 

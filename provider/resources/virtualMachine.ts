@@ -2,7 +2,7 @@ import type * as pulumi from "@pulumi/pulumi";
 import { chmod, mkdtemp } from "node:fs/promises";
 import * as path from "node:path";
 import { z } from "zod";
-import { specArgvHash, type DaemonRuntime } from "../core/qemuArgv";
+import { specArgvHash, type DaemonRuntime, type Resolved } from "../core/qemuArgv";
 import { VIRTUAL_MACHINE_INPUT_KEYS, VIRTUAL_MACHINE_OUTPUT_KEYS } from "../core/resourceKeys";
 import { absolutePath, InputError, parseOrThrow, port, refuseUnknownKeys } from "../core/validation";
 import { parseVmSpec, type VmSpec } from "../core/vmSpec";
@@ -20,6 +20,8 @@ export { cleanConsole, serialMatcher } from "../core/serialPattern";
 import { requireState, VM_STATE } from "./stateGuard";
 import { clearVmDir, markVmDead, sweepVmDirs, VM_FILES, writeVmRecord } from "./vmRecord";
 import { launcherText } from "./runScript";
+import { attachNics, hostsOf, networkDrift, networkProblems, nicPlans, releaseNics, type NicOutput } from "./vmNetworks";
+import { pickHostPorts, portOutputs } from "./vmPorts";
 
 /**
  * VirtualMachine: a running guest. Create writes the VM's own launcher into a private directory
@@ -77,6 +79,17 @@ export interface VirtualMachineOutputs {
     /** With `pid`, what tells our QEMU from a later process that got the same pid. */
     processStartTime: string;
     bootId: string;
+    /** Each private NIC as attached (present when vm.networks is). */
+    nics?: NicOutput[];
+    /** This VM's /etc/hosts entries (present when vm.networks is). */
+    hosts?: { text: string; names: Record<string, string> };
+    /** Set by read when a network the VM joined died or was recreated; diff then replaces the VM. */
+    networkDrift?: string;
+    /** Host port of each forward by guest port ("80", "53/udp"), and "ADDRESS:PORT" of each (present with portForwards). */
+    ports?: Record<string, number>;
+    endpoints?: Record<string, string>;
+    /** Which remembered auto ports were taken and replaced. */
+    portsNote?: string;
 }
 
 const readySchema = z
@@ -117,18 +130,24 @@ function parseInputs(inputs: VirtualMachineInputs): Parsed {
     return { spec: spec!, ready: ready!, stateDir: others!.stateDir };
 }
 
-/** The forward that `ready.tcpPort` names; probing a port the VM does not forward would only ever time out. */
-function forwardFor(spec: VmSpec, hostPort: number): { address: string } {
-    const pf = spec.portForwards.find((f) => f.host === hostPort && f.protocol === "tcp");
+/**
+ * The forward that `ready.tcpPort` names — a host port it forwards, or the guest port of a
+ * forward whose host port the provider picks; probing a port the VM does not forward would
+ * only ever time out.
+ */
+function forwardFor(spec: VmSpec, hostPort: number, picked: Record<number, number> = {}): { address: string; port: number } {
+    let i = spec.portForwards.findIndex((f) => f.host === hostPort && f.protocol === "tcp");
+    if (i < 0) i = spec.portForwards.findIndex((f) => f.host === undefined && f.guest === hostPort && f.protocol === "tcp");
+    const pf = spec.portForwards[i];
     if (!pf) {
-        const forwarded = spec.portForwards.filter((f) => f.protocol === "tcp").map((f) => f.host);
+        const forwarded = spec.portForwards.filter((f) => f.protocol === "tcp").map((f) => f.host ?? `auto for guest ${f.guest}`);
         throw new InputError([{
             property: "ready.tcpPort",
             reason: `tcpPort must be a host port the VM forwards over TCP (got ${hostPort}; forwarded: ${forwarded.length ? forwarded.join(", ") : "none"})`,
         }]);
     }
     // A wildcard bind is reachable on loopback; connect there.
-    return { address: pf.hostAddress === "0.0.0.0" ? "127.0.0.1" : pf.hostAddress };
+    return { address: pf.hostAddress === "0.0.0.0" ? "127.0.0.1" : pf.hostAddress, port: pf.host ?? picked[i] ?? hostPort };
 }
 
 export async function serialTail(serialLog: string, lines = SERIAL_TAIL_LINES): Promise<string> {
@@ -137,7 +156,12 @@ export async function serialTail(serialLog: string, lines = SERIAL_TAIL_LINES): 
 
 export async function check(_olds: unknown, news: any): Promise<pulumi.dynamic.CheckResult> {
     if (hasUnknown(news)) return { inputs: news };
-    return checkWith(() => parseInputs(news), news);
+    let parsed: Parsed | undefined;
+    const result = checkWith(() => (parsed = parseInputs(news)), news);
+    if (!parsed?.spec.networks?.length) return result;
+    // Networks are judged against their records (subnet, switch) once the spec itself is sound.
+    const problems = await networkProblems(parsed.spec, resolveStateDir(parsed.stateDir));
+    return problems.length ? { inputs: news, failures: problems } : result;
 }
 
 /**
@@ -154,6 +178,8 @@ export async function diff(_id: string, olds: VirtualMachineOutputs, news: Virtu
     const next = parseInputs(news);
     const replaces: string[] = [];
     if (specArgvHash(next.spec) !== olds.argvHash) replaces.push("vm");
+    // A network that died or was remade under the VM (found by read) leaves it cut off.
+    if (olds.networkDrift !== undefined && !replaces.includes("vm")) replaces.push("vm");
     if ((next.stateDir ?? null) !== (olds.stateDir ?? null)) replaces.push("stateDir");
     if (replaces.length) {
         const exclusive = holdsExclusive(next.spec) || (oldSpec !== undefined && holdsExclusive(oldSpec));
@@ -173,7 +199,8 @@ function safeSpec(vm: unknown): VmSpec | undefined {
 
 function holdsExclusive(spec: VmSpec): boolean {
     const writesDisk = !spec.volatile && spec.disks.some((d) => !d.readOnly);
-    return spec.portForwards.length > 0 || writesDisk;
+    // Addresses and MACs on a network are leased to one VM at a time, as host ports are.
+    return spec.portForwards.length > 0 || writesDisk || (spec.networks?.length ?? 0) > 0;
 }
 
 export async function create(inputs: VirtualMachineInputs): Promise<pulumi.dynamic.CreateResult> {
@@ -187,22 +214,37 @@ export async function create(inputs: VirtualMachineInputs): Promise<pulumi.dynam
     };
     const launcherPath = path.join(vmDir, VM_FILES.launcher);
     let identity: ProcessIdentity | undefined;
+    let nics: NicOutput[] = [];
     try {
         // Intent first: if this process is killed from here on, the next sweep of `vms` finds
         // a create whose creator is gone, stops its QEMU and removes the directory.
         await writeVmRecord(vmDir, "creating");
         assertSocketPathFits(runtime.qmpSocket);
         await assertHostPortsFree(portRequests(p.spec));
-        await writeLauncherFile(launcherPath, launcherText(p.spec, accel, runtime).text);
-        const t0 = Date.now();
+        const stateDir = resolveStateDir(p.stateDir);
+        nics = await attachNics(p.spec, stateDir, vmDir);
+        let picked = await pickHostPorts(p.spec, stateDir);
+        let resolved: Resolved = { nics: nics.length ? nicPlans(nics) : undefined, hostPorts: picked.hostPorts };
+        let t0 = Date.now();
+        for (let attempt = 0; ; attempt++) {
+            await writeLauncherFile(launcherPath, launcherText(p.spec, accel, runtime, resolved).text);
+            t0 = Date.now();
+            try {
+                identity = await startDaemonized([launcherPath], runtime.pidfile);
+                break;
+            } catch (err) {
+                // Another process took a port we picked between the pick and QEMU's bind: pick again.
+                const clash = autoPortClash(err, p.spec, picked.hostPorts);
+                if (clash === undefined || attempt >= 2) throw explainStartError(err, p.spec);
+                picked = await pickHostPorts(p.spec, stateDir, new Set([clash]));
+                resolved = { ...resolved, hostPorts: picked.hostPorts };
+            }
+        }
         const startedAt = new Date(t0).toISOString();
-        identity = await startDaemonized([launcherPath], runtime.pidfile).catch((err) => {
-            throw explainStartError(err, p.spec);
-        });
         // The directory already keeps others out; the socket and console log (which may show
         // secrets a guest prints) are tightened too, in case the directory is ever loosened.
         await Promise.all([chmod(runtime.qmpSocket, 0o600), chmod(runtime.serialLog, 0o600)]);
-        const status = await waitReady(p, identity, runtime);
+        const status = await waitReady(p, identity, runtime, picked.hostPorts);
         await writeVmRecord(vmDir, "running");
         const outs: VirtualMachineOutputs = {
             vm: inputs.vm,
@@ -222,11 +264,15 @@ export async function create(inputs: VirtualMachineInputs): Promise<pulumi.dynam
             readySeconds: (Date.now() - t0) / 1000,
             processStartTime: identity.startTime,
             bootId: identity.bootId,
+            ...(nics.length ? { nics, hosts: hostsOf(nics) } : {}),
+            ...portOutputs(p.spec, picked.hostPorts),
+            portsNote: picked.note,
         };
         return { id: path.basename(vmDir), outs: withoutUndefined(outs) };
     } catch (err) {
         // Nothing half-made survives a failed create: no QEMU, no socket, no directory.
         if (identity) await stopQemu({ identity, pidfile: runtime.pidfile, qmpSocket: runtime.qmpSocket }, { powerdownMs: 0 }).catch(() => undefined);
+        await releaseNics(nics, vmDir);
         await removeVmDir(vmDir, launcherPath);
         throw await explainHostFileError(err, "stateDir", vmDir);
     }
@@ -249,7 +295,16 @@ function assertSocketPathFits(socketPath: string): void {
 }
 
 function portRequests(spec: VmSpec): HostPortRequest[] {
-    return spec.portForwards.map((pf, i) => ({ port: pf.host, address: pf.hostAddress, protocol: pf.protocol, field: `vm.portForwards[${i}].host` }));
+    return spec.portForwards.flatMap((pf, i) => (pf.host === undefined ? [] : [{ port: pf.host, address: pf.hostAddress, protocol: pf.protocol, field: `vm.portForwards[${i}].host` }]));
+}
+
+/** The picked host port QEMU could not bind, when that is why it failed to start. */
+function autoPortClash(err: unknown, spec: VmSpec, picked: Record<number, number>): number | undefined {
+    if (!(err instanceof QemuStartError)) return undefined;
+    const m = /host forwarding rule '(tcp|udp):([^:]*):(\d+)-/.exec(err.stderr);
+    if (!m) return undefined;
+    const port = Number(m[3]);
+    return spec.portForwards.some((pf, i) => pf.host === undefined && picked[i] === port) ? port : undefined;
 }
 
 /**
@@ -266,12 +321,12 @@ export function explainStartError(err: unknown, spec: VmSpec): unknown {
 }
 
 /** Waits for every readiness condition asked for; returns QMP's run state once ready. */
-async function waitReady(p: Parsed, identity: ProcessIdentity, runtime: DaemonRuntime): Promise<string> {
+async function waitReady(p: Parsed, identity: ProcessIdentity, runtime: DaemonRuntime, picked: Record<number, number>): Promise<string> {
     const deadline = Date.now() + p.ready.timeoutSeconds * 1000;
     // Reads only what the log gained since the last poll, matched by a linear-time engine: a
     // chatty guest or a pattern that would backtrack forever cannot stall the provider.
     const watcher = p.ready.serialPattern !== undefined ? new SerialLogWatcher(runtime.serialLog, p.ready.serialPattern) : undefined;
-    const target = p.ready.tcpPort !== undefined ? { ...forwardFor(p.spec, p.ready.tcpPort), port: p.ready.tcpPort } : undefined;
+    const target = p.ready.tcpPort !== undefined ? forwardFor(p.spec, p.ready.tcpPort, picked) : undefined;
     const prober = target ? portProber(target.address, target.port) : undefined;
     let serialSeen = watcher === undefined;
     let portAnswered = prober === undefined;
@@ -332,12 +387,16 @@ export async function read(id: string, props: VirtualMachineOutputs): Promise<pu
     await sweepVmsSometimes(path.dirname(props.vmDir));
     const live = await checkOurQemu(identityOf(props), props.pidfile);
     if (!live.alive) {
+        // Its addresses go back to the networks, so the VM made again gets the same ones.
+        await releaseNics(props.nics, props.vmDir);
         await markVmDead(props.vmDir, props.launcherPath);
         return { id: "", props: {} };
     }
     // QEMU serves one QMP client at a time: a user's open session makes it look unresponsive too.
     const status = (await qmpStatus(props.qmpSocket, 5000)) ?? "unresponsive";
-    return { id, props: { ...props, status } };
+    // Kept once found (a network does not come back), so the next diff replaces the VM.
+    const drift = props.networkDrift ?? (await networkDrift(props.nics));
+    return { id, props: { ...props, status, ...(drift ? { networkDrift: drift } : {}) } };
 }
 
 /** Only `ready` can change in place; it matters at create, so the running VM is left alone. */
@@ -353,6 +412,7 @@ export async function update(_id: string, olds: VirtualMachineOutputs, news: Vir
 export async function remove(_id: string, props: VirtualMachineOutputs): Promise<void> {
     requireState("VirtualMachine", "delete", props, VM_STATE);
     await stopQemu({ identity: identityOf(props), pidfile: props.pidfile, qmpSocket: props.qmpSocket });
+    await releaseNics(props.nics, props.vmDir);
     await removeVmDir(props.vmDir, props.launcherPath);
     await sweepVmsSometimes(path.dirname(props.vmDir));
 }

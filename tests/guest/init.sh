@@ -21,6 +21,7 @@ for arg in $(cat /proc/cmdline); do
     case "$arg" in
         pq_name=*) name="${arg#pq_name=}" ;;
         pq_mount=*) mounts="$mounts ${arg#pq_mount=}" ;;
+        pq_check=*) checks="$checks ${arg#pq_check=}" ;;
     esac
 done
 
@@ -32,6 +33,31 @@ if [ -e /sys/class/net/eth0 ]; then
 else
     echo "pq: no eth0, networking skipped"
 fi
+
+# Private NICs, in dracut's syntax as the provider writes it: ifname=NAME:MAC names the NIC
+# with that MAC, ip=ADDR:::NETMASK:HOST:NAME:off gives it a static address.
+for arg in $(cat /proc/cmdline); do
+    case "$arg" in
+        ifname=*:*)
+            want="${arg#ifname=}"
+            for d in /sys/class/net/*; do
+                [ "$(cat "$d/address")" = "${want#*:}" ] && ip link set dev "${d##*/}" name "${want%%:*}"
+            done ;;
+    esac
+done
+for arg in $(cat /proc/cmdline); do
+    case "$arg" in
+        ip=*:*:*:*:*:*:*)
+            oldifs="$IFS"; IFS=:; set -- ${arg#ip=}; IFS="$oldifs"
+            eval "$(ipcalc -p "$1" "$4")"
+            if ip addr add "$1/$PREFIX" dev "$6" && ip link set "$6" up; then
+                hostname "$5"
+                echo "pq: $6 has $1/$PREFIX"
+            else
+                echo "pq: $6 address $1 failed"
+            fi ;;
+    esac
+done
 
 mounted=
 for spec in $mounts; do
@@ -71,6 +97,26 @@ mkdir -p /etc/acpi/PWRF
 printf '#!/bin/sh\necho "pq: power button pressed, powering off" > /dev/console\npoweroff -f\n' > /etc/acpi/PWRF/00000080
 chmod +x /etc/acpi/PWRF/00000080
 acpid || echo "pq: acpid failed"
+
+# pq_check=ADDR (repeatable): fetch ADDR's page over the network and say how it went. Debian's
+# busybox wget crashes when given -T, so a watchdog bounds each try instead.
+if [ -n "$checks" ]; then
+    ok=0; failed=0
+    for t in $checks; do
+        body=
+        for try in 1 2 3 4 5; do
+            rm -f /tmp/pq-check
+            wget -q -O /tmp/pq-check "http://$t/" 2>/dev/null & w=$!
+            ( sleep 5; kill $w 2>/dev/null ) & k=$!
+            wait $w && body=$(cat /tmp/pq-check)
+            kill $k 2>/dev/null
+            [ -n "$body" ] && break
+            sleep 1
+        done
+        if [ -n "$body" ]; then echo "pq-check: $t ok: $body"; ok=$((ok+1)); else echo "pq-check: $t failed"; failed=$((failed+1)); fi
+    done
+    echo "pq-check: done, $ok ok, $failed failed"
+fi
 
 echo "PQ-GUEST-READY"
 

@@ -23,11 +23,12 @@ const EXPECTED: Record<string, { inputs: string[]; outputs: string[] }> = {
     "qemu:index:RunScript": { inputs: ["vm", "path", "stateDir"], outputs: ["path", "argv", "argvHash"] },
     "qemu:index:VirtualMachine": {
         inputs: ["vm", "ready", "stateDir"],
-        outputs: ["pid", "qmpSocket", "serialLog", "launcherPath", "argvHash", "status", "accel", "startedAt"],
+        outputs: ["pid", "qmpSocket", "serialLog", "launcherPath", "argvHash", "status", "accel", "startedAt", "nics", "hosts", "networkDrift", "ports", "endpoints"],
     },
+    "qemu:index:Network": { inputs: ["name", "subnet", "stateDir"], outputs: ["subnet", "netmask", "switchDir", "switchIdentity"] },
 };
 
-test("lists the three resource tokens with their input and output properties", async () => {
+test("lists the resource tokens with their input and output properties", async () => {
     const schema = JSON.parse(await plugin.getSchema());
     expect(schema.name).toBe("qemu");
     expect(Object.keys(schema.resources).sort()).toEqual(Object.keys(EXPECTED).sort());

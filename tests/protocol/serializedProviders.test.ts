@@ -12,7 +12,7 @@ import { serializeProvider } from "../engine/serialize";
  * files, and work when loaded alone in a fresh process, as the plugin loads it.
  */
 
-const SHIMS = ["diskImageProvider", "runScriptProvider", "virtualMachineProvider"] as const;
+const SHIMS = ["diskImageProvider", "runScriptProvider", "virtualMachineProvider", "networkProvider"] as const;
 const MAX_BYTES = 8 * 1024;
 
 let texts: Record<string, string>;

@@ -1,3 +1,4 @@
+import * as network from "../../provider/resources/network";
 import * as runScript from "../../provider/resources/runScript";
 import * as vm from "../../provider/resources/virtualMachine";
 import { DISK_IMAGE_INPUT_KEYS, DISK_IMAGE_OUTPUT_KEYS, parseDiskImageSpec } from "../../provider/core/diskImageSpec";
@@ -5,8 +6,8 @@ import { extraArgsProblems } from "../../provider/core/extraArgs";
 import { check as checkDiskImage } from "../../provider/resources/diskImage";
 import { InputError, MAX_QUOTED_CHARS, quoteValue, refuseUnknownKeys, unknownKeyProblems } from "../../provider/core/validation";
 import { parseVmSpec } from "../../provider/core/vmSpec";
-import { RUN_SCRIPT_OUTPUT_KEYS, VIRTUAL_MACHINE_OUTPUT_KEYS } from "../../provider/core/resourceKeys";
-import { DISK_IMAGE_OUTPUTS, RUN_SCRIPT_OUTPUTS, VIRTUAL_MACHINE_OUTPUTS } from "../../sdk/resources";
+import { NETWORK_OUTPUT_KEYS, RUN_SCRIPT_OUTPUT_KEYS, VIRTUAL_MACHINE_OUTPUT_KEYS } from "../../provider/core/resourceKeys";
+import { DISK_IMAGE_OUTPUTS, NETWORK_OUTPUTS, RUN_SCRIPT_OUTPUTS, VIRTUAL_MACHINE_OUTPUTS } from "../../sdk/resources";
 
 /** The messages an input gets, one per bad field, as "property: reason". */
 function problems(parse: () => unknown): string[] {
@@ -135,6 +136,7 @@ describe("unknown top-level keys", () => {
         expect([...DISK_IMAGE_OUTPUT_KEYS].sort()).toEqual([...DISK_IMAGE_OUTPUTS].sort());
         expect(DISK_IMAGE_INPUT_KEYS).toEqual(["source", "path", "stateDir", "mode"]);
         expect([...RUN_SCRIPT_OUTPUT_KEYS].sort()).toEqual([...RUN_SCRIPT_OUTPUTS].sort());
+        expect([...NETWORK_OUTPUT_KEYS].sort()).toEqual([...NETWORK_OUTPUTS].sort());
         expect([...VIRTUAL_MACHINE_OUTPUT_KEYS].sort()).toEqual([...VIRTUAL_MACHINE_OUTPUTS].sort());
     });
 
@@ -170,4 +172,10 @@ test("RunScript's and VirtualMachine's checks refuse unknown top-level keys, sug
     expect(v.failures?.map((f: { property: string }) => f.property)).toEqual(["redy", "statedir"]);
     expect(v.failures?.[1].reason).toContain('did you mean "stateDir"?');
     expect((await vm.check({}, { vm: spec, __provider: "p", pid: undefined })).failures).toBeUndefined();
+});
+
+test("Network's check refuses unknown top-level keys and passes __provider", async () => {
+    const bad = await network.check({}, { name: "lan", subnett: "10.9.0.0/24", __provider: "p" });
+    expect(bad.failures).toEqual([{ property: "subnett", reason: expect.stringContaining('did you mean "subnet"?') }]);
+    expect((await network.check({}, { name: "lan", __provider: "p", pid: undefined })).failures).toBeUndefined();
 });

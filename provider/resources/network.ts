@@ -1,0 +1,229 @@
+import type * as pulumi from "@pulumi/pulumi";
+import { mkdtemp, readdir, rm, rmdir, stat } from "node:fs/promises";
+import * as path from "node:path";
+import { z } from "zod";
+import { defaultSubnet, formatSubnet, netmask, parseSubnet, subnetsOverlap, type Subnet } from "../core/network";
+import { NETWORK_INPUT_KEYS, NETWORK_OUTPUT_KEYS } from "../core/resourceKeys";
+import { absolutePath, InputError, parseOrThrow, plainText, refuseUnknownKeys } from "../core/validation";
+import { identityString, liveNetworks, networksDir, readRecordAt, recordPath, removeLeases, writeNetworkRecord, type NetworkRecord } from "../host/networkStore";
+import { identify, readPidfile, type ProcessIdentity } from "../host/qemuProcess";
+import { ensureOwnDir, ensureStateDir, resolveStateDir } from "../host/stateDir";
+import { checkOurSwitch, removeSwitchFiles, startSwitch, stopSwitch, switchPaths } from "../host/vdeSwitch";
+import { checkWith, hasUnknown, withoutUndefined } from "./common";
+
+/**
+ * Network: a private Ethernet segment on this host, rootless — one `vde_switch` whose control
+ * directory only this user can open. VMs join it with `vm.networks: [{ network: net.id }]`;
+ * membership lives on the VMs (their leases in the network's directory), so creating a VM
+ * never updates the network.
+ *
+ * The network's identity is its id (a fresh directory name under `<stateDir>/networks/`) plus
+ * the identity of its switch process. A default subnet is a /24 derived from the id, moved on
+ * when it would overlap another live network of the same state directory.
+ */
+
+/** The kernel's limit on a unix socket path, and the longest name libvdeplug puts in the switch directory (`.NNNNN-NNNNN`). */
+const MAX_SOCKET_PATH_BYTES = 107;
+const VDE_PORT_SOCKET_NAME_BYTES = 13;
+const DEFAULT_SUBNET_ATTEMPTS = 64;
+/** How old a network directory without a record must be to count as left by a crashed create (a create takes ~30 ms). */
+const ORPHAN_AGE_MS = 60_000;
+
+export interface NetworkInputs {
+    name?: string;
+    subnet?: string;
+    stateDir?: string;
+}
+
+export interface NetworkOutputs {
+    name?: string;
+    /** The subnet asked for, when one was. */
+    requestedSubnet?: string;
+    stateDir?: string;
+    /** The subnet in use (asked for, or the default picked at create). */
+    subnet: string;
+    netmask: string;
+    /** The network's private directory: its record, switch and leases. */
+    networkDir: string;
+    /** Where VMs attach: the switch's control directory. */
+    switchDir: string;
+    pidfile: string;
+    pid: number;
+    processStartTime: string;
+    bootId: string;
+    /** Which switch process this is; VMs record it and report drift when it changes or dies. */
+    switchIdentity: string;
+}
+
+const inputSchema = z
+    .object({
+        name: plainText("name").regex(/^[A-Za-z0-9_.-]{1,40}$/, { error: "name must be 1 to 40 letters, digits, '.', '_' or '-'" }).optional(),
+        subnet: z
+            .string({ error: "subnet must be a string such as \"10.77.1.0/24\"" })
+            .superRefine((s, ctx) => {
+                const r = parseSubnet(s);
+                if (typeof r === "string") ctx.addIssue({ code: "custom", message: r });
+            })
+            .optional(),
+        stateDir: absolutePath("stateDir").optional(),
+    })
+    .strict();
+
+type Parsed = z.output<typeof inputSchema>;
+
+/** Only our inputs: a dynamic resource's also carry `__provider` and the declared output keys. */
+function parseInputs(inputs: NetworkInputs): Parsed {
+    refuseUnknownKeys((inputs ?? {}) as Record<string, unknown>, NETWORK_INPUT_KEYS, NETWORK_OUTPUT_KEYS);
+    const { name, subnet, stateDir } = inputs ?? {};
+    return parseOrThrow(inputSchema, withoutUndefined({ name, subnet, stateDir }), "");
+}
+
+export async function check(_olds: unknown, news: any): Promise<pulumi.dynamic.CheckResult> {
+    if (hasUnknown(news)) return { inputs: news };
+    return checkWith(() => parseInputs(news), news);
+}
+
+/** Any change makes a new network (a new switch); its VMs see a new id and are replaced with it. */
+export async function diff(_id: string, olds: NetworkOutputs, news: NetworkInputs): Promise<pulumi.dynamic.DiffResult> {
+    if (hasUnknown(news)) return { changes: true, replaces: ["subnet"], deleteBeforeReplace: true };
+    const next = parseInputs(news);
+    const replaces: string[] = [];
+    if ((next.name ?? null) !== (olds.name ?? null)) replaces.push("name");
+    if ((next.subnet ?? null) !== (olds.requestedSubnet ?? null)) replaces.push("subnet");
+    if ((next.stateDir ?? null) !== (olds.stateDir ?? null)) replaces.push("stateDir");
+    // The old switch goes first: an explicit subnet would otherwise overlap its own predecessor.
+    return replaces.length ? { changes: true, replaces, deleteBeforeReplace: true } : { changes: false };
+}
+
+export async function create(inputs: NetworkInputs): Promise<pulumi.dynamic.CreateResult> {
+    const p = parseInputs(inputs);
+    const stateDir = await ensureStateDir(resolveStateDir(p.stateDir));
+    const parent = await ensureOwnDir(networksDir(stateDir));
+    await cleanOrphans(parent);
+    const label = (p.name ?? "net").slice(0, 16);
+    // mkdtemp: a fresh 0700 directory with a random suffix, so two stacks using one name never share a switch.
+    const networkDir = await mkdtemp(path.join(parent, `${label}-`));
+    const id = path.basename(networkDir);
+    const { switchDir, pidfile } = switchPaths(networkDir);
+    let identity: ProcessIdentity | undefined;
+    try {
+        assertSocketPathFits(switchDir);
+        const subnet = await chooseSubnet(stateDir, id, p.subnet);
+        identity = await startSwitch(networkDir);
+        const record: NetworkRecord = { format: 1, id, subnet: formatSubnet(subnet), networkDir, switchDir, pidfile, switchIdentity: identity };
+        await writeNetworkRecord(record);
+        const outs: NetworkOutputs = {
+            name: p.name,
+            requestedSubnet: p.subnet,
+            stateDir: p.stateDir,
+            subnet: formatSubnet(subnet),
+            netmask: netmask(subnet),
+            networkDir,
+            switchDir,
+            pidfile,
+            pid: identity.pid,
+            processStartTime: identity.startTime,
+            bootId: identity.bootId,
+            switchIdentity: identityString(identity),
+        };
+        return { id, outs: withoutUndefined(outs) };
+    } catch (err) {
+        if (identity) await stopSwitch(identity, pidfile).catch(() => undefined);
+        await removeNetworkDir(networkDir);
+        throw err;
+    }
+}
+
+function assertSocketPathFits(switchDir: string): void {
+    const bytes = Buffer.byteLength(switchDir) + 1 + VDE_PORT_SOCKET_NAME_BYTES;
+    if (bytes > MAX_SOCKET_PATH_BYTES) {
+        throw new InputError([{ property: "stateDir", reason: `the switch's sockets under ${switchDir} would be ${bytes} bytes long; unix sockets allow ${MAX_SOCKET_PATH_BYTES}. Choose a shorter stateDir` }]);
+    }
+}
+
+/** The asked-for subnet if no live network here overlaps it; else the first default that none overlaps. */
+async function chooseSubnet(stateDir: string, id: string, asked: string | undefined): Promise<Subnet> {
+    const others = await liveNetworks(stateDir, id);
+    const clash = (s: Subnet) => others.find((o) => subnetsOverlap(s, parseSubnet(o.subnet) as Subnet));
+    if (asked !== undefined) {
+        const s = parseSubnet(asked) as Subnet;
+        const other = clash(s);
+        if (other) {
+            throw new InputError([{ property: "subnet", reason: `subnet ${asked} overlaps ${other.subnet} of network ${other.id} in the same state directory; choose a subnet apart from it (a VM on both could not route)` }]);
+        }
+        return s;
+    }
+    for (let attempt = 0; attempt < DEFAULT_SUBNET_ATTEMPTS; attempt++) {
+        const s = defaultSubnet(id, attempt);
+        if (!clash(s)) return s;
+    }
+    throw new Error(`no default /24 in 10.64.0.0/10 is free of the ${others.length} live networks in ${stateDir}; set subnet`);
+}
+
+function identityOf(props: NetworkOutputs): ProcessIdentity {
+    return { pid: props.pid, startTime: props.processStartTime, bootId: props.bootId };
+}
+
+/**
+ * A switch that died, or a pid now held by another process, is reported gone so the next `up`
+ * makes a new network. Its files go too: once Pulumi forgets the network nothing else would
+ * remove them, and its VMs see the missing record as drift all the same.
+ */
+export async function read(id: string, props: NetworkOutputs): Promise<pulumi.dynamic.ReadResult> {
+    const rec = await readRecordAt(props.networkDir).catch(() => undefined);
+    if (!rec || rec.id !== id) return { id: "", props: {} };
+    const live = await checkOurSwitch(identityOf(props), props.pidfile);
+    if (!live.alive) {
+        if (!(await recordedSwitchRuns(rec))) await removeNetworkDir(props.networkDir);
+        return { id: "", props: {} };
+    }
+    return { id, props };
+}
+
+/** Whether the switch the network's own record names still runs (then its files stay, whatever the state says). */
+async function recordedSwitchRuns(rec: NetworkRecord | undefined): Promise<boolean> {
+    return rec !== undefined && (await checkOurSwitch(rec.switchIdentity, rec.pidfile)).alive;
+}
+
+/**
+ * Stops the switch only if it is still the process the state recorded, then removes the files
+ * the provider made — unless a switch its record names still runs there (a state that lost
+ * track of it), whose sockets are left alone.
+ */
+export async function remove(_id: string, props: NetworkOutputs): Promise<void> {
+    await stopSwitch(identityOf(props), props.pidfile);
+    if (await recordedSwitchRuns(await readRecordAt(props.networkDir).catch(() => undefined))) return;
+    await removeNetworkDir(props.networkDir);
+}
+
+/**
+ * A create that crashed between making its directory and writing the record left a directory
+ * nobody's state names, perhaps with a switch running: stop that switch (only if it is still the
+ * vde_switch writing that pidfile) and remove what the provider made.
+ */
+async function cleanOrphans(parent: string): Promise<void> {
+    for (const name of await readdir(parent).catch(() => [] as string[])) {
+        if (!/^[A-Za-z0-9_.-]{1,16}-[A-Za-z0-9]{6}$/.test(name)) continue;
+        const dir = path.join(parent, name);
+        const st = await stat(dir).catch(() => undefined);
+        if (!st?.isDirectory() || Date.now() - st.mtimeMs < ORPHAN_AGE_MS) continue;
+        if ((await readRecordAt(dir).catch(() => "unreadable")) !== undefined) continue;
+        const { pidfile } = switchPaths(dir);
+        const pid = await readPidfile(pidfile);
+        const identity = pid === undefined ? undefined : await identify(pid);
+        if (identity) await stopSwitch(identity, pidfile).catch(() => undefined);
+        await removeNetworkDir(dir).catch(() => undefined);
+    }
+}
+
+async function removeNetworkDir(networkDir: string): Promise<void> {
+    await removeSwitchFiles(networkDir);
+    await removeLeases(networkDir);
+    await rm(recordPath(networkDir), { force: true });
+    try {
+        await rmdir(networkDir);
+    } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code !== "ENOENT" && code !== "ENOTEMPTY") throw err;
+    }
+}
