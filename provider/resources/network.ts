@@ -7,7 +7,11 @@ import { NETWORK_INPUT_KEYS, NETWORK_OUTPUT_KEYS } from "../core/resourceKeys";
 import { absolutePath, InputError, parseOrThrow, plainText, refuseUnknownKeys } from "../core/validation";
 import { identityString, liveNetworks, networksDir, readRecordAt, recordPath, removeLeases, writeNetworkRecord, type NetworkRecord } from "../host/networkStore";
 import { identify, readPidfile, type ProcessIdentity } from "../host/qemuProcess";
-import { ensureOwnDir, ensureStateDir, resolveStateDir } from "../host/stateDir";
+import { ensureOwnDir, ensureStateDir, ownDirChain, resolveStateDir } from "../host/stateDir";
+import { requireState } from "./stateGuard";
+
+/** What read and delete need of a Network's state. */
+const NETWORK_STATE = { networkDir: "string", pidfile: "string", pid: "number", processStartTime: "string", bootId: "string" } as const;
 import { checkOurSwitch, removeSwitchFiles, startSwitch, stopSwitch, switchPaths } from "../host/vdeSwitch";
 import { checkWith, hasUnknown, withoutUndefined } from "./common";
 
@@ -170,6 +174,7 @@ function identityOf(props: NetworkOutputs): ProcessIdentity {
  * remove them, and its VMs see the missing record as drift all the same.
  */
 export async function read(id: string, props: NetworkOutputs): Promise<pulumi.dynamic.ReadResult> {
+    requireState("Network", "read", props, NETWORK_STATE);
     const rec = await readRecordAt(props.networkDir).catch(() => undefined);
     if (!rec || rec.id !== id) return { id: "", props: {} };
     const live = await checkOurSwitch(identityOf(props), props.pidfile);
@@ -191,6 +196,7 @@ async function recordedSwitchRuns(rec: NetworkRecord | undefined): Promise<boole
  * track of it), whose sockets are left alone.
  */
 export async function remove(_id: string, props: NetworkOutputs): Promise<void> {
+    requireState("Network", "delete", props, NETWORK_STATE);
     await stopSwitch(identityOf(props), props.pidfile);
     if (await recordedSwitchRuns(await readRecordAt(props.networkDir).catch(() => undefined))) return;
     await removeNetworkDir(props.networkDir);
@@ -217,6 +223,8 @@ async function cleanOrphans(parent: string): Promise<void> {
 }
 
 async function removeNetworkDir(networkDir: string): Promise<void> {
+    // `networks/<id>` swapped for a link would send these deletes elsewhere: leave it.
+    if (!(await ownDirChain(path.dirname(path.dirname(networkDir)), networkDir)).ok) return;
     await removeSwitchFiles(networkDir);
     await removeLeases(networkDir);
     await rm(recordPath(networkDir), { force: true });

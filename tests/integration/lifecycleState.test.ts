@@ -1,4 +1,5 @@
 import * as diskImage from "../../provider/resources/diskImage";
+import * as network from "../../provider/resources/network";
 import * as runScript from "../../provider/resources/runScript";
 import { StateError } from "../../provider/resources/stateGuard";
 import * as vm from "../../provider/resources/virtualMachine";
@@ -28,6 +29,8 @@ const calls: [string, (props: any) => Promise<unknown>][] = [
     ["RunScript diff", (p) => runScript.diff("id", p, scriptNews)],
     ["RunScript update", (p) => runScript.update("id", p, scriptNews)],
     ["RunScript delete", (p) => runScript.remove("id", p)],
+    ["Network read", (p) => network.read("id", p)],
+    ["Network delete", (p) => network.remove("id", p)],
     ["VirtualMachine read", (p) => vm.read("id", p)],
     ["VirtualMachine diff", (p) => vm.diff("id", p, vmNews)],
     ["VirtualMachine update", (p) => vm.update("id", p, vmNews)],
