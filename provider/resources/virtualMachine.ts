@@ -70,6 +70,9 @@ export interface VirtualMachineOutputs {
     /** With `pid`, what tells our QEMU from a later process that got the same pid. */
     processStartTime: string;
     bootId: string;
+    /** The guest agent kind (vm.agent) and the host end of its channel, when not "none". */
+    agent?: "qga" | "shell";
+    agentSocket?: string;
 }
 
 const readySchema = z
@@ -213,11 +216,13 @@ export async function create(inputs: VirtualMachineInputs): Promise<pulumi.dynam
         pidfile: path.join(vmDir, "qemu.pid"),
         qmpSocket: path.join(vmDir, "qmp.sock"),
         serialLog: path.join(vmDir, "serial.log"),
+        ...(p.spec.agent !== "none" ? { agentSocket: path.join(vmDir, "agent.sock") } : {}),
     };
     const launcherPath = path.join(vmDir, "run-vm.sh");
     let identity: ProcessIdentity | undefined;
     try {
         assertSocketPathFits(runtime.qmpSocket);
+        if (runtime.agentSocket) assertSocketPathFits(runtime.agentSocket);
         await assertHostPortsFree(portRequests(p.spec));
         await writeLauncherFile(launcherPath, launcherText(p.spec, accel, runtime).text);
         const t0 = Date.now();
@@ -227,7 +232,7 @@ export async function create(inputs: VirtualMachineInputs): Promise<pulumi.dynam
         });
         // The directory already keeps others out; the socket and console log (which may show
         // secrets a guest prints) are tightened too, in case the directory is ever loosened.
-        await Promise.all([chmod(runtime.qmpSocket, 0o600), chmod(runtime.serialLog, 0o600)]);
+        await Promise.all([chmod(runtime.qmpSocket, 0o600), chmod(runtime.serialLog, 0o600), ...(runtime.agentSocket ? [chmod(runtime.agentSocket, 0o600)] : [])]);
         const status = await waitReady(p, identity, runtime);
         const outs: VirtualMachineOutputs = {
             vm: inputs.vm,
@@ -247,6 +252,7 @@ export async function create(inputs: VirtualMachineInputs): Promise<pulumi.dynam
             readySeconds: (Date.now() - t0) / 1000,
             processStartTime: identity.startTime,
             bootId: identity.bootId,
+            ...(runtime.agentSocket ? { agent: p.spec.agent as "qga" | "shell", agentSocket: runtime.agentSocket } : {}),
         };
         return { id: path.basename(vmDir), outs: withoutUndefined(outs) };
     } catch (err) {
@@ -366,7 +372,7 @@ export async function update(_id: string, olds: VirtualMachineOutputs, news: Vir
 
 /** Power button, then `quit`, then SIGKILL — only ever to our own QEMU — and then its directory goes. */
 export async function remove(_id: string, props: VirtualMachineOutputs): Promise<void> {
-    const runtime = { pidfile: props.pidfile, qmpSocket: props.qmpSocket, serialLog: props.serialLog };
+    const runtime = { pidfile: props.pidfile, qmpSocket: props.qmpSocket, serialLog: props.serialLog, agentSocket: props.agentSocket };
     await stopQemu({ identity: identityOf(props), pidfile: props.pidfile, qmpSocket: props.qmpSocket });
     await removeVmDir(props.vmDir, runtime, props.launcherPath);
 }
@@ -376,7 +382,7 @@ export async function remove(_id: string, props: VirtualMachineOutputs): Promise
  * empty; anything else someone put there keeps the directory alive.
  */
 async function removeVmDir(vmDir: string, runtime: DaemonRuntime, launcherPath: string): Promise<void> {
-    await removeRuntimeFiles([runtime.pidfile, runtime.qmpSocket, runtime.serialLog]);
+    await removeRuntimeFiles([runtime.pidfile, runtime.qmpSocket, runtime.serialLog, ...(runtime.agentSocket ? [runtime.agentSocket] : [])]);
     await removeLauncherFile(launcherPath);
     try {
         await rmdir(vmDir);

@@ -72,6 +72,9 @@ printf '#!/bin/sh\necho "pq: power button pressed, powering off" > /dev/console\
 chmod +x /etc/acpi/PWRF/00000080
 acpid || echo "pq: acpid failed"
 
+# The command channel of VMs with agent "shell"; without that port it idles.
+sh /bin/pq-shell-agent &
+
 echo "PQ-GUEST-READY"
 
 # If init exits the kernel panics; sleeping here also lets ash reap orphaned children.

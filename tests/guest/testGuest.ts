@@ -39,10 +39,14 @@ export const WANTED_MODULES = [
     "virtio_rng",
     "button",
     "evdev",
+    // The virtio-serial port the "shell" agent serves on.
+    "virtio_console",
 ];
 
 const BUSYBOX = "/bin/busybox";
 const INIT_SCRIPT = path.join(__dirname, "init.sh");
+/** The guest side of `agent: "shell"`, installed as /bin/pq-shell-agent and started by /init. */
+const SHELL_AGENT = path.join(__dirname, "..", "..", "provider", "guest", "shell-agent.sh");
 // PQ_TEST_GUEST_CACHE moves the cache, e.g. to exercise a cold build without disturbing the shared one.
 const CACHE_ROOT = process.env.PQ_TEST_GUEST_CACHE
     ? path.resolve(process.env.PQ_TEST_GUEST_CACHE)
@@ -127,6 +131,7 @@ async function buildOrReuse(): Promise<TestGuest> {
     await mustRead(path.join(moduleDir, "modules.dep"), "the kernel's module list", "linux-image-amd64");
     const busybox = await readStaticBusybox();
     const initText = await readFile(INIT_SCRIPT, "utf8");
+    const agentText = await readFile(SHELL_AGENT, "utf8");
     const modules = moduleLoadOrder(await readFile(path.join(moduleDir, "modules.dep"), "utf8"), WANTED_MODULES);
     const kst = await stat(bzImage);
 
@@ -136,6 +141,7 @@ async function buildOrReuse(): Promise<TestGuest> {
         kernelImage: { size: kst.size, mtimeMs: kst.mtimeMs },
         busybox: sha256Hex(busybox),
         init: initText,
+        shellAgent: agentText,
         modules: modules.map((m) => m.file),
     }).slice(0, 16);
     const dir = path.join(CACHE_ROOT, key);
@@ -146,7 +152,7 @@ async function buildOrReuse(): Promise<TestGuest> {
     const tmp = await mkdtemp(path.join(CACHE_ROOT, `.build-${key}-`));
     try {
         await writeFile(path.join(tmp, "vmlinux"), await uncompressedKernel(await readFile(bzImage), bzImage));
-        await buildInitramfs(tmp, busybox, initText, moduleDir, modules);
+        await buildInitramfs(tmp, busybox, initText, moduleDir, modules, agentText);
         try {
             await rename(tmp, dir);
         } catch (err) {
@@ -233,6 +239,7 @@ async function buildInitramfs(
     initText: string,
     moduleDir: string,
     modules: { name: string; file: string }[],
+    agentText: string,
 ): Promise<void> {
     const root = path.join(outDir, "root");
     await mkdir(path.join(root, "bin"), { recursive: true });
@@ -240,6 +247,7 @@ async function buildInitramfs(
     await mkdir(path.join(root, "lib", "modules"), { recursive: true });
     await writeFile(path.join(root, "bin", "busybox"), busybox, { mode: 0o755 });
     await writeFile(path.join(root, "init"), initText, { mode: 0o755 });
+    await writeFile(path.join(root, "bin", "pq-shell-agent"), agentText, { mode: 0o755 });
     for (const m of modules) await copyFile(path.join(moduleDir, m.file), path.join(root, "lib", "modules", `${m.name}.ko`));
     await writeFile(path.join(root, "etc", "pq-modules"), modules.map((m) => m.name).join("\n") + "\n");
 

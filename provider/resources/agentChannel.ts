@@ -1,0 +1,51 @@
+import { checkOurQemu } from "../host/qemuProcess";
+import type { Diagnose, GuestChannel } from "../host/guestChannel";
+import { qmpOnce } from "../host/qmp";
+import { ShellChannel } from "../host/shellChannel";
+import { serialTail } from "./virtualMachine";
+
+/**
+ * The guest channel of a VirtualMachine, from its outputs. Errors from it say whether QEMU is
+ * gone, the VM is paused or the guest just does not answer, with the tail of the serial log.
+ */
+
+/** The VirtualMachine outputs a channel needs (a stack's outputs carry them). */
+export interface AgentTarget {
+    agent?: "qga" | "shell";
+    agentSocket?: string;
+    qmpSocket: string;
+    serialLog: string;
+    pid?: number;
+    processStartTime?: string;
+    bootId?: string;
+    pidfile?: string;
+}
+
+export function openAgentChannel(target: AgentTarget): GuestChannel {
+    if (!target.agent || !target.agentSocket) {
+        throw new Error('this VM has no guest agent channel: set vm.agent to "shell" (with our shell agent in the guest) or "qga" (with qemu-guest-agent) and recreate it');
+    }
+    const diagnose = diagnoser(target);
+    if (target.agent === "shell") return new ShellChannel(target.agentSocket, { diagnose });
+    throw new Error('agent "qga": the host client for qemu-guest-agent is not in this version; use agent "shell"');
+}
+
+export function diagnoser(target: AgentTarget): Diagnose {
+    return async () => `${await vmState(target)}. Last lines of the serial console (${target.serialLog}):\n${await serialTail(target.serialLog)}`;
+}
+
+async function vmState(target: AgentTarget): Promise<string> {
+    if (target.pid !== undefined && target.processStartTime && target.bootId && target.pidfile) {
+        const live = await checkOurQemu({ pid: target.pid, startTime: target.processStartTime, bootId: target.bootId }, target.pidfile);
+        if (!live.alive) return `The guest is gone: QEMU is not running (${live.reason})`;
+    }
+    let status: string;
+    try {
+        status = ((await qmpOnce(target.qmpSocket, "query-status", undefined, 3000)) as { status: string }).status;
+    } catch (err) {
+        return `The guest is gone or QEMU is stuck: QMP at ${target.qmpSocket} does not answer (${(err as Error).message})`;
+    }
+    if (status === "paused") return "The VM is paused (QMP status paused): resume it with QMP cont";
+    if (status === "running") return `The VM is running but the guest's ${target.agent ?? ""} agent is not answering (is it installed and started in the guest?)`;
+    return `The VM is not running (QMP status ${status})`;
+}
