@@ -47,7 +47,7 @@ export class RunScript extends pulumi.dynamic.Resource {
     }
 }
 
-const VIRTUAL_MACHINE_OUTPUTS = ["pid", "qmpSocket", "serialLog", "launcherPath", "argvHash", "status", "accel", "accelReason", "startedAt", "readySeconds", "vmDir"] as const;
+const VIRTUAL_MACHINE_OUTPUTS = ["pid", "qmpSocket", "serialLog", "launcherPath", "argvHash", "status", "accel", "accelReason", "startedAt", "readySeconds", "vmDir", "agent", "agentSocket"] as const;
 
 /** A running QEMU guest, started from its launcher and controlled over QMP. */
 export class VirtualMachine extends pulumi.dynamic.Resource {
@@ -64,6 +64,9 @@ export class VirtualMachine extends pulumi.dynamic.Resource {
     declare public readonly readySeconds: pulumi.Output<number>;
     /** Launcher, pidfile, QMP socket and serial log live here. */
     declare public readonly vmDir: pulumi.Output<string>;
+    /** vm.agent and the host end of its channel (for pulumi-qemu/testing's attach and GuestCommand). */
+    declare public readonly agent: pulumi.Output<"qga" | "shell" | undefined>;
+    declare public readonly agentSocket: pulumi.Output<string | undefined>;
 
     constructor(name: string, args: VirtualMachineArgs, opts?: pulumi.CustomResourceOptions) {
         super(virtualMachineProvider, name, withOutputs(args, VIRTUAL_MACHINE_OUTPUTS), opts, "qemu", "VirtualMachine");

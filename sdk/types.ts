@@ -39,6 +39,12 @@ export interface VmSpecArgs {
     portForwards?: { host: number; guest: number; hostAddress?: string; protocol?: "tcp" | "udp" }[];
     network?: "user" | "none";
     extraArgs?: string[];
+    /**
+     * A command channel into the guest (a virtio-serial port; its host end is the `agentSocket`
+     * output): "shell" for guests running pulumi-qemu's shell-agent.sh, "qga" for guests with
+     * qemu-guest-agent. Default "none".
+     */
+    agent?: "qga" | "shell" | "none";
 }
 
 export type DiskImageSource =

@@ -1,7 +1,7 @@
 #!/bin/sh
 # pulumi-qemu shell agent: serves commands from the host, one at a time, on the virtio-serial
 # port a VM with `agent: "shell"` has (named org.pulumi-qemu.shell.0). Runs on busybox sh and
-# needs only sh, cat, dd (iflag=fullblock), head, wc, mktemp, setsid, kill, sleep and rm.
+# needs only sh, cat, dd (iflag=fullblock), wc, mktemp, setsid, kill, sleep and rm.
 # Start it as root from the guest's init, in the background:  sh /path/shell-agent.sh &
 # The framing is described in provider/core/shellFraming.ts; in short, per request:
 #   host:  PQSH1 <nonce> <scriptBytes> <stdinBytes> <timeoutSeconds>\n <script> <stdin>
@@ -46,6 +46,16 @@ read_exact() {
     if [ "$big" -gt 0 ]; then dd bs=65536 count="$big" iflag=fullblock <&3 >> "$2" 2>/dev/null || return 1; fi
     if [ "$rest" -gt 0 ]; then dd bs="$rest" count=1 iflag=fullblock <&3 >> "$2" 2>/dev/null || return 1; fi
     [ "$(($(wc -c < "$2")))" -eq "$1" ]
+}
+
+# Sends exactly $1 bytes of the file $2 (a background process may still be appending to it).
+send_exact() {
+    big=$(($1 / 65536))
+    rest=$(($1 % 65536))
+    {
+        if [ "$big" -gt 0 ]; then dd bs=65536 count="$big" iflag=fullblock 2>/dev/null; fi
+        if [ "$rest" -gt 0 ]; then dd bs="$rest" count=1 iflag=fullblock 2>/dev/null; fi
+    } < "$2" >&3
 }
 
 is_count() {
@@ -94,8 +104,8 @@ while :; do
     olen=$(($(wc -c < "$work/out")))
     elen=$(($(wc -c < "$work/err")))
     printf 'PQSH1 RET %s %s %s %s %s\n' "$nonce" "$status" "$rc" "$olen" "$elen" >&3
-    head -c "$olen" "$work/out" >&3
-    head -c "$elen" "$work/err" >&3
+    send_exact "$olen" "$work/out"
+    send_exact "$elen" "$work/err"
     printf 'PQSH1 END %s\n' "$nonce" >&3
     rm -f "$work/script" "$work/stdin" "$work/out" "$work/err" "$work/timedout"
 done

@@ -136,9 +136,8 @@ export class ShellChannel implements GuestChannel {
         // Validate before queueing, so bad input fails at once and names its field.
         const script = shellScript(command, opts.env);
         return serialised(this.socketPath, async () => {
-            const conn = await connectionFor(this.socketPath);
             try {
-                return await this.run(conn, script, opts);
+                return await this.run(await connectionFor(this.socketPath), script, opts);
             } catch (err) {
                 if (err instanceof GuestChannelError && err.kind !== "timeout" && err.kind !== "too-large" && this.opts.diagnose) {
                     const why = await this.opts.diagnose().catch((e: Error) => `(could not tell why: ${e.message})`);

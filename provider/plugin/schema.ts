@@ -53,6 +53,7 @@ const types = {
         portForwards: arrayOf("PortForward", "Forwarded ports."),
         network: str('"user" (default) or "none".'),
         extraArgs: strings("Arguments appended to the QEMU command line."),
+        agent: str('Command channel into the guest: "none" (default), "shell" (our busybox agent) or "qga" (qemu-guest-agent).'),
     }),
     "qemu:index:DiskImageSource": object("What an image is made from; `kind` picks the fields that apply.", {
         kind: str('"blank", "file", "directory" or "overlay".'),
@@ -134,6 +135,8 @@ const resources = {
             pidfile: str("QEMU's pidfile."),
             processStartTime: str("Start time of the QEMU process, to recognise a reused pid."),
             bootId: str("Host boot the process belongs to."),
+            agent: str('The guest agent kind, when vm.agent is not "none".'),
+            agentSocket: str("Host end of the guest agent's channel (a unix socket)."),
         },
         required: ["pid", "qmpSocket", "serialLog", "launcherPath", "argvHash", "status", "accel", "startedAt"],
     },
