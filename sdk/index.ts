@@ -1,9 +1,9 @@
 /**
  * pulumi-qemu: local QEMU virtual machines, their disk images and launchers as Pulumi resources.
  */
-export { DiskImage, RunScript, VirtualMachine } from "./resources";
-export { diskImageProvider, runScriptProvider, virtualMachineProvider } from "./providers";
-export type { DiskImageArgs, DiskImageSource, ReadyArgs, RunScriptArgs, VirtualMachineArgs, VmSpecArgs, DeepInput } from "./types";
+export { DiskImage, GuestCommand, RunScript, VirtualMachine } from "./resources";
+export { diskImageProvider, guestCommandProvider, runScriptProvider, virtualMachineProvider } from "./providers";
+export type { DiskImageArgs, DiskImageSource, GuestCommandArgs, ReadyArgs, RunScriptArgs, VirtualMachineArgs, VmReferenceArgs, VmSpecArgs, DeepInput } from "./types";
 
 // The engine-free core, for programs that want the argv or launcher text without resources.
 export { buildQemuArgv, specArgvHash } from "../provider/core/qemuArgv";

@@ -27,3 +27,4 @@ function lifecycleShim(modulePath: string, updatesInPlace: boolean): pulumi.dyna
 export const diskImageProvider = lifecycleShim("pulumi-qemu/bin/provider/resources/diskImage.js", false);
 export const runScriptProvider = lifecycleShim("pulumi-qemu/bin/provider/resources/runScript.js", true);
 export const virtualMachineProvider = lifecycleShim("pulumi-qemu/bin/provider/resources/virtualMachine.js", true);
+export const guestCommandProvider = lifecycleShim("pulumi-qemu/bin/provider/resources/guestCommand.js", true);

@@ -84,3 +84,35 @@ export interface VirtualMachineArgs {
     ready?: DeepInput<ReadyArgs>;
     stateDir?: pulumi.Input<string>;
 }
+
+/** The VirtualMachine outputs a GuestCommand uses (a stack output of the VM has them all). */
+export interface VmReferenceArgs {
+    id?: string;
+    agent: "qga" | "shell";
+    agentSocket: string;
+    qmpSocket: string;
+    serialLog: string;
+    pid: number;
+    processStartTime: string;
+    bootId: string;
+    pidfile: string;
+}
+
+export interface GuestCommandArgs {
+    /** The VirtualMachine (created with vm.agent set), or its outputs. */
+    vm: import("./resources").VirtualMachine | DeepInput<VmReferenceArgs>;
+    /** Shell text run in the guest at create (and again after drift). */
+    create: pulumi.Input<string>;
+    /** Run instead of `create` when the commands, environment or stdin change. */
+    update?: pulumi.Input<string>;
+    /** Run at delete, on the same VM run; skipped when that VM is gone. */
+    delete?: pulumi.Input<string>;
+    /** Run at refresh: a non-zero exit reports drift, and the next `up` runs `create` again. */
+    check?: pulumi.Input<string>;
+    environment?: pulumi.Input<Record<string, pulumi.Input<string>>>;
+    stdin?: pulumi.Input<string>;
+    /** Any change replaces the resource (runs `delete`, then `create`). */
+    triggers?: pulumi.Input<unknown[]>;
+    /** Each command is killed in the guest after this long; default 300. */
+    timeoutSeconds?: pulumi.Input<number>;
+}

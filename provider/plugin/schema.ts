@@ -71,6 +71,17 @@ const types = {
         tcpPort: int("Forwarded host port that must answer with some bytes."),
         timeoutSeconds: int("Give up, stop the VM and fail after this long."),
     }),
+    "qemu:index:VmReference": object("The VirtualMachine outputs a GuestCommand uses: its agent channel and the identity of the running QEMU.", {
+        id: str("The VirtualMachine's id."),
+        agent: str('"shell" or "qga".'),
+        agentSocket: str("Host end of the agent channel."),
+        qmpSocket: str("QMP control socket."),
+        serialLog: str("Serial console log."),
+        pid: int("QEMU's process id."),
+        processStartTime: str("Start time of the QEMU process."),
+        bootId: str("Host boot the process belongs to."),
+        pidfile: str("QEMU's pidfile."),
+    }, ["agent", "agentSocket", "qmpSocket", "serialLog", "pid", "processStartTime", "bootId", "pidfile"]),
 };
 
 const resources = {
@@ -141,6 +152,32 @@ const resources = {
         required: ["pid", "qmpSocket", "serialLog", "launcherPath", "argvHash", "status", "accel", "startedAt"],
     },
 };
+
+Object.assign(resources, {
+    "qemu:index:GuestCommand": {
+        description: "A command run inside a VM over its agent channel: create, update, delete, and a check at refresh that reports drift.",
+        inputProperties: {
+            vm: ref("VmReference", "The VirtualMachine's outputs (created with vm.agent set)."),
+            create: str("Shell text run in the guest at create, and again after drift."),
+            update: str("Run instead of create when the commands, environment or stdin change."),
+            delete: str("Run at delete; skipped when the VM is gone."),
+            check: str("Run at refresh: a non-zero exit reports drift, and the next up runs create again."),
+            environment: { type: "object", additionalProperties: { type: "string" }, description: "Environment variables for the commands." },
+            stdin: str("Text fed to each command's stdin."),
+            triggers: { type: "array", items: { $ref: "pulumi.json#/Any" }, description: "Any change replaces the resource." },
+            timeoutSeconds: int("Each command is killed in the guest after this long; default 300."),
+        },
+        requiredInputs: ["vm", "create"],
+        properties: {
+            stdout: str("What the last command run printed on stdout."),
+            stderr: str("What it printed on stderr."),
+            exitCode: int("Its exit status (0: a failing command fails the resource)."),
+            vmIdentity: str("Which run of which VM it ran on."),
+            drift: str("Set by a refresh whose check failed."),
+        },
+        required: ["stdout", "stderr", "exitCode", "vmIdentity"],
+    },
+});
 
 export const RESOURCE_TOKENS = Object.keys(resources);
 

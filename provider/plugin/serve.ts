@@ -1,12 +1,13 @@
 import type * as provider from "@pulumi/pulumi/provider";
 import { packageSchema } from "./schema";
-import { protectOutputs, stripSecrets, type Props } from "./secrets";
+import { containsSecrets, makeSecret, protectOutputs, stripSecrets, type Props } from "./secrets";
 
 /** The lifecycle module behind each resource token; the same modules the dynamic shims load. */
 const LIFECYCLES: Record<string, string> = {
     "qemu:index:DiskImage": "../resources/diskImage",
     "qemu:index:RunScript": "../resources/runScript",
     "qemu:index:VirtualMachine": "../resources/virtualMachine",
+    "qemu:index:GuestCommand": "../resources/guestCommand",
 };
 
 /** The resource type in a URN `urn:pulumi:stack::project::[parent$]type::name`. */
@@ -40,20 +41,32 @@ export function qemuProvider(version: string): provider.Provider {
         diff: (id, urn, olds, news) => lifecycle(urn).diff(id, stripSecrets(olds), stripSecrets(news)),
         create: async (urn, inputs) => {
             const result = await lifecycle(urn).create(stripSecrets(inputs));
-            return { ...result, outs: protectOutputs(result.outs ?? {}, inputs) };
+            return { ...result, outs: protectCommandOutput(urn, protectOutputs(result.outs ?? {}, inputs), inputs) };
         },
         read: async (id, urn, props) => {
             const result = await lifecycle(urn).read(id, stripSecrets(props));
-            return { ...result, props: protectOutputs(result.props ?? {}, (props ?? {}) as Props) };
+            return { ...result, props: protectCommandOutput(urn, protectOutputs(result.props ?? {}, (props ?? {}) as Props), (props ?? {}) as Props) };
         },
         update: async (id, urn, olds, news) => {
             const impl = lifecycle(urn);
             if (!impl.update) throw new Error(`${typeOfUrn(urn)} has no in-place update; its diff always replaces`);
             const result = await impl.update(id, stripSecrets(olds), stripSecrets(news));
-            return { ...result, outs: protectOutputs(result.outs ?? {}, news) };
+            return { ...result, outs: protectCommandOutput(urn, protectOutputs(result.outs ?? {}, news), news) };
         },
         delete: (id, urn, props) => lifecycle(urn).remove(id, stripSecrets(props)),
     };
+}
+
+/**
+ * A GuestCommand whose commands, environment or stdin hold a secret may print it in any form
+ * (encoded, in part), which text matching cannot catch: its stdout and stderr are secret then.
+ */
+function protectCommandOutput(urn: string, outs: Props, inputs: Props): Props {
+    if (typeOfUrn(urn) !== "qemu:index:GuestCommand") return outs;
+    const { vm: _vm, ...commandInputs } = inputs;
+    if (!containsSecrets(commandInputs)) return outs;
+    const wrap = (v: unknown) => (v === undefined || containsSecrets(v) ? v : makeSecret(v));
+    return { ...outs, stdout: wrap(outs.stdout), stderr: wrap(outs.stderr) };
 }
 
 /** Serves the plugin over gRPC; the engine address is the first argument, as Pulumi passes it. */

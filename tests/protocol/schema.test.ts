@@ -25,9 +25,13 @@ const EXPECTED: Record<string, { inputs: string[]; outputs: string[] }> = {
         inputs: ["vm", "ready", "stateDir"],
         outputs: ["pid", "qmpSocket", "serialLog", "launcherPath", "argvHash", "status", "accel", "startedAt"],
     },
+    "qemu:index:GuestCommand": {
+        inputs: ["vm", "create", "update", "delete", "check", "environment", "stdin", "triggers", "timeoutSeconds"],
+        outputs: ["stdout", "stderr", "exitCode", "vmIdentity"],
+    },
 };
 
-test("lists the three resource tokens with their input and output properties", async () => {
+test("lists the resource tokens with their input and output properties", async () => {
     const schema = JSON.parse(await plugin.getSchema());
     expect(schema.name).toBe("qemu");
     expect(Object.keys(schema.resources).sort()).toEqual(Object.keys(EXPECTED).sort());
