@@ -46,7 +46,14 @@ const inputsSchema = z
         update: command("update").optional(),
         delete: command("delete").optional(),
         check: command("check").optional(),
-        environment: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, { error: "environment names must be letters, digits and _, not starting with a digit" }), z.string({ error: "environment values must be strings" })).optional(),
+        environment: z
+            .record(z.string(), z.string({ error: "environment values must be strings" }))
+            .superRefine((env, ctx) => {
+                for (const name of Object.keys(env)) {
+                    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) ctx.addIssue({ code: "custom", path: [name], message: `environment name ${JSON.stringify(name)} must be letters, digits and _, not starting with a digit` });
+                }
+            })
+            .optional(),
         stdin: z.string({ error: "stdin must be a string" }).optional(),
         triggers: z.array(z.unknown()).optional(),
         timeoutSeconds: z.number({ error: "timeoutSeconds must be a number of seconds" }).int({ error: "timeoutSeconds must be a whole number" }).min(1).max(86400).default(DEFAULT_TIMEOUT_SECONDS),
