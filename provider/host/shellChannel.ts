@@ -19,9 +19,10 @@ import {
  * socket QEMU serves for the VM's virtio-serial port.
  *
  * QEMU accepts one client per chardev at a time, so all channels of this process on one socket
- * share one connection (and one queue); it is kept open between commands, since a guest whose
- * host end is disconnected polls for it, and unreferenced while idle so it never keeps a Node
- * process alive.
+ * share one connection (and one queue). It lingers briefly after a command, since a guest whose
+ * host end is disconnected polls for it (commands in a row stay fast), then is dropped so that
+ * another process (a `pulumi refresh` running a GuestCommand check while a test is attached)
+ * gets its turn; it never keeps a Node process alive.
  */
 
 /** On top of the command's own timeout: the guest's reply and a slow TCG guest's forks. */
@@ -30,6 +31,8 @@ const GRACE_SECONDS = 15;
 const SECONDS_PER_MIB = 1;
 const CONNECT_TIMEOUT_MS = 5000;
 const WRITE_CHUNK = 1024 * 1024;
+/** How long an idle connection is kept for the next command before it is given up. */
+const LINGER_MS = 250;
 
 class Connection {
     sink: ((chunk: Buffer) => void) | undefined;
@@ -101,12 +104,14 @@ class Connection {
 interface Shared {
     connection: Promise<Connection> | undefined;
     users: number;
+    idle?: NodeJS.Timeout;
 }
 
 const shared = new Map<string, Shared>();
 
 async function connectionFor(socketPath: string): Promise<Connection> {
     const entry = shared.get(socketPath)!;
+    clearTimeout(entry.idle);
     if (entry.connection) {
         const existing = await entry.connection.catch(() => undefined);
         if (existing && !existing.closed) return existing;
@@ -144,6 +149,8 @@ export class ShellChannel implements GuestChannel {
                     throw new GuestChannelError(err.kind, `${err.message}. ${why}`, err.partial);
                 }
                 throw err;
+            } finally {
+                releaseLater(this.socketPath);
             }
         });
     }
@@ -155,6 +162,7 @@ export class ShellChannel implements GuestChannel {
         if (!entry) return;
         entry.users--;
         if (entry.users <= 0) {
+            clearTimeout(entry.idle);
             shared.delete(this.socketPath);
             void entry.connection?.then((c) => c.destroy(), () => undefined);
         }
@@ -209,7 +217,7 @@ export class ShellChannel implements GuestChannel {
                 offClose = conn.onClose((e) => reject(new GuestChannelError("closed", `${e.message} while ${phase}`)));
                 const tick = () => {
                     if (Date.now() >= deadline) {
-                        reject(new GuestChannelError("unanswered", `the guest's shell agent did not answer on ${this.socketPath} within ${timeoutSeconds + GRACE_SECONDS} s (${phase}); the next command resynchronises`));
+                        reject(new GuestChannelError("unanswered", `the guest's shell agent did not answer on ${this.socketPath} within ${timeoutSeconds + GRACE_SECONDS} s (${phase}${header || phase.startsWith("waiting for the command") ? "" : "; another process holding the socket would also keep it waiting: QEMU serves one client at a time"}); the next command resynchronises`));
                     } else timer = setTimeout(tick, Math.min(1000, deadline - Date.now()));
                 };
                 timer = setTimeout(tick, Math.min(1000, deadline - Date.now()));
@@ -273,6 +281,20 @@ async function stdinSource(stdin: ExecOptions["stdin"]): Promise<StdinSource> {
     const st = await stat(stdin.file);
     if (!st.isFile()) throw new Error(`stdin.file ${stdin.file} is not a regular file`);
     return { bytes: st.size, file: stdin.file };
+}
+
+/** Drops the connection once nobody has used it for LINGER_MS. */
+function releaseLater(socketPath: string): void {
+    const entry = shared.get(socketPath);
+    if (!entry?.connection) return;
+    clearTimeout(entry.idle);
+    const connection = entry.connection;
+    entry.idle = setTimeout(() => {
+        if (entry.connection !== connection) return;
+        entry.connection = undefined;
+        void connection.then((c) => c.destroy(), () => undefined);
+    }, LINGER_MS);
+    entry.idle.unref();
 }
 
 function mib(bytes: number): number {

@@ -86,7 +86,9 @@ export interface GuestCommandOutputs extends GuestCommandInputs {
 }
 
 function parse(inputs: unknown): Parsed {
-    return parseOrThrow(inputsSchema, inputs, "");
+    // The dynamic-provider plugin passes the serialized provider along with the inputs.
+    const { __provider: _p, ...rest } = (inputs ?? {}) as Record<string, unknown>;
+    return parseOrThrow(inputsSchema, rest, "");
 }
 
 function vmIdentity(vm: VmRef): string {

@@ -17,7 +17,7 @@ export { MAIN_ROOT };
  */
 
 export type PluginKind = "dynamic" | "qemu";
-export type ResourceKind = "DiskImage" | "RunScript" | "VirtualMachine";
+export type ResourceKind = "DiskImage" | "RunScript" | "VirtualMachine" | "GuestCommand";
 
 export const PROJECT = "pq-protocol";
 export const STACK = "test";
@@ -37,6 +37,7 @@ const SHIM_EXPORTS: Record<ResourceKind, string> = {
     DiskImage: "diskImageProvider",
     RunScript: "runScriptProvider",
     VirtualMachine: "virtualMachineProvider",
+    GuestCommand: "guestCommandProvider",
 };
 
 export async function openDriver(kind: PluginKind): Promise<Driver> {
