@@ -75,6 +75,12 @@ export interface ReadyArgs {
     serialPattern?: string;
     /** Ready once this forwarded host port answers with some bytes (a bare connect proves nothing under user networking). */
     tcpPort?: number;
+    /** Ready once the guest agent channel (vm.agent) answers. */
+    agent?: boolean;
+    /** Ready once this command exits 0 inside the guest (over the agent channel). */
+    command?: string;
+    /** Ready once something listens on this TCP port inside the guest (not through a forward). */
+    guestPort?: number;
     /** Give up, stop the VM and fail after this long. */
     timeoutSeconds?: number;
 }

@@ -13,6 +13,8 @@ export interface ExecOptions {
     stdoutFile?: string;
     /** Output held in memory is refused above this; default 16 MiB (qemu-ga's own cap). */
     maxOutputBytes?: number;
+    /** Give up waiting for the reply sooner than the timeout and its grace (readiness probes). */
+    replyWithinMs?: number;
 }
 
 export interface ExecResult {

@@ -181,6 +181,7 @@ export class ShellChannel implements GuestChannel {
         let outFd: number | undefined;
         let tooLarge: string | undefined;
         let deadline = Date.now() + (timeoutSeconds + GRACE_SECONDS + mib(stdin.bytes) * SECONDS_PER_MIB) * 1000;
+        if (opts.replyWithinMs !== undefined) deadline = Math.min(deadline, Date.now() + opts.replyWithinMs);
         let phase = "waiting for the guest to take the request";
 
         let timer: NodeJS.Timeout | undefined;
@@ -217,7 +218,7 @@ export class ShellChannel implements GuestChannel {
                 offClose = conn.onClose((e) => reject(new GuestChannelError("closed", `${e.message} while ${phase}`)));
                 const tick = () => {
                     if (Date.now() >= deadline) {
-                        reject(new GuestChannelError("unanswered", `the guest's shell agent did not answer on ${this.socketPath} within ${timeoutSeconds + GRACE_SECONDS} s (${phase}${header || phase.startsWith("waiting for the command") ? "" : "; another process holding the socket would also keep it waiting: QEMU serves one client at a time"}); the next command resynchronises`));
+                        reject(new GuestChannelError("unanswered", `the guest's shell agent did not answer on ${this.socketPath} within ${opts.replyWithinMs !== undefined ? `${opts.replyWithinMs} ms` : `${timeoutSeconds + GRACE_SECONDS} s`} (${phase}${header || phase.startsWith("waiting for the command") ? "" : "; another process holding the socket would also keep it waiting: QEMU serves one client at a time"}); the next command resynchronises`));
                     } else timer = setTimeout(tick, Math.min(1000, deadline - Date.now()));
                 };
                 timer = setTimeout(tick, Math.min(1000, deadline - Date.now()));

@@ -69,6 +69,9 @@ const types = {
     "qemu:index:Ready": object("When a VM counts as started.", {
         serialPattern: str("Text the serial console must print: a substring, or a regular expression written /…/flags."),
         tcpPort: int("Forwarded host port that must answer with some bytes."),
+        agent: bool("The guest agent channel (vm.agent) must answer."),
+        command: str("A command that must exit 0 inside the guest, over the agent channel."),
+        guestPort: int("A TCP port something must listen on inside the guest."),
         timeoutSeconds: int("Give up, stop the VM and fail after this long."),
     }),
     "qemu:index:VmReference": object("The VirtualMachine outputs a GuestCommand uses: its agent channel and the identity of the running QEMU.", {

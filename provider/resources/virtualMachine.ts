@@ -11,6 +11,8 @@ import { assertHostPortsFree, portProber, type HostPortRequest } from "../host/p
 import { checkOurQemu, QemuStartError, removeRuntimeFiles, startDaemonized, stopQemu, type ProcessIdentity } from "../host/qemuProcess";
 import { QmpClient, queryStatus } from "../host/qmp";
 import { ensurePrivateDir, resolveStateDir } from "../host/stateDir";
+import { listeningTcpPorts } from "../core/procNet";
+import { ShellChannel } from "../host/shellChannel";
 import { checkWith, hasUnknown, problemCollector, withoutUndefined } from "./common";
 import { launcherText } from "./runScript";
 
@@ -41,6 +43,12 @@ const MAX_SOCKET_PATH_BYTES = 107;
 export interface ReadyInputs {
     serialPattern?: string;
     tcpPort?: number;
+    /** The guest agent channel (vm.agent) answers. */
+    agent?: boolean;
+    /** A command that must exit 0 inside the guest (over the agent channel). */
+    command?: string;
+    /** A TCP port something listens on inside the guest (read from its /proc/net/tcp*). */
+    guestPort?: number;
     timeoutSeconds?: number;
 }
 
@@ -83,6 +91,9 @@ const readySchema = z
             .refine((s) => regexProblem(s) === undefined, { error: "serialPattern written /…/ must be a valid regular expression" })
             .optional(),
         tcpPort: port("tcpPort").optional(),
+        agent: z.literal(true, { error: "agent must be true (or left out)" }).optional(),
+        command: z.string({ error: "command must be a shell command (text)" }).min(1, { error: "command must not be empty" }).optional(),
+        guestPort: port("guestPort").optional(),
         timeoutSeconds: z
             .number({ error: "timeoutSeconds must be a number of seconds" })
             .positive({ error: "timeoutSeconds must be more than 0" })
@@ -108,6 +119,7 @@ function parseInputs(inputs: VirtualMachineInputs): Parsed {
     const ready = c.attempt(() => parseOrThrow(readySchema, inputs.ready ?? {}, "ready"));
     const others = c.attempt(() => parseOrThrow(stateDirSchema, { stateDir: inputs.stateDir }, ""));
     if (spec && ready?.tcpPort !== undefined) c.attempt(() => forwardFor(spec, ready.tcpPort!));
+    if (spec && ready) c.attempt(() => needsAgent(spec, ready));
     c.finish();
     return { spec: spec!, ready: ready!, stateDir: others!.stateDir };
 }
@@ -124,6 +136,36 @@ function forwardFor(spec: VmSpec, hostPort: number): { address: string } {
     }
     // A wildcard bind is reachable on loopback; connect there.
     return { address: pf.hostAddress === "0.0.0.0" ? "127.0.0.1" : pf.hostAddress };
+}
+
+/** Readiness checked from inside needs the channel to ask through. */
+function needsAgent(spec: VmSpec, ready: Ready): void {
+    if (spec.agent !== "none") return;
+    const fields = (["agent", "command", "guestPort"] as const).filter((k) => ready[k] !== undefined);
+    if (fields.length) {
+        throw new InputError(fields.map((k) => ({ property: `ready.${k}`, reason: `${k} is checked inside the guest over its agent channel: set vm.agent to "shell" or "qga"` })));
+    }
+}
+
+/**
+ * One round of the readiness checks made inside the guest; undefined when all hold, else what
+ * is still awaited. Each round is bounded by `withinMs`: a guest whose agent has not started
+ * yet leaves the request waiting in the port.
+ */
+async function insideProbe(channel: ShellChannel, ready: Ready, withinMs: number): Promise<string | undefined> {
+    const ask = (command: string) => channel.execute(command, { timeoutSeconds: Math.max(1, Math.ceil(withinMs / 1000)), replyWithinMs: withinMs });
+    let r;
+    try {
+        r = await ask(ready.command ?? "true");
+    } catch (err) {
+        return `the guest agent to answer (${(err as Error).message.split(". ")[0]})`;
+    }
+    if (ready.command !== undefined && r.exitCode !== 0) return `ready.command to exit 0 inside the guest (it exited ${r.exitCode}; stderr ${JSON.stringify(r.stderr.toString("utf8").slice(-300))})`;
+    if (ready.guestPort !== undefined) {
+        const ports = await ask("cat /proc/net/tcp /proc/net/tcp6 2>/dev/null; true").then((p) => listeningTcpPorts(p.stdout.toString("utf8")), () => new Set<number>());
+        if (!ports.has(ready.guestPort)) return `something to listen on TCP port ${ready.guestPort} inside the guest`;
+    }
+    return undefined;
 }
 
 function regexProblem(pattern: string): string | undefined {
@@ -303,13 +345,23 @@ async function waitReady(p: Parsed, identity: ProcessIdentity, runtime: DaemonRu
     const prober = target ? portProber(target.address, target.port) : undefined;
     let serialSeen = matches === undefined;
     let portAnswered = prober === undefined;
+    const inside = p.ready.agent || p.ready.command !== undefined || p.ready.guestPort !== undefined;
+    // Only "shell" is spoken here so far; qga readiness would go the same way.
+    const channel = inside && runtime.agentSocket && p.spec.agent === "shell" ? new ShellChannel(runtime.agentSocket) : undefined;
+    if (inside && !channel) throw new Error(`ready.agent/command/guestPort: not available for agent "${p.spec.agent}" yet; use agent "shell"`);
+    let insideWaiting: string | undefined = inside ? "the guest agent to answer" : undefined;
+    let nextInside = 0;
     try {
         for (;;) {
             const live = await checkOurQemu(identity, runtime.pidfile);
             if (!live.alive) throw await notReady(`QEMU exited before the VM was ready (${live.reason})`, runtime.serialLog);
             if (!serialSeen) serialSeen = matches!(cleanConsole(await readFile(runtime.serialLog, "utf8").catch(() => "")));
             if (!portAnswered) portAnswered = prober!.tick();
-            if (serialSeen && portAnswered) {
+            if (insideWaiting !== undefined && serialSeen && portAnswered && Date.now() >= nextInside) {
+                insideWaiting = await insideProbe(channel!, p.ready, Math.max(1000, Math.min(10_000, deadline - Date.now())));
+                nextInside = Date.now() + 500;
+            }
+            if (serialSeen && portAnswered && insideWaiting === undefined) {
                 const status = await qmpStatus(runtime.qmpSocket, Math.max(2000, Math.min(10000, deadline - Date.now())));
                 if (status !== undefined) return status;
             }
@@ -317,7 +369,8 @@ async function waitReady(p: Parsed, identity: ProcessIdentity, runtime: DaemonRu
                 const waiting = [
                     !serialSeen ? `serialPattern ${JSON.stringify(p.ready.serialPattern)} on the console` : "",
                     !portAnswered ? `an answer on host port ${target!.address}:${target!.port}` : "",
-                    serialSeen && portAnswered ? "QMP to answer" : "",
+                    insideWaiting ?? "",
+                    serialSeen && portAnswered && insideWaiting === undefined ? "QMP to answer" : "",
                 ].filter(Boolean);
                 throw await notReady(`the VM was not ready within ${p.ready.timeoutSeconds} s (waiting for ${waiting.join(" and ")})`, runtime.serialLog);
             }
@@ -325,6 +378,7 @@ async function waitReady(p: Parsed, identity: ProcessIdentity, runtime: DaemonRu
         }
     } finally {
         prober?.stop();
+        channel?.close();
     }
 }
 

@@ -17,10 +17,12 @@ done
 
 name=guest
 mounts=
+shell_agent=on
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
         pq_name=*) name="${arg#pq_name=}" ;;
         pq_mount=*) mounts="$mounts ${arg#pq_mount=}" ;;
+        pq_shell_agent=*) shell_agent="${arg#pq_shell_agent=}" ;;
     esac
 done
 
@@ -73,7 +75,7 @@ chmod +x /etc/acpi/PWRF/00000080
 acpid || echo "pq: acpid failed"
 
 # The command channel of VMs with agent "shell"; without that port it idles.
-sh /bin/pq-shell-agent &
+[ "$shell_agent" = off ] || sh /bin/pq-shell-agent &
 
 echo "PQ-GUEST-READY"
 

@@ -22,6 +22,8 @@ export interface TestGuest {
 export interface GuestOptions {
     name?: string;
     mounts?: { tag: string; at: string; readOnly?: boolean }[];
+    /** false: /init does not start the shell agent (a guest whose agent never answers). */
+    shellAgent?: boolean;
 }
 
 const APT_HINT = "sudo apt-get install --no-install-recommends linux-image-amd64 busybox-static cpio xz-utils gzip";
@@ -77,6 +79,7 @@ export function guestKernelArguments(opts: GuestOptions = {}): string[] {
         if (!m.at.startsWith("/")) throw new Error(`guestKernelArguments: mount point ${JSON.stringify(m.at)} must be absolute`);
         args.push(`pq_mount=${m.tag},${m.at}${m.readOnly ? ",ro" : ""}`);
     }
+    if (opts.shellAgent === false) args.push("pq_shell_agent=off");
     if (opts.name !== undefined) {
         if (!/^[^\s"]+$/.test(opts.name)) throw new Error(`guestKernelArguments: name ${JSON.stringify(opts.name)} must be non-empty without spaces or quotes`);
         args.push(`pq_name=${opts.name}`);
