@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-APT_PACKAGES=(qemu-system-x86 qemu-utils linux-image-amd64 busybox-static cpio e2fsprogs xz-utils b3sum)
+APT_PACKAGES=(qemu-system-x86 qemu-utils linux-image-amd64 busybox-static cpio e2fsprogs xz-utils b3sum qemu-guest-agent)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

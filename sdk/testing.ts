@@ -172,10 +172,14 @@ export function attach(outputs: MachineOutputs): Machine {
             return waitUntil(`waitForConsoleText(${re})`, { intervalMs: 200, ...opts }, async () => re.exec(await machine.consoleText())?.[0], () => "");
         },
         async copyToGuest(hostPath, guestPath, opts = {}) {
+            const c = chan();
+            if (c.copyIn) return c.copyIn(hostPath, guestPath);
             const r = await execute(`cat > ${shellQuote(guestPath)}`, { stdin: { file: hostPath }, timeoutSeconds: opts.timeoutSeconds ?? 300 });
             if (r.exitCode !== 0) throw new MachineError(`copyToGuest ${hostPath} → ${guestPath}: ${describe("cat > …", r)}`, r);
         },
         async copyFromGuest(guestPath, hostPath, opts = {}) {
+            const c = chan();
+            if (c.copyOut) return c.copyOut(guestPath, hostPath);
             const r = await execute(`cat ${shellQuote(guestPath)}`, { stdoutFile: hostPath, timeoutSeconds: opts.timeoutSeconds ?? 300 });
             if (r.exitCode !== 0) {
                 await rm(hostPath, { force: true });

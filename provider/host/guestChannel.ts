@@ -29,6 +29,9 @@ export interface ExecResult {
 export interface GuestChannel {
     readonly kind: "shell" | "qga";
     execute(command: string, opts?: ExecOptions): Promise<ExecResult>;
+    /** Transports with their own file transfer (qga's guest-file-*); others copy through cat. */
+    copyIn?(hostPath: string, guestPath: string): Promise<void>;
+    copyOut?(guestPath: string, hostPath: string): Promise<void>;
     /** Drops the connection; a later execute connects again. */
     close(): void;
 }

@@ -1,6 +1,7 @@
 import { checkOurQemu } from "../host/qemuProcess";
 import type { Diagnose, GuestChannel } from "../host/guestChannel";
 import { qmpOnce } from "../host/qmp";
+import { QgaChannel } from "../host/qgaChannel";
 import { ShellChannel } from "../host/shellChannel";
 import { serialTail } from "./virtualMachine";
 
@@ -27,7 +28,7 @@ export function openAgentChannel(target: AgentTarget): GuestChannel {
     }
     const diagnose = diagnoser(target);
     if (target.agent === "shell") return new ShellChannel(target.agentSocket, { diagnose });
-    throw new Error('agent "qga": the host client for qemu-guest-agent is not in this version; use agent "shell"');
+    return new QgaChannel(target.agentSocket, { diagnose });
 }
 
 export function diagnoser(target: AgentTarget): Diagnose {

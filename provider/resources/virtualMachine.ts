@@ -12,6 +12,8 @@ import { checkOurQemu, QemuStartError, removeRuntimeFiles, startDaemonized, stop
 import { QmpClient, queryStatus } from "../host/qmp";
 import { ensurePrivateDir, resolveStateDir } from "../host/stateDir";
 import { listeningTcpPorts } from "../core/procNet";
+import type { GuestChannel } from "../host/guestChannel";
+import { QgaChannel } from "../host/qgaChannel";
 import { ShellChannel } from "../host/shellChannel";
 import { checkWith, hasUnknown, problemCollector, withoutUndefined } from "./common";
 import { launcherText } from "./runScript";
@@ -152,7 +154,7 @@ function needsAgent(spec: VmSpec, ready: Ready): void {
  * is still awaited. Each round is bounded by `withinMs`: a guest whose agent has not started
  * yet leaves the request waiting in the port.
  */
-async function insideProbe(channel: ShellChannel, ready: Ready, withinMs: number): Promise<string | undefined> {
+async function insideProbe(channel: GuestChannel, ready: Ready, withinMs: number): Promise<string | undefined> {
     const ask = (command: string) => channel.execute(command, { timeoutSeconds: Math.max(1, Math.ceil(withinMs / 1000)), replyWithinMs: withinMs });
     let r;
     try {
@@ -346,9 +348,7 @@ async function waitReady(p: Parsed, identity: ProcessIdentity, runtime: DaemonRu
     let serialSeen = matches === undefined;
     let portAnswered = prober === undefined;
     const inside = p.ready.agent || p.ready.command !== undefined || p.ready.guestPort !== undefined;
-    // Only "shell" is spoken here so far; qga readiness would go the same way.
-    const channel = inside && runtime.agentSocket && p.spec.agent === "shell" ? new ShellChannel(runtime.agentSocket) : undefined;
-    if (inside && !channel) throw new Error(`ready.agent/command/guestPort: not available for agent "${p.spec.agent}" yet; use agent "shell"`);
+    const channel: GuestChannel | undefined = !inside || !runtime.agentSocket ? undefined : p.spec.agent === "qga" ? new QgaChannel(runtime.agentSocket) : new ShellChannel(runtime.agentSocket);
     let insideWaiting: string | undefined = inside ? "the guest agent to answer" : undefined;
     let nextInside = 0;
     try {

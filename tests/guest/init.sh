@@ -77,6 +77,22 @@ acpid || echo "pq: acpid failed"
 # The command channel of VMs with agent "shell"; without that port it idles.
 [ "$shell_agent" = off ] || sh /bin/pq-shell-agent &
 
+# The qga variant of the guest carries Debian's qemu-ga; without udev there is no
+# /dev/virtio-ports/ symlink, so find its port by name as the shell agent does.
+if [ -x /usr/sbin/qemu-ga ]; then
+    (
+        for i in $(seq 1 30); do
+            for f in /sys/class/virtio-ports/*/name; do
+                if [ -r "$f" ] && [ "$(cat "$f")" = org.qemu.guest_agent.0 ]; then
+                    d=${f%/name}
+                    exec /usr/sbin/qemu-ga -m virtio-serial -p "/dev/${d##*/}"
+                fi
+            done
+            sleep 1
+        done
+    ) &
+fi
+
 echo "PQ-GUEST-READY"
 
 # If init exits the kernel panics; sleeping here also lets ash reap orphaned children.
