@@ -3,13 +3,14 @@ import * as path from "node:path";
 import { MAIN_ROOT } from "../tests/engine/paths";
 import { describeMachine, loadAverage, otherQemuCount, type BenchResult, type Machine, type Row } from "./common";
 import { runBoot } from "./boot";
+import { runChannel } from "./channel";
 import { runHashing } from "./hashing";
 import { runNoopDiff } from "./noopDiff";
 import { runOverlay } from "./overlay";
 
 /**
  * Runs the benchmarks and prints one markdown table:
- *   npm run build && node bin/bench/run.js [noop] [hash] [overlay] [boot]
+ *   npm run build && node bin/bench/run.js [noop] [hash] [overlay] [boot] [channel]
  * With no names it runs all of them and writes the table to bench/RESULTS.md.
  * Nothing depends on these timings; they are for people.
  */
@@ -19,6 +20,7 @@ const BENCHES: Record<string, () => Promise<BenchResult>> = {
     hash: () => runHashing(),
     overlay: () => runOverlay(),
     boot: () => runBoot(),
+    channel: () => runChannel(),
 };
 
 function table(rows: Row[]): string {

@@ -4,6 +4,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { blake3 } from "@noble/hashes/blake3";
 import { GuestChannelError } from "../../provider/host/guestChannel";
+import { qmpOnce } from "../../provider/host/qmp";
 import * as vmResource from "../../provider/resources/virtualMachine";
 import type { VirtualMachineOutputs } from "../../provider/resources/virtualMachine";
 import { attach, type Machine } from "../../sdk/testing";
@@ -90,7 +91,6 @@ test("output over 16 MiB is refused in memory and streams to a file", async () =
 }, 240_000);
 
 test("a paused VM: the error names the pause; after cont guest-sync-delimited resynchronises", async () => {
-    const { qmpOnce } = await import("../../provider/host/qmp");
     await qmpOnce(outs.qmpSocket, "stop");
     try {
         const err = await machine.execute("echo stale", { timeoutSeconds: 1 }).catch((e) => e);
