@@ -224,3 +224,19 @@ test("crash quits at once; a machine without an agent says how to get one", asyn
     expect(Date.now() - t0).toBeLessThan(10_000);
     expect(await vmResource.read("x", plain)).toEqual({ id: "", props: {} });
 }, 180_000);
+
+test("a guest that reboots mid-command: the error says the guest is gone, with the console", async () => {
+    // The test guest runs with -no-reboot (as every VM here), so a reboot ends QEMU.
+    const vm = await boot("reboots", { network: "none" });
+    const m = attach(vm);
+    try {
+        const err = await m.execute("echo going; sleep 1; reboot -f; sleep 30").catch((e) => e);
+        expect(err).toBeInstanceOf(GuestChannelError);
+        expect(err.kind).toBe("closed");
+        expect(err.message).toMatch(/closed while waiting for the command to finish/);
+        expect(err.message).toMatch(/The guest is gone: QEMU is not running/);
+        expect(err.message).toMatch(/Last lines of the serial console/);
+    } finally {
+        m.close();
+    }
+}, 180_000);
