@@ -36,15 +36,24 @@ export function diagnoser(target: AgentTarget): Diagnose {
 }
 
 async function vmState(target: AgentTarget): Promise<string> {
-    if (target.pid !== undefined && target.processStartTime && target.bootId && target.pidfile) {
+    const gone = async (): Promise<string | undefined> => {
+        if (target.pid === undefined || !target.processStartTime || !target.bootId || !target.pidfile) return undefined;
         const live = await checkOurQemu({ pid: target.pid, startTime: target.processStartTime, bootId: target.bootId }, target.pidfile);
-        if (!live.alive) return `The guest is gone: QEMU is not running (${live.reason})`;
-    }
+        return live.alive ? undefined : `The guest is gone: QEMU is not running (${live.reason})`;
+    };
+    const already = await gone();
+    if (already) return already;
     let status: string;
     try {
         status = ((await qmpOnce(target.qmpSocket, "query-status", undefined, 3000)) as { status: string }).status;
     } catch (err) {
-        return `The guest is gone or QEMU is stuck: QMP at ${target.qmpSocket} does not answer (${(err as Error).message})`;
+        // A QEMU on its way out (the guest rebooted or powered off) closes QMP before it exits.
+        for (let i = 0; i < 20; i++) {
+            await new Promise((r) => setTimeout(r, 100));
+            const now = await gone();
+            if (now) return now;
+        }
+        return `QEMU is still running but QMP at ${target.qmpSocket} does not answer (${(err as Error).message}): it is stuck, or another client holds QMP`;
     }
     if (status === "paused") return "The VM is paused (QMP status paused): resume it with QMP cont";
     if (status === "running") return `The VM is running but the guest's ${target.agent ?? ""} agent is not answering (is it installed and started in the guest?)`;
