@@ -102,3 +102,16 @@ test("a paused VM: the error names the pause; after cont guest-sync-delimited re
     }
     expect(await machine.succeed("echo fresh")).toBe("fresh\n");
 }, 60_000);
+
+test("two callers are serialised; waitForOpenPort works over qga too", async () => {
+    const other = attach(outs);
+    try {
+        const run = (m: Machine, who: string) => Promise.all(Array.from({ length: 8 }, (_, i) => m.succeed(`echo ${who}${i}`).then((o) => expect(o).toBe(`${who}${i}\n`))));
+        await Promise.all([run(machine, "a"), run(other, "b")]);
+    } finally {
+        other.close();
+    }
+    await expect(machine.waitForOpenPort(8081, { timeoutSeconds: 2 })).rejects.toThrow(/not within 2 s/);
+    await machine.succeed("httpd -p 8081 -h /www");
+    await machine.waitForOpenPort(8081, { timeoutSeconds: 30 });
+}, 120_000);
