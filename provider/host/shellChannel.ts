@@ -195,12 +195,18 @@ export class ShellChannel implements GuestChannel {
                         header = h;
                         phase = "receiving the output";
                         deadline += mib(h.stdoutBytes + h.stderrBytes) * SECONDS_PER_MIB * 1000;
-                        if (opts.stdoutFile) outFd = openSync(opts.stdoutFile, "w", 0o600);
-                        else if (h.stdoutBytes > maxOutput) tooLarge = `stdout is ${h.stdoutBytes} bytes, over the ${maxOutput}-byte limit for output held in memory; pass stdoutFile to stream it to a file`;
+                        if (opts.stdoutFile) {
+                            try {
+                                outFd = openSync(opts.stdoutFile, "w", 0o600);
+                            } catch (e) {
+                                // The output is still read (and dropped) to keep the channel in step.
+                                tooLarge = `stdout could not go to stdoutFile ${opts.stdoutFile}: ${(e as Error).message}`;
+                            }
+                        } else if (h.stdoutBytes > maxOutput) tooLarge = `stdout is ${h.stdoutBytes} bytes, over the ${maxOutput}-byte limit for output held in memory; pass stdoutFile to stream it to a file`;
                         if (h.stderrBytes > maxOutput) tooLarge = `stderr is ${h.stderrBytes} bytes, over the ${maxOutput}-byte limit for output held in memory`;
                     },
                     stdout: (c) => {
-                        if (outFd !== undefined) writeAllSync(outFd, c);
+                        if (outFd !== undefined && !tooLarge) writeAllSync(outFd, c);
                         else if (!tooLarge) out.push(Buffer.from(c));
                     },
                     stderr: (c) => {
@@ -236,6 +242,7 @@ export class ShellChannel implements GuestChannel {
         const h = header!;
         const stdout = Buffer.concat(out);
         const stderr = Buffer.concat(err);
+        if (tooLarge && opts.stdoutFile && outFd === undefined) throw new Error(`the command ran (exit ${h.exitCode}) but its ${tooLarge}`);
         if (tooLarge) throw new GuestChannelError("too-large", `the command's ${tooLarge}; nothing was truncated, the output was dropped`);
         if (h.status === "timeout") {
             throw new GuestChannelError("timeout", `the command did not finish within ${timeoutSeconds} s and was killed in the guest (with everything it started)`, { stdout, stderr });

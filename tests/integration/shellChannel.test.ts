@@ -191,6 +191,12 @@ test("output over 16 MiB is refused in memory, never truncated, and streams to a
     await rm(file);
 }, 240_000);
 
+test("a stdoutFile that cannot be written: a clear error, and the channel stays in step", async () => {
+    const err = await machine.execute("echo x", { stdoutFile: path.join(dir, "no-such-dir", "out") }).catch((e) => e);
+    expect(err.message).toMatch(/the command ran \(exit 0\) but its stdout could not go to stdoutFile .*no-such-dir\/out: ENOENT/);
+    expect(await machine.succeed("echo in-step")).toBe("in-step\n");
+}, 60_000);
+
 test("setLink takes the NIC's link down and up; screenshot writes a PNG", async () => {
     expect(await machine.succeed("cat /sys/class/net/eth0/carrier")).toBe("1\n");
     await machine.setLink("virtio-net-pci.0", false);
