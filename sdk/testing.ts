@@ -73,9 +73,11 @@ export interface Machine {
     crash(): Promise<void>;
     /**
      * QMP set_link: a NIC's link down or up, for partition tests. `nicId` is a NIC or netdev
-     * name as QMP knows it; `network: "user"` gives one NIC named "virtio-net-pci.0".
+     * name as QMP knows it (see `nics()`); `network: "user"` gives one NIC named "virtio-net-pci.0".
      */
     setLink(nicId: string, up: boolean): Promise<void>;
+    /** The NIC names QMP knows (query-rx-filter), for setLink. */
+    nics(): Promise<string[]>;
     /** QMP screendump of the display, written as PNG. */
     screenshot(pngPath: string): Promise<void>;
     /** The console so far, cleaned. */
@@ -202,6 +204,10 @@ export function attach(outputs: MachineOutputs): Machine {
         },
         async setLink(nicId, up) {
             await qmpOnce(outputs.qmpSocket, "set_link", { name: nicId, up });
+        },
+        async nics() {
+            const filters = (await qmpOnce(outputs.qmpSocket, "query-rx-filter")) as { name: string }[];
+            return filters.map((f) => f.name);
         },
         async screenshot(pngPath) {
             const dir = await mkdtemp(path.join(os.tmpdir(), "pq-screen-"));
