@@ -112,7 +112,7 @@ function vmOutputs(inputs: VirtualMachineInputs, stateDir: string): VirtualMachi
 type Timings = Record<ResourceKind | "all", number[]>;
 
 function emptyTimings(): Timings {
-    return { DiskImage: [], RunScript: [], VirtualMachine: [], all: [] };
+    return { DiskImage: [], RunScript: [], VirtualMachine: [], GuestCommand: [], all: [] };
 }
 
 async function inProcessOne(r: Resource, counter: ReadCounter): Promise<void> {

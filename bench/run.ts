@@ -4,6 +4,7 @@ import { MAIN_ROOT } from "../tests/engine/paths";
 import { describeMachine, loadAverage, otherQemuCount, type BenchResult, type Machine, type Row } from "./common";
 import { runBoot } from "./boot";
 import { runDebianBoot } from "./debianBoot";
+import { runChannel } from "./channel";
 import { runHashing } from "./hashing";
 import { runNoopDiff } from "./noopDiff";
 import { runOverlay } from "./overlay";
@@ -13,7 +14,7 @@ import { runSerialWatch } from "./serialWatch";
 
 /**
  * Runs the benchmarks and prints one markdown table:
- *   npm run build && node bin/bench/run.js [noop] [hash] [overlay] [boot] [serial] [seed] [debian] [network]
+ *   npm run build && node bin/bench/run.js [noop] [hash] [overlay] [boot] [serial] [seed] [debian] [network] [channel]
  * With no names it runs all of them and writes the table to bench/RESULTS.md.
  * Nothing depends on these timings; they are for people.
  */
@@ -27,6 +28,7 @@ const BENCHES: Record<string, () => Promise<BenchResult>> = {
     seed: () => runSeed(),
     debian: () => runDebianBoot(),
     network: () => runNetwork(),
+    channel: () => runChannel(),
 };
 
 function table(rows: Row[]): string {

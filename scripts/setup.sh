@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-APT_PACKAGES=(qemu-system-x86 qemu-utils linux-image-amd64 busybox-static cpio e2fsprogs xz-utils b3sum vde2)
+APT_PACKAGES=(qemu-system-x86 qemu-utils linux-image-amd64 busybox-static cpio e2fsprogs xz-utils b3sum vde2 qemu-guest-agent)
 # cloud-init seeds (xorriso; dosfstools + mtools for vfat), cloud-localds and isoinfo to check them against, the Debian test guest.
 APT_PACKAGES+=(xorriso dosfstools mtools cloud-image-utils genisoimage mmdebstrap openssh-client)
 

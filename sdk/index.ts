@@ -1,10 +1,10 @@
 /**
  * pulumi-qemu: local QEMU virtual machines, their disk images and launchers as Pulumi resources.
  */
-export { DiskImage, RunScript, VirtualMachine, Network } from "./resources";
+export { DiskImage, GuestCommand, RunScript, VirtualMachine, Network } from "./resources";
 export type { NicOutput, HostsOutput } from "./resources";
-export { diskImageProvider, runScriptProvider, virtualMachineProvider, networkProvider } from "./providers";
-export type { DiskImageArgs, DiskImageSource, ReadyArgs, RunScriptArgs, VirtualMachineArgs, VmSpecArgs, DeepInput, NetworkArgs } from "./types";
+export { diskImageProvider, guestCommandProvider, runScriptProvider, virtualMachineProvider, networkProvider } from "./providers";
+export type { DiskImageArgs, DiskImageSource, GuestCommandArgs, ReadyArgs, RunScriptArgs, VirtualMachineArgs, VmReferenceArgs, VmSpecArgs, DeepInput, NetworkArgs } from "./types";
 export { mergeHosts, renderHosts } from "../provider/core/network";
 
 // The engine-free core, for programs that want the argv or launcher text without resources.

@@ -29,3 +29,4 @@ export const runScriptProvider = lifecycleShim("pulumi-qemu/bin/provider/resourc
 export const virtualMachineProvider = lifecycleShim("pulumi-qemu/bin/provider/resources/virtualMachine.js", true);
 /** Every change to a network makes a new switch, so it has no update. */
 export const networkProvider = lifecycleShim("pulumi-qemu/bin/provider/resources/network.js", false);
+export const guestCommandProvider = lifecycleShim("pulumi-qemu/bin/provider/resources/guestCommand.js", true);

@@ -1,6 +1,6 @@
 import * as pulumi from "@pulumi/pulumi";
-import { diskImageProvider, networkProvider, runScriptProvider, virtualMachineProvider } from "./providers";
-import type { DiskImageArgs, NetworkArgs, RunScriptArgs, VirtualMachineArgs } from "./types";
+import { diskImageProvider, guestCommandProvider, networkProvider, runScriptProvider, virtualMachineProvider } from "./providers";
+import type { DiskImageArgs, GuestCommandArgs, NetworkArgs, RunScriptArgs, VirtualMachineArgs } from "./types";
 
 /**
  * Output keys are passed to Pulumi as `undefined` inputs: that is how a dynamic resource
@@ -51,7 +51,7 @@ export class RunScript extends pulumi.dynamic.Resource {
     }
 }
 
-export const VIRTUAL_MACHINE_OUTPUTS = ["pid", "qmpSocket", "serialLog", "launcherPath", "argvHash", "status", "accel", "accelReason", "startedAt", "readySeconds", "vmDir", "nics", "hosts", "networkDrift", "ports", "endpoints", "portsNote"] as const;
+export const VIRTUAL_MACHINE_OUTPUTS = ["pid", "qmpSocket", "serialLog", "launcherPath", "argvHash", "status", "accel", "accelReason", "startedAt", "readySeconds", "vmDir", "nics", "hosts", "networkDrift", "ports", "endpoints", "portsNote", "agent", "agentSocket", "pidfile", "processStartTime", "bootId"] as const;
 
 /** A running QEMU guest, started from its launcher and controlled over QMP. */
 export class VirtualMachine extends pulumi.dynamic.Resource {
@@ -79,6 +79,13 @@ export class VirtualMachine extends pulumi.dynamic.Resource {
     /** "127.0.0.1:PORT" of each forward, keyed as `ports`. */
     declare public readonly endpoints: pulumi.Output<Record<string, string> | undefined>;
     declare public readonly portsNote: pulumi.Output<string | undefined>;
+    /** vm.agent and the host end of its channel (for pulumi-qemu/testing's attach and GuestCommand). */
+    declare public readonly agent: pulumi.Output<"qga" | "shell" | undefined>;
+    declare public readonly agentSocket: pulumi.Output<string | undefined>;
+    declare public readonly pidfile: pulumi.Output<string>;
+    /** With `pid` and `bootId`, what tells this run of QEMU from any other process. */
+    declare public readonly processStartTime: pulumi.Output<string>;
+    declare public readonly bootId: pulumi.Output<string>;
 
     constructor(name: string, args: VirtualMachineArgs, opts?: pulumi.CustomResourceOptions) {
         super(virtualMachineProvider, name, withOutputs(args, VIRTUAL_MACHINE_OUTPUTS), opts, "qemu", "VirtualMachine");
@@ -116,4 +123,40 @@ export class Network extends pulumi.dynamic.Resource {
     constructor(name: string, args: NetworkArgs = {}, opts?: pulumi.CustomResourceOptions) {
         super(networkProvider, name, withOutputs(args, NETWORK_OUTPUTS), opts, "qemu", "Network");
     }
+}
+const GUEST_COMMAND_OUTPUTS = ["stdout", "stderr", "exitCode", "vmIdentity", "drift"] as const;
+
+/**
+ * A command run inside a VM over its agent channel (vm.agent "shell" or "qga"): `create` at
+ * create, `update` (or `create`) when the commands, environment or stdin change, `delete` at
+ * delete, `check` at refresh (a non-zero exit is drift; the next `up` runs `create` again).
+ * A replaced or restarted VM runs it again.
+ */
+export class GuestCommand extends pulumi.dynamic.Resource {
+    declare public readonly stdout: pulumi.Output<string>;
+    declare public readonly stderr: pulumi.Output<string>;
+    declare public readonly exitCode: pulumi.Output<number>;
+    declare public readonly vmIdentity: pulumi.Output<string>;
+    /** Set by a refresh whose check failed. */
+    declare public readonly drift: pulumi.Output<string | undefined>;
+
+    constructor(name: string, args: GuestCommandArgs, opts?: pulumi.CustomResourceOptions) {
+        const vm = args.vm instanceof VirtualMachine ? vmReference(args.vm) : args.vm;
+        super(guestCommandProvider, name, withOutputs({ ...args, vm }, GUEST_COMMAND_OUTPUTS), opts, "qemu", "GuestCommand");
+    }
+}
+
+/** The VirtualMachine outputs a GuestCommand needs: its channel, and who the running QEMU is. */
+function vmReference(vm: VirtualMachine): pulumi.Inputs {
+    return {
+        id: vm.id,
+        agent: vm.agent,
+        agentSocket: vm.agentSocket,
+        qmpSocket: vm.qmpSocket,
+        serialLog: vm.serialLog,
+        pid: vm.pid,
+        processStartTime: vm.processStartTime,
+        bootId: vm.bootId,
+        pidfile: vm.pidfile,
+    };
 }

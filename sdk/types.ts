@@ -48,6 +48,12 @@ export interface VmSpecArgs {
      */
     networks?: { network: string; mac?: string; ipv4?: string; hostname?: string }[];
     extraArgs?: string[];
+    /**
+     * A command channel into the guest (a virtio-serial port; its host end is the `agentSocket`
+     * output): "shell" for guests running pulumi-qemu's shell-agent.sh, "qga" for guests with
+     * qemu-guest-agent. Default "none".
+     */
+    agent?: "qga" | "shell" | "none";
 }
 
 export type DiskImageSource =
@@ -96,6 +102,12 @@ export interface ReadyArgs {
     serialPattern?: string;
     /** Ready once this forwarded host port answers with some bytes (a bare connect proves nothing under user networking). */
     tcpPort?: number;
+    /** Ready once the guest agent channel (vm.agent) answers. */
+    agent?: boolean;
+    /** Ready once this command exits 0 inside the guest (over the agent channel). */
+    command?: string;
+    /** Ready once something listens on this TCP port inside the guest (not through a forward). */
+    guestPort?: number;
     /** Give up, stop the VM and fail after this long. */
     timeoutSeconds?: number;
 }
@@ -113,4 +125,36 @@ export interface VirtualMachineArgs {
     vm: DeepInput<VmSpecArgs>;
     ready?: DeepInput<ReadyArgs>;
     stateDir?: pulumi.Input<string>;
+}
+
+/** The VirtualMachine outputs a GuestCommand uses (a stack output of the VM has them all). */
+export interface VmReferenceArgs {
+    id?: string;
+    agent: "qga" | "shell";
+    agentSocket: string;
+    qmpSocket: string;
+    serialLog: string;
+    pid: number;
+    processStartTime: string;
+    bootId: string;
+    pidfile: string;
+}
+
+export interface GuestCommandArgs {
+    /** The VirtualMachine (created with vm.agent set), or its outputs. */
+    vm: import("./resources").VirtualMachine | DeepInput<VmReferenceArgs>;
+    /** Shell text run in the guest at create (and again after drift). */
+    create: pulumi.Input<string>;
+    /** Run instead of `create` when the commands, environment or stdin change. */
+    update?: pulumi.Input<string>;
+    /** Run at delete, on the same VM run; skipped when that VM is gone. */
+    delete?: pulumi.Input<string>;
+    /** Run at refresh: a non-zero exit reports drift, and the next `up` runs `create` again. */
+    check?: pulumi.Input<string>;
+    environment?: pulumi.Input<Record<string, pulumi.Input<string>>>;
+    stdin?: pulumi.Input<string>;
+    /** Any change replaces the resource (runs `delete`, then `create`). */
+    triggers?: pulumi.Input<unknown[]>;
+    /** Each command is killed in the guest after this long; default 300. */
+    timeoutSeconds?: pulumi.Input<number>;
 }

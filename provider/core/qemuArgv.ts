@@ -35,6 +35,8 @@ export interface DaemonRuntime {
     pidfile: string;
     qmpSocket: string;
     serialLog: string;
+    /** The host end of the guest agent's virtio-serial port, when `agent` is not "none". */
+    agentSocket?: string;
 }
 
 /**
@@ -92,6 +94,7 @@ function argvWithAccel(spec: VmSpec, accel: string, daemon: DaemonRuntime | unde
         ...spec.shares.flatMap(shareArgs),
         ...spec.disks.flatMap((disk) => diskArgs(disk, spec.volatile)),
         ...networkArgs(spec, resolved),
+        ...agentArgs(spec, daemon),
         ...(daemon ? daemonArgs(daemon) : []),
         ...spec.extraArgs,
     ];
@@ -190,6 +193,26 @@ function nicArgs(nic: NicPlan, i: number): string[] {
 /** Addresses are validated IPv4 and ports integers, so nothing here needs escaping. */
 function hostForward(pf: PortForwardSpec, host: number | undefined): string {
     return `hostfwd=${pf.protocol}:${pf.hostAddress}:${host ?? "auto"}-:${pf.guest}`;
+}
+
+/** The virtio-serial port name each agent kind listens on. */
+export const AGENT_PORT_NAMES = { qga: "org.qemu.guest_agent.0", shell: "org.pulumi-qemu.shell.0" } as const;
+/** Where a foreground launcher's agent socket goes (its working directory): a daemon has its own. */
+export const FOREGROUND_AGENT_SOCKET = "agent.sock";
+
+/**
+ * A virtio-serial controller and one port whose chardev is a unix socket with QEMU as the
+ * server, so that any later process can connect (one at a time) and a guest reply written
+ * while nobody listens is simply dropped.
+ */
+function agentArgs(spec: VmSpec, daemon?: DaemonRuntime): string[] {
+    if (spec.agent === "none") return [];
+    const socket = daemon?.agentSocket ?? FOREGROUND_AGENT_SOCKET;
+    return [
+        "-device", "virtio-serial-pci,id=pq-vser",
+        "-chardev", `socket,id=pq-agent,path=${escapeOptionValue(socket)},server=on,wait=off`,
+        "-device", `virtserialport,bus=pq-vser.0,chardev=pq-agent,name=${AGENT_PORT_NAMES[spec.agent]}`,
+    ];
 }
 
 function daemonArgs(daemon: DaemonRuntime): string[] {

@@ -29,4 +29,9 @@ export const VIRTUAL_MACHINE_OUTPUT_KEYS: readonly string[] = [
     "ports",
     "endpoints",
     "portsNote",
+    "agent",
+    "agentSocket",
+    "pidfile",
+    "processStartTime",
+    "bootId",
 ];

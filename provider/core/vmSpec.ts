@@ -130,6 +130,11 @@ export const vmSpecSchema = z
         /** Private networks, one virtio-net NIC each; absent keeps the argv exactly as before. */
         networks: z.array(nicSchema).optional(),
         extraArgs: z.array(plainText("extraArgs item")).default([]),
+        /**
+         * A command channel into the guest: a virtio-serial port whose host end is a unix socket in
+         * the VM's private directory. "qga" for qemu-guest-agent, "shell" for our busybox agent.
+         */
+        agent: z.enum(["qga", "shell", "none"], { error: 'agent must be "qga", "shell" or "none"' }).default("none"),
     })
     .strict()
     .superRefine((spec, ctx) => {

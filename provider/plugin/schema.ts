@@ -61,6 +61,7 @@ const types = {
         network: str('"user" (default) or "none".'),
         networks: arrayOf("NetworkAttachment", "Private networks, one virtio-net NIC each, beside the user-mode NIC."),
         extraArgs: strings("Arguments appended to the QEMU command line."),
+        agent: str('Command channel into the guest: "none" (default), "shell" (our busybox agent) or "qga" (qemu-guest-agent).'),
     }),
     "qemu:index:DiskImageSource": object("What an image is made from; `kind` picks the fields that apply.", {
         kind: str('"blank", "file", "directory", "overlay" or "cloudInit".'),
@@ -81,8 +82,22 @@ const types = {
     "qemu:index:Ready": object("When a VM counts as started.", {
         serialPattern: str("Text the serial console must print: a substring, or a regular expression written /…/flags."),
         tcpPort: int("Forwarded host port that must answer with some bytes."),
+        agent: bool("The guest agent channel (vm.agent) must answer."),
+        command: str("A command that must exit 0 inside the guest, over the agent channel."),
+        guestPort: int("A TCP port something must listen on inside the guest."),
         timeoutSeconds: int("Give up, stop the VM and fail after this long."),
     }),
+    "qemu:index:VmReference": object("The VirtualMachine outputs a GuestCommand uses: its agent channel and the identity of the running QEMU.", {
+        id: str("The VirtualMachine's id."),
+        agent: str('"shell" or "qga".'),
+        agentSocket: str("Host end of the agent channel."),
+        qmpSocket: str("QMP control socket."),
+        serialLog: str("Serial console log."),
+        pid: int("QEMU's process id."),
+        processStartTime: str("Start time of the QEMU process."),
+        bootId: str("Host boot the process belongs to."),
+        pidfile: str("QEMU's pidfile."),
+    }, ["agent", "agentSocket", "qmpSocket", "serialLog", "pid", "processStartTime", "bootId", "pidfile"]),
 };
 
 const resources = {
@@ -157,6 +172,8 @@ const resources = {
             ports: { type: "object", additionalProperties: { type: "integer" }, description: 'Host port of each forward, keyed by guest port ("80", or "53/udp").' },
             endpoints: { type: "object", additionalProperties: { type: "string" }, description: 'ADDRESS:PORT on the host of each forward, keyed as ports.' },
             portsNote: str("Which auto-picked ports could not be the ones used before."),
+            agent: str('The guest agent kind, when vm.agent is not "none".'),
+            agentSocket: str("Host end of the guest agent's channel (a unix socket)."),
         },
         required: ["pid", "qmpSocket", "serialLog", "launcherPath", "argvHash", "status", "accel", "startedAt"],
     },
@@ -181,6 +198,32 @@ const resources = {
         required: ["subnet", "netmask", "networkDir", "switchDir", "switchIdentity"],
     },
 };
+
+Object.assign(resources, {
+    "qemu:index:GuestCommand": {
+        description: "A command run inside a VM over its agent channel: create, update, delete, and a check at refresh that reports drift.",
+        inputProperties: {
+            vm: ref("VmReference", "The VirtualMachine's outputs (created with vm.agent set)."),
+            create: str("Shell text run in the guest at create, and again after drift."),
+            update: str("Run instead of create when the commands, environment or stdin change."),
+            delete: str("Run at delete; skipped when the VM is gone."),
+            check: str("Run at refresh: a non-zero exit reports drift, and the next up runs create again."),
+            environment: { type: "object", additionalProperties: { type: "string" }, description: "Environment variables for the commands." },
+            stdin: str("Text fed to each command's stdin."),
+            triggers: { type: "array", items: { $ref: "pulumi.json#/Any" }, description: "Any change replaces the resource." },
+            timeoutSeconds: int("Each command is killed in the guest after this long; default 300."),
+        },
+        requiredInputs: ["vm", "create"],
+        properties: {
+            stdout: str("What the last command run printed on stdout."),
+            stderr: str("What it printed on stderr."),
+            exitCode: int("Its exit status (0: a failing command fails the resource)."),
+            vmIdentity: str("Which run of which VM it ran on."),
+            drift: str("Set by a refresh whose check failed."),
+        },
+        required: ["stdout", "stderr", "exitCode", "vmIdentity"],
+    },
+});
 
 export const RESOURCE_TOKENS = Object.keys(resources);
 

@@ -1,6 +1,6 @@
 import type * as provider from "@pulumi/pulumi/provider";
 import { packageSchema } from "./schema";
-import { protectOutputs, secretTexts, stripSecrets, type Props } from "./secrets";
+import { containsSecrets, makeSecret, protectOutputs, secretTexts, stripSecrets, type Props } from "./secrets";
 
 /** The lifecycle module behind each resource token; the same modules the dynamic shims load. */
 const LIFECYCLES: Record<string, string> = {
@@ -8,6 +8,7 @@ const LIFECYCLES: Record<string, string> = {
     "qemu:index:RunScript": "../resources/runScript",
     "qemu:index:VirtualMachine": "../resources/virtualMachine",
     "qemu:index:Network": "../resources/network",
+    "qemu:index:GuestCommand": "../resources/guestCommand",
 };
 
 /** The resource type in a URN `urn:pulumi:stack::project::[parent$]type::name`. */
@@ -44,19 +45,19 @@ export function qemuProvider(version: string): provider.Provider {
         create: (urn, inputs) =>
             hidingSecrets([inputs], async () => {
                 const result = await lifecycle(urn).create(stripSecrets(inputs));
-                return { ...result, outs: protectOutputs(result.outs ?? {}, inputs) };
+                return { ...result, outs: protectCommandOutput(urn, protectOutputs(result.outs ?? {}, inputs), inputs) };
             }),
         read: (id, urn, props) =>
             hidingSecrets([props], async () => {
                 const result = await lifecycle(urn).read(id, stripSecrets(props));
-                return { ...result, props: protectOutputs(result.props ?? {}, (props ?? {}) as Props) };
+                return { ...result, props: protectCommandOutput(urn, protectOutputs(result.props ?? {}, (props ?? {}) as Props), (props ?? {}) as Props) };
             }),
         update: (id, urn, olds, news) =>
             hidingSecrets([olds, news], async () => {
                 const impl = lifecycle(urn);
                 if (!impl.update) throw new Error(`${typeOfUrn(urn)} has no in-place update; its diff always replaces`);
                 const result = await impl.update(id, stripSecrets(olds), stripSecrets(news));
-                return { ...result, outs: protectOutputs(result.outs ?? {}, news) };
+                return { ...result, outs: protectCommandOutput(urn, protectOutputs(result.outs ?? {}, news), news) };
             }),
         delete: (id, urn, props) => hidingSecrets([props], () => lifecycle(urn).remove(id, stripSecrets(props))),
     };
@@ -86,6 +87,18 @@ async function hidingSecrets<T>(sources: unknown[], call: () => Promise<T>): Pro
         safe.name = err instanceof Error ? err.name : "Error";
         throw safe;
     }
+}
+
+/**
+ * A GuestCommand whose commands, environment or stdin hold a secret may print it in any form
+ * (encoded, in part), which text matching cannot catch: its stdout and stderr are secret then.
+ */
+function protectCommandOutput(urn: string, outs: Props, inputs: Props): Props {
+    if (typeOfUrn(urn) !== "qemu:index:GuestCommand") return outs;
+    const { vm: _vm, ...commandInputs } = inputs;
+    if (!containsSecrets(commandInputs)) return outs;
+    const wrap = (v: unknown) => (v === undefined || containsSecrets(v) ? v : makeSecret(v));
+    return { ...outs, stdout: wrap(outs.stdout), stderr: wrap(outs.stderr) };
 }
 
 /** Serves the plugin over gRPC; the engine address is the first argument, as Pulumi passes it. */

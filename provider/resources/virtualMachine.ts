@@ -19,6 +19,10 @@ import { serialLogTail, SerialLogWatcher } from "../host/serialWatch";
 export { cleanConsole, serialMatcher } from "../core/serialPattern";
 import { requireState, VM_STATE } from "./stateGuard";
 import { clearVmDir, markVmDead, sweepVmDirs, VM_FILES, writeVmRecord } from "./vmRecord";
+import { listeningTcpPorts } from "../core/procNet";
+import type { GuestChannel } from "../host/guestChannel";
+import { QgaChannel } from "../host/qgaChannel";
+import { ShellChannel } from "../host/shellChannel";
 import { launcherText } from "./runScript";
 import { attachNics, hostsOf, networkDrift, networkProblems, nicPlans, releaseNics, type NicOutput } from "./vmNetworks";
 import { pickHostPorts, portOutputs } from "./vmPorts";
@@ -50,6 +54,12 @@ const MAX_SOCKET_PATH_BYTES = 107;
 export interface ReadyInputs {
     serialPattern?: string;
     tcpPort?: number;
+    /** The guest agent channel (vm.agent) answers. */
+    agent?: boolean;
+    /** A command that must exit 0 inside the guest (over the agent channel). */
+    command?: string;
+    /** A TCP port something listens on inside the guest (read from its /proc/net/tcp*). */
+    guestPort?: number;
     timeoutSeconds?: number;
 }
 
@@ -90,6 +100,9 @@ export interface VirtualMachineOutputs {
     endpoints?: Record<string, string>;
     /** Which remembered auto ports were taken and replaced. */
     portsNote?: string;
+    /** The guest agent kind (vm.agent) and the host end of its channel, when not "none". */
+    agent?: "qga" | "shell";
+    agentSocket?: string;
 }
 
 const readySchema = z
@@ -100,6 +113,9 @@ const readySchema = z
             .refine((s) => serialPatternProblem(s) === undefined, { error: (iss) => serialPatternProblem(iss.input as string) })
             .optional(),
         tcpPort: port("tcpPort").optional(),
+        agent: z.literal(true, { error: "agent must be true (or left out)" }).optional(),
+        command: z.string({ error: "command must be a shell command (text)" }).min(1, { error: "command must not be empty" }).optional(),
+        guestPort: port("guestPort").optional(),
         timeoutSeconds: z
             .number({ error: "timeoutSeconds must be a number of seconds" })
             .positive({ error: "timeoutSeconds must be more than 0" })
@@ -126,6 +142,7 @@ function parseInputs(inputs: VirtualMachineInputs): Parsed {
     const ready = c.attempt(() => parseOrThrow(readySchema, inputs.ready ?? {}, "ready"));
     const others = c.attempt(() => parseOrThrow(stateDirSchema, { stateDir: inputs.stateDir }, ""));
     if (spec && ready?.tcpPort !== undefined) c.attempt(() => forwardFor(spec, ready.tcpPort!));
+    if (spec && ready) c.attempt(() => needsAgent(spec, ready));
     c.finish();
     return { spec: spec!, ready: ready!, stateDir: others!.stateDir };
 }
@@ -148,6 +165,36 @@ function forwardFor(spec: VmSpec, hostPort: number, picked: Record<number, numbe
     }
     // A wildcard bind is reachable on loopback; connect there.
     return { address: pf.hostAddress === "0.0.0.0" ? "127.0.0.1" : pf.hostAddress, port: pf.host ?? picked[i] ?? hostPort };
+}
+
+/** Readiness checked from inside needs the channel to ask through. */
+function needsAgent(spec: VmSpec, ready: Ready): void {
+    if (spec.agent !== "none") return;
+    const fields = (["agent", "command", "guestPort"] as const).filter((k) => ready[k] !== undefined);
+    if (fields.length) {
+        throw new InputError(fields.map((k) => ({ property: `ready.${k}`, reason: `${k} is checked inside the guest over its agent channel: set vm.agent to "shell" or "qga"` })));
+    }
+}
+
+/**
+ * One round of the readiness checks made inside the guest; undefined when all hold, else what
+ * is still awaited. Each round is bounded by `withinMs`: a guest whose agent has not started
+ * yet leaves the request waiting in the port.
+ */
+async function insideProbe(channel: GuestChannel, ready: Ready, withinMs: number): Promise<string | undefined> {
+    const ask = (command: string) => channel.execute(command, { timeoutSeconds: Math.max(1, Math.ceil(withinMs / 1000)), replyWithinMs: withinMs });
+    let r;
+    try {
+        r = await ask(ready.command ?? "true");
+    } catch (err) {
+        return `the guest agent to answer (${(err as Error).message.split(". ")[0]})`;
+    }
+    if (ready.command !== undefined && r.exitCode !== 0) return `ready.command to exit 0 inside the guest (it exited ${r.exitCode}; stderr ${JSON.stringify(r.stderr.toString("utf8").slice(-300))})`;
+    if (ready.guestPort !== undefined) {
+        const ports = await ask("cat /proc/net/tcp /proc/net/tcp6 2>/dev/null; true").then((p) => listeningTcpPorts(p.stdout.toString("utf8")), () => new Set<number>());
+        if (!ports.has(ready.guestPort)) return `something to listen on TCP port ${ready.guestPort} inside the guest`;
+    }
+    return undefined;
 }
 
 export async function serialTail(serialLog: string, lines = SERIAL_TAIL_LINES): Promise<string> {
@@ -211,6 +258,7 @@ export async function create(inputs: VirtualMachineInputs): Promise<pulumi.dynam
         pidfile: path.join(vmDir, VM_FILES.pidfile),
         qmpSocket: path.join(vmDir, VM_FILES.qmpSocket),
         serialLog: path.join(vmDir, VM_FILES.serialLog),
+        ...(p.spec.agent !== "none" ? { agentSocket: path.join(vmDir, VM_FILES.agentSocket) } : {}),
     };
     const launcherPath = path.join(vmDir, VM_FILES.launcher);
     let identity: ProcessIdentity | undefined;
@@ -220,6 +268,7 @@ export async function create(inputs: VirtualMachineInputs): Promise<pulumi.dynam
         // a create whose creator is gone, stops its QEMU and removes the directory.
         await writeVmRecord(vmDir, "creating");
         assertSocketPathFits(runtime.qmpSocket);
+        if (runtime.agentSocket) assertSocketPathFits(runtime.agentSocket);
         await assertHostPortsFree(portRequests(p.spec));
         const stateDir = resolveStateDir(p.stateDir);
         nics = await attachNics(p.spec, stateDir, vmDir);
@@ -243,7 +292,7 @@ export async function create(inputs: VirtualMachineInputs): Promise<pulumi.dynam
         const startedAt = new Date(t0).toISOString();
         // The directory already keeps others out; the socket and console log (which may show
         // secrets a guest prints) are tightened too, in case the directory is ever loosened.
-        await Promise.all([chmod(runtime.qmpSocket, 0o600), chmod(runtime.serialLog, 0o600)]);
+        await Promise.all([chmod(runtime.qmpSocket, 0o600), chmod(runtime.serialLog, 0o600), ...(runtime.agentSocket ? [chmod(runtime.agentSocket, 0o600)] : [])]);
         const status = await waitReady(p, identity, runtime, picked.hostPorts);
         await writeVmRecord(vmDir, "running");
         const outs: VirtualMachineOutputs = {
@@ -267,6 +316,7 @@ export async function create(inputs: VirtualMachineInputs): Promise<pulumi.dynam
             ...(nics.length ? { nics, hosts: hostsOf(nics) } : {}),
             ...portOutputs(p.spec, picked.hostPorts),
             portsNote: picked.note,
+            ...(runtime.agentSocket ? { agent: p.spec.agent as "qga" | "shell", agentSocket: runtime.agentSocket } : {}),
         };
         return { id: path.basename(vmDir), outs: withoutUndefined(outs) };
     } catch (err) {
@@ -330,13 +380,21 @@ async function waitReady(p: Parsed, identity: ProcessIdentity, runtime: DaemonRu
     const prober = target ? portProber(target.address, target.port) : undefined;
     let serialSeen = watcher === undefined;
     let portAnswered = prober === undefined;
+    const inside = p.ready.agent || p.ready.command !== undefined || p.ready.guestPort !== undefined;
+    const channel: GuestChannel | undefined = !inside || !runtime.agentSocket ? undefined : p.spec.agent === "qga" ? new QgaChannel(runtime.agentSocket) : new ShellChannel(runtime.agentSocket);
+    let insideWaiting: string | undefined = inside ? "the guest agent to answer" : undefined;
+    let nextInside = 0;
     try {
         for (;;) {
             const live = await checkOurQemu(identity, runtime.pidfile);
             if (!live.alive) throw await notReady(`QEMU exited before the VM was ready (${live.reason})`, runtime.serialLog);
             if (!serialSeen) serialSeen = await watcher!.poll();
             if (!portAnswered) portAnswered = prober!.tick();
-            if (serialSeen && portAnswered) {
+            if (insideWaiting !== undefined && serialSeen && portAnswered && Date.now() >= nextInside) {
+                insideWaiting = await insideProbe(channel!, p.ready, Math.max(1000, Math.min(10_000, deadline - Date.now())));
+                nextInside = Date.now() + 500;
+            }
+            if (serialSeen && portAnswered && insideWaiting === undefined) {
                 const status = await qmpStatus(runtime.qmpSocket, Math.max(2000, Math.min(10000, deadline - Date.now())));
                 if (status !== undefined) return status;
             }
@@ -344,7 +402,8 @@ async function waitReady(p: Parsed, identity: ProcessIdentity, runtime: DaemonRu
                 const waiting = [
                     !serialSeen ? `serialPattern ${JSON.stringify(p.ready.serialPattern)} on the console` : "",
                     !portAnswered ? `an answer on host port ${target!.address}:${target!.port}` : "",
-                    serialSeen && portAnswered ? "QMP to answer" : "",
+                    insideWaiting ?? "",
+                    serialSeen && portAnswered && insideWaiting === undefined ? "QMP to answer" : "",
                 ].filter(Boolean);
                 throw await notReady(`the VM was not ready within ${p.ready.timeoutSeconds} s (waiting for ${waiting.join(" and ")})`, runtime.serialLog);
             }
@@ -352,6 +411,7 @@ async function waitReady(p: Parsed, identity: ProcessIdentity, runtime: DaemonRu
         }
     } finally {
         prober?.stop();
+        channel?.close();
     }
 }
 

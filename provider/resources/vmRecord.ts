@@ -20,7 +20,7 @@ export const RECORD_FILE = "record.json";
 export const DEAD_VM_RETENTION_MS = 24 * 60 * 60 * 1000;
 
 /** The files the provider puts in a VM's directory, by name. */
-export const VM_FILES = { pidfile: "qemu.pid", qmpSocket: "qmp.sock", serialLog: "serial.log", launcher: "run-vm.sh" } as const;
+export const VM_FILES = { pidfile: "qemu.pid", qmpSocket: "qmp.sock", serialLog: "serial.log", launcher: "run-vm.sh", agentSocket: "agent.sock" } as const;
 
 interface VmRecord {
     tool: "pulumi-qemu";
@@ -64,7 +64,7 @@ async function stopQemuOf(vmDir: string): Promise<void> {
 /** Removes the provider's files from a VM directory (all but the serial log when `keepLog`), then the directory if empty. */
 export async function clearVmDir(vmDir: string, opts: { keepLog?: boolean; launcherPath?: string } = {}): Promise<void> {
     const f = (name: string) => path.join(vmDir, name);
-    await removeRuntimeFiles([f(VM_FILES.pidfile), f(VM_FILES.qmpSocket), ...(opts.keepLog ? [] : [f(VM_FILES.serialLog)])]);
+    await removeRuntimeFiles([f(VM_FILES.pidfile), f(VM_FILES.qmpSocket), f(VM_FILES.agentSocket), ...(opts.keepLog ? [] : [f(VM_FILES.serialLog)])]);
     await removeLauncherFile(opts.launcherPath ?? f(VM_FILES.launcher));
     if (!opts.keepLog) await rm(f(RECORD_FILE), { force: true });
     try {

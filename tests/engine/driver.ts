@@ -17,8 +17,8 @@ export { MAIN_ROOT };
  */
 
 export type PluginKind = "dynamic" | "qemu";
-export type ResourceKind = "DiskImage" | "RunScript" | "VirtualMachine";
-/** Every resource the driver can address; ResourceKind stays the three the no-op benchmark times. */
+export type ResourceKind = "DiskImage" | "RunScript" | "VirtualMachine" | "GuestCommand";
+/** Every resource the driver can address; ResourceKind stays the ones the no-op benchmark times. */
 export type AnyResourceKind = ResourceKind | "Network";
 
 export const PROJECT = "pq-protocol";
@@ -40,6 +40,7 @@ const SHIM_EXPORTS: Record<AnyResourceKind, string> = {
     RunScript: "runScriptProvider",
     VirtualMachine: "virtualMachineProvider",
     Network: "networkProvider",
+    GuestCommand: "guestCommandProvider",
 };
 
 export async function openDriver(kind: PluginKind): Promise<Driver> {

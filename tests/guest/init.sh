@@ -17,11 +17,13 @@ done
 
 name=guest
 mounts=
+shell_agent=on
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
         pq_name=*) name="${arg#pq_name=}" ;;
         pq_mount=*) mounts="$mounts ${arg#pq_mount=}" ;;
         pq_check=*) checks="$checks ${arg#pq_check=}" ;;
+        pq_shell_agent=*) shell_agent="${arg#pq_shell_agent=}" ;;
     esac
 done
 
@@ -116,6 +118,25 @@ if [ -n "$checks" ]; then
         if [ -n "$body" ]; then echo "pq-check: $t ok: $body"; ok=$((ok+1)); else echo "pq-check: $t failed"; failed=$((failed+1)); fi
     done
     echo "pq-check: done, $ok ok, $failed failed"
+fi
+
+# The command channel of VMs with agent "shell"; without that port it idles.
+[ "$shell_agent" = off ] || sh /bin/pq-shell-agent &
+
+# The qga variant of the guest carries Debian's qemu-ga; without udev there is no
+# /dev/virtio-ports/ symlink, so find its port by name as the shell agent does.
+if [ -x /usr/sbin/qemu-ga ]; then
+    (
+        for i in $(seq 1 30); do
+            for f in /sys/class/virtio-ports/*/name; do
+                if [ -r "$f" ] && [ "$(cat "$f")" = org.qemu.guest_agent.0 ]; then
+                    d=${f%/name}
+                    exec /usr/sbin/qemu-ga -m virtio-serial -p "/dev/${d##*/}"
+                fi
+            done
+            sleep 1
+        done
+    ) &
 fi
 
 echo "PQ-GUEST-READY"

@@ -1,5 +1,5 @@
 import { constants } from "node:fs";
-import { access, copyFile, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { access, chmod, copyFile, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import * as path from "node:path";
 import execa from "execa";
 import { hashValue, sha256Hex } from "../../provider/core/hash";
@@ -23,6 +23,8 @@ export interface TestGuest {
 export interface GuestOptions {
     name?: string;
     mounts?: { tag: string; at: string; readOnly?: boolean }[];
+    /** false: /init does not start the shell agent (a guest whose agent never answers). */
+    shellAgent?: boolean;
 }
 
 const APT_HINT = "sudo apt-get install --no-install-recommends linux-image-amd64 busybox-static cpio xz-utils gzip";
@@ -40,10 +42,14 @@ export const WANTED_MODULES = [
     "virtio_rng",
     "button",
     "evdev",
+    // The virtio-serial port the "shell" agent serves on.
+    "virtio_console",
 ];
 
 const BUSYBOX = "/bin/busybox";
 const INIT_SCRIPT = path.join(__dirname, "init.sh");
+/** The guest side of `agent: "shell"`, installed as /bin/pq-shell-agent and started by /init. */
+const SHELL_AGENT = path.join(__dirname, "..", "..", "provider", "guest", "shell-agent.sh");
 // PQ_TEST_GUEST_CACHE moves the cache, e.g. to exercise a cold build without disturbing the shared one.
 export const CACHE_ROOT = process.env.PQ_TEST_GUEST_CACHE
     ? path.resolve(process.env.PQ_TEST_GUEST_CACHE)
@@ -51,15 +57,35 @@ export const CACHE_ROOT = process.env.PQ_TEST_GUEST_CACHE
 // Bumped when the layout of the built guest changes in a way the other inputs do not show.
 const FORMAT = 1;
 
-let memo: Promise<TestGuest> | undefined;
+const memo = new Map<string, Promise<TestGuest>>();
+
+export interface TestGuestVariant {
+    /** Also carry Debian's qemu-ga (with the shared libraries it needs), started by /init on its port. */
+    qemuGa?: boolean;
+}
 
 /** Builds the guest on first use (or when an input changed) and returns the cached files. */
-export function ensureTestGuest(): Promise<TestGuest> {
-    memo ??= buildOrReuse().catch((err) => {
-        memo = undefined;
-        throw err;
-    });
-    return memo;
+export function ensureTestGuest(variant: TestGuestVariant = {}): Promise<TestGuest> {
+    const key = variant.qemuGa ? "qga" : "base";
+    let p = memo.get(key);
+    if (!p) {
+        p = buildOrReuse(variant).catch((err) => {
+            memo.delete(key);
+            throw err;
+        });
+        memo.set(key, p);
+    }
+    return p;
+}
+
+const QEMU_GA = "/usr/sbin/qemu-ga";
+
+/** qemu-ga and every shared object it loads (ldd), each to be placed at the same path in the guest. */
+async function qemuGaFiles(): Promise<string[]> {
+    await mustRead(QEMU_GA, "qemu-guest-agent", "qemu-guest-agent");
+    const { stdout } = await execa("ldd", [QEMU_GA]);
+    const libs = [...stdout.matchAll(/(?:=>\s*)?(\/\S+)\s+\(0x/g)].map((m) => m[1]);
+    return [QEMU_GA, ...new Set(libs)];
 }
 
 /** The kernel command line the guest's /init understands. */
@@ -74,6 +100,7 @@ export function guestKernelArguments(opts: GuestOptions = {}): string[] {
         if (!m.at.startsWith("/")) throw new Error(`guestKernelArguments: mount point ${JSON.stringify(m.at)} must be absolute`);
         args.push(`pq_mount=${m.tag},${m.at}${m.readOnly ? ",ro" : ""}`);
     }
+    if (opts.shellAgent === false) args.push("pq_shell_agent=off");
     if (opts.name !== undefined) {
         if (!/^[^\s"]+$/.test(opts.name)) throw new Error(`guestKernelArguments: name ${JSON.stringify(opts.name)} must be non-empty without spaces or quotes`);
         args.push(`pq_name=${opts.name}`);
@@ -120,7 +147,7 @@ function normalize(name: string): string {
     return name.replace(/-/g, "_");
 }
 
-async function buildOrReuse(): Promise<TestGuest> {
+async function buildOrReuse(variant: TestGuestVariant): Promise<TestGuest> {
     const kernelVersion = await installedKernelVersion();
     const bzImage = `/boot/vmlinuz-${kernelVersion}`;
     const moduleDir = `/lib/modules/${kernelVersion}`;
@@ -128,8 +155,11 @@ async function buildOrReuse(): Promise<TestGuest> {
     await mustRead(path.join(moduleDir, "modules.dep"), "the kernel's module list", "linux-image-amd64");
     const busybox = await readStaticBusybox();
     const initText = await readFile(INIT_SCRIPT, "utf8");
+    const agentText = await readFile(SHELL_AGENT, "utf8");
     const modules = moduleLoadOrder(await readFile(path.join(moduleDir, "modules.dep"), "utf8"), WANTED_MODULES);
     const kst = await stat(bzImage);
+    const extraFiles = variant.qemuGa ? await qemuGaFiles() : [];
+    const extraDigests = await Promise.all(extraFiles.map(async (f) => [f, sha256Hex(await readFile(f))]));
 
     const key = hashValue({
         format: FORMAT,
@@ -137,6 +167,8 @@ async function buildOrReuse(): Promise<TestGuest> {
         kernelImage: { size: kst.size, mtimeMs: kst.mtimeMs },
         busybox: sha256Hex(busybox),
         init: initText,
+        shellAgent: agentText,
+        ...(extraFiles.length ? { extraFiles: extraDigests } : {}),
         modules: modules.map((m) => m.file),
     }).slice(0, 16);
     const dir = path.join(CACHE_ROOT, key);
@@ -147,7 +179,7 @@ async function buildOrReuse(): Promise<TestGuest> {
     const tmp = await mkdtemp(path.join(CACHE_ROOT, `.build-${key}-`));
     try {
         await writeFile(path.join(tmp, "vmlinux"), await uncompressedKernel(await readFile(bzImage), bzImage));
-        await buildInitramfs(tmp, busybox, initText, moduleDir, modules);
+        await buildInitramfs(tmp, busybox, initText, moduleDir, modules, agentText, extraFiles);
         try {
             await rename(tmp, dir);
         } catch (err) {
@@ -234,6 +266,8 @@ async function buildInitramfs(
     initText: string,
     moduleDir: string,
     modules: { name: string; file: string }[],
+    agentText: string,
+    extraFiles: string[] = [],
 ): Promise<void> {
     const root = path.join(outDir, "root");
     await mkdir(path.join(root, "bin"), { recursive: true });
@@ -241,6 +275,13 @@ async function buildInitramfs(
     await mkdir(path.join(root, "lib", "modules"), { recursive: true });
     await writeFile(path.join(root, "bin", "busybox"), busybox, { mode: 0o755 });
     await writeFile(path.join(root, "init"), initText, { mode: 0o755 });
+    await writeFile(path.join(root, "bin", "pq-shell-agent"), agentText, { mode: 0o755 });
+    for (const f of extraFiles) {
+        // Content, not symlinks: libfoo.so.1 becomes a file holding what it points to.
+        await mkdir(path.join(root, path.dirname(f)), { recursive: true });
+        await copyFile(f, path.join(root, f));
+        await chmod(path.join(root, f), 0o755);
+    }
     for (const m of modules) await copyFile(path.join(moduleDir, m.file), path.join(root, "lib", "modules", `${m.name}.ko`));
     await writeFile(path.join(root, "etc", "pq-modules"), modules.map((m) => m.name).join("\n") + "\n");
 

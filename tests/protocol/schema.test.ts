@@ -26,6 +26,10 @@ const EXPECTED: Record<string, { inputs: string[]; outputs: string[] }> = {
         outputs: ["pid", "qmpSocket", "serialLog", "launcherPath", "argvHash", "status", "accel", "startedAt", "nics", "hosts", "networkDrift", "ports", "endpoints"],
     },
     "qemu:index:Network": { inputs: ["name", "subnet", "stateDir"], outputs: ["subnet", "netmask", "switchDir", "switchIdentity"] },
+    "qemu:index:GuestCommand": {
+        inputs: ["vm", "create", "update", "delete", "check", "environment", "stdin", "triggers", "timeoutSeconds"],
+        outputs: ["stdout", "stderr", "exitCode", "vmIdentity"],
+    },
 };
 
 test("lists the resource tokens with their input and output properties", async () => {

@@ -114,3 +114,38 @@ describe("specArgvHash", () => {
         expect(escapeOptionValue("a,b,,c")).toBe("a,,b,,,,c");
     });
 });
+
+describe("agent channel", () => {
+    const daemon = { pidfile: "/s/vm/qemu.pid", qmpSocket: "/s/vm/qmp.sock", serialLog: "/s/vm/serial.log", agentSocket: "/s/v,m/agent.sock" };
+
+    test('the default "none" leaves argv and hash as they were before agents existed', () => {
+        // Computed on the commit before vm.agent was added.
+        expect(specArgvHash(parseVmSpec({}))).toBe("f5b657a0ed9268f0346e1b70df42d357d1c936d5f4d8f0456219f06bf1f13f41");
+        expect(specArgvHash(parseVmSpec({ kernel: "/k", memoryMiB: 512, portForwards: [{ host: 8080, guest: 80 }] }))).toBe(
+            "05e126fa8cb9fb251ad0ed5ce2fb1b5a3ffafb2f25f6d275c97adbe2010a28fd",
+        );
+        expect(buildQemuArgv(parseVmSpec({ agent: "none" }), TCG, daemon)).toEqual(buildQemuArgv(parseVmSpec({}), TCG, daemon));
+        expect(buildQemuArgv(parseVmSpec({}), TCG, daemon).join(" ")).not.toContain("virtserialport");
+    });
+
+    test("shell and qga get a virtio-serial port on a server socket in the VM's directory, each with its own name", () => {
+        for (const [agent, name] of [["shell", "org.pulumi-qemu.shell.0"], ["qga", "org.qemu.guest_agent.0"]] as const) {
+            const argv = buildQemuArgv(parseVmSpec({ agent }), TCG, daemon);
+            expect(valuesOf(argv, "-chardev")).toEqual(["socket,id=pq-agent,path=/s/v,,m/agent.sock,server=on,wait=off"]);
+            expect(valuesOf(argv, "-device")).toEqual(expect.arrayContaining(["virtio-serial-pci,id=pq-vser", `virtserialport,bus=pq-vser.0,chardev=pq-agent,name=${name}`]));
+        }
+    });
+
+    test("the agent is part of the hash, the socket path is not", () => {
+        const none = specArgvHash(parseVmSpec({}));
+        const shell = specArgvHash(parseVmSpec({ agent: "shell" }));
+        const qga = specArgvHash(parseVmSpec({ agent: "qga" }));
+        expect(new Set([none, shell, qga]).size).toBe(3);
+        // A foreground launcher has no private directory: its socket goes to the working directory.
+        expect(valuesOf(buildQemuArgv(parseVmSpec({ agent: "shell" }), TCG), "-chardev")).toEqual(["socket,id=pq-agent,path=agent.sock,server=on,wait=off"]);
+    });
+
+    test("a wrong agent kind is refused naming the field", () => {
+        expect(() => parseVmSpec({ agent: "ssh" })).toThrow(/vm\.agent.*"qga", "shell" or "none"/);
+    });
+});

@@ -1,0 +1,61 @@
+import { checkOurQemu } from "../host/qemuProcess";
+import type { Diagnose, GuestChannel } from "../host/guestChannel";
+import { qmpOnce } from "../host/qmp";
+import { QgaChannel } from "../host/qgaChannel";
+import { ShellChannel } from "../host/shellChannel";
+import { serialTail } from "./virtualMachine";
+
+/**
+ * The guest channel of a VirtualMachine, from its outputs. Errors from it say whether QEMU is
+ * gone, the VM is paused or the guest just does not answer, with the tail of the serial log.
+ */
+
+/** The VirtualMachine outputs a channel needs (a stack's outputs carry them). */
+export interface AgentTarget {
+    agent?: "qga" | "shell";
+    agentSocket?: string;
+    qmpSocket: string;
+    serialLog: string;
+    pid?: number;
+    processStartTime?: string;
+    bootId?: string;
+    pidfile?: string;
+}
+
+export function openAgentChannel(target: AgentTarget): GuestChannel {
+    if (!target.agent || !target.agentSocket) {
+        throw new Error('this VM has no guest agent channel: set vm.agent to "shell" (with our shell agent in the guest) or "qga" (with qemu-guest-agent) and recreate it');
+    }
+    const diagnose = diagnoser(target);
+    if (target.agent === "shell") return new ShellChannel(target.agentSocket, { diagnose });
+    return new QgaChannel(target.agentSocket, { diagnose });
+}
+
+export function diagnoser(target: AgentTarget): Diagnose {
+    return async () => `${await vmState(target)}. Last lines of the serial console (${target.serialLog}):\n${await serialTail(target.serialLog)}`;
+}
+
+async function vmState(target: AgentTarget): Promise<string> {
+    const gone = async (): Promise<string | undefined> => {
+        if (target.pid === undefined || !target.processStartTime || !target.bootId || !target.pidfile) return undefined;
+        const live = await checkOurQemu({ pid: target.pid, startTime: target.processStartTime, bootId: target.bootId }, target.pidfile);
+        return live.alive ? undefined : `The guest is gone: QEMU is not running (${live.reason})`;
+    };
+    const already = await gone();
+    if (already) return already;
+    let status: string;
+    try {
+        status = ((await qmpOnce(target.qmpSocket, "query-status", undefined, 3000)) as { status: string }).status;
+    } catch (err) {
+        // A QEMU on its way out (the guest rebooted or powered off) closes QMP before it exits.
+        for (let i = 0; i < 20; i++) {
+            await new Promise((r) => setTimeout(r, 100));
+            const now = await gone();
+            if (now) return now;
+        }
+        return `QEMU is still running but QMP at ${target.qmpSocket} does not answer (${(err as Error).message}): it is stuck, or another client holds QMP`;
+    }
+    if (status === "paused") return "The VM is paused (QMP status paused): resume it with QMP cont";
+    if (status === "running") return `The VM is running but the guest's ${target.agent ?? ""} agent is not answering (is it installed and started in the guest?)`;
+    return `The VM is not running (QMP status ${status})`;
+}

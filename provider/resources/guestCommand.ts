@@ -1,0 +1,216 @@
+import type * as pulumi from "@pulumi/pulumi";
+import { z } from "zod";
+import { hashValue } from "../core/hash";
+import { absolutePath, parseOrThrow } from "../core/validation";
+import { GuestChannelError } from "../host/guestChannel";
+import { checkOurQemu } from "../host/qemuProcess";
+import { openAgentChannel, type AgentTarget } from "./agentChannel";
+import { checkWith, hasUnknown, withoutUndefined } from "./common";
+
+/**
+ * GuestCommand: a step inside a VM, over its agent channel (no SSH, no network), as
+ * @pulumi/command's Command is on the host. `create` runs at create, `update` (or `create`
+ * again) when the commands, environment or stdin change, `delete` at delete. `check` runs at
+ * refresh: a non-zero exit is drift, kept in state, so the next `up` runs `create` again.
+ *
+ * The resource belongs to one run of one VM: its identity includes the VM's id and QEMU's
+ * process start, so a VM that was replaced or restarted runs the command again (a replace).
+ *
+ * Commands, environment values and stdin may be secrets: errors never quote them, and any of
+ * their text in the output shown in an error is masked.
+ */
+
+const DEFAULT_TIMEOUT_SECONDS = 300;
+const ERROR_OUTPUT_CHARS = 2000;
+
+const vmRefSchema = z.looseObject({
+    // The VirtualMachine's outputs: only these keys are used; the rest of them may come along.
+    id: z.string({ error: "vm.id must be the VirtualMachine's id" }).optional(),
+    vmDir: absolutePath("vm.vmDir").optional(),
+    agent: z.enum(["qga", "shell"], { error: 'vm.agent must be "shell" or "qga": the VM needs vm.agent set for GuestCommand' }),
+    agentSocket: absolutePath("vm.agentSocket"),
+    qmpSocket: absolutePath("vm.qmpSocket"),
+    serialLog: absolutePath("vm.serialLog"),
+    pid: z.number({ error: "vm.pid must be the VirtualMachine's pid output" }).int(),
+    processStartTime: z.string({ error: "vm.processStartTime must be the VirtualMachine's processStartTime output" }).min(1),
+    bootId: z.string({ error: "vm.bootId must be the VirtualMachine's bootId output" }).min(1),
+    pidfile: absolutePath("vm.pidfile"),
+});
+
+const command = (field: string) => z.string({ error: `${field} must be a shell command (text)` }).min(1, { error: `${field} must not be empty` });
+
+const inputsSchema = z
+    .object({
+        vm: vmRefSchema,
+        create: command("create"),
+        update: command("update").optional(),
+        delete: command("delete").optional(),
+        check: command("check").optional(),
+        environment: z
+            .record(z.string(), z.string({ error: "environment values must be strings" }))
+            .superRefine((env, ctx) => {
+                for (const name of Object.keys(env)) {
+                    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) ctx.addIssue({ code: "custom", path: [name], message: `environment name ${JSON.stringify(name)} must be letters, digits and _, not starting with a digit` });
+                }
+            })
+            .optional(),
+        stdin: z.string({ error: "stdin must be a string" }).optional(),
+        triggers: z.array(z.unknown()).optional(),
+        timeoutSeconds: z.number({ error: "timeoutSeconds must be a number of seconds" }).int({ error: "timeoutSeconds must be a whole number" }).min(1).max(86400).default(DEFAULT_TIMEOUT_SECONDS),
+    })
+    .strict();
+
+type Parsed = z.output<typeof inputsSchema>;
+type VmRef = Parsed["vm"];
+
+export interface GuestCommandInputs {
+    vm: unknown;
+    create: string;
+    update?: string;
+    delete?: string;
+    check?: string;
+    environment?: Record<string, string>;
+    stdin?: string;
+    triggers?: unknown[];
+    timeoutSeconds?: number;
+}
+
+export interface GuestCommandOutputs extends GuestCommandInputs {
+    stdout: string;
+    stderr: string;
+    exitCode: number;
+    /** Which run of which VM the command ran on. */
+    vmIdentity: string;
+    /** Set by a refresh whose `check` failed; the next `up` runs `create` again. */
+    drift?: string;
+}
+
+function parse(inputs: unknown): Parsed {
+    // The dynamic-provider plugin passes the serialized provider along with the inputs.
+    const { __provider: _p, ...rest } = (inputs ?? {}) as Record<string, unknown>;
+    return parseOrThrow(inputsSchema, rest, "");
+}
+
+function vmIdentity(vm: VmRef): string {
+    return hashValue({ vm: vm.id ?? vm.vmDir ?? vm.agentSocket, pid: vm.pid, processStartTime: vm.processStartTime, bootId: vm.bootId }).slice(0, 32);
+}
+
+function target(vm: VmRef): AgentTarget {
+    return { agent: vm.agent, agentSocket: vm.agentSocket, qmpSocket: vm.qmpSocket, serialLog: vm.serialLog, pid: vm.pid, processStartTime: vm.processStartTime, bootId: vm.bootId, pidfile: vm.pidfile };
+}
+
+export async function check(_olds: unknown, news: any): Promise<pulumi.dynamic.CheckResult> {
+    if (hasUnknown(news)) return { inputs: news };
+    return checkWith(() => parse(news), news);
+}
+
+/** What makes the command run again in place. */
+const RERUN_KEYS = ["create", "update", "environment", "stdin"] as const;
+
+export async function diff(_id: string, olds: GuestCommandOutputs, news: GuestCommandInputs): Promise<pulumi.dynamic.DiffResult> {
+    const replaces: string[] = [];
+    if (hasUnknown(news.vm)) replaces.push("vm");
+    else if (vmIdentity(parse(news).vm) !== olds.vmIdentity) replaces.push("vm");
+    if (!same(olds.triggers, news.triggers)) replaces.push("triggers");
+    if (replaces.length) return { changes: true, replaces, deleteBeforeReplace: true };
+    const changed = [...RERUN_KEYS, "delete", "check", "timeoutSeconds"].filter((k) => !same((olds as any)[k], (news as any)[k]));
+    return { changes: changed.length > 0 || olds.drift !== undefined };
+}
+
+function same(a: unknown, b: unknown): boolean {
+    return JSON.stringify(a ?? null) === JSON.stringify(b ?? null);
+}
+
+export async function create(inputs: GuestCommandInputs): Promise<pulumi.dynamic.CreateResult> {
+    const p = parse(inputs);
+    const result = await runStep(p, "create", p.create);
+    const id = `${vmIdentity(p.vm).slice(0, 12)}-${hashValue({ create: p.create, at: Date.now(), r: Math.random() }).slice(0, 12)}`;
+    return { id, outs: outputs(inputs, p, result) };
+}
+
+/** Runs `update` (or `create`) when what it runs changed or a refresh found drift; otherwise only the inputs move. */
+export async function update(_id: string, olds: GuestCommandOutputs, news: GuestCommandInputs): Promise<pulumi.dynamic.UpdateResult> {
+    const p = parse(news);
+    const rerun = olds.drift !== undefined || RERUN_KEYS.some((k) => !same((olds as any)[k], (news as any)[k]));
+    if (!rerun) return { outs: outputs(news, p, { exitCode: olds.exitCode, stdout: olds.stdout, stderr: olds.stderr }) };
+    const [step, text] = olds.drift !== undefined || !p.update ? (["create", p.create] as const) : (["update", p.update] as const);
+    return { outs: outputs(news, p, await runStep(p, step, text)) };
+}
+
+/**
+ * Refresh: a VM that is gone takes the command's effect with it (the resource is gone too);
+ * otherwise `check`, when given, decides whether the effect is still there.
+ */
+export async function read(id: string, props: GuestCommandOutputs): Promise<pulumi.dynamic.ReadResult> {
+    const p = parse(inputsOf(props));
+    if (!(await vmAlive(p.vm))) return { id: "", props: {} };
+    if (!p.check) return { id, props };
+    const r = await exec(p, "check", p.check);
+    const { drift: _old, ...rest } = props;
+    if (r.exitCode === 0) return { id, props: rest };
+    return { id, props: { ...rest, drift: `check exited ${r.exitCode}: the next up runs create again` } };
+}
+
+/** Runs `delete` on the VM the command ran on; a VM that is gone has nothing left to undo. */
+export async function remove(_id: string, props: GuestCommandOutputs): Promise<void> {
+    const p = parse(inputsOf(props));
+    if (!p.delete) return;
+    if (!(await vmAlive(p.vm))) return;
+    await runStep(p, "delete", p.delete);
+}
+
+function inputsOf(props: GuestCommandOutputs): GuestCommandInputs {
+    const { stdout: _o, stderr: _e, exitCode: _c, vmIdentity: _v, drift: _d, ...inputs } = props;
+    return inputs;
+}
+
+async function vmAlive(vm: VmRef): Promise<boolean> {
+    return (await checkOurQemu({ pid: vm.pid, startTime: vm.processStartTime, bootId: vm.bootId }, vm.pidfile)).alive;
+}
+
+interface StepResult {
+    exitCode: number;
+    stdout: string;
+    stderr: string;
+}
+
+function outputs(inputs: GuestCommandInputs, p: Parsed, r: StepResult): GuestCommandOutputs {
+    return withoutUndefined({ ...inputs, stdout: r.stdout, stderr: r.stderr, exitCode: r.exitCode, vmIdentity: vmIdentity(p.vm) });
+}
+
+/** Runs one step; a non-zero exit fails it, with the (masked) output in the error. */
+async function runStep(p: Parsed, step: string, text: string): Promise<StepResult> {
+    const r = await exec(p, step, text);
+    if (r.exitCode !== 0) {
+        throw new Error(`GuestCommand ${step} exited ${r.exitCode}.\nstdout: ${masked(p, r.stdout)}\nstderr: ${masked(p, r.stderr)}`);
+    }
+    return r;
+}
+
+async function exec(p: Parsed, step: string, text: string): Promise<StepResult> {
+    const channel = openAgentChannel(target(p.vm));
+    try {
+        const r = await channel.execute(text, { env: p.environment, stdin: p.stdin, timeoutSeconds: p.timeoutSeconds });
+        return { exitCode: r.exitCode, stdout: r.stdout.toString("utf8"), stderr: r.stderr.toString("utf8") };
+    } catch (err) {
+        // The channel's messages hold no input text (commands, values, stdin); output is masked.
+        if (err instanceof GuestChannelError) {
+            const partial = err.partial ? `\nstdout: ${masked(p, err.partial.stdout.toString("utf8"))}\nstderr: ${masked(p, err.partial.stderr.toString("utf8"))}` : "";
+            throw new Error(`GuestCommand ${step}: ${err.message}${partial}`);
+        }
+        throw err;
+    } finally {
+        channel.close();
+    }
+}
+
+/** The tail of an output with every command, environment value and stdin text replaced by [secret]. */
+function masked(p: Parsed, text: string): string {
+    let t = text;
+    const hidden = [p.create, p.update, p.delete, p.check, p.stdin, ...Object.values(p.environment ?? {})]
+        .filter((s): s is string => typeof s === "string" && s.length >= 3)
+        .sort((a, b) => b.length - a.length);
+    for (const s of hidden) t = t.split(s).join("[secret]");
+    if (t.length > ERROR_OUTPUT_CHARS) t = "…" + t.slice(-ERROR_OUTPUT_CHARS);
+    return t ? JSON.stringify(t) : "(empty)";
+}
