@@ -138,7 +138,8 @@ const RERUN_KEYS = ["create", "update", "environment", "stdin"] as const;
 
 export async function diff(_id: string, olds: GuestCommandOutputs, news: GuestCommandInputs): Promise<pulumi.dynamic.DiffResult> {
     const replaces: string[] = [];
-    if (hasUnknown(news.vm)) replaces.push("vm");
+    // An id in a state directory not known yet may name another VM run: replaced, as for unknown outputs.
+    if (hasUnknown(news.vm) || (typeof news.vm === "string" && hasUnknown(news.stateDir))) replaces.push("vm");
     else if ((await identityNow(parse(news))) !== olds.vmIdentity) replaces.push("vm");
     if (!same(olds.triggers, news.triggers)) replaces.push("triggers");
     if (replaces.length) return { changes: true, replaces, deleteBeforeReplace: true };

@@ -1,6 +1,7 @@
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
+import { UNKNOWN } from "../../provider/resources/common";
 import * as gc from "../../provider/resources/guestCommand";
 import type { GuestCommandInputs, GuestCommandOutputs } from "../../provider/resources/guestCommand";
 import * as vmResource from "../../provider/resources/virtualMachine";
@@ -215,6 +216,9 @@ describe("vm given by id", () => {
         const made = await gc.create(byId({ create: "true" }));
         const outs = made.outs as GuestCommandOutputs;
         expect(await gc.diff(made.id, outs, byId({ create: "true", vm: "vm-gone" }))).toEqual({ changes: true, replaces: ["vm"], deleteBeforeReplace: true });
+        // A preview where the state directory is not known yet: the id may name another run.
+        expect(await gc.diff(made.id, outs, byId({ create: "true", stateDir: UNKNOWN }))).toEqual({ changes: true, replaces: ["vm"], deleteBeforeReplace: true });
+        expect(await gc.diff(made.id, outs, byId({ create: "true" }))).toEqual({ changes: false });
         await gc.remove(made.id, outs);
     }, 60_000);
 });
