@@ -5,6 +5,7 @@ import { describeMachine, loadAverage, otherQemuCount, type BenchResult, type Ma
 import { runBoot } from "./boot";
 import { runDebianBoot } from "./debianBoot";
 import { runChannel } from "./channel";
+import { runChannelSsh } from "./channelSsh";
 import { runHashing } from "./hashing";
 import { runNoopDiff } from "./noopDiff";
 import { runOverlay } from "./overlay";
@@ -14,7 +15,7 @@ import { runSerialWatch } from "./serialWatch";
 
 /**
  * Runs the benchmarks and prints one markdown table:
- *   npm run build && node bin/bench/run.js [noop] [hash] [overlay] [boot] [serial] [seed] [debian] [network] [channel]
+ *   npm run build && node bin/bench/run.js [noop] [hash] [overlay] [boot] [serial] [seed] [debian] [network] [channel] [channelSsh]
  * With no names it runs all of them and writes the table to bench/RESULTS.md.
  * Nothing depends on these timings; they are for people.
  */
@@ -29,6 +30,7 @@ const BENCHES: Record<string, () => Promise<BenchResult>> = {
     debian: () => runDebianBoot(),
     network: () => runNetwork(),
     channel: () => runChannel(),
+    channelSsh: () => runChannelSsh(),
 };
 
 function table(rows: Row[]): string {

@@ -124,7 +124,7 @@ export class Network extends pulumi.dynamic.Resource {
         super(networkProvider, name, withOutputs(args, NETWORK_OUTPUTS), opts, "qemu", "Network");
     }
 }
-const GUEST_COMMAND_OUTPUTS = ["stdout", "stderr", "exitCode", "vmIdentity", "drift"] as const;
+const GUEST_COMMAND_OUTPUTS = ["stdout", "stderr", "exitCode", "vmIdentity", "drift", "vmTarget"] as const;
 
 /**
  * A command run inside a VM over its agent channel (vm.agent "shell" or "qga"): `create` at

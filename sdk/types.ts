@@ -141,8 +141,10 @@ export interface VmReferenceArgs {
 }
 
 export interface GuestCommandArgs {
-    /** The VirtualMachine (created with vm.agent set), or its outputs. */
-    vm: import("./resources").VirtualMachine | DeepInput<VmReferenceArgs>;
+    /** The VirtualMachine (created with vm.agent set), its outputs, or its id (the name of its directory under `<stateDir>/vms`). */
+    vm: import("./resources").VirtualMachine | DeepInput<VmReferenceArgs> | pulumi.Input<string>;
+    /** Where a `vm` given by id is looked up (the VirtualMachine's stateDir); default as for the other resources. */
+    stateDir?: pulumi.Input<string>;
     /** Shell text run in the guest at create (and again after drift). */
     create: pulumi.Input<string>;
     /** Run instead of `create` when the commands, environment or stdin change. */

@@ -41,7 +41,7 @@ export async function readProcStat(pid: number): Promise<ProcStat | undefined> {
     return { state: rest[0], startTime: rest[19] };
 }
 
-async function readCmdline(pid: number): Promise<string[] | undefined> {
+export async function readCmdline(pid: number): Promise<string[] | undefined> {
     try {
         return (await readFile(`/proc/${pid}/cmdline`, "utf8")).split("\0").filter((s) => s.length > 0);
     } catch {

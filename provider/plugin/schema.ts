@@ -203,7 +203,11 @@ Object.assign(resources, {
     "qemu:index:GuestCommand": {
         description: "A command run inside a VM over its agent channel: create, update, delete, and a check at refresh that reports drift.",
         inputProperties: {
-            vm: ref("VmReference", "The VirtualMachine's outputs (created with vm.agent set)."),
+            vm: {
+                oneOf: [{ type: "string" }, { $ref: "#/types/qemu:index:VmReference" }],
+                description: "The VirtualMachine (created with vm.agent set): its id (the name of its directory under <stateDir>/vms), or its outputs.",
+            },
+            stateDir: str("State directory a vm given by id is looked up in."),
             create: str("Shell text run in the guest at create, and again after drift."),
             update: str("Run instead of create when the commands, environment or stdin change."),
             delete: str("Run at delete; skipped when the VM is gone."),
@@ -220,6 +224,7 @@ Object.assign(resources, {
             exitCode: int("Its exit status (0: a failing command fails the resource)."),
             vmIdentity: str("Which run of which VM it ran on."),
             drift: str("Set by a refresh whose check failed."),
+            vmTarget: ref("VmReference", "With vm given by id: the channel and QEMU run the id resolved to at create."),
         },
         required: ["stdout", "stderr", "exitCode", "vmIdentity"],
     },

@@ -6,6 +6,8 @@ import { GuestChannelError } from "../host/guestChannel";
 import { checkOurQemu } from "../host/qemuProcess";
 import { openAgentChannel, type AgentTarget } from "./agentChannel";
 import { checkWith, hasUnknown, withoutUndefined } from "./common";
+import { requireState } from "./stateGuard";
+import { resolveVmById, VM_ID_PATTERN } from "./vmById";
 
 /**
  * GuestCommand: a step inside a VM, over its agent channel (no SSH, no network), as
@@ -15,6 +17,10 @@ import { checkWith, hasUnknown, withoutUndefined } from "./common";
  *
  * The resource belongs to one run of one VM: its identity includes the VM's id and QEMU's
  * process start, so a VM that was replaced or restarted runs the command again (a replace).
+ *
+ * `vm` is the VirtualMachine's outputs or its id (the name of its directory under
+ * `<stateDir>/vms/`); an id is resolved to the running QEMU at create, and what it resolved to
+ * is kept in the `vmTarget` output, so read and delete talk to that same run.
  *
  * Commands, environment values and stdin may be secrets: errors never quote them, and any of
  * their text in the output shown in an error is masked.
@@ -37,11 +43,16 @@ const vmRefSchema = z.looseObject({
     pidfile: absolutePath("vm.pidfile"),
 });
 
+const vmIdSchema = z
+    .string()
+    .regex(VM_ID_PATTERN, { error: "vm must be the VirtualMachine's id (the name of its directory under <stateDir>/vms, like vm-AbC123) or its outputs" });
+
 const command = (field: string) => z.string({ error: `${field} must be a shell command (text)` }).min(1, { error: `${field} must not be empty` });
 
 const inputsSchema = z
     .object({
-        vm: vmRefSchema,
+        vm: z.union([vmIdSchema, vmRefSchema]),
+        stateDir: z.string({ error: "stateDir must be a path" }).min(1).optional(),
         create: command("create"),
         update: command("update").optional(),
         delete: command("delete").optional(),
@@ -60,11 +71,17 @@ const inputsSchema = z
     })
     .strict();
 
+// Picked by the type of `vm`, so a bad field of the outputs is named (a union would only say "invalid").
+const byIdSchema = inputsSchema.extend({ vm: vmIdSchema });
+const byOutputsSchema = inputsSchema.extend({ vm: vmRefSchema });
+
 type Parsed = z.output<typeof inputsSchema>;
-type VmRef = Parsed["vm"];
+type VmRef = z.output<typeof vmRefSchema>;
 
 export interface GuestCommandInputs {
     vm: unknown;
+    /** Where a `vm` given by id is looked up; resolved like the other resources' stateDir. */
+    stateDir?: string;
     create: string;
     update?: string;
     delete?: string;
@@ -81,6 +98,8 @@ export interface GuestCommandOutputs extends GuestCommandInputs {
     exitCode: number;
     /** Which run of which VM the command ran on. */
     vmIdentity: string;
+    /** With `vm` given by id: what the id resolved to at create (the channel and the QEMU run). */
+    vmTarget?: VmRef;
     /** Set by a refresh whose `check` failed; the next `up` runs `create` again. */
     drift?: string;
 }
@@ -88,11 +107,21 @@ export interface GuestCommandOutputs extends GuestCommandInputs {
 function parse(inputs: unknown): Parsed {
     // The dynamic-provider plugin passes the serialized provider along with the inputs.
     const { __provider: _p, ...rest } = (inputs ?? {}) as Record<string, unknown>;
-    return parseOrThrow(inputsSchema, rest, "");
+    return parseOrThrow(typeof rest.vm === "string" ? byIdSchema : byOutputsSchema, rest, "");
 }
 
 function vmIdentity(vm: VmRef): string {
     return hashValue({ vm: vm.id ?? vm.vmDir ?? vm.agentSocket, pid: vm.pid, processStartTime: vm.processStartTime, bootId: vm.bootId }).slice(0, 32);
+}
+
+/** The VM the inputs name: the outputs as given, or the VM directory an id names, resolved now. */
+async function resolveVm(p: Parsed): Promise<VmRef> {
+    return typeof p.vm === "string" ? ((await resolveVmById(p.vm, p.stateDir)) as unknown as VmRef) : p.vm;
+}
+
+/** The VM run a created command belongs to: the outputs it was given, or what its id resolved to then. */
+function vmOf(p: Parsed, props: GuestCommandOutputs): VmRef {
+    return typeof p.vm === "string" ? (props.vmTarget as VmRef) : p.vm;
 }
 
 function target(vm: VmRef): AgentTarget {
@@ -109,12 +138,22 @@ const RERUN_KEYS = ["create", "update", "environment", "stdin"] as const;
 
 export async function diff(_id: string, olds: GuestCommandOutputs, news: GuestCommandInputs): Promise<pulumi.dynamic.DiffResult> {
     const replaces: string[] = [];
-    if (hasUnknown(news.vm)) replaces.push("vm");
-    else if (vmIdentity(parse(news).vm) !== olds.vmIdentity) replaces.push("vm");
+    // An id in a state directory not known yet may name another VM run: replaced, as for unknown outputs.
+    if (hasUnknown(news.vm) || (typeof news.vm === "string" && hasUnknown(news.stateDir))) replaces.push("vm");
+    else if ((await identityNow(parse(news))) !== olds.vmIdentity) replaces.push("vm");
     if (!same(olds.triggers, news.triggers)) replaces.push("triggers");
     if (replaces.length) return { changes: true, replaces, deleteBeforeReplace: true };
-    const changed = [...RERUN_KEYS, "delete", "check", "timeoutSeconds"].filter((k) => !same((olds as any)[k], (news as any)[k]));
+    const changed = [...RERUN_KEYS, "delete", "check", "timeoutSeconds", "stateDir"].filter((k) => !same((olds as any)[k], (news as any)[k]));
     return { changes: changed.length > 0 || olds.drift !== undefined };
+}
+
+/** The identity of the VM run the inputs name now; an id that names no running VM matches nothing (create will say why). */
+async function identityNow(p: Parsed): Promise<string | undefined> {
+    try {
+        return vmIdentity(await resolveVm(p));
+    } catch {
+        return undefined;
+    }
 }
 
 function same(a: unknown, b: unknown): boolean {
@@ -123,18 +162,22 @@ function same(a: unknown, b: unknown): boolean {
 
 export async function create(inputs: GuestCommandInputs): Promise<pulumi.dynamic.CreateResult> {
     const p = parse(inputs);
-    const result = await runStep(p, "create", p.create);
-    const id = `${vmIdentity(p.vm).slice(0, 12)}-${hashValue({ create: p.create, at: Date.now(), r: Math.random() }).slice(0, 12)}`;
-    return { id, outs: outputs(inputs, p, result) };
+    const vm = await resolveVm(p);
+    const result = await runStep(p, vm, "create", p.create);
+    const id = `${vmIdentity(vm).slice(0, 12)}-${hashValue({ create: p.create, at: Date.now(), r: Math.random() }).slice(0, 12)}`;
+    return { id, outs: outputs(inputs, p, vm, result) };
 }
 
 /** Runs `update` (or `create`) when what it runs changed or a refresh found drift; otherwise only the inputs move. */
 export async function update(_id: string, olds: GuestCommandOutputs, news: GuestCommandInputs): Promise<pulumi.dynamic.UpdateResult> {
+    requireState("GuestCommand", "update", olds, stateFields(olds));
     const p = parse(news);
+    // diff replaces the command when the VM run changed, so this is the run it was created on.
+    const vm = typeof p.vm === "string" ? vmOf(parse(inputsOf(olds)), olds) : p.vm;
     const rerun = olds.drift !== undefined || RERUN_KEYS.some((k) => !same((olds as any)[k], (news as any)[k]));
-    if (!rerun) return { outs: outputs(news, p, { exitCode: olds.exitCode, stdout: olds.stdout, stderr: olds.stderr }) };
+    if (!rerun) return { outs: outputs(news, p, vm, { exitCode: olds.exitCode, stdout: olds.stdout, stderr: olds.stderr }) };
     const [step, text] = olds.drift !== undefined || !p.update ? (["create", p.create] as const) : (["update", p.update] as const);
-    return { outs: outputs(news, p, await runStep(p, step, text)) };
+    return { outs: outputs(news, p, vm, await runStep(p, vm, step, text)) };
 }
 
 /**
@@ -142,10 +185,12 @@ export async function update(_id: string, olds: GuestCommandOutputs, news: Guest
  * otherwise `check`, when given, decides whether the effect is still there.
  */
 export async function read(id: string, props: GuestCommandOutputs): Promise<pulumi.dynamic.ReadResult> {
+    requireState("GuestCommand", "read", props, stateFields(props));
     const p = parse(inputsOf(props));
-    if (!(await vmAlive(p.vm))) return { id: "", props: {} };
+    const vm = vmOf(p, props);
+    if (!(await vmAlive(vm))) return { id: "", props: {} };
     if (!p.check) return { id, props };
-    const r = await exec(p, "check", p.check);
+    const r = await exec(p, vm, "check", p.check);
     const { drift: _old, ...rest } = props;
     if (r.exitCode === 0) return { id, props: rest };
     return { id, props: { ...rest, drift: `check exited ${r.exitCode}: the next up runs create again` } };
@@ -153,14 +198,22 @@ export async function read(id: string, props: GuestCommandOutputs): Promise<pulu
 
 /** Runs `delete` on the VM the command ran on; a VM that is gone has nothing left to undo. */
 export async function remove(_id: string, props: GuestCommandOutputs): Promise<void> {
+    requireState("GuestCommand", "delete", props, stateFields(props));
     const p = parse(inputsOf(props));
     if (!p.delete) return;
-    if (!(await vmAlive(p.vm))) return;
-    await runStep(p, "delete", p.delete);
+    const vm = vmOf(p, props);
+    if (!(await vmAlive(vm))) return;
+    await runStep(p, vm, "delete", p.delete);
+}
+
+/** What read, update and delete rely on: the command, which run it belongs to, and the VM (outputs, or an id with what it resolved to). */
+function stateFields(props: unknown): Record<string, "string" | "number" | "object"> {
+    const byId = props !== null && typeof props === "object" && typeof (props as Record<string, unknown>).vm === "string";
+    return { create: "string", exitCode: "number", vmIdentity: "string", ...(byId ? { vmTarget: "object" } : { vm: "object" }) };
 }
 
 function inputsOf(props: GuestCommandOutputs): GuestCommandInputs {
-    const { stdout: _o, stderr: _e, exitCode: _c, vmIdentity: _v, drift: _d, ...inputs } = props;
+    const { stdout: _o, stderr: _e, exitCode: _c, vmIdentity: _v, drift: _d, vmTarget: _t, ...inputs } = props;
     return inputs;
 }
 
@@ -174,21 +227,22 @@ interface StepResult {
     stderr: string;
 }
 
-function outputs(inputs: GuestCommandInputs, p: Parsed, r: StepResult): GuestCommandOutputs {
-    return withoutUndefined({ ...inputs, stdout: r.stdout, stderr: r.stderr, exitCode: r.exitCode, vmIdentity: vmIdentity(p.vm) });
+function outputs(inputs: GuestCommandInputs, p: Parsed, vm: VmRef, r: StepResult): GuestCommandOutputs {
+    const vmTarget = typeof p.vm === "string" ? vm : undefined;
+    return withoutUndefined({ ...inputs, stdout: r.stdout, stderr: r.stderr, exitCode: r.exitCode, vmIdentity: vmIdentity(vm), vmTarget });
 }
 
 /** Runs one step; a non-zero exit fails it, with the (masked) output in the error. */
-async function runStep(p: Parsed, step: string, text: string): Promise<StepResult> {
-    const r = await exec(p, step, text);
+async function runStep(p: Parsed, vm: VmRef, step: string, text: string): Promise<StepResult> {
+    const r = await exec(p, vm, step, text);
     if (r.exitCode !== 0) {
         throw new Error(`GuestCommand ${step} exited ${r.exitCode}.\nstdout: ${masked(p, r.stdout)}\nstderr: ${masked(p, r.stderr)}`);
     }
     return r;
 }
 
-async function exec(p: Parsed, step: string, text: string): Promise<StepResult> {
-    const channel = openAgentChannel(target(p.vm));
+async function exec(p: Parsed, vm: VmRef, step: string, text: string): Promise<StepResult> {
+    const channel = openAgentChannel(target(vm));
     try {
         const r = await channel.execute(text, { env: p.environment, stdin: p.stdin, timeoutSeconds: p.timeoutSeconds });
         return { exitCode: r.exitCode, stdout: r.stdout.toString("utf8"), stderr: r.stderr.toString("utf8") };

@@ -1,4 +1,5 @@
 import * as diskImage from "../../provider/resources/diskImage";
+import * as guestCommand from "../../provider/resources/guestCommand";
 import * as network from "../../provider/resources/network";
 import * as runScript from "../../provider/resources/runScript";
 import { StateError } from "../../provider/resources/stateGuard";
@@ -20,6 +21,7 @@ const damaged: [string, unknown][] = [
 const imageNews = { source: { kind: "blank", size: "1M", format: "raw" }, stateDir: "/nonexistent/state" };
 const scriptNews = { vm: { kernel: "/boot/vmlinuz" } };
 const vmNews = { vm: { kernel: "/boot/vmlinuz" } };
+const commandNews = { vm: "vm-nowhere", stateDir: "/nonexistent/state", create: "true" };
 
 const calls: [string, (props: any) => Promise<unknown>][] = [
     ["DiskImage read", (p) => diskImage.read("id", p)],
@@ -35,6 +37,9 @@ const calls: [string, (props: any) => Promise<unknown>][] = [
     ["VirtualMachine diff", (p) => vm.diff("id", p, vmNews)],
     ["VirtualMachine update", (p) => vm.update("id", p, vmNews)],
     ["VirtualMachine delete", (p) => vm.remove("id", p)],
+    ["GuestCommand read", (p) => guestCommand.read("id", p)],
+    ["GuestCommand update", (p) => guestCommand.update("id", p, commandNews)],
+    ["GuestCommand delete", (p) => guestCommand.remove("id", p)],
 ];
 
 describe.each(calls)("%s", (name, call) => {
@@ -50,4 +55,13 @@ describe.each(calls)("%s", (name, call) => {
         expect(message).toMatch(new RegExp(`^${name.split(" ")[1]} of this ${name.split(" ")[0]}: its state (is empty|lacks )`));
         expect(message).toMatch(/Nothing was touched. Remove the resource from the stack's state \(`pulumi state delete URN`\)/);
     });
+});
+
+test("a GuestCommand given its VM by id needs what the id resolved to (vmTarget) in its state", async () => {
+    const props = { vm: "vm-abc123", create: "true", exitCode: 0, vmIdentity: "x", stdout: "", stderr: "" };
+    for (const call of [() => guestCommand.read("id", props), () => guestCommand.remove("id", props), () => guestCommand.update("id", props, commandNews)]) {
+        const err = await call().catch((e) => e);
+        expect(err).toBeInstanceOf(StateError);
+        expect((err as Error).message).toMatch(/of this GuestCommand: its state lacks vmTarget,/);
+    }
 });

@@ -22,12 +22,15 @@ describe.each<PluginKind>(["qemu", "dynamic"])("GuestCommand through the %s plug
     let driver: Driver;
     let dir: string;
     let vm: VirtualMachineOutputs;
+    let vmId: string;
 
     beforeAll(async () => {
         const guest = await ensureTestGuest();
         dir = await mkdtemp(path.join(os.tmpdir(), `pq-pgc-${kind[0]}-`));
         const spec = { name: `pgc-${kind}`, accel: "tcg", agent: "shell", network: "none", kernel: guest.kernel, initrd: guest.initrd, kernelArguments: guestKernelArguments({ name: "pgc" }) };
-        vm = (await vmResource.create({ vm: spec, ready: { serialPattern: READY_MARKER, timeoutSeconds: 120 }, stateDir: path.join(dir, "s") })).outs as VirtualMachineOutputs;
+        const madeVm = await vmResource.create({ vm: spec, ready: { serialPattern: READY_MARKER, timeoutSeconds: 120 }, stateDir: path.join(dir, "s") });
+        vm = madeVm.outs as VirtualMachineOutputs;
+        vmId = madeVm.id as string;
         driver = await openDriver(kind);
     }, 300_000);
 
@@ -81,6 +84,29 @@ describe.each<PluginKind>(["qemu", "dynamic"])("GuestCommand through the %s plug
 
             await driver.plugin.delete(made.id, urn, updated.properties, forProvider(driver.acceptSecrets, inputs));
             expect(await machine.succeed("test -e /tmp/step || echo removed")).toBe("removed\n");
+            expect(driver.engine.errors()).toEqual([]);
+        } finally {
+            machine.close();
+        }
+    }, 120_000);
+
+    test("vm given by id (with stateDir): create, refresh and delete reach the same guest", async () => {
+        const urn = driver.urn("GuestCommand", "by-id");
+        const news: Props = driver.news("GuestCommand", { vm: vmId, stateDir: path.join(dir, "s"), create: "echo by-id > /tmp/by-id", delete: "rm /tmp/by-id", check: "test -f /tmp/by-id" });
+        const checked = await driver.plugin.check(urn, {}, forProvider(driver.acceptSecrets, news));
+        expect(checked.failures).toEqual([]);
+        const made = await driver.plugin.create(urn, checked.inputs);
+        expect((made.properties.vmTarget as Props).pid).toBe(vm.pid);
+        const machine = attach(vm);
+        try {
+            expect(await machine.succeed("cat /tmp/by-id")).toBe("by-id\n");
+            const read = await driver.plugin.read(made.id, urn, made.properties, checked.inputs);
+            expect(read.id).toBe(made.id);
+            expect(read.properties.drift).toBeUndefined();
+            await driver.plugin.delete(made.id, urn, made.properties, checked.inputs);
+            expect(await machine.succeed("test -e /tmp/by-id || echo removed")).toBe("removed\n");
+            const bad = await driver.plugin.check(urn, {}, forProvider(driver.acceptSecrets, driver.news("GuestCommand", { vm: "../etc", create: "true" })));
+            expect(bad.failures.map((f: { property: string }) => f.property)).toContain("vm");
             expect(driver.engine.errors()).toEqual([]);
         } finally {
             machine.close();

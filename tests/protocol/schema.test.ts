@@ -27,8 +27,8 @@ const EXPECTED: Record<string, { inputs: string[]; outputs: string[] }> = {
     },
     "qemu:index:Network": { inputs: ["name", "subnet", "stateDir"], outputs: ["subnet", "netmask", "switchDir", "switchIdentity"] },
     "qemu:index:GuestCommand": {
-        inputs: ["vm", "create", "update", "delete", "check", "environment", "stdin", "triggers", "timeoutSeconds"],
-        outputs: ["stdout", "stderr", "exitCode", "vmIdentity"],
+        inputs: ["vm", "stateDir", "create", "update", "delete", "check", "environment", "stdin", "triggers", "timeoutSeconds"],
+        outputs: ["stdout", "stderr", "exitCode", "vmIdentity", "vmTarget"],
     },
 };
 
