@@ -26,6 +26,7 @@ import { ShellChannel } from "../host/shellChannel";
 import { launcherText } from "./runScript";
 import { attachNics, hostsOf, networkDrift, networkProblems, nicPlans, releaseNics, type NicOutput } from "./vmNetworks";
 import { pickHostPorts, portOutputs } from "./vmPorts";
+import { removeSnapshotsOf } from "../host/snapshots";
 
 /**
  * VirtualMachine: a running guest. Create writes the VM's own launcher into a private directory
@@ -473,6 +474,9 @@ export async function remove(_id: string, props: VirtualMachineOutputs): Promise
     requireState("VirtualMachine", "delete", props, VM_STATE);
     await stopQemu({ identity: identityOf(props), pidfile: props.pidfile, qmpSocket: props.qmpSocket });
     await releaseNics(props.nics, props.vmDir);
+    // Snapshots go with their VM: the qcow2 tags it made, then the records in its directory.
+    const spec = safeSpec(props.vm);
+    await removeSnapshotsOf(props.vmDir, { qemuImg: spec?.qemuImg, diskFiles: spec?.disks.filter((d) => !d.readOnly).map((d) => d.overlay ?? d.path) });
     await removeVmDir(props.vmDir, props.launcherPath);
     await sweepVmsSometimes(path.dirname(props.vmDir));
 }
