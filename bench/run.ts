@@ -11,10 +11,11 @@ import { runOverlay } from "./overlay";
 import { runNetwork } from "./network";
 import { runSeed } from "./seed";
 import { runSerialWatch } from "./serialWatch";
+import { runSnapshot } from "./snapshot";
 
 /**
  * Runs the benchmarks and prints one markdown table:
- *   npm run build && node bin/bench/run.js [noop] [hash] [overlay] [boot] [serial] [seed] [debian] [network] [channel]
+ *   npm run build && node bin/bench/run.js [noop] [hash] [overlay] [boot] [serial] [seed] [debian] [network] [channel] [snapshot]
  * With no names it runs all of them and writes the table to bench/RESULTS.md.
  * Nothing depends on these timings; they are for people.
  */
@@ -29,6 +30,7 @@ const BENCHES: Record<string, () => Promise<BenchResult>> = {
     debian: () => runDebianBoot(),
     network: () => runNetwork(),
     channel: () => runChannel(),
+    snapshot: () => runSnapshot(),
 };
 
 function table(rows: Row[]): string {
