@@ -239,12 +239,12 @@ function infoOf(r: SnapshotRecord): SnapshotInfo {
 }
 
 /** Why QEMU would refuse to save this VM's state right now (query-migrate's blocked-reasons). */
-async function migrationBlockers(qmp: QmpClient): Promise<string[]> {
+export async function migrationBlockers(qmp: QmpClient): Promise<string[]> {
     const info = (await qmp.execute("query-migrate")) as { "blocked-reasons"?: string[] };
     return info["blocked-reasons"] ?? [];
 }
 
-async function queryBlock(qmp: QmpClient): Promise<BlockNode[]> {
+export async function queryBlock(qmp: QmpClient): Promise<BlockNode[]> {
     const devices = (await qmp.execute("query-block")) as Array<{
         device: string;
         inserted?: { "node-name": string; file: string; ro: boolean; drv: string; image?: { filename: string; format: string; snapshots?: QemuSnapshotInfo[] } };
@@ -258,7 +258,7 @@ async function queryBlock(qmp: QmpClient): Promise<BlockNode[]> {
 }
 
 /** The writable disks, every one of which must be qcow2 (checked here too: extraArgs may add drives the spec does not show). */
-function writableDisks(nodes: BlockNode[]): BlockNode[] {
+export function writableDisks(nodes: BlockNode[]): BlockNode[] {
     const writable = nodes.filter((n) => !n.readOnly);
     const raw = writable.filter((n) => n.format !== "qcow2");
     if (raw.length) {
@@ -274,7 +274,7 @@ function writableDisks(nodes: BlockNode[]): BlockNode[] {
  * Runs a QMP job command and polls query-jobs until it concludes, within `timeoutMs`; a job
  * still running at the deadline is cancelled and reported, never waited on forever.
  */
-async function runJob(qmp: QmpClient, command: string, args: Record<string, unknown>, timeoutMs: number): Promise<void> {
+export async function runJob(qmp: QmpClient, command: string, args: Record<string, unknown>, timeoutMs: number): Promise<void> {
     const id = `pq-${command}-${Date.now().toString(36)}`;
     const deadline = Date.now() + timeoutMs;
     await qmp.execute(command, { "job-id": id, ...args }, { timeoutMs: Math.max(1000, deadline - Date.now()) });
