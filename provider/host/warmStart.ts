@@ -1,10 +1,11 @@
-import { readFile } from "node:fs/promises";
+import { existsSync } from "node:fs";
+import { readdir, readFile, rm } from "node:fs/promises";
 import * as path from "node:path";
 import { openRecord, sealRecord, snapshotMismatch, type SnapshotRecord } from "../core/snapshotRules";
 import { writeFileAtomic } from "./atomicFile";
 import { withQmp } from "./qmp";
 import { migrationBlockers, queryBlock, runJob, SnapshotError, writableDisks } from "./snapshots";
-import { ensureOwnDir, isOwnFileSync } from "./stateDir";
+import { ensureOwnDir, isOwnFileSync, ownDirChain } from "./stateDir";
 
 /**
  * `VirtualMachine.warmStart`: one snapshot per VM identity, taken once the VM is ready and
@@ -90,4 +91,23 @@ export async function saveWarm(t: WarmTarget, timeoutMs: number): Promise<void> 
         await ensureOwnDir(path.dirname(warmFile(t)));
         await writeFileAtomic(warmFile(t), sealRecord(record), { durable: true });
     });
+}
+
+/**
+ * Forgets warm snapshots whose disks are gone (their data went with them) or whose records are
+ * damaged: the records would otherwise pile up in the state directory as disks come and go.
+ */
+export async function pruneWarmRecords(stateDir: string): Promise<string[]> {
+    const dir = path.join(stateDir, "warm");
+    if (!(await ownDirChain(stateDir, dir)).ok) return [];
+    const pruned: string[] = [];
+    for (const n of (await readdir(dir).catch(() => [] as string[])).filter((x) => /^[0-9a-f]{64}\.json$/.test(x))) {
+        const file = path.join(dir, n);
+        if (!isOwnFileSync(file)) continue;
+        const opened = openRecord(await readFile(file, "utf8").catch(() => ""));
+        if ("record" in opened && opened.record.disks.every((d) => existsSync(d.file))) continue;
+        await rm(file, { force: true });
+        pruned.push(n);
+    }
+    return pruned;
 }

@@ -28,7 +28,7 @@ import { attachNics, hostsOf, networkDrift, networkProblems, nicPlans, releaseNi
 import { pickHostPorts, portOutputs } from "./vmPorts";
 import { removeSnapshotsOf } from "../host/snapshots";
 import { snapshotProblems } from "../core/snapshotRules";
-import { saveWarm, tryWarmRestore } from "../host/warmStart";
+import { pruneWarmRecords, saveWarm, tryWarmRestore } from "../host/warmStart";
 
 /**
  * VirtualMachine: a running guest. Create writes the VM's own launcher into a private directory
@@ -319,6 +319,7 @@ export async function create(inputs: VirtualMachineInputs): Promise<pulumi.dynam
         // identity replaces that boot (snapshot-load reverts the disks and loads the memory).
         const warm = p.warmStart ? { stateDir, argvHash: specArgvHash(p.spec), qmpSocket: runtime.qmpSocket } : undefined;
         const warmTimeoutMs = p.ready.timeoutSeconds * 1000;
+        if (warm) await pruneWarmRecords(stateDir);
         const restored = warm ? await tryWarmRestore(warm, warmTimeoutMs) : undefined;
         const status = await waitReady(p, identity, runtime, picked.hostPorts, restored?.restored === true);
         if (restored?.restored && runtime.agentSocket && p.spec.agent === "shell") await syncGuestClock(runtime.agentSocket);

@@ -1,8 +1,9 @@
 import { statSync } from "node:fs";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, readdir, rm } from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
 import { waitUntilGone } from "../../provider/host/qemuProcess";
+import { pruneWarmRecords } from "../../provider/host/warmStart";
 import * as diskImage from "../../provider/resources/diskImage";
 import * as vmResource from "../../provider/resources/virtualMachine";
 import type { VirtualMachineOutputs } from "../../provider/resources/virtualMachine";
@@ -109,6 +110,16 @@ test("kill -9, refresh, up: restored, not booted, and ready; another identity bo
     m = attach(again);
     expect(await m.succeed("cat /proc/sys/kernel/random/boot_id")).not.toBe(bootId);
     m.close();
+
+    // Records of warm snapshots whose disk is gone are forgotten; those whose disk remains stay.
+    await vmResource.remove("", again);
+    live.splice(live.indexOf(again), 1);
+    const warmDir = path.join(stateDir, "warm");
+    expect((await readdir(warmDir)).sort()).toEqual([`${first.argvHash}.json`, `${other.argvHash}.json`].sort());
+    expect(await pruneWarmRecords(stateDir)).toEqual([]);
+    await diskImage.removeImage(img);
+    expect((await pruneWarmRecords(stateDir)).sort()).toEqual([`${first.argvHash}.json`, `${other.argvHash}.json`].sort());
+    expect(await readdir(warmDir)).toEqual([]);
 }, 600_000);
 
 test("warmStart on a VM that cannot be snapshotted is refused at check, naming the field", async () => {
