@@ -60,9 +60,12 @@ export function snapshotNameProblem(name: unknown): string | undefined {
     return undefined;
 }
 
+/** Tags of the test API's snapshots start so; warmStart's tag (`pq-warm`) is another. */
+export const SNAPSHOT_TAG_PREFIX = "pq-snap-";
+
 /** The qcow2 snapshot tag of a snapshot name; the prefix marks the tags the provider made. */
 export function snapshotTag(name: string): string {
-    return `pq-${name}`;
+    return `${SNAPSHOT_TAG_PREFIX}${name}`;
 }
 
 /** One disk's part of a snapshot, as QEMU reported it right after the save. */

@@ -7,6 +7,7 @@ import {
     snapshotNameProblem,
     snapshotProblems,
     snapshotTag,
+    SNAPSHOT_TAG_PREFIX,
     type QemuSnapshotInfo,
     type SnapshotRecord,
 } from "../core/snapshotRules";
@@ -154,37 +155,31 @@ export async function listSnapshots(target: SnapshotTarget): Promise<SnapshotInf
 }
 
 /**
- * With the VM's QEMU stopped: deletes every snapshot recorded in `vmDir` from its qcow2 files
- * (only the `pq-` tags the provider made) and the records. `diskFiles`, the VM's writable qcow2
- * files from its spec, are where a snapshot whose record was damaged may still have its tag.
- * Best effort — a disk already gone is fine.
+ * With the VM's QEMU stopped: deletes this VM's snapshots — every `pq-snap-` tag in its
+ * writable qcow2 files (`diskFiles`, from its spec, and the files its records name), which also
+ * catches a tag left by an interrupted save or a damaged record — and then the records.
+ * warmStart's `pq-warm` is left alone: it outlives the VM on purpose. Best effort: a disk
+ * already gone is fine.
  */
 export async function removeSnapshotsOf(vmDir: string, opts: { qemuImg?: string; diskFiles?: string[] } = {}): Promise<void> {
     const qemuImg = opts.qemuImg ?? "qemu-img";
     const dir = path.join(vmDir, SNAPSHOTS_DIR);
-    if (!(await ownDirChain(path.dirname(path.dirname(vmDir)), dir)).ok) return;
-    let names: string[];
-    try {
-        names = await readdir(dir);
-    } catch {
-        return;
-    }
-    for (const n of names.filter((x) => x.endsWith(".json"))) {
-        const file = path.join(dir, n);
-        if (!isOwnFileSync(file)) continue;
-        const name = n.slice(0, -".json".length);
-        if (snapshotNameProblem(name)) continue;
+    const ours = (await ownDirChain(path.dirname(path.dirname(vmDir)), dir)).ok;
+    const records = ours ? (await readdir(dir).catch(() => [] as string[])).filter((x) => x.endsWith(".json")).map((n) => path.join(dir, n)).filter(isOwnFileSync) : [];
+    const files = new Set(opts.diskFiles ?? []);
+    for (const file of records) {
         const opened = openRecord(await readFile(file, "utf8").catch(() => ""));
-        const files = new Set([...("record" in opened ? opened.record.disks.map((d) => d.file) : []), ...(opts.diskFiles ?? [])]);
-        for (const f of files) {
-            const run = (args: string[]) => runTool(qemuImg, args, { timeoutMs: 60_000, label: `qemu-img ${args.join(" ")}` });
-            const listed = await run(["snapshot", "-l", f]).catch(() => undefined);
-            if (!listed || listed.exitCode !== 0 || !listed.stdout.split("\n").some((l) => l.trim().split(/\s+/)[1] === snapshotTag(name))) continue;
-            await run(["snapshot", "-d", snapshotTag(name), f]).catch(() => undefined);
-        }
-        await rm(file, { force: true });
+        if ("record" in opened) for (const d of opened.record.disks) files.add(d.file);
     }
-    await rmdir(dir).catch(() => undefined);
+    const run = (args: string[]) => runTool(qemuImg, args, { timeoutMs: 60_000, label: `qemu-img ${args.join(" ")}` });
+    for (const f of files) {
+        const listed = await run(["snapshot", "-l", f]).catch(() => undefined);
+        if (!listed || listed.exitCode !== 0) continue;
+        const tags = listed.stdout.split("\n").slice(2).map((l) => l.trim().split(/\s+/)[1]).filter((t) => t?.startsWith(SNAPSHOT_TAG_PREFIX));
+        for (const tag of new Set(tags)) await run(["snapshot", "-d", tag, f]).catch(() => undefined);
+    }
+    for (const file of records) await rm(file, { force: true });
+    if (ours) await rmdir(dir).catch(() => undefined);
 }
 
 function snapshotsDir(target: SnapshotTarget): string {

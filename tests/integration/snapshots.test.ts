@@ -81,7 +81,7 @@ test("snapshot, change everything, restore: memory, a process, the disk, the clo
         expect(info.name).toBe("clean");
         expect(info.vmStateBytes).toBeGreaterThan(1024 * 1024);
         expect((await m.snapshots()).map((s) => [s.name, s.damaged])).toEqual([["clean", undefined]]);
-        expect(await qcow2Tags(disk)).toEqual(["pq-clean"]);
+        expect(await qcow2Tags(disk)).toEqual(["pq-snap-clean"]);
         // Owner-only, like everything in the state directory.
         expect(statSync(path.join(outs.vmDir, "snapshots")).mode & 0o777).toBe(0o700);
         expect(statSync(path.join(outs.vmDir, "snapshots", "clean.json")).mode & 0o777).toBe(0o600);
@@ -142,7 +142,7 @@ test("a damaged snapshot is refused: a tampered record, a qcow2 snapshot gone be
         // Someone deletes the qcow2 snapshot under the record.
         await withQmp(outs.qmpSocket, 60_000, async (qmp) => {
             const [node] = ((await qmp.execute("query-block")) as Array<{ inserted?: { "node-name": string; ro: boolean } }>).filter((d) => d.inserted && !d.inserted.ro).map((d) => d.inserted!["node-name"]);
-            await qmp.execute("snapshot-delete", { "job-id": "t", tag: "pq-b", devices: [node] });
+            await qmp.execute("snapshot-delete", { "job-id": "t", tag: "pq-snap-b", devices: [node] });
             for (let i = 0; i < 200; i++) {
                 const jobs = (await qmp.execute("query-jobs")) as Array<{ id: string; status: string }>;
                 if (jobs.find((j) => j.id === "t")?.status === "concluded") break;
@@ -150,13 +150,27 @@ test("a damaged snapshot is refused: a tampered record, a qcow2 snapshot gone be
             }
             await qmp.execute("job-dismiss", { id: "t" });
         });
-        await expect(m.restore("b")).rejects.toThrow(/snapshot b is damaged and was not restored: disk .* has no snapshot pq-b any more/);
+        await expect(m.restore("b")).rejects.toThrow(/snapshot b is damaged and was not restored: disk .* has no snapshot pq-snap-b any more/);
         // Nothing was restored by either refusal.
         expect(await m.succeed("cat /tmp/marker")).toBe("changed\n");
 
         await m.deleteSnapshot("b");
         expect((await m.snapshots()).map((s) => s.name)).toEqual(["a"]);
-        expect(await qcow2Tags(disk)).toEqual(["pq-a"]);
+        expect(await qcow2Tags(disk)).toEqual(["pq-snap-a"]);
+
+        // A tag with no record, as an interrupted save would leave: refused by name, gone with the VM.
+        await withQmp(outs.qmpSocket, 60_000, async (qmp) => {
+            const [node] = ((await qmp.execute("query-block")) as Array<{ inserted?: { "node-name": string; ro: boolean } }>).filter((d) => d.inserted && !d.inserted.ro).map((d) => d.inserted!["node-name"]);
+            await qmp.execute("snapshot-save", { "job-id": "o", tag: "pq-snap-orphan", vmstate: node, devices: [node] });
+            for (let i = 0; i < 400; i++) {
+                const jobs = (await qmp.execute("query-jobs")) as Array<{ id: string; status: string }>;
+                if (jobs.find((j) => j.id === "o")?.status === "concluded") break;
+                await new Promise((r) => setTimeout(r, 50));
+            }
+            await qmp.execute("job-dismiss", { id: "o" });
+        });
+        await expect(m.snapshot("orphan")).rejects.toThrow(/already holds a qcow2 snapshot pq-snap-orphan with no record of it/);
+        expect((await qcow2Tags(disk)).sort()).toEqual(["pq-snap-a", "pq-snap-orphan"]);
     } finally {
         m.close();
     }

@@ -22,7 +22,7 @@ describe("which VMs can be snapshotted", () => {
     test("names are plain file names", () => {
         expect(snapshotNameProblem("clean-1.0_a")).toBeUndefined();
         for (const bad of ["", "../x", "a/b", ".hidden", "a b", "x".repeat(65), 3]) expect(snapshotNameProblem(bad)).toMatch(/snapshot name must be/);
-        expect(snapshotTag("clean")).toBe("pq-clean");
+        expect(snapshotTag("clean")).toBe("pq-snap-clean");
     });
 });
 
@@ -32,13 +32,13 @@ describe("records", () => {
         kind: "snapshot",
         version: 1,
         name: "clean",
-        tag: "pq-clean",
+        tag: "pq-snap-clean",
         createdAt: "2026-11-30T00:00:00.000Z",
         vmstateFile: "/d.qcow2",
         disks: [{ file: "/d.qcow2", id: "1", dateSec: 100, dateNsec: 5, vmStateSize: 4096 }],
         saveMs: 10,
     };
-    const listed = (over: Record<string, unknown> = {}) => new Map([["/d.qcow2", [{ id: "1", name: "pq-clean", "vm-state-size": 4096, "date-sec": 100, "date-nsec": 5, ...over }]]]);
+    const listed = (over: Record<string, unknown> = {}) => new Map([["/d.qcow2", [{ id: "1", name: "pq-snap-clean", "vm-state-size": 4096, "date-sec": 100, "date-nsec": 5, ...over }]]]);
 
     test("a sealed record opens to itself; any change to it is caught by its checksum", () => {
         const text = sealRecord(record);
@@ -51,8 +51,8 @@ describe("records", () => {
     test("the qcow2 snapshots must be the recorded ones", () => {
         expect(snapshotMismatch(record, listed())).toBeUndefined();
         expect(snapshotMismatch(record, new Map())).toMatch(/no longer open/);
-        expect(snapshotMismatch(record, new Map([["/d.qcow2", []]]))).toMatch(/has no snapshot pq-clean any more/);
-        expect(snapshotMismatch(record, listed({ id: "2", "date-sec": 200 }))).toMatch(/holds a different snapshot pq-clean \(id 2, made at 200/);
+        expect(snapshotMismatch(record, new Map([["/d.qcow2", []]]))).toMatch(/has no snapshot pq-snap-clean any more/);
+        expect(snapshotMismatch(record, listed({ id: "2", "date-sec": 200 }))).toMatch(/holds a different snapshot pq-snap-clean \(id 2, made at 200/);
         expect(snapshotMismatch(record, listed({ "vm-state-size": 1 }))).toMatch(/different snapshot/);
     });
 });
