@@ -12,10 +12,11 @@ import { runOverlay } from "./overlay";
 import { runNetwork } from "./network";
 import { runSeed } from "./seed";
 import { runSerialWatch } from "./serialWatch";
+import { runSnapshot } from "./snapshot";
 
 /**
  * Runs the benchmarks and prints one markdown table:
- *   npm run build && node bin/bench/run.js [noop] [hash] [overlay] [boot] [serial] [seed] [debian] [network] [channel] [channelSsh]
+ *   npm run build && node bin/bench/run.js [noop] [hash] [overlay] [boot] [serial] [seed] [debian] [network] [channel] [channelSsh] [snapshot]
  * With no names it runs all of them and writes the table to bench/RESULTS.md.
  * Nothing depends on these timings; they are for people.
  */
@@ -31,6 +32,7 @@ const BENCHES: Record<string, () => Promise<BenchResult>> = {
     network: () => runNetwork(),
     channel: () => runChannel(),
     channelSsh: () => runChannelSsh(),
+    snapshot: () => runSnapshot(),
 };
 
 function table(rows: Row[]): string {

@@ -51,7 +51,7 @@ export class RunScript extends pulumi.dynamic.Resource {
     }
 }
 
-export const VIRTUAL_MACHINE_OUTPUTS = ["pid", "qmpSocket", "serialLog", "launcherPath", "argvHash", "status", "accel", "accelReason", "startedAt", "readySeconds", "vmDir", "nics", "hosts", "networkDrift", "ports", "endpoints", "portsNote", "agent", "agentSocket", "pidfile", "processStartTime", "bootId"] as const;
+export const VIRTUAL_MACHINE_OUTPUTS = ["pid", "qmpSocket", "serialLog", "launcherPath", "argvHash", "status", "accel", "accelReason", "startedAt", "readySeconds", "vmDir", "nics", "hosts", "networkDrift", "ports", "endpoints", "portsNote", "agent", "agentSocket", "pidfile", "processStartTime", "bootId", "start", "startNote"] as const;
 
 /** A running QEMU guest, started from its launcher and controlled over QMP. */
 export class VirtualMachine extends pulumi.dynamic.Resource {
@@ -86,6 +86,10 @@ export class VirtualMachine extends pulumi.dynamic.Resource {
     /** With `pid` and `bootId`, what tells this run of QEMU from any other process. */
     declare public readonly processStartTime: pulumi.Output<string>;
     declare public readonly bootId: pulumi.Output<string>;
+    /** With warmStart: "cold" (booted, then snapshotted) or "restored" (from the warm snapshot). */
+    declare public readonly start: pulumi.Output<"cold" | "restored" | undefined>;
+    /** With warmStart: why a warm snapshot present was not used. */
+    declare public readonly startNote: pulumi.Output<string | undefined>;
 
     constructor(name: string, args: VirtualMachineArgs, opts?: pulumi.CustomResourceOptions) {
         super(virtualMachineProvider, name, withOutputs(args, VIRTUAL_MACHINE_OUTPUTS), opts, "qemu", "VirtualMachine");

@@ -8,6 +8,7 @@ import { DEFAULT_EXEC_TIMEOUT_SECONDS, type ExecOptions, type GuestChannel } fro
 import { checkOurQemu, waitUntilGone, type ProcessIdentity } from "../provider/host/qemuProcess";
 import { qmpOnce } from "../provider/host/qmp";
 import { openAgentChannel, type AgentTarget } from "../provider/resources/agentChannel";
+import { deleteSnapshot, listSnapshots, restoreSnapshot, saveSnapshot, type SnapshotInfo } from "../provider/host/snapshots";
 import { cleanConsole, serialTail } from "../provider/resources/virtualMachine";
 
 /**
@@ -25,6 +26,21 @@ import { cleanConsole, serialTail } from "../provider/resources/virtualMachine";
 /** The VirtualMachine outputs `attach` uses (a stack output of the resource has them all). */
 export interface MachineOutputs extends AgentTarget {
     vm?: unknown;
+    /** For snapshots: the VM's directory (where their records live) and identity. */
+    vmDir?: string;
+    argvHash?: string;
+}
+
+export type { SnapshotInfo };
+
+export interface RestoreOptions {
+    timeoutSeconds?: number;
+    /**
+     * After the restore, set the guest's clock to the host's over the agent channel (default
+     * true when the VM has one): a restored guest's clock otherwise resumes from the snapshot's
+     * moment. Needs a guest `date` that takes `-u -s @SECONDS` (busybox, coreutils).
+     */
+    syncClock?: boolean;
 }
 
 export interface ExecuteOptions {
@@ -82,6 +98,16 @@ export interface Machine {
     screenshot(pngPath: string): Promise<void>;
     /** The console so far, cleaned. */
     consoleText(): Promise<string>;
+    /**
+     * Saves the running guest — memory, devices and every writable disk, together — as `name`
+     * (QMP snapshot-save; see the README's "Snapshots"). Refused, with nothing written, for a VM
+     * with shares, volatile, a writable raw disk or no writable qcow2 disk.
+     */
+    snapshot(name: string, opts?: { timeoutSeconds?: number }): Promise<SnapshotInfo>;
+    /** Puts the guest back exactly as it was at `name`; a damaged snapshot is refused. */
+    restore(name: string, opts?: RestoreOptions): Promise<void>;
+    deleteSnapshot(name: string, opts?: { timeoutSeconds?: number }): Promise<void>;
+    snapshots(): Promise<SnapshotInfo[]>;
     /** Lets go of the agent connection; the VM keeps running. */
     close(): void;
 }
@@ -222,6 +248,17 @@ export function attach(outputs: MachineOutputs): Machine {
         async consoleText() {
             return cleanConsole(await readFile(outputs.serialLog, "utf8"));
         },
+        snapshot: (name, opts) => saveSnapshot(outputs, name, opts),
+        async restore(name, opts = {}) {
+            // The guest's end of the channel goes back in time with it: start a fresh session.
+            machine.close();
+            await restoreSnapshot(outputs, name, opts);
+            if (opts.syncClock ?? outputs.agent !== undefined) {
+                await machine.succeed(`date -u -s @${Math.floor(Date.now() / 1000)} >/dev/null`, { timeoutSeconds: opts.timeoutSeconds ?? 30 });
+            }
+        },
+        deleteSnapshot: (name, opts) => deleteSnapshot(outputs, name, opts),
+        snapshots: () => listSnapshots(outputs),
         close() {
             channel?.close();
             channel = undefined;

@@ -125,6 +125,8 @@ export interface VirtualMachineArgs {
     vm: DeepInput<VmSpecArgs>;
     ready?: DeepInput<ReadyArgs>;
     stateDir?: pulumi.Input<string>;
+    /** Snapshot the VM once ready, and start this same VM again by restoring it (needs a writable qcow2 disk, no shares, not volatile). */
+    warmStart?: pulumi.Input<true>;
 }
 
 /** The VirtualMachine outputs a GuestCommand uses (a stack output of the VM has them all). */

@@ -10,7 +10,7 @@ export const RUN_SCRIPT_OUTPUT_KEYS: readonly string[] = ["argv", "argvHash", "a
 export const NETWORK_INPUT_KEYS: readonly string[] = ["name", "subnet", "stateDir"];
 export const NETWORK_OUTPUT_KEYS: readonly string[] = ["subnet", "netmask", "networkDir", "switchDir", "pidfile", "pid", "processStartTime", "bootId", "switchIdentity"];
 
-export const VIRTUAL_MACHINE_INPUT_KEYS: readonly string[] = ["vm", "ready", "stateDir"];
+export const VIRTUAL_MACHINE_INPUT_KEYS: readonly string[] = ["vm", "ready", "stateDir", "warmStart"];
 export const VIRTUAL_MACHINE_OUTPUT_KEYS: readonly string[] = [
     "pid",
     "qmpSocket",
@@ -34,4 +34,6 @@ export const VIRTUAL_MACHINE_OUTPUT_KEYS: readonly string[] = [
     "pidfile",
     "processStartTime",
     "bootId",
+    "start",
+    "startNote",
 ];

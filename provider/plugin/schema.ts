@@ -149,6 +149,7 @@ const resources = {
             vm: ref("VmSpec", "The virtual machine."),
             ready: ref("Ready", "When the VM counts as started."),
             stateDir: str("State directory."),
+            warmStart: { type: "boolean", description: "Snapshot the VM once ready; start this same VM (argv and disk identities) again by restoring the snapshot instead of booting." },
         },
         requiredInputs: ["vm"],
         properties: {
@@ -174,6 +175,8 @@ const resources = {
             portsNote: str("Which auto-picked ports could not be the ones used before."),
             agent: str('The guest agent kind, when vm.agent is not "none".'),
             agentSocket: str("Host end of the guest agent's channel (a unix socket)."),
+            start: str('With warmStart: "cold" or "restored".'),
+            startNote: str("With warmStart: why a warm snapshot present was not used."),
         },
         required: ["pid", "qmpSocket", "serialLog", "launcherPath", "argvHash", "status", "accel", "startedAt"],
     },

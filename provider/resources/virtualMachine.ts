@@ -26,6 +26,9 @@ import { ShellChannel } from "../host/shellChannel";
 import { launcherText } from "./runScript";
 import { attachNics, hostsOf, networkDrift, networkProblems, nicPlans, releaseNics, type NicOutput } from "./vmNetworks";
 import { pickHostPorts, portOutputs } from "./vmPorts";
+import { removeSnapshotsOf } from "../host/snapshots";
+import { snapshotProblems } from "../core/snapshotRules";
+import { pruneWarmRecords, saveWarm, tryWarmRestore } from "../host/warmStart";
 
 /**
  * VirtualMachine: a running guest. Create writes the VM's own launcher into a private directory
@@ -67,12 +70,19 @@ export interface VirtualMachineInputs {
     vm: unknown;
     ready?: ReadyInputs;
     stateDir?: string;
+    /** Snapshot the VM once ready; start that same VM again by restoring it (see README "Snapshots"). */
+    warmStart?: boolean;
 }
 
 export interface VirtualMachineOutputs {
     vm: unknown;
     ready?: ReadyInputs;
     stateDir?: string;
+    warmStart?: boolean;
+    /** With warmStart: whether this start booted the guest or restored its warm snapshot. */
+    start?: "cold" | "restored";
+    /** With warmStart: why a warm snapshot present was not used (a warning). */
+    startNote?: string;
     /** The VM's private directory: launcher, pidfile, QMP socket and serial log live here. */
     vmDir: string;
     pid: number;
@@ -132,6 +142,7 @@ interface Parsed {
     spec: VmSpec;
     ready: Ready;
     stateDir?: string;
+    warmStart?: true;
 }
 
 /** Parses every input, reporting the problems of all of them at once rather than the first one's. */
@@ -143,8 +154,9 @@ function parseInputs(inputs: VirtualMachineInputs): Parsed {
     const others = c.attempt(() => parseOrThrow(stateDirSchema, { stateDir: inputs.stateDir }, ""));
     if (spec && ready?.tcpPort !== undefined) c.attempt(() => forwardFor(spec, ready.tcpPort!));
     if (spec && ready) c.attempt(() => needsAgent(spec, ready));
+    const warmStart = c.attempt(() => parseWarmStart(inputs.warmStart, spec));
     c.finish();
-    return { spec: spec!, ready: ready!, stateDir: others!.stateDir };
+    return { spec: spec!, ready: ready!, stateDir: others!.stateDir, ...(warmStart ? { warmStart } : {}) };
 }
 
 /**
@@ -165,6 +177,15 @@ function forwardFor(spec: VmSpec, hostPort: number, picked: Record<number, numbe
     }
     // A wildcard bind is reachable on loopback; connect there.
     return { address: pf.hostAddress === "0.0.0.0" ? "127.0.0.1" : pf.hostAddress, port: pf.host ?? picked[i] ?? hostPort };
+}
+
+/** `warmStart: true` (or left out), on a VM whose state can be snapshotted. */
+function parseWarmStart(value: unknown, spec: VmSpec | undefined): true | undefined {
+    if (value === undefined) return undefined;
+    if (value !== true) throw new InputError([{ property: "warmStart", reason: `warmStart must be true (or left out), got ${JSON.stringify(value)}` }]);
+    const problems = spec ? snapshotProblems(spec, "vm") : [];
+    if (problems.length) throw new InputError(problems.map((p) => ({ property: p.property, reason: `warmStart snapshots the VM: ${p.reason}` })));
+    return true;
 }
 
 /** Readiness checked from inside needs the channel to ask through. */
@@ -233,7 +254,8 @@ export async function diff(_id: string, olds: VirtualMachineOutputs, news: Virtu
         return { changes: true, replaces, deleteBeforeReplace: exclusive };
     }
     const readyChanged = JSON.stringify(withoutUndefined(news.ready ?? {})) !== JSON.stringify(olds.ready ?? {});
-    return { changes: readyChanged };
+    const warmChanged = (news.warmStart ?? false) !== (olds.warmStart ?? false);
+    return { changes: readyChanged || warmChanged };
 }
 
 function safeSpec(vm: unknown): VmSpec | undefined {
@@ -293,7 +315,15 @@ export async function create(inputs: VirtualMachineInputs): Promise<pulumi.dynam
         // The directory already keeps others out; the socket and console log (which may show
         // secrets a guest prints) are tightened too, in case the directory is ever loosened.
         await Promise.all([chmod(runtime.qmpSocket, 0o600), chmod(runtime.serialLog, 0o600), ...(runtime.agentSocket ? [chmod(runtime.agentSocket, 0o600)] : [])]);
-        const status = await waitReady(p, identity, runtime, picked.hostPorts);
+        // warmStart: the guest has only just begun to boot; a valid snapshot of this very VM
+        // identity replaces that boot (snapshot-load reverts the disks and loads the memory).
+        const warm = p.warmStart ? { stateDir, argvHash: specArgvHash(p.spec), qmpSocket: runtime.qmpSocket } : undefined;
+        const warmTimeoutMs = p.ready.timeoutSeconds * 1000;
+        if (warm) await pruneWarmRecords(stateDir);
+        const restored = warm ? await tryWarmRestore(warm, warmTimeoutMs) : undefined;
+        const status = await waitReady(p, identity, runtime, picked.hostPorts, restored?.restored === true);
+        if (restored?.restored && runtime.agentSocket && p.spec.agent === "shell") await syncGuestClock(runtime.agentSocket);
+        if (warm && !restored?.restored) await saveWarm(warm, warmTimeoutMs);
         await writeVmRecord(vmDir, "running");
         const outs: VirtualMachineOutputs = {
             vm: inputs.vm,
@@ -317,6 +347,7 @@ export async function create(inputs: VirtualMachineInputs): Promise<pulumi.dynam
             ...portOutputs(p.spec, picked.hostPorts),
             portsNote: picked.note,
             ...(runtime.agentSocket ? { agent: p.spec.agent as "qga" | "shell", agentSocket: runtime.agentSocket } : {}),
+            ...(p.warmStart ? { warmStart: true, start: restored?.restored ? ("restored" as const) : ("cold" as const), startNote: restored?.restored ? undefined : restored?.why && `booted cold: ${restored.why}` } : {}),
         };
         return { id: path.basename(vmDir), outs: withoutUndefined(outs) };
     } catch (err) {
@@ -371,14 +402,15 @@ export function explainStartError(err: unknown, spec: VmSpec): unknown {
 }
 
 /** Waits for every readiness condition asked for; returns QMP's run state once ready. */
-async function waitReady(p: Parsed, identity: ProcessIdentity, runtime: DaemonRuntime, picked: Record<number, number>): Promise<string> {
+async function waitReady(p: Parsed, identity: ProcessIdentity, runtime: DaemonRuntime, picked: Record<number, number>, restored = false): Promise<string> {
     const deadline = Date.now() + p.ready.timeoutSeconds * 1000;
     // Reads only what the log gained since the last poll, matched by a linear-time engine: a
     // chatty guest or a pattern that would backtrack forever cannot stall the provider.
     const watcher = p.ready.serialPattern !== undefined ? new SerialLogWatcher(runtime.serialLog, p.ready.serialPattern) : undefined;
     const target = p.ready.tcpPort !== undefined ? forwardFor(p.spec, p.ready.tcpPort, picked) : undefined;
     const prober = target ? portProber(target.address, target.port) : undefined;
-    let serialSeen = watcher === undefined;
+    // A restored guest printed its console marker before the snapshot, in another log.
+    let serialSeen = watcher === undefined || restored;
     let portAnswered = prober === undefined;
     const inside = p.ready.agent || p.ready.command !== undefined || p.ready.guestPort !== undefined;
     const channel: GuestChannel | undefined = !inside || !runtime.agentSocket ? undefined : p.spec.agent === "qga" ? new QgaChannel(runtime.agentSocket) : new ShellChannel(runtime.agentSocket);
@@ -412,6 +444,17 @@ async function waitReady(p: Parsed, identity: ProcessIdentity, runtime: DaemonRu
     } finally {
         prober?.stop();
         channel?.close();
+    }
+}
+
+/** A restored guest's clock resumes from the snapshot's moment: set it to the host's. */
+async function syncGuestClock(agentSocket: string): Promise<void> {
+    const channel = new ShellChannel(agentSocket);
+    try {
+        const r = await channel.execute(`date -u -s @${Math.floor(Date.now() / 1000)} >/dev/null`, { timeoutSeconds: 30 });
+        if (r.exitCode !== 0) throw new Error(`warmStart: setting the restored guest's clock failed: ${r.stderr.toString("utf8").slice(-300)}`);
+    } finally {
+        channel.close();
     }
 }
 
@@ -463,9 +506,9 @@ export async function read(id: string, props: VirtualMachineOutputs): Promise<pu
 export async function update(_id: string, olds: VirtualMachineOutputs, news: VirtualMachineInputs): Promise<pulumi.dynamic.UpdateResult> {
     requireState("VirtualMachine", "update", olds, VM_STATE);
     parseInputs(news);
-    const { ready: _old, ...rest } = olds;
+    const { ready: _old, warmStart: _oldWarm, ...rest } = olds;
     const status = (await qmpStatus(olds.qmpSocket, 5000)) ?? olds.status;
-    return { outs: withoutUndefined({ ...rest, ...(news.ready ? { ready: news.ready } : {}), status }) };
+    return { outs: withoutUndefined({ ...rest, ...(news.ready ? { ready: news.ready } : {}), ...(news.warmStart ? { warmStart: true } : {}), status }) };
 }
 
 /** Power button, then `quit`, then SIGKILL — only ever to our own QEMU — and then its directory goes. */
@@ -473,6 +516,9 @@ export async function remove(_id: string, props: VirtualMachineOutputs): Promise
     requireState("VirtualMachine", "delete", props, VM_STATE);
     await stopQemu({ identity: identityOf(props), pidfile: props.pidfile, qmpSocket: props.qmpSocket });
     await releaseNics(props.nics, props.vmDir);
+    // Snapshots go with their VM: the qcow2 tags it made, then the records in its directory.
+    const spec = safeSpec(props.vm);
+    await removeSnapshotsOf(props.vmDir, { qemuImg: spec?.qemuImg, diskFiles: spec?.disks.filter((d) => !d.readOnly).map((d) => d.overlay ?? d.path) });
     await removeVmDir(props.vmDir, props.launcherPath);
     await sweepVmsSometimes(path.dirname(props.vmDir));
 }
