@@ -31,7 +31,8 @@ import { preflightBackingChain, requireRegularChain, requireRegularFile } from "
 import { backingChain, convertImage, createImage as qemuImgCreate, createOverlay, QemuImgError, type ImageInfo } from "../host/qemuImg";
 import { ensureOwnDir, ensureStateDir, ownDirChain, resolveStateDir } from "../host/stateDir";
 import { checkWith, hasUnknown, instanceSuffix, oncePerInterval, withoutUndefined } from "./common";
-import { DISK_IMAGE_STATE, requireState } from "./stateGuard";
+import { DISK_IMAGE_STATE, isEmptyState, requireState } from "./stateGuard";
+import { importImage } from "./imageImport";
 import { partialName, readSidecar, settleRecord, sweepImageDir, writeIntent, writeSidecar } from "./imageRecord";
 
 /**
@@ -116,6 +117,8 @@ export async function create(inputs: DiskImageInputs): Promise<pulumi.dynamic.Cr
 }
 
 export async function read(id: string, props: DiskImageOutputs): Promise<pulumi.dynamic.ReadResult> {
+    // No state at all: `pulumi import` or the import option, which give the id alone.
+    if (isEmptyState(props)) return importImage(id);
     return readImage(id, props);
 }
 
