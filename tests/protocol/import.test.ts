@@ -39,10 +39,10 @@ async function madeElsewhere(name: string, inputs: Props) {
 }
 
 /** The engine's import step: Read(id), Check(read inputs, program inputs), Diff(read outputs, checked). */
-async function importAs(name: string, id: string, programInputs: Props) {
-    const urn = driver.urn("DiskImage", name);
+async function importAs(name: string, id: string, programInputs: Props, resource: "DiskImage" | "RunScript" = "DiskImage") {
+    const urn = driver.urn(resource, name);
     const read = await driver.plugin.read(id, urn, {}, {});
-    const checked = await driver.plugin.check(urn, read.inputs ?? {}, driver.news("DiskImage", programInputs));
+    const checked = await driver.plugin.check(urn, read.inputs ?? {}, driver.news(resource, programInputs));
     expect(checked.failures).toEqual([]);
     const diff = await driver.plugin.diff(read.id, urn, read.properties, checked.inputs, read.inputs);
     return { urn, read, checked, diff };
@@ -111,6 +111,58 @@ test("what cannot be adopted is refused with the reason and the way out, and lef
     await rename(`${made.path}.copy`, made.path);
     await expect(driver.plugin.read(made.path, urn, {}, {})).rejects.toThrow(/not the one its record describes/);
 
+    const script = path.join(dir, "mine.sh");
+    await writeFile(script, "#!/bin/sh\nexec qemu-system-x86_64 -accel tcg \"$@\"\n", { mode: 0o700 });
+    await expect(driver.plugin.read(script, driver.urn("RunScript", "s"), {}, {})).rejects.toThrow(/not a launcher pulumi-qemu wrote .* will not be adopted/);
+    expect(existsSync(script)).toBe(true);
+
     // Other resources say plainly that they cannot be imported yet.
     await expect(driver.plugin.read("vm-abc", driver.urn("VirtualMachine", "vm"), {}, {})).rejects.toThrow(/cannot adopt an existing VirtualMachine/);
+});
+
+describe("RunScript", () => {
+    const vm = (memoryMiB: number) => ({ name: "imp", accel: "tcg", memoryMiB, kernel: "/boot/vmlinuz", kernelArguments: ["console=ttyS0", "quiet it's"] });
+
+    async function writtenElsewhere(name: string, inputs: Props) {
+        const urn = driver.urn("RunScript", name);
+        const checked = await driver.plugin.check(urn, {}, driver.news("RunScript", inputs));
+        expect(checked.failures).toEqual([]);
+        return (await driver.plugin.create(urn, checked.inputs)).properties as { path: string; argv: string[]; contentHash: string };
+    }
+
+    test("a launcher at its default place: import shows no change; a changed vm would replace it; refresh, a new mode and destroy work", async () => {
+        const stateDir = path.join(dir, "rs-state");
+        const made = await writtenElsewhere("orig", { stateDir, vm: vm(128) });
+        const { urn, read, checked, diff } = await importAs("adopted", made.path, { stateDir, vm: vm(128) }, "RunScript");
+        expect(read.properties).toMatchObject({ path: made.path, argv: made.argv, accel: "tcg", contentHash: made.contentHash, mode: "0500" });
+        expect(read.inputs).toEqual({ stateDir });
+        expect(diff).toEqual({ changes: DIFF_NONE, replaces: [], deleteBeforeReplace: false });
+
+        const other = await importAs("adopted-wrong", made.path, { stateDir, vm: vm(256) }, "RunScript");
+        expect(other.diff.changes).toBe(DIFF_SOME);
+        expect(other.diff.replaces).toContain("vm");
+
+        const refreshed = await driver.plugin.read(read.id, urn, read.properties, checked.inputs);
+        expect(refreshed.properties.drift).toBeUndefined();
+        // A new mode rewrites the adopted launcher in place; from then on its state is complete.
+        const widened = await driver.plugin.check(urn, checked.inputs, driver.news("RunScript", { stateDir, vm: vm(128), mode: "0700" }));
+        const modeDiff = await driver.plugin.diff(read.id, urn, refreshed.properties, widened.inputs, checked.inputs);
+        expect(modeDiff).toEqual({ changes: DIFF_SOME, replaces: [], deleteBeforeReplace: false });
+        const updated = await driver.plugin.update(read.id, urn, refreshed.properties, widened.inputs, checked.inputs);
+        expect(updated.properties).toMatchObject({ path: made.path, mode: "0700", argvHash: expect.any(String) });
+        expect(updated.properties.imported).toBeUndefined();
+        await driver.plugin.delete(read.id, urn, updated.properties, widened.inputs);
+        expect(existsSync(made.path)).toBe(false);
+        expect(driver.engine.errors()).toEqual([]);
+    });
+
+    test("a launcher at a path the program names, with its mode", async () => {
+        const file = path.join(dir, "launch-web.sh");
+        const inputs = { path: file, mode: "0700", vm: vm(192) };
+        await writtenElsewhere("web", inputs);
+        const { read, diff } = await importAs("web", file, inputs, "RunScript");
+        expect(read.inputs).toEqual({ path: file, mode: "0700" });
+        expect(diff.changes).toBe(DIFF_NONE);
+        expect(driver.engine.errors()).toEqual([]);
+    });
 });
