@@ -114,7 +114,7 @@ const types = {
 
 const resources = {
     "qemu:index:DiskImage": {
-        description: "A disk image: blank, imported from a file, built from a directory, or a qcow2 overlay.",
+        description: "A disk image: blank, imported from a file, built from a directory, a qcow2 overlay, or a cloud-init seed. Its id is its path; `pulumi import` adopts an image pulumi-qemu made by that path.",
         inputProperties: {
             path: str("Absolute path where the image goes; default a file under the state directory's images/ named after the input hash."),
             stateDir: str("State directory for default paths; default $PULUMI_QEMU_STATE_DIR, else $XDG_STATE_HOME/pulumi-qemu, else ~/.local/state/pulumi-qemu."),
@@ -135,7 +135,7 @@ const resources = {
         required: ["path", "format", "virtualSizeBytes", "inputHash"],
     },
     "qemu:index:RunScript": {
-        description: "A launcher script that execs one QEMU command line.",
+        description: "A launcher script that execs one QEMU command line. Its id is its path; `pulumi import` adopts a launcher pulumi-qemu wrote by that path.",
         inputProperties: {
             vm: ref("VmSpec", "The virtual machine the launcher starts. Required."),
             path: str("Absolute path where the launcher goes; default under the state directory's launchers/, named after the argv hash."),
@@ -152,6 +152,7 @@ const resources = {
             requestedPath: str("The path asked for, when not the default; absent otherwise."),
             mode: str('File mode as written, octal text ("0500").'),
             drift: str("What a refresh found changed behind the provider's back (edited, removed, new mode); absent when nothing. The next up rewrites the launcher."),
+            imported: bool("True on a launcher adopted by pulumi import until its first rewrite (its argvHash is not known until then); absent otherwise."),
         },
         required: ["path", "argv", "argvHash", "accel", "contentHash"],
     },
