@@ -53,10 +53,10 @@ export function sendLog(address: string, severity: Severity, message: string, ur
  * Our plugin's sink for one resource: progress as ephemeral status (the CLI shows the latest on
  * the resource's line and does not keep it), warnings as kept warnings.
  */
-export function resourceSink(address: string, urn: string): ProgressSink {
+export function resourceSink(address: string, urn: string, hide: (message: string) => string = (m) => m): ProgressSink {
     return {
-        status: (message) => void sendLog(address, "info", message, urn, true),
-        warning: (message) => void sendLog(address, "warning", message, urn, false),
+        status: (message) => void sendLog(address, "info", hide(message), urn, true),
+        warning: (message) => void sendLog(address, "warning", hide(message), urn, false),
     };
 }
 

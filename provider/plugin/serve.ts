@@ -34,8 +34,10 @@ function lifecycle(urn: string) {
  * values, and whatever they return that holds a secret goes back marked secret.
  */
 export function qemuProvider(version: string, engineAddress?: string): provider.Provider {
-    // Long calls report progress to the engine against the resource's URN (see host/progress.ts).
-    const reporting = <T>(urn: string, work: () => Promise<T>): Promise<T> => (engineAddress ? withProgress(resourceSink(engineAddress, urn), work) : work());
+    // Long calls report progress to the engine against the resource's URN (see host/progress.ts),
+    // with secret input values hidden as in errors (a path or serialPattern may be secret).
+    const reporting = <T>(urn: string, sources: unknown[], work: () => Promise<T>): Promise<T> =>
+        engineAddress ? withProgress(resourceSink(engineAddress, urn, (m) => redact(m, sources)), work) : work();
     return {
         version,
         schema: packageSchema(version),
@@ -47,23 +49,23 @@ export function qemuProvider(version: string, engineAddress?: string): provider.
             }),
         diff: (id, urn, olds, news) => hidingSecrets([olds, news], () => lifecycle(urn).diff(id, stripSecrets(olds), stripSecrets(news))),
         create: (urn, inputs) =>
-            hidingSecrets([inputs], () => reporting(urn, async () => {
+            hidingSecrets([inputs], () => reporting(urn, [inputs], async () => {
                 const result = await lifecycle(urn).create(stripSecrets(inputs));
                 return { ...result, outs: protectCommandOutput(urn, protectOutputs(result.outs ?? {}, inputs), inputs) };
             })),
         read: (id, urn, props) =>
-            hidingSecrets([props], () => reporting(urn, async () => {
+            hidingSecrets([props], () => reporting(urn, [props], async () => {
                 const result = await lifecycle(urn).read(id, stripSecrets(props));
                 return { ...result, props: protectCommandOutput(urn, protectOutputs(result.props ?? {}, (props ?? {}) as Props), (props ?? {}) as Props) };
             })),
         update: (id, urn, olds, news) =>
-            hidingSecrets([olds, news], () => reporting(urn, async () => {
+            hidingSecrets([olds, news], () => reporting(urn, [olds, news], async () => {
                 const impl = lifecycle(urn);
                 if (!impl.update) throw new Error(`${typeOfUrn(urn)} has no in-place update; its diff always replaces`);
                 const result = await impl.update(id, stripSecrets(olds), stripSecrets(news));
                 return { ...result, outs: protectCommandOutput(urn, protectOutputs(result.outs ?? {}, news), news) };
             })),
-        delete: (id, urn, props) => hidingSecrets([props], () => reporting(urn, () => lifecycle(urn).remove(id, stripSecrets(props)))),
+        delete: (id, urn, props) => hidingSecrets([props], () => reporting(urn, [props], () => lifecycle(urn).remove(id, stripSecrets(props)))),
     };
 }
 

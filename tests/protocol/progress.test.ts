@@ -3,6 +3,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { openDriver, type Driver, type PluginKind } from "../engine/driver";
 import { resolveAccel } from "../../provider/host/accel";
+import { makeSecret } from "../engine/wire";
 
 /**
  * Progress reaches the engine's Log service while a VM waits for readiness, through both
@@ -65,5 +66,33 @@ describe.each<PluginKind>(["qemu", "dynamic"])("progress through the %s plugin",
             expect(kvmWarnings).toEqual([]);
         }
         expect(driver.engine.errors()).toEqual([]);
+    }, 60_000);
+});
+
+describe("progress through our plugin hides secrets", () => {
+    let driver: Driver;
+    let dir: string;
+
+    beforeAll(async () => {
+        dir = await mkdtemp(path.join(os.tmpdir(), "pq-prog-s-"));
+        driver = await openDriver("qemu", { env: { PULUMI_QEMU_PROGRESS_SECONDS: "1" } });
+    }, 60_000);
+
+    afterAll(async () => {
+        await driver?.close();
+        if (dir) await rm(dir, { recursive: true, force: true });
+    });
+
+    test("a secret serialPattern shows as [secret] in the status lines, as in the error", async () => {
+        const secret = "hunter2-never-printed";
+        const urn = driver.urn("VirtualMachine", "secretive");
+        const inputs = { stateDir: path.join(dir, "s"), vm: { name: "secretive", accel: "tcg", memoryMiB: 64 }, ready: { serialPattern: makeSecret(secret), timeoutSeconds: 3 } };
+        const checked = await driver.plugin.check(urn, {}, driver.news("VirtualMachine", inputs));
+        expect(checked.failures).toEqual([]);
+        await expect(driver.plugin.create(urn, checked.inputs)).rejects.toThrow(/not ready within 3 s/);
+        const waits = driver.engine.logs.filter((l) => l.urn === urn && l.message.startsWith("waiting for serialPattern"));
+        expect(waits.length).toBeGreaterThanOrEqual(1);
+        expect(waits.every((w) => w.message.includes('"[secret]"'))).toBe(true);
+        expect(driver.engine.logs.some((l) => l.message.includes(secret))).toBe(false);
     }, 60_000);
 });
