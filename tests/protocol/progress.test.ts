@@ -1,4 +1,4 @@
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
 import { openDriver, type Driver, type PluginKind } from "../engine/driver";
@@ -94,5 +94,37 @@ describe("progress through our plugin hides secrets", () => {
         expect(waits.length).toBeGreaterThanOrEqual(1);
         expect(waits.every((w) => w.message.includes('"[secret]"'))).toBe(true);
         expect(driver.engine.logs.some((l) => l.message.includes(secret))).toBe(false);
+    }, 60_000);
+});
+
+describe("progress of a directory image through our plugin", () => {
+    let driver: Driver;
+    let dir: string;
+
+    beforeAll(async () => {
+        dir = await mkdtemp(path.join(os.tmpdir(), "pq-prog-d-"));
+        // A status line every 10 ms: running mke2fs and debugfs alone takes longer.
+        driver = await openDriver("qemu", { env: { PULUMI_QEMU_PROGRESS_SECONDS: "0.01" } });
+    }, 60_000);
+
+    afterAll(async () => {
+        await driver?.close();
+        if (dir) await rm(dir, { recursive: true, force: true });
+    });
+
+    test("building the ext4 image reports the directory, its entries and the time so far, tied to the resource", async () => {
+        const tree = path.join(dir, "tree");
+        await mkdir(tree);
+        for (let i = 0; i < 64; i++) await writeFile(path.join(tree, `f${i}`), Buffer.alloc(128 * 1024, i));
+        const urn = driver.urn("DiskImage", "rootfs");
+        const checked = await driver.plugin.check(urn, {}, driver.news("DiskImage", { stateDir: path.join(dir, "s"), source: { kind: "directory", path: tree, size: "64M" } }));
+        expect(checked.failures).toEqual([]);
+        const made = await driver.plugin.create(urn, checked.inputs);
+        const building = driver.engine.logs.filter((l) => l.message.startsWith(`building the ext4 image of ${tree} (`));
+        expect(building.length).toBeGreaterThanOrEqual(1);
+        expect(building[0].message).toMatch(/ entries into 64 MiB\): \d+ s$/);
+        expect(building.every((l) => l.urn === urn && l.ephemeral && l.severity === "info")).toBe(true);
+        await driver.plugin.delete(made.id, urn, made.properties, checked.inputs);
+        expect(driver.engine.errors()).toEqual([]);
     }, 60_000);
 });
