@@ -49,15 +49,17 @@ export interface DigestOptions {
     size?: number;
 }
 
+/** Files from this size get progress lines while hashed (at disk speed, about a tenth of a second). */
+const PROGRESS_FROM_BYTES = 16 * 1024 * 1024;
+
 export async function digestFile(file: string, algorithm: DigestAlgorithm, opts: DigestOptions = {}): Promise<{ digest: string; bytes: number }> {
     const size = opts.size ?? (await stat(file)).size;
     const engine = algorithm === "sha256" ? "sha256" : (opts.via ?? (await pickEngine(file, size)));
     // b3sum maps the file and reads all of it: that is what the counter is for.
     const done = { bytes: 0 };
-    const result = await whileWorking(
-        (elapsed) => hashingStatus(file, size, engine === "b3sum" ? undefined : done.bytes, elapsed),
-        () => (engine === "b3sum" ? b3sumFile(file).then((digest) => ({ digest, bytes: size })) : readDigest(file, size, hasherFor(engine), done)),
-    );
+    const hash = () => (engine === "b3sum" ? b3sumFile(file).then((digest) => ({ digest, bytes: size })) : readDigest(file, size, hasherFor(engine), done));
+    // Only a big file can take long enough to report on; a tree's thousands of small ones skip the timer.
+    const result = size >= PROGRESS_FROM_BYTES ? await whileWorking((elapsed) => hashingStatus(file, size, engine === "b3sum" ? undefined : done.bytes, elapsed), hash) : await hash();
     if (opts.counter) {
         opts.counter.files += 1;
         opts.counter.bytes += result.bytes;
