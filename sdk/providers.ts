@@ -12,14 +12,17 @@ import type * as pulumi from "@pulumi/pulumi";
  * capture is that string.
  */
 function lifecycleShim(modulePath: string, updatesInPlace: boolean): pulumi.dynamic.ResourceProvider {
+    // Long calls send progress to the engine when run in the dynamic-provider plugin (plugin/engineLog.ts).
+    const progressing = (inputs: unknown, work: () => Promise<any>) =>
+        require(modulePath.replace(/resources\/[^/]+$/, "plugin/engineLog.js")).inDynamicProvider(modulePath.replace(/^.*\/|\.js$/g, ""), inputs, work);
     const provider: pulumi.dynamic.ResourceProvider = {
         check: async (olds, news) => require(modulePath).check(olds, news),
         diff: async (id, olds, news) => require(modulePath).diff(id, olds, news),
-        create: async (inputs) => require(modulePath).create(inputs),
-        read: async (id, props) => require(modulePath).read(id, props),
-        delete: async (id, props) => require(modulePath).remove(id, props),
+        create: async (inputs) => progressing(inputs, () => require(modulePath).create(inputs)),
+        read: async (id, props) => progressing(props, () => require(modulePath).read(id, props)),
+        delete: async (id, props) => progressing(props, () => require(modulePath).remove(id, props)),
     };
-    if (updatesInPlace) provider.update = async (id, olds, news) => require(modulePath).update(id, olds, news);
+    if (updatesInPlace) provider.update = async (id, olds, news) => progressing(news, () => require(modulePath).update(id, olds, news));
     return provider;
 }
 

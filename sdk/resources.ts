@@ -16,15 +16,21 @@ export const DISK_IMAGE_OUTPUTS = ["path", "format", "virtualSizeBytes", "inputH
 
 /** A base image (blank, imported from a file, built from a directory) or a qcow2 overlay on another image. */
 export class DiskImage extends pulumi.dynamic.Resource {
+    /** Absolute path of the image file. */
     declare public readonly path: pulumi.Output<string>;
+    /** The image's format. */
     declare public readonly format: pulumi.Output<"raw" | "qcow2">;
+    /** Virtual size of the disk the guest sees, in bytes. */
     declare public readonly virtualSizeBytes: pulumi.Output<number>;
     /** Changes exactly when what the image is made from changes; overlays and VMs key on it. */
     declare public readonly inputHash: pulumi.Output<string>;
+    /** Backing image of an overlay. */
     declare public readonly backingPath: pulumi.Output<string | undefined>;
+    /** inputHash of an overlay's backing image. */
     declare public readonly backingInputHash: pulumi.Output<string | undefined>;
     /** The file's mode as written, octal ("0600"). */
     declare public readonly mode: pulumi.Output<string>;
+    /** What a refresh found changed behind the provider's back; the next up replaces the image. */
     declare public readonly drift: pulumi.Output<string | undefined>;
 
     constructor(name: string, args: DiskImageArgs, opts?: pulumi.CustomResourceOptions) {
@@ -36,14 +42,19 @@ export const RUN_SCRIPT_OUTPUTS = ["argv", "argvHash", "accel", "contentHash", "
 
 /** A launcher script (Guix's run-vm.sh) that execs one QEMU command line. */
 export class RunScript extends pulumi.dynamic.Resource {
+    /** Absolute path of the launcher script. */
     declare public readonly path: pulumi.Output<string>;
+    /** The QEMU command line the launcher execs. */
     declare public readonly argv: pulumi.Output<string[]>;
+    /** Hash of the command line, leaving out host noise; a change replaces. */
     declare public readonly argvHash: pulumi.Output<string>;
     /** The accelerator written into the launcher on this host. */
     declare public readonly accel: pulumi.Output<"kvm" | "tcg">;
+    /** sha256 of the launcher text as written. */
     declare public readonly contentHash: pulumi.Output<string>;
     /** The file's mode as written, octal ("0600"). */
     declare public readonly mode: pulumi.Output<string>;
+    /** What a refresh found changed (edited, removed, new mode); the next up rewrites the launcher. */
     declare public readonly drift: pulumi.Output<string | undefined>;
 
     constructor(name: string, args: RunScriptArgs, opts?: pulumi.CustomResourceOptions) {
@@ -55,16 +66,25 @@ export const VIRTUAL_MACHINE_OUTPUTS = ["pid", "qmpSocket", "serialLog", "launch
 
 /** A running QEMU guest, started from its launcher and controlled over QMP. */
 export class VirtualMachine extends pulumi.dynamic.Resource {
+    /** QEMU's process id. */
     declare public readonly pid: pulumi.Output<number>;
+    /** QMP control socket (0600). */
     declare public readonly qmpSocket: pulumi.Output<string>;
+    /** Serial console log file (0600). */
     declare public readonly serialLog: pulumi.Output<string>;
+    /** The launcher the VM was started from. */
     declare public readonly launcherPath: pulumi.Output<string>;
+    /** Hash of the command line, leaving out host noise; a change replaces the VM. */
     declare public readonly argvHash: pulumi.Output<string>;
+    /** Run state reported by QMP ("running"), or what a refresh found. */
     declare public readonly status: pulumi.Output<string>;
     /** The accelerator this host really used ("kvm" or "tcg"). */
     declare public readonly accel: pulumi.Output<"kvm" | "tcg">;
+    /** Why that accelerator was chosen. */
     declare public readonly accelReason: pulumi.Output<string>;
+    /** When QEMU was started (ISO 8601, UTC). */
     declare public readonly startedAt: pulumi.Output<string>;
+    /** Seconds from starting QEMU until the ready condition held. */
     declare public readonly readySeconds: pulumi.Output<number>;
     /** Launcher, pidfile, QMP socket and serial log live here. */
     declare public readonly vmDir: pulumi.Output<string>;
@@ -78,13 +98,17 @@ export class VirtualMachine extends pulumi.dynamic.Resource {
     declare public readonly ports: pulumi.Output<Record<string, number> | undefined>;
     /** "127.0.0.1:PORT" of each forward, keyed as `ports`. */
     declare public readonly endpoints: pulumi.Output<Record<string, string> | undefined>;
+    /** Which auto-picked ports could not be the ones used before. */
     declare public readonly portsNote: pulumi.Output<string | undefined>;
     /** vm.agent and the host end of its channel (for pulumi-qemu/testing's attach and GuestCommand). */
     declare public readonly agent: pulumi.Output<"qga" | "shell" | undefined>;
+    /** Host end of the agent channel (a unix socket). */
     declare public readonly agentSocket: pulumi.Output<string | undefined>;
+    /** QEMU's pidfile. */
     declare public readonly pidfile: pulumi.Output<string>;
     /** With `pid` and `bootId`, what tells this run of QEMU from any other process. */
     declare public readonly processStartTime: pulumi.Output<string>;
+    /** Host boot the process belongs to (/proc/sys/kernel/random/boot_id). */
     declare public readonly bootId: pulumi.Output<string>;
     /** With warmStart: "cold" (booted, then snapshotted) or "restored" (from the warm snapshot). */
     declare public readonly start: pulumi.Output<"cold" | "restored" | undefined>;
@@ -97,16 +121,24 @@ export class VirtualMachine extends pulumi.dynamic.Resource {
 }
 
 export interface NicOutput {
+    /** The Network's id. */
     network: string;
+    /** Which switch process the NIC joined (boot id/pid/start time). */
     switchIdentity: string;
+    /** The NIC's MAC address. */
     mac: string;
+    /** The guest's IPv4 address on the network. */
     ipv4: string;
+    /** The network's netmask, dotted quad. */
     netmask: string;
+    /** The guest's name on the network. */
     hostname: string;
 }
 
 export interface HostsOutput {
+    /** /etc/hosts lines, one per address. */
     text: string;
+    /** Hostname to IPv4 address. */
     names: Record<string, string>;
 }
 
@@ -116,10 +148,13 @@ export const NETWORK_OUTPUTS = ["subnet", "netmask", "networkDir", "switchDir", 
 export class Network extends pulumi.dynamic.Resource {
     /** The subnet in use: the one asked for, or a /24 in 10.64.0.0/10 derived from the network's id. */
     declare public readonly subnet: pulumi.Output<string>;
+    /** The subnet's netmask, dotted quad. */
     declare public readonly netmask: pulumi.Output<string>;
+    /** The network's private directory (0700). */
     declare public readonly networkDir: pulumi.Output<string>;
     /** The switch's control directory (what `-netdev vde,sock=` connects to). */
     declare public readonly switchDir: pulumi.Output<string>;
+    /** The vde_switch process id. */
     declare public readonly pid: pulumi.Output<number>;
     /** Which switch process this is (boot id / pid / start time). */
     declare public readonly switchIdentity: pulumi.Output<string>;
@@ -137,9 +172,13 @@ const GUEST_COMMAND_OUTPUTS = ["stdout", "stderr", "exitCode", "vmIdentity", "dr
  * A replaced or restarted VM runs it again.
  */
 export class GuestCommand extends pulumi.dynamic.Resource {
+    /** What the last command run printed on stdout (secret when a command input is). */
     declare public readonly stdout: pulumi.Output<string>;
+    /** What it printed on stderr (secret when a command input is). */
     declare public readonly stderr: pulumi.Output<string>;
+    /** Its exit status: 0, since a failing command fails the resource. */
     declare public readonly exitCode: pulumi.Output<number>;
+    /** Which run of which VM it ran on. */
     declare public readonly vmIdentity: pulumi.Output<string>;
     /** Set by a refresh whose check failed. */
     declare public readonly drift: pulumi.Output<string | undefined>;

@@ -27,26 +27,66 @@ export interface VmSpecArgs {
     graphic?: boolean;
     /** Direct kernel boot. */
     kernel?: string;
+    /** Initial RAM disk for direct kernel boot. */
     initrd?: string;
+    /** Kernel command line words, joined with spaces (only with `kernel`). */
     kernelArguments?: string[];
-    /** `inputHash`: the DiskImage's inputHash output, so a rebuilt image restarts the VM even at the same path. */
-    disks?: { path: string; format: "raw" | "qcow2"; readOnly?: boolean; overlay?: string; inputHash?: string }[];
+    /** Disks attached over virtio, in order (the first is /dev/vda). */
+    disks?: {
+        /** Absolute path of the image (a DiskImage's `path`). */
+        path: string;
+        /** The image's format. */
+        format: "raw" | "qcow2";
+        /** Attach read-only; default false. */
+        readOnly?: boolean;
+        /** A qcow2 file the launcher creates over `path` when missing and boots instead. */
+        overlay?: string;
+        /** The DiskImage's inputHash output, so a rebuilt image restarts the VM even at the same path. */
+        inputHash?: string;
+    }[];
     /** Throw away what the guest writes to its disks when QEMU exits. Default false. */
     volatile?: boolean;
     /** Host directories shared over virtio-9p; the mount tag defaults to Guix's rule. */
-    shares?: { source: string; mountTag?: string; readOnly?: boolean }[];
+    shares?: {
+        /** Absolute path of the host directory. */
+        source: string;
+        /** 9p mount tag; default Guix's rule ("TAG" + base32 of the SHA-1 of the path, 31 bytes). */
+        mountTag?: string;
+        /** Share read-only; default false. */
+        readOnly?: boolean;
+    }[];
     /**
      * User-networking forwards; hostAddress defaults to 127.0.0.1. Without `host`, the provider
      * picks a free port at create and keeps it (the VM's `ports` and `endpoints` outputs).
      */
-    portForwards?: { host?: number; guest: number; hostAddress?: string; protocol?: "tcp" | "udp" }[];
+    portForwards?: {
+        /** Host port (1-65535); left out, one is picked at create and kept. */
+        host?: number;
+        /** Guest port (1-65535). */
+        guest: number;
+        /** Host address to listen on; default 127.0.0.1. */
+        hostAddress?: string;
+        /** Default "tcp". */
+        protocol?: "tcp" | "udp";
+    }[];
+    /** The user-mode NIC (host access, port forwards): "user" (default) or "none". */
     network?: "user" | "none";
     /**
      * Private networks (a Network's `id`), one virtio-net NIC each beside the user-mode NIC.
      * Defaults: the address is a stable host number from the VM's name, the MAC is locally
      * administered and derived from the network and address, the hostname is the VM's name.
      */
-    networks?: { network: string; mac?: string; ipv4?: string; hostname?: string }[];
+    networks?: {
+        /** The Network's `id` (same stateDir as the VM). */
+        network: string;
+        /** MAC address; default locally administered, derived from the network and the address. */
+        mac?: string;
+        /** IPv4 address in the network's subnet; default a stable host number from the VM's name. */
+        ipv4?: string;
+        /** Name in the `hosts` output; default the VM's name. */
+        hostname?: string;
+    }[];
+    /** Arguments appended to the QEMU command line, for options the spec has no field for (managed options and off-loopback listeners are refused). */
     extraArgs?: string[];
     /**
      * A command channel into the guest (a virtio-serial port; its host end is the `agentSocket`
@@ -57,20 +97,67 @@ export interface VmSpecArgs {
 }
 
 export type DiskImageSource =
-    | { kind: "blank"; size: number | string; format: "raw" | "qcow2" }
-    | { kind: "file"; path: string; format?: "raw" | "qcow2" }
-    | { kind: "directory"; path: string; size: number | string; fsType?: "ext4"; label?: string; owners?: "root" | "preserve" }
-    | { kind: "overlay"; backing: string; backingFormat?: "raw" | "qcow2"; size?: number | string; backingInputHash?: string }
+    | {
+          /** An empty image. */
+          kind: "blank";
+          /** Virtual size: bytes, or text with a suffix ("512M", "20G"), whole 512-byte sectors. */
+          size: number | string;
+          /** The image's format. */
+          format: "raw" | "qcow2";
+      }
+    | {
+          /** A copy of an existing image file. */
+          kind: "file";
+          /** Absolute path of the source image. */
+          path: string;
+          /** Its format; default detected from the file. */
+          format?: "raw" | "qcow2";
+      }
+    | {
+          /** A filesystem image built from a host directory. */
+          kind: "directory";
+          /** Absolute path of the directory. */
+          path: string;
+          /** Virtual size: bytes, or text with a suffix ("1G"), whole 512-byte sectors. */
+          size: number | string;
+          /** Filesystem; "ext4", the default and only choice. */
+          fsType?: "ext4";
+          /** Filesystem label, 16 bytes at most. */
+          label?: string;
+          /** "root" (default: every file owned by 0:0) or "preserve" (owners and device nodes kept). */
+          owners?: "root" | "preserve";
+      }
+    | {
+          /** A qcow2 overlay over another image. */
+          kind: "overlay";
+          /** Absolute path of the backing image. */
+          backing: string;
+          /** Format of the backing image; default detected by qemu-img. */
+          backingFormat?: "raw" | "qcow2";
+          /** Virtual size; default the backing image's. */
+          size?: number | string;
+          /** The backing DiskImage's inputHash, so rebuilding it replaces the overlay. */
+          backingInputHash?: string;
+      }
     | CloudInitSource;
 
 /** A cloud-init NoCloud seed (volume `cidata`); objects are rendered as YAML, user data as `#cloud-config`. */
 export interface CloudInitSource {
+    /** A cloud-init NoCloud seed. */
     kind: "cloudInit";
+    /** User data: text (a script or #cloud-config), or an object rendered as #cloud-config YAML. */
     userData: string | Record<string, unknown>;
-    /** `instance-id` defaults to one derived from the seed's content; `local-hostname` names the guest. */
-    metaData?: { "instance-id"?: string; "local-hostname"?: string; [key: string]: unknown };
+    /** The seed's meta-data; other keys are passed through. */
+    metaData?: {
+        /** Default one derived from the seed's content. */
+        "instance-id"?: string;
+        /** Names the guest. */
+        "local-hostname"?: string;
+        [key: string]: unknown;
+    };
     /** Network configuration version 2. */
     networkConfig?: Record<string, unknown>;
+    /** Vendor data, text or an object. */
     vendorData?: string | Record<string, unknown>;
     /** "iso" (default) or "vfat". */
     format?: "iso" | "vfat";
@@ -79,16 +166,20 @@ export interface CloudInitSource {
 export interface DiskImageArgs {
     /** Where the image goes; default a file under the state directory named after its input hash. */
     path?: pulumi.Input<string>;
+    /** State directory for default paths; default $PULUMI_QEMU_STATE_DIR, else $XDG_STATE_HOME/pulumi-qemu, else ~/.local/state/pulumi-qemu. */
     stateDir?: pulumi.Input<string>;
+    /** What the image is made from; any change replaces the image. */
     source: DeepInput<DiskImageSource>;
     /** The image file's mode, as octal text ("0640"); default "0600". No execute bits; a new mode replaces the image. */
     mode?: pulumi.Input<string>;
 }
 
 export interface RunScriptArgs {
+    /** The virtual machine the launcher starts. */
     vm: DeepInput<VmSpecArgs>;
     /** Where the launcher goes; default under the state directory, named after the argv hash. */
     path?: pulumi.Input<string>;
+    /** State directory for default paths (default as for DiskImage). */
     stateDir?: pulumi.Input<string>;
     /** The launcher's mode, as octal text ("0755"); default "0500". No group or other write; rewritten in place. */
     mode?: pulumi.Input<string>;
@@ -108,7 +199,7 @@ export interface ReadyArgs {
     command?: string;
     /** Ready once something listens on this TCP port inside the guest (not through a forward). */
     guestPort?: number;
-    /** Give up, stop the VM and fail after this long. */
+    /** Give up, stop the VM and fail after this many seconds; default 120. */
     timeoutSeconds?: number;
 }
 
@@ -122,8 +213,11 @@ export interface NetworkArgs {
 }
 
 export interface VirtualMachineArgs {
+    /** The virtual machine; a change to what QEMU runs replaces it. */
     vm: DeepInput<VmSpecArgs>;
+    /** When the VM counts as started; default as soon as QEMU runs. Changes update in place. */
     ready?: DeepInput<ReadyArgs>;
+    /** State directory for the VM's private directory (default as for DiskImage). */
     stateDir?: pulumi.Input<string>;
     /** Snapshot the VM once ready, and start this same VM again by restoring it (needs a writable qcow2 disk, no shares, not volatile). */
     warmStart?: pulumi.Input<true>;
@@ -131,14 +225,23 @@ export interface VirtualMachineArgs {
 
 /** The VirtualMachine outputs a GuestCommand uses (a stack output of the VM has them all). */
 export interface VmReferenceArgs {
+    /** The VirtualMachine's id. */
     id?: string;
+    /** Its agent kind. */
     agent: "qga" | "shell";
+    /** Host end of the agent channel (a unix socket). */
     agentSocket: string;
+    /** QMP control socket. */
     qmpSocket: string;
+    /** Serial console log. */
     serialLog: string;
+    /** QEMU's process id. */
     pid: number;
+    /** Start time of the QEMU process, to recognise a reused pid. */
     processStartTime: string;
+    /** Host boot the process belongs to. */
     bootId: string;
+    /** QEMU's pidfile. */
     pidfile: string;
 }
 
@@ -155,7 +258,9 @@ export interface GuestCommandArgs {
     delete?: pulumi.Input<string>;
     /** Run at refresh: a non-zero exit reports drift, and the next `up` runs `create` again. */
     check?: pulumi.Input<string>;
+    /** Environment variables for the commands. */
     environment?: pulumi.Input<Record<string, pulumi.Input<string>>>;
+    /** Text fed to each command's stdin; default empty. */
     stdin?: pulumi.Input<string>;
     /** Any change replaces the resource (runs `delete`, then `create`). */
     triggers?: pulumi.Input<unknown[]>;

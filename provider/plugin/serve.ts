@@ -1,4 +1,6 @@
 import type * as provider from "@pulumi/pulumi/provider";
+import { withProgress } from "../host/progress";
+import { resourceSink } from "./engineLog";
 import { packageSchema } from "./schema";
 import { containsSecrets, makeSecret, protectOutputs, secretTexts, stripSecrets, type Props } from "./secrets";
 
@@ -31,7 +33,11 @@ function lifecycle(urn: string) {
  * plugin tells the engine it accepts secrets, so values arrive wrapped; the lifecycles see plain
  * values, and whatever they return that holds a secret goes back marked secret.
  */
-export function qemuProvider(version: string): provider.Provider {
+export function qemuProvider(version: string, engineAddress?: string): provider.Provider {
+    // Long calls report progress to the engine against the resource's URN (see host/progress.ts),
+    // with secret input values hidden as in errors (a path or serialPattern may be secret).
+    const reporting = <T>(urn: string, sources: unknown[], work: () => Promise<T>): Promise<T> =>
+        engineAddress ? withProgress(resourceSink(engineAddress, urn, (m) => redact(m, sources)), work) : work();
     return {
         version,
         schema: packageSchema(version),
@@ -43,23 +49,23 @@ export function qemuProvider(version: string): provider.Provider {
             }),
         diff: (id, urn, olds, news) => hidingSecrets([olds, news], () => lifecycle(urn).diff(id, stripSecrets(olds), stripSecrets(news))),
         create: (urn, inputs) =>
-            hidingSecrets([inputs], async () => {
+            hidingSecrets([inputs], () => reporting(urn, [inputs], async () => {
                 const result = await lifecycle(urn).create(stripSecrets(inputs));
                 return { ...result, outs: protectCommandOutput(urn, protectOutputs(result.outs ?? {}, inputs), inputs) };
-            }),
+            })),
         read: (id, urn, props) =>
-            hidingSecrets([props], async () => {
+            hidingSecrets([props], () => reporting(urn, [props], async () => {
                 const result = await lifecycle(urn).read(id, stripSecrets(props));
                 return { ...result, props: protectCommandOutput(urn, protectOutputs(result.props ?? {}, (props ?? {}) as Props), (props ?? {}) as Props) };
-            }),
+            })),
         update: (id, urn, olds, news) =>
-            hidingSecrets([olds, news], async () => {
+            hidingSecrets([olds, news], () => reporting(urn, [olds, news], async () => {
                 const impl = lifecycle(urn);
                 if (!impl.update) throw new Error(`${typeOfUrn(urn)} has no in-place update; its diff always replaces`);
                 const result = await impl.update(id, stripSecrets(olds), stripSecrets(news));
                 return { ...result, outs: protectCommandOutput(urn, protectOutputs(result.outs ?? {}, news), news) };
-            }),
-        delete: (id, urn, props) => hidingSecrets([props], () => lifecycle(urn).remove(id, stripSecrets(props))),
+            })),
+        delete: (id, urn, props) => hidingSecrets([props], () => reporting(urn, [props], () => lifecycle(urn).remove(id, stripSecrets(props)))),
     };
 }
 
@@ -104,7 +110,8 @@ function protectCommandOutput(urn: string, outs: Props, inputs: Props): Props {
 /** Serves the plugin over gRPC; the engine address is the first argument, as Pulumi passes it. */
 export function serve(args: string[]): Promise<void> {
     const { main } = require("@pulumi/pulumi/provider") as typeof provider;
-    return main(qemuProvider(packageVersion()), args);
+    const { parseArgs } = require("@pulumi/pulumi/provider/internals");
+    return main(qemuProvider(packageVersion(), parseArgs(args)?.engineAddress), args);
 }
 
 /** The version in our package.json, found from wherever this file was compiled to. */

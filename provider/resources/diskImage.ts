@@ -22,6 +22,7 @@ import { Qcow2HeaderError } from "../core/qcow2Header";
 import { formatSize } from "../core/size";
 import { InputError } from "../core/validation";
 import { buildExt4, Ext4Error } from "../host/ext4";
+import { humanBytes, whileWorking } from "../host/progress";
 import { writeSeedImage } from "../host/seedImage";
 import { HASH_CACHE_FILE, HASH_CACHE_FILE_V1, HashCache, hashFileCached, hashTree, sameFile, sameStamp, stampOf, statStamp, waitOutRacyWindow, type FileStamp, type ReadCounter } from "../host/fileHash";
 import { explainHostFileError, isOutOfSpace } from "../host/hostErrors";
@@ -30,7 +31,8 @@ import { preflightBackingChain, requireRegularChain, requireRegularFile } from "
 import { backingChain, convertImage, createImage as qemuImgCreate, createOverlay, QemuImgError, type ImageInfo } from "../host/qemuImg";
 import { ensureOwnDir, ensureStateDir, ownDirChain, resolveStateDir } from "../host/stateDir";
 import { checkWith, hasUnknown, instanceSuffix, oncePerInterval, withoutUndefined } from "./common";
-import { DISK_IMAGE_STATE, requireState } from "./stateGuard";
+import { DISK_IMAGE_STATE, isEmptyState, requireState } from "./stateGuard";
+import { importImage } from "./imageImport";
 import { partialName, readSidecar, settleRecord, sweepImageDir, writeIntent, writeSidecar } from "./imageRecord";
 
 /**
@@ -115,6 +117,8 @@ export async function create(inputs: DiskImageInputs): Promise<pulumi.dynamic.Cr
 }
 
 export async function read(id: string, props: DiskImageOutputs): Promise<pulumi.dynamic.ReadResult> {
+    // No state at all: `pulumi import` or the import option, which give the id alone.
+    if (isEmptyState(props)) return importImage(id);
     return readImage(id, props);
 }
 
@@ -296,7 +300,11 @@ async function readFileSource(source: Extract<SourceSpec, { kind: "file" }>, ctx
 async function readDirectorySource(source: Extract<SourceSpec, { kind: "directory" }>, ctx: Context): Promise<Omit<Resolved, "inputHash" | "format">> {
     let tree;
     try {
-        tree = await hashTree(source.path, ctx.cache, ctx.algorithm, ctx.counter, { owners: source.owners === "preserve" });
+        const counter = ctx.counter;
+        tree = await whileWorking(
+            (seconds) => `hashing the tree of ${source.path}${counter ? ` (${counter.files} files, ${humanBytes(counter.bytes)} read so far)` : ""}: ${seconds} s`,
+            () => hashTree(source.path, ctx.cache, ctx.algorithm, ctx.counter, { owners: source.owners === "preserve" }),
+        );
     } catch (err) {
         const code = (err as NodeJS.ErrnoException).code;
         const why = code === "ENOENT" ? `${source.path} does not exist` : (err as Error).message;
@@ -449,7 +457,7 @@ async function build(source: SourceSpec, resolved: Resolved, temp: string, ctx: 
         case "blank":
             return qemuImgCreate(temp, source.format, source.sizeBytes);
         case "file":
-            return convertImage(source.path, resolved.format, temp, resolved.format);
+            return whileWorking((seconds) => `copying ${source.path} into the image: ${seconds} s`, () => convertImage(source.path, resolved.format, temp, resolved.format));
         case "directory":
             return buildDirectoryImage(source, resolved, temp, ctx);
         case "overlay":
@@ -465,7 +473,10 @@ async function buildDirectoryImage(source: Extract<SourceSpec, { kind: "director
     try {
         const t = resolved.tree!;
         const preserveOwners = source.owners === "preserve" ? { rootUid: t.rootUid!, rootGid: t.rootGid! } : undefined;
-        await buildExt4({ sourceDir: source.path, imageFile: temp, uuid, hashSeed, label: source.label, paths: t.paths, preserveOwners });
+        await whileWorking(
+            (seconds) => `building the ext4 image of ${source.path} (${t.paths.length} entries into ${humanBytes(source.sizeBytes)}): ${seconds} s`,
+            () => buildExt4({ sourceDir: source.path, imageFile: temp, uuid, hashSeed, label: source.label, paths: t.paths, preserveOwners }),
+        );
         await refuseChangedTree(source, resolved, ctx);
     } catch (err) {
         // "Could not allocate block" is the image too small; "No space left on device" is the host's disk full.

@@ -1,6 +1,6 @@
 import type * as pulumi from "@pulumi/pulumi";
 import * as path from "node:path";
-import { hashValue } from "../core/hash";
+import { hashValue, sha256Hex } from "../core/hash";
 import { overlaySteps, renderLauncher } from "../core/launcher";
 import { buildQemuArgv, specArgvHash, type DaemonRuntime, type Resolved } from "../core/qemuArgv";
 import { RUN_SCRIPT_INPUT_KEYS, RUN_SCRIPT_OUTPUT_KEYS } from "../core/resourceKeys";
@@ -12,7 +12,8 @@ import { inspectLauncherFile, LAUNCHER_MODE, removeLauncherFile, writeLauncherFi
 import { ensureOwnDir, ensureStateDir, ownDirChain, resolveStateDir } from "../host/stateDir";
 import { z } from "zod";
 import { explainHostFileError } from "../host/hostErrors";
-import { requireState, RUN_SCRIPT_STATE } from "./stateGuard";
+import { isEmptyState, requireState, RUN_SCRIPT_STATE } from "./stateGuard";
+import { importLauncher } from "./launcherImport";
 import { checkWith, hasUnknown, instanceSuffix, problemCollector, withoutUndefined } from "./common";
 
 /**
@@ -116,10 +117,12 @@ export async function check(_olds: unknown, news: any): Promise<pulumi.dynamic.C
 
 export async function diff(_id: string, olds: RunScriptOutputs, news: RunScriptInputs): Promise<pulumi.dynamic.DiffResult> {
     if (hasUnknown(news)) return { changes: true, replaces: ["vm"], deleteBeforeReplace: true };
-    requireState("RunScript", "diff", olds, { argvHash: "string" });
+    requireState("RunScript", "diff", olds, isImported(olds) ? IMPORTED_STATE : { argvHash: "string" });
     const next = parseInputs(news);
     const replaces: string[] = [];
-    if (next.argvHash !== olds.argvHash) replaces.push("vm");
+    // An adopted launcher has no argvHash: the program's vm matches when it renders the very text found.
+    const oldHash = isImported(olds) ? (importedTextMatches(olds, next.spec) ? next.argvHash : undefined) : olds.argvHash;
+    if (next.argvHash !== oldHash) replaces.push("vm");
     // Compared as asked, not as resolved: a default path is new on every create.
     if (next.requestedPath !== olds.requestedPath) replaces.push("path");
     if (replaces.length) {
@@ -166,7 +169,9 @@ async function writeAt(file: string, inputs: RunScriptInputs, p: Parsed): Promis
 }
 
 export async function read(id: string, props: RunScriptOutputs): Promise<pulumi.dynamic.ReadResult> {
-    requireState("RunScript", "read", props, RUN_SCRIPT_STATE);
+    // No state at all: `pulumi import` or the import option, which give the id alone.
+    if (isEmptyState(props)) return importLauncher(id);
+    requireState("RunScript", "read", props, isImported(props) ? IMPORTED_STATE : RUN_SCRIPT_STATE);
     const st = await inspectLauncherFile(props.path);
     if (st.state === "missing") return { id: "", props: {} };
     const { drift: _old, ...rest } = props;
@@ -179,12 +184,12 @@ export async function read(id: string, props: RunScriptOutputs): Promise<pulumi.
 
 /** Reached for drift (or a stateDir spelled out without moving the file): rewrite the launcher where it is. */
 export async function update(_id: string, olds: RunScriptOutputs, news: RunScriptInputs): Promise<pulumi.dynamic.UpdateResult> {
-    requireState("RunScript", "update", olds, RUN_SCRIPT_STATE);
+    requireState("RunScript", "update", olds, isImported(olds) ? IMPORTED_STATE : RUN_SCRIPT_STATE);
     return { outs: await writeAt(olds.path, news, parseInputs(news)) };
 }
 
 export async function remove(_id: string, props: RunScriptOutputs): Promise<void> {
-    requireState("RunScript", "delete", props, RUN_SCRIPT_STATE);
+    requireState("RunScript", "delete", props, isImported(props) ? IMPORTED_STATE : RUN_SCRIPT_STATE);
     // At its default place the launcher lies in the state directory's `launchers`; swapped for a link, it leads elsewhere.
     if (props.requestedPath === undefined) {
         const dir = path.dirname(props.path);
@@ -192,4 +197,18 @@ export async function remove(_id: string, props: RunScriptOutputs): Promise<void
     }
     // A file that is no longer ours stays: it was the user's to keep.
     await removeLauncherFile(props.path);
+}
+
+/** What an adopted launcher's state must hold: it has no argvHash (see launcherImport.ts). */
+const IMPORTED_STATE = { path: "string", contentHash: "string" } as const;
+
+function isImported(props: unknown): boolean {
+    return (props as { imported?: unknown } | undefined)?.imported === true && (props as { argvHash?: unknown }).argvHash === undefined;
+}
+
+/** Whether `spec` renders, for the accelerator the file names, exactly the text that was adopted. */
+function importedTextMatches(olds: RunScriptOutputs, spec: VmSpec): boolean {
+    if (olds.accel !== "kvm" && olds.accel !== "tcg") return false;
+    if (spec.accel !== "auto" && spec.accel !== olds.accel) return false;
+    return sha256Hex(launcherText(spec, olds.accel).text) === olds.contentHash;
 }

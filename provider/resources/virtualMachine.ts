@@ -14,6 +14,7 @@ import { queryStatus, withQmp } from "../host/qmp";
 import { ensureOwnDir, ensureStateDir, ownDirChain, resolveStateDir } from "../host/stateDir";
 import { checkWith, hasUnknown, oncePerInterval, problemCollector, withoutUndefined } from "./common";
 import { serialPatternProblem } from "../core/serialPattern";
+import { progress, progressIntervalMs, warn } from "../host/progress";
 import { explainHostFileError } from "../host/hostErrors";
 import { serialLogTail, SerialLogWatcher } from "../host/serialWatch";
 export { cleanConsole, serialMatcher } from "../core/serialPattern";
@@ -275,6 +276,9 @@ function holdsExclusive(spec: VmSpec): boolean {
 export async function create(inputs: VirtualMachineInputs): Promise<pulumi.dynamic.CreateResult> {
     const p = parseInputs(inputs);
     const { accel, reason } = await resolveAccel(p.spec.accel, { qemu: p.spec.qemu, cacheDir: resolveStateDir(p.stateDir) });
+    if (p.spec.accel === "auto" && accel === "tcg") {
+        warn(`KVM is not usable on this host, so this VM runs under TCG emulation, many times slower: ${reason}. Fix that to boot with KVM, or set vm.accel "tcg" to say TCG is meant.`);
+    }
     const vmDir = await makeVmDir(p.stateDir).catch(async (err) => Promise.reject(await explainHostFileError(err, "stateDir", resolveStateDir(p.stateDir))));
     const runtime: DaemonRuntime = {
         pidfile: path.join(vmDir, VM_FILES.pidfile),
@@ -416,6 +420,16 @@ async function waitReady(p: Parsed, identity: ProcessIdentity, runtime: DaemonRu
     const channel: GuestChannel | undefined = !inside || !runtime.agentSocket ? undefined : p.spec.agent === "qga" ? new QgaChannel(runtime.agentSocket) : new ShellChannel(runtime.agentSocket);
     let insideWaiting: string | undefined = inside ? "the guest agent to answer" : undefined;
     let nextInside = 0;
+    const t0 = Date.now();
+    const waitingFor = () =>
+        [
+            !serialSeen ? `serialPattern ${JSON.stringify(p.ready.serialPattern)} on the console` : "",
+            !portAnswered ? `an answer on host port ${target!.address}:${target!.port}` : "",
+            insideWaiting ?? "",
+            serialSeen && portAnswered && insideWaiting === undefined ? "QMP to answer" : "",
+        ].filter(Boolean);
+    // What the user sees while a guest boots: what is still awaited, and how long of how long.
+    let nextReport = t0 + progressIntervalMs();
     try {
         for (;;) {
             const live = await checkOurQemu(identity, runtime.pidfile);
@@ -431,13 +445,12 @@ async function waitReady(p: Parsed, identity: ProcessIdentity, runtime: DaemonRu
                 if (status !== undefined) return status;
             }
             if (Date.now() >= deadline) {
-                const waiting = [
-                    !serialSeen ? `serialPattern ${JSON.stringify(p.ready.serialPattern)} on the console` : "",
-                    !portAnswered ? `an answer on host port ${target!.address}:${target!.port}` : "",
-                    insideWaiting ?? "",
-                    serialSeen && portAnswered && insideWaiting === undefined ? "QMP to answer" : "",
-                ].filter(Boolean);
+                const waiting = waitingFor();
                 throw await notReady(`the VM was not ready within ${p.ready.timeoutSeconds} s (waiting for ${waiting.join(" and ")})`, runtime.serialLog);
+            }
+            if (Date.now() >= nextReport) {
+                progress(`waiting for ${waitingFor().join(" and ")} (${Math.round((Date.now() - t0) / 1000)} s of ${p.ready.timeoutSeconds})`);
+                nextReport = Date.now() + progressIntervalMs();
             }
             await sleep(READY_POLL_MS);
         }

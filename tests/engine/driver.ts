@@ -43,7 +43,8 @@ const SHIM_EXPORTS: Record<AnyResourceKind, string> = {
     GuestCommand: "guestCommandProvider",
 };
 
-export async function openDriver(kind: PluginKind): Promise<Driver> {
+/** `env` is added to the plugin process's environment. */
+export async function openDriver(kind: PluginKind, opts: { env?: NodeJS.ProcessEnv } = {}): Promise<Driver> {
     assertBuilt();
     const engine = await startEngineServer();
     let plugin: PluginClient | undefined;
@@ -59,13 +60,13 @@ export async function openDriver(kind: PluginKind): Promise<Driver> {
             // The plugin resolves the shims' `require("pulumi-qemu/…")` from its working directory, the program's.
             cwd = await mkdtemp(path.join(os.tmpdir(), "pq-dynamic-cwd-"));
             await linkPackages(cwd);
-            plugin = await startDynamicPlugin(engine.address, { cwd, project: PROJECT });
+            plugin = await startDynamicPlugin(engine.address, { cwd, project: PROJECT, env: opts.env });
             const sdk = require(path.join(MAIN_ROOT, "bin", "sdk", "index.js"));
             for (const [resource, name] of Object.entries(SHIM_EXPORTS) as [AnyResourceKind, string][]) {
                 providerTexts.set(resource, await serializeProvider(sdk[name]));
             }
         } else {
-            plugin = await startQemuPlugin(engine.address);
+            plugin = await startQemuPlugin(engine.address, { env: opts.env });
         }
         const { acceptSecrets } = await plugin.configure({});
         const client: PluginClient = plugin;

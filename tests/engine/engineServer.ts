@@ -10,6 +10,8 @@ export interface LogEntry {
     severity: Severity;
     message: string;
     urn: string;
+    /** A status message: the CLI shows it on the resource's line and does not keep it. */
+    ephemeral: boolean;
 }
 
 /**
@@ -41,6 +43,7 @@ export async function startEngineServer(opts: { echo?: boolean } = {}): Promise<
                 severity: SEVERITIES[call.request.getSeverity()] ?? "error",
                 message: call.request.getMessage(),
                 urn: call.request.getUrn(),
+                ephemeral: call.request.getEphemeral(),
             };
             logs.push(entry);
             if (opts.echo && entry.severity !== "debug") process.stderr.write(`[engine ${entry.severity}] ${entry.message}\n`);

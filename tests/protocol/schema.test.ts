@@ -1,6 +1,7 @@
 import { startEngineServer, type EngineServer } from "../engine/engineServer";
 import { assertBuilt } from "../engine/driver";
 import { startQemuPlugin, type PluginClient } from "../engine/plugin";
+import { danglingNames, metaschemaErrors, undocumented } from "../engine/schemaDocs";
 
 /** Our plugin's GetSchema: what Python, Go, .NET and YAML SDKs are generated from. */
 
@@ -51,4 +52,12 @@ test("lists the resource tokens with their input and output properties", async (
 test("the version in the schema is the package's", async () => {
     const schema = JSON.parse(await plugin.getSchema());
     expect(schema.version).toBe(require("../../package.json").version);
+});
+
+test("the served schema documents every property and validates against the package metaschema", async () => {
+    const schema = JSON.parse(await plugin.getSchema());
+    expect(undocumented(schema)).toEqual([]);
+    expect(metaschemaErrors(schema)).toEqual([]);
+    expect(danglingNames(schema)).toEqual([]);
+    expect(schema.resources["qemu:index:VirtualMachine"].properties.nics.items.$ref).toBe("#/types/qemu:index:Nic");
 });
