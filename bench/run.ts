@@ -13,10 +13,11 @@ import { runNetwork } from "./network";
 import { runSeed } from "./seed";
 import { runSerialWatch } from "./serialWatch";
 import { runSnapshot } from "./snapshot";
+import { runSnapshotDebian } from "./snapshotDebian";
 
 /**
  * Runs the benchmarks and prints one markdown table:
- *   npm run build && node bin/bench/run.js [noop] [hash] [overlay] [boot] [serial] [seed] [debian] [network] [channel] [channelSsh] [snapshot]
+ *   npm run build && node bin/bench/run.js [noop] [hash] [overlay] [boot] [serial] [seed] [debian] [network] [channel] [channelSsh] [snapshot] [snapshotDebian]
  * With no names it runs all of them and writes the table to bench/RESULTS.md.
  * Nothing depends on these timings; they are for people.
  */
@@ -33,6 +34,7 @@ const BENCHES: Record<string, () => Promise<BenchResult>> = {
     channel: () => runChannel(),
     channelSsh: () => runChannelSsh(),
     snapshot: () => runSnapshot(),
+    snapshotDebian: () => runSnapshotDebian(),
 };
 
 function table(rows: Row[]): string {
