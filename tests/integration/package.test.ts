@@ -15,11 +15,14 @@ import { startPlugin, type PluginClient } from "../engine/plugin";
  */
 
 /**
- * Unpacked bytes allowed: about twice what the package holds when it ships only what runs
- * (335 KB when this was set). Crossing it means something that should not ship does, or the
- * provider grew a lot: look at the list this test prints before raising it.
+ * Unpacked bytes allowed: about 1.6 times what the package holds when it ships only what runs.
+ * Set at 700 KB for 335 KB; raised when networks, the guest channel, seeds, snapshots and import
+ * landed, and the list it printed was 735 KB in 156 files, all compiled JS, type declarations,
+ * the README and the guest's shell agent. Crossing it means something that should not ship does
+ * (a cached guest kernel is 66 MB), or the provider grew a lot: look at the list this test prints
+ * before raising it.
  */
-const UNPACKED_BUDGET_BYTES = 700_000;
+const UNPACKED_BUDGET_BYTES = 1_200_000;
 
 interface PackFile {
     path: string;
