@@ -31,7 +31,8 @@ function readInChild(id: string, props: unknown): Promise<string> {
         let out = "";
         child.stdout.on("data", (d) => (out += d));
         child.stderr.on("data", (d) => (out += d));
-        child.on("exit", () => resolve(out.trim()));
+        // "close", not "exit": exit can come before the last of stdout has been read.
+        child.on("close", () => resolve(out.trim()));
     });
 }
 
