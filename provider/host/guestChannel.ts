@@ -1,3 +1,5 @@
+import { writeSync } from "node:fs";
+import { stat } from "node:fs/promises";
 /**
  * What every guest-agent transport offers: run one command in the guest and get its exit code
  * and output. One module per transport implements it (shellChannel.ts, qgaChannel.ts).
@@ -67,4 +69,17 @@ export function serialised<T>(key: string, task: () => Promise<T>): Promise<T> {
         if (queues.get(key) === tail) queues.delete(key);
     });
     return run;
+}
+
+/** Writes all of `data` to `fd` (writeSync may take less than it is given). */
+export function writeAllSync(fd: number, data: Buffer): void {
+    let at = 0;
+    while (at < data.length) at += writeSync(fd, data, at, data.length - at);
+}
+
+/** The size of a file given as `stdin.file`, refused unless it is a regular file: a FIFO would block the channel. */
+export async function stdinFileSize(file: string): Promise<number> {
+    const st = await stat(file);
+    if (!st.isFile()) throw new Error(`stdin.file ${file} is not a regular file`);
+    return st.size;
 }

@@ -1,5 +1,5 @@
 import { randomInt } from "node:crypto";
-import { closeSync, openSync, writeSync } from "node:fs";
+import { closeSync, openSync } from "node:fs";
 import { open, stat } from "node:fs/promises";
 import * as net from "node:net";
 import { shellQuote, shellScript } from "../core/shellFraming";
@@ -8,6 +8,8 @@ import {
     GuestChannelError,
     MAX_IN_MEMORY_OUTPUT,
     serialised,
+    stdinFileSize,
+    writeAllSync,
     type Diagnose,
     type ExecOptions,
     type ExecResult,
@@ -273,7 +275,7 @@ export class QgaChannel implements GuestChannel {
             for (;;) {
                 const r = await conn.execute("guest-file-read", { handle, count: FILE_CHUNK }, deadline);
                 const data = Buffer.from(r["buf-b64"] ?? "", "base64");
-                for (let at = 0; at < data.length; ) at += writeSync(fd, data, at, data.length - at);
+                writeAllSync(fd, data);
                 total += data.length;
                 if (r.eof || data.length === 0) return total;
             }
@@ -288,8 +290,8 @@ async function stdinBytes(stdin: ExecOptions["stdin"]): Promise<Buffer> {
     if (stdin === undefined) return Buffer.alloc(0);
     if (typeof stdin === "string") return Buffer.from(stdin, "utf8");
     if (Buffer.isBuffer(stdin)) return stdin;
-    const st = await stat(stdin.file);
-    if (st.size > 64 * 1024 * 1024) throw new Error(`stdin.file ${stdin.file} is ${st.size} bytes: qemu-ga takes stdin in one message; copy the file in with copyToGuest instead`);
+    const size = await stdinFileSize(stdin.file);
+    if (size > 64 * 1024 * 1024) throw new Error(`stdin.file ${stdin.file} is ${size} bytes: qemu-ga takes stdin in one message; copy the file in with copyToGuest instead`);
     const fh = await open(stdin.file, "r");
     try {
         return await fh.readFile();

@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
-import { closeSync, openSync, writeSync } from "node:fs";
-import { open, stat } from "node:fs/promises";
+import { closeSync, openSync } from "node:fs";
+import { open } from "node:fs/promises";
 import * as net from "node:net";
 import { encodeRequestHead, ReplyParser, shellScript, type ReplyHeader } from "../core/shellFraming";
 import {
@@ -8,6 +8,8 @@ import {
     GuestChannelError,
     MAX_IN_MEMORY_OUTPUT,
     serialised,
+    stdinFileSize,
+    writeAllSync,
     type Diagnose,
     type ExecOptions,
     type ExecResult,
@@ -286,9 +288,7 @@ async function stdinSource(stdin: ExecOptions["stdin"]): Promise<StdinSource> {
         return { bytes: buffer.length, buffer };
     }
     if (Buffer.isBuffer(stdin)) return { bytes: stdin.length, buffer: stdin };
-    const st = await stat(stdin.file);
-    if (!st.isFile()) throw new Error(`stdin.file ${stdin.file} is not a regular file`);
-    return { bytes: st.size, file: stdin.file };
+    return { bytes: await stdinFileSize(stdin.file), file: stdin.file };
 }
 
 /** Drops the connection once nobody has used it for LINGER_MS. */
@@ -309,7 +309,3 @@ function mib(bytes: number): number {
     return Math.ceil(bytes / (1024 * 1024));
 }
 
-function writeAllSync(fd: number, data: Buffer): void {
-    let at = 0;
-    while (at < data.length) at += writeSync(fd, data, at, data.length - at);
-}
