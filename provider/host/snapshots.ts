@@ -212,12 +212,7 @@ async function readRecord(dir: string, name: string): Promise<SnapshotRecord> {
 }
 
 async function listRecords(dir: string): Promise<SnapshotInfo[]> {
-    let names: string[];
-    try {
-        names = await readdir(dir);
-    } catch {
-        return [];
-    }
+    const names = await readdir(dir).catch(() => [] as string[]);
     const out: SnapshotInfo[] = [];
     for (const n of names.filter((x) => x.endsWith(".json"))) {
         const file = path.join(dir, n);

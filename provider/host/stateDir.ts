@@ -1,5 +1,5 @@
 import { lstatSync } from "node:fs";
-import { chmod, lstat, mkdir, stat } from "node:fs/promises";
+import { chmod, lstat, mkdir, rmdir, stat } from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
 import { refuseImpossibleStateDir } from "./stateDirCheck";
@@ -125,4 +125,14 @@ export function isOwnFileSync(file: string): boolean {
     }
     const uid = myUid();
     return st.isFile() && (uid === undefined || st.uid === uid) && (st.mode & 0o022) === 0;
+}
+
+/** Removes `dir` if nothing is left in it; anything someone else put there keeps it alive. */
+export async function removeDirIfEmpty(dir: string): Promise<void> {
+    try {
+        await rmdir(dir);
+    } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code !== "ENOENT" && code !== "ENOTEMPTY") throw err;
+    }
 }

@@ -127,12 +127,7 @@ const UNRECORDED_PARTIAL_AGE_MS = 60 * 60 * 1000;
  * create has touched for an hour. Returns what it removed, for tests and logs.
  */
 export async function sweepImageDir(imageDir: string): Promise<string[]> {
-    let names: string[];
-    try {
-        names = await readdir(imageDir);
-    } catch {
-        return [];
-    }
+    const names = await readdir(imageDir).catch(() => [] as string[]);
     const removed: string[] = [];
     const named = new Set<string>();
     for (const n of names) {

@@ -1,5 +1,5 @@
 import type * as pulumi from "@pulumi/pulumi";
-import { mkdtemp, readdir, rm, rmdir, stat } from "node:fs/promises";
+import { mkdtemp, readdir, rm, stat } from "node:fs/promises";
 import * as path from "node:path";
 import { z } from "zod";
 import { defaultSubnet, formatSubnet, netmask, parseSubnet, subnetsOverlap, type Subnet } from "../core/network";
@@ -7,7 +7,7 @@ import { NETWORK_INPUT_KEYS, NETWORK_OUTPUT_KEYS } from "../core/resourceKeys";
 import { absolutePath, InputError, parseOrThrow, plainText, refuseUnknownKeys } from "../core/validation";
 import { identityString, liveNetworks, networksDir, readRecordAt, recordPath, removeLeases, writeNetworkRecord, type NetworkRecord } from "../host/networkStore";
 import { identify, readPidfile, type ProcessIdentity } from "../host/qemuProcess";
-import { ensureOwnDir, ensureStateDir, ownDirChain, resolveStateDir } from "../host/stateDir";
+import { ensureOwnDir, ensureStateDir, ownDirChain, removeDirIfEmpty, resolveStateDir } from "../host/stateDir";
 import { requireState } from "./stateGuard";
 
 /** What read and delete need of a Network's state. */
@@ -228,10 +228,5 @@ async function removeNetworkDir(networkDir: string): Promise<void> {
     await removeSwitchFiles(networkDir);
     await removeLeases(networkDir);
     await rm(recordPath(networkDir), { force: true });
-    try {
-        await rmdir(networkDir);
-    } catch (err) {
-        const code = (err as NodeJS.ErrnoException).code;
-        if (code !== "ENOENT" && code !== "ENOTEMPTY") throw err;
-    }
+    await removeDirIfEmpty(networkDir);
 }

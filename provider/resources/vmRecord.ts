@@ -1,10 +1,10 @@
-import { readdir, readFile, rm, rmdir } from "node:fs/promises";
+import { readdir, readFile, rm } from "node:fs/promises";
 import * as path from "node:path";
 import { writeFileAtomic } from "../host/atomicFile";
 import { isProcessIdentity, selfIdentity, stillRunning } from "../host/creator";
 import { checkOurQemu, identify, readPidfile, removeRuntimeFiles, stopQemu, type ProcessIdentity } from "../host/qemuProcess";
 import { removeLauncherFile } from "../host/launcherFile";
-import { isOwnFileSync, ownDirChain } from "../host/stateDir";
+import { isOwnFileSync, ownDirChain, removeDirIfEmpty } from "../host/stateDir";
 
 /**
  * The record in each VM's directory (`record.json`), written before QEMU is started:
@@ -67,12 +67,7 @@ export async function clearVmDir(vmDir: string, opts: { keepLog?: boolean; launc
     await removeRuntimeFiles([f(VM_FILES.pidfile), f(VM_FILES.qmpSocket), f(VM_FILES.agentSocket), ...(opts.keepLog ? [] : [f(VM_FILES.serialLog)])]);
     await removeLauncherFile(opts.launcherPath ?? f(VM_FILES.launcher));
     if (!opts.keepLog) await rm(f(RECORD_FILE), { force: true });
-    try {
-        await rmdir(vmDir);
-    } catch (err) {
-        const code = (err as NodeJS.ErrnoException).code;
-        if (code !== "ENOENT" && code !== "ENOTEMPTY") throw err;
-    }
+    await removeDirIfEmpty(vmDir);
 }
 
 /** Refresh found the VM's QEMU gone: keep the serial log for a post-mortem, and say when it died. */
@@ -87,12 +82,7 @@ export async function markVmDead(vmDir: string, launcherPath: string): Promise<v
  * longer ago than the retention. Directories without a record of ours are left as they are.
  */
 export async function sweepVmDirs(vmsDir: string, now = Date.now()): Promise<string[]> {
-    let names: string[];
-    try {
-        names = await readdir(vmsDir);
-    } catch {
-        return [];
-    }
+    const names = await readdir(vmsDir).catch(() => [] as string[]);
     const removed: string[] = [];
     for (const name of names) {
         const vmDir = path.join(vmsDir, name);
