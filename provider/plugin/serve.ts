@@ -1,6 +1,7 @@
 import type * as provider from "@pulumi/pulumi/provider";
 import { withProgress } from "../host/progress";
 import { resourceSink } from "./engineLog";
+import { servingConfig } from "./providerConfig";
 import { packageSchema } from "./schema";
 import { containsSecrets, makeSecret, protectOutputs, secretTexts, stripSecrets, type Props } from "./secrets";
 
@@ -111,6 +112,7 @@ function protectCommandOutput(urn: string, outs: Props, inputs: Props): Props {
 export function serve(args: string[]): Promise<void> {
     const { main } = require("@pulumi/pulumi/provider") as typeof provider;
     const { parseArgs } = require("@pulumi/pulumi/provider/internals");
+    servingConfig();
     return main(qemuProvider(packageVersion(), parseArgs(args)?.engineAddress), args);
 }
 

@@ -1,3 +1,4 @@
+import { placed } from "./placement";
 import type * as pulumi from "@pulumi/pulumi";
 import { randomBytes } from "node:crypto";
 import { chmod, link, lstat, mkdir, open, rm, truncate } from "node:fs/promises";
@@ -101,28 +102,28 @@ export interface Observe {
 // ---------------------------------------------------------------------------------------------
 // Lifecycle
 
-export async function check(_olds: unknown, news: any): Promise<pulumi.dynamic.CheckResult> {
+async function checkHere(_olds: unknown, news: any): Promise<pulumi.dynamic.CheckResult> {
     // Values unknown during a preview are checked again, known, during the update.
     if (hasUnknown(news)) return { inputs: news };
     return checkWith(() => parseDiskImageSpec(news ?? {}), news);
 }
 
-export async function diff(id: string, olds: DiskImageOutputs, news: DiskImageInputs): Promise<pulumi.dynamic.DiffResult> {
+async function diffHere(id: string, olds: DiskImageOutputs, news: DiskImageInputs): Promise<pulumi.dynamic.DiffResult> {
     return diffImage(id, olds, news);
 }
 
-export async function create(inputs: DiskImageInputs): Promise<pulumi.dynamic.CreateResult> {
+async function createHere(inputs: DiskImageInputs): Promise<pulumi.dynamic.CreateResult> {
     const outs = await createDiskImage(inputs);
     return { id: outs.path, outs };
 }
 
-export async function read(id: string, props: DiskImageOutputs): Promise<pulumi.dynamic.ReadResult> {
+async function readHere(id: string, props: DiskImageOutputs): Promise<pulumi.dynamic.ReadResult> {
     // No state at all: `pulumi import` or the import option, which give the id alone.
     if (isEmptyState(props)) return importImage(id);
     return readImage(id, props);
 }
 
-export async function remove(_id: string, props: DiskImageOutputs): Promise<void> {
+async function removeHere(_id: string, props: DiskImageOutputs): Promise<void> {
     await removeImage(props);
 }
 
@@ -664,3 +665,13 @@ export async function removeImage(props: DiskImageOutputs): Promise<RemoveOutcom
     await rm(sidecarPath(props.path), { force: true });
     return "removed";
 }
+
+// ---------------------------------------------------------------------------------------------
+// The lifecycle as the plugin, the dynamic shims and a far host's runner call it: placed where its `host` says (placement.ts).
+
+const lifecycle = placed("DiskImage", { check: checkHere, diff: diffHere, create: createHere, read: readHere, remove: removeHere });
+export const check = lifecycle.check;
+export const diff = lifecycle.diff;
+export const create = lifecycle.create;
+export const read = lifecycle.read;
+export const remove = lifecycle.remove;

@@ -1,3 +1,4 @@
+import { placed } from "./placement";
 import type * as pulumi from "@pulumi/pulumi";
 import { z } from "zod";
 import { hashValue } from "../core/hash";
@@ -128,7 +129,7 @@ function target(vm: VmRef): AgentTarget {
     return { agent: vm.agent, agentSocket: vm.agentSocket, qmpSocket: vm.qmpSocket, serialLog: vm.serialLog, pid: vm.pid, processStartTime: vm.processStartTime, bootId: vm.bootId, pidfile: vm.pidfile };
 }
 
-export async function check(_olds: unknown, news: any): Promise<pulumi.dynamic.CheckResult> {
+async function checkHere(_olds: unknown, news: any): Promise<pulumi.dynamic.CheckResult> {
     if (hasUnknown(news)) return { inputs: news };
     return checkWith(() => parse(news), news);
 }
@@ -136,7 +137,7 @@ export async function check(_olds: unknown, news: any): Promise<pulumi.dynamic.C
 /** What makes the command run again in place. */
 const RERUN_KEYS = ["create", "update", "environment", "stdin"] as const;
 
-export async function diff(_id: string, olds: GuestCommandOutputs, news: GuestCommandInputs): Promise<pulumi.dynamic.DiffResult> {
+async function diffHere(_id: string, olds: GuestCommandOutputs, news: GuestCommandInputs): Promise<pulumi.dynamic.DiffResult> {
     const replaces: string[] = [];
     // An id in a state directory not known yet may name another VM run: replaced, as for unknown outputs.
     if (hasUnknown(news.vm) || (typeof news.vm === "string" && hasUnknown(news.stateDir))) replaces.push("vm");
@@ -160,7 +161,7 @@ function same(a: unknown, b: unknown): boolean {
     return JSON.stringify(a ?? null) === JSON.stringify(b ?? null);
 }
 
-export async function create(inputs: GuestCommandInputs): Promise<pulumi.dynamic.CreateResult> {
+async function createHere(inputs: GuestCommandInputs): Promise<pulumi.dynamic.CreateResult> {
     const p = parse(inputs);
     const vm = await resolveVm(p);
     const result = await runStep(p, vm, "create", p.create);
@@ -169,7 +170,7 @@ export async function create(inputs: GuestCommandInputs): Promise<pulumi.dynamic
 }
 
 /** Runs `update` (or `create`) when what it runs changed or a refresh found drift; otherwise only the inputs move. */
-export async function update(_id: string, olds: GuestCommandOutputs, news: GuestCommandInputs): Promise<pulumi.dynamic.UpdateResult> {
+async function updateHere(_id: string, olds: GuestCommandOutputs, news: GuestCommandInputs): Promise<pulumi.dynamic.UpdateResult> {
     requireState("GuestCommand", "update", olds, stateFields(olds));
     const p = parse(news);
     // diff replaces the command when the VM run changed, so this is the run it was created on.
@@ -184,7 +185,7 @@ export async function update(_id: string, olds: GuestCommandOutputs, news: Guest
  * Refresh: a VM that is gone takes the command's effect with it (the resource is gone too);
  * otherwise `check`, when given, decides whether the effect is still there.
  */
-export async function read(id: string, props: GuestCommandOutputs): Promise<pulumi.dynamic.ReadResult> {
+async function readHere(id: string, props: GuestCommandOutputs): Promise<pulumi.dynamic.ReadResult> {
     requireState("GuestCommand", "read", props, stateFields(props));
     const p = parse(inputsOf(props));
     const vm = vmOf(p, props);
@@ -197,7 +198,7 @@ export async function read(id: string, props: GuestCommandOutputs): Promise<pulu
 }
 
 /** Runs `delete` on the VM the command ran on; a VM that is gone has nothing left to undo. */
-export async function remove(_id: string, props: GuestCommandOutputs): Promise<void> {
+async function removeHere(_id: string, props: GuestCommandOutputs): Promise<void> {
     requireState("GuestCommand", "delete", props, stateFields(props));
     const p = parse(inputsOf(props));
     if (!p.delete) return;
@@ -268,3 +269,14 @@ function masked(p: Parsed, text: string): string {
     if (t.length > ERROR_OUTPUT_CHARS) t = "…" + t.slice(-ERROR_OUTPUT_CHARS);
     return t ? JSON.stringify(t) : "(empty)";
 }
+
+// ---------------------------------------------------------------------------------------------
+// The lifecycle as the plugin, the dynamic shims and a far host's runner call it: placed where its `host` says (placement.ts).
+
+const lifecycle = placed("GuestCommand", { check: checkHere, diff: diffHere, create: createHere, read: readHere, update: updateHere, remove: removeHere });
+export const check = lifecycle.check;
+export const diff = lifecycle.diff;
+export const create = lifecycle.create;
+export const read = lifecycle.read;
+export const update = lifecycle.update!;
+export const remove = lifecycle.remove;

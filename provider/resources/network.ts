@@ -1,3 +1,4 @@
+import { placed } from "./placement";
 import type * as pulumi from "@pulumi/pulumi";
 import { mkdtemp, readdir, rm, stat } from "node:fs/promises";
 import * as path from "node:path";
@@ -82,13 +83,13 @@ function parseInputs(inputs: NetworkInputs): Parsed {
     return parseOrThrow(inputSchema, withoutUndefined({ name, subnet, stateDir }), "");
 }
 
-export async function check(_olds: unknown, news: any): Promise<pulumi.dynamic.CheckResult> {
+async function checkHere(_olds: unknown, news: any): Promise<pulumi.dynamic.CheckResult> {
     if (hasUnknown(news)) return { inputs: news };
     return checkWith(() => parseInputs(news), news);
 }
 
 /** Any change makes a new network (a new switch); its VMs see a new id and are replaced with it. */
-export async function diff(_id: string, olds: NetworkOutputs, news: NetworkInputs): Promise<pulumi.dynamic.DiffResult> {
+async function diffHere(_id: string, olds: NetworkOutputs, news: NetworkInputs): Promise<pulumi.dynamic.DiffResult> {
     if (hasUnknown(news)) return { changes: true, replaces: ["subnet"], deleteBeforeReplace: true };
     const next = parseInputs(news);
     const replaces: string[] = [];
@@ -99,7 +100,7 @@ export async function diff(_id: string, olds: NetworkOutputs, news: NetworkInput
     return replaces.length ? { changes: true, replaces, deleteBeforeReplace: true } : { changes: false };
 }
 
-export async function create(inputs: NetworkInputs): Promise<pulumi.dynamic.CreateResult> {
+async function createHere(inputs: NetworkInputs): Promise<pulumi.dynamic.CreateResult> {
     const p = parseInputs(inputs);
     const stateDir = await ensureStateDir(resolveStateDir(p.stateDir));
     const parent = await ensureOwnDir(networksDir(stateDir));
@@ -173,7 +174,7 @@ function identityOf(props: NetworkOutputs): ProcessIdentity {
  * makes a new network. Its files go too: once Pulumi forgets the network nothing else would
  * remove them, and its VMs see the missing record as drift all the same.
  */
-export async function read(id: string, props: NetworkOutputs): Promise<pulumi.dynamic.ReadResult> {
+async function readHere(id: string, props: NetworkOutputs): Promise<pulumi.dynamic.ReadResult> {
     requireState("Network", "read", props, NETWORK_STATE);
     const rec = await readRecordAt(props.networkDir).catch(() => undefined);
     if (!rec || rec.id !== id) return { id: "", props: {} };
@@ -195,7 +196,7 @@ async function recordedSwitchRuns(rec: NetworkRecord | undefined): Promise<boole
  * the provider made — unless a switch its record names still runs there (a state that lost
  * track of it), whose sockets are left alone.
  */
-export async function remove(_id: string, props: NetworkOutputs): Promise<void> {
+async function removeHere(_id: string, props: NetworkOutputs): Promise<void> {
     requireState("Network", "delete", props, NETWORK_STATE);
     await stopSwitch(identityOf(props), props.pidfile);
     if (await recordedSwitchRuns(await readRecordAt(props.networkDir).catch(() => undefined))) return;
@@ -230,3 +231,13 @@ async function removeNetworkDir(networkDir: string): Promise<void> {
     await rm(recordPath(networkDir), { force: true });
     await removeDirIfEmpty(networkDir);
 }
+
+// ---------------------------------------------------------------------------------------------
+// The lifecycle as the plugin, the dynamic shims and a far host's runner call it: placed where its `host` says (placement.ts).
+
+const lifecycle = placed("Network", { check: checkHere, diff: diffHere, create: createHere, read: readHere, remove: removeHere });
+export const check = lifecycle.check;
+export const diff = lifecycle.diff;
+export const create = lifecycle.create;
+export const read = lifecycle.read;
+export const remove = lifecycle.remove;

@@ -1,3 +1,4 @@
+import { placed } from "./placement";
 import type * as pulumi from "@pulumi/pulumi";
 import * as path from "node:path";
 import { hashValue, sha256Hex } from "../core/hash";
@@ -110,12 +111,12 @@ export function launcherText(spec: VmSpec, accel: "kvm" | "tcg", daemon?: Daemon
     return { argv, text: renderLauncher(argv, { overlays: overlaySteps(spec) }) };
 }
 
-export async function check(_olds: unknown, news: any): Promise<pulumi.dynamic.CheckResult> {
+async function checkHere(_olds: unknown, news: any): Promise<pulumi.dynamic.CheckResult> {
     if (hasUnknown(news)) return { inputs: news };
     return checkWith(() => parseInputs(news), news);
 }
 
-export async function diff(_id: string, olds: RunScriptOutputs, news: RunScriptInputs): Promise<pulumi.dynamic.DiffResult> {
+async function diffHere(_id: string, olds: RunScriptOutputs, news: RunScriptInputs): Promise<pulumi.dynamic.DiffResult> {
     if (hasUnknown(news)) return { changes: true, replaces: ["vm"], deleteBeforeReplace: true };
     requireState("RunScript", "diff", olds, isImported(olds) ? IMPORTED_STATE : { argvHash: "string" });
     const next = parseInputs(news);
@@ -135,7 +136,7 @@ export async function diff(_id: string, olds: RunScriptOutputs, news: RunScriptI
     return { changes: olds.drift !== undefined || modeChanged || (news.stateDir ?? null) !== (olds.stateDir ?? null) };
 }
 
-export async function create(inputs: RunScriptInputs): Promise<pulumi.dynamic.CreateResult> {
+async function createHere(inputs: RunScriptInputs): Promise<pulumi.dynamic.CreateResult> {
     const p = parseInputs(inputs);
     const field = p.requestedPath === undefined ? "stateDir" : "path";
     try {
@@ -168,7 +169,7 @@ async function writeAt(file: string, inputs: RunScriptInputs, p: Parsed): Promis
     });
 }
 
-export async function read(id: string, props: RunScriptOutputs): Promise<pulumi.dynamic.ReadResult> {
+async function readHere(id: string, props: RunScriptOutputs): Promise<pulumi.dynamic.ReadResult> {
     // No state at all: `pulumi import` or the import option, which give the id alone.
     if (isEmptyState(props)) return importLauncher(id);
     requireState("RunScript", "read", props, isImported(props) ? IMPORTED_STATE : RUN_SCRIPT_STATE);
@@ -183,12 +184,12 @@ export async function read(id: string, props: RunScriptOutputs): Promise<pulumi.
 }
 
 /** Reached for drift (or a stateDir spelled out without moving the file): rewrite the launcher where it is. */
-export async function update(_id: string, olds: RunScriptOutputs, news: RunScriptInputs): Promise<pulumi.dynamic.UpdateResult> {
+async function updateHere(_id: string, olds: RunScriptOutputs, news: RunScriptInputs): Promise<pulumi.dynamic.UpdateResult> {
     requireState("RunScript", "update", olds, isImported(olds) ? IMPORTED_STATE : RUN_SCRIPT_STATE);
     return { outs: await writeAt(olds.path, news, parseInputs(news)) };
 }
 
-export async function remove(_id: string, props: RunScriptOutputs): Promise<void> {
+async function removeHere(_id: string, props: RunScriptOutputs): Promise<void> {
     requireState("RunScript", "delete", props, isImported(props) ? IMPORTED_STATE : RUN_SCRIPT_STATE);
     // At its default place the launcher lies in the state directory's `launchers`; swapped for a link, it leads elsewhere.
     if (props.requestedPath === undefined) {
@@ -212,3 +213,14 @@ function importedTextMatches(olds: RunScriptOutputs, spec: VmSpec): boolean {
     if (spec.accel !== "auto" && spec.accel !== olds.accel) return false;
     return sha256Hex(launcherText(spec, olds.accel).text) === olds.contentHash;
 }
+
+// ---------------------------------------------------------------------------------------------
+// The lifecycle as the plugin, the dynamic shims and a far host's runner call it: placed where its `host` says (placement.ts).
+
+const lifecycle = placed("RunScript", { check: checkHere, diff: diffHere, create: createHere, read: readHere, update: updateHere, remove: removeHere });
+export const check = lifecycle.check;
+export const diff = lifecycle.diff;
+export const create = lifecycle.create;
+export const read = lifecycle.read;
+export const update = lifecycle.update!;
+export const remove = lifecycle.remove;

@@ -1,3 +1,4 @@
+import { placed } from "./placement";
 import type * as pulumi from "@pulumi/pulumi";
 import { chmod, mkdtemp } from "node:fs/promises";
 import * as path from "node:path";
@@ -223,7 +224,7 @@ export async function serialTail(serialLog: string, lines = SERIAL_TAIL_LINES): 
     return serialLogTail(serialLog, lines);
 }
 
-export async function check(_olds: unknown, news: any): Promise<pulumi.dynamic.CheckResult> {
+async function checkHere(_olds: unknown, news: any): Promise<pulumi.dynamic.CheckResult> {
     if (hasUnknown(news)) return { inputs: news };
     let parsed: Parsed | undefined;
     const result = checkWith(() => (parsed = parseInputs(news)), news);
@@ -238,7 +239,7 @@ export async function check(_olds: unknown, news: any): Promise<pulumi.dynamic.C
  * Replacement stops the old VM first when both could not run at once: forwarded host ports
  * (one listener per port) and disks opened for writing (QEMU's image lock).
  */
-export async function diff(_id: string, olds: VirtualMachineOutputs, news: VirtualMachineInputs): Promise<pulumi.dynamic.DiffResult> {
+async function diffHere(_id: string, olds: VirtualMachineOutputs, news: VirtualMachineInputs): Promise<pulumi.dynamic.DiffResult> {
     requireState("VirtualMachine", "diff", olds, { argvHash: "string" });
     const oldSpec = safeSpec(olds.vm);
     if (hasUnknown(news.vm) || hasUnknown(news.stateDir)) {
@@ -273,7 +274,7 @@ function holdsExclusive(spec: VmSpec): boolean {
     return spec.portForwards.length > 0 || writesDisk || (spec.networks?.length ?? 0) > 0;
 }
 
-export async function create(inputs: VirtualMachineInputs): Promise<pulumi.dynamic.CreateResult> {
+async function createHere(inputs: VirtualMachineInputs): Promise<pulumi.dynamic.CreateResult> {
     const p = parseInputs(inputs);
     const { accel, reason } = await resolveAccel(p.spec.accel, { qemu: p.spec.qemu, cacheDir: resolveStateDir(p.stateDir) });
     if (p.spec.accel === "auto" && accel === "tcg") {
@@ -498,7 +499,7 @@ function sweepVmsSometimes(vmsDir: string): Promise<void> {
  * next `up` starts the VM again. Its directory keeps only the serial log, for a post-mortem,
  * for a day (DEAD_VM_RETENTION_MS); a later sweep removes it.
  */
-export async function read(id: string, props: VirtualMachineOutputs): Promise<pulumi.dynamic.ReadResult> {
+async function readHere(id: string, props: VirtualMachineOutputs): Promise<pulumi.dynamic.ReadResult> {
     requireState("VirtualMachine", "read", props, VM_STATE);
     await sweepVmsSometimes(path.dirname(props.vmDir));
     const live = await checkOurQemu(identityOf(props), props.pidfile);
@@ -516,7 +517,7 @@ export async function read(id: string, props: VirtualMachineOutputs): Promise<pu
 }
 
 /** Only `ready` can change in place; it matters at create, so the running VM is left alone. */
-export async function update(_id: string, olds: VirtualMachineOutputs, news: VirtualMachineInputs): Promise<pulumi.dynamic.UpdateResult> {
+async function updateHere(_id: string, olds: VirtualMachineOutputs, news: VirtualMachineInputs): Promise<pulumi.dynamic.UpdateResult> {
     requireState("VirtualMachine", "update", olds, VM_STATE);
     parseInputs(news);
     const { ready: _old, warmStart: _oldWarm, ...rest } = olds;
@@ -525,7 +526,7 @@ export async function update(_id: string, olds: VirtualMachineOutputs, news: Vir
 }
 
 /** Power button, then `quit`, then SIGKILL — only ever to our own QEMU — and then its directory goes. */
-export async function remove(_id: string, props: VirtualMachineOutputs): Promise<void> {
+async function removeHere(_id: string, props: VirtualMachineOutputs): Promise<void> {
     requireState("VirtualMachine", "delete", props, VM_STATE);
     await stopQemu({ identity: identityOf(props), pidfile: props.pidfile, qmpSocket: props.qmpSocket });
     await releaseNics(props.nics, props.vmDir);
@@ -549,3 +550,14 @@ async function removeVmDir(vmDir: string, launcherPath: string): Promise<void> {
 function sleep(ms: number): Promise<void> {
     return new Promise((resolve) => setTimeout(resolve, ms));
 }
+
+// ---------------------------------------------------------------------------------------------
+// The lifecycle as the plugin, the dynamic shims and a far host's runner call it: placed where its `host` says (placement.ts).
+
+const lifecycle = placed("VirtualMachine", { check: checkHere, diff: diffHere, create: createHere, read: readHere, update: updateHere, remove: removeHere });
+export const check = lifecycle.check;
+export const diff = lifecycle.diff;
+export const create = lifecycle.create;
+export const read = lifecycle.read;
+export const update = lifecycle.update!;
+export const remove = lifecycle.remove;

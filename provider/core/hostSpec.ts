@@ -1,0 +1,91 @@
+import { z } from "zod";
+import { absolutePath, parseOrThrow, quoteValue } from "./validation";
+
+/**
+ * Where a resource lives. No host means this machine, exactly as before placement existed; an
+ * `ssh://[user@]host[:port]` URL means another machine reached through OpenSSH. The URL is the
+ * placement identity (kept in state, compared by diff); the key and known-hosts files only say how
+ * to get there, so changing them moves nothing.
+ */
+export interface HostSpec {
+    /** Normalised: `ssh://user@host:port` (user left out when not given; port always written). */
+    url: string;
+    user?: string;
+    hostname: string;
+    port: number;
+    identityFile?: string;
+    knownHosts?: string;
+}
+
+/** What a user may write: the URL alone, or the URL with the files ssh should use. */
+export type HostInput = string | { url: string; identityFile?: string; knownHosts?: string };
+
+const USER = /^[A-Za-z_][A-Za-z0-9_.-]{0,31}$/;
+// A DNS name or IPv4 address; IPv6 goes in brackets. Nothing ssh would read as an option or a command.
+const HOSTNAME = /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
+const IPV6 = /^[0-9A-Fa-f:.]{2,45}$/;
+
+const EXAMPLE = `write it as "ssh://user@host:port", e.g. "ssh://lab@lab-2.example.com:22"`;
+
+function urlProblem(raw: string): string | undefined {
+    if (raw === "") return `must not be empty; leave host out to use this machine, or ${EXAMPLE}`;
+    const m = /^ssh:\/\/(?:([^@/]*)@)?(\[[^\]]*\]|[^:/?#@]*)(?::([^/?#]*))?(.*)$/.exec(raw);
+    if (!m) return `must be an ssh:// URL; ${EXAMPLE}`;
+    const [, user, host, port, rest] = m;
+    if (rest !== "" && rest !== "/") return `must not have a path, query or fragment (found ${quoteValue(rest)}); ${EXAMPLE}`;
+    if (user !== undefined && user.includes(":")) return "must not hold a password: pulumi-qemu never stores one; use a key (identityFile) or your ssh agent";
+    if (user !== undefined && !USER.test(user)) return `has an invalid user name ${quoteValue(user)}: letters, digits, "_", ".", "-", starting with a letter or "_"`;
+    const bare = host.startsWith("[") ? host.slice(1, -1) : host;
+    if (host.startsWith("[") ? !IPV6.test(bare) || !bare.includes(":") : !HOSTNAME.test(host)) {
+        return `has an invalid host name ${quoteValue(host)}: a DNS name, an IPv4 address, or an IPv6 address in brackets`;
+    }
+    if (port !== undefined && !(/^\d{1,5}$/.test(port) && Number(port) >= 1 && Number(port) <= 65535)) return `has an invalid port ${quoteValue(port)}: 1 to 65535`;
+    return undefined;
+}
+
+const hostUrl = z.string({ error: `host must be a string; ${EXAMPLE}` }).superRefine((s, ctx) => {
+    const problem = urlProblem(s);
+    if (problem) ctx.addIssue({ code: "custom", message: problem });
+});
+
+const hostObject = z
+    .object({
+        url: hostUrl,
+        identityFile: absolutePath("identityFile").optional(),
+        knownHosts: absolutePath("knownHosts").optional(),
+    })
+    .strict();
+
+const hostSchema = z.union([hostUrl, hostObject], { error: `host must be an ssh:// URL string or { url, identityFile?, knownHosts? }; ${EXAMPLE}` });
+
+/** Parses a `host` input (undefined means this machine); throws an InputError naming `field`. */
+export function parseHost(value: unknown, field = "host"): HostSpec | undefined {
+    if (value === undefined || value === null) return undefined;
+    const parsed = parseOrThrow(hostSchema, value, field);
+    const given = typeof parsed === "string" ? { url: parsed } : parsed;
+    const m = /^ssh:\/\/(?:([^@/]*)@)?(\[[^\]]*\]|[^:/?#@]*)(?::(\d+))?\/?$/.exec(given.url)!;
+    const [, user, host, port] = m;
+    const hostname = host.toLowerCase();
+    const portNumber = port === undefined ? 22 : Number(port);
+    return {
+        url: `ssh://${user ? `${user}@` : ""}${hostname}:${portNumber}`,
+        ...(user ? { user } : {}),
+        hostname: hostname.startsWith("[") ? hostname.slice(1, -1) : hostname,
+        port: portNumber,
+        ...(given.identityFile ? { identityFile: given.identityFile } : {}),
+        ...(given.knownHosts ? { knownHosts: given.knownHosts } : {}),
+    };
+}
+
+/** The placement a state records: its normalised URL, or undefined for this machine. */
+export function placementOf(value: unknown): string | undefined {
+    if (value === undefined || value === null) return undefined;
+    if (typeof value === "string") return parseHost(value)?.url;
+    if (typeof value === "object" && typeof (value as { url?: unknown }).url === "string") return parseHost(value)?.url;
+    return undefined;
+}
+
+/** A key that names one connection: same URL and same files share one. */
+export function connectionKey(spec: HostSpec): string {
+    return JSON.stringify([spec.url, spec.identityFile ?? null, spec.knownHosts ?? null]);
+}

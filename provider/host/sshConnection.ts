@@ -1,0 +1,205 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdtempSync, rmSync, statSync } from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import type { HostSpec } from "../core/hostSpec";
+import { diesWithUs, runTool, type ToolResult } from "./toolRun";
+
+/**
+ * One OpenSSH connection per far host and provider process. OpenSSH rather than an SSH library
+ * in JavaScript because it is what users already trust and configure: their ~/.ssh/config
+ * (ProxyJump, certificates, agents), their known_hosts, and the same `ssh` terraform-provider-libvirt's
+ * qemu+ssh:// runs. Its ControlMaster multiplexes every session over one authenticated
+ * connection (each later session costs a round trip, not a handshake), and it forwards unix
+ * sockets (`-L local.sock:remote.sock`) for the QMP and guest-agent sockets.
+ *
+ * Host keys are checked strictly and never prompted for (BatchMode): an unknown or changed key
+ * is an error that says how to trust it. The master runs under setpriv --pdeathsig, so it dies
+ * with the provider; its control socket lives in a 0700 directory of this process.
+ */
+
+/** The host could not be reached at all (refused, timed out, no route, no name): nothing was done there. */
+export class HostUnreachableError extends Error {
+    constructor(
+        readonly url: string,
+        detail: string,
+    ) {
+        super(`host ${url} is unreachable: ${detail}`);
+        this.name = "HostUnreachableError";
+    }
+}
+
+/** ssh reached the host but would not go on: host key, authentication, configuration. */
+export class HostAccessError extends Error {
+    constructor(message: string) {
+        super(message);
+        this.name = "HostAccessError";
+    }
+}
+
+/** How long the master may take to connect and authenticate (ssh's own ConnectTimeout is inside it). */
+const CONNECT_DEADLINE_MS = 30_000;
+const CONNECT_TIMEOUT_S = 15;
+/** A dead connection is noticed within 3 × 5 s: every session on it then fails instead of waiting. */
+const ALIVE_INTERVAL_S = 5;
+const ALIVE_COUNT = 3;
+
+export class SshConnection {
+    private readonly dir: string;
+    private master?: ChildProcess;
+    private opening?: Promise<void>;
+
+    constructor(readonly spec: HostSpec) {
+        this.dir = mkdtempSync(path.join(os.tmpdir(), "pulumi-qemu-ssh-"));
+        process.once("exit", () => this.closeSync());
+    }
+
+    /** Options every ssh invocation to this host shares; `-S` makes sessions ride on the master. */
+    options(): string[] {
+        const s = this.spec;
+        const o = (kv: string) => ["-o", kv];
+        return [
+            ...o("BatchMode=yes"),
+            ...o("StrictHostKeyChecking=yes"),
+            ...(s.knownHosts ? [...o(`UserKnownHostsFile=${s.knownHosts}`), ...o("GlobalKnownHostsFile=/dev/null")] : []),
+            ...(s.identityFile ? ["-i", s.identityFile, ...o("IdentitiesOnly=yes")] : []),
+            ...o(`ConnectTimeout=${CONNECT_TIMEOUT_S}`),
+            ...o(`ServerAliveInterval=${ALIVE_INTERVAL_S}`),
+            ...o(`ServerAliveCountMax=${ALIVE_COUNT}`),
+            ...o(`ControlPath=${this.controlPath()}`),
+            ...o("LogLevel=ERROR"),
+            "-p",
+            String(s.port),
+            ...(s.user ? ["-l", s.user] : []),
+        ];
+    }
+
+    controlPath(): string {
+        return path.join(this.dir, "master");
+    }
+
+    /** Connects (once; later callers share the same attempt) and authenticates, or says why not. */
+    open(): Promise<void> {
+        if (this.master && this.master.exitCode === null && this.master.signalCode === null) return Promise.resolve();
+        if (!this.opening) this.opening = this.startMaster().finally(() => (this.opening = undefined));
+        return this.opening;
+    }
+
+    private async startMaster(): Promise<void> {
+        this.refuseMissingFiles();
+        const [file, argv] = diesWithUs("ssh", ["-M", "-N", "-o", "ControlMaster=yes", "-o", "ControlPersist=no", ...this.options(), "--", this.spec.hostname]);
+        const child = spawn(file, argv, { stdio: ["ignore", "ignore", "pipe"] });
+        let stderr = "";
+        child.stderr!.setEncoding("utf8").on("data", (d: string) => (stderr = (stderr + d).slice(-4000)));
+        const exited = new Promise<void>((resolve) => child.once("close", () => resolve()));
+        const spawnFailed = new Promise<Error>((resolve) => child.once("error", resolve));
+        const deadline = Date.now() + CONNECT_DEADLINE_MS;
+        this.master = child;
+        for (;;) {
+            const ended = await Promise.race([exited.then(() => "exited" as const), spawnFailed.then((e) => e), sleep(100).then(() => "tick" as const)]);
+            if (ended instanceof Error) throw new HostAccessError(`host ${this.spec.url}: cannot run ssh (${ended.message}); install OpenSSH's client (Debian: apt-get install openssh-client)`);
+            if (ended === "exited") throw explainSshFailure(this.spec, stderr, child.exitCode);
+            if (this.controlSocketReady()) return;
+            if (Date.now() > deadline) {
+                child.kill("SIGKILL");
+                throw new HostUnreachableError(this.spec.url, `no connection within ${CONNECT_DEADLINE_MS / 1000} s`);
+            }
+        }
+    }
+
+    private controlSocketReady(): boolean {
+        try {
+            return statSync(this.controlPath()).isSocket();
+        } catch {
+            return false;
+        }
+    }
+
+    private refuseMissingFiles(): void {
+        for (const [field, file] of [["identityFile", this.spec.identityFile], ["knownHosts", this.spec.knownHosts]] as const) {
+            if (!file) continue;
+            try {
+                statSync(file);
+            } catch (err) {
+                throw new HostAccessError(`host.${field}: cannot read ${file} (${(err as NodeJS.ErrnoException).code}); give the path of an existing file on this machine`);
+            }
+        }
+    }
+
+    /** Runs `command` (a shell command line on the far host) to the end, over the master. */
+    async run(command: string, opts: { input?: string; timeoutMs: number }): Promise<ToolResult> {
+        await this.open();
+        const r = await runTool("ssh", [...this.options(), "-o", "ControlMaster=no", "--", this.spec.hostname, command], {
+            input: opts.input,
+            timeoutMs: opts.timeoutMs,
+            label: `ssh ${this.spec.url}`,
+        });
+        // 255 is ssh's own failure (connection lost), not the command's exit status.
+        if (r.exitCode === 255) throw explainSshFailure(this.spec, r.stderr, 255);
+        return r;
+    }
+
+    /** Starts a long-lived session running `command` on the far host, its stdin/stdout piped to us. */
+    async session(command: string): Promise<ChildProcess> {
+        await this.open();
+        const [file, argv] = diesWithUs("ssh", [...this.options(), "-o", "ControlMaster=no", "--", this.spec.hostname, command]);
+        return spawn(file, argv, { stdio: ["pipe", "pipe", "pipe"] });
+    }
+
+    /** Forwards a unix socket on the far host to `localSocket` here (0600 inside our 0700 directory). */
+    async forwardUnixSocket(localSocket: string, remoteSocket: string): Promise<void> {
+        await this.open();
+        const r = await runTool("ssh", [...this.options(), "-O", "forward", "-L", `${localSocket}:${remoteSocket}`, "--", this.spec.hostname], {
+            timeoutMs: 10_000,
+            label: `ssh -O forward ${this.spec.url}`,
+        });
+        if (r.exitCode !== 0) throw new HostAccessError(`host ${this.spec.url}: cannot forward ${remoteSocket}: ${r.stderr.trim() || `ssh exited ${r.exitCode}`}`);
+    }
+
+    /** A fresh path in this connection's private directory (for forwarded sockets). */
+    privatePath(name: string): string {
+        return path.join(this.dir, name);
+    }
+
+    closeSync(): void {
+        try {
+            this.master?.kill("SIGTERM");
+        } catch {
+            // already gone
+        }
+        rmSync(this.dir, { recursive: true, force: true });
+    }
+}
+
+/** ssh's stderr turned into what the user should do, naming the `host` field. */
+export function explainSshFailure(spec: HostSpec, stderr: string, exitCode: number | null): Error {
+    const text = stderr.trim();
+    const last = text.split("\n").filter(Boolean).slice(-3).join("; ") || `ssh exited with status ${exitCode}`;
+    const hostArg = spec.port === 22 ? spec.hostname : `[${spec.hostname}]:${spec.port}`;
+    if (/REMOTE HOST IDENTIFICATION HAS CHANGED|Host key for .* has changed/i.test(text)) {
+        return new HostAccessError(
+            `host ${spec.url}: its host key has CHANGED since it was trusted; refusing to connect (this can be a man-in-the-middle). ` +
+                `If the host was reinstalled, check the new key's fingerprint, remove the old one with \`ssh-keygen -R '${hostArg}'\`${spec.knownHosts ? ` -f ${spec.knownHosts}` : ""} and add the new one`,
+        );
+    }
+    if (/Host key verification failed|No (?:ED25519|RSA|ECDSA|\S+) host key is known|host key is not known/i.test(text)) {
+        return new HostAccessError(
+            `host ${spec.url}: its host key is not known and pulumi-qemu checks host keys strictly. ` +
+                `Check the key's fingerprint out of band, then trust it: \`ssh-keyscan -p ${spec.port} ${spec.hostname} >> ${spec.knownHosts ?? "~/.ssh/known_hosts"}\`` +
+                `${spec.knownHosts ? "" : " (or set host.knownHosts to a file that has it)"}`,
+        );
+    }
+    if (/Permission denied|Too many authentication failures|no mutual signature/i.test(text)) {
+        return new HostAccessError(
+            `host ${spec.url}: authentication failed (${last}); ${spec.identityFile ? `check that host.identityFile ${spec.identityFile} is a key the far host's authorized_keys accepts` : "set host.identityFile or load a key into your ssh agent"}`,
+        );
+    }
+    if (/Connection refused|timed out|No route to host|Could not resolve hostname|Network is unreachable|Connection closed|Connection reset|Broken pipe|not responding|kex_exchange_identification/i.test(text) || exitCode === 255) {
+        return new HostUnreachableError(spec.url, last);
+    }
+    return new HostAccessError(`host ${spec.url}: ssh failed: ${last}`);
+}
+
+function sleep(ms: number): Promise<void> {
+    return new Promise((r) => setTimeout(r, ms));
+}

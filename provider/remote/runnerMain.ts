@@ -1,0 +1,63 @@
+import { createInterface } from "node:readline";
+import { InputError } from "../core/validation";
+import { withProgress } from "../host/progress";
+import * as diskImage from "../resources/diskImage";
+import * as guestCommand from "../resources/guestCommand";
+import * as network from "../resources/network";
+import * as runScript from "../resources/runScript";
+import * as virtualMachine from "../resources/virtualMachine";
+import { RUNNER_METHODS, type RunnerReply, type RunnerRequest, type WireError } from "./runnerProtocol";
+
+/**
+ * The far side: started by `ssh host node runner.js`, it serves lifecycle calls on stdin/stdout
+ * with the same modules the local provider uses. When the connection goes (stdin ends), it exits
+ * at once: whatever it was creating is left with a creator that is gone, which the next call's
+ * sweep finds and cleans exactly as after a local provider crash.
+ */
+
+const LIFECYCLES: Record<string, Record<string, unknown>> = {
+    DiskImage: diskImage,
+    RunScript: runScript,
+    VirtualMachine: virtualMachine,
+    Network: network,
+    GuestCommand: guestCommand,
+};
+
+// Only protocol lines go to stdout: anything else a module prints goes to stderr.
+const out = process.stdout.write.bind(process.stdout);
+console.log = console.info = (...a: unknown[]) => console.error(...a);
+
+function send(reply: RunnerReply): void {
+    out(JSON.stringify(reply) + "\n");
+}
+
+function wireError(err: unknown): WireError {
+    if (err instanceof InputError) return { name: err.name, message: err.message, problems: err.problems };
+    if (err instanceof Error) return { name: err.name, message: err.message };
+    return { name: "Error", message: String(err) };
+}
+
+async function serveRequest(req: RunnerRequest): Promise<void> {
+    const impl = LIFECYCLES[req.kind];
+    const method = (RUNNER_METHODS as readonly string[]).includes(req.method) ? (impl?.[req.method] as ((...a: unknown[]) => Promise<unknown>) | undefined) : undefined;
+    if (!method) return send({ id: req.id, error: { name: "Error", message: `the runner has no ${req.kind}.${req.method}` } });
+    try {
+        const sink = { status: (m: string) => send({ id: req.id, status: m }), warning: (m: string) => send({ id: req.id, warning: m }) };
+        const result = await withProgress(sink, () => method(...req.args));
+        send({ id: req.id, result: result === undefined ? null : result });
+    } catch (err) {
+        send({ id: req.id, error: wireError(err) });
+    }
+}
+
+process.stdin.on("end", () => process.exit(0));
+createInterface({ input: process.stdin }).on("line", (line) => {
+    let req: RunnerRequest;
+    try {
+        req = JSON.parse(line);
+    } catch {
+        return;
+    }
+    void serveRequest(req);
+});
+send({ hello: 1, node: process.version, pid: process.pid });

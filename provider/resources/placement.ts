@@ -1,0 +1,165 @@
+import type * as pulumi from "@pulumi/pulumi";
+import { parseHost, placementOf, type HostSpec } from "../core/hostSpec";
+import { InputError } from "../core/validation";
+import { warn } from "../host/progress";
+import { HostUnreachableError } from "../host/sshConnection";
+import { runnerFor } from "../remote/runnerClient";
+import { hasUnknown, UNKNOWN } from "./common";
+
+/**
+ * Placement: which machine a resource lives on. Every lifecycle call of a resource placed on a
+ * far host (`host: "ssh://…"`) runs there, through the runner (remote/runnerClient.ts), except
+ * the parts that need no host at all: validating inputs and comparing argv hashes, which give the
+ * same answer anywhere (hashes leave out which host), so a preview of those needs no connection.
+ * A resource keeps its placement in state (`host`, the normalised URL); a new placement replaces
+ * it. Without a host nothing changes: the lifecycle is called as it always was.
+ */
+
+export type ResourceKind = "DiskImage" | "RunScript" | "VirtualMachine" | "Network" | "GuestCommand";
+
+export interface Lifecycle {
+    check(olds: any, news: any): Promise<pulumi.dynamic.CheckResult>;
+    diff(id: string, olds: any, news: any): Promise<pulumi.dynamic.DiffResult>;
+    create(inputs: any): Promise<pulumi.dynamic.CreateResult>;
+    read(id: string, props: any): Promise<pulumi.dynamic.ReadResult>;
+    update?(id: string, olds: any, news: any): Promise<pulumi.dynamic.UpdateResult>;
+    remove(id: string, props: any): Promise<void>;
+}
+
+/**
+ * Which checks and diffs read the host: a VM's check looks at its networks' records; an image's
+ * diff hashes its sources; a command's diff asks whether its VM still runs. The rest are pure.
+ */
+const CHECK_READS_HOST: ReadonlySet<ResourceKind> = new Set(["VirtualMachine"]);
+const DIFF_READS_HOST: ReadonlySet<ResourceKind> = new Set(["DiskImage", "GuestCommand"]);
+
+/** The placement keys: `host` as given (input), and the access files kept beside it in state. */
+const HOST_KEYS = ["host", "hostAccess"] as const;
+
+/**
+ * The host the provider plugin was configured with (provider config `host`), the default
+ * placement of every resource it manages; the dynamic path has none, resources say it themselves.
+ */
+let configuredHost: HostSpec | undefined;
+
+export function configureHost(spec: HostSpec | undefined): void {
+    configuredHost = spec;
+}
+
+export function placed(kind: ResourceKind, impl: Lifecycle): Lifecycle {
+    const remote = (spec: HostSpec, method: string, args: unknown[]) => runnerFor(spec).then((r) => r.call(kind, method, args));
+    const lifecycle: Lifecycle = {
+        async check(olds, news) {
+            const input = hostInput(news);
+            if (hasUnknown(input)) return { inputs: news };
+            let spec: HostSpec | undefined;
+            try {
+                spec = hostOf(input);
+            } catch (err) {
+                if (err instanceof InputError) return { inputs: news, failures: err.problems };
+                throw err;
+            }
+            const rest = withoutHost(news);
+            let result: pulumi.dynamic.CheckResult;
+            if (spec && CHECK_READS_HOST.has(kind)) {
+                try {
+                    result = await remote(spec, "check", [withoutHost(olds), rest]);
+                } catch (err) {
+                    if (!(err instanceof HostUnreachableError)) throw err;
+                    // Preview goes on from what is known; create checks again on the host.
+                    warn(`${err.message}; checked the inputs here only — what depends on the host is checked when it can be reached`);
+                    result = await impl.check(withoutHost(olds), stripHostDependentCheck(rest));
+                    result = { ...result, inputs: rest };
+                }
+            } else {
+                result = await impl.check(withoutHost(olds), rest);
+            }
+            return { ...result, inputs: input === undefined ? result.inputs : { ...result.inputs, host: input } };
+        },
+        async diff(id, olds, news) {
+            const input = hostInput(news);
+            if (hasUnknown(input)) return { changes: true, replaces: ["host"] };
+            const before = placementOf(olds?.host);
+            const spec = hostOf(input);
+            // Moving to another host is a new resource there; the old one goes after it is made.
+            if ((spec?.url ?? undefined) !== before) return { changes: true, replaces: ["host"] };
+            if (spec && DIFF_READS_HOST.has(kind)) return remote(withAccess(spec, olds), "diff", [id, withoutHost(olds), withoutHost(news)]);
+            return impl.diff(id, withoutHost(olds), withoutHost(news));
+        },
+        async create(inputs) {
+            const spec = hostOf(hostInput(inputs));
+            if (!spec) return impl.create(inputs);
+            const result = await remote(spec, "create", [withoutHost(inputs)]);
+            return { ...result, outs: { ...result.outs, ...placementOutputs(spec) } };
+        },
+        async read(id, props) {
+            const spec = stateHost(props);
+            if (!spec) return impl.read(id, props);
+            const result: pulumi.dynamic.ReadResult = await remote(spec, "read", [id, withoutHost(props)]);
+            const keep = placementOutputs(spec);
+            return { ...result, props: { ...result.props, ...keep }, ...(result.inputs ? { inputs: { ...result.inputs, host: props.host } } : {}) };
+        },
+        async remove(id, props) {
+            const spec = stateHost(props);
+            if (!spec) return impl.remove(id, props);
+            await remote(spec, "remove", [id, withoutHost(props)]);
+        },
+    };
+    if (impl.update) {
+        lifecycle.update = async (id, olds, news) => {
+            const spec = hostOf(hostInput(news));
+            if (!spec) return impl.update!(id, olds, news);
+            const result = await remote(spec, "update", [id, withoutHost(olds), withoutHost(news)]);
+            return { ...result, outs: { ...result.outs, ...placementOutputs(spec) } };
+        };
+    }
+    return lifecycle;
+}
+
+/** The `host` a resource asks for: its own input, else the provider's configured host. */
+function hostInput(news: any): unknown {
+    const own = news?.host;
+    if (own !== undefined && own !== null) return own;
+    return configuredHost?.url;
+}
+
+/** The input parsed; the configured host's key files go with its URL. */
+function hostOf(input: unknown): HostSpec | undefined {
+    const spec = parseHost(input);
+    if (spec && configuredHost && spec.url === configuredHost.url && typeof input === "string") return configuredHost;
+    return spec;
+}
+
+/** Where a resource in state lives, with the files to reach it (the provider's config first: it is current). */
+function stateHost(props: any): HostSpec | undefined {
+    const url = placementOf(props?.host);
+    if (!url) return undefined;
+    if (configuredHost?.url === url) return configuredHost;
+    return withAccess(parseHost(url)!, props);
+}
+
+function withAccess(spec: HostSpec, props: any): HostSpec {
+    const access = props?.hostAccess;
+    if (spec.identityFile || spec.knownHosts || !access || typeof access !== "object") return spec;
+    return { ...spec, ...(typeof access.identityFile === "string" ? { identityFile: access.identityFile } : {}), ...(typeof access.knownHosts === "string" ? { knownHosts: access.knownHosts } : {}) };
+}
+
+/** What state keeps of the placement: the URL, and the key files when the resource named them. */
+function placementOutputs(spec: HostSpec): Record<string, unknown> {
+    const access = { ...(spec.identityFile ? { identityFile: spec.identityFile } : {}), ...(spec.knownHosts ? { knownHosts: spec.knownHosts } : {}) };
+    const fromConfig = configuredHost !== undefined && configuredHost.url === spec.url;
+    return { host: spec.url, ...(Object.keys(access).length && !fromConfig ? { hostAccess: access } : {}) };
+}
+
+function withoutHost<T>(value: T): T {
+    if (value === null || typeof value !== "object") return value;
+    const copy: Record<string, unknown> = { ...(value as Record<string, unknown>) };
+    for (const k of HOST_KEYS) delete copy[k];
+    return copy as T;
+}
+
+/** A VM's inputs with what only the host can judge (its networks) left unknown, for a check done here. */
+function stripHostDependentCheck(news: any): any {
+    if (!news?.vm?.networks) return news;
+    return { ...news, vm: { ...news.vm, networks: UNKNOWN } };
+}
