@@ -8,6 +8,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 APT_PACKAGES=(qemu-system-x86 qemu-utils linux-image-amd64 busybox-static cpio e2fsprogs xz-utils b3sum vde2 qemu-guest-agent)
 # cloud-init seeds (xorriso; dosfstools + mtools for vfat), cloud-localds and isoinfo to check them against, the Debian test guest.
 APT_PACKAGES+=(xorriso dosfstools mtools cloud-image-utils genisoimage mmdebstrap openssh-client)
+# Remote hosts: the tests' "far host" is this machine's sshd on a loopback port, started by the tests themselves.
+APT_PACKAGES+=(openssh-server)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -19,7 +21,13 @@ if ((${#missing[@]})); then
         echo "setup: installing ${missing[*]}" >&2
         export DEBIAN_FRONTEND=noninteractive
         apt-get update -qq
-        $line >/dev/null
+        # Install daemons without starting them (openssh-server would listen on port 22): the tests start their own.
+        policy=/usr/sbin/policy-rc.d made_policy=0
+        if [[ ! -e $policy ]]; then
+            printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && made_policy=1
+        fi
+        $line >/dev/null || { ((made_policy)) && rm -f "$policy"; exit 1; }
+        if ((made_policy)); then rm -f "$policy"; fi
     else
         echo "setup: missing Debian packages. Run as root:" >&2
         echo "  sudo apt-get update && sudo $line" >&2

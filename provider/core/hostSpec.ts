@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { absolutePath, parseOrThrow, quoteValue } from "./validation";
+import { absolutePath, fieldName, InputError, quoteValue } from "./validation";
 
 /**
  * Where a resource lives. No host means this machine, exactly as before placement existed; an
@@ -61,7 +61,10 @@ const hostSchema = z.union([hostUrl, hostObject], { error: `host must be an ssh:
 /** Parses a `host` input (undefined means this machine); throws an InputError naming `field`. */
 export function parseHost(value: unknown, field = "host"): HostSpec | undefined {
     if (value === undefined || value === null) return undefined;
-    const parsed = parseOrThrow(hostSchema, value, field);
+    // Problems without the value: a URL may carry a password, which must not reach an error.
+    const result = hostSchema.safeParse(value);
+    if (!result.success) throw new InputError(result.error.issues.map((i) => ({ property: fieldName(field, i.path), reason: i.message })));
+    const parsed = result.data;
     const given = typeof parsed === "string" ? { url: parsed } : parsed;
     const m = /^ssh:\/\/(?:([^@/]*)@)?(\[[^\]]*\]|[^:/?#@]*)(?::(\d+))?\/?$/.exec(given.url)!;
     const [, user, host, port] = m;

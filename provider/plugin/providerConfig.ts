@@ -36,7 +36,8 @@ export function parseProviderConfig(raw: Record<string, unknown>): ProviderConfi
         throw new InputError([{ property: c.identityFile ? "identityFile" : "knownHosts", reason: "only means something with host set; set host to the ssh:// URL of the far host, or leave this out" }]);
     }
     if (!c.host) return {};
-    return { host: parseHost({ url: c.host, ...(c.identityFile ? { identityFile: c.identityFile } : {}), ...(c.knownHosts ? { knownHosts: c.knownHosts } : {}) }, "host") };
+    const host = parseHost(c.host, "host")!;
+    return { host: { ...host, ...(c.identityFile ? { identityFile: c.identityFile } : {}), ...(c.knownHosts ? { knownHosts: c.knownHosts } : {}) } };
 }
 
 /** The engine's configuration variables (`qemu:config:host`) as the keys of the provider's inputs. */
