@@ -307,4 +307,28 @@ describe("VirtualMachine", () => {
         expect(existsSync(made.outs.vmDir)).toBe(false);
         expect(vmDriver.engine.errors()).toEqual([]);
     }, 400_000);
+
+    test("a VM made through the dynamic provider keeps no inputs (it cannot tell secrets): its import through the plugin is refused, saying why", async () => {
+        const dynamic = await openDriver("dynamic");
+        try {
+            const urn = dynamic.urn("VirtualMachine", "dyn");
+            const checked = await dynamic.plugin.check(urn, {}, dynamic.news("VirtualMachine", vmInputs("imp-dyn", { stateDir: vmState })));
+            expect(checked.failures).toEqual([]);
+            const made = await dynamic.plugin.create(urn, checked.inputs);
+            const outs = made.properties as { pid: number; vmDir: string };
+            started.push(outs.pid);
+            const record = JSON.parse(readFileSync(path.join(outs.vmDir, "record.json"), "utf8"));
+            expect(record).toMatchObject({ tool: "pulumi-qemu", state: "running", withheld: expect.stringMatching(/dynamic provider/) });
+            expect(record.inputs).toBeUndefined();
+            await expect(vmDriver.plugin.read(made.id, vmDriver.urn("VirtualMachine", "dyn"), {}, {})).rejects.toThrow(
+                /its record does not hold the inputs it was made from: it was created through the dynamic provider or the testing API, which cannot tell secret inputs/,
+            );
+            expect(isRunning(outs.pid)).toBe(true);
+            await dynamic.plugin.delete(made.id, urn, made.properties, checked.inputs);
+            expect(isRunning(outs.pid)).toBe(false);
+            expect(dynamic.engine.errors()).toEqual([]);
+        } finally {
+            await dynamic.close();
+        }
+    }, 400_000);
 });
