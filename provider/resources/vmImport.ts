@@ -86,7 +86,7 @@ export async function findVmToImport(id: string): Promise<VmToImport> {
             record.withheld
                 ? `its record does not hold the inputs it was made from: ${record.withheld}`
                 : "its record was written by an older pulumi-qemu, which did not keep the inputs the VM was made from, so its state cannot be rebuilt",
-            "Declare the VirtualMachine without `import` and let `pulumi up` start a new one (stop this one first if both would claim the same ports or disks).",
+            `Declare the VirtualMachine without \`import\` and let \`pulumi up\` start a new one; this one keeps running until you stop it (pid ${running.pid}, in ${pidfile}), which you must first if the new one needs its ports or disks.`,
         );
     }
     const f = (name: string) => path.join(vmDir, name);
