@@ -157,7 +157,7 @@ const resources = {
         required: ["path", "argv", "argvHash", "accel", "contentHash"],
     },
     "qemu:index:VirtualMachine": {
-        description: "A running QEMU guest controlled over QMP.",
+        description: "A running QEMU guest controlled over QMP. Its id is the name of its directory under <stateDir>/vms (vm-AbC123); `pulumi import` adopts a running VM pulumi-qemu started by that id (or by the directory's absolute path, for a VM outside the default state directory).",
         inputProperties: {
             vm: ref("VmSpec", "The virtual machine. Required; a change to what QEMU runs replaces the VM."),
             ready: ref("Ready", "When the VM counts as started; default as soon as QEMU runs. Changes update in place."),

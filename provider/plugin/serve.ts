@@ -51,7 +51,8 @@ export function qemuProvider(version: string, engineAddress?: string): provider.
         diff: (id, urn, olds, news) => hidingSecrets([olds, news], () => lifecycle(urn).diff(id, stripSecrets(olds), stripSecrets(news))),
         create: (urn, inputs) =>
             hidingSecrets([inputs], () => reporting(urn, [inputs], async () => {
-                const result = await lifecycle(urn).create(stripSecrets(inputs));
+                // Whether the inputs held secrets: only this plugin can tell (a VM keeps its inputs for import only without).
+                const result = await lifecycle(urn).create(stripSecrets(inputs), { secretInputs: containsSecrets(inputs) });
                 return { ...result, outs: protectCommandOutput(urn, protectOutputs(result.outs ?? {}, inputs), inputs) };
             })),
         read: (id, urn, props) =>
@@ -63,7 +64,7 @@ export function qemuProvider(version: string, engineAddress?: string): provider.
             hidingSecrets([olds, news], () => reporting(urn, [olds, news], async () => {
                 const impl = lifecycle(urn);
                 if (!impl.update) throw new Error(`${typeOfUrn(urn)} has no in-place update; its diff always replaces`);
-                const result = await impl.update(id, stripSecrets(olds), stripSecrets(news));
+                const result = await impl.update(id, stripSecrets(olds), stripSecrets(news), { secretInputs: containsSecrets(news) });
                 return { ...result, outs: protectCommandOutput(urn, protectOutputs(result.outs ?? {}, news), news) };
             })),
         delete: (id, urn, props) => hidingSecrets([props], () => reporting(urn, [props], () => lifecycle(urn).remove(id, stripSecrets(props)))),

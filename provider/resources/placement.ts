@@ -5,6 +5,7 @@ import { warn } from "../host/progress";
 import { HostUnreachableError } from "../host/sshConnection";
 import { runnerFor } from "../remote/runnerClient";
 import { hasUnknown, UNKNOWN } from "./common";
+import { isEmptyState } from "./stateGuard";
 
 /**
  * Placement: which machine a resource lives on. Every lifecycle call of a resource placed on a
@@ -20,9 +21,9 @@ export type ResourceKind = "DiskImage" | "RunScript" | "VirtualMachine" | "Netwo
 export interface Lifecycle {
     check(olds: any, news: any): Promise<pulumi.dynamic.CheckResult>;
     diff(id: string, olds: any, news: any): Promise<pulumi.dynamic.DiffResult>;
-    create(inputs: any): Promise<pulumi.dynamic.CreateResult>;
+    create(inputs: any, ...rest: any[]): Promise<pulumi.dynamic.CreateResult>;
     read(id: string, props: any): Promise<pulumi.dynamic.ReadResult>;
-    update?(id: string, olds: any, news: any): Promise<pulumi.dynamic.UpdateResult>;
+    update?(id: string, olds: any, news: any, ...rest: any[]): Promise<pulumi.dynamic.UpdateResult>;
     remove(id: string, props: any): Promise<void>;
 }
 
@@ -86,18 +87,22 @@ export function placed(kind: ResourceKind, impl: Lifecycle): Lifecycle {
             if (spec && DIFF_READS_HOST.has(kind)) return remote(withAccess(spec, olds), "diff", [id, withoutHost(olds), withoutHost(news)]);
             return impl.diff(id, withoutHost(olds), withoutHost(news));
         },
-        async create(inputs) {
+        async create(inputs, ...rest) {
             const spec = hostOf(hostInput(inputs));
-            if (!spec) return impl.create(inputs);
-            const result = await remote(spec, "create", [withoutHost(inputs)]);
+            if (!spec) return impl.create(inputs, ...rest);
+            const result = await remote(spec, "create", [withoutHost(inputs), ...rest]);
             return { ...result, outs: { ...result.outs, ...placementOutputs(spec) } };
         },
         async read(id, props) {
-            const spec = stateHost(props);
+            // No state: an import, which looks where the provider is configured to.
+            const spec = isEmptyState(props) ? configuredHost : stateHost(props);
             if (!spec) return impl.read(id, props);
             const result: pulumi.dynamic.ReadResult = await remote(spec, "read", [id, withoutHost(props)]);
             const keep = placementOutputs(spec);
-            return { ...result, props: { ...result.props, ...keep }, ...(result.inputs ? { inputs: { ...result.inputs, host: props.host } } : {}) };
+            const host = props?.host ?? spec.url;
+            // Gone (read found nothing): the empty answer goes back as it is, so the engine drops the resource.
+            if (!result.id) return result;
+            return { ...result, props: { ...result.props, ...keep }, ...(result.inputs ? { inputs: { ...result.inputs, host } } : {}) };
         },
         async remove(id, props) {
             const spec = stateHost(props);
@@ -106,10 +111,10 @@ export function placed(kind: ResourceKind, impl: Lifecycle): Lifecycle {
         },
     };
     if (impl.update) {
-        lifecycle.update = async (id, olds, news) => {
+        lifecycle.update = async (id, olds, news, ...rest) => {
             const spec = hostOf(hostInput(news));
-            if (!spec) return impl.update!(id, olds, news);
-            const result = await remote(spec, "update", [id, withoutHost(olds), withoutHost(news)]);
+            if (!spec) return impl.update!(id, olds, news, ...rest);
+            const result = await remote(spec, "update", [id, withoutHost(olds), withoutHost(news), ...rest]);
             return { ...result, outs: { ...result.outs, ...placementOutputs(spec) } };
         };
     }

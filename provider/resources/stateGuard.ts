@@ -28,7 +28,7 @@ export function requireState(resource: string, operation: string, props: unknown
     if (empty && operation === "read") {
         // Read with an id and no state is `pulumi import` or the import resource option.
         throw new StateError(
-            `import of a ${resource}: pulumi-qemu cannot adopt an existing ${resource} (only a DiskImage or RunScript it made, by its path). ` +
+            `import of a ${resource}: pulumi-qemu cannot adopt an existing ${resource} (only a DiskImage or RunScript it made, by its path, and a running VirtualMachine it started, by its id). ` +
                 `Nothing was touched. Declare the ${resource} without \`import\` and let \`pulumi up\` create it.`,
         );
     }

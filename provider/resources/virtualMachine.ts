@@ -19,8 +19,9 @@ import { progress, progressIntervalMs, warn } from "../host/progress";
 import { explainHostFileError } from "../host/hostErrors";
 import { serialLogTail, SerialLogWatcher } from "../host/serialWatch";
 export { cleanConsole, serialMatcher } from "../core/serialPattern";
-import { requireState, VM_STATE } from "./stateGuard";
-import { clearVmDir, markVmDead, sweepVmDirs, VM_FILES, writeVmRecord } from "./vmRecord";
+import { isEmptyState, requireState, VM_STATE } from "./stateGuard";
+import { clearVmDir, keptForImport, markVmDead, rewriteRunningRecord, sweepVmDirs, VM_FILES, writeVmRecord } from "./vmRecord";
+import { findVmToImport } from "./vmImport";
 import { listeningTcpPorts } from "../core/procNet";
 import type { GuestChannel } from "../host/guestChannel";
 import { QgaChannel } from "../host/qgaChannel";
@@ -274,7 +275,12 @@ function holdsExclusive(spec: VmSpec): boolean {
     return spec.portForwards.length > 0 || writesDisk || (spec.networks?.length ?? 0) > 0;
 }
 
-async function createHere(inputs: VirtualMachineInputs): Promise<pulumi.dynamic.CreateResult> {
+/** `secretInputs`: whether the inputs held secrets, when the caller can tell (the gRPC plugin); see keptForImport. */
+export interface LifecycleOptions {
+    secretInputs?: boolean;
+}
+
+async function createHere(inputs: VirtualMachineInputs, opts?: LifecycleOptions): Promise<pulumi.dynamic.CreateResult> {
     const p = parseInputs(inputs);
     const { accel, reason } = await resolveAccel(p.spec.accel, { qemu: p.spec.qemu, cacheDir: resolveStateDir(p.stateDir) });
     if (p.spec.accel === "auto" && accel === "tcg") {
@@ -329,7 +335,6 @@ async function createHere(inputs: VirtualMachineInputs): Promise<pulumi.dynamic.
         const status = await waitReady(p, identity, runtime, picked.hostPorts, restored?.restored === true);
         if (restored?.restored && runtime.agentSocket && p.spec.agent === "shell") await syncGuestClock(runtime.agentSocket);
         if (warm && !restored?.restored) await saveWarm(warm, warmTimeoutMs);
-        await writeVmRecord(vmDir, "running");
         const outs: VirtualMachineOutputs = {
             vm: inputs.vm,
             ready: inputs.ready,
@@ -354,6 +359,8 @@ async function createHere(inputs: VirtualMachineInputs): Promise<pulumi.dynamic.
             ...(runtime.agentSocket ? { agent: p.spec.agent as "qga" | "shell", agentSocket: runtime.agentSocket } : {}),
             ...(p.warmStart ? { warmStart: true, start: restored?.restored ? ("restored" as const) : ("cold" as const), startNote: restored?.restored ? undefined : restored?.why && `booted cold: ${restored.why}` } : {}),
         };
+        // What `pulumi import` needs to rebuild this state if the stack loses it (vmImport.ts).
+        await writeVmRecord(vmDir, "running", keptForImport(inputs, withoutUndefined(outs), opts));
         return { id: path.basename(vmDir), outs: withoutUndefined(outs) };
     } catch (err) {
         // Nothing half-made survives a failed create: no QEMU, no socket, no directory.
@@ -500,6 +507,13 @@ function sweepVmsSometimes(vmsDir: string): Promise<void> {
  * for a day (DEAD_VM_RETENTION_MS); a later sweep removes it.
  */
 async function readHere(id: string, props: VirtualMachineOutputs): Promise<pulumi.dynamic.ReadResult> {
+    if (isEmptyState(props)) {
+        // `pulumi import`: a running VM this provider made, rebuilt from its record.
+        const found = await findVmToImport(id);
+        const status = (await qmpStatus(found.outs.qmpSocket, 5000)) ?? "unresponsive";
+        const drift = await networkDrift(found.outs.nics);
+        return { id: found.id, props: withoutUndefined({ ...found.outs, status, ...(drift ? { networkDrift: drift } : {}) }), inputs: found.inputs };
+    }
     requireState("VirtualMachine", "read", props, VM_STATE);
     await sweepVmsSometimes(path.dirname(props.vmDir));
     const live = await checkOurQemu(identityOf(props), props.pidfile);
@@ -517,12 +531,15 @@ async function readHere(id: string, props: VirtualMachineOutputs): Promise<pulum
 }
 
 /** Only `ready` can change in place; it matters at create, so the running VM is left alone. */
-async function updateHere(_id: string, olds: VirtualMachineOutputs, news: VirtualMachineInputs): Promise<pulumi.dynamic.UpdateResult> {
+async function updateHere(_id: string, olds: VirtualMachineOutputs, news: VirtualMachineInputs, opts?: LifecycleOptions): Promise<pulumi.dynamic.UpdateResult> {
     requireState("VirtualMachine", "update", olds, VM_STATE);
     parseInputs(news);
     const { ready: _old, warmStart: _oldWarm, ...rest } = olds;
     const status = (await qmpStatus(olds.qmpSocket, 5000)) ?? olds.status;
-    return { outs: withoutUndefined({ ...rest, ...(news.ready ? { ready: news.ready } : {}), ...(news.warmStart ? { warmStart: true } : {}), status }) };
+    const outs = withoutUndefined({ ...rest, ...(news.ready ? { ready: news.ready } : {}), ...(news.warmStart ? { warmStart: true } : {}), status });
+    // An import must find the inputs the VM now has, not those it was made from.
+    await rewriteRunningRecord(olds.vmDir, keptForImport(news, outs, opts));
+    return { outs };
 }
 
 /** Power button, then `quit`, then SIGKILL — only ever to our own QEMU — and then its directory goes. */

@@ -22,23 +22,54 @@ export const DEAD_VM_RETENTION_MS = 24 * 60 * 60 * 1000;
 /** The files the provider puts in a VM's directory, by name. */
 export const VM_FILES = { pidfile: "qemu.pid", qmpSocket: "qmp.sock", serialLog: "serial.log", launcher: "run-vm.sh", agentSocket: "agent.sock" } as const;
 
-interface VmRecord {
+export interface VmRecord {
     tool: "pulumi-qemu";
     resource: "VirtualMachine";
     version: 1;
     state: "creating" | "running" | "dead";
     creator?: ProcessIdentity;
     diedAt?: string;
+    /**
+     * With `running`: the inputs the VM was made (or last updated) from and the outputs then
+     * returned, so `pulumi import` can rebuild its state (vmImport.ts). Left out when they may
+     * hold secrets (`withheld` says why): this file is plain text, if owner-only.
+     */
+    inputs?: unknown;
+    outputs?: unknown;
+    withheld?: string;
 }
 
-export async function writeVmRecord(vmDir: string, state: VmRecord["state"]): Promise<void> {
-    const body: VmRecord = { tool: "pulumi-qemu", resource: "VirtualMachine", version: 1, state };
+/** What a `running` record keeps for `pulumi import`. */
+export type KeptForImport = Pick<VmRecord, "inputs" | "outputs" | "withheld">;
+
+/**
+ * Whether the inputs held secrets is known only to the gRPC plugin (the engine sends them
+ * marked); the dynamic provider and the testing API get plain values and cannot tell, so then
+ * nothing is kept and such a VM cannot be imported.
+ */
+export function keptForImport(inputs: unknown, outputs: unknown, opts?: { secretInputs?: boolean }): KeptForImport {
+    if (opts?.secretInputs === undefined) {
+        return { withheld: "it was created through the dynamic provider or the testing API, which cannot tell secret inputs from others, so its inputs were not written to disk" };
+    }
+    if (opts.secretInputs) return { withheld: "its inputs held secrets, which pulumi-qemu does not write to disk" };
+    return { inputs, outputs };
+}
+
+export async function writeVmRecord(vmDir: string, state: VmRecord["state"], kept: KeptForImport = {}): Promise<void> {
+    const body: VmRecord = { tool: "pulumi-qemu", resource: "VirtualMachine", version: 1, state, ...(state === "running" ? kept : {}) };
     if (state === "creating") body.creator = await selfIdentity();
     if (state === "dead") body.diedAt = new Date().toISOString();
     await writeFileAtomic(path.join(vmDir, RECORD_FILE), JSON.stringify(body, null, 2) + "\n", { durable: state !== "dead" });
 }
 
-async function readVmRecord(vmDir: string): Promise<VmRecord | undefined> {
+/** A running VM's inputs changed in place (update): its record keeps the new ones, if the record is still ours and running. */
+export async function rewriteRunningRecord(vmDir: string, kept: KeptForImport): Promise<void> {
+    if (!(await ownDirChain(path.dirname(path.dirname(vmDir)), vmDir)).ok) return;
+    if ((await readVmRecord(vmDir))?.state !== "running") return;
+    await writeVmRecord(vmDir, "running", kept);
+}
+
+export async function readVmRecord(vmDir: string): Promise<VmRecord | undefined> {
     const file = path.join(vmDir, RECORD_FILE);
     if (!isOwnFileSync(file)) return undefined;
     try {

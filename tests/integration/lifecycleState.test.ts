@@ -55,8 +55,8 @@ describe.each(calls)("%s", (name, call) => {
         const [resource, operation] = name.split(" ");
         if (operation === "read" && _kind !== "partial") {
             // Read with no state is an import: refused as one, saying what can be adopted.
-            const byPath = { DiskImage: "the image file's", RunScript: "the launcher's" }[resource];
-            expect(message).toMatch(byPath ? new RegExp(`^import of ${resource} "id": the id of a ${resource} is ${byPath} absolute path`) : new RegExp(`^import of a ${resource}: pulumi-qemu cannot adopt an existing ${resource}`));
+            const byPath = { DiskImage: "the image file's absolute path", RunScript: "the launcher's absolute path", VirtualMachine: "its id, like vm-AbC123" }[resource];
+            expect(message).toMatch(byPath ? new RegExp(`^import of ${resource} "id": the id of a ${resource} is ${byPath}`) : new RegExp(`^import of a ${resource}: pulumi-qemu cannot adopt an existing ${resource}`));
             expect(message).toMatch(/Nothing was touched/);
             return;
         }

@@ -1,9 +1,11 @@
-import { existsSync } from "node:fs";
-import { copyFile, mkdtemp, rename, rm, writeFile } from "node:fs/promises";
+import { existsSync, readFileSync, statSync } from "node:fs";
+import { chmod, copyFile, mkdir, mkdtemp, readFile, rename, rm, writeFile } from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
 import { openDriver, type Driver } from "../engine/driver";
-import type { Props } from "../engine/wire";
+import { makeSecret, type Props } from "../engine/wire";
+import { ensureTestGuest, guestKernelArguments, READY_MARKER } from "../guest/testGuest";
+import { isRunning } from "../support/process";
 
 /**
  * `pulumi import` through our plugin, as the engine does it: Read with the id alone, then
@@ -117,7 +119,7 @@ test("what cannot be adopted is refused with the reason and the way out, and lef
     expect(existsSync(script)).toBe(true);
 
     // Other resources say plainly that they cannot be imported yet.
-    await expect(driver.plugin.read("vm-abc", driver.urn("VirtualMachine", "vm"), {}, {})).rejects.toThrow(/cannot adopt an existing VirtualMachine/);
+    await expect(driver.plugin.read("net-abc", driver.urn("Network", "net"), {}, {})).rejects.toThrow(/cannot adopt an existing Network/);
 });
 
 describe("RunScript", () => {
@@ -165,4 +167,168 @@ describe("RunScript", () => {
         expect(diff.changes).toBe(DIFF_NONE);
         expect(driver.engine.errors()).toEqual([]);
     });
+});
+
+describe("VirtualMachine", () => {
+    // A plugin of its own, whose default state directory is `vmState`: a VM there is imported by its id alone.
+    let vmDriver: Driver;
+    let vdir: string;
+    let vmState: string;
+    let guest: { kernel: string; initrd: string };
+    const started: number[] = [];
+
+    beforeAll(async () => {
+        guest = await ensureTestGuest();
+        // Short: the QMP socket path must fit in 107 bytes.
+        vdir = await mkdtemp(path.join(os.tmpdir(), "pq-vimp-"));
+        vmState = path.join(vdir, "d");
+        vmDriver = await openDriver("qemu", { env: { PULUMI_QEMU_STATE_DIR: vmState } });
+    }, 300_000);
+
+    afterAll(async () => {
+        await vmDriver?.close();
+        for (const pid of started) if (isRunning(pid)) process.kill(pid, "SIGKILL");
+        if (vdir) await rm(vdir, { recursive: true, force: true });
+    });
+
+    const vmInputs = (name: string, extra: Props = {}, memoryMiB = 256) => ({
+        vm: { name, accel: "tcg", memoryMiB, kernel: guest.kernel, initrd: guest.initrd, kernelArguments: guestKernelArguments({ name }) },
+        ready: { serialPattern: READY_MARKER, timeoutSeconds: 180 },
+        ...extra,
+    });
+
+    /** Starts a VM through the plugin; its state is then forgotten, as a lost stack's would be. */
+    async function startedElsewhere(name: string, inputs: Props) {
+        const urn = vmDriver.urn("VirtualMachine", name);
+        const checked = await vmDriver.plugin.check(urn, {}, vmDriver.news("VirtualMachine", inputs));
+        expect(checked.failures).toEqual([]);
+        const made = await vmDriver.plugin.create(urn, checked.inputs);
+        const outs = made.properties as { pid: number; vmDir: string; argvHash: string };
+        started.push(outs.pid);
+        return { id: made.id, outs, checked: checked.inputs, props: made.properties };
+    }
+
+    async function importVm(name: string, id: string, programInputs: Props) {
+        const urn = vmDriver.urn("VirtualMachine", name);
+        const read = await vmDriver.plugin.read(id, urn, {}, {});
+        const checked = await vmDriver.plugin.check(urn, read.inputs ?? {}, vmDriver.news("VirtualMachine", programInputs));
+        expect(checked.failures).toEqual([]);
+        const diff = await vmDriver.plugin.diff(read.id, urn, read.properties, checked.inputs, read.inputs);
+        return { urn, read, checked, diff };
+    }
+
+    test("a running VM, by its id and by its directory's path: import shows no change, refresh keeps it, an update is remembered, delete stops it and removes its directory", async () => {
+        const inputs = vmInputs("imp-vm", { stateDir: vmState });
+        const made = await startedElsewhere("orig", inputs);
+        expect(made.id).toMatch(/^vm-[A-Za-z0-9]{6}$/);
+        const record = path.join(made.outs.vmDir, "record.json");
+        // What import rebuilds the state from stays the user's alone.
+        expect(statSync(record).mode & 0o777).toBe(0o600);
+        expect(statSync(made.outs.vmDir).mode & 0o777).toBe(0o700);
+
+        // A record written before records kept the inputs (the format of older versions) is refused, and nothing changes.
+        const kept = await readFile(record, "utf8");
+        await writeFile(record, JSON.stringify({ tool: "pulumi-qemu", resource: "VirtualMachine", version: 1, state: "running" }), { mode: 0o600 });
+        await expect(vmDriver.plugin.read(made.id, vmDriver.urn("VirtualMachine", "old"), {}, {})).rejects.toThrow(
+            new RegExp(`import of VirtualMachine "${made.id}": its record was written by an older pulumi-qemu.*Nothing was touched`),
+        );
+        expect(isRunning(made.outs.pid)).toBe(true);
+        await writeFile(record, kept, { mode: 0o600 });
+
+        for (const id of [made.id, path.join(vmState, "vms", made.id)]) {
+            const { read, diff } = await importVm("adopted", id, inputs);
+            expect(read.id).toBe(made.id);
+            expect(read.properties).toMatchObject({ pid: made.outs.pid, vmDir: made.outs.vmDir, argvHash: made.outs.argvHash, status: "running" });
+            expect(read.inputs).toEqual(made.checked);
+            expect(diff).toEqual({ changes: DIFF_NONE, replaces: [], deleteBeforeReplace: false });
+        }
+
+        // A program declaring another VM would replace it: the engine refuses such an import.
+        const other = await importVm("adopted-wrong", made.id, vmInputs("imp-vm", { stateDir: vmState }, 192));
+        expect(other.diff.changes).toBe(DIFF_SOME);
+        expect(other.diff.replaces).toContain("vm");
+
+        const { urn, read, checked } = await importVm("adopted", made.id, inputs);
+        const refreshed = await vmDriver.plugin.read(read.id, urn, read.properties, checked.inputs);
+        expect(refreshed).toMatchObject({ id: made.id, properties: { pid: made.outs.pid, status: "running" } });
+
+        // An in-place update is written to the record too: a later import finds the VM as it is now.
+        const patientInputs = { ...inputs, ready: { serialPattern: READY_MARKER, timeoutSeconds: 240 } };
+        const patient = await vmDriver.plugin.check(urn, checked.inputs, vmDriver.news("VirtualMachine", patientInputs));
+        const updated = await vmDriver.plugin.update(read.id, urn, refreshed.properties, patient.inputs, checked.inputs);
+        const again = await importVm("adopted-again", made.id, patientInputs);
+        expect(again.read.inputs).toEqual(patient.inputs);
+        expect(again.diff.changes).toBe(DIFF_NONE);
+
+        await vmDriver.plugin.delete(read.id, urn, updated.properties, patient.inputs);
+        expect(isRunning(made.outs.pid)).toBe(false);
+        expect(existsSync(made.outs.vmDir)).toBe(false);
+        expect(vmDriver.engine.errors()).toEqual([]);
+    }, 400_000);
+
+    test("refused, naming the id, why and what to do: malformed ids, unknown ids, directories not ours, a VM whose inputs held secrets, one whose QEMU died, one a refresh found dead", async () => {
+        const urn = vmDriver.urn("VirtualMachine", "refused");
+        const read = (id: string) => vmDriver.plugin.read(id, urn, {}, {});
+        for (const bad of ["vm-abc", "my-vm", "d/vms/vm-AbC123", path.join(vdir, "vm-AbC123"), `${vmState}/vms/../vms/vm-AbC123`]) {
+            await expect(read(bad)).rejects.toThrow(/the id of a VirtualMachine is its id, like vm-AbC123 .* or the absolute path of its directory, <stateDir>\/vms\/vm-AbC123/);
+        }
+        await expect(read("vm-Zz9Zz9")).rejects.toThrow(/import of VirtualMachine "vm-Zz9Zz9": there is no VM directory of this user at .*vms\/vm-Zz9Zz9.*Nothing was touched/);
+
+        // A directory pulumi-qemu did not make, and one whose record others could have written: neither is believed.
+        const vms = path.join(vmState, "vms");
+        await mkdir(path.join(vms, "vm-Foreig"), { recursive: true, mode: 0o700 });
+        await expect(read("vm-Foreig")).rejects.toThrow(/has no pulumi-qemu record of this user .* will not adopt it/);
+        expect(existsSync(path.join(vms, "vm-Foreig"))).toBe(true);
+        const plantedRecord = path.join(vms, "vm-Plante", "record.json");
+        await mkdir(path.dirname(plantedRecord), { mode: 0o700 });
+        await writeFile(plantedRecord, JSON.stringify({ tool: "pulumi-qemu", resource: "VirtualMachine", version: 1, state: "running", inputs: {}, outputs: {} }));
+        await chmod(plantedRecord, 0o622);
+        await expect(read("vm-Plante")).rejects.toThrow(/has no pulumi-qemu record of this user/);
+
+        // Secret inputs are not written to disk, so such a VM cannot be rebuilt from its record.
+        const secretMarker = READY_MARKER;
+        const made = await startedElsewhere("secret", { ...vmInputs("imp-secret"), ready: { serialPattern: makeSecret(secretMarker), timeoutSeconds: 180 } });
+        expect(path.dirname(made.outs.vmDir)).toBe(vms);
+        const recordText = readFileSync(path.join(made.outs.vmDir, "record.json"), "utf8");
+        expect(recordText).not.toContain(secretMarker);
+        await expect(read(made.id)).rejects.toThrow(new RegExp(`import of VirtualMachine "${made.id}": its record does not hold the inputs it was made from: its inputs held secrets`));
+        expect(isRunning(made.outs.pid)).toBe(true);
+
+        process.kill(made.outs.pid, "SIGKILL");
+        const until = Date.now() + 10_000;
+        while (isRunning(made.outs.pid) && Date.now() < until) await new Promise((r) => setTimeout(r, 100));
+        await expect(read(made.id)).rejects.toThrow(new RegExp(`import of VirtualMachine "${made.id}": it is not running .*let \`pulumi up\` start a new one`));
+
+        const gone = await vmDriver.plugin.read(made.id, vmDriver.urn("VirtualMachine", "secret"), made.props, made.checked);
+        expect(gone.id).toBe("");
+        await expect(read(made.id)).rejects.toThrow(/it is not running: a refresh found its QEMU gone/);
+
+        await vmDriver.plugin.delete(made.id, vmDriver.urn("VirtualMachine", "secret"), made.props, made.checked);
+        expect(existsSync(made.outs.vmDir)).toBe(false);
+        expect(vmDriver.engine.errors()).toEqual([]);
+    }, 400_000);
+
+    test("a VM made through the dynamic provider keeps no inputs (it cannot tell secrets): its import through the plugin is refused, saying why", async () => {
+        const dynamic = await openDriver("dynamic");
+        try {
+            const urn = dynamic.urn("VirtualMachine", "dyn");
+            const checked = await dynamic.plugin.check(urn, {}, dynamic.news("VirtualMachine", vmInputs("imp-dyn", { stateDir: vmState })));
+            expect(checked.failures).toEqual([]);
+            const made = await dynamic.plugin.create(urn, checked.inputs);
+            const outs = made.properties as { pid: number; vmDir: string };
+            started.push(outs.pid);
+            const record = JSON.parse(readFileSync(path.join(outs.vmDir, "record.json"), "utf8"));
+            expect(record).toMatchObject({ tool: "pulumi-qemu", state: "running", withheld: expect.stringMatching(/dynamic provider/) });
+            expect(record.inputs).toBeUndefined();
+            await expect(vmDriver.plugin.read(made.id, vmDriver.urn("VirtualMachine", "dyn"), {}, {})).rejects.toThrow(
+                /its record does not hold the inputs it was made from: it was created through the dynamic provider or the testing API, which cannot tell secret inputs/,
+            );
+            expect(isRunning(outs.pid)).toBe(true);
+            await dynamic.plugin.delete(made.id, urn, made.properties, checked.inputs);
+            expect(isRunning(outs.pid)).toBe(false);
+            expect(dynamic.engine.errors()).toEqual([]);
+        } finally {
+            await dynamic.close();
+        }
+    }, 400_000);
 });
