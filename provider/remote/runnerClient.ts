@@ -98,6 +98,8 @@ export class RemoteRunner {
 
     private awaitHello(): Promise<void> {
         const child = this.child;
+        // A write to a runner that just went (EPIPE) is answered by the close below, which fails what is pending.
+        child.stdin!.on("error", () => undefined);
         child.stderr!.setEncoding("utf8").on("data", (d: string) => (this.stderrTail = (this.stderrTail + d).slice(-4000)));
         return new Promise((resolve, reject) => {
             const timer = setTimeout(() => {

@@ -1,4 +1,4 @@
-import { placed } from "./placement";
+import { placed, type PlacementInputs, type PlacementOutputs } from "./placement";
 import type * as pulumi from "@pulumi/pulumi";
 import { randomBytes } from "node:crypto";
 import { chmod, link, lstat, mkdir, open, rm, truncate } from "node:fs/promises";
@@ -43,7 +43,7 @@ import { partialName, readSidecar, settleRecord, sweepImageDir, writeIntent, wri
  * a sidecar record next to it is how delete knows the file is still the one it made.
  */
 
-export interface DiskImageInputs {
+export interface DiskImageInputs extends PlacementInputs {
     source: unknown;
     path?: string;
     stateDir?: string;
@@ -54,7 +54,7 @@ export interface DiskImageInputs {
 /** Which record an overlay's backing identity came from. */
 export type BackingIdentityFrom = "input" | "sidecar" | "content";
 
-export interface DiskImageOutputs {
+export interface DiskImageOutputs extends PlacementOutputs {
     /** The inputs as given, so diff and read see what the user wrote. */
     source: unknown;
     stateDir?: string;

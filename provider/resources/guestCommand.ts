@@ -1,4 +1,4 @@
-import { placed } from "./placement";
+import { placed, type PlacementInputs, type PlacementOutputs } from "./placement";
 import type * as pulumi from "@pulumi/pulumi";
 import { z } from "zod";
 import { hashValue } from "../core/hash";
@@ -79,7 +79,7 @@ const byOutputsSchema = inputsSchema.extend({ vm: vmRefSchema });
 type Parsed = z.output<typeof inputsSchema>;
 type VmRef = z.output<typeof vmRefSchema>;
 
-export interface GuestCommandInputs {
+export interface GuestCommandInputs extends PlacementInputs {
     vm: unknown;
     /** Where a `vm` given by id is looked up; resolved like the other resources' stateDir. */
     stateDir?: string;
@@ -93,7 +93,7 @@ export interface GuestCommandInputs {
     timeoutSeconds?: number;
 }
 
-export interface GuestCommandOutputs extends GuestCommandInputs {
+export interface GuestCommandOutputs extends Omit<GuestCommandInputs, "host">, PlacementOutputs {
     stdout: string;
     stderr: string;
     exitCode: number;
@@ -230,7 +230,9 @@ interface StepResult {
 
 function outputs(inputs: GuestCommandInputs, p: Parsed, vm: VmRef, r: StepResult): GuestCommandOutputs {
     const vmTarget = typeof p.vm === "string" ? vm : undefined;
-    return withoutUndefined({ ...inputs, stdout: r.stdout, stderr: r.stderr, exitCode: r.exitCode, vmIdentity: vmIdentity(vm), vmTarget });
+    // The placement outputs are the placement layer's to write (placement.ts).
+    const { host: _host, ...rest } = inputs;
+    return withoutUndefined({ ...rest, stdout: r.stdout, stderr: r.stderr, exitCode: r.exitCode, vmIdentity: vmIdentity(vm), vmTarget });
 }
 
 /** Runs one step; a non-zero exit fails it, with the (masked) output in the error. */

@@ -1,4 +1,4 @@
-import { placed } from "./placement";
+import { placed, type PlacementInputs, type PlacementOutputs } from "./placement";
 import type * as pulumi from "@pulumi/pulumi";
 import { mkdtemp, readdir, rm, stat } from "node:fs/promises";
 import * as path from "node:path";
@@ -34,13 +34,13 @@ const DEFAULT_SUBNET_ATTEMPTS = 64;
 /** How old a network directory without a record must be to count as left by a crashed create (a create takes ~30 ms). */
 const ORPHAN_AGE_MS = 60_000;
 
-export interface NetworkInputs {
+export interface NetworkInputs extends PlacementInputs {
     name?: string;
     subnet?: string;
     stateDir?: string;
 }
 
-export interface NetworkOutputs {
+export interface NetworkOutputs extends PlacementOutputs {
     name?: string;
     /** The subnet asked for, when one was. */
     requestedSubnet?: string;

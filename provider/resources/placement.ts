@@ -1,5 +1,5 @@
 import type * as pulumi from "@pulumi/pulumi";
-import { parseHost, placementOf, type HostSpec } from "../core/hostSpec";
+import { parseHost, placementOf, type HostInput, type HostSpec } from "../core/hostSpec";
 import { InputError } from "../core/validation";
 import { warn } from "../host/progress";
 import { HostUnreachableError } from "../host/sshConnection";
@@ -15,6 +15,19 @@ import { isEmptyState } from "./stateGuard";
  * A resource keeps its placement in state (`host`, the normalised URL); a new placement replaces
  * it. Without a host nothing changes: the lifecycle is called as it always was.
  */
+
+/** The placement inputs every resource takes (none: this machine). */
+export interface PlacementInputs {
+    host?: HostInput;
+}
+
+/** What state keeps of a placement. */
+export interface PlacementOutputs {
+    /** The host's normalised URL (`ssh://user@host:port`); absent on this machine. */
+    host?: string;
+    /** The key files a resource's own `host` input named (the provider's configuration supplies them otherwise). */
+    hostAccess?: { identityFile?: string; knownHosts?: string };
+}
 
 export type ResourceKind = "DiskImage" | "RunScript" | "VirtualMachine" | "Network" | "GuestCommand";
 

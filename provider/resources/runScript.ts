@@ -1,4 +1,4 @@
-import { placed } from "./placement";
+import { placed, type PlacementInputs, type PlacementOutputs } from "./placement";
 import type * as pulumi from "@pulumi/pulumi";
 import * as path from "node:path";
 import { hashValue, sha256Hex } from "../core/hash";
@@ -24,7 +24,7 @@ import { checkWith, hasUnknown, instanceSuffix, problemCollector, withoutUndefin
  * argument or overlay replaces the file.
  */
 
-export interface RunScriptInputs {
+export interface RunScriptInputs extends PlacementInputs {
     vm: unknown;
     path?: string;
     stateDir?: string;
@@ -32,7 +32,7 @@ export interface RunScriptInputs {
     mode?: string;
 }
 
-export interface RunScriptOutputs {
+export interface RunScriptOutputs extends PlacementOutputs {
     vm: unknown;
     stateDir?: string;
     path: string;

@@ -1,4 +1,4 @@
-import { placed } from "./placement";
+import { placed, type PlacementInputs, type PlacementOutputs } from "./placement";
 import type * as pulumi from "@pulumi/pulumi";
 import { chmod, mkdtemp } from "node:fs/promises";
 import * as path from "node:path";
@@ -69,7 +69,7 @@ export interface ReadyInputs {
     timeoutSeconds?: number;
 }
 
-export interface VirtualMachineInputs {
+export interface VirtualMachineInputs extends PlacementInputs {
     vm: unknown;
     ready?: ReadyInputs;
     stateDir?: string;
@@ -77,7 +77,7 @@ export interface VirtualMachineInputs {
     warmStart?: boolean;
 }
 
-export interface VirtualMachineOutputs {
+export interface VirtualMachineOutputs extends PlacementOutputs {
     vm: unknown;
     ready?: ReadyInputs;
     stateDir?: string;

@@ -44,6 +44,8 @@ export async function startFarHost(): Promise<FarHost> {
     if (!existsSync(SSHD)) throw new Error(`${SSHD} is missing: apt-get install openssh-server (scripts/setup.sh installs it)`);
     ensureUser();
     const home = `/home/${FAR_USER}`;
+    // A clean far host each run: no state, runner cache or keys from an earlier one.
+    execFileSync("sh", ["-c", `pkill -KILL -u ${FAR_USER} || true; rm -rf ${home}/.local ${home}/.cache ${home}/.ssh ${home}/files`]);
     const dir = mkdtempSync(path.join(os.tmpdir(), "pq-far-"));
     const keygen = (file: string) => execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "pq-test", "-f", file]);
     keygen(path.join(dir, "host_key"));
