@@ -43,8 +43,8 @@ const SHIM_EXPORTS: Record<AnyResourceKind, string> = {
     GuestCommand: "guestCommandProvider",
 };
 
-/** `env` is added to the plugin process's environment. */
-export async function openDriver(kind: PluginKind, opts: { env?: NodeJS.ProcessEnv } = {}): Promise<Driver> {
+/** `env` is added to the plugin process's environment; `config` is the provider's configuration (qemu plugin). */
+export async function openDriver(kind: PluginKind, opts: { env?: NodeJS.ProcessEnv; config?: Props } = {}): Promise<Driver> {
     assertBuilt();
     const engine = await startEngineServer();
     let plugin: PluginClient | undefined;
@@ -68,7 +68,7 @@ export async function openDriver(kind: PluginKind, opts: { env?: NodeJS.ProcessE
         } else {
             plugin = await startQemuPlugin(engine.address, { env: opts.env });
         }
-        const { acceptSecrets } = await plugin.configure({});
+        const { acceptSecrets } = await plugin.configure(opts.config ?? {});
         const client: PluginClient = plugin;
         return {
             kind,

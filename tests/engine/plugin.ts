@@ -39,6 +39,9 @@ export interface PluginClient {
     stderr(): string;
     configure(args?: Props): Promise<ConfigureResult>;
     check(urn: string, olds: Props, news: Props): Promise<CheckResult>;
+    /** The provider's own configuration, as the engine checks and compares it for a provider resource. */
+    checkConfig(urn: string, olds: Props, news: Props): Promise<CheckResult>;
+    diffConfig(urn: string, olds: Props, news: Props): Promise<DiffResult>;
     diff(id: string, urn: string, olds: Props, news: Props, oldInputs?: Props): Promise<DiffResult>;
     create(urn: string, properties: Props, opts?: { preview?: boolean }): Promise<{ id: string; properties: Props }>;
     read(id: string, urn: string, properties: Props, inputs?: Props): Promise<{ id: string; properties: Props; inputs?: Props }>;
@@ -108,6 +111,19 @@ export async function startPlugin(name: string, command: string, args: string[],
             const req = new provproto.ConfigureRequest().setArgs(Struct.fromJavaScript(argsBag as any)).setAcceptsecrets(true).setAcceptresources(true);
             const res = await call<provproto.ConfigureRequest, provproto.ConfigureResponse>("configure", req);
             return { acceptSecrets: res.getAcceptsecrets(), acceptResources: res.getAcceptresources(), supportsPreview: res.getSupportspreview() };
+        },
+        async checkConfig(urn, olds, news) {
+            const req = new provproto.CheckRequest().setUrn(urn).setOlds(toStruct(olds)).setNews(toStruct(news)).setName(nameOf(urn)).setType(typeOf(urn));
+            const res = await call<provproto.CheckRequest, provproto.CheckResponse>("checkConfig", req);
+            return {
+                inputs: fromStruct(res.getInputs()),
+                failures: res.getFailuresList().map((f) => ({ property: f.getProperty(), reason: f.getReason() })),
+            };
+        },
+        async diffConfig(urn, olds, news) {
+            const req = new provproto.DiffRequest().setUrn(urn).setOlds(toStruct(olds)).setNews(toStruct(news)).setName(nameOf(urn)).setType(typeOf(urn));
+            const res = await call<provproto.DiffRequest, provproto.DiffResponse>("diffConfig", req);
+            return { changes: res.getChanges(), replaces: res.getReplacesList(), deleteBeforeReplace: res.getDeletebeforereplace() };
         },
         async check(urn, olds, news) {
             const req = new provproto.CheckRequest().setUrn(urn).setOlds(toStruct(olds)).setNews(toStruct(news)).setName(nameOf(urn)).setType(typeOf(urn));
