@@ -12,6 +12,9 @@ function withOutputs(args: object, outputs: readonly string[]): pulumi.Inputs {
     return { ...props, ...args };
 }
 
+/** Where a resource lives, as its state records it (placement.ts); every resource has them. */
+const PLACEMENT_OUTPUTS = ["host", "hostAccess"] as const;
+
 export const DISK_IMAGE_OUTPUTS = ["path", "format", "virtualSizeBytes", "inputHash", "backingPath", "backingInputHash", "mode", "drift"] as const;
 
 /** A base image (blank, imported from a file, built from a directory) or a qcow2 overlay on another image. */
@@ -33,8 +36,13 @@ export class DiskImage extends pulumi.dynamic.Resource {
     /** What a refresh found changed behind the provider's back; the next up replaces the image. */
     declare public readonly drift: pulumi.Output<string | undefined>;
 
+    /** The far host's normalised URL ("ssh://user@host:port"); undefined on this machine. */
+    declare public readonly host: pulumi.Output<string | undefined>;
+    /** The key files a `host` input named, kept so refresh and delete can reach the host. */
+    declare public readonly hostAccess: pulumi.Output<{ identityFile?: string; knownHosts?: string } | undefined>;
+
     constructor(name: string, args: DiskImageArgs, opts?: pulumi.CustomResourceOptions) {
-        super(diskImageProvider, name, withOutputs(args, DISK_IMAGE_OUTPUTS), opts, "qemu", "DiskImage");
+        super(diskImageProvider, name, withOutputs(args, [...DISK_IMAGE_OUTPUTS, ...PLACEMENT_OUTPUTS]), opts, "qemu", "DiskImage");
     }
 }
 
@@ -57,8 +65,13 @@ export class RunScript extends pulumi.dynamic.Resource {
     /** What a refresh found changed (edited, removed, new mode); the next up rewrites the launcher. */
     declare public readonly drift: pulumi.Output<string | undefined>;
 
+    /** The far host's normalised URL ("ssh://user@host:port"); undefined on this machine. */
+    declare public readonly host: pulumi.Output<string | undefined>;
+    /** The key files a `host` input named, kept so refresh and delete can reach the host. */
+    declare public readonly hostAccess: pulumi.Output<{ identityFile?: string; knownHosts?: string } | undefined>;
+
     constructor(name: string, args: RunScriptArgs, opts?: pulumi.CustomResourceOptions) {
-        super(runScriptProvider, name, withOutputs({ path: undefined, ...args }, RUN_SCRIPT_OUTPUTS), opts, "qemu", "RunScript");
+        super(runScriptProvider, name, withOutputs({ path: undefined, ...args }, [...RUN_SCRIPT_OUTPUTS, ...PLACEMENT_OUTPUTS]), opts, "qemu", "RunScript");
     }
 }
 
@@ -115,8 +128,13 @@ export class VirtualMachine extends pulumi.dynamic.Resource {
     /** With warmStart: why a warm snapshot present was not used. */
     declare public readonly startNote: pulumi.Output<string | undefined>;
 
+    /** The far host's normalised URL ("ssh://user@host:port"); undefined on this machine. */
+    declare public readonly host: pulumi.Output<string | undefined>;
+    /** The key files a `host` input named, kept so refresh and delete can reach the host. */
+    declare public readonly hostAccess: pulumi.Output<{ identityFile?: string; knownHosts?: string } | undefined>;
+
     constructor(name: string, args: VirtualMachineArgs, opts?: pulumi.CustomResourceOptions) {
-        super(virtualMachineProvider, name, withOutputs(args, VIRTUAL_MACHINE_OUTPUTS), opts, "qemu", "VirtualMachine");
+        super(virtualMachineProvider, name, withOutputs(args, [...VIRTUAL_MACHINE_OUTPUTS, ...PLACEMENT_OUTPUTS]), opts, "qemu", "VirtualMachine");
     }
 }
 
@@ -159,8 +177,13 @@ export class Network extends pulumi.dynamic.Resource {
     /** Which switch process this is (boot id / pid / start time). */
     declare public readonly switchIdentity: pulumi.Output<string>;
 
+    /** The far host's normalised URL ("ssh://user@host:port"); undefined on this machine. */
+    declare public readonly host: pulumi.Output<string | undefined>;
+    /** The key files a `host` input named, kept so refresh and delete can reach the host. */
+    declare public readonly hostAccess: pulumi.Output<{ identityFile?: string; knownHosts?: string } | undefined>;
+
     constructor(name: string, args: NetworkArgs = {}, opts?: pulumi.CustomResourceOptions) {
-        super(networkProvider, name, withOutputs(args, NETWORK_OUTPUTS), opts, "qemu", "Network");
+        super(networkProvider, name, withOutputs(args, [...NETWORK_OUTPUTS, ...PLACEMENT_OUTPUTS]), opts, "qemu", "Network");
     }
 }
 const GUEST_COMMAND_OUTPUTS = ["stdout", "stderr", "exitCode", "vmIdentity", "drift", "vmTarget"] as const;
@@ -183,9 +206,14 @@ export class GuestCommand extends pulumi.dynamic.Resource {
     /** Set by a refresh whose check failed. */
     declare public readonly drift: pulumi.Output<string | undefined>;
 
+    /** The far host's normalised URL ("ssh://user@host:port"); undefined on this machine. */
+    declare public readonly host: pulumi.Output<string | undefined>;
+    /** The key files a `host` input named, kept so refresh and delete can reach the host. */
+    declare public readonly hostAccess: pulumi.Output<{ identityFile?: string; knownHosts?: string } | undefined>;
+
     constructor(name: string, args: GuestCommandArgs, opts?: pulumi.CustomResourceOptions) {
         const vm = args.vm instanceof VirtualMachine ? vmReference(args.vm) : args.vm;
-        super(guestCommandProvider, name, withOutputs({ ...args, vm }, GUEST_COMMAND_OUTPUTS), opts, "qemu", "GuestCommand");
+        super(guestCommandProvider, name, withOutputs({ ...args, vm }, [...GUEST_COMMAND_OUTPUTS, ...PLACEMENT_OUTPUTS]), opts, "qemu", "GuestCommand");
     }
 }
 

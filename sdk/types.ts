@@ -163,7 +163,25 @@ export interface CloudInitSource {
     format?: "iso" | "vfat";
 }
 
+/** A far host: its ssh:// URL, or the URL with the key files ssh should use. */
+export type HostArgs =
+    | string
+    | {
+          /** "ssh://user@host:port" (port 22 when left out). No password: use a key or your ssh agent. */
+          url: string;
+          /** Absolute path of the private key; default your ssh agent and ~/.ssh/config. */
+          identityFile?: string;
+          /** Absolute path of a known_hosts file with the host's key; default ~/.ssh/known_hosts. */
+          knownHosts?: string;
+      };
+
 export interface DiskImageArgs {
+    /**
+     * Where this resource lives: a far host's "ssh://user@host:port" (or `{ url, identityFile, knownHosts }`),
+     * reached with OpenSSH, host keys checked strictly; its lifecycle runs there with that host's
+     * node, qemu-img and QEMU. Default: this machine. Another host replaces the resource.
+     */
+    host?: pulumi.Input<HostArgs>;
     /** Where the image goes; default a file under the state directory named after its input hash. */
     path?: pulumi.Input<string>;
     /** State directory for default paths; default $PULUMI_QEMU_STATE_DIR, else $XDG_STATE_HOME/pulumi-qemu, else ~/.local/state/pulumi-qemu. */
@@ -175,6 +193,12 @@ export interface DiskImageArgs {
 }
 
 export interface RunScriptArgs {
+    /**
+     * Where this resource lives: a far host's "ssh://user@host:port" (or `{ url, identityFile, knownHosts }`),
+     * reached with OpenSSH, host keys checked strictly; its lifecycle runs there with that host's
+     * node, qemu-img and QEMU. Default: this machine. Another host replaces the resource.
+     */
+    host?: pulumi.Input<HostArgs>;
     /** The virtual machine the launcher starts. */
     vm: DeepInput<VmSpecArgs>;
     /** Where the launcher goes; default under the state directory, named after the argv hash. */
@@ -204,6 +228,12 @@ export interface ReadyArgs {
 }
 
 export interface NetworkArgs {
+    /**
+     * Where this resource lives: a far host's "ssh://user@host:port" (or `{ url, identityFile, knownHosts }`),
+     * reached with OpenSSH, host keys checked strictly; its lifecycle runs there with that host's
+     * node, qemu-img and QEMU. Default: this machine. Another host replaces the resource.
+     */
+    host?: pulumi.Input<HostArgs>;
     /** A label for the network's directory (two networks with one name are still two networks). */
     name?: pulumi.Input<string>;
     /** IPv4 CIDR such as "10.77.1.0/24"; default a /24 in 10.64.0.0/10 derived from the network's id. */
@@ -213,6 +243,12 @@ export interface NetworkArgs {
 }
 
 export interface VirtualMachineArgs {
+    /**
+     * Where this resource lives: a far host's "ssh://user@host:port" (or `{ url, identityFile, knownHosts }`),
+     * reached with OpenSSH, host keys checked strictly; its lifecycle runs there with that host's
+     * node, qemu-img and QEMU. Default: this machine. Another host replaces the resource.
+     */
+    host?: pulumi.Input<HostArgs>;
     /** The virtual machine; a change to what QEMU runs replaces it. */
     vm: DeepInput<VmSpecArgs>;
     /** When the VM counts as started; default as soon as QEMU runs. Changes update in place. */
@@ -246,6 +282,12 @@ export interface VmReferenceArgs {
 }
 
 export interface GuestCommandArgs {
+    /**
+     * Where this resource lives: a far host's "ssh://user@host:port" (or `{ url, identityFile, knownHosts }`),
+     * reached with OpenSSH, host keys checked strictly; its lifecycle runs there with that host's
+     * node, qemu-img and QEMU. Default: this machine. Another host replaces the resource.
+     */
+    host?: pulumi.Input<HostArgs>;
     /** The VirtualMachine (created with vm.agent set), its outputs, or its id (the name of its directory under `<stateDir>/vms`). */
     vm: import("./resources").VirtualMachine | DeepInput<VmReferenceArgs> | pulumi.Input<string>;
     /** Where a `vm` given by id is looked up (the VirtualMachine's stateDir); default as for the other resources. */

@@ -246,6 +246,18 @@ Object.assign(resources, {
     },
 });
 
+// Every resource records where it lives; the provider's configuration says where that is.
+for (const r of Object.values(resources) as Array<{ properties: Record<string, unknown> }>) {
+    r.properties.host = str("The ssh:// URL (ssh://user@host:port) of the far host this resource lives on, from the provider's host configuration; absent on this machine. Another host replaces the resource.");
+}
+
+/** Provider configuration: `new qemu.Provider("lab-2", { host: "ssh://lab@lab-2:22" })`, or `pulumi config set qemu:host …`. */
+const providerConfig = {
+    host: str('Where this provider instance\'s resources live: "ssh://user@host:port" of a far host reached with OpenSSH (host keys checked strictly; its `node` runs the lifecycles there). Default: this machine. Changing it replaces every resource of the provider.'),
+    identityFile: str("Absolute path of the private key ssh uses for host; default: your ssh agent and ~/.ssh/config."),
+    knownHosts: str("Absolute path of a known_hosts file holding host's key; default ~/.ssh/known_hosts. An unknown key is refused, never trusted on first use."),
+};
+
 export const RESOURCE_TOKENS = Object.keys(resources);
 
 export function packageSchema(version: string): string {
@@ -256,6 +268,8 @@ export function packageSchema(version: string): string {
         description: "Local QEMU virtual machines, disk images and launchers.",
         keywords: ["pulumi", "qemu", "kind/native"],
         license: "Apache-2.0",
+        config: { variables: providerConfig },
+        provider: { description: "The qemu provider: one instance per host its resources live on.", inputProperties: providerConfig },
         types,
         resources,
         language: { nodejs: { packageName: "pulumi-qemu" } },

@@ -73,6 +73,8 @@ export function placed(kind: ResourceKind, impl: Lifecycle): Lifecycle {
                 if (err instanceof InputError) return { inputs: news, failures: err.problems };
                 throw err;
             }
+            const elsewhere = vmElsewhere(kind, news, spec);
+            if (elsewhere) return { inputs: news, failures: [elsewhere] };
             const rest = withoutHost(news);
             let result: pulumi.dynamic.CheckResult;
             if (spec && CHECK_READS_HOST.has(kind)) {
@@ -134,11 +136,31 @@ export function placed(kind: ResourceKind, impl: Lifecycle): Lifecycle {
     return lifecycle;
 }
 
-/** The `host` a resource asks for: its own input, else the provider's configured host. */
+/**
+ * The `host` a resource asks for: its own input, else the provider's configured host, else —
+ * for a GuestCommand given its VM's outputs — the host that VM lives on (a command runs where its VM is).
+ */
 function hostInput(news: any): unknown {
     const own = news?.host;
     if (own !== undefined && own !== null) return own;
-    return configuredHost?.url;
+    if (configuredHost) return configuredHost.url;
+    const vm = news?.vm;
+    if (vm && typeof vm === "object" && typeof vm.host === "string") {
+        const access = vm.hostAccess && typeof vm.hostAccess === "object" ? vm.hostAccess : {};
+        return { url: vm.host, ...access };
+    }
+    return undefined;
+}
+
+/** A command and its VM must be on one host: the channel is a socket there. */
+function vmElsewhere(kind: ResourceKind, news: any, spec: HostSpec | undefined): { property: string; reason: string } | undefined {
+    if (kind !== "GuestCommand" || !news?.vm || typeof news.vm !== "object" || hasUnknown(news.vm.host)) return undefined;
+    const vmHost = placementOf(news.vm.host);
+    if (vmHost === spec?.url) return undefined;
+    return {
+        property: "host",
+        reason: `the command would run on ${spec?.url ?? "this machine"} but its vm lives on ${vmHost ?? "this machine"}; give the GuestCommand the VM's provider (or host), or leave host out`,
+    };
 }
 
 /** The input parsed; the configured host's key files go with its URL. */
