@@ -4,7 +4,7 @@
 export { DiskImage, GuestCommand, RunScript, VirtualMachine, Network } from "./resources";
 export type { NicOutput, HostsOutput } from "./resources";
 export { diskImageProvider, guestCommandProvider, runScriptProvider, virtualMachineProvider, networkProvider } from "./providers";
-export type { DiskImageArgs, DiskImageSource, GuestCommandArgs, ReadyArgs, RunScriptArgs, VirtualMachineArgs, VmReferenceArgs, VmSpecArgs, DeepInput, NetworkArgs } from "./types";
+export type { DiskImageArgs, DiskImageSource, GuestCommandArgs, HostArgs, ReadyArgs, RunScriptArgs, VirtualMachineArgs, VmReferenceArgs, VmSpecArgs, DeepInput, NetworkArgs } from "./types";
 export { mergeHosts, renderHosts } from "../provider/core/network";
 
 // The engine-free core, for programs that want the argv or launcher text without resources.

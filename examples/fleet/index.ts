@@ -58,7 +58,7 @@ for (let i = 0; i < count; i++) {
 
 // The client fetches every web VM's page over the private network at boot (the test guest's
 // pq_check=ADDR), and is ready once all answered.
-const webAddresses = pulumi.all(webVms.map((vm) => vm.nics)).apply((all) => all.map((nics) => nics![0].ipv4));
+const webAddresses = lan ? pulumi.all(webVms.map((vm) => vm.nics)).apply((all) => all.map((nics) => nics![0].ipv4)) : undefined;
 const client = lan
     ? new qemu.VirtualMachine("client", {
           vm: {
@@ -67,13 +67,37 @@ const client = lan
               memoryMiB: 256,
               kernel,
               initrd,
-              kernelArguments: webAddresses.apply((ips) => [...kernelArguments.map((a) => a.replace(/\{name\}/g, "client")), ...ips.map((ip) => `pq_check=${ip}`)]),
+              kernelArguments: webAddresses!.apply((ips) => [...kernelArguments.map((a) => a.replace(/\{name\}/g, "client")), ...ips.map((ip) => `pq_check=${ip}`)]),
               shares: [{ source: sharedDir, readOnly: true }],
               networks: [{ network: lan.id }],
           },
           ready: { serialPattern: `/pq-check: done, ${count} ok, 0 failed/`, timeoutSeconds: 240 },
       })
     : undefined;
+
+// One more web VM on another machine, reached over SSH: `pulumi config set --path remoteHost.url
+// ssh://lab@lab-2:22` (with remoteHost.identityFile / remoteHost.knownHosts if ssh needs them).
+// Its kernel and initrd are paths on that machine (remoteKernel/remoteInitrd, default the same
+// paths; remoteKernelArguments, default kernelArguments); its port is forwarded on that machine's loopback. It shares no folder and joins no
+// network: 9p and the private network are this machine's.
+const remoteHost = config.getObject<qemu.HostArgs>("remoteHost");
+const remote = remoteHost
+    ? new qemu.VirtualMachine("far-1", {
+          host: remoteHost,
+          vm: {
+              name: "far-1",
+              accel,
+              memoryMiB: 256,
+              kernel: config.get("remoteKernel") ?? kernel,
+              initrd: config.get("remoteInitrd") ?? initrd,
+              kernelArguments: (config.getObject<string[]>("remoteKernelArguments") ?? kernelArguments).map((a) => a.replace(/\{name\}/g, "far-1")),
+              portForwards: [{ guest: 80 }],
+          },
+          ready: { ...(readyPattern ? { serialPattern: readyPattern } : {}), timeoutSeconds: 180 },
+      })
+    : undefined;
+/** Where the far VM runs and its status there. */
+export const far = remote ? { host: remote.host, status: remote.status, endpoints: remote.endpoints } : undefined;
 
 export const lanSubnet = lan?.subnet;
 /** Every VM's /etc/hosts lines on the network, joined: what a seed or share would hand to guests. */

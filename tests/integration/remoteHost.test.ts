@@ -8,6 +8,7 @@ import * as vmResource from "../../provider/resources/virtualMachine";
 import type { VirtualMachineOutputs } from "../../provider/resources/virtualMachine";
 import { ensureTestGuest, guestKernelArguments, READY_MARKER } from "../guest/testGuest";
 import { startFarHost, type FarHost } from "../support/farHost";
+import { isRunning } from "../support/process";
 
 /**
  * Resources placed on "the far host": this machine reached only through a real sshd on a
@@ -51,7 +52,8 @@ afterAll(async () => {
 
 const farState = () => `${far.home}/.local/state/pulumi-qemu`;
 const ownerOf = (file: string) => execFileSync("stat", ["-c", "%U %a", file], { encoding: "utf8" }).trim();
-const farQemuPids = () => execFileSync("sh", ["-c", `pgrep -u ${far.user} -f qemu-system || true`], { encoding: "utf8" }).split("\n").filter(Boolean).map(Number);
+// Zombies (this container's init may not reap) count as gone.
+const farQemuPids = () => execFileSync("sh", ["-c", `pgrep -u ${far.user} -f qemu-system || true`], { encoding: "utf8" }).split("\n").filter(Boolean).map(Number).filter(isRunning);
 
 function guestVm(name: string) {
     return { name, accel: "tcg", memoryMiB: 256, kernel, initrd, kernelArguments: guestKernelArguments({ name }) };
