@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, rmSync, statSync } from "node:fs";
+import { mkdtempSync, readdirSync, rmSync, statSync } from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import type { HostSpec } from "../core/hostSpec";
@@ -44,14 +44,54 @@ const CONNECT_TIMEOUT_S = 15;
 const ALIVE_INTERVAL_S = 5;
 const ALIVE_COUNT = 3;
 
+/** How often a starting master is looked at: its control socket appears when it has authenticated. */
+const MASTER_POLL_MS = 20;
+const DIR_PREFIX = "pulumi-qemu-ssh-";
+
+const open = new Set<SshConnection>();
+let exitHook = false;
+
+/**
+ * A process stopped by a signal (the engine stops plugins with SIGTERM) runs no exit handler:
+ * the masters die with it (pdeathsig) but their directories stay. Each directory is named after
+ * its process, so the next process removes those of processes that are gone.
+ */
+function sweepDirsOfGoneProcesses(): void {
+    const tmp = os.tmpdir();
+    let names: string[];
+    try {
+        names = readdirSync(tmp);
+    } catch {
+        return;
+    }
+    for (const name of names) {
+        const m = new RegExp(`^${DIR_PREFIX}(\\d+)-`).exec(name);
+        if (!m || Number(m[1]) === process.pid) continue;
+        try {
+            const st = statSync(path.join(tmp, name));
+            if (!st.isDirectory() || st.uid !== process.getuid?.()) continue;
+            process.kill(Number(m[1]), 0);
+        } catch (err) {
+            if ((err as NodeJS.ErrnoException).code === "ESRCH") rmSync(path.join(tmp, name), { recursive: true, force: true });
+        }
+    }
+}
+
 export class SshConnection {
     private readonly dir: string;
     private master?: ChildProcess;
     private opening?: Promise<void>;
 
     constructor(readonly spec: HostSpec) {
-        this.dir = mkdtempSync(path.join(os.tmpdir(), "pulumi-qemu-ssh-"));
-        process.once("exit", () => this.closeSync());
+        if (!exitHook) {
+            exitHook = true;
+            sweepDirsOfGoneProcesses();
+            process.once("exit", () => {
+                for (const c of open) c.closeSync();
+            });
+        }
+        this.dir = mkdtempSync(path.join(os.tmpdir(), `${DIR_PREFIX}${process.pid}-`));
+        open.add(this);
     }
 
     /** Options every ssh invocation to this host shares; `-S` makes sessions ride on the master. */
@@ -96,7 +136,7 @@ export class SshConnection {
         const deadline = Date.now() + CONNECT_DEADLINE_MS;
         this.master = child;
         for (;;) {
-            const ended = await Promise.race([exited.then(() => "exited" as const), spawnFailed.then((e) => e), sleep(100).then(() => "tick" as const)]);
+            const ended = await Promise.race([exited.then(() => "exited" as const), spawnFailed.then((e) => e), sleep(MASTER_POLL_MS).then(() => "tick" as const)]);
             if (ended instanceof Error) throw new HostAccessError(`host ${this.spec.url}: cannot run ssh (${ended.message}); install OpenSSH's client (Debian: apt-get install openssh-client)`);
             if (ended === "exited") throw explainSshFailure(this.spec, stderr, child.exitCode);
             if (this.controlSocketReady()) return;
@@ -162,6 +202,7 @@ export class SshConnection {
     }
 
     closeSync(): void {
+        open.delete(this);
         try {
             this.master?.kill("SIGTERM");
         } catch {
