@@ -158,6 +158,7 @@ class Made {
 
     async dropImage(id: string): Promise<void> {
         const i = this.images.findIndex((x) => x.id === id);
+        if (i < 0) throw new Error(`the benchmark did not make ${id}`);
         const [x] = this.images.splice(i, 1);
         await diskImage.remove(x.id, x.outs);
     }
@@ -170,6 +171,7 @@ class Made {
 
     async dropVm(id: string): Promise<void> {
         const i = this.vms.findIndex((x) => x.id === id);
+        if (i < 0) throw new Error(`the benchmark did not make ${id}`);
         const [x] = this.vms.splice(i, 1);
         await virtualMachine.remove(x.id, x.outs);
     }
@@ -221,6 +223,7 @@ async function measure(opts: Options): Promise<BenchResult> {
             const notes: string[] = [];
             const cleanupErrors: string[] = [];
             let farDir: string | undefined;
+            let shared: RemoteRunner | undefined;
             try {
                 farDir = far.asFarUser(`mktemp -d "$HOME/pq-bench-remote-XXXXXX"`).trim();
                 const give = (file: string, name: string) => {
@@ -271,7 +274,7 @@ async function measure(opts: Options): Promise<BenchResult> {
                 }
                 const bundleKiB = (readFileSync(bundlePath()).length / 1024).toFixed(0);
                 rows.push(
-                    { bench: "remote", measure: `first connection: ssh ControlMaster connect + authenticate (median of ${masterMs.length})`, provider: fmtMs(median(masterMs)) },
+                    { bench: "remote", measure: `first connection: ssh ControlMaster connect + authenticate (median of ${masterMs.length}; every run ${masterMs.map((x) => x.toFixed(0)).join(", ")} ms)`, provider: fmtMs(median(masterMs)) },
                     { bench: "remote", measure: `… then the runner started, its bundle copied first (${(bundle.length / 1024).toFixed(0)} KiB; ${bundleKiB} KiB gzipped here) vs already cached (median of ${setups})`, provider: fmtMs(median(runnerMs.copied)), reference: `cached ${fmtMs(median(runnerMs.cached))}`, ratio: fmtRatio(median(runnerMs.copied) / median(runnerMs.cached)) },
                     { bench: "remote", measure: `… then its first call (a VirtualMachine check; median of ${firstCallMs.length})`, provider: fmtMs(median(firstCallMs)) },
                 );
@@ -308,6 +311,7 @@ async function measure(opts: Options): Promise<BenchResult> {
                 const localCheck = { ...vmCheckInputs, vm: { ...vmCheckInputs.vm, kernel: local.kernel, initrd: local.initrd }, stateDir: path.join(localDir, "probe-state") };
                 const remoteCheck = place(remote, vmCheckInputs);
                 await virtualMachine.check({}, remoteCheck); // starts the shared runner
+                shared = await runnerFor(spec);
                 const checkLocalMs: number[] = [];
                 const checkRemoteMs: number[] = [];
                 for (let i = 0; i < calls; i++) {
@@ -425,9 +429,12 @@ async function measure(opts: Options): Promise<BenchResult> {
                     ratio: fmtRatio(spawnHere / probe.ms),
                 });
                 notes.push(
-                    `Remote: every tool the provider starts (qemu-img, ssh) is forked from the process that starts it, and a fork costs more the more memory that process holds (see the \`true\` rows): ` +
+                    `Remote: every tool the provider starts (qemu-img, ssh) is forked from the process that starts it, and a fork costs more the more memory that process holds, most under load (see the \`true\` rows): ` +
                         `this benchmark's process had ${mib(ownRss)} RSS, the runner on the far host ${runnerRss.length === 1 ? mib(runnerRss[0]) : "(not found alone)"}. ` +
                         "So a tool the runner starts there can start sooner than the same tool started here, which is how an overlay can be made faster through SSH than locally.",
+                );
+                notes.push(
+                    "Remote: SshConnection.open looks for the master's control socket every 100 ms (provider/host/sshConnection.ts startMaster), so a first connection's time is rounded up to that tick.",
                 );
                 notes.push(
                     "Remote: the far host is this machine behind Debian's sshd on 127.0.0.1 logged in as the unprivileged user pqbench (tests/support/farHost.ts with its own user), so an SSH figure against a local one is the cost of the SSH connection, the runner's JSON lines and its node process; " +
@@ -438,9 +445,9 @@ async function measure(opts: Options): Promise<BenchResult> {
             } finally {
                 cleanupErrors.push(...(await made.removeAll()));
                 try {
-                    (await runnerFor(spec)).stop();
+                    shared?.stop();
                 } catch {
-                    // never started, or already gone
+                    // already gone
                 }
                 connectionFor(spec).closeSync();
                 for (const file of given) far.asFarUser(`rm -f ${q(file)}`);
