@@ -83,7 +83,7 @@ async function buildStack(dir: string, vms: number): Promise<Stack> {
 }
 
 /** The outputs create returns; the fields diff reads come from the same functions create uses. */
-function vmOutputs(inputs: VirtualMachineInputs, stateDir: string): VirtualMachineOutputs {
+export function vmOutputs(inputs: VirtualMachineInputs, stateDir: string): VirtualMachineOutputs {
     const vmDir = path.join(stateDir, "vms", `${(inputs.vm as { name: string }).name}-x`);
     return {
         vm: inputs.vm,

@@ -9,6 +9,7 @@ import { runChannelSsh } from "./channelSsh";
 import { runHashing } from "./hashing";
 import { runNoopDiff } from "./noopDiff";
 import { runOverlay } from "./overlay";
+import { runRemote } from "./remote";
 import { runNetwork } from "./network";
 import { runSeed } from "./seed";
 import { runSerialWatch } from "./serialWatch";
@@ -17,7 +18,7 @@ import { runSnapshotDebian } from "./snapshotDebian";
 
 /**
  * Runs the benchmarks and prints one markdown table:
- *   npm run build && node bin/bench/run.js [noop] [hash] [overlay] [boot] [serial] [seed] [debian] [network] [channel] [channelSsh] [snapshot] [snapshotDebian]
+ *   npm run build && node bin/bench/run.js [noop] [hash] [overlay] [boot] [serial] [seed] [debian] [network] [channel] [channelSsh] [snapshot] [snapshotDebian] [remote]
  * With no names it runs all of them and writes the table to bench/RESULTS.md.
  * Nothing depends on these timings; they are for people.
  */
@@ -35,6 +36,7 @@ const BENCHES: Record<string, () => Promise<BenchResult>> = {
     channelSsh: () => runChannelSsh(),
     snapshot: () => runSnapshot(),
     snapshotDebian: () => runSnapshotDebian(),
+    remote: () => runRemote(),
 };
 
 function table(rows: Row[]): string {

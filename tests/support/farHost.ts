@@ -14,7 +14,15 @@ import { freePort } from "./net";
  * and fails loudly.
  */
 
-export const FAR_USER = "pqfar";
+export let FAR_USER = "pqfar";
+
+/**
+ * Makes later far hosts log in `name` instead of pqfar: for a run that must not share the far user
+ * with tests running at the same time (a far host's start and stop kill all of that user's processes).
+ */
+export function useFarUser(name: string): void {
+    FAR_USER = name;
+}
 
 export interface FarHost {
     /** `ssh://pqfar@127.0.0.1:PORT` */
