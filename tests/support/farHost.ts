@@ -50,6 +50,10 @@ const SSHD = "/usr/sbin/sshd";
 export async function startFarHost(): Promise<FarHost> {
     if (process.getuid?.() !== 0) throw new Error("the far-host tests need root: they create the unprivileged user pqfar that sshd logs in (CI runs as root)");
     if (!existsSync(SSHD)) throw new Error(`${SSHD} is missing: apt-get install openssh-server (scripts/setup.sh installs it)`);
+    const user = FAR_USER;
+    // One far host per user at a time: starting one wipes the user's state and stopping one kills
+    // the user's processes, so test files run in parallel (jest without --runInBand) take turns.
+    const lock = await holdLock(`/run/lock/pulumi-qemu-test-far-${user}.lock`, 15 * 60_000);
     ensureUser();
     const home = `/home/${FAR_USER}`;
     // A clean far host each run: no state, runner cache or keys from an earlier one.
@@ -147,8 +151,22 @@ export async function startFarHost(): Promise<FarHost> {
                 // nothing was running
             }
             rmSync(dir, { recursive: true, force: true });
+            lock.stdin!.end(); // cat ends, and flock with it, which lets the lock go
         },
     };
+}
+
+/** An exclusive flock(1) on `file`, held by a child process until it is killed (or we die: pdeathsig). */
+async function holdLock(file: string, deadlineMs: number): Promise<ChildProcess> {
+    const holder = spawn("setpriv", ["--pdeathsig", "KILL", "--", "flock", "--exclusive", "--timeout", String(Math.ceil(deadlineMs / 1000)), file, "sh", "-c", "echo locked; exec cat"], {
+        stdio: ["pipe", "pipe", "pipe"],
+    });
+    const got = await new Promise<boolean>((resolve) => {
+        holder.stdout!.once("data", () => resolve(true));
+        holder.once("exit", () => resolve(false));
+    });
+    if (!got) throw new Error(`could not lock ${file} within ${deadlineMs / 1000} s: another far host of this user is still running`);
+    return holder;
 }
 
 function ensureUser(): void {
