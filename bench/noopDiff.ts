@@ -64,19 +64,7 @@ async function buildStack(dir: string, vms: number): Promise<Stack> {
     }
     overlays.forEach((disk, i) => {
         const name = `vm-${i}`;
-        const inputs: VirtualMachineInputs = {
-            vm: {
-                name,
-                accel: "tcg",
-                kernel: guest.kernel,
-                initrd: guest.initrd,
-                kernelArguments: guestKernelArguments({ name }),
-                disks: [{ path: disk.path, format: "qcow2", inputHash: disk.inputHash }],
-                portForwards: [{ host: 20000 + i, guest: 80 }],
-            },
-            ready: { serialPattern: READY_MARKER, timeoutSeconds: 120 },
-            stateDir,
-        };
+        const inputs = stackVmInputs(name, i, guest, disk, stateDir);
         resources.push({ kind: "VirtualMachine", name, id: `${name}-x`, inputs: inputs as unknown as Props, outputs: vmOutputs(inputs, stateDir) as unknown as Props });
     });
     return { resources, imageFiles: new Set([sourceFile, base.path, ...overlays.map((o) => o.path)]) };
@@ -256,4 +244,21 @@ export async function runNoopDiff(opts: { vms?: number; passes?: number; workDir
         );
         return { rows, notes };
     }, opts.workDir);
+}
+
+/** VM number `i` of the no-op stack, booting its overlay `disk` (bench/remote.ts builds the same stack on a far host). */
+export function stackVmInputs(name: string, i: number, guest: { kernel: string; initrd: string }, disk: { path: string; inputHash: string }, stateDir: string): VirtualMachineInputs {
+    return {
+        vm: {
+            name,
+            accel: "tcg",
+            kernel: guest.kernel,
+            initrd: guest.initrd,
+            kernelArguments: guestKernelArguments({ name }),
+            disks: [{ path: disk.path, format: "qcow2", inputHash: disk.inputHash }],
+            portForwards: [{ host: 20000 + i, guest: 80 }],
+        },
+        ready: { serialPattern: READY_MARKER, timeoutSeconds: 120 },
+        stateDir,
+    };
 }

@@ -10,11 +10,10 @@ import { bundlePath, connectionFor, RemoteRunner, runnerFor } from "../provider/
 import * as diskImage from "../provider/resources/diskImage";
 import * as virtualMachine from "../provider/resources/virtualMachine";
 import type { DiskImageOutputs } from "../provider/resources/diskImage";
-import type { VirtualMachineInputs } from "../provider/resources/virtualMachine";
 import { ensureTestGuest, guestKernelArguments, READY_MARKER } from "../tests/guest/testGuest";
 import { FAR_USER, startFarHost, useFarUser, type FarHost } from "../tests/support/farHost";
 import { fmtMs, fmtRatio, GiB, median, MiB, timed, withTempDir, type BenchResult, type Row } from "./common";
-import { vmOutputs } from "./noopDiff";
+import { stackVmInputs, vmOutputs } from "./noopDiff";
 
 /**
  * Remote hosts: what placing resources on another machine through SSH (issue 15) adds to each
@@ -106,19 +105,7 @@ async function buildStack(side: Side, vms: number, made: Made): Promise<Resource
     const spec = side.host ? parseHost(side.host)! : undefined;
     overlays.forEach((disk, i) => {
         const name = `vm-${i}`;
-        const inputs: VirtualMachineInputs = {
-            vm: {
-                name,
-                accel: "tcg",
-                kernel: side.kernel,
-                initrd: side.initrd,
-                kernelArguments: guestKernelArguments({ name }),
-                disks: [{ path: disk.path, format: "qcow2", inputHash: disk.inputHash }],
-                portForwards: [{ host: 20000 + i, guest: 80 }],
-            },
-            ready: { serialPattern: READY_MARKER, timeoutSeconds: 120 },
-            stateDir,
-        };
+        const inputs = stackVmInputs(name, i, side, disk, stateDir);
         // What create would have returned there: the placement keys as placement.ts adds them.
         const outputs = { ...vmOutputs(inputs, stateDir), ...(spec ? { host: spec.url, hostAccess: { identityFile: side.host!.identityFile, knownHosts: side.host!.knownHosts } } : {}) };
         resources.push({ kind: "VirtualMachine", name, id: `${name}-x`, inputs: place(side, inputs), outputs });

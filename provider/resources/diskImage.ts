@@ -669,9 +669,4 @@ export async function removeImage(props: DiskImageOutputs): Promise<RemoveOutcom
 // ---------------------------------------------------------------------------------------------
 // The lifecycle as the plugin, the dynamic shims and a far host's runner call it: placed where its `host` says (placement.ts).
 
-const lifecycle = placed("DiskImage", { check: checkHere, diff: diffHere, create: createHere, read: readHere, remove: removeHere });
-export const check = lifecycle.check;
-export const diff = lifecycle.diff;
-export const create = lifecycle.create;
-export const read = lifecycle.read;
-export const remove = lifecycle.remove;
+export const { check, diff, create, read, remove } = placed("DiskImage", { check: checkHere, diff: diffHere, create: createHere, read: readHere, remove: removeHere });

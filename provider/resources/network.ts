@@ -235,9 +235,4 @@ async function removeNetworkDir(networkDir: string): Promise<void> {
 // ---------------------------------------------------------------------------------------------
 // The lifecycle as the plugin, the dynamic shims and a far host's runner call it: placed where its `host` says (placement.ts).
 
-const lifecycle = placed("Network", { check: checkHere, diff: diffHere, create: createHere, read: readHere, remove: removeHere });
-export const check = lifecycle.check;
-export const diff = lifecycle.diff;
-export const create = lifecycle.create;
-export const read = lifecycle.read;
-export const remove = lifecycle.remove;
+export const { check, diff, create, read, remove } = placed("Network", { check: checkHere, diff: diffHere, create: createHere, read: readHere, remove: removeHere });

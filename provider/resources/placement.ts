@@ -60,7 +60,7 @@ export function configureHost(spec: HostSpec | undefined): void {
     configuredHost = spec;
 }
 
-export function placed(kind: ResourceKind, impl: Lifecycle): Lifecycle {
+export function placed<T extends Lifecycle>(kind: ResourceKind, impl: T): T {
     const remote = (spec: HostSpec, method: string, args: unknown[]) => runnerFor(spec).then((r) => r.call(kind, method, args));
     const lifecycle: Lifecycle = {
         async check(olds, news) {
@@ -133,7 +133,7 @@ export function placed(kind: ResourceKind, impl: Lifecycle): Lifecycle {
             return { ...result, outs: { ...result.outs, ...placementOutputs(spec) } };
         };
     }
-    return lifecycle;
+    return lifecycle as T;
 }
 
 /**

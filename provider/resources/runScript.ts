@@ -217,10 +217,4 @@ function importedTextMatches(olds: RunScriptOutputs, spec: VmSpec): boolean {
 // ---------------------------------------------------------------------------------------------
 // The lifecycle as the plugin, the dynamic shims and a far host's runner call it: placed where its `host` says (placement.ts).
 
-const lifecycle = placed("RunScript", { check: checkHere, diff: diffHere, create: createHere, read: readHere, update: updateHere, remove: removeHere });
-export const check = lifecycle.check;
-export const diff = lifecycle.diff;
-export const create = lifecycle.create;
-export const read = lifecycle.read;
-export const update = lifecycle.update!;
-export const remove = lifecycle.remove;
+export const { check, diff, create, read, update, remove } = placed("RunScript", { check: checkHere, diff: diffHere, create: createHere, read: readHere, update: updateHere, remove: removeHere });

@@ -1,5 +1,5 @@
 import { execFileSync } from "node:child_process";
-import { chmodSync, copyFileSync, readFileSync, writeFileSync } from "node:fs";
+import { chmodSync, readFileSync, writeFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -7,7 +7,7 @@ import * as diskImage from "../../provider/resources/diskImage";
 import * as vmResource from "../../provider/resources/virtualMachine";
 import type { VirtualMachineOutputs } from "../../provider/resources/virtualMachine";
 import { ensureTestGuest, guestKernelArguments, READY_MARKER } from "../guest/testGuest";
-import { startFarHost, type FarHost } from "../support/farHost";
+import { sharedGuestFiles, startFarHost, type FarHost } from "../support/farHost";
 import { isRunning } from "../support/process";
 
 /**
@@ -30,15 +30,7 @@ const images: diskImage.DiskImageOutputs[] = [];
 beforeAll(async () => {
     const guest = await ensureTestGuest();
     far = await startFarHost();
-    // Guest files at one path both sides can read, so a VM spec is the same text here and there.
-    shared = await mkdtemp(path.join(os.tmpdir(), "pq-remote-shared-"));
-    chmodSync(shared, 0o755);
-    kernel = path.join(shared, "vmlinuz");
-    initrd = path.join(shared, "initrd");
-    for (const [from, to] of [[guest.kernel, kernel], [guest.initrd, initrd]]) {
-        copyFileSync(from, to);
-        chmodSync(to, 0o644);
-    }
+    ({ dir: shared, kernel, initrd } = await sharedGuestFiles(guest));
     localState = await mkdtemp(path.join(os.tmpdir(), "pq-remote-local-"));
 });
 

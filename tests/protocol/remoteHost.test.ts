@@ -1,12 +1,11 @@
 import { execFileSync } from "node:child_process";
-import { chmodSync, copyFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
 import { openDriver } from "../engine/driver";
 import type { Props } from "../engine/wire";
 import { ensureTestGuest, guestKernelArguments, READY_MARKER } from "../guest/testGuest";
-import { startFarHost, type FarHost } from "../support/farHost";
+import { sharedGuestFiles, startFarHost, type FarHost } from "../support/farHost";
 
 /**
  * Placement on a far host as the engine drives it: our plugin configured as a provider instance
@@ -29,14 +28,7 @@ let initrd: string;
 beforeAll(async () => {
     const guest = await ensureTestGuest();
     far = await startFarHost();
-    shared = await mkdtemp(path.join(os.tmpdir(), "pq-remote-proto-"));
-    chmodSync(shared, 0o755);
-    kernel = path.join(shared, "vmlinuz");
-    initrd = path.join(shared, "initrd");
-    for (const [from, to] of [[guest.kernel, kernel], [guest.initrd, initrd]]) {
-        copyFileSync(from, to);
-        chmodSync(to, 0o644);
-    }
+    ({ dir: shared, kernel, initrd } = await sharedGuestFiles(guest));
 });
 
 afterAll(async () => {

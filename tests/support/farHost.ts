@@ -196,3 +196,19 @@ function accepts(port: number): Promise<boolean> {
         s.once("error", () => resolve(false));
     });
 }
+
+/**
+ * The test guest's kernel and initrd at one path both sides can read (a 0755 directory, 0644
+ * files), so a VM spec is the same text here and on the far host. Remove `dir` when done.
+ */
+export async function sharedGuestFiles(guest: { kernel: string; initrd: string }): Promise<{ dir: string; kernel: string; initrd: string }> {
+    const dir = mkdtempSync(path.join(os.tmpdir(), "pq-far-guest-"));
+    chmodSync(dir, 0o755);
+    const kernel = path.join(dir, "vmlinuz");
+    const initrd = path.join(dir, "initrd");
+    for (const [from, to] of [[guest.kernel, kernel], [guest.initrd, initrd]]) {
+        copyFileSync(from, to);
+        chmodSync(to, 0o644);
+    }
+    return { dir, kernel, initrd };
+}
