@@ -2,6 +2,7 @@ import { placed } from "./placement";
 import type * as pulumi from "@pulumi/pulumi";
 import { z } from "zod";
 import { hashValue } from "../core/hash";
+import { placementOf } from "../core/hostSpec";
 import { absolutePath, parseOrThrow } from "../core/validation";
 import { GuestChannelError } from "../host/guestChannel";
 import { checkOurQemu } from "../host/qemuProcess";
@@ -274,7 +275,35 @@ function masked(p: Parsed, text: string): string {
 // The lifecycle as the plugin, the dynamic shims and a far host's runner call it: placed where its `host` says (placement.ts).
 
 const lifecycle = placed("GuestCommand", { check: checkHere, diff: diffHere, create: createHere, read: readHere, update: updateHere, remove: removeHere });
-export const check = lifecycle.check;
+
+/** Placed checks, then: the command runs where its VM is (the agent socket is a path on the VM's host). */
+export async function check(olds: unknown, news: any): Promise<pulumi.dynamic.CheckResult> {
+    const result = await lifecycle.check(olds, news);
+    if (result.failures?.length) return result;
+    const problem = placementProblem(result.inputs);
+    return problem ? { inputs: result.inputs, failures: [problem] } : result;
+}
+
+/** `inputs.host` is the placement check resolved (own host, else the provider's); `vm.host` where the VM's outputs say it runs. */
+function placementProblem(inputs: any): { property: string; reason: string } | undefined {
+    const vm = inputs?.vm;
+    if (!vm || typeof vm !== "object" || hasUnknown(vm.host) || hasUnknown(inputs.host)) return undefined;
+    const here = (url: string | undefined) => (url ? `host ${url}` : "this machine");
+    let vmHost: string | undefined;
+    try {
+        vmHost = placementOf(vm.host);
+    } catch {
+        return { property: "vm", reason: `vm.host must be the VirtualMachine's host output (an ssh:// URL), got ${JSON.stringify(vm.host)}` };
+    }
+    const own = placementOf(inputs.host);
+    if (vmHost === own) return undefined;
+    return {
+        property: "vm",
+        reason:
+            `the VM runs on ${here(vmHost)} but this GuestCommand is placed on ${here(own)}; a command reaches its VM through the agent socket on the VM's host, ` +
+            (vmHost ? `so set the GuestCommand's host to ${JSON.stringify(vmHost)} (or give it the provider of that host)` : "so leave the GuestCommand's host out, as the VM's"),
+    };
+}
 export const diff = lifecycle.diff;
 export const create = lifecycle.create;
 export const read = lifecycle.read;

@@ -39,11 +39,16 @@ export interface FarHost {
 
 const SSHD = "/usr/sbin/sshd";
 
-export async function startFarHost(): Promise<FarHost> {
+/**
+ * `user`: the far user (default pqfar). A suite that may run beside another far-host suite (two
+ * jest processes on one machine) takes its own, since stop() ends everything its user runs.
+ */
+export async function startFarHost(opts: { user?: string } = {}): Promise<FarHost> {
+    const user = opts.user ?? FAR_USER;
     if (process.getuid?.() !== 0) throw new Error("the far-host tests need root: they create the unprivileged user pqfar that sshd logs in (CI runs as root)");
     if (!existsSync(SSHD)) throw new Error(`${SSHD} is missing: apt-get install openssh-server (scripts/setup.sh installs it)`);
-    ensureUser();
-    const home = `/home/${FAR_USER}`;
+    ensureUser(user);
+    const home = `/home/${user}`;
     const dir = mkdtempSync(path.join(os.tmpdir(), "pq-far-"));
     const keygen = (file: string) => execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "pq-test", "-f", file]);
     keygen(path.join(dir, "host_key"));
@@ -56,7 +61,7 @@ export async function startFarHost(): Promise<FarHost> {
     const sshDir = path.join(home, ".ssh");
     mkdirSync(sshDir, { recursive: true, mode: 0o700 });
     writeFileSync(path.join(sshDir, "authorized_keys"), readFileSync(path.join(dir, "client_key.pub")), { mode: 0o600 });
-    const { uid, gid } = ids();
+    const { uid, gid } = ids(user);
     chownSync(sshDir, uid, gid);
     chownSync(path.join(sshDir, "authorized_keys"), uid, gid);
     mkdirSync("/run/sshd", { recursive: true, mode: 0o755 });
@@ -68,7 +73,7 @@ export async function startFarHost(): Promise<FarHost> {
             `ListenAddress 127.0.0.1:${port}`,
             `HostKey ${path.join(dir, "host_key")}`,
             `PidFile ${path.join(dir, "sshd.pid")}`,
-            `AllowUsers ${FAR_USER}`,
+            `AllowUsers ${user}`,
             "PasswordAuthentication no",
             "KbdInteractiveAuthentication no",
             "PubkeyAuthentication yes",
@@ -100,12 +105,12 @@ export async function startFarHost(): Promise<FarHost> {
         await gone;
     };
     await start();
-    const url = `ssh://${FAR_USER}@127.0.0.1:${port}`;
+    const url = `ssh://${user}@127.0.0.1:${port}`;
     const identityFile = path.join(dir, "client_key");
     return {
         url,
         port,
-        user: FAR_USER,
+        user,
         home,
         identityFile,
         knownHosts,
@@ -132,7 +137,7 @@ export async function startFarHost(): Promise<FarHost> {
             await halt();
             // Whatever a test left running as the far user (runners, QEMU, switches) goes with it.
             try {
-                execFileSync("pkill", ["-KILL", "-u", FAR_USER]);
+                execFileSync("pkill", ["-KILL", "-u", user]);
             } catch {
                 // nothing was running
             }
@@ -141,20 +146,20 @@ export async function startFarHost(): Promise<FarHost> {
     };
 }
 
-function ensureUser(): void {
+function ensureUser(user: string): void {
     try {
-        execFileSync("id", ["-u", FAR_USER], { stdio: "ignore" });
+        execFileSync("id", ["-u", user], { stdio: "ignore" });
     } catch {
-        execFileSync("useradd", ["--create-home", "--shell", "/bin/sh", "--user-group", FAR_USER]);
+        execFileSync("useradd", ["--create-home", "--shell", "/bin/sh", "--user-group", user]);
     }
     // sshd refuses a locked account (a "!" password) even for keys when PAM is off; "*" is unlocked but has no password.
-    execFileSync("usermod", ["-p", "*", FAR_USER]);
-    chmodSync(`/home/${FAR_USER}`, 0o700);
+    execFileSync("usermod", ["-p", "*", user]);
+    chmodSync(`/home/${user}`, 0o700);
 }
 
-function ids(): { uid: number; gid: number } {
-    const uid = Number(execFileSync("id", ["-u", FAR_USER], { encoding: "utf8" }).trim());
-    const gid = Number(execFileSync("id", ["-g", FAR_USER], { encoding: "utf8" }).trim());
+function ids(user: string): { uid: number; gid: number } {
+    const uid = Number(execFileSync("id", ["-u", user], { encoding: "utf8" }).trim());
+    const gid = Number(execFileSync("id", ["-g", user], { encoding: "utf8" }).trim());
     return { uid, gid };
 }
 
