@@ -137,8 +137,10 @@ class SshSite implements VmSite {
         return r.stdout;
     }
 
-    serialText(): Promise<string> {
-        return this.run(`cannot read the serial log ${this.target.serialLog}`, `cat -- ${shellQuote(this.target.serialLog)}`);
+    async serialText(): Promise<string> {
+        // The x after the log keeps its last newline (the command runner strips a final one).
+        const out = await this.run(`cannot read the serial log ${this.target.serialLog}`, `cat -- ${shellQuote(this.target.serialLog)} && printf x`);
+        return out.slice(0, -1);
     }
 
     async serialTail(): Promise<string> {

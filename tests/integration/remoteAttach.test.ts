@@ -1,11 +1,13 @@
 import { randomBytes } from "node:crypto";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
+import { parseHost } from "../../provider/core/hostSpec";
+import { connectionFor } from "../../provider/remote/runnerClient";
 import * as gc from "../../provider/resources/guestCommand";
 import type { GuestCommandOutputs } from "../../provider/resources/guestCommand";
 import * as vmResource from "../../provider/resources/virtualMachine";
-import type { VirtualMachineOutputs } from "../../provider/resources/virtualMachine";
+import { cleanConsole, type VirtualMachineOutputs } from "../../provider/resources/virtualMachine";
 import { siteOf } from "../../provider/resources/vmSite";
 import { attach, MachineError, type Machine } from "../../sdk/testing";
 import { ensureTestGuest, guestKernelArguments, READY_MARKER } from "../guest/testGuest";
@@ -67,6 +69,10 @@ test("execute, succeed and fail run in the far guest", async () => {
     expect((await m.fail("false")).exitCode).toBe(1);
     await expect(m.succeed("exit 4")).rejects.toThrow(MachineError);
     await expect(m.fail("true")).rejects.toThrow(/expected to fail/);
+    // The forwarded sockets are in the SSH connection's private directory.
+    const fwd = path.dirname(connectionFor(parseHost(far.host)!).privatePath("x"));
+    expect((await stat(fwd)).mode & 0o077).toBe(0);
+    expect((await readdir(fwd)).filter((f) => f.startsWith("fwd-")).length).toBeGreaterThanOrEqual(1);
 }, 60_000);
 
 test("waitForConsoleText reads the serial log on the far host", async () => {
@@ -75,6 +81,10 @@ test("waitForConsoleText reads the serial log on the far host", async () => {
     const mark = `far-console-${randomBytes(4).toString("hex")}`;
     await m.succeed(`echo ${mark} > /dev/console`);
     expect(await m.waitForConsoleText(new RegExp(`${mark}\\b`), { timeoutSeconds: 20 })).toBe(mark);
+    // The whole log as the far host has it, to its last byte (cleaned as locally; the guest may have printed more since).
+    const there = cleanConsole(far.asFarUser(`cat ${vm!.serialLog}`));
+    expect(there.length).toBeGreaterThan(0);
+    expect((await m.consoleText()).startsWith(there)).toBe(true);
     expect(await m.consoleText()).toContain(mark);
     // A wait that times out carries the tail of the far host's serial log.
     const err = await m.waitForConsoleText("never-printed-xyz", { timeoutSeconds: 1 }).catch((e) => e);
@@ -123,6 +133,11 @@ test("QMP through the forward: nics and setLink", async () => {
     await m.setLink(nics[0], true);
     await m.waitUntilSucceeds("grep -qx 1 /sys/class/net/eth0/carrier", { timeoutSeconds: 15 });
 }, 60_000);
+
+test("snapshots of a far VM are refused, naming the host", async () => {
+    await expect(machine!.snapshot("clean")).rejects.toThrow(`snapshot: snapshots of a VM on host ${far.url} are not supported by attach yet`);
+    await expect(machine!.snapshots()).rejects.toThrow(MachineError);
+});
 
 test("a GuestCommand placed on the VM's host runs there through the runner", async () => {
     const inputs = { vm: vm!, host: far.host, create: "echo made > /tmp/gc-far; cat /www/index.html", delete: "rm /tmp/gc-far" };
