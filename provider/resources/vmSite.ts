@@ -8,7 +8,7 @@ import { shellQuote } from "../core/shellFraming";
 import { checkOurQemu, judgeOurQemu, parseProcStat, waitUntilGone, type Liveness, type ProcessIdentity } from "../host/qemuProcess";
 import { qmpOnce } from "../host/qmp";
 import { consoleTail, TAIL_BYTES } from "../host/serialWatch";
-import type { SshConnection } from "../host/sshConnection";
+import { HostAccessError, HostUnreachableError, type SshConnection } from "../host/sshConnection";
 import { connectionFor } from "../remote/runnerClient";
 import type { VmProbe } from "./agentChannel";
 import { serialTail } from "./virtualMachine";
@@ -149,7 +149,9 @@ class SshSite implements VmSite {
         try {
             // The size first (to know whether the tail starts mid-file), then the last bytes.
             out = await this.run("serial log", `stat -c %s -- ${log} && tail -c ${TAIL_BYTES} -- ${log}`);
-        } catch {
+        } catch (err) {
+            // A tail goes into other errors: it says the host is out of reach rather than throwing.
+            if (err instanceof HostUnreachableError || err instanceof HostAccessError) return `(the serial log cannot be read: ${err.message})`;
             return "(no serial log)";
         }
         const nl = out.indexOf("\n");

@@ -173,6 +173,8 @@ test("attach to a VM whose host cannot be reached says so, naming the host", asy
         await expect(m.execute("true")).rejects.toThrow(new RegExp(`host ${gone.replace(/[.]/g, "\\.")} is unreachable`));
         await expect(m.consoleText()).rejects.toThrow(new RegExp(`host ${gone.replace(/[.]/g, "\\.")} is unreachable`));
         await expect(m.nics()).rejects.toThrow(new RegExp(`host ${gone.replace(/[.]/g, "\\.")} is unreachable`));
+        // A console tail inside another error says so rather than throwing.
+        expect(await siteOf({ ...vm!, host: gone }).serialTail()).toMatch(new RegExp(`cannot be read: host ${gone.replace(/[.]/g, "\\.")} is unreachable`));
     } finally {
         m.close();
     }
