@@ -12,7 +12,7 @@ import { siteOf } from "../../provider/resources/vmSite";
 import { attach, MachineError, type Machine } from "../../sdk/testing";
 import { ensureTestGuest, guestKernelArguments, READY_MARKER } from "../guest/testGuest";
 import { freePort } from "../support/net";
-import { startFarHost, type FarHost } from "../support/farHost";
+import { startFarHost, useFarUser, type FarHost } from "../support/farHost";
 
 /**
  * The test API against a VM placed on a far host (this machine reached only through a real sshd
@@ -32,7 +32,8 @@ let machine: Machine | undefined;
 beforeAll(async () => {
     dir = await mkdtemp(path.join(os.tmpdir(), "pq-rattach-"));
     // Its own far user: another far-host suite running beside this one (its stop() ends all its user runs) cannot disturb it.
-    far = await startFarHost({ user: "pqattach" });
+    useFarUser("pqattach");
+    far = await startFarHost();
     const guest = await ensureTestGuest();
     // The far host has its own copy of the guest files; its QEMU never reads ours.
     const kernel = far.give(guest.kernel, "vmlinuz");

@@ -14,7 +14,15 @@ import { freePort } from "./net";
  * and fails loudly.
  */
 
-export const FAR_USER = "pqfar";
+export let FAR_USER = "pqfar";
+
+/**
+ * Makes later far hosts log in `name` instead of pqfar: for a run that must not share the far user
+ * with tests running at the same time (a far host's start and stop kill all of that user's processes).
+ */
+export function useFarUser(name: string): void {
+    FAR_USER = name;
+}
 
 export interface FarHost {
     /** `ssh://pqfar@127.0.0.1:PORT` */
@@ -39,16 +47,11 @@ export interface FarHost {
 
 const SSHD = "/usr/sbin/sshd";
 
-/**
- * `user`: the far user (default pqfar). A suite that may run beside another far-host suite (two
- * jest processes on one machine) takes its own, since stop() ends everything its user runs.
- */
-export async function startFarHost(opts: { user?: string } = {}): Promise<FarHost> {
-    const user = opts.user ?? FAR_USER;
+export async function startFarHost(): Promise<FarHost> {
     if (process.getuid?.() !== 0) throw new Error("the far-host tests need root: they create the unprivileged user pqfar that sshd logs in (CI runs as root)");
     if (!existsSync(SSHD)) throw new Error(`${SSHD} is missing: apt-get install openssh-server (scripts/setup.sh installs it)`);
-    ensureUser(user);
-    const home = `/home/${user}`;
+    ensureUser();
+    const home = `/home/${FAR_USER}`;
     const dir = mkdtempSync(path.join(os.tmpdir(), "pq-far-"));
     const keygen = (file: string) => execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "pq-test", "-f", file]);
     keygen(path.join(dir, "host_key"));
@@ -61,7 +64,7 @@ export async function startFarHost(opts: { user?: string } = {}): Promise<FarHos
     const sshDir = path.join(home, ".ssh");
     mkdirSync(sshDir, { recursive: true, mode: 0o700 });
     writeFileSync(path.join(sshDir, "authorized_keys"), readFileSync(path.join(dir, "client_key.pub")), { mode: 0o600 });
-    const { uid, gid } = ids(user);
+    const { uid, gid } = ids();
     chownSync(sshDir, uid, gid);
     chownSync(path.join(sshDir, "authorized_keys"), uid, gid);
     mkdirSync("/run/sshd", { recursive: true, mode: 0o755 });
@@ -73,7 +76,7 @@ export async function startFarHost(opts: { user?: string } = {}): Promise<FarHos
             `ListenAddress 127.0.0.1:${port}`,
             `HostKey ${path.join(dir, "host_key")}`,
             `PidFile ${path.join(dir, "sshd.pid")}`,
-            `AllowUsers ${user}`,
+            `AllowUsers ${FAR_USER}`,
             "PasswordAuthentication no",
             "KbdInteractiveAuthentication no",
             "PubkeyAuthentication yes",
@@ -105,12 +108,12 @@ export async function startFarHost(opts: { user?: string } = {}): Promise<FarHos
         await gone;
     };
     await start();
-    const url = `ssh://${user}@127.0.0.1:${port}`;
+    const url = `ssh://${FAR_USER}@127.0.0.1:${port}`;
     const identityFile = path.join(dir, "client_key");
     return {
         url,
         port,
-        user,
+        user: FAR_USER,
         home,
         identityFile,
         knownHosts,
@@ -137,7 +140,7 @@ export async function startFarHost(opts: { user?: string } = {}): Promise<FarHos
             await halt();
             // Whatever a test left running as the far user (runners, QEMU, switches) goes with it.
             try {
-                execFileSync("pkill", ["-KILL", "-u", user]);
+                execFileSync("pkill", ["-KILL", "-u", FAR_USER]);
             } catch {
                 // nothing was running
             }
@@ -146,20 +149,20 @@ export async function startFarHost(opts: { user?: string } = {}): Promise<FarHos
     };
 }
 
-function ensureUser(user: string): void {
+function ensureUser(): void {
     try {
-        execFileSync("id", ["-u", user], { stdio: "ignore" });
+        execFileSync("id", ["-u", FAR_USER], { stdio: "ignore" });
     } catch {
-        execFileSync("useradd", ["--create-home", "--shell", "/bin/sh", "--user-group", user]);
+        execFileSync("useradd", ["--create-home", "--shell", "/bin/sh", "--user-group", FAR_USER]);
     }
     // sshd refuses a locked account (a "!" password) even for keys when PAM is off; "*" is unlocked but has no password.
-    execFileSync("usermod", ["-p", "*", user]);
-    chmodSync(`/home/${user}`, 0o700);
+    execFileSync("usermod", ["-p", "*", FAR_USER]);
+    chmodSync(`/home/${FAR_USER}`, 0o700);
 }
 
-function ids(user: string): { uid: number; gid: number } {
-    const uid = Number(execFileSync("id", ["-u", user], { encoding: "utf8" }).trim());
-    const gid = Number(execFileSync("id", ["-g", user], { encoding: "utf8" }).trim());
+function ids(): { uid: number; gid: number } {
+    const uid = Number(execFileSync("id", ["-u", FAR_USER], { encoding: "utf8" }).trim());
+    const gid = Number(execFileSync("id", ["-g", FAR_USER], { encoding: "utf8" }).trim());
     return { uid, gid };
 }
 
