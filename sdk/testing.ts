@@ -134,10 +134,13 @@ export function attach(outputs: MachineOutputs): Machine {
     // Where the VM's sockets and files are: this machine, or its far host through SSH.
     const site = siteOf(outputs);
     let channel: GuestChannel | undefined;
+    let channelSocket: string | undefined;
     const chan = async (): Promise<GuestChannel> => {
-        if (!channel && site.where && outputs.agent && outputs.agentSocket) {
+        if (site.where && outputs.agent && outputs.agentSocket) {
+            // A far VM's agent socket is a forward, made again when the SSH connection was: follow it.
             const socket = await site.agentSocket();
-            channel ??= openAgentChannel(outputs, { socket, probe: site });
+            if (channel && channelSocket !== socket) machine.close();
+            if (!channel) [channel, channelSocket] = [openAgentChannel(outputs, { socket, probe: site }), socket];
         }
         return (channel ??= openAgentChannel(outputs));
     };

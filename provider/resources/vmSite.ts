@@ -90,10 +90,11 @@ const REMOTE_POLL_MS = 250;
 
 /**
  * The forwards made over each connection: remote socket → local socket, and which master made
- * it (the control socket's inode: a restarted master has a new one and none of the old forwards).
+ * it (the control socket's inode and change time: a restarted master makes a new socket and has
+ * none of the old forwards).
  * Shared by every attach in the process, so attaching again costs no new forward.
  */
-const forwardsOf = new WeakMap<SshConnection, Map<string, { local: Promise<string>; master: number }>>();
+const forwardsOf = new WeakMap<SshConnection, Map<string, { local: Promise<string>; master: string }>>();
 
 class SshSite implements VmSite {
     readonly where: string;
@@ -110,7 +111,8 @@ class SshSite implements VmSite {
     /** A local socket forwarded to `remote` over the live master (made again after the master was). */
     private async forward(remote: string): Promise<string> {
         await this.connection.open();
-        const master = statSync(this.connection.controlPath(), { throwIfNoEntry: false })?.ino ?? -1;
+        const st = statSync(this.connection.controlPath(), { throwIfNoEntry: false });
+        const master = st ? `${st.ino}:${st.ctimeMs}` : "";
         let forwards = forwardsOf.get(this.connection);
         if (!forwards) forwardsOf.set(this.connection, (forwards = new Map()));
         const known = forwards.get(remote);

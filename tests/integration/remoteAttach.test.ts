@@ -1,4 +1,6 @@
+import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import { existsSync } from "node:fs";
 import { mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -133,6 +135,19 @@ test("QMP through the forward: nics and setLink", async () => {
     await m.waitUntilSucceeds("grep -qx 0 /sys/class/net/eth0/carrier", { timeoutSeconds: 15 });
     await m.setLink(nics[0], true);
     await m.waitUntilSucceeds("grep -qx 1 /sys/class/net/eth0/carrier", { timeoutSeconds: 15 });
+}, 60_000);
+
+test("after the SSH connection is closed, the next call makes a new one and new forwards", async () => {
+    const m = machine!;
+    const connection = connectionFor(parseHost(far.host)!);
+    execFileSync("ssh", [...connection.options(), "-O", "exit", "--", "127.0.0.1"], { stdio: "ignore" });
+    // The master acknowledges before it is gone: wait until it has removed its socket.
+    for (const deadline = Date.now() + 5000; existsSync(connection.controlPath()); ) {
+        if (Date.now() > deadline) throw new Error("the SSH master did not exit within 5 s");
+        await new Promise((r) => setTimeout(r, 50));
+    }
+    expect(await m.succeed("echo back")).toBe("back\n");
+    expect(await m.nics()).toHaveLength(1);
 }, 60_000);
 
 test("snapshots of a far VM are refused, naming the host", async () => {
