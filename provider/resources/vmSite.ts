@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { statSync } from "node:fs";
+import { statSync, type Stats } from "node:fs";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -87,6 +87,8 @@ function withAccess(spec: HostSpec, access: unknown): HostSpec {
 const REMOTE_COMMAND_MS = 30_000;
 /** How often a far QEMU's exit is polled: each look is an SSH round trip. */
 const REMOTE_POLL_MS = 250;
+/** How many times (100 ms apart) a forward waits for a master that is exiting to be replaced. */
+const MASTER_GONE_TRIES = 20;
 
 /**
  * The forwards made over each connection: remote socket → local socket, and which master made
@@ -110,8 +112,12 @@ class SshSite implements VmSite {
 
     /** A local socket forwarded to `remote` over the live master (made again after the master was). */
     private async forward(remote: string): Promise<string> {
-        await this.connection.open();
-        const st = statSync(this.connection.controlPath(), { throwIfNoEntry: false });
+        let st = await this.liveMaster();
+        // No control socket: a master on its way out that this process has not seen exit yet; open() starts a new one once it has.
+        for (let i = 0; !st && i < MASTER_GONE_TRIES; i++) {
+            await new Promise((r) => setTimeout(r, 100));
+            st = await this.liveMaster();
+        }
         const master = st ? `${st.ino}:${st.ctimeMs}` : "";
         let forwards = forwardsOf.get(this.connection);
         if (!forwards) forwardsOf.set(this.connection, (forwards = new Map()));
@@ -122,6 +128,11 @@ class SshSite implements VmSite {
         entry.local.catch(() => forwards!.get(remote) === entry && forwards!.delete(remote));
         forwards.set(remote, entry);
         return entry.local;
+    }
+
+    private async liveMaster(): Promise<Stats | undefined> {
+        await this.connection.open();
+        return statSync(this.connection.controlPath(), { throwIfNoEntry: false });
     }
 
     async qmp(command: string, args?: Record<string, unknown>, timeoutMs?: number): Promise<unknown> {
