@@ -1,21 +1,22 @@
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import * as os from "node:os";
-import * as path from "node:path";
+import { rm, writeFile } from "node:fs/promises";
 import { ppmToPng } from "../provider/core/ppmToPng";
 import { listeningTcpPorts } from "../provider/core/procNet";
 import { shellQuote } from "../provider/core/shellFraming";
 import { DEFAULT_EXEC_TIMEOUT_SECONDS, type ExecOptions, type GuestChannel } from "../provider/host/guestChannel";
-import { checkOurQemu, waitUntilGone, type ProcessIdentity } from "../provider/host/qemuProcess";
-import { qmpOnce } from "../provider/host/qmp";
+import type { ProcessIdentity } from "../provider/host/qemuProcess";
 import { openAgentChannel, type AgentTarget } from "../provider/resources/agentChannel";
 import { deleteSnapshot, listSnapshots, restoreSnapshot, saveSnapshot, type SnapshotInfo } from "../provider/host/snapshots";
-import { cleanConsole, serialTail } from "../provider/resources/virtualMachine";
+import { cleanConsole } from "../provider/resources/virtualMachine";
+import { siteOf } from "../provider/resources/vmSite";
 
 /**
  * pulumi-qemu/testing: drive a running VirtualMachine from test code — jest, a Pulumi
  * Automation API program, or a plain Node script given a stack's outputs. In the manner of the
  * NixOS test driver: run commands in the guest over its agent channel (`vm.agent`), wait for
  * things with deadlines, copy files, and act on the VM through QMP.
+ *
+ * A VM placed on a far host (its outputs carry `host`) is driven the same way: its QMP and agent
+ * sockets are reached through the SSH connection, its serial log read there (provider/resources/vmSite.ts).
  *
  *     const machine = attach(await stack.outputs()["web"].value);
  *     await machine.waitForOpenPort(80);
@@ -29,6 +30,9 @@ export interface MachineOutputs extends AgentTarget {
     /** For snapshots: the VM's directory (where their records live) and identity. */
     vmDir?: string;
     argvHash?: string;
+    /** A VM placed on a far host: its normalised ssh:// URL, and the key files the resource named. */
+    host?: string;
+    hostAccess?: { identityFile?: string; knownHosts?: string };
 }
 
 export type { SnapshotInfo };
@@ -127,13 +131,24 @@ export function attach(outputs: MachineOutputs): Machine {
     for (const key of ["qmpSocket", "serialLog"] as const) {
         if (typeof outputs[key] !== "string") throw new Error(`attach: ${key} is missing from the VM outputs; pass a VirtualMachine's outputs (stack.outputs()[name].value)`);
     }
+    // Where the VM's sockets and files are: this machine, or its far host through SSH.
+    const site = siteOf(outputs);
     let channel: GuestChannel | undefined;
-    const chan = () => (channel ??= openAgentChannel(outputs));
+    let channelSocket: string | undefined;
+    const chan = async (): Promise<GuestChannel> => {
+        if (site.where && outputs.agent && outputs.agentSocket) {
+            // A far VM's agent socket is a forward, made again when the SSH connection was: follow it.
+            const socket = await site.agentSocket();
+            if (channel && channelSocket !== socket) machine.close();
+            if (!channel) [channel, channelSocket] = [openAgentChannel(outputs, { socket, probe: site }), socket];
+        }
+        return (channel ??= openAgentChannel(outputs));
+    };
     const identity: ProcessIdentity | undefined =
         outputs.pid !== undefined && outputs.processStartTime && outputs.bootId ? { pid: outputs.pid, startTime: outputs.processStartTime, bootId: outputs.bootId } : undefined;
 
     const execute = async (command: string, opts: ExecuteOptions = {}): Promise<ExecuteResult> => {
-        const r = await chan().execute(command, opts as ExecOptions);
+        const r = await (await chan()).execute(command, opts as ExecOptions);
         return { exitCode: r.exitCode, stdout: r.stdout.toString("utf8"), stderr: r.stderr.toString("utf8"), raw: { stdout: r.stdout, stderr: r.stderr } };
     };
 
@@ -145,7 +160,7 @@ export function attach(outputs: MachineOutputs): Machine {
             const got = await attempt(remaining);
             if (got !== undefined) return got;
             if (Date.now() >= deadline) {
-                throw new MachineError(`${what}: not within ${timeoutSeconds} s. ${lastSeen()}\nLast lines of the serial console:\n${await serialTail(outputs.serialLog)}`);
+                throw new MachineError(`${what}: not within ${timeoutSeconds} s. ${lastSeen()}\nLast lines of the serial console:\n${await site.serialTail()}`);
             }
             await sleep(Math.min(opts.intervalMs ?? 500, Math.max(0, deadline - Date.now())));
         }
@@ -200,13 +215,13 @@ export function attach(outputs: MachineOutputs): Machine {
             return waitUntil(`waitForConsoleText(${re})`, { intervalMs: 200, ...opts }, async () => re.exec(await machine.consoleText())?.[0], () => "");
         },
         async copyToGuest(hostPath, guestPath, opts = {}) {
-            const c = chan();
+            const c = await chan();
             if (c.copyIn) return c.copyIn(hostPath, guestPath);
             const r = await execute(`cat > ${shellQuote(guestPath)}`, { stdin: { file: hostPath }, timeoutSeconds: opts.timeoutSeconds ?? 300 });
             if (r.exitCode !== 0) throw new MachineError(`copyToGuest ${hostPath} → ${guestPath}: ${describe("cat > …", r)}`, r);
         },
         async copyFromGuest(guestPath, hostPath, opts = {}) {
-            const c = chan();
+            const c = await chan();
             if (c.copyOut) return c.copyOut(guestPath, hostPath);
             const r = await execute(`cat ${shellQuote(guestPath)}`, { stdoutFile: hostPath, timeoutSeconds: opts.timeoutSeconds ?? 300 });
             if (r.exitCode !== 0) {
@@ -216,12 +231,12 @@ export function attach(outputs: MachineOutputs): Machine {
         },
         async shutdown(opts = {}) {
             const timeoutSeconds = opts.timeoutSeconds ?? DEFAULT_WAIT_SECONDS;
-            await qmpOnce(outputs.qmpSocket, "system_powerdown");
+            await site.qmp("system_powerdown");
             await waitForExit(timeoutSeconds, "shutdown: the guest did not power off after the power button");
             machine.close();
         },
         async crash() {
-            await qmpOnce(outputs.qmpSocket, "quit").catch((err: Error) => {
+            await site.qmp("quit").catch((err: Error) => {
                 // QEMU may close the socket before it answers a quit.
                 if (!/closed/.test(err.message)) throw err;
             });
@@ -229,27 +244,21 @@ export function attach(outputs: MachineOutputs): Machine {
             machine.close();
         },
         async setLink(nicId, up) {
-            await qmpOnce(outputs.qmpSocket, "set_link", { name: nicId, up });
+            await site.qmp("set_link", { name: nicId, up });
         },
         async nics() {
-            const filters = (await qmpOnce(outputs.qmpSocket, "query-rx-filter")) as { name: string }[];
+            const filters = (await site.qmp("query-rx-filter")) as { name: string }[];
             return filters.map((f) => f.name);
         },
         async screenshot(pngPath) {
-            const dir = await mkdtemp(path.join(os.tmpdir(), "pq-screen-"));
-            try {
-                const ppm = path.join(dir, "screen.ppm");
-                await qmpOnce(outputs.qmpSocket, "screendump", { filename: ppm, format: "ppm" }, 10_000);
-                await writeFile(pngPath, ppmToPng(await readFile(ppm)), { mode: 0o600 });
-            } finally {
-                await rm(dir, { recursive: true, force: true });
-            }
+            await writeFile(pngPath, ppmToPng(await site.screendump()), { mode: 0o600 });
         },
         async consoleText() {
-            return cleanConsole(await readFile(outputs.serialLog, "utf8"));
+            return cleanConsole(await site.serialText());
         },
-        snapshot: (name, opts) => saveSnapshot(outputs, name, opts),
+        snapshot: async (name, opts) => saveSnapshot(localOnly("snapshot"), name, opts),
         async restore(name, opts = {}) {
+            localOnly("restore");
             // The guest's end of the channel goes back in time with it: start a fresh session.
             machine.close();
             await restoreSnapshot(outputs, name, opts);
@@ -257,27 +266,33 @@ export function attach(outputs: MachineOutputs): Machine {
                 await machine.succeed(`date -u -s @${Math.floor(Date.now() / 1000)} >/dev/null`, { timeoutSeconds: opts.timeoutSeconds ?? 30 });
             }
         },
-        deleteSnapshot: (name, opts) => deleteSnapshot(outputs, name, opts),
-        snapshots: () => listSnapshots(outputs),
+        deleteSnapshot: async (name, opts) => deleteSnapshot(localOnly("deleteSnapshot"), name, opts),
+        snapshots: async () => listSnapshots(localOnly("snapshots")),
         close() {
             channel?.close();
             channel = undefined;
         },
     };
 
+    /** Snapshots keep their records in the VM's directory, read here: not yet for a VM on a far host. */
+    function localOnly(what: string): MachineOutputs {
+        if (site.where) throw new MachineError(`${what}: snapshots of a VM on ${site.where} are not supported by attach yet; use them on a VM on this machine`);
+        return outputs;
+    }
+
     async function waitForExit(timeoutSeconds: number, what: string): Promise<void> {
         if (!identity || !outputs.pidfile) {
             // Without the process identity, QMP going away is the sign.
             const deadline = Date.now() + timeoutSeconds * 1000;
             while (Date.now() < deadline) {
-                if (!(await qmpOnce(outputs.qmpSocket, "query-status", undefined, 1000).then(() => true, () => false))) return;
+                if (!(await site.qmp("query-status", undefined, 1000).then(() => true, () => false))) return;
                 await sleep(200);
             }
             throw new MachineError(`${what} within ${timeoutSeconds} s`);
         }
-        if (!(await waitUntilGone(identity, outputs.pidfile, timeoutSeconds * 1000))) {
-            const live = await checkOurQemu(identity, outputs.pidfile);
-            throw new MachineError(`${what} within ${timeoutSeconds} s (${live.alive ? "QEMU still runs" : live.reason}). Last lines of the serial console:\n${await serialTail(outputs.serialLog)}`);
+        if (!(await site.waitUntilGone(identity, outputs.pidfile, timeoutSeconds * 1000))) {
+            const live = await site.liveness(identity, outputs.pidfile);
+            throw new MachineError(`${what} within ${timeoutSeconds} s (${live.alive ? "QEMU still runs" : live.reason}). Last lines of the serial console:\n${await site.serialTail()}`);
         }
     }
 

@@ -19,7 +19,7 @@ export interface ProcessIdentity {
     bootId: string;
 }
 
-interface ProcStat {
+export interface ProcStat {
     state: string;
     startTime: string;
 }
@@ -36,6 +36,10 @@ export async function readProcStat(pid: number): Promise<ProcStat | undefined> {
     } catch {
         return undefined;
     }
+    return parseProcStat(text);
+}
+
+export function parseProcStat(text: string): ProcStat {
     const rest = text.slice(text.lastIndexOf(")") + 2).split(" ");
     // rest[0] is field 3 (state); field 22 (starttime) is rest[19].
     return { state: rest[0], startTime: rest[19] };
@@ -68,14 +72,25 @@ export type Liveness = { alive: true } | { alive: false; reason: string };
  * time, not a zombie, and a command line that names `pidfile`.
  */
 export async function checkOurQemu(identity: ProcessIdentity, pidfile: string): Promise<Liveness> {
-    if ((await readBootId()) !== identity.bootId) return { alive: false, reason: "the host has rebooted since QEMU started" };
-    const st = await readProcStat(identity.pid);
+    return judgeOurQemu(identity, pidfile, { bootId: readBootId, stat: () => readProcStat(identity.pid), cmdline: () => readCmdline(identity.pid) });
+}
+
+/** What checkOurQemu reads, from wherever it is read (this machine's /proc, or a far host's over SSH). */
+export interface ProcFacts {
+    bootId(): Promise<string>;
+    stat(): Promise<ProcStat | undefined>;
+    cmdline(): Promise<string[] | undefined>;
+}
+
+export async function judgeOurQemu(identity: ProcessIdentity, pidfile: string, facts: ProcFacts): Promise<Liveness> {
+    if ((await facts.bootId()) !== identity.bootId) return { alive: false, reason: "the host has rebooted since QEMU started" };
+    const st = await facts.stat();
     if (!st) return { alive: false, reason: `no process ${identity.pid}` };
     if (isDead(st.state)) return { alive: false, reason: `process ${identity.pid} has exited (state ${st.state})` };
     if (st.startTime !== identity.startTime) {
         return { alive: false, reason: `pid ${identity.pid} now belongs to another process (start time ${st.startTime}, ours was ${identity.startTime})` };
     }
-    const cmdline = await readCmdline(identity.pid);
+    const cmdline = await facts.cmdline();
     if (!cmdline || !cmdline.includes(pidfile)) {
         return { alive: false, reason: `process ${identity.pid} is not the QEMU that writes ${pidfile}` };
     }

@@ -70,11 +70,12 @@ export class SerialLogWatcher {
 }
 
 /** At most this much of the log's end is read for an error message. */
-const TAIL_BYTES = 64 * 1024;
+export const TAIL_BYTES = 64 * 1024;
 
 /** The last `lines` lines of the console, cleaned, reading only the end of the file. */
 export async function serialLogTail(serialLog: string, lines = 25): Promise<string> {
     let raw: string;
+    let cut = false;
     try {
         const fh = await open(serialLog, "r");
         try {
@@ -83,14 +84,20 @@ export async function serialLogTail(serialLog: string, lines = 25): Promise<stri
             const buf = Buffer.alloc(size - start);
             const { bytesRead } = await fh.read(buf, 0, buf.length, start);
             raw = buf.subarray(0, bytesRead).toString("utf8");
-            // A cut in the middle of a line (or of a character) is not shown.
-            if (start > 0) raw = raw.slice(raw.indexOf("\n") + 1);
+            cut = start > 0;
         } finally {
             await fh.close();
         }
     } catch {
         return "(no serial log)";
     }
+    return consoleTail(raw, cut, lines);
+}
+
+/** The last `lines` of a serial log's last bytes, cleaned; `cut`: they start mid-file. */
+export function consoleTail(raw: string, cut: boolean, lines = 25): string {
+    // A cut in the middle of a line (or of a character) is not shown.
+    if (cut) raw = raw.slice(raw.indexOf("\n") + 1);
     const text = cleanConsole(raw).trimEnd();
     if (!text) return "(the serial console printed nothing)";
     return text.split("\n").slice(-lines).join("\n");

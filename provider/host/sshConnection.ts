@@ -127,6 +127,8 @@ export class SshConnection {
 
     private async startMaster(): Promise<void> {
         this.refuseMissingFiles();
+        // A master killed with -9 leaves its socket, which would look like the new one being ready; the directory is ours alone.
+        rmSync(this.controlPath(), { force: true });
         const [file, argv] = diesWithUs("ssh", ["-M", "-N", "-o", "ControlMaster=yes", "-o", "ControlPersist=no", ...this.options(), "--", this.spec.hostname]);
         const child = spawn(file, argv, { stdio: ["ignore", "ignore", "pipe"] });
         let stderr = "";

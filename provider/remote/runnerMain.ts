@@ -1,6 +1,7 @@
 import { createInterface } from "node:readline";
 import { InputError } from "../core/validation";
 import { withProgress } from "../host/progress";
+import { servingAsRunner } from "../resources/placement";
 import * as diskImage from "../resources/diskImage";
 import * as guestCommand from "../resources/guestCommand";
 import * as network from "../resources/network";
@@ -50,6 +51,7 @@ async function serveRequest(req: RunnerRequest): Promise<void> {
     }
 }
 
+servingAsRunner();
 process.stdin.on("end", () => process.exit(0));
 createInterface({ input: process.stdin }).on("line", (line) => {
     let req: RunnerRequest;

@@ -1,6 +1,6 @@
 import type * as pulumi from "@pulumi/pulumi";
 import { parseHost, placementOf, type HostInput, type HostSpec } from "../core/hostSpec";
-import { InputError } from "../core/validation";
+import { InputError, quoteValue } from "../core/validation";
 import { warn } from "../host/progress";
 import { HostUnreachableError } from "../host/sshConnection";
 import { runnerFor } from "../remote/runnerClient";
@@ -58,6 +58,17 @@ let configuredHost: HostSpec | undefined;
 
 export function configureHost(spec: HostSpec | undefined): void {
     configuredHost = spec;
+}
+
+/**
+ * Set in a far host's runner: everything it is asked to do happens where it runs. What it
+ * receives still names its host (a command's vm outputs say where the VM is), which must not
+ * send it on to itself.
+ */
+let atTheHost = false;
+
+export function servingAsRunner(): void {
+    atTheHost = true;
 }
 
 export function placed<T extends Lifecycle>(kind: ResourceKind, impl: T): T {
@@ -133,7 +144,12 @@ export function placed<T extends Lifecycle>(kind: ResourceKind, impl: T): T {
             return { ...result, outs: { ...result.outs, ...placementOutputs(spec) } };
         };
     }
-    return lifecycle as T;
+    // Decided per call: a runner says what it is after the resource modules were loaded.
+    const each = Object.keys(lifecycle).map((k) => {
+        const key = k as keyof Lifecycle;
+        return [key, (...args: unknown[]) => ((atTheHost ? impl[key] : lifecycle[key]) as (...a: unknown[]) => unknown)(...args)];
+    });
+    return Object.fromEntries(each) as T;
 }
 
 /**
@@ -145,21 +161,31 @@ function hostInput(news: any): unknown {
     if (own !== undefined && own !== null) return own;
     if (configuredHost) return configuredHost.url;
     const vm = news?.vm;
-    if (vm && typeof vm === "object" && typeof vm.host === "string") {
+    // A vm.host that is no URL is left for vmElsewhere to name.
+    if (vm && typeof vm === "object" && typeof vm.host === "string" && /^ssh:\/\//.test(vm.host)) {
         const access = vm.hostAccess && typeof vm.hostAccess === "object" ? vm.hostAccess : {};
         return { url: vm.host, ...access };
     }
     return undefined;
 }
 
-/** A command and its VM must be on one host: the channel is a socket there. */
+/** A command and its VM must be on one host: the agent channel is a socket there. */
 function vmElsewhere(kind: ResourceKind, news: any, spec: HostSpec | undefined): { property: string; reason: string } | undefined {
-    if (kind !== "GuestCommand" || !news?.vm || typeof news.vm !== "object" || hasUnknown(news.vm.host)) return undefined;
-    const vmHost = placementOf(news.vm.host);
+    const vm = news?.vm;
+    if (kind !== "GuestCommand" || !vm || typeof vm !== "object" || hasUnknown(vm.host)) return undefined;
+    let vmHost: string | undefined;
+    try {
+        vmHost = placementOf(vm.host);
+    } catch {
+        return { property: "vm", reason: `vm.host must be the VirtualMachine's host output (an ssh:// URL), got ${quoteValue(vm.host)}` };
+    }
     if (vmHost === spec?.url) return undefined;
+    const where = (url: string | undefined) => (url ? `host ${url}` : "this machine");
     return {
-        property: "host",
-        reason: `the command would run on ${spec?.url ?? "this machine"} but its vm lives on ${vmHost ?? "this machine"}; give the GuestCommand the VM's provider (or host), or leave host out`,
+        property: "vm",
+        reason:
+            `the VM runs on ${where(vmHost)} but this GuestCommand is placed on ${where(spec?.url)}; a command reaches its VM through the agent socket on the VM's host, ` +
+            (vmHost ? `so set the GuestCommand's host to ${JSON.stringify(vmHost)} (or give it the provider of that host)` : "so leave the GuestCommand's host out, as the VM's"),
     };
 }
 
