@@ -48,11 +48,21 @@ const hostUrl = z.string({ error: `host must be a string; ${EXAMPLE}` }).superRe
     if (problem) ctx.addIssue({ code: "custom", message: problem });
 });
 
+/**
+ * A key or known_hosts file as ssh's options take it: ssh splits UserKnownHostsFile on
+ * whitespace and expands %-tokens and ${VAR} in both, so such characters would name another file.
+ */
+export function sshFilePath(what: string) {
+    return absolutePath(what).refine((s) => !/[\s%$"'\\]/.test(s), {
+        error: `${what} must not contain whitespace, %, $, quotes or backslashes (ssh would read them as separators or tokens and open another file); use a path without them, e.g. a symbolic link`,
+    });
+}
+
 const hostObject = z
     .object({
         url: hostUrl,
-        identityFile: absolutePath("identityFile").optional(),
-        knownHosts: absolutePath("knownHosts").optional(),
+        identityFile: sshFilePath("identityFile").optional(),
+        knownHosts: sshFilePath("knownHosts").optional(),
     })
     .strict();
 

@@ -23,6 +23,11 @@ export function withProgress<T>(sink: ProgressSink, work: () => Promise<T>): Pro
     return current.run(sink, work);
 }
 
+/** The sink of the call in progress, to hand on to work that reports later from elsewhere (a far host's replies). */
+export function currentSink(): ProgressSink | undefined {
+    return current.getStore();
+}
+
 export function progress(message: string): void {
     current.getStore()?.status(message);
 }

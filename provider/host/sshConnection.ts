@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, readdirSync, rmSync, statSync } from "node:fs";
+import { closeSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import type { HostSpec } from "../core/hostSpec";
@@ -108,6 +108,14 @@ export class SshConnection {
             ...o(`ServerAliveCountMax=${ALIVE_COUNT}`),
             ...o(`ControlPath=${this.controlPath()}`),
             ...o("LogLevel=ERROR"),
+            // Whatever ~/.ssh/config says for every host, these sessions carry JSON lines and nothing else:
+            // no pty (it would echo and cut long lines), no remote command, no agent or X11 handed to the far host.
+            "-T",
+            ...o("RequestTTY=no"),
+            ...o("RemoteCommand=none"),
+            ...o("ForwardAgent=no"),
+            ...o("ForwardX11=no"),
+            ...o("PermitLocalCommand=no"),
             "-p",
             String(s.port),
             ...(s.user ? ["-l", s.user] : []),
@@ -120,19 +128,37 @@ export class SshConnection {
 
     /** Connects (once; later callers share the same attempt) and authenticates, or says why not. */
     open(): Promise<void> {
-        if (this.master && this.master.exitCode === null && this.master.signalCode === null) return Promise.resolve();
-        if (!this.opening) this.opening = this.startMaster().finally(() => (this.opening = undefined));
+        // A master still starting has no control socket yet: callers wait for it rather than find none.
+        if (this.opening) return this.opening;
+        if (this.masterAlive()) return Promise.resolve();
+        this.opening = this.startMaster().finally(() => (this.opening = undefined));
         return this.opening;
+    }
+
+    /** Whether the master connection is up (started, not exited). */
+    masterAlive(): boolean {
+        return this.master !== undefined && this.master.exitCode === null && this.master.signalCode === null;
     }
 
     private async startMaster(): Promise<void> {
         this.refuseMissingFiles();
         // A master killed with -9 leaves its socket, which would look like the new one being ready; the directory is ours alone.
         rmSync(this.controlPath(), { force: true });
-        const [file, argv] = diesWithUs("ssh", ["-M", "-N", "-o", "ControlMaster=yes", "-o", "ControlPersist=no", ...this.options(), "--", this.spec.hostname]);
-        const child = spawn(file, argv, { stdio: ["ignore", "ignore", "pipe"] });
-        let stderr = "";
-        child.stderr!.setEncoding("utf8").on("data", (d: string) => (stderr = (stderr + d).slice(-4000)));
+        // Forwardings from ~/.ssh/config (LocalForward under Host *) would clash between processes: none on the master.
+        const [file, argv] = diesWithUs("ssh", ["-M", "-N", "-o", "ControlMaster=yes", "-o", "ControlPersist=no", "-o", "ClearAllForwardings=yes", ...this.options(), "--", this.spec.hostname]);
+        // stderr to a file, not a pipe, and the child unreferenced: a program that only attached to a VM can exit.
+        const errFile = path.join(this.dir, "master.err");
+        const errFd = openSync(errFile, "w", 0o600);
+        const child = spawn(file, argv, { stdio: ["ignore", "ignore", errFd] });
+        closeSync(errFd);
+        child.unref();
+        const stderrText = () => {
+            try {
+                return readFileSync(errFile, "utf8").slice(-4000);
+            } catch {
+                return "";
+            }
+        };
         const exited = new Promise<void>((resolve) => child.once("close", () => resolve()));
         const spawnFailed = new Promise<Error>((resolve) => child.once("error", resolve));
         const deadline = Date.now() + CONNECT_DEADLINE_MS;
@@ -140,7 +166,7 @@ export class SshConnection {
         for (;;) {
             const ended = await Promise.race([exited.then(() => "exited" as const), spawnFailed.then((e) => e), sleep(MASTER_POLL_MS).then(() => "tick" as const)]);
             if (ended instanceof Error) throw new HostAccessError(`host ${this.spec.url}: cannot run ssh (${ended.message}); install OpenSSH's client (Debian: apt-get install openssh-client)`);
-            if (ended === "exited") throw explainSshFailure(this.spec, stderr, child.exitCode);
+            if (ended === "exited") throw explainSshFailure(this.spec, stderrText(), child.exitCode);
             if (this.controlSocketReady()) return;
             if (Date.now() > deadline) {
                 child.kill("SIGKILL");
@@ -171,7 +197,7 @@ export class SshConnection {
     /** Runs `command` (a shell command line on the far host) to the end, over the master. */
     async run(command: string, opts: { input?: string; timeoutMs: number }): Promise<ToolResult> {
         await this.open();
-        const r = await runTool("ssh", [...this.options(), "-o", "ControlMaster=no", "--", this.spec.hostname, command], {
+        const r = await runTool("ssh", [...this.options(), "-o", "ControlMaster=no", "-o", "ClearAllForwardings=yes", "--", this.spec.hostname, command], {
             input: opts.input,
             timeoutMs: opts.timeoutMs,
             label: `ssh ${this.spec.url}`,
@@ -184,7 +210,7 @@ export class SshConnection {
     /** Starts a long-lived session running `command` on the far host, its stdin/stdout piped to us. */
     async session(command: string): Promise<ChildProcess> {
         await this.open();
-        const [file, argv] = diesWithUs("ssh", [...this.options(), "-o", "ControlMaster=no", "--", this.spec.hostname, command]);
+        const [file, argv] = diesWithUs("ssh", [...this.options(), "-o", "ControlMaster=no", "-o", "ClearAllForwardings=yes", "--", this.spec.hostname, command]);
         return spawn(file, argv, { stdio: ["pipe", "pipe", "pipe"] });
     }
 

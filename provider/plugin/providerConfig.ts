@@ -1,6 +1,7 @@
 import { z } from "zod";
-import { parseHost, type HostSpec } from "../core/hostSpec";
-import { absolutePath, InputError, parseOrThrow, unknownKeyProblems, type FieldProblem } from "../core/validation";
+import { parseHost, sshFilePath, type HostSpec } from "../core/hostSpec";
+import { InputError, parseOrThrow, unknownKeyProblems, type FieldProblem } from "../core/validation";
+import { hasUnknown, UNKNOWN } from "../resources/common";
 import { configureHost } from "../resources/placement";
 import { stripSecrets } from "./secrets";
 
@@ -18,17 +19,29 @@ export const PROVIDER_CONFIG_KEYS = ["host", "identityFile", "knownHosts"] as co
 
 const configSchema = z.object({
     host: z.string({ error: 'host must be an ssh:// URL string, e.g. "ssh://lab@lab-2.example.com:22"' }).optional(),
-    identityFile: absolutePath("identityFile").optional(),
-    knownHosts: absolutePath("knownHosts").optional(),
+    identityFile: sshFilePath("identityFile").optional(),
+    knownHosts: sshFilePath("knownHosts").optional(),
 });
 
 export interface ProviderConfig {
     host?: HostSpec;
+    /** The host is computed and not known yet (preview). */
+    hostUnknown?: true;
 }
 
-/** Validates a provider's configuration; throws an InputError naming each bad key. */
+/**
+ * Validates a provider's configuration; throws an InputError naming each bad key. A value not
+ * known yet (a host computed from another resource, at preview) is left unjudged: `hostUnknown`.
+ */
 export function parseProviderConfig(raw: Record<string, unknown>): ProviderConfig {
-    const values = Object.fromEntries(Object.entries(stripSecrets(raw)).filter(([k]) => !ENGINE_KEYS.includes(k) && !k.startsWith("__")));
+    const given = Object.entries(stripSecrets(raw)).filter(([k]) => !ENGINE_KEYS.includes(k) && !k.startsWith("__"));
+    const unknown = given.filter(([, v]) => hasUnknown(v)).map(([k]) => k);
+    const values = Object.fromEntries(given.filter(([k]) => !unknown.includes(k)));
+    if (unknown.includes("host")) {
+        const problems = unknownKeyProblems(values, PROVIDER_CONFIG_KEYS);
+        if (problems.length) throw new InputError(problems);
+        return { hostUnknown: true };
+    }
     const problems: FieldProblem[] = unknownKeyProblems(values, PROVIDER_CONFIG_KEYS);
     if (problems.length) throw new InputError(problems);
     const c = parseOrThrow(configSchema, values, "");
@@ -68,7 +81,8 @@ export function servingConfig(): void {
             const req = call.request;
             const args = req.hasArgs?.() ? req.getArgs().toJavaScript() : undefined;
             try {
-                configureHost(parseProviderConfig(args && Object.keys(args).length ? args : fromVariables(req.getVariablesMap?.())).host);
+                const config = parseProviderConfig(args && Object.keys(args).length ? args : fromVariables(req.getVariablesMap?.()));
+                configureHost(config.host, config.hostUnknown === true);
             } catch (err) {
                 return callback(failure(err));
             }
@@ -90,15 +104,19 @@ export function servingConfig(): void {
             const olds = call.request.getOlds()?.toJavaScript() ?? {};
             const news = call.request.getNews()?.toJavaScript() ?? {};
             const resp = new provproto.DiffResponse();
-            const urlOf = (c: Record<string, unknown>) => {
+            // Only the host is compared: a key this version does not know must not move every resource.
+            const placeOf = (c: Record<string, unknown>) => {
+                const host = stripSecrets(c.host);
+                if (hasUnknown(host)) return UNKNOWN;
                 try {
-                    return parseProviderConfig(c).host?.url;
+                    return parseHost(host)?.url;
                 } catch {
-                    return "(invalid)";
+                    return String(host);
                 }
             };
-            // Another host is another place: everything this provider manages moves, so it is replaced.
-            const moved = urlOf(olds) !== urlOf(news);
+            const [before, after] = [placeOf(olds), placeOf(news)];
+            // A host not known yet may be another: the engine shows the provider (and what it manages) as replaced.
+            const moved = before !== after || after === UNKNOWN;
             const changedFiles = ["identityFile", "knownHosts"].filter((k) => JSON.stringify(stripSecrets(olds[k])) !== JSON.stringify(stripSecrets(news[k])));
             resp.setChanges(moved || changedFiles.length ? provproto.DiffResponse.DiffChanges.DIFF_SOME : provproto.DiffResponse.DiffChanges.DIFF_NONE);
             resp.setReplacesList(moved ? ["host"] : []);

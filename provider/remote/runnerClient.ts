@@ -6,7 +6,8 @@ import { createInterface } from "node:readline";
 import { sha256Hex } from "../core/hash";
 import { connectionKey, type HostSpec } from "../core/hostSpec";
 import { InputError } from "../core/validation";
-import { progress, warn } from "../host/progress";
+import { shellQuote } from "../core/launcher";
+import { currentSink } from "../host/progress";
 import { HostAccessError, HostUnreachableError, SshConnection } from "../host/sshConnection";
 import type { RunnerReply, RunnerRequest } from "./runnerProtocol";
 
@@ -40,13 +41,25 @@ export function connectionFor(spec: HostSpec): SshConnection {
     return c;
 }
 
+/**
+ * A host that did not answer for a while (packets dropped, not refused) is not tried again for
+ * this long: a preview asking it N things would otherwise wait N connect timeouts.
+ */
+const SLOW_FAILURE_MS = 5_000;
+const REMEMBER_SLOW_FAILURE_MS = 30_000;
+const slowFailures = new Map<string, { until: number; err: Error }>();
+
 /** The runner on `spec`'s host, started once per process (again after it died). */
 export function runnerFor(spec: HostSpec): Promise<RemoteRunner> {
     const key = connectionKey(spec);
+    const failed = slowFailures.get(key);
+    if (failed && Date.now() < failed.until) return Promise.reject(failed.err);
     let r = runners.get(key);
     if (!r) {
+        const t0 = Date.now();
         r = RemoteRunner.start(connectionFor(spec)).catch((err) => {
             runners.delete(key);
+            if (err instanceof HostUnreachableError && Date.now() - t0 >= SLOW_FAILURE_MS) slowFailures.set(key, { until: Date.now() + REMEMBER_SLOW_FAILURE_MS, err });
             throw err;
         });
         runners.set(key, r);
@@ -69,15 +82,21 @@ export class RemoteRunner {
 
     static async start(connection: SshConnection): Promise<RemoteRunner> {
         const bundle = gunzipSync(readFileSync(bundlePath()));
-        const file = `"\${XDG_CACHE_HOME:-$HOME/.cache}/pulumi-qemu/runner/${sha256Hex(bundle).slice(0, 32)}.js"`;
-        const probe = await connection.run(`command -v node >/dev/null 2>&1 || { echo "node: not found on PATH" >&2; exit 127; }; if [ -f ${file} ]; then echo have; else echo need; fi`, { timeoutMs: SETUP_DEADLINE_MS });
+        const hash = sha256Hex(bundle);
+        // Every command runs under sh, whatever the far user's login shell (fish, csh) makes of its syntax.
+        const sh = (script: string) => `sh -c ${shellQuote(`f="\${XDG_CACHE_HOME:-$HOME/.cache}/pulumi-qemu/runner/${hash.slice(0, 32)}.js"; ${script}`)}`;
+        const sums = (file: string) => `[ "$(sha256sum < ${file} | cut -c1-64)" = ${hash} ]`;
+        // A cached runner is used only if its content is the bundle's: an upload cut short must not be run, or kept.
+        const probe = await connection.run(sh(`command -v node >/dev/null 2>&1 || { echo "node: not found on PATH" >&2; exit 127; }; if [ -f "$f" ] && ${sums('"$f"')}; then echo PQ-HAVE; else echo PQ-NEED; fi`), {
+            timeoutMs: SETUP_DEADLINE_MS,
+        });
         if (probe.exitCode === 127) {
             throw new HostAccessError(`host ${connection.spec.url}: no \`node\` on the far host's PATH; pulumi-qemu runs its lifecycles there with Node.js 18 or later (Debian: apt-get install nodejs)`);
         }
-        if (probe.exitCode !== 0) throw new HostAccessError(`host ${connection.spec.url}: could not prepare the far host: ${probe.stderr.trim() || `exit ${probe.exitCode}`}`);
-        if (probe.stdout.trim() === "need") {
-            // Owner-only, written under a temporary name and renamed, so a dropped connection leaves no half file under the real name.
-            const up = await connection.run(`umask 077 && f=${file} && mkdir -p "$(dirname "$f")" && cat > "$f.$$.part" && mv -f "$f.$$.part" "$f"`, {
+        if (probe.exitCode !== 0 || !/PQ-(HAVE|NEED)/.test(probe.stdout)) throw new HostAccessError(`host ${connection.spec.url}: could not prepare the far host: ${probe.stderr.trim() || `exit ${probe.exitCode}`}`);
+        if (probe.stdout.includes("PQ-NEED")) {
+            // Owner-only, under a temporary name, renamed only once its hash is the bundle's.
+            const up = await connection.run(sh(`umask 077 && mkdir -p "$(dirname "$f")" && p="$f.$$.part" && cat > "$p" && if ${sums('"$p"')}; then mv -f "$p" "$f"; else rm -f "$p"; echo "the copy arrived damaged" >&2; exit 1; fi`), {
                 input: bundle.toString("utf8"),
                 timeoutMs: SETUP_DEADLINE_MS,
             });
@@ -85,7 +104,7 @@ export class RemoteRunner {
         }
         const seconds = process.env.PULUMI_QEMU_PROGRESS_SECONDS;
         const env = seconds && /^\d+(\.\d+)?$/.test(seconds) ? `PULUMI_QEMU_PROGRESS_SECONDS=${seconds} ` : "";
-        const child = await connection.session(`umask 077 && exec env ${env}node ${file}`);
+        const child = await connection.session(sh(`umask 077 && exec env ${env}node "$f"`));
         const runner = new RemoteRunner(connection, child);
         await runner.awaitHello();
         return runner;
@@ -107,25 +126,33 @@ export class RemoteRunner {
                 reject(new HostUnreachableError(this.connection.spec.url, `the runner did not start within ${HELLO_DEADLINE_MS / 1000} s`));
             }, HELLO_DEADLINE_MS);
             let greeted = false;
+            child.once("error", (err) => {
+                clearTimeout(timer);
+                if (!greeted) reject(new HostAccessError(`host ${this.connection.spec.url}: cannot start ssh: ${err.message}`));
+            });
             createInterface({ input: child.stdout! }).on("line", (line) => {
-                let msg: RunnerReply;
+                let msg: unknown;
                 try {
                     msg = JSON.parse(line);
                 } catch {
                     return; // not ours (a login banner): ignored
                 }
+                // Only objects are ours: a banner line that happens to be JSON (a number, "text") is not.
+                if (msg === null || typeof msg !== "object" || Array.isArray(msg)) return;
                 if (!greeted && "hello" in msg) {
                     greeted = true;
                     clearTimeout(timer);
                     resolve();
                     return;
                 }
-                this.dispatch(msg);
+                this.dispatch(msg as RunnerReply);
             });
             child.once("close", (code, signal) => {
                 clearTimeout(timer);
                 const detail = this.stderrTail.trim().split("\n").slice(-3).join("; ") || `runner exited (${signal ?? `status ${code}`})`;
-                this.gone = code === 255 ? new HostUnreachableError(this.connection.spec.url, `connection lost: ${detail}`) : new HostAccessError(`host ${this.connection.spec.url}: the runner stopped: ${detail}`);
+                // ssh says 255 both for a lost connection and for a runner killed by a signal; the master tells them apart.
+                const lost = code === 255 && !this.connection.masterAlive();
+                this.gone = lost ? new HostUnreachableError(this.connection.spec.url, `connection lost: ${detail}`) : new HostAccessError(`host ${this.connection.spec.url}: the runner stopped: ${detail}`);
                 if (!greeted) reject(this.gone);
                 for (const p of this.pending.values()) p.reject(this.gone);
                 this.pending.clear();
@@ -138,8 +165,10 @@ export class RemoteRunner {
         if (!("id" in msg)) return;
         const p = this.pending.get(msg.id);
         if (!p) return;
-        if ("status" in msg) return p.status(msg.status);
-        if ("warning" in msg) return p.warning(msg.warning);
+        if ("status" in msg) return p.status(String(msg.status));
+        if ("warning" in msg) return p.warning(String(msg.warning));
+        // Neither: not an answer (an echoed request), so the call goes on waiting.
+        if (!("error" in msg) && !("result" in msg)) return;
         this.pending.delete(msg.id);
         if ("error" in msg) p.reject(rebuildError(msg.error));
         else p.resolve(msg.result);
@@ -150,8 +179,10 @@ export class RemoteRunner {
         if (this.gone) return Promise.reject(this.gone);
         const id = this.nextId++;
         const request: RunnerRequest = { id, kind, method, args };
+        // Progress comes back later, on the runner's stdout: it goes to the sink of this call, captured now.
+        const sink = currentSink();
         return new Promise((resolve, reject) => {
-            this.pending.set(id, { resolve, reject, status: progress, warning: warn });
+            this.pending.set(id, { resolve, reject, status: (m) => sink?.status(m), warning: (m) => sink?.warning(m) });
             this.child.stdin!.write(JSON.stringify(request) + "\n");
         });
     }

@@ -24,9 +24,9 @@ const LIFECYCLES: Record<string, Record<string, unknown>> = {
     GuestCommand: guestCommand,
 };
 
-// Only protocol lines go to stdout: anything else a module prints goes to stderr.
+// Only protocol lines go to stdout: anything else written there (console.log, .dir, .debug…) goes to stderr.
 const out = process.stdout.write.bind(process.stdout);
-console.log = console.info = (...a: unknown[]) => console.error(...a);
+process.stdout.write = process.stderr.write.bind(process.stderr) as typeof process.stdout.write;
 
 function send(reply: RunnerReply): void {
     out(JSON.stringify(reply) + "\n");

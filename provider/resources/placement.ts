@@ -1,6 +1,6 @@
 import type * as pulumi from "@pulumi/pulumi";
 import { parseHost, placementOf, type HostInput, type HostSpec } from "../core/hostSpec";
-import { InputError, quoteValue } from "../core/validation";
+import { DYNAMIC_PROVIDER_KEY, InputError, quoteValue } from "../core/validation";
 import { warn } from "../host/progress";
 import { HostUnreachableError } from "../host/sshConnection";
 import { runnerFor } from "../remote/runnerClient";
@@ -55,9 +55,12 @@ const HOST_KEYS = ["host", "hostAccess"] as const;
  * placement of every resource it manages; the dynamic path has none, resources say it themselves.
  */
 let configuredHost: HostSpec | undefined;
+/** The provider's host is computed and not known yet (preview): so is every resource's placement. */
+let configuredHostUnknown = false;
 
-export function configureHost(spec: HostSpec | undefined): void {
+export function configureHost(spec: HostSpec | undefined, unknown = false): void {
     configuredHost = spec;
+    configuredHostUnknown = unknown;
 }
 
 /**
@@ -72,7 +75,8 @@ export function servingAsRunner(): void {
 }
 
 export function placed<T extends Lifecycle>(kind: ResourceKind, impl: T): T {
-    const remote = (spec: HostSpec, method: string, args: unknown[]) => runnerFor(spec).then((r) => r.call(kind, method, args));
+    // The dynamic provider's serialized closure (`__provider`) never leaves this machine: the far side has no use for it.
+    const remote = (spec: HostSpec, method: string, args: unknown[]) => runnerFor(spec).then((r) => r.call(kind, method, args.map(withoutClosure)));
     const lifecycle: Lifecycle = {
         async check(olds, news) {
             const input = hostInput(news);
@@ -159,6 +163,7 @@ export function placed<T extends Lifecycle>(kind: ResourceKind, impl: T): T {
 function hostInput(news: any): unknown {
     const own = news?.host;
     if (own !== undefined && own !== null) return own;
+    if (configuredHostUnknown) return UNKNOWN;
     if (configuredHost) return configuredHost.url;
     const vm = news?.vm;
     // A vm.host that is no URL is left for vmElsewhere to name.
@@ -213,8 +218,9 @@ function withAccess(spec: HostSpec, props: any): HostSpec {
 /** What state keeps of the placement: the URL, and the key files when the resource named them. */
 function placementOutputs(spec: HostSpec): Record<string, unknown> {
     const access = { ...(spec.identityFile ? { identityFile: spec.identityFile } : {}), ...(spec.knownHosts ? { knownHosts: spec.knownHosts } : {}) };
-    const fromConfig = configuredHost !== undefined && configuredHost.url === spec.url;
-    return { host: spec.url, ...(Object.keys(access).length && !fromConfig ? { hostAccess: access } : {}) };
+    // Kept even when the provider's configuration gave them (they are paths, not keys): whatever reads this
+    // state without that configuration (a GuestCommand handed the VM's outputs) can still reach the host.
+    return { host: spec.url, ...(Object.keys(access).length ? { hostAccess: access } : {}) };
 }
 
 function withoutHost<T>(value: T): T {
@@ -228,4 +234,10 @@ function withoutHost<T>(value: T): T {
 function stripHostDependentCheck(news: any): any {
     if (!news?.vm?.networks) return news;
     return { ...news, vm: { ...news.vm, networks: UNKNOWN } };
+}
+
+function withoutClosure(value: unknown): unknown {
+    if (value === null || typeof value !== "object" || Array.isArray(value) || !(DYNAMIC_PROVIDER_KEY in value)) return value;
+    const { [DYNAMIC_PROVIDER_KEY]: _closure, ...rest } = value as Record<string, unknown>;
+    return rest;
 }

@@ -1,9 +1,12 @@
 import { execFileSync } from "node:child_process";
-import { chmodSync, readFileSync, writeFileSync } from "node:fs";
+import { chmodSync, copyFileSync, readFileSync, writeFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
+import { withProgress } from "../../provider/host/progress";
 import * as diskImage from "../../provider/resources/diskImage";
+import * as networkResource from "../../provider/resources/network";
+import * as runScript from "../../provider/resources/runScript";
 import * as vmResource from "../../provider/resources/virtualMachine";
 import type { VirtualMachineOutputs } from "../../provider/resources/virtualMachine";
 import { ensureTestGuest, guestKernelArguments, READY_MARKER } from "../guest/testGuest";
@@ -143,6 +146,42 @@ test("a VM on the far host: ready, same argvHash as here, no-op diff without the
     await vmResource.remove(path.basename(here.vmDir), here);
 });
 
+test("a network of two VMs and a launcher on the far host: the switch and QEMUs run there, the VMs reach each other over it", async () => {
+    const net = await networkResource.create((await networkResource.check({}, { name: "far-lan", host: far.host })).inputs);
+    const netOuts = net.outs as networkResource.NetworkOutputs;
+    try {
+        expect(netOuts.host).toBe(far.url);
+        expect(netOuts.switchDir.startsWith(`${farState()}/networks/`)).toBe(true);
+        expect(execFileSync("ps", ["-o", "user=,comm=", "-p", String(netOuts.pid)], { encoding: "utf8" }).trim()).toMatch(new RegExp(`^${far.user}\\s+vde_switch`));
+        // The second VM checks the first over the network at boot (the test guest's pq_check), and is ready once it answered.
+        const a = await makeVm({ vm: { ...guestVm("far-a"), networks: [{ network: net.id }] }, ready: { serialPattern: READY_MARKER, timeoutSeconds: 150 }, host: far.host });
+        const ip = a.nics![0].ipv4;
+        const vmB = guestVm("far-b");
+        const b = await makeVm({
+            vm: { ...vmB, kernelArguments: [...vmB.kernelArguments, `pq_check=${ip}`], networks: [{ network: net.id }] },
+            ready: { serialPattern: "/pq-check: done, 1 ok, 0 failed/", timeoutSeconds: 150 },
+            host: far.host,
+        });
+        expect(far.asFarUser(`cat ${b.serialLog}`)).toContain(`pq-check: ${ip} ok: pulumi-qemu test guest far-a`);
+        expect((await networkResource.read(net.id, netOuts)).props).toMatchObject({ host: far.url, pid: netOuts.pid });
+
+        // A launcher written there, for the same VM as here: same argvHash, owner-only on the far host.
+        const launcherThere = await runScript.create((await runScript.check({}, { vm: guestVm("far-launch"), host: far.host })).inputs);
+        const launcherHere = await runScript.create((await runScript.check({}, { vm: guestVm("far-launch"), stateDir: localState })).inputs);
+        expect(launcherThere.outs.argvHash).toBe(launcherHere.outs.argvHash);
+        expect(ownerOf(launcherThere.outs.path)).toBe(`${far.user} 500`);
+        await runScript.remove(launcherThere.id, launcherThere.outs);
+        await runScript.remove(launcherHere.id, launcherHere.outs);
+        expect(far.asFarUser(`test -e ${launcherThere.outs.path} && echo present || echo absent`).trim()).toBe("absent");
+
+        await vmResource.remove("", b);
+        await vmResource.remove("", a);
+    } finally {
+        await networkResource.remove(net.id, netOuts);
+    }
+    expect(isRunning(netOuts.pid)).toBe(false);
+});
+
 test("host unreachable: hash diffs still answer, host-bound calls say so naming the host, nothing is dropped from state", async () => {
     const vm = guestVm("far-two");
     const inputs = { vm, ready: { serialPattern: READY_MARKER, timeoutSeconds: 150 }, host: far.host };
@@ -192,6 +231,37 @@ test("a connection dropped in the middle of a create leaves an orphan the next c
     // A killed create's directory goes with its QEMU (a VM found dead would keep its serial log for a day).
     expect(far.asFarUser(`test -e ${orphanDir} && echo present || echo absent`).trim()).toBe("absent");
     await vmResource.remove("", next);
+});
+
+test("a runner cached damaged (an upload cut short) is replaced, never run; progress of a far call reaches that call's own sink", async () => {
+    const cache = `${far.home}/.cache/pulumi-qemu/runner`;
+    const cached = far.asFarUser(`ls ${cache}`).split("\n").filter((f) => f.endsWith(".js"));
+    expect(cached).toHaveLength(1);
+    far.asFarUser(`head -c 1000 ${cache}/${cached[0]} > ${cache}/cut && mv ${cache}/cut ${cache}/${cached[0]}`);
+    // Another set of key files is another connection, so a new runner is started (and the progress interval read again).
+    const dir = await mkdtemp(path.join(os.tmpdir(), "pq-remote-fresh-"));
+    const saved = process.env.PULUMI_QEMU_PROGRESS_SECONDS;
+    process.env.PULUMI_QEMU_PROGRESS_SECONDS = "1";
+    try {
+        const knownHosts = path.join(dir, "known_hosts");
+        copyFileSync(far.knownHosts, knownHosts);
+        const host = { ...far.host, knownHosts };
+        const heard: Record<string, string[]> = { vm: [], image: [] };
+        const sink = (who: string) => ({ status: (m: string) => heard[who].push(m), warning: (m: string) => heard[who].push(`warning: ${m}`) });
+        const [vm] = await Promise.all([
+            withProgress(sink("vm"), () => makeVm({ vm: guestVm("far-progress"), ready: { serialPattern: READY_MARKER, timeoutSeconds: 150 }, host })),
+            withProgress(sink("image"), () => makeImage({ source: { kind: "blank", size: "8M", format: "qcow2" }, host })),
+        ]);
+        expect(far.asFarUser(`sha256sum < ${cache}/${cached[0]} | cut -c1-32`).trim()).toBe(cached[0].replace(/\.js$/, ""));
+        // The VM's wait reported itself (every second here) to the VM's sink, and to no other.
+        expect(heard.vm.some((m) => /serialPattern/.test(m))).toBe(true);
+        expect(heard.image.filter((m) => /serialPattern/.test(m))).toEqual([]);
+        await vmResource.remove("", vm);
+    } finally {
+        if (saved === undefined) delete process.env.PULUMI_QEMU_PROGRESS_SECONDS;
+        else process.env.PULUMI_QEMU_PROGRESS_SECONDS = saved;
+        await rm(dir, { recursive: true, force: true });
+    }
 });
 
 test("an unknown host key, a wrong client key and a missing key file are refused with what to do; nothing is made", async () => {

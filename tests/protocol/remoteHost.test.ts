@@ -57,6 +57,12 @@ test("provider configuration: CheckConfig names bad keys and values, DiffConfig 
         const fromLocal = await driver.plugin.diffConfig(PROVIDER_URN, {}, providerConfig());
         expect(fromLocal).toMatchObject({ changes: DIFF_SOME, replaces: ["host"] });
 
+        // A host computed from another resource is unknown at preview: not judged, and the provider may move.
+        const UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9";
+        expect((await driver.plugin.checkConfig(PROVIDER_URN, {}, { host: UNKNOWN, identityFile: far.identityFile })).failures).toEqual([]);
+        expect(await driver.plugin.diffConfig(PROVIDER_URN, providerConfig(), { ...providerConfig(), host: UNKNOWN })).toMatchObject({ changes: DIFF_SOME, replaces: ["host"] });
+        // Only the host decides a move: a key an older or newer version wrote does not.
+        expect(await driver.plugin.diffConfig(PROVIDER_URN, { ...providerConfig(), futureKey: 1 }, providerConfig())).toMatchObject({ changes: DIFF_NONE, replaces: [] });
         await expect(driver.plugin.configure({ host: "ssh://lab:pw@lab-2" })).rejects.toThrow(/qemu provider configuration: host: must not hold a password/);
     } finally {
         await driver.close();
@@ -75,8 +81,8 @@ test("a provider instance configured for the far host: an image and a VM made, r
         const made = await driver.plugin.create(imgUrn, checked.inputs);
         const img = made.properties as { path: string; host: string; hostAccess?: unknown };
         expect(img.host).toBe(far.url);
-        // The key files come from the provider's configuration, so state does not keep them.
-        expect(img.hostAccess).toBeUndefined();
+        // The key files come from the provider's configuration; state keeps their paths (never a key) for readers without it.
+        expect(img.hostAccess).toEqual({ identityFile: far.identityFile, knownHosts: far.knownHosts });
         expect(img.path.startsWith(`${far.home}/.local/state/pulumi-qemu/images/`)).toBe(true);
         expect(execFileSync("stat", ["-c", "%U", img.path], { encoding: "utf8" }).trim()).toBe(far.user);
         const read = await driver.plugin.read(made.id, imgUrn, made.properties, checked.inputs);

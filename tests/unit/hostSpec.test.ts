@@ -41,6 +41,8 @@ test("bad host values are refused naming the field and the fix", () => {
     expect(problems("ssh://host:70000")).toEqual([expect.stringContaining("invalid port")]);
     expect(problems(42)).toEqual([expect.stringContaining("host must be an ssh:// URL string or { url, identityFile?, knownHosts? }")]);
     expect(problems({ url: "ssh://h", identityFile: "key" })).toEqual(["host.identityFile: identityFile must be an absolute path (start with \"/\")"]);
+    expect(problems({ url: "ssh://h", knownHosts: "/home/me/trusted hosts" })).toEqual([expect.stringMatching(/^host.knownHosts: knownHosts must not contain whitespace, %, \$/)]);
+    expect(problems({ url: "ssh://h", identityFile: "/keys/%h" })).toEqual([expect.stringContaining("identityFile must not contain whitespace, %")]);
     expect(problems({ url: "ssh://h", password: "x" })).toEqual([expect.stringMatching(/^host: .*password|^host: /)]);
 });
 
