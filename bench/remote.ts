@@ -417,11 +417,11 @@ async function measure(opts: Options): Promise<BenchResult> {
                 });
                 notes.push(
                     `Remote: every tool the provider starts (qemu-img, ssh) is forked from the process that starts it, and a fork costs more the more memory that process holds, most under load (see the \`true\` rows): ` +
-                        `this benchmark's process had ${mib(ownRss)} RSS, the runner on the far host ${runnerRss.length === 1 ? mib(runnerRss[0]) : "(not found alone)"}. ` +
+                        `this benchmark's process had ${mib(ownRss)} RSS, the runner on the far host ${runnerRss.length ? mib(Math.max(...runnerRss)) : "(not found)"}${runnerRss.length > 1 ? ` (the largest of ${runnerRss.length} runners)` : ""}. ` +
                         "So a tool the runner starts there can start sooner than the same tool started here, which is how an overlay can be made faster through SSH than locally.",
                 );
                 notes.push(
-                    "Remote: SshConnection.open looks for the master's control socket every 100 ms (provider/host/sshConnection.ts startMaster), so a first connection's time is rounded up to that tick.",
+                    "Remote: SshConnection.open looks for the master's control socket every 20 ms (provider/host/sshConnection.ts startMaster), so a first connection's time is rounded up to that tick.",
                 );
                 notes.push(
                     "Remote: the far host is this machine behind Debian's sshd on 127.0.0.1 logged in as the unprivileged user pqbench (tests/support/farHost.ts with its own user), so an SSH figure against a local one is the cost of the SSH connection, the runner's JSON lines and its node process; " +
