@@ -230,10 +230,11 @@ function withoutHost<T>(value: T): T {
     return copy as T;
 }
 
-/** A VM's inputs with what only the host can judge (its networks) left unknown, for a check done here. */
+/** A VM's inputs without what only the host can judge (its networks' records), for a check done here. */
 function stripHostDependentCheck(news: any): any {
     if (!news?.vm?.networks) return news;
-    return { ...news, vm: { ...news.vm, networks: UNKNOWN } };
+    const { networks: _judgedThere, ...vm } = news.vm;
+    return { ...news, vm };
 }
 
 function withoutClosure(value: unknown): unknown {

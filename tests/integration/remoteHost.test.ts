@@ -199,6 +199,9 @@ test("host unreachable: hash diffs still answer, host-bound calls say so naming 
         // Preview of what needs no host goes on.
         expect(await vmResource.diff(id, outs, inputs)).toEqual({ changes: false });
         expect((await vmResource.check({}, inputs)).failures ?? []).toEqual([]);
+        // What needs no host is still judged here: only the networks' records wait for the host.
+        const bad = await vmResource.check({}, { ...inputs, vm: { ...vm, memoryMiB: -1, networks: [{ network: "net-abc" }] } });
+        expect(bad.failures).toEqual([expect.objectContaining({ property: "vm.memoryMiB" })]);
         await expect(vmResource.create(inputs)).rejects.toThrow(unreachable);
     } finally {
         await far.resume();
