@@ -5,7 +5,7 @@ import { shellQuote } from "../provider/core/shellFraming";
 import { DEFAULT_EXEC_TIMEOUT_SECONDS, type ExecOptions, type GuestChannel } from "../provider/host/guestChannel";
 import type { ProcessIdentity } from "../provider/host/qemuProcess";
 import { openAgentChannel, type AgentTarget } from "../provider/resources/agentChannel";
-import { deleteSnapshot, listSnapshots, restoreSnapshot, saveSnapshot, type SnapshotInfo } from "../provider/host/snapshots";
+import type { SnapshotInfo } from "../provider/host/snapshots";
 import { cleanConsole } from "../provider/resources/virtualMachine";
 import { siteOf } from "../provider/resources/vmSite";
 
@@ -256,29 +256,23 @@ export function attach(outputs: MachineOutputs): Machine {
         async consoleText() {
             return cleanConsole(await site.serialText());
         },
-        snapshot: async (name, opts) => saveSnapshot(localOnly("snapshot"), name, opts),
+        // Worked on where the VM runs: its records are in its directory there.
+        snapshot: async (name, opts) => site.snapshots.save(outputs, name, opts),
         async restore(name, opts = {}) {
-            localOnly("restore");
             // The guest's end of the channel goes back in time with it: start a fresh session.
             machine.close();
-            await restoreSnapshot(outputs, name, opts);
+            await site.snapshots.restore(outputs, name, opts);
             if (opts.syncClock ?? outputs.agent !== undefined) {
                 await machine.succeed(`date -u -s @${Math.floor(Date.now() / 1000)} >/dev/null`, { timeoutSeconds: opts.timeoutSeconds ?? 30 });
             }
         },
-        deleteSnapshot: async (name, opts) => deleteSnapshot(localOnly("deleteSnapshot"), name, opts),
-        snapshots: async () => listSnapshots(localOnly("snapshots")),
+        deleteSnapshot: async (name, opts) => site.snapshots.remove(outputs, name, opts),
+        snapshots: async () => site.snapshots.list(outputs),
         close() {
             channel?.close();
             channel = undefined;
         },
     };
-
-    /** Snapshots keep their records in the VM's directory, read here: not yet for a VM on a far host. */
-    function localOnly(what: string): MachineOutputs {
-        if (site.where) throw new MachineError(`${what}: snapshots of a VM on ${site.where} are not supported by attach yet; use them on a VM on this machine`);
-        return outputs;
-    }
 
     async function waitForExit(timeoutSeconds: number, what: string): Promise<void> {
         if (!identity || !outputs.pidfile) {

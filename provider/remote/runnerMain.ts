@@ -1,6 +1,7 @@
 import { createInterface } from "node:readline";
 import { InputError } from "../core/validation";
 import { withProgress } from "../host/progress";
+import { deleteSnapshot, listSnapshots, restoreSnapshot, saveSnapshot } from "../host/snapshots";
 import { servingAsRunner } from "../resources/placement";
 import * as diskImage from "../resources/diskImage";
 import * as guestCommand from "../resources/guestCommand";
@@ -38,9 +39,19 @@ function wireError(err: unknown): WireError {
     return { name: "Error", message: String(err) };
 }
 
+/** Besides the lifecycles: what the test API does to a running VM that needs its directory (pulumi-qemu/testing's snapshots). */
+const ACTIONS: Record<string, Record<string, (...a: any[]) => Promise<unknown>>> = {
+    Snapshots: { save: saveSnapshot, restore: restoreSnapshot, remove: deleteSnapshot, list: listSnapshots },
+};
+
+function methodFor(kind: string, name: string): ((...a: unknown[]) => Promise<unknown>) | undefined {
+    const lifecycle = LIFECYCLES[kind];
+    if (lifecycle) return (RUNNER_METHODS as readonly string[]).includes(name) ? (lifecycle[name] as (...a: unknown[]) => Promise<unknown>) : undefined;
+    return Object.hasOwn(ACTIONS, kind) && Object.hasOwn(ACTIONS[kind], name) ? ACTIONS[kind][name] : undefined;
+}
+
 async function serveRequest(req: RunnerRequest): Promise<void> {
-    const impl = LIFECYCLES[req.kind];
-    const method = (RUNNER_METHODS as readonly string[]).includes(req.method) ? (impl?.[req.method] as ((...a: unknown[]) => Promise<unknown>) | undefined) : undefined;
+    const method = methodFor(req.kind, req.method);
     if (!method) return send({ id: req.id, error: { name: "Error", message: `the runner has no ${req.kind}.${req.method}` } });
     try {
         const sink = { status: (m: string) => send({ id: req.id, status: m }), warning: (m: string) => send({ id: req.id, warning: m }) };

@@ -9,7 +9,8 @@ import { checkOurQemu, judgeOurQemu, parseProcStat, waitUntilGone, type Liveness
 import { qmpOnce } from "../host/qmp";
 import { consoleTail, TAIL_BYTES } from "../host/serialWatch";
 import { HostAccessError, HostUnreachableError, type SshConnection } from "../host/sshConnection";
-import { connectionFor } from "../remote/runnerClient";
+import { deleteSnapshot, listSnapshots, restoreSnapshot, saveSnapshot, type SnapshotInfo, type SnapshotTarget } from "../host/snapshots";
+import { connectionFor, runnerFor } from "../remote/runnerClient";
 import type { VmProbe } from "./agentChannel";
 import { serialTail } from "./virtualMachine";
 
@@ -33,6 +34,29 @@ export interface VmSite extends VmProbe {
     screendump(): Promise<Buffer>;
     /** Polls until the QEMU named by `identity` is gone; true when it is, false at the deadline. */
     waitUntilGone(identity: ProcessIdentity, pidfile: string, timeoutMs: number): Promise<boolean>;
+    /** The VM's snapshots, worked on where it runs (their records are in its directory there). */
+    snapshots: SnapshotOps;
+}
+
+/** host/snapshots.ts's operations, here or through a far host's runner. */
+export interface SnapshotOps {
+    save(target: SnapshotTarget, name: string, opts?: { timeoutSeconds?: number }): Promise<SnapshotInfo>;
+    restore(target: SnapshotTarget, name: string, opts?: { timeoutSeconds?: number }): Promise<{ loadMs: number }>;
+    remove(target: SnapshotTarget, name: string, opts?: { timeoutSeconds?: number }): Promise<void>;
+    list(target: SnapshotTarget): Promise<SnapshotInfo[]>;
+}
+
+export const LOCAL_SNAPSHOTS: SnapshotOps = { save: saveSnapshot, restore: restoreSnapshot, remove: deleteSnapshot, list: listSnapshots };
+
+/** The same operations run by the runner on the VM's host (provider/remote/runnerMain.ts serves "Snapshots"). */
+function remoteSnapshots(spec: HostSpec): SnapshotOps {
+    const call = (method: string, args: unknown[]) => runnerFor(spec).then((r) => r.call("Snapshots", method, args));
+    return {
+        save: (target, name, opts) => call("save", [target, name, opts ?? {}]),
+        restore: (target, name, opts) => call("restore", [target, name, opts ?? {}]),
+        remove: (target, name, opts) => call("remove", [target, name, opts ?? {}]),
+        list: (target) => call("list", [target]),
+    };
 }
 
 /** The outputs a site is found from: the VM's paths, and its placement when it has one. */
@@ -54,6 +78,7 @@ export function siteOf(target: SiteTarget): VmSite {
 function localSite(target: SiteTarget): VmSite {
     return {
         liveness: checkOurQemu,
+        snapshots: LOCAL_SNAPSHOTS,
         qmp: (command, args, timeoutMs) => qmpOnce(target.qmpSocket, command, args, timeoutMs),
         agentSocket: async () => target.agentSocket!,
         serialText: () => readFile(target.serialLog, "utf8"),
@@ -100,6 +125,7 @@ const forwardsOf = new WeakMap<SshConnection, Map<string, { local: Promise<strin
 
 class SshSite implements VmSite {
     readonly where: string;
+    readonly snapshots: SnapshotOps;
     private readonly connection: SshConnection;
 
     constructor(
@@ -108,6 +134,7 @@ class SshSite implements VmSite {
     ) {
         this.where = `host ${spec.url}`;
         this.connection = connectionFor(spec);
+        this.snapshots = remoteSnapshots(spec);
     }
 
     /** A local socket forwarded to `remote` over the live master (made again after the master was). */

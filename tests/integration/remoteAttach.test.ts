@@ -6,6 +6,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { parseHost } from "../../provider/core/hostSpec";
 import { connectionFor } from "../../provider/remote/runnerClient";
+import * as diskImage from "../../provider/resources/diskImage";
 import * as gc from "../../provider/resources/guestCommand";
 import type { GuestCommandOutputs } from "../../provider/resources/guestCommand";
 import * as vmResource from "../../provider/resources/virtualMachine";
@@ -150,10 +151,36 @@ test("after the SSH connection is closed, the next call makes a new one and new 
     expect(await m.nics()).toHaveLength(1);
 }, 60_000);
 
-test("snapshots of a far VM are refused, naming the host", async () => {
-    await expect(machine!.snapshot("clean")).rejects.toThrow(`snapshot: snapshots of a VM on host ${far.url} are not supported by attach yet`);
-    await expect(machine!.snapshots()).rejects.toThrow(MachineError);
-});
+test("snapshots of a far VM are taken, listed, restored and deleted there, through its host's runner", async () => {
+    // Snapshots need a writable qcow2 disk: a far VM with one, made on the far host.
+    const img = (await diskImage.create({ source: { kind: "blank", size: "32M", format: "qcow2" }, host: far.host })).outs as diskImage.DiskImageOutputs;
+    const made = await vmResource.create({
+        vm: { name: "far-snap", accel: "tcg", agent: "shell", network: "user", kernel: (vm!.vm as { kernel: string }).kernel, initrd: (vm!.vm as { initrd: string }).initrd, kernelArguments: guestKernelArguments({ name: "far-snap" }), disks: [{ path: img.path, format: "qcow2", inputHash: img.inputHash }] },
+        ready: { agent: true, timeoutSeconds: 180 },
+        host: far.host,
+    });
+    const outs = made.outs as RemoteVm;
+    const m = attach(outs);
+    try {
+        await m.succeed("echo A > /tmp/marker-a");
+        const info = await m.snapshot("clean");
+        expect(info).toMatchObject({ name: "clean" });
+        // The snapshot lives in the far disk, written by the far QEMU.
+        expect(far.asFarUser(`qemu-img snapshot -U -l ${img.path}`)).toContain("clean");
+        await m.succeed("echo B > /tmp/marker-b");
+        await m.restore("clean");
+        expect(await m.succeed("cat /tmp/marker-a")).toBe("A\n");
+        await m.fail("test -e /tmp/marker-b");
+        expect((await m.snapshots()).map((s) => s.name)).toEqual(["clean"]);
+        await m.deleteSnapshot("clean");
+        expect(await m.snapshots()).toEqual([]);
+        await expect(m.restore("clean")).rejects.toThrow(/clean/);
+    } finally {
+        m.close();
+        await vmResource.remove(made.id as string, outs);
+        await diskImage.remove(img.path, img);
+    }
+}, 240_000);
 
 test("a GuestCommand placed on the VM's host runs there through the runner", async () => {
     const inputs = { vm: vm!, host: far.host, create: "echo made > /tmp/gc-far; cat /www/index.html", delete: "rm /tmp/gc-far" };
