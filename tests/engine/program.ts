@@ -1,5 +1,6 @@
 import { mkdir, readdir, readFile, symlink, writeFile, copyFile } from "node:fs/promises";
 import * as path from "node:path";
+import type { ProjectOptions } from "./miniEngine";
 import { MAIN_ROOT } from "./paths";
 
 
@@ -41,4 +42,18 @@ export async function linkPackages(dir: string): Promise<void> {
     await mkdir(path.join(dir, "node_modules", "@pulumi"), { recursive: true });
     await symlink(MAIN_ROOT, path.join(dir, "node_modules", "pulumi-qemu"), "dir");
     await symlink(path.join(MAIN_ROOT, "node_modules", "@pulumi", "pulumi"), path.join(dir, "node_modules", "@pulumi", "pulumi"), "dir");
+}
+
+/**
+ * examples/fleet made ready in `work` as a user's project: the program, a shared folder with
+ * hello.txt (the VMs' 9p share), state under `work`, the provider's state in `work/qs`.
+ */
+export async function fleetProject(work: string, stack: string): Promise<{ opts: ProjectOptions; shared: string; stateDir: string }> {
+    const shared = path.join(work, "shared");
+    await mkdir(shared);
+    await writeFile(path.join(shared, "hello.txt"), "hello\n");
+    const dir = await prepareProgram(path.join(MAIN_ROOT, "examples", "fleet"), path.join(work, "program"));
+    const stateDir = path.join(work, "qs");
+    const opts = { dir, project: "qemu-fleet", stack, statePath: path.join(work, "state.json"), env: { PULUMI_QEMU_STATE_DIR: stateDir } };
+    return { opts, shared, stateDir };
 }

@@ -2,10 +2,10 @@ import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
-import { assertBuilt, MAIN_ROOT } from "../engine/driver";
+import { assertBuilt } from "../engine/driver";
 import { destroy, loadState, preview, refresh, up, type ProjectOptions, type RunSummary } from "../engine/miniEngine";
 import { consecutiveFreePorts } from "../engine/ports";
-import { prepareProgram } from "../engine/program";
+import { fleetProject } from "../engine/program";
 import { isSecret } from "../engine/wire";
 import { ensureTestGuest, guestKernelArguments, READY_MARKER } from "../guest/testGuest";
 import { httpGetWhenUp } from "../support/net";
@@ -29,17 +29,11 @@ beforeAll(async () => {
     assertBuilt();
     const guest = await ensureTestGuest();
     work = await mkdtemp(path.join(os.tmpdir(), "pq-fleet-t-"));
-    stateDir = path.join(work, "qs");
-    const shared = path.join(work, "shared");
-    await mkdir(shared);
-    await writeFile(path.join(shared, "hello.txt"), "hello\n");
-    const dir = await prepareProgram(path.join(MAIN_ROOT, "examples", "fleet"), path.join(work, "program"));
+    const fleet = await fleetProject(work, "test");
+    stateDir = fleet.stateDir;
+    const shared = fleet.shared;
     opts = {
-        dir,
-        project: "qemu-fleet",
-        stack: "test",
-        statePath: path.join(work, "state.json"),
-        env: { PULUMI_QEMU_STATE_DIR: stateDir },
+        ...fleet.opts,
         config: {
             kernel: guest.kernel,
             initrd: guest.initrd,

@@ -1,12 +1,12 @@
 import { execFileSync } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
-import { assertBuilt, MAIN_ROOT } from "../engine/driver";
+import { assertBuilt } from "../engine/driver";
 import { destroy, loadState, preview, refresh, up, type ProjectOptions, type RunSummary } from "../engine/miniEngine";
 import { consecutiveFreePorts } from "../engine/ports";
-import { prepareProgram } from "../engine/program";
+import { fleetProject } from "../engine/program";
 import { ensureTestGuest, guestKernelArguments, READY_MARKER } from "../guest/testGuest";
 import { startFarHost, type FarHost } from "../support/farHost";
 import { httpGetWhenUp } from "../support/net";
@@ -29,21 +29,14 @@ beforeAll(async () => {
     const guest = await ensureTestGuest();
     far = await startFarHost();
     work = await mkdtemp(path.join(os.tmpdir(), "pq-fleet-far-"));
-    const shared = path.join(work, "shared");
-    await mkdir(shared);
-    await writeFile(path.join(shared, "hello.txt"), "hello\n");
-    const dir = await prepareProgram(path.join(MAIN_ROOT, "examples", "fleet"), path.join(work, "program"));
+    const fleet = await fleetProject(work, "far");
     opts = {
-        dir,
-        project: "qemu-fleet",
-        stack: "far",
-        statePath: path.join(work, "state.json"),
-        env: { PULUMI_QEMU_STATE_DIR: path.join(work, "qs") },
+        ...fleet.opts,
         config: {
             kernel: guest.kernel,
             initrd: guest.initrd,
             kernelArguments: guestKernelArguments({ name: "{name}" }),
-            sharedDir: shared,
+            sharedDir: fleet.shared,
             firstPort: await consecutiveFreePorts(1),
             count: 1,
             privateNetwork: false,
