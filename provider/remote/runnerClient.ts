@@ -21,6 +21,15 @@ import type { RunnerReply, RunnerRequest } from "./runnerProtocol";
  */
 
 const HELLO_DEADLINE_MS = 30_000;
+/** The oldest Node.js the runner works on (fs statfs came in 18.15; Debian 12 has 18.19). */
+const MIN_NODE = [18, 15];
+
+export function nodeIsRecentEnough(version: string): boolean {
+    const m = /^v(\d+)\.(\d+)/.exec(version);
+    if (!m) return false;
+    const [major, minor] = [Number(m[1]), Number(m[2])];
+    return major > MIN_NODE[0] || (major === MIN_NODE[0] && minor >= MIN_NODE[1]);
+}
 const SETUP_DEADLINE_MS = 60_000;
 
 interface Pending {
@@ -91,7 +100,7 @@ export class RemoteRunner {
             timeoutMs: SETUP_DEADLINE_MS,
         });
         if (probe.exitCode === 127) {
-            throw new HostAccessError(`host ${connection.spec.url}: no \`node\` on the far host's PATH; pulumi-qemu runs its lifecycles there with Node.js 18 or later (Debian: apt-get install nodejs)`);
+            throw new HostAccessError(`host ${connection.spec.url}: no \`node\` on the far host's PATH; pulumi-qemu runs its lifecycles there with Node.js ${MIN_NODE.join(".")} or later (Debian: apt-get install nodejs)`);
         }
         if (probe.exitCode !== 0 || !/PQ-(HAVE|NEED)/.test(probe.stdout)) throw new HostAccessError(`host ${connection.spec.url}: could not prepare the far host: ${probe.stderr.trim() || `exit ${probe.exitCode}`}`);
         if (probe.stdout.includes("PQ-NEED")) {
@@ -142,6 +151,12 @@ export class RemoteRunner {
                 if (!greeted && "hello" in msg) {
                     greeted = true;
                     clearTimeout(timer);
+                    const version = String((msg as { node?: unknown }).node ?? "");
+                    if (!nodeIsRecentEnough(version)) {
+                        child.stdin!.end();
+                        reject(new HostAccessError(`host ${this.connection.spec.url}: its node is ${version || "of unknown version"}; pulumi-qemu's runner needs Node.js ${MIN_NODE.join(".")} or later there`));
+                        return;
+                    }
                     resolve();
                     return;
                 }

@@ -2,6 +2,7 @@ import { parseHost, placementOf } from "../../provider/core/hostSpec";
 import { InputError } from "../../provider/core/validation";
 import { explainSshFailure } from "../../provider/host/sshConnection";
 import { parseProviderConfig } from "../../provider/plugin/providerConfig";
+import { nodeIsRecentEnough } from "../../provider/remote/runnerClient";
 
 function problems(value: unknown): string[] {
     try {
@@ -73,4 +74,9 @@ test("ssh's failures become what to do, naming the host", () => {
     const refused = explainSshFailure(spec, "ssh: connect to host h port 2222: Connection refused", 255);
     expect(refused.name).toBe("HostUnreachableError");
     expect(refused.message).toBe("host ssh://lab@h:2222 is unreachable: ssh: connect to host h port 2222: Connection refused");
+});
+
+test("the far host's node must be 18.15 or later (what the runner bundle uses)", () => {
+    expect(["v18.15.0", "v18.19.1", "v20.20.2", "v22.1.0"].map(nodeIsRecentEnough)).toEqual([true, true, true, true]);
+    expect(["v18.14.2", "v16.20.0", "v12.22.9", "", "18.19.0"].map(nodeIsRecentEnough)).toEqual([false, false, false, false, false]);
 });
