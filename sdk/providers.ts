@@ -16,8 +16,8 @@ function lifecycleShim(modulePath: string, updatesInPlace: boolean): pulumi.dyna
     const progressing = (inputs: unknown, work: () => Promise<any>) =>
         require(modulePath.replace(/resources\/[^/]+$/, "plugin/engineLog.js")).inDynamicProvider(modulePath.replace(/^.*\/|\.js$/g, ""), inputs, work);
     const provider: pulumi.dynamic.ResourceProvider = {
-        check: async (olds, news) => require(modulePath).check(olds, news),
-        diff: async (id, olds, news) => require(modulePath).diff(id, olds, news),
+        check: async (olds, news) => progressing(news, () => require(modulePath).check(olds, news)),
+        diff: async (id, olds, news) => progressing(news, () => require(modulePath).diff(id, olds, news)),
         create: async (inputs) => progressing(inputs, () => require(modulePath).create(inputs)),
         read: async (id, props) => progressing(props, () => require(modulePath).read(id, props)),
         delete: async (id, props) => progressing(props, () => require(modulePath).remove(id, props)),

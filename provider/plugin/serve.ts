@@ -42,13 +42,14 @@ export function qemuProvider(version: string, engineAddress?: string): provider.
     return {
         version,
         schema: packageSchema(version),
+        // Check and diff report too: a diff may hash a large file, a placed check may warn that its host is unreachable.
         check: (urn, olds, news) =>
-            hidingSecrets([olds, news], async () => {
+            hidingSecrets([olds, news], () => reporting(urn, [olds, news], async () => {
                 const result = await lifecycle(urn).check(stripSecrets(olds), stripSecrets(news));
                 const failures = result.failures?.map((f: { property: string; reason: string }) => ({ ...f, reason: redact(f.reason, [olds, news]) }));
                 return { ...result, ...(failures ? { failures } : {}), inputs: protectOutputs(result.inputs ?? {}, news) };
-            }),
-        diff: (id, urn, olds, news) => hidingSecrets([olds, news], () => lifecycle(urn).diff(id, stripSecrets(olds), stripSecrets(news))),
+            })),
+        diff: (id, urn, olds, news) => hidingSecrets([olds, news], () => reporting(urn, [olds, news], () => lifecycle(urn).diff(id, stripSecrets(olds), stripSecrets(news)))),
         create: (urn, inputs) =>
             hidingSecrets([inputs], () => reporting(urn, [inputs], async () => {
                 // Whether the inputs held secrets: only this plugin can tell (a VM keeps its inputs for import only without).

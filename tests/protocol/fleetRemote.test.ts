@@ -1,5 +1,5 @@
 import { execFileSync } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -91,6 +91,28 @@ test("preview plans the far VM with the rest; up starts it on the far host; a se
     noErrors(again);
     console.log(`fleet with a far VM: no-op up ${again.seconds.toFixed(1)} s`);
     expect(changes(again)).toBe(0);
+});
+
+test("with the far host unreachable: preview still plans no change, refresh fails naming the host and keeps the state; once back, refresh finds the VM", async () => {
+    const before = (await farVm())!;
+    const stateBefore = readFileSync(opts.statePath, "utf8");
+    await far.pause();
+    execFileSync("sh", ["-c", `pkill -KILL -f '^sshd: ${far.user}' || true`]);
+    try {
+        const planned = await preview(opts);
+        noErrors(planned);
+        expect(changes(planned)).toBe(0);
+        // The far VM's check could judge only what needs no host, and says so.
+        expect(planned.logs.some((l) => l.severity === "warning" && l.message.includes(`host ${far.url} is unreachable`))).toBe(true);
+
+        await expect(refresh(opts)).rejects.toThrow(new RegExp(`host ${far.url.replace(/[.]/g, "\\.")} is unreachable`));
+        expect(readFileSync(opts.statePath, "utf8")).toBe(stateBefore);
+    } finally {
+        await far.resume();
+    }
+    const back = await refresh(opts);
+    noErrors(back);
+    expect(await farVm()).toMatchObject({ pid: before.pid, status: "running" });
 });
 
 test("kill -9 of the far VM: refresh drops it, the next up starts it again on the far host; destroy removes it there", async () => {
