@@ -3,7 +3,7 @@ import { createDiskImage, removeImage } from "../provider/resources/diskImage";
 import type { DiskImageOutputs } from "../provider/resources/diskImage";
 import * as virtualMachine from "../provider/resources/virtualMachine";
 import type { VirtualMachineOutputs } from "../provider/resources/virtualMachine";
-import { ensureDebianGuest } from "../tests/guest/debianGuest";
+import { debianVm, ensureDebianGuest } from "../tests/guest/debianGuest";
 import { ensureTestGuest, guestKernelArguments, READY_MARKER } from "../tests/guest/testGuest";
 import { fmtMs, fmtRatio, timed, withTempDir, type BenchResult, type Row } from "./common";
 
@@ -31,18 +31,7 @@ export async function runDebianBoot(): Promise<BenchResult> {
             const debian = await timed(async () => {
                 const r = await virtualMachine.create({
                     stateDir,
-                    vm: {
-                        name: "bench-debian",
-                        accel: "tcg",
-                        memoryMiB: 768,
-                        kernel: guest.kernel,
-                        initrd: guest.initrd,
-                        kernelArguments: guest.kernelArguments,
-                        disks: [
-                            { path: overlay.path, format: "qcow2", inputHash: overlay.inputHash },
-                            { path: seed.value.path, format: "raw", readOnly: true, inputHash: seed.value.inputHash },
-                        ],
-                    },
+                    vm: debianVm(guest, "bench-debian", overlay, seed.value),
                     ready: { serialPattern: "/Cloud-init v\\. \\S+ finished at/", timeoutSeconds: 600 },
                 });
                 vms.push(r.outs as VirtualMachineOutputs);

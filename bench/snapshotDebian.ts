@@ -1,6 +1,6 @@
-import { spawn } from "node:child_process";
 import { stat } from "node:fs/promises";
 import { tcpAnswers } from "../provider/host/ports";
+import { runTool } from "../provider/host/toolRun";
 import { attach, type Machine } from "../sdk/testing";
 import { bootDebianQga, type DebianQgaVm } from "../tests/guest/debianQga";
 import { fmtMs, fmtRatio, median, MiB, timed, verdict, withTempDir, type BenchResult, type Row } from "./common";
@@ -80,16 +80,7 @@ async function waitForBanner(port: number, timeoutMs: number): Promise<void> {
     }
 }
 
-function sshTrue(sshArgs: string[]): Promise<void> {
-    return new Promise((resolve, reject) => {
-        const child = spawn("ssh", [...sshArgs, "tester@127.0.0.1", "true"], { stdio: ["ignore", "ignore", "pipe"] });
-        let stderr = "";
-        const timer = setTimeout(() => child.kill("SIGKILL"), 60_000);
-        child.stderr!.on("data", (d: Buffer) => (stderr += d.toString()));
-        child.once("error", reject);
-        child.once("close", (code) => {
-            clearTimeout(timer);
-            code === 0 ? resolve() : reject(new Error(`ssh tester@127.0.0.1 true after the restore exited ${code}: ${stderr}`));
-        });
-    });
+async function sshTrue(sshArgs: string[]): Promise<void> {
+    const r = await runTool("ssh", [...sshArgs, "tester@127.0.0.1", "true"], { timeoutMs: 60_000, label: "ssh tester@127.0.0.1 true" });
+    if (r.exitCode !== 0) throw new Error(`ssh tester@127.0.0.1 true after the restore exited ${r.exitCode}: ${r.stderr}`);
 }

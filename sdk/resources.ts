@@ -15,10 +15,22 @@ function withOutputs(args: object, outputs: readonly string[]): pulumi.Inputs {
 /** Where a resource lives, as its state records it (placement.ts); every resource has them. */
 const PLACEMENT_OUTPUTS = ["host", "hostAccess"] as const;
 
+/** Every resource may live on a far host (its `host` input): these outputs say where. */
+abstract class PlacedResource extends pulumi.dynamic.Resource {
+    /** The far host's normalised URL ("ssh://user@host:port"); undefined on this machine. */
+    declare public readonly host: pulumi.Output<string | undefined>;
+    /** The key files a `host` input named, kept so refresh and delete can reach the host. */
+    declare public readonly hostAccess: pulumi.Output<{ identityFile?: string; knownHosts?: string } | undefined>;
+
+    protected constructor(provider: pulumi.dynamic.ResourceProvider, name: string, props: object, outputs: readonly string[], opts: pulumi.CustomResourceOptions | undefined, type: string) {
+        super(provider, name, withOutputs(props, [...outputs, ...PLACEMENT_OUTPUTS]), opts, "qemu", type);
+    }
+}
+
 export const DISK_IMAGE_OUTPUTS = ["path", "format", "virtualSizeBytes", "inputHash", "backingPath", "backingInputHash", "mode", "drift"] as const;
 
 /** A base image (blank, imported from a file, built from a directory) or a qcow2 overlay on another image. */
-export class DiskImage extends pulumi.dynamic.Resource {
+export class DiskImage extends PlacedResource {
     /** Absolute path of the image file. */
     declare public readonly path: pulumi.Output<string>;
     /** The image's format. */
@@ -36,20 +48,15 @@ export class DiskImage extends pulumi.dynamic.Resource {
     /** What a refresh found changed behind the provider's back; the next up replaces the image. */
     declare public readonly drift: pulumi.Output<string | undefined>;
 
-    /** The far host's normalised URL ("ssh://user@host:port"); undefined on this machine. */
-    declare public readonly host: pulumi.Output<string | undefined>;
-    /** The key files a `host` input named, kept so refresh and delete can reach the host. */
-    declare public readonly hostAccess: pulumi.Output<{ identityFile?: string; knownHosts?: string } | undefined>;
-
     constructor(name: string, args: DiskImageArgs, opts?: pulumi.CustomResourceOptions) {
-        super(diskImageProvider, name, withOutputs(args, [...DISK_IMAGE_OUTPUTS, ...PLACEMENT_OUTPUTS]), opts, "qemu", "DiskImage");
+        super(diskImageProvider, name, args, DISK_IMAGE_OUTPUTS, opts, "DiskImage");
     }
 }
 
 export const RUN_SCRIPT_OUTPUTS = ["argv", "argvHash", "accel", "contentHash", "mode", "drift"] as const;
 
 /** A launcher script (Guix's run-vm.sh) that execs one QEMU command line. */
-export class RunScript extends pulumi.dynamic.Resource {
+export class RunScript extends PlacedResource {
     /** Absolute path of the launcher script. */
     declare public readonly path: pulumi.Output<string>;
     /** The QEMU command line the launcher execs. */
@@ -65,20 +72,15 @@ export class RunScript extends pulumi.dynamic.Resource {
     /** What a refresh found changed (edited, removed, new mode); the next up rewrites the launcher. */
     declare public readonly drift: pulumi.Output<string | undefined>;
 
-    /** The far host's normalised URL ("ssh://user@host:port"); undefined on this machine. */
-    declare public readonly host: pulumi.Output<string | undefined>;
-    /** The key files a `host` input named, kept so refresh and delete can reach the host. */
-    declare public readonly hostAccess: pulumi.Output<{ identityFile?: string; knownHosts?: string } | undefined>;
-
     constructor(name: string, args: RunScriptArgs, opts?: pulumi.CustomResourceOptions) {
-        super(runScriptProvider, name, withOutputs({ path: undefined, ...args }, [...RUN_SCRIPT_OUTPUTS, ...PLACEMENT_OUTPUTS]), opts, "qemu", "RunScript");
+        super(runScriptProvider, name, { path: undefined, ...args }, RUN_SCRIPT_OUTPUTS, opts, "RunScript");
     }
 }
 
 export const VIRTUAL_MACHINE_OUTPUTS = ["pid", "qmpSocket", "serialLog", "launcherPath", "argvHash", "status", "accel", "accelReason", "startedAt", "readySeconds", "vmDir", "nics", "hosts", "networkDrift", "ports", "endpoints", "portsNote", "agent", "agentSocket", "pidfile", "processStartTime", "bootId", "start", "startNote"] as const;
 
 /** A running QEMU guest, started from its launcher and controlled over QMP. */
-export class VirtualMachine extends pulumi.dynamic.Resource {
+export class VirtualMachine extends PlacedResource {
     /** QEMU's process id. */
     declare public readonly pid: pulumi.Output<number>;
     /** QMP control socket (0600). */
@@ -128,13 +130,8 @@ export class VirtualMachine extends pulumi.dynamic.Resource {
     /** With warmStart: why a warm snapshot present was not used. */
     declare public readonly startNote: pulumi.Output<string | undefined>;
 
-    /** The far host's normalised URL ("ssh://user@host:port"); undefined on this machine. */
-    declare public readonly host: pulumi.Output<string | undefined>;
-    /** The key files a `host` input named, kept so refresh and delete can reach the host. */
-    declare public readonly hostAccess: pulumi.Output<{ identityFile?: string; knownHosts?: string } | undefined>;
-
     constructor(name: string, args: VirtualMachineArgs, opts?: pulumi.CustomResourceOptions) {
-        super(virtualMachineProvider, name, withOutputs(args, [...VIRTUAL_MACHINE_OUTPUTS, ...PLACEMENT_OUTPUTS]), opts, "qemu", "VirtualMachine");
+        super(virtualMachineProvider, name, args, VIRTUAL_MACHINE_OUTPUTS, opts, "VirtualMachine");
     }
 }
 
@@ -163,7 +160,7 @@ export interface HostsOutput {
 export const NETWORK_OUTPUTS = ["subnet", "netmask", "networkDir", "switchDir", "pidfile", "pid", "processStartTime", "bootId", "switchIdentity"] as const;
 
 /** A private Ethernet segment on this host: a vde_switch only this user can join. VMs join with `vm.networks: [{ network: net.id }]`. */
-export class Network extends pulumi.dynamic.Resource {
+export class Network extends PlacedResource {
     /** The subnet in use: the one asked for, or a /24 in 10.64.0.0/10 derived from the network's id. */
     declare public readonly subnet: pulumi.Output<string>;
     /** The subnet's netmask, dotted quad. */
@@ -177,13 +174,8 @@ export class Network extends pulumi.dynamic.Resource {
     /** Which switch process this is (boot id / pid / start time). */
     declare public readonly switchIdentity: pulumi.Output<string>;
 
-    /** The far host's normalised URL ("ssh://user@host:port"); undefined on this machine. */
-    declare public readonly host: pulumi.Output<string | undefined>;
-    /** The key files a `host` input named, kept so refresh and delete can reach the host. */
-    declare public readonly hostAccess: pulumi.Output<{ identityFile?: string; knownHosts?: string } | undefined>;
-
     constructor(name: string, args: NetworkArgs = {}, opts?: pulumi.CustomResourceOptions) {
-        super(networkProvider, name, withOutputs(args, [...NETWORK_OUTPUTS, ...PLACEMENT_OUTPUTS]), opts, "qemu", "Network");
+        super(networkProvider, name, args, NETWORK_OUTPUTS, opts, "Network");
     }
 }
 const GUEST_COMMAND_OUTPUTS = ["stdout", "stderr", "exitCode", "vmIdentity", "drift", "vmTarget"] as const;
@@ -194,7 +186,7 @@ const GUEST_COMMAND_OUTPUTS = ["stdout", "stderr", "exitCode", "vmIdentity", "dr
  * delete, `check` at refresh (a non-zero exit is drift; the next `up` runs `create` again).
  * A replaced or restarted VM runs it again.
  */
-export class GuestCommand extends pulumi.dynamic.Resource {
+export class GuestCommand extends PlacedResource {
     /** What the last command run printed on stdout (secret when a command input is). */
     declare public readonly stdout: pulumi.Output<string>;
     /** What it printed on stderr (secret when a command input is). */
@@ -206,14 +198,9 @@ export class GuestCommand extends pulumi.dynamic.Resource {
     /** Set by a refresh whose check failed. */
     declare public readonly drift: pulumi.Output<string | undefined>;
 
-    /** The far host's normalised URL ("ssh://user@host:port"); undefined on this machine. */
-    declare public readonly host: pulumi.Output<string | undefined>;
-    /** The key files a `host` input named, kept so refresh and delete can reach the host. */
-    declare public readonly hostAccess: pulumi.Output<{ identityFile?: string; knownHosts?: string } | undefined>;
-
     constructor(name: string, args: GuestCommandArgs, opts?: pulumi.CustomResourceOptions) {
         const vm = args.vm instanceof VirtualMachine ? vmReference(args.vm) : args.vm;
-        super(guestCommandProvider, name, withOutputs({ ...args, vm }, [...GUEST_COMMAND_OUTPUTS, ...PLACEMENT_OUTPUTS]), opts, "qemu", "GuestCommand");
+        super(guestCommandProvider, name, { ...args, vm }, GUEST_COMMAND_OUTPUTS, opts, "GuestCommand");
     }
 }
 

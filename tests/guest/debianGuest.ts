@@ -76,6 +76,33 @@ export const DEBIAN_RECIPE = {
 
 export const DEBIAN_KERNEL_ARGUMENTS = ["root=/dev/vda", "rw", "console=ttyS0"];
 
+/**
+ * A VM spec booting the Debian guest directly: its overlay as the first virtio disk (the root,
+ * `root=/dev/vda`) and a cloud-init seed read-only after it, with 768 MiB. `extra` adds fields
+ * (agent, portForwards).
+ */
+export function debianVm(
+    guest: Pick<DebianGuest, "kernel" | "initrd" | "kernelArguments">,
+    name: string,
+    overlay: { path: string; inputHash: string },
+    seed: { path: string; inputHash: string },
+    extra: Record<string, unknown> = {},
+) {
+    return {
+        name,
+        accel: "tcg",
+        memoryMiB: 768,
+        kernel: guest.kernel,
+        initrd: guest.initrd,
+        kernelArguments: guest.kernelArguments,
+        disks: [
+            { path: overlay.path, format: "qcow2", inputHash: overlay.inputHash },
+            { path: seed.path, format: "raw", readOnly: true, inputHash: seed.inputHash },
+        ],
+        ...extra,
+    };
+}
+
 export function debianCacheRoot(env: NodeJS.ProcessEnv = process.env): string {
     if (env.PQ_DEBIAN_CACHE) return path.resolve(env.PQ_DEBIAN_CACHE);
     const base = env.XDG_CACHE_HOME ? path.resolve(env.XDG_CACHE_HOME) : path.join(os.homedir(), ".cache");

@@ -6,7 +6,7 @@ import type { DiskImageOutputs } from "../../provider/resources/diskImage";
 import * as vmResource from "../../provider/resources/virtualMachine";
 import type { VirtualMachineOutputs } from "../../provider/resources/virtualMachine";
 import { freePort } from "../support/net";
-import { ensureDebianGuest } from "./debianGuest";
+import { debianVm, ensureDebianGuest } from "./debianGuest";
 
 /**
  * One Debian 12 guest with `vm.agent: "qga"` (Debian's own qemu-guest-agent, started by udev
@@ -48,20 +48,7 @@ export async function bootDebianQga(work: string, name = "debian-qga"): Promise<
         const sshPort = await freePort();
         const made = await vmResource.create({
             stateDir,
-            vm: {
-                name,
-                accel: "tcg",
-                agent: "qga",
-                memoryMiB: 768,
-                kernel: guest.kernel,
-                initrd: guest.initrd,
-                kernelArguments: guest.kernelArguments,
-                disks: [
-                    { path: overlay.path, format: "qcow2", inputHash: overlay.inputHash },
-                    { path: seed.path, format: "raw", readOnly: true, inputHash: seed.inputHash },
-                ],
-                portForwards: [{ host: sshPort, guest: 22 }],
-            },
+            vm: debianVm(guest, name, overlay, seed, { agent: "qga", portForwards: [{ host: sshPort, guest: 22 }] }),
             ready: { serialPattern: "/Cloud-init v\\. \\S+ finished at/", agent: true, tcpPort: sshPort, timeoutSeconds: 600 },
         });
         outs = made.outs as VirtualMachineOutputs;

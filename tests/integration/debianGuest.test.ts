@@ -7,7 +7,7 @@ import * as image from "../../provider/resources/diskImage";
 import type { DiskImageOutputs } from "../../provider/resources/diskImage";
 import * as vmResource from "../../provider/resources/virtualMachine";
 import type { VirtualMachineOutputs } from "../../provider/resources/virtualMachine";
-import { ensureDebianGuest, type DebianGuest } from "../guest/debianGuest";
+import { debianVm, ensureDebianGuest, type DebianGuest } from "../guest/debianGuest";
 import { freePort, httpGetWhenUp } from "../support/net";
 import { isRunning } from "../support/process";
 
@@ -83,22 +83,12 @@ test("Debian boots from our directory image, is configured by the seed, and a ch
     const httpPort = await freePort();
     const vmInputs = (seed: DiskImageOutputs) => ({
         stateDir,
-        vm: {
-            name: "debian",
-            accel: "tcg",
-            memoryMiB: 768,
-            kernel: guest.kernel,
-            initrd: guest.initrd,
-            kernelArguments: guest.kernelArguments,
-            disks: [
-                { path: overlay.path, format: "qcow2", inputHash: overlay.inputHash },
-                { path: seed.path, format: "raw", readOnly: true, inputHash: seed.inputHash },
-            ],
+        vm: debianVm(guest, "debian", overlay, seed, {
             portForwards: [
                 { host: sshPort, guest: 22 },
                 { host: httpPort, guest: 8080 },
             ],
-        },
+        }),
         // sshd's banner answers on the port; the console says when cloud-init's last stage is done.
         ready: { serialPattern: FINAL_STAGE, tcpPort: sshPort, timeoutSeconds: 600 },
     });
