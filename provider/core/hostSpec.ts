@@ -98,6 +98,20 @@ export function placementOf(value: unknown): string | undefined {
     return undefined;
 }
 
+/**
+ * `spec` with the key files a state's `hostAccess` recorded, where the spec names none of its
+ * own (a spec parsed from a bare URL): how a reader of state reaches the host.
+ */
+export function withAccess(spec: HostSpec, access: unknown): HostSpec {
+    if (spec.identityFile || spec.knownHosts || !access || typeof access !== "object") return spec;
+    const a = access as { identityFile?: unknown; knownHosts?: unknown };
+    return {
+        ...spec,
+        ...(typeof a.identityFile === "string" ? { identityFile: a.identityFile } : {}),
+        ...(typeof a.knownHosts === "string" ? { knownHosts: a.knownHosts } : {}),
+    };
+}
+
 /** A key that names one connection: same URL and same files share one. */
 export function connectionKey(spec: HostSpec): string {
     return JSON.stringify([spec.url, spec.identityFile ?? null, spec.knownHosts ?? null]);

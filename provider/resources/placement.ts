@@ -1,5 +1,5 @@
 import type * as pulumi from "@pulumi/pulumi";
-import { parseHost, placementOf, type HostInput, type HostSpec } from "../core/hostSpec";
+import { parseHost, placementOf, withAccess, type HostInput, type HostSpec } from "../core/hostSpec";
 import { DYNAMIC_PROVIDER_KEY, InputError, quoteValue } from "../core/validation";
 import { warn } from "../host/progress";
 import { HostUnreachableError } from "../host/sshConnection";
@@ -25,7 +25,7 @@ export interface PlacementInputs {
 export interface PlacementOutputs {
     /** The host's normalised URL (`ssh://user@host:port`); absent on this machine. */
     host?: string;
-    /** The key files a resource's own `host` input named (the provider's configuration supplies them otherwise). */
+    /** The paths of the key files used to reach the host (from the resource's `host` input or the provider's configuration). */
     hostAccess?: { identityFile?: string; knownHosts?: string };
 }
 
@@ -114,7 +114,7 @@ export function placed<T extends Lifecycle>(kind: ResourceKind, impl: T): T {
             const spec = hostOf(input);
             // Moving to another host is a new resource there; the old one goes after it is made.
             if ((spec?.url ?? undefined) !== before) return { changes: true, replaces: ["host"] };
-            if (spec && DIFF_READS_HOST.has(kind)) return remote(withAccess(spec, olds), "diff", [id, withoutHost(olds), withoutHost(news)]);
+            if (spec && DIFF_READS_HOST.has(kind)) return remote(withAccess(spec, olds?.hostAccess), "diff", [id, withoutHost(olds), withoutHost(news)]);
             return impl.diff(id, withoutHost(olds), withoutHost(news));
         },
         async create(inputs, ...rest) {
@@ -206,16 +206,10 @@ function stateHost(props: any): HostSpec | undefined {
     const url = placementOf(props?.host);
     if (!url) return undefined;
     if (configuredHost?.url === url) return configuredHost;
-    return withAccess(parseHost(url)!, props);
+    return withAccess(parseHost(url)!, props?.hostAccess);
 }
 
-function withAccess(spec: HostSpec, props: any): HostSpec {
-    const access = props?.hostAccess;
-    if (spec.identityFile || spec.knownHosts || !access || typeof access !== "object") return spec;
-    return { ...spec, ...(typeof access.identityFile === "string" ? { identityFile: access.identityFile } : {}), ...(typeof access.knownHosts === "string" ? { knownHosts: access.knownHosts } : {}) };
-}
-
-/** What state keeps of the placement: the URL, and the key files when the resource named them. */
+/** What state keeps of the placement: the URL, and the paths of the key files used. */
 function placementOutputs(spec: HostSpec): Record<string, unknown> {
     const access = { ...(spec.identityFile ? { identityFile: spec.identityFile } : {}), ...(spec.knownHosts ? { knownHosts: spec.knownHosts } : {}) };
     // Kept even when the provider's configuration gave them (they are paths, not keys): whatever reads this

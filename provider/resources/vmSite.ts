@@ -3,7 +3,7 @@ import { statSync, type Stats } from "node:fs";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
-import { parseHost, type HostSpec } from "../core/hostSpec";
+import { parseHost, withAccess, type HostSpec } from "../core/hostSpec";
 import { shellQuote } from "../core/shellFraming";
 import { checkOurQemu, judgeOurQemu, parseProcStat, waitUntilGone, type Liveness, type ProcessIdentity } from "../host/qemuProcess";
 import { qmpOnce } from "../host/qmp";
@@ -98,16 +98,6 @@ function localSite(target: SiteTarget): VmSite {
 }
 
 /** The key files the VM's resource named (its `hostAccess` output) go with its URL. */
-function withAccess(spec: HostSpec, access: unknown): HostSpec {
-    if (!access || typeof access !== "object") return spec;
-    const a = access as { identityFile?: unknown; knownHosts?: unknown };
-    return {
-        ...spec,
-        ...(typeof a.identityFile === "string" ? { identityFile: a.identityFile } : {}),
-        ...(typeof a.knownHosts === "string" ? { knownHosts: a.knownHosts } : {}),
-    };
-}
-
 /** Each far-host command's deadline: the serial log and a screendump are small, but the link may be slow. */
 const REMOTE_COMMAND_MS = 30_000;
 /** How often a far QEMU's exit is polled: each look is an SSH round trip. */
