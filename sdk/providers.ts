@@ -1,4 +1,5 @@
 import type * as pulumi from "@pulumi/pulumi";
+import { RESOURCES, shimModulePath, type ResourceName } from "../provider/resources/registry";
 
 /**
  * The dynamic providers Pulumi serializes into the stack's state and re-creates in its
@@ -26,10 +27,15 @@ function lifecycleShim(modulePath: string, updatesInPlace: boolean): pulumi.dyna
     return provider;
 }
 
-/** Every change to an image's inputs replaces it, so it has no update. */
-export const diskImageProvider = lifecycleShim("pulumi-qemu/bin/provider/resources/diskImage.js", false);
-export const runScriptProvider = lifecycleShim("pulumi-qemu/bin/provider/resources/runScript.js", true);
-export const virtualMachineProvider = lifecycleShim("pulumi-qemu/bin/provider/resources/virtualMachine.js", true);
-/** Every change to a network makes a new switch, so it has no update. */
-export const networkProvider = lifecycleShim("pulumi-qemu/bin/provider/resources/network.js", false);
-export const guestCommandProvider = lifecycleShim("pulumi-qemu/bin/provider/resources/guestCommand.js", true);
+/** The shim of each resource, made from the registry (the closures capture only the module path and whether it updates). */
+export const PROVIDERS = Object.fromEntries(RESOURCES.map((r) => [r.name, lifecycleShim(shimModulePath(r), r.updatesInPlace)])) as Record<
+    ResourceName,
+    pulumi.dynamic.ResourceProvider
+>;
+
+// The names the package has exported since 0.1.
+export const diskImageProvider = PROVIDERS.DiskImage;
+export const runScriptProvider = PROVIDERS.RunScript;
+export const virtualMachineProvider = PROVIDERS.VirtualMachine;
+export const networkProvider = PROVIDERS.Network;
+export const guestCommandProvider = PROVIDERS.GuestCommand;

@@ -4,6 +4,8 @@
  * specs in provider/core remain the one place where values are judged.
  */
 
+import { RESOURCES, tokenOf, type ResourceName } from "../resources/registry";
+
 type Prop = Record<string, unknown>;
 
 const str = (description: string): Prop => ({ type: "string", description });
@@ -112,8 +114,9 @@ const types = {
     }, ["text", "names"]),
 };
 
-const resources = {
-    "qemu:index:DiskImage": {
+/** Each resource's schema by its registry name; the type makes a missing or extra one fail to compile. */
+const resourceSchemas: Record<ResourceName, object> = {
+    DiskImage: {
         description: "A disk image: blank, imported from a file, built from a directory, a qcow2 overlay, or a cloud-init seed. Its id is its path; `pulumi import` adopts an image pulumi-qemu made by that path.",
         inputProperties: {
             path: str("Absolute path where the image goes; default a file under the state directory's images/ named after the input hash."),
@@ -134,7 +137,7 @@ const resources = {
         },
         required: ["path", "format", "virtualSizeBytes", "inputHash"],
     },
-    "qemu:index:RunScript": {
+    RunScript: {
         description: "A launcher script that execs one QEMU command line. Its id is its path; `pulumi import` adopts a launcher pulumi-qemu wrote by that path.",
         inputProperties: {
             vm: ref("VmSpec", "The virtual machine the launcher starts. Required."),
@@ -156,7 +159,7 @@ const resources = {
         },
         required: ["path", "argv", "argvHash", "accel", "contentHash"],
     },
-    "qemu:index:VirtualMachine": {
+    VirtualMachine: {
         description: "A running QEMU guest controlled over QMP. Its id is the name of its directory under <stateDir>/vms (vm-AbC123); `pulumi import` adopts a running VM pulumi-qemu started by that id (or by the directory's absolute path, for a VM outside the default state directory).",
         inputProperties: {
             vm: ref("VmSpec", "The virtual machine. Required; a change to what QEMU runs replaces the VM."),
@@ -193,7 +196,7 @@ const resources = {
         },
         required: ["pid", "qmpSocket", "serialLog", "launcherPath", "argvHash", "status", "accel", "startedAt"],
     },
-    "qemu:index:Network": {
+    Network: {
         description: "A private Ethernet segment on this host (a vde_switch only this user can join).",
         inputProperties: {
             name: str("Label of the network's directory; default none (two networks with one name are still two networks)."),
@@ -213,10 +216,7 @@ const resources = {
         },
         required: ["subnet", "netmask", "networkDir", "switchDir", "switchIdentity"],
     },
-};
-
-Object.assign(resources, {
-    "qemu:index:GuestCommand": {
+    GuestCommand: {
         description: "A command run inside a VM over its agent channel: create, update, delete, and a check at refresh that reports drift.",
         inputProperties: {
             vm: {
@@ -244,10 +244,10 @@ Object.assign(resources, {
         },
         required: ["stdout", "stderr", "exitCode", "vmIdentity"],
     },
-});
+};
 
 // Every resource records where it lives; the provider's configuration says where that is.
-for (const r of Object.values(resources) as Array<{ properties: Record<string, unknown> }>) {
+for (const r of Object.values(resourceSchemas) as Array<{ properties: Record<string, unknown> }>) {
     r.properties.host = str("The ssh:// URL (ssh://user@host:port) of the far host this resource lives on, from the provider's host configuration; absent on this machine. Another host replaces the resource.");
 }
 
@@ -257,6 +257,8 @@ const providerConfig = {
     identityFile: str("Absolute path of the private key ssh uses for host; default: your ssh agent and ~/.ssh/config."),
     knownHosts: str("Absolute path of a known_hosts file holding host's key; default ~/.ssh/known_hosts. An unknown key is refused, never trusted on first use."),
 };
+
+const resources = Object.fromEntries(RESOURCES.map((r) => [tokenOf(r.name), resourceSchemas[r.name]]));
 
 export const RESOURCE_TOKENS = Object.keys(resources);
 

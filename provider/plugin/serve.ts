@@ -1,18 +1,11 @@
 import type * as provider from "@pulumi/pulumi/provider";
 import { withProgress } from "../host/progress";
+import { RESOURCES, resourceOfToken, tokenOf } from "../resources/registry";
 import { resourceSink } from "./engineLog";
 import { servingConfig } from "./providerConfig";
 import { packageSchema } from "./schema";
 import { containsSecrets, makeSecret, protectOutputs, secretTexts, stripSecrets, type Props } from "./secrets";
 
-/** The lifecycle module behind each resource token; the same modules the dynamic shims load. */
-const LIFECYCLES: Record<string, string> = {
-    "qemu:index:DiskImage": "../resources/diskImage",
-    "qemu:index:RunScript": "../resources/runScript",
-    "qemu:index:VirtualMachine": "../resources/virtualMachine",
-    "qemu:index:Network": "../resources/network",
-    "qemu:index:GuestCommand": "../resources/guestCommand",
-};
 
 /** The resource type in a URN `urn:pulumi:stack::project::[parent$]type::name`. */
 export function typeOfUrn(urn: string): string {
@@ -24,9 +17,10 @@ export function typeOfUrn(urn: string): string {
 
 function lifecycle(urn: string) {
     const token = typeOfUrn(urn);
-    const modulePath = LIFECYCLES[token];
-    if (!modulePath) throw new Error(`unknown resource type ${token}; this provider serves ${Object.keys(LIFECYCLES).join(", ")}`);
-    return require(modulePath);
+    const resource = resourceOfToken(token);
+    if (!resource) throw new Error(`unknown resource type ${token}; this provider serves ${RESOURCES.map((r) => tokenOf(r.name)).join(", ")}`);
+    // Loaded on first use, the same modules the dynamic shims load: the plugin starts without all five.
+    return require(`../resources/${resource.module}`);
 }
 
 /**
@@ -103,7 +97,7 @@ async function hidingSecrets<T>(sources: unknown[], call: () => Promise<T>): Pro
  * (encoded, in part), which text matching cannot catch: its stdout and stderr are secret then.
  */
 function protectCommandOutput(urn: string, outs: Props, inputs: Props): Props {
-    if (typeOfUrn(urn) !== "qemu:index:GuestCommand") return outs;
+    if (typeOfUrn(urn) !== tokenOf("GuestCommand")) return outs;
     const { vm: _vm, ...commandInputs } = inputs;
     if (!containsSecrets(commandInputs)) return outs;
     const wrap = (v: unknown) => (v === undefined || containsSecrets(v) ? v : makeSecret(v));

@@ -3,11 +3,8 @@ import { InputError } from "../core/validation";
 import { withProgress } from "../host/progress";
 import { deleteSnapshot, listSnapshots, restoreSnapshot, saveSnapshot } from "../host/snapshots";
 import { servingAsRunner } from "../resources/placement";
-import * as diskImage from "../resources/diskImage";
-import * as guestCommand from "../resources/guestCommand";
-import * as network from "../resources/network";
-import * as runScript from "../resources/runScript";
-import * as virtualMachine from "../resources/virtualMachine";
+import { LIFECYCLES } from "../resources/lifecycles";
+import { resourceNamed } from "../resources/registry";
 import { RUNNER_METHODS, type RunnerReply, type RunnerRequest, type WireError } from "./runnerProtocol";
 
 /**
@@ -16,14 +13,6 @@ import { RUNNER_METHODS, type RunnerReply, type RunnerRequest, type WireError } 
  * at once: whatever it was creating is left with a creator that is gone, which the next call's
  * sweep finds and cleans exactly as after a local provider crash.
  */
-
-const LIFECYCLES: Record<string, Record<string, unknown>> = {
-    DiskImage: diskImage,
-    RunScript: runScript,
-    VirtualMachine: virtualMachine,
-    Network: network,
-    GuestCommand: guestCommand,
-};
 
 // Only protocol lines go to stdout: anything else written there (console.log, .dir, .debug…) goes to stderr.
 const out = process.stdout.write.bind(process.stdout);
@@ -45,8 +34,11 @@ const ACTIONS: Record<string, Record<string, (...a: any[]) => Promise<unknown>>>
 };
 
 function methodFor(kind: string, name: string): ((...a: unknown[]) => Promise<unknown>) | undefined {
-    const lifecycle = LIFECYCLES[kind];
-    if (lifecycle) return (RUNNER_METHODS as readonly string[]).includes(name) ? (lifecycle[name] as (...a: unknown[]) => Promise<unknown>) : undefined;
+    const resource = resourceNamed(kind);
+    if (resource) {
+        const lifecycle = LIFECYCLES[resource.name] as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>;
+        return (RUNNER_METHODS as readonly string[]).includes(name) ? lifecycle[name] : undefined;
+    }
     return Object.hasOwn(ACTIONS, kind) && Object.hasOwn(ACTIONS[kind], name) ? ACTIONS[kind][name] : undefined;
 }
 

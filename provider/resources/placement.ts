@@ -5,6 +5,7 @@ import { warn } from "../host/progress";
 import { HostUnreachableError } from "../host/sshConnection";
 import { runnerFor } from "../remote/runnerClient";
 import { hasUnknown, UNKNOWN } from "./common";
+import { resourceNamed, type ResourceName } from "./registry";
 import { isEmptyState } from "./stateGuard";
 
 /**
@@ -29,7 +30,7 @@ export interface PlacementOutputs {
     hostAccess?: { identityFile?: string; knownHosts?: string };
 }
 
-export type ResourceKind = "DiskImage" | "RunScript" | "VirtualMachine" | "Network" | "GuestCommand";
+export type ResourceKind = ResourceName;
 
 export interface Lifecycle {
     check(olds: any, news: any): Promise<pulumi.dynamic.CheckResult>;
@@ -40,12 +41,6 @@ export interface Lifecycle {
     remove(id: string, props: any): Promise<void>;
 }
 
-/**
- * Which checks and diffs read the host: a VM's check looks at its networks' records; an image's
- * diff hashes its sources; a command's diff asks whether its VM still runs. The rest are pure.
- */
-const CHECK_READS_HOST: ReadonlySet<ResourceKind> = new Set(["VirtualMachine"]);
-const DIFF_READS_HOST: ReadonlySet<ResourceKind> = new Set(["DiskImage", "GuestCommand"]);
 
 /** The placement keys: `host` as given (input), and the access files kept beside it in state. */
 const HOST_KEYS = ["host", "hostAccess"] as const;
@@ -92,7 +87,7 @@ export function placed<T extends Lifecycle>(kind: ResourceKind, impl: T): T {
             if (elsewhere) return { inputs: news, failures: [elsewhere] };
             const rest = withoutHost(news);
             let result: pulumi.dynamic.CheckResult;
-            if (spec && CHECK_READS_HOST.has(kind)) {
+            if (spec && resourceNamed(kind)?.checkReadsHost) {
                 try {
                     result = await remote(spec, "check", [withoutHost(olds), rest]);
                 } catch (err) {
@@ -114,7 +109,7 @@ export function placed<T extends Lifecycle>(kind: ResourceKind, impl: T): T {
             const spec = hostOf(input);
             // Moving to another host is a new resource there; the old one goes after it is made.
             if ((spec?.url ?? undefined) !== before) return { changes: true, replaces: ["host"] };
-            if (spec && DIFF_READS_HOST.has(kind)) return remote(withAccess(spec, olds?.hostAccess), "diff", [id, withoutHost(olds), withoutHost(news)]);
+            if (spec && resourceNamed(kind)?.diffReadsHost) return remote(withAccess(spec, olds?.hostAccess), "diff", [id, withoutHost(olds), withoutHost(news)]);
             return impl.diff(id, withoutHost(olds), withoutHost(news));
         },
         async create(inputs, ...rest) {
