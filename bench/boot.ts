@@ -3,7 +3,7 @@ import { mkdtemp, readFile } from "node:fs/promises";
 import * as path from "node:path";
 import { buildQemuArgv } from "../provider/core/qemuArgv";
 import { parseVmSpec } from "../provider/core/vmSpec";
-import { identify, readPidfile, stopQemu } from "../provider/host/qemuProcess";
+import { identify, readPidfile, stopQemu } from "../provider/host/qemu/qemuProcess";
 import * as virtualMachine from "../provider/resources/virtualMachine";
 import type { VirtualMachineOutputs } from "../provider/resources/virtualMachine";
 import { ensureTestGuest, guestKernelArguments, READY_MARKER } from "../tests/guest/testGuest";

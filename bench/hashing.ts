@@ -2,9 +2,9 @@ import execa from "execa";
 import { randomBytes } from "node:crypto";
 import { mkdir, writeFile } from "node:fs/promises";
 import * as path from "node:path";
-import { b3sumUsable } from "../provider/host/b3sum";
-import { digestFile, type Blake3Engine } from "../provider/host/fileDigest";
-import { HashCache, hashFileCached, hashTree, type ReadCounter } from "../provider/host/fileHash";
+import { b3sumUsable } from "../provider/host/files/b3sum";
+import { digestFile, type Blake3Engine } from "../provider/host/files/fileDigest";
+import { HashCache, hashFileCached, hashTree, type ReadCounter } from "../provider/host/files/fileHash";
 import { fmtMs, fmtRatio, GiB, mbPerSecond, median, timed, verdict, withTempDir, writeBigFile, type BenchResult, type Row } from "./common";
 
 /**

@@ -2,7 +2,7 @@ import execa from "execa";
 import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, readFile, rename, writeFile } from "node:fs/promises";
 import * as path from "node:path";
-import { readPidfile } from "../provider/host/qemuProcess";
+import { readPidfile } from "../provider/host/qemu/qemuProcess";
 import * as network from "../provider/resources/network";
 import type { NetworkOutputs } from "../provider/resources/network";
 import * as virtualMachine from "../provider/resources/virtualMachine";

@@ -2,7 +2,7 @@ import execa from "execa";
 import * as path from "node:path";
 import { specArgvHash } from "../provider/core/qemuArgv";
 import { parseVmSpec } from "../provider/core/vmSpec";
-import type { ReadCounter } from "../provider/host/fileHash";
+import type { ReadCounter } from "../provider/host/files/fileHash";
 import * as diskImage from "../provider/resources/diskImage";
 import * as virtualMachine from "../provider/resources/virtualMachine";
 import type { DiskImageInputs, DiskImageOutputs } from "../provider/resources/diskImage";

@@ -4,8 +4,8 @@ import * as path from "node:path";
 import { gunzipSync } from "node:zlib";
 import { sha256Hex, hashValue } from "../provider/core/hash";
 import { parseHost, type HostSpec } from "../provider/core/hostSpec";
-import { SshConnection } from "../provider/host/sshConnection";
-import { runTool } from "../provider/host/toolRun";
+import { SshConnection } from "../provider/host/ssh/sshConnection";
+import { runTool } from "../provider/host/process/toolRun";
 import { bundlePath, connectionFor, RemoteRunner, runnerFor } from "../provider/remote/runnerClient";
 import * as diskImage from "../provider/resources/diskImage";
 import * as virtualMachine from "../provider/resources/virtualMachine";
@@ -405,7 +405,7 @@ async function measure(opts: Options): Promise<BenchResult> {
                     .map((l) => Number(l.trim().split(/\s+/)[0]));
                 const mib = (kib: number) => `${(kib / 1024).toFixed(0)} MiB`;
                 const ownRss = process.memoryUsage().rss / 1024;
-                const small = await execa("node", ["-e", SPAWN_PROBE, path.join(__dirname, "..", "provider", "host", "toolRun.js"), String(pings)]);
+                const small = await execa("node", ["-e", SPAWN_PROBE, path.join(__dirname, "..", "provider", "host", "process", "toolRun.js"), String(pings)]);
                 const probe = JSON.parse(small.stdout) as { ms: number; rssKiB: number };
                 const spawnHere = median(spawnMs);
                 rows.push({

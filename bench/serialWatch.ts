@@ -2,7 +2,7 @@ import execa from "execa";
 import { appendFile, readFile, writeFile } from "node:fs/promises";
 import * as path from "node:path";
 import { cleanConsole, serialMatcher } from "../provider/core/serialPattern";
-import { SerialLogWatcher } from "../provider/host/serialWatch";
+import { SerialLogWatcher } from "../provider/host/qemu/serialWatch";
 import { fmtMs, fmtRatio, MiB, withTempDir, type BenchResult, type Row } from "./common";
 
 /**

@@ -3,7 +3,7 @@ import * as path from "node:path";
 import * as diskImage from "../provider/resources/diskImage";
 import * as virtualMachine from "../provider/resources/virtualMachine";
 import type { VirtualMachineOutputs } from "../provider/resources/virtualMachine";
-import { waitUntilGone } from "../provider/host/qemuProcess";
+import { waitUntilGone } from "../provider/host/qemu/qemuProcess";
 import { attach } from "../sdk/testing";
 import { ensureTestGuest, guestKernelArguments } from "../tests/guest/testGuest";
 import { fmtMs, fmtRatio, median, MiB, timed, verdict, withTempDir, type BenchResult, type Row } from "./common";

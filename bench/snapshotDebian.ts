@@ -1,6 +1,6 @@
 import { stat } from "node:fs/promises";
-import { tcpAnswers } from "../provider/host/ports";
-import { runTool } from "../provider/host/toolRun";
+import { tcpAnswers } from "../provider/host/net/ports";
+import { runTool } from "../provider/host/process/toolRun";
 import { attach, type Machine } from "../sdk/testing";
 import { bootDebianQga, type DebianQgaVm } from "../tests/guest/debianQga";
 import { fmtMs, fmtRatio, median, MiB, timed, verdict, withTempDir, type BenchResult, type Row } from "./common";

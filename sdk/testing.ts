@@ -2,10 +2,10 @@ import { rm, writeFile } from "node:fs/promises";
 import { ppmToPng } from "../provider/core/ppmToPng";
 import { listeningTcpPorts } from "../provider/core/procNet";
 import { shellQuote } from "../provider/core/shellFraming";
-import { DEFAULT_EXEC_TIMEOUT_SECONDS, type ExecOptions, type GuestChannel } from "../provider/host/guestChannel";
-import type { ProcessIdentity } from "../provider/host/qemuProcess";
+import { DEFAULT_EXEC_TIMEOUT_SECONDS, type ExecOptions, type GuestChannel } from "../provider/host/guest/guestChannel";
+import type { ProcessIdentity } from "../provider/host/qemu/qemuProcess";
 import { openAgentChannel, type AgentTarget } from "../provider/resources/agentChannel";
-import type { SnapshotInfo } from "../provider/host/snapshots";
+import type { SnapshotInfo } from "../provider/host/qemu/snapshots";
 import { cleanConsole } from "../provider/resources/virtualMachine";
 import { siteOf } from "../provider/resources/vmSite";
 

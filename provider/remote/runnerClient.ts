@@ -8,7 +8,7 @@ import { connectionKey, type HostSpec } from "../core/hostSpec";
 import { InputError } from "../core/validation";
 import { shellQuote } from "../core/launcher";
 import { currentSink } from "../host/progress";
-import { HostAccessError, HostUnreachableError, SshConnection } from "../host/sshConnection";
+import { HostAccessError, HostUnreachableError, SshConnection } from "../host/ssh/sshConnection";
 import type { RunnerReply, RunnerRequest } from "./runnerProtocol";
 
 /**

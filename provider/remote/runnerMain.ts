@@ -1,7 +1,7 @@
 import { createInterface } from "node:readline";
 import { InputError } from "../core/validation";
 import { withProgress } from "../host/progress";
-import { deleteSnapshot, listSnapshots, restoreSnapshot, saveSnapshot } from "../host/snapshots";
+import { deleteSnapshot, listSnapshots, restoreSnapshot, saveSnapshot } from "../host/qemu/snapshots";
 import { servingAsRunner } from "../resources/placement";
 import { LIFECYCLES } from "../resources/lifecycles";
 import { resourceNamed } from "../resources/registry";

@@ -1,8 +1,8 @@
-import { checkOurQemu, type Liveness, type ProcessIdentity } from "../host/qemuProcess";
-import type { Diagnose, GuestChannel } from "../host/guestChannel";
-import { qmpOnce } from "../host/qmp";
-import { QgaChannel } from "../host/qgaChannel";
-import { ShellChannel } from "../host/shellChannel";
+import { checkOurQemu, type Liveness, type ProcessIdentity } from "../host/qemu/qemuProcess";
+import type { Diagnose, GuestChannel } from "../host/guest/guestChannel";
+import { qmpOnce } from "../host/qemu/qmp";
+import { QgaChannel } from "../host/guest/qgaChannel";
+import { ShellChannel } from "../host/guest/shellChannel";
 import { serialTail } from "./virtualMachine";
 
 /**

@@ -4,8 +4,8 @@ import * as path from "node:path";
 import { sha256Hex } from "../core/hash";
 import { octal } from "../core/fileMode";
 import { launcherArgv } from "../core/launcherParse";
-import { isOurLauncherText } from "../host/launcherFile";
-import { isOwnFileSync, resolveStateDir } from "../host/stateDir";
+import { isOurLauncherText } from "../host/files/launcherFile";
+import { isOwnFileSync, resolveStateDir } from "../host/files/stateDir";
 import { withoutUndefined } from "./common";
 import { StateError } from "./stateGuard";
 

@@ -6,14 +6,14 @@ import { z } from "zod";
 import { defaultSubnet, formatSubnet, netmask, parseSubnet, subnetsOverlap, type Subnet } from "../core/network";
 import { NETWORK_INPUT_KEYS, NETWORK_OUTPUT_KEYS } from "../core/resourceKeys";
 import { absolutePath, InputError, parseOrThrow, plainText, refuseUnknownKeys } from "../core/validation";
-import { identityString, liveNetworks, networksDir, readRecordAt, recordPath, removeLeases, writeNetworkRecord, type NetworkRecord } from "../host/networkStore";
-import { identify, readPidfile, type ProcessIdentity } from "../host/qemuProcess";
-import { ensureOwnDir, ensureStateDir, ownDirChain, removeDirIfEmpty, resolveStateDir } from "../host/stateDir";
+import { identityString, liveNetworks, networksDir, readRecordAt, recordPath, removeLeases, writeNetworkRecord, type NetworkRecord } from "../host/net/networkStore";
+import { identify, readPidfile, type ProcessIdentity } from "../host/qemu/qemuProcess";
+import { ensureOwnDir, ensureStateDir, ownDirChain, removeDirIfEmpty, resolveStateDir } from "../host/files/stateDir";
 import { requireState } from "./stateGuard";
 
 /** What read and delete need of a Network's state. */
 const NETWORK_STATE = { networkDir: "string", pidfile: "string", pid: "number", processStartTime: "string", bootId: "string" } as const;
-import { checkOurSwitch, removeSwitchFiles, startSwitch, stopSwitch, switchPaths } from "../host/vdeSwitch";
+import { checkOurSwitch, removeSwitchFiles, startSwitch, stopSwitch, switchPaths } from "../host/net/vdeSwitch";
 import { checkWith, hasUnknown, withoutUndefined } from "./common";
 
 /**

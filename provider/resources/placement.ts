@@ -2,7 +2,7 @@ import type * as pulumi from "@pulumi/pulumi";
 import { parseHost, placementOf, withAccess, type HostInput, type HostSpec } from "../core/hostSpec";
 import { DYNAMIC_PROVIDER_KEY, InputError, quoteValue } from "../core/validation";
 import { warn } from "../host/progress";
-import { HostUnreachableError } from "../host/sshConnection";
+import { HostUnreachableError } from "../host/ssh/sshConnection";
 import { runnerFor } from "../remote/runnerClient";
 import { hasUnknown, UNKNOWN } from "./common";
 import { resourceNamed, type ResourceName } from "./registry";

@@ -7,12 +7,12 @@ import { buildQemuArgv, specArgvHash, type DaemonRuntime, type Resolved } from "
 import { RUN_SCRIPT_INPUT_KEYS, RUN_SCRIPT_OUTPUT_KEYS } from "../core/resourceKeys";
 import { absolutePath, InputError, parseOrThrow, refuseUnknownKeys } from "../core/validation";
 import { parseVmSpec, type VmSpec } from "../core/vmSpec";
-import { resolveAccel } from "../host/accel";
+import { resolveAccel } from "../host/qemu/accel";
 import { fileModeSchema, LAUNCHER_MODE_RULE, octal } from "../core/fileMode";
-import { inspectLauncherFile, LAUNCHER_MODE, removeLauncherFile, writeLauncherFile } from "../host/launcherFile";
-import { ensureOwnDir, ensureStateDir, ownDirChain, resolveStateDir } from "../host/stateDir";
+import { inspectLauncherFile, LAUNCHER_MODE, removeLauncherFile, writeLauncherFile } from "../host/files/launcherFile";
+import { ensureOwnDir, ensureStateDir, ownDirChain, resolveStateDir } from "../host/files/stateDir";
 import { z } from "zod";
-import { explainHostFileError } from "../host/hostErrors";
+import { explainHostFileError } from "../host/files/hostErrors";
 import { isEmptyState, requireState, RUN_SCRIPT_STATE } from "./stateGuard";
 import { importLauncher } from "./launcherImport";
 import { checkWith, hasUnknown, instanceSuffix, problemCollector, withoutUndefined } from "./common";

@@ -7,31 +7,31 @@ import { specArgvHash, type DaemonRuntime, type Resolved } from "../core/qemuArg
 import { VIRTUAL_MACHINE_INPUT_KEYS, VIRTUAL_MACHINE_OUTPUT_KEYS } from "../core/resourceKeys";
 import { absolutePath, InputError, parseOrThrow, port, refuseUnknownKeys } from "../core/validation";
 import { parseVmSpec, type VmSpec } from "../core/vmSpec";
-import { resolveAccel } from "../host/accel";
-import { writeLauncherFile } from "../host/launcherFile";
-import { assertHostPortsFree, portProber, type HostPortRequest } from "../host/ports";
-import { checkOurQemu, QemuStartError, startDaemonized, stopQemu, type ProcessIdentity } from "../host/qemuProcess";
-import { queryStatus, withQmp } from "../host/qmp";
-import { ensureOwnDir, ensureStateDir, ownDirChain, resolveStateDir } from "../host/stateDir";
+import { resolveAccel } from "../host/qemu/accel";
+import { writeLauncherFile } from "../host/files/launcherFile";
+import { assertHostPortsFree, portProber, type HostPortRequest } from "../host/net/ports";
+import { checkOurQemu, QemuStartError, startDaemonized, stopQemu, type ProcessIdentity } from "../host/qemu/qemuProcess";
+import { queryStatus, withQmp } from "../host/qemu/qmp";
+import { ensureOwnDir, ensureStateDir, ownDirChain, resolveStateDir } from "../host/files/stateDir";
 import { checkWith, hasUnknown, oncePerInterval, problemCollector, withoutUndefined } from "./common";
 import { serialPatternProblem } from "../core/serialPattern";
 import { progress, progressIntervalMs, warn } from "../host/progress";
-import { explainHostFileError } from "../host/hostErrors";
-import { serialLogTail, SerialLogWatcher } from "../host/serialWatch";
+import { explainHostFileError } from "../host/files/hostErrors";
+import { serialLogTail, SerialLogWatcher } from "../host/qemu/serialWatch";
 export { cleanConsole, serialMatcher } from "../core/serialPattern";
 import { isEmptyState, requireState, VM_STATE } from "./stateGuard";
 import { clearVmDir, keptForImport, markVmDead, rewriteRunningRecord, sweepVmDirs, VM_FILES, writeVmRecord } from "./vmRecord";
 import { findVmToImport } from "./vmImport";
 import { listeningTcpPorts } from "../core/procNet";
-import type { GuestChannel } from "../host/guestChannel";
-import { QgaChannel } from "../host/qgaChannel";
-import { ShellChannel } from "../host/shellChannel";
+import type { GuestChannel } from "../host/guest/guestChannel";
+import { QgaChannel } from "../host/guest/qgaChannel";
+import { ShellChannel } from "../host/guest/shellChannel";
 import { launcherText } from "./runScript";
 import { attachNics, hostsOf, networkDrift, networkProblems, nicPlans, releaseNics, type NicOutput } from "./vmNetworks";
 import { pickHostPorts, portOutputs } from "./vmPorts";
-import { removeSnapshotsOf } from "../host/snapshots";
+import { removeSnapshotsOf } from "../host/qemu/snapshots";
 import { snapshotProblems } from "../core/snapshotRules";
-import { pruneWarmRecords, saveWarm, tryWarmRestore } from "../host/warmStart";
+import { pruneWarmRecords, saveWarm, tryWarmRestore } from "../host/qemu/warmStart";
 
 /**
  * VirtualMachine: a running guest. Create writes the VM's own launcher into a private directory

@@ -1,8 +1,8 @@
 import { lstat } from "node:fs/promises";
 import * as path from "node:path";
 import { AGENT_PORT_NAMES } from "../core/qemuArgv";
-import { checkOurQemu, identify, readCmdline, readPidfile } from "../host/qemuProcess";
-import { ownDirChain, resolveStateDir } from "../host/stateDir";
+import { checkOurQemu, identify, readCmdline, readPidfile } from "../host/qemu/qemuProcess";
+import { ownDirChain, resolveStateDir } from "../host/files/stateDir";
 import { VM_FILES } from "./vmRecord";
 
 /**

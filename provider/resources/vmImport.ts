@@ -1,8 +1,8 @@
 import * as path from "node:path";
 import { specArgvHash } from "../core/qemuArgv";
 import { parseVmSpec } from "../core/vmSpec";
-import { checkOurQemu, identify, readPidfile } from "../host/qemuProcess";
-import { ownDirChain, resolveStateDir } from "../host/stateDir";
+import { checkOurQemu, identify, readPidfile } from "../host/qemu/qemuProcess";
+import { ownDirChain, resolveStateDir } from "../host/files/stateDir";
 import { StateError } from "./stateGuard";
 import type { VirtualMachineOutputs } from "./virtualMachine";
 import { readVmRecord, VM_FILES } from "./vmRecord";

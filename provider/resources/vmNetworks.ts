@@ -26,8 +26,8 @@ import {
     releaseLease,
     switchProblem,
     type NetworkRecord,
-} from "../host/networkStore";
-import { checkOurSwitch } from "../host/vdeSwitch";
+} from "../host/net/networkStore";
+import { checkOurSwitch } from "../host/net/vdeSwitch";
 
 /**
  * A VM's NICs on private Networks: finding each network in the state directory, judging the

@@ -2,7 +2,7 @@ import { access, constants, mkdir, mkdtemp, open, readFile, rm, stat, writeFile 
 import * as os from "node:os";
 import * as path from "node:path";
 import { cpuVirtualizationFlag } from "../../provider/core/accelChoice";
-import { probeBoot, resolveAccel } from "../../provider/host/accel";
+import { probeBoot, resolveAccel } from "../../provider/host/qemu/accel";
 
 /** The accelerator probe against the real QEMU and the real /dev/kvm of this host. */
 

@@ -4,8 +4,8 @@ import { mkdir, mkdtemp, readdir, rm, utimes, writeFile } from "node:fs/promises
 import * as os from "node:os";
 import * as path from "node:path";
 import { sidecarPath } from "../../provider/core/diskImageSpec";
-import { statStamp } from "../../provider/host/fileHash";
-import { readBootId } from "../../provider/host/qemuProcess";
+import { statStamp } from "../../provider/host/files/fileHash";
+import { readBootId } from "../../provider/host/qemu/qemuProcess";
 import * as diskImage from "../../provider/resources/diskImage";
 import { partialName, writeIntent } from "../../provider/resources/imageRecord";
 import * as vmResource from "../../provider/resources/virtualMachine";

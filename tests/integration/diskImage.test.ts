@@ -4,7 +4,7 @@ import { chmod, chown, link, mkdir, mkdtemp, readdir, readFile, rm, stat, symlin
 import * as os from "node:os";
 import * as path from "node:path";
 import { InputError } from "../../provider/core/validation";
-import type { ReadCounter } from "../../provider/host/fileHash";
+import type { ReadCounter } from "../../provider/host/files/fileHash";
 import {
     check,
     createDiskImage,

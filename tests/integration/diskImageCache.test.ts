@@ -2,8 +2,8 @@ import execa from "execa";
 import { mkdtemp, rm, truncate, utimes, writeFile } from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
-import { digestFile } from "../../provider/host/fileDigest";
-import { HASH_CACHE_FILE, HashCache, hashFileCached, statStamp, waitOutRacyWindow, type ReadCounter } from "../../provider/host/fileHash";
+import { digestFile } from "../../provider/host/files/fileDigest";
+import { HASH_CACHE_FILE, HashCache, hashFileCached, statStamp, waitOutRacyWindow, type ReadCounter } from "../../provider/host/files/fileHash";
 import { createDiskImage, diffImage, readImage } from "../../provider/resources/diskImage";
 
 /**

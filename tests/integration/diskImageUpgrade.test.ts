@@ -3,7 +3,7 @@ import { chmod, mkdir, mkdtemp, readFile, rm, symlink, utimes, writeFile } from 
 import * as os from "node:os";
 import * as path from "node:path";
 import { imageInputHash, parseDiskImageSpec, sidecarPath } from "../../provider/core/diskImageSpec";
-import { HASH_CACHE_FILE, HASH_CACHE_FILE_V1, statStamp, type ReadCounter } from "../../provider/host/fileHash";
+import { HASH_CACHE_FILE, HASH_CACHE_FILE_V1, statStamp, type ReadCounter } from "../../provider/host/files/fileHash";
 import { createDiskImage, diffImage, readImage, removeImage, type DiskImageOutputs } from "../../provider/resources/diskImage";
 
 /**

@@ -3,8 +3,8 @@ import { randomBytes } from "node:crypto";
 import { chmod, mkdtemp, rm, writeFile } from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
-import { b3sumFile, b3sumUsable, BLAKE3_OF_NOTHING } from "../../provider/host/b3sum";
-import { B3SUM_FROM_BYTES, digestFile, READ_BUFFER_BYTES, READ_WHOLE_UP_TO_BYTES, readWholeSync, type ReadCounter } from "../../provider/host/fileDigest";
+import { b3sumFile, b3sumUsable, BLAKE3_OF_NOTHING } from "../../provider/host/files/b3sum";
+import { B3SUM_FROM_BYTES, digestFile, READ_BUFFER_BYTES, READ_WHOLE_UP_TO_BYTES, readWholeSync, type ReadCounter } from "../../provider/host/files/fileDigest";
 
 /**
  * Every way the provider takes a content digest gives the digest of the reference tools, at the
@@ -87,16 +87,16 @@ test("a file name starting with a dash is hashed as a file, not read as an optio
  * b3sum probe is asked again), and optionally without the native addon, as on a platform npm
  * has no prebuilt one for — the one thing this machine cannot be made to lack for real.
  */
-async function withoutB3sum<T>(opts: { addon: boolean }, fn: (m: typeof import("../../provider/host/fileDigest")) => Promise<T>): Promise<T> {
+async function withoutB3sum<T>(opts: { addon: boolean }, fn: (m: typeof import("../../provider/host/files/fileDigest")) => Promise<T>): Promise<T> {
     const savedPath = process.env.PATH;
-    let m!: typeof import("../../provider/host/fileDigest");
+    let m!: typeof import("../../provider/host/files/fileDigest");
     jest.isolateModules(() => {
         if (!opts.addon) {
             jest.doMock("@napi-rs/blake-hash", () => {
                 throw new Error("Cannot find native binding");
             });
         }
-        m = require("../../provider/host/fileDigest");
+        m = require("../../provider/host/files/fileDigest");
     });
     process.env.PATH = "/nonexistent";
     try {

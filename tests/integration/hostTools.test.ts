@@ -5,11 +5,11 @@ import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
 import { InputError } from "../../provider/core/validation";
-import { buildExt4 } from "../../provider/host/ext4";
-import { backingChain, convertImage, createImage, QemuImgError } from "../../provider/host/qemuImg";
-import { preflightBackingChain, requireRegularChain, requireRegularFile } from "../../provider/host/regularFile";
-import { refuseImpossibleStateDir } from "../../provider/host/stateDirCheck";
-import { findInPath, runTool, ToolTimeoutError } from "../../provider/host/toolRun";
+import { buildExt4 } from "../../provider/host/images/ext4";
+import { backingChain, convertImage, createImage, QemuImgError } from "../../provider/host/images/qemuImg";
+import { preflightBackingChain, requireRegularChain, requireRegularFile } from "../../provider/host/files/regularFile";
+import { refuseImpossibleStateDir } from "../../provider/host/files/stateDirCheck";
+import { findInPath, runTool, ToolTimeoutError } from "../../provider/host/process/toolRun";
 import { startInChild } from "../support/tsChild";
 
 let dir: string;
@@ -105,7 +105,7 @@ describe("deadlines on external tools", () => {
         const { top } = await overlayOnFifo();
         // The "provider": a node process running qemu-img through our adapter; qemu-img blocks opening the FIFO.
         const provider = startInChild(
-            `const { backingChain } = require(${JSON.stringify(path.resolve(__dirname, "../../provider/host/qemuImg.ts"))});
+            `const { backingChain } = require(${JSON.stringify(path.resolve(__dirname, "../../provider/host/images/qemuImg.ts"))});
              backingChain(${JSON.stringify(top)}, { timeoutMs: 600000 }).catch(() => {});
              console.log("started");
              setInterval(() => {}, 1000);`,

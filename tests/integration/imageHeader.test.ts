@@ -2,7 +2,7 @@ import execa from "execa";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
-import { readImageHeader } from "../../provider/host/imageHeader";
+import { readImageHeader } from "../../provider/host/images/imageHeader";
 
 /** The in-process header reader against qemu-img's own answer, on images qemu-img made. */
 

@@ -1,7 +1,7 @@
 import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
-import { resolveAccel } from "../../provider/host/accel";
+import { resolveAccel } from "../../provider/host/qemu/accel";
 import { buildQemuArgv } from "../../provider/core/qemuArgv";
 import { renderLauncher } from "../../provider/core/launcher";
 import { mountTag } from "../../provider/core/mountTag";

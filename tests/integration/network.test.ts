@@ -6,7 +6,7 @@ import * as path from "node:path";
 import execa from "execa";
 import * as network from "../../provider/resources/network";
 import type { NetworkOutputs } from "../../provider/resources/network";
-import { startSwitch } from "../../provider/host/vdeSwitch";
+import { startSwitch } from "../../provider/host/net/vdeSwitch";
 import { isRunning } from "../support/process";
 
 /**

@@ -3,7 +3,7 @@ import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
 import { parseVmSpec } from "../../provider/core/vmSpec";
-import { STARTING_GRACE_MS } from "../../provider/host/networkStore";
+import { STARTING_GRACE_MS } from "../../provider/host/net/networkStore";
 import * as network from "../../provider/resources/network";
 import * as runScript from "../../provider/resources/runScript";
 import type { NetworkOutputs } from "../../provider/resources/network";

@@ -3,7 +3,7 @@ import { mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
 import { blake3 } from "@noble/hashes/blake3";
-import { GuestChannelError } from "../../provider/host/guestChannel";
+import { GuestChannelError } from "../../provider/host/guest/guestChannel";
 import * as gc from "../../provider/resources/guestCommand";
 import type { GuestCommandOutputs } from "../../provider/resources/guestCommand";
 import { attach, type Machine } from "../../sdk/testing";

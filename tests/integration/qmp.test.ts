@@ -11,8 +11,8 @@ import {
     startDaemonized,
     stopQemu,
     type ProcessIdentity,
-} from "../../provider/host/qemuProcess";
-import { QmpClient, queryStatus } from "../../provider/host/qmp";
+} from "../../provider/host/qemu/qemuProcess";
+import { QmpClient, queryStatus } from "../../provider/host/qemu/qmp";
 
 /**
  * A real daemonized QEMU with no guest at all (SeaBIOS finds nothing to boot and idles): enough

@@ -2,7 +2,7 @@ import { appendFile, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
 import { cleanConsole, serialMatcher } from "../../provider/core/serialPattern";
-import { SerialLogWatcher, serialLogTail } from "../../provider/host/serialWatch";
+import { SerialLogWatcher, serialLogTail } from "../../provider/host/qemu/serialWatch";
 
 let dir: string;
 beforeEach(async () => {

@@ -3,7 +3,7 @@ import { existsSync, statSync } from "node:fs";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
-import { withQmp } from "../../provider/host/qmp";
+import { withQmp } from "../../provider/host/qemu/qmp";
 import * as diskImage from "../../provider/resources/diskImage";
 import * as vmResource from "../../provider/resources/virtualMachine";
 import type { VirtualMachineOutputs } from "../../provider/resources/virtualMachine";

@@ -1,7 +1,7 @@
 import { existsSync, mkdirSync, rmSync } from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { SshConnection } from "../../provider/host/sshConnection";
+import { SshConnection } from "../../provider/host/ssh/sshConnection";
 
 /**
  * A process stopped by a signal runs no exit handler, so its SSH control directory stays;

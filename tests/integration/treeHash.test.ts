@@ -1,7 +1,7 @@
 import { chmod, link, mkdir, mkdtemp, rm, symlink, writeFile } from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
-import { HashCache, hashTree } from "../../provider/host/fileHash";
+import { HashCache, hashTree } from "../../provider/host/files/fileHash";
 
 /**
  * The tree hash is a directory image's identity: any change to how a tree is walked or hashed

@@ -3,7 +3,7 @@ import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
 import { buildQemuArgv, specArgvHash } from "../../provider/core/qemuArgv";
-import { QemuStartError, startDaemonized } from "../../provider/host/qemuProcess";
+import { QemuStartError, startDaemonized } from "../../provider/host/qemu/qemuProcess";
 import { parseVmSpec } from "../../provider/core/vmSpec";
 import * as vmResource from "../../provider/resources/virtualMachine";
 import { cleanConsole, explainStartError, serialMatcher, type VirtualMachineOutputs } from "../../provider/resources/virtualMachine";

@@ -1,7 +1,7 @@
 import * as dgram from "node:dgram";
 import * as http from "node:http";
 import * as net from "node:net";
-import { assertHostPortsFree, hostPortProblem, pickFreePort, portProber, tcpAnswers } from "../../provider/host/ports";
+import { assertHostPortsFree, hostPortProblem, pickFreePort, portProber, tcpAnswers } from "../../provider/host/net/ports";
 
 /**
  * The host-port checks a VM relies on, against real sockets: what counts as taken, and what

@@ -4,7 +4,7 @@ import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
 import { parseVmSpec } from "../../provider/core/vmSpec";
-import { hostPortProblem } from "../../provider/host/ports";
+import { hostPortProblem } from "../../provider/host/net/ports";
 import { pickHostPorts, portOutputs } from "../../provider/resources/vmPorts";
 
 /**

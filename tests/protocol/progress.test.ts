@@ -2,7 +2,7 @@ import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
 import { openDriver, type Driver, type PluginKind } from "../engine/driver";
-import { resolveAccel } from "../../provider/host/accel";
+import { resolveAccel } from "../../provider/host/qemu/accel";
 import { makeSecret } from "../engine/wire";
 
 /**

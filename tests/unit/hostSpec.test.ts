@@ -1,6 +1,6 @@
 import { parseHost, placementOf } from "../../provider/core/hostSpec";
 import { InputError } from "../../provider/core/validation";
-import { explainSshFailure } from "../../provider/host/sshConnection";
+import { explainSshFailure } from "../../provider/host/ssh/sshConnection";
 import { parseProviderConfig } from "../../provider/plugin/providerConfig";
 import { nodeIsRecentEnough } from "../../provider/remote/runnerClient";
 

@@ -1,7 +1,7 @@
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
-import { digestFile, hashingStatus } from "../../provider/host/fileDigest";
+import { digestFile, hashingStatus } from "../../provider/host/files/fileDigest";
 import { humanBytes, progress, whileWorking, withProgress, type ProgressSink } from "../../provider/host/progress";
 
 /** The progress seam in-process: silent by default, per-call sinks, periodic status while work runs. */

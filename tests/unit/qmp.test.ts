@@ -2,7 +2,7 @@ import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
 import { mkdtemp, rm } from "node:fs/promises";
-import { QmpClient, QmpCommandError, queryStatus } from "../../provider/host/qmp";
+import { QmpClient, QmpCommandError, queryStatus } from "../../provider/host/qemu/qmp";
 
 /**
  * The client against a scripted QMP peer on a real unix socket: the wire cases a real QEMU

@@ -1,6 +1,6 @@
 import { parseHost } from "../../provider/core/hostSpec";
-import { judgeOurQemu, parseProcStat } from "../../provider/host/qemuProcess";
-import { consoleTail } from "../../provider/host/serialWatch";
+import { judgeOurQemu, parseProcStat } from "../../provider/host/qemu/qemuProcess";
+import { consoleTail } from "../../provider/host/qemu/serialWatch";
 import * as gc from "../../provider/resources/guestCommand";
 import { UNKNOWN } from "../../provider/resources/common";
 import { configureHost } from "../../provider/resources/placement";

@@ -2,7 +2,7 @@ import type { BigIntStats } from "node:fs";
 import { readFileSync } from "node:fs";
 import { lstat, readdir, readlink, stat } from "node:fs/promises";
 import * as path from "node:path";
-import { digestByName, hashValue, type DigestAlgorithm } from "../core/hash";
+import { digestByName, hashValue, type DigestAlgorithm } from "../../core/hash";
 import { writeFileAtomic } from "./atomicFile";
 import { isOwnFileSync } from "./stateDir";
 import { digestFile, type ReadCounter } from "./fileDigest";

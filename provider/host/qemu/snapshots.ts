@@ -10,12 +10,12 @@ import {
     SNAPSHOT_TAG_PREFIX,
     type QemuSnapshotInfo,
     type SnapshotRecord,
-} from "../core/snapshotRules";
-import { parseVmSpec } from "../core/vmSpec";
-import { writeFileAtomic } from "./atomicFile";
+} from "../../core/snapshotRules";
+import { parseVmSpec } from "../../core/vmSpec";
+import { writeFileAtomic } from "../files/atomicFile";
 import { QmpClient, withQmp } from "./qmp";
-import { ensureOwnDir, isOwnFileSync, ownDirChain } from "./stateDir";
-import { runTool } from "./toolRun";
+import { ensureOwnDir, isOwnFileSync, ownDirChain } from "../files/stateDir";
+import { runTool } from "../process/toolRun";
 
 /**
  * Snapshots of a running VM: memory, devices and disks saved together and put back together,

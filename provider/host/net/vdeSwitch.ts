@@ -1,6 +1,6 @@
 import { readdir, rm, rmdir, lstat } from "node:fs/promises";
 import * as path from "node:path";
-import { checkOurQemu, QemuStartError, startDaemonized, waitUntilGone, type Liveness, type ProcessIdentity } from "./qemuProcess";
+import { checkOurQemu, QemuStartError, startDaemonized, waitUntilGone, type Liveness, type ProcessIdentity } from "../qemu/qemuProcess";
 
 /**
  * The `vde_switch` behind a Network (Debian's vde2): a user-space Ethernet switch whose

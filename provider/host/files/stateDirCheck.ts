@@ -1,6 +1,6 @@
 import { stat, statfs } from "node:fs/promises";
 import * as path from "node:path";
-import { InputError } from "../core/validation";
+import { InputError } from "../../core/validation";
 
 /**
  * A state directory must be somewhere files can be kept: not in the kernel's pseudo filesystems,

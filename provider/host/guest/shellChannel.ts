@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { closeSync, openSync } from "node:fs";
 import { open } from "node:fs/promises";
 import * as net from "node:net";
-import { encodeRequestHead, ReplyParser, shellScript, type ReplyHeader } from "../core/shellFraming";
+import { encodeRequestHead, ReplyParser, shellScript, type ReplyHeader } from "../../core/shellFraming";
 import {
     DEFAULT_EXEC_TIMEOUT_SECONDS,
     GuestChannelError,

@@ -1,7 +1,7 @@
 import { lstat, mkdir, readFile, rm } from "node:fs/promises";
 import * as path from "node:path";
-import { sha256Hex } from "../core/hash";
-import { LAUNCHER_HEADER } from "../core/launcher";
+import { sha256Hex } from "../../core/hash";
+import { LAUNCHER_HEADER } from "../../core/launcher";
 import { writeFileAtomic } from "./atomicFile";
 
 /**

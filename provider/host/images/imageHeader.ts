@@ -1,6 +1,6 @@
 import { open, stat } from "node:fs/promises";
-import { backingName, HEADER_READ_BYTES, parseQcow2Header } from "../core/qcow2Header";
-import type { ImageFormat } from "../core/diskImageSpec";
+import { backingName, HEADER_READ_BYTES, parseQcow2Header } from "../../core/qcow2Header";
+import type { ImageFormat } from "../../core/diskImageSpec";
 
 /**
  * What an image's own bytes say about it, read in process: its virtual size, and for qcow2 the

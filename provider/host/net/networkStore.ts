@@ -1,8 +1,8 @@
 import { mkdir, open, readdir, readFile, rm, rmdir } from "node:fs/promises";
 import * as path from "node:path";
-import { writeFileAtomic } from "./atomicFile";
+import { writeFileAtomic } from "../files/atomicFile";
 import { checkOurSwitch } from "./vdeSwitch";
-import { checkOurQemu, identify, readPidfile, type ProcessIdentity } from "./qemuProcess";
+import { checkOurQemu, identify, readPidfile, type ProcessIdentity } from "../qemu/qemuProcess";
 
 /**
  * What a Network leaves on disk for the VMs that join it, under `<stateDir>/networks/<id>/`:

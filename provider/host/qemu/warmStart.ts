@@ -1,11 +1,11 @@
 import { existsSync } from "node:fs";
 import { readdir, readFile, rm } from "node:fs/promises";
 import * as path from "node:path";
-import { openRecord, sealRecord, snapshotMismatch, type SnapshotRecord } from "../core/snapshotRules";
-import { writeFileAtomic } from "./atomicFile";
+import { openRecord, sealRecord, snapshotMismatch, type SnapshotRecord } from "../../core/snapshotRules";
+import { writeFileAtomic } from "../files/atomicFile";
 import { withQmp } from "./qmp";
 import { migrationBlockers, queryBlock, runJob, SnapshotError, writableDisks } from "./snapshots";
-import { ensureOwnDir, isOwnFileSync, ownDirChain } from "./stateDir";
+import { ensureOwnDir, isOwnFileSync, ownDirChain } from "../files/stateDir";
 
 /**
  * `VirtualMachine.warmStart`: one snapshot per VM identity, taken once the VM is ready and

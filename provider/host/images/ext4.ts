@@ -1,4 +1,4 @@
-import { runTool, ToolTimeoutError, type ToolResult } from "./toolRun";
+import { runTool, ToolTimeoutError, type ToolResult } from "../process/toolRun";
 
 /**
  * ext4 images filled from a host directory without root: `mkfs.ext4 -d`, then `debugfs` to give

@@ -3,12 +3,12 @@ import { access, mkdtemp, open, readdir, readFile, rm, stat, writeFile } from "n
 import * as os from "node:os";
 import * as path from "node:path";
 import execa from "execa";
-import { diesWithUs } from "./toolRun";
-import { AccelVerdict, applyRequest, cpuVirtualizationFlag, decideAutoAccel, KvmFacts, RequestedAccel, ResolvedAccel } from "../core/accelChoice";
-import { writeFileAtomic } from "./atomicFile";
-import { ensureStateDir, isOwnFileSync, resolveStateDir } from "./stateDir";
+import { diesWithUs } from "../process/toolRun";
+import { AccelVerdict, applyRequest, cpuVirtualizationFlag, decideAutoAccel, KvmFacts, RequestedAccel, ResolvedAccel } from "../../core/accelChoice";
+import { writeFileAtomic } from "../files/atomicFile";
+import { ensureStateDir, isOwnFileSync, resolveStateDir } from "../files/stateDir";
 
-export type { AccelVerdict, ResolvedAccel } from "../core/accelChoice";
+export type { AccelVerdict, ResolvedAccel } from "../../core/accelChoice";
 
 /**
  * Finds out whether KVM really works here, at most once per boot: the verdict is kept in memory

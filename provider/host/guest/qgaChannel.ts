@@ -2,7 +2,7 @@ import { randomInt } from "node:crypto";
 import { closeSync, openSync } from "node:fs";
 import { open, stat } from "node:fs/promises";
 import * as net from "node:net";
-import { shellQuote, shellScript } from "../core/shellFraming";
+import { shellQuote, shellScript } from "../../core/shellFraming";
 import {
     DEFAULT_EXEC_TIMEOUT_SECONDS,
     GuestChannelError,

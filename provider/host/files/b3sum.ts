@@ -1,5 +1,5 @@
 import execa from "execa";
-import { runTool, ToolTimeoutError } from "./toolRun";
+import { runTool, ToolTimeoutError } from "../process/toolRun";
 
 /**
  * `b3sum`, the BLAKE3 team's own tool: it maps the file and hashes it on every core, which no

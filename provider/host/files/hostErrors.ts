@@ -1,7 +1,7 @@
 import { statfs } from "node:fs/promises";
 import * as path from "node:path";
-import { formatSize } from "../core/size";
-import { InputError } from "../core/validation";
+import { formatSize } from "../../core/size";
+import { InputError } from "../../core/validation";
 
 /**
  * Errors from the host's filesystem, said in the user's terms: which field led there, which

@@ -2,8 +2,8 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { closeSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import type { HostSpec } from "../core/hostSpec";
-import { diesWithUs, runTool, type ToolResult } from "./toolRun";
+import type { HostSpec } from "../../core/hostSpec";
+import { diesWithUs, runTool, type ToolResult } from "../process/toolRun";
 
 /**
  * One OpenSSH connection per far host and provider process. OpenSSH rather than an SSH library

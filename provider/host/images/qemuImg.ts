@@ -1,4 +1,4 @@
-import { runTool, ToolTimeoutError } from "./toolRun";
+import { runTool, ToolTimeoutError } from "../process/toolRun";
 
 /**
  * qemu-img, and nothing else: each function is one invocation. Failures carry qemu-img's own

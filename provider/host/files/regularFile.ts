@@ -1,8 +1,8 @@
 import type { Stats } from "node:fs";
 import { open, stat } from "node:fs/promises";
 import * as path from "node:path";
-import { backingName, HEADER_READ_BYTES, parseQcow2Header, QCOW2_MAGIC, Qcow2HeaderError } from "../core/qcow2Header";
-import { InputError } from "../core/validation";
+import { backingName, HEADER_READ_BYTES, parseQcow2Header, QCOW2_MAGIC, Qcow2HeaderError } from "../../core/qcow2Header";
+import { InputError } from "../../core/validation";
 
 /**
  * Image sources and backing files must be regular files. Opening a FIFO blocks until someone

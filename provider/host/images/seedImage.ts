@@ -1,7 +1,7 @@
 import { chmod, mkdir, mkdtemp, rename, rm, utimes, writeFile } from "node:fs/promises";
 import * as path from "node:path";
-import { runTool, ToolTimeoutError, type ToolResult } from "./toolRun";
-import { SEED_LABEL, type SeedFile, type SeedFormat } from "../core/cloudInitSeed";
+import { runTool, ToolTimeoutError, type ToolResult } from "../process/toolRun";
+import { SEED_LABEL, type SeedFile, type SeedFormat } from "../../core/cloudInitSeed";
 
 /**
  * Writes a cloud-init NoCloud seed image: ISO 9660 (label `cidata`, Rock Ridge and Joliet

@@ -1,6 +1,6 @@
 import { open, stat } from "node:fs/promises";
 import { StringDecoder } from "node:string_decoder";
-import { cleanConsole, ConsoleScanner, parseSerialPattern, SERIAL_OVERLAP_CHARS } from "../core/serialPattern";
+import { cleanConsole, ConsoleScanner, parseSerialPattern, SERIAL_OVERLAP_CHARS } from "../../core/serialPattern";
 
 /**
  * Watches a VM's serial log for `ready.serialPattern` without reading it all again on every poll:

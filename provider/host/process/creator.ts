@@ -1,4 +1,4 @@
-import { identify, readBootId, readProcStat, type ProcessIdentity } from "./qemuProcess";
+import { identify, readBootId, readProcStat, type ProcessIdentity } from "../qemu/qemuProcess";
 
 /**
  * The process doing a create, recorded before it acts: if it is killed half-way, whatever it

@@ -1,9 +1,9 @@
 import { createHash } from "node:crypto";
 import { closeSync, openSync, readSync } from "node:fs";
 import { open, stat } from "node:fs/promises";
-import type { DigestAlgorithm } from "../core/hash";
+import type { DigestAlgorithm } from "../../core/hash";
 import { b3sumFile, b3sumUsable } from "./b3sum";
-import { humanBytes, reporting, warn, whileWorking } from "./progress";
+import { humanBytes, reporting, warn, whileWorking } from "../progress";
 
 /**
  * One file's content digest, read once, by the fastest means at hand. BLAKE3 goes through
