@@ -6,7 +6,7 @@ import { sha256Hex, hashValue } from "../provider/core/hash";
 import { parseHost, type HostSpec } from "../provider/core/hostSpec";
 import { SshConnection } from "../provider/host/ssh/sshConnection";
 import { runTool } from "../provider/host/process/toolRun";
-import { bundlePath, connectionFor, RemoteRunner, runnerFor } from "../provider/remote/runnerClient";
+import { bundlePath, connectionFor, RemoteRunner, runnerFor } from "../provider/host/ssh/runnerClient";
 import * as diskImage from "../provider/resources/diskImage";
 import * as virtualMachine from "../provider/resources/virtualMachine";
 import type { DiskImageOutputs } from "../provider/resources/diskImage";

@@ -1,4 +1,4 @@
-// Bundles the lifecycles into the one file a far host runs (provider/remote/runnerMain.ts), gzipped:
+// Bundles the lifecycles into the one file a far host runs (provider/runner/main.ts), gzipped:
 // the package ships it at ~0.3 MB instead of ~1.2 MB; the near side unpacks it before copying it over.
 // Minified to keep the copy small; names kept so errors read the same as locally.
 const esbuild = require("esbuild");
@@ -6,9 +6,9 @@ const { gzipSync } = require("node:zlib");
 const { writeFileSync } = require("node:fs");
 const path = require("node:path");
 
-const outDir = path.join(__dirname, "..", "bin", "provider", "remote");
+const outDir = path.join(__dirname, "..", "bin", "provider", "runner");
 const result = esbuild.buildSync({
-    entryPoints: [path.join(outDir, "runnerMain.js")],
+    entryPoints: [path.join(outDir, "main.js")],
     bundle: true,
     minify: true,
     keepNames: true,

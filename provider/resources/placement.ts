@@ -3,14 +3,14 @@ import { parseHost, placementOf, withAccess, type HostInput, type HostSpec } fro
 import { DYNAMIC_PROVIDER_KEY, InputError, quoteValue } from "../core/validation";
 import { warn } from "../host/progress";
 import { HostUnreachableError } from "../host/ssh/sshConnection";
-import { runnerFor } from "../remote/runnerClient";
+import { runnerFor } from "../host/ssh/runnerClient";
 import { hasUnknown, UNKNOWN } from "./common";
 import { resourceNamed, type ResourceName } from "./registry";
 import { isEmptyState } from "./stateGuard";
 
 /**
  * Placement: which machine a resource lives on. Every lifecycle call of a resource placed on a
- * far host (`host: "ssh://…"`) runs there, through the runner (remote/runnerClient.ts), except
+ * far host (`host: "ssh://…"`) runs there, through the runner (host/ssh/runnerClient.ts), except
  * the parts that need no host at all: validating inputs and comparing argv hashes, which give the
  * same answer anywhere (hashes leave out which host), so a preview of those needs no connection.
  * A resource keeps its placement in state (`host`, the normalised URL); a new placement replaces

@@ -10,7 +10,7 @@ import { qmpOnce } from "../host/qemu/qmp";
 import { consoleTail, TAIL_BYTES } from "../host/qemu/serialWatch";
 import { HostAccessError, HostUnreachableError, type SshConnection } from "../host/ssh/sshConnection";
 import { deleteSnapshot, listSnapshots, restoreSnapshot, saveSnapshot, type SnapshotInfo, type SnapshotTarget } from "../host/qemu/snapshots";
-import { connectionFor, runnerFor } from "../remote/runnerClient";
+import { connectionFor, runnerFor } from "../host/ssh/runnerClient";
 import type { VmProbe } from "./agentChannel";
 import { serialTail } from "./virtualMachine";
 
@@ -48,7 +48,7 @@ export interface SnapshotOps {
 
 export const LOCAL_SNAPSHOTS: SnapshotOps = { save: saveSnapshot, restore: restoreSnapshot, remove: deleteSnapshot, list: listSnapshots };
 
-/** The same operations run by the runner on the VM's host (provider/remote/runnerMain.ts serves "Snapshots"). */
+/** The same operations run by the runner on the VM's host (provider/runner/main.ts serves "Snapshots"). */
 function remoteSnapshots(spec: HostSpec): SnapshotOps {
     const call = (method: string, args: unknown[]) => runnerFor(spec).then((r) => r.call("Snapshots", method, args));
     return {

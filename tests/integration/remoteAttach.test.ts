@@ -5,7 +5,7 @@ import { mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promise
 import * as os from "node:os";
 import * as path from "node:path";
 import { parseHost } from "../../provider/core/hostSpec";
-import { connectionFor } from "../../provider/remote/runnerClient";
+import { connectionFor } from "../../provider/host/ssh/runnerClient";
 import * as diskImage from "../../provider/resources/diskImage";
 import * as gc from "../../provider/resources/guestCommand";
 import type { GuestCommandOutputs } from "../../provider/resources/guestCommand";

@@ -2,7 +2,7 @@ import { parseHost, placementOf } from "../../provider/core/hostSpec";
 import { InputError } from "../../provider/core/validation";
 import { explainSshFailure } from "../../provider/host/ssh/sshConnection";
 import { parseProviderConfig } from "../../provider/plugin/providerConfig";
-import { nodeIsRecentEnough } from "../../provider/remote/runnerClient";
+import { nodeIsRecentEnough } from "../../provider/host/ssh/runnerClient";
 
 function problems(value: unknown): string[] {
     try {

@@ -5,7 +5,7 @@ import { deleteSnapshot, listSnapshots, restoreSnapshot, saveSnapshot } from "..
 import { servingAsRunner } from "../resources/placement";
 import { LIFECYCLES } from "../resources/lifecycles";
 import { resourceNamed } from "../resources/registry";
-import { RUNNER_METHODS, type RunnerReply, type RunnerRequest, type WireError } from "./runnerProtocol";
+import { RUNNER_METHODS, type RunnerReply, type RunnerRequest, type WireError } from "../core/runnerProtocol";
 
 /**
  * The far side: started by `ssh host node runner.js`, it serves lifecycle calls on stdin/stdout

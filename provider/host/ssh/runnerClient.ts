@@ -3,13 +3,13 @@ import { existsSync, readFileSync } from "node:fs";
 import * as path from "node:path";
 import { gunzipSync } from "node:zlib";
 import { createInterface } from "node:readline";
-import { sha256Hex } from "../core/hash";
-import { connectionKey, type HostSpec } from "../core/hostSpec";
-import { InputError } from "../core/validation";
-import { shellQuote } from "../core/launcher";
-import { currentSink } from "../host/progress";
-import { HostAccessError, HostUnreachableError, SshConnection } from "../host/ssh/sshConnection";
-import type { RunnerReply, RunnerRequest } from "./runnerProtocol";
+import { sha256Hex } from "../../core/hash";
+import { connectionKey, type HostSpec } from "../../core/hostSpec";
+import { InputError } from "../../core/validation";
+import { shellQuote } from "../../core/launcher";
+import { currentSink } from "../progress";
+import { HostAccessError, HostUnreachableError, SshConnection } from "./sshConnection";
+import type { RunnerReply, RunnerRequest } from "../../core/runnerProtocol";
 
 /**
  * The near side of a far host: one SSH connection and one runner process there per host and
@@ -216,10 +216,10 @@ function rebuildError(e: { name: string; message: string; problems?: Array<{ pro
     return err;
 }
 
-/** The bundled lifecycles, beside this file once built; from a source checkout, in bin/. */
+/** The bundled lifecycles, in runner/ beside the runner's entry once built; from a source checkout, in bin/. */
 export function bundlePath(): string {
     const name = "runner.bundle.js.gz";
-    const candidates = [path.join(__dirname, name), path.join(__dirname, "..", "..", "bin", "provider", "remote", name)];
+    const candidates = [path.join(__dirname, "..", "..", "runner", name), path.join(__dirname, "..", "..", "..", "bin", "provider", "runner", name)];
     const found = candidates.find((c) => existsSync(c));
     if (!found) throw new Error(`the remote runner bundle is missing (looked for ${candidates.join(", ")}); build the package with \`npm run build\``);
     return found;
