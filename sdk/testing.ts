@@ -4,10 +4,10 @@ import { listeningTcpPorts } from "../provider/core/procNet";
 import { shellQuote } from "../provider/core/shellFraming";
 import { DEFAULT_EXEC_TIMEOUT_SECONDS, type ExecOptions, type GuestChannel } from "../provider/host/guest/guestChannel";
 import type { ProcessIdentity } from "../provider/host/qemu/qemuProcess";
-import { openAgentChannel, type AgentTarget } from "../provider/resources/agentChannel";
+import { openAgentChannel, type AgentTarget } from "../provider/resources/virtualMachine/agentChannel";
 import type { SnapshotInfo } from "../provider/host/qemu/snapshots";
 import { cleanConsole } from "../provider/resources/virtualMachine";
-import { siteOf } from "../provider/resources/vmSite";
+import { siteOf } from "../provider/resources/virtualMachine/site";
 
 /**
  * pulumi-qemu/testing: drive a running VirtualMachine from test code — jest, a Pulumi

@@ -33,8 +33,8 @@ import { backingChain, convertImage, createImage as qemuImgCreate, createOverlay
 import { ensureOwnDir, ensureStateDir, ownDirChain, resolveStateDir } from "../host/files/stateDir";
 import { checkWith, hasUnknown, instanceSuffix, oncePerInterval, withoutUndefined } from "./common";
 import { DISK_IMAGE_STATE, isEmptyState, requireState } from "./stateGuard";
-import { importImage } from "./imageImport";
-import { partialName, readSidecar, settleRecord, sweepImageDir, writeIntent, writeSidecar } from "./imageRecord";
+import { importImage } from "./diskImage/import";
+import { partialName, readSidecar, settleRecord, sweepImageDir, writeIntent, writeSidecar } from "./diskImage/record";
 
 /**
  * DiskImage: Guix's image records as files. An image is made once from its source and kept;

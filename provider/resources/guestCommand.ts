@@ -5,10 +5,10 @@ import { hashValue } from "../core/hash";
 import { absolutePath, parseOrThrow } from "../core/validation";
 import { GuestChannelError } from "../host/guest/guestChannel";
 import { checkOurQemu } from "../host/qemu/qemuProcess";
-import { openAgentChannel, type AgentTarget } from "./agentChannel";
+import { openAgentChannel, type AgentTarget } from "./virtualMachine/agentChannel";
 import { checkWith, hasUnknown, withoutUndefined } from "./common";
 import { requireState } from "./stateGuard";
-import { resolveVmById, VM_ID_PATTERN } from "./vmById";
+import { resolveVmById, VM_ID_PATTERN } from "./virtualMachine/byId";
 
 /**
  * GuestCommand: a step inside a VM, over its agent channel (no SSH, no network), as

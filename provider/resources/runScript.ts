@@ -14,7 +14,7 @@ import { ensureOwnDir, ensureStateDir, ownDirChain, resolveStateDir } from "../h
 import { z } from "zod";
 import { explainHostFileError } from "../host/files/hostErrors";
 import { isEmptyState, requireState, RUN_SCRIPT_STATE } from "./stateGuard";
-import { importLauncher } from "./launcherImport";
+import { importLauncher } from "./runScript/import";
 import { checkWith, hasUnknown, instanceSuffix, problemCollector, withoutUndefined } from "./common";
 
 /**

@@ -8,7 +8,7 @@ import * as network from "../../provider/resources/network";
 import * as runScript from "../../provider/resources/runScript";
 import type { NetworkOutputs } from "../../provider/resources/network";
 import * as vmResource from "../../provider/resources/virtualMachine";
-import { attachNics, releaseNics } from "../../provider/resources/vmNetworks";
+import { attachNics, releaseNics } from "../../provider/resources/virtualMachine/networks";
 
 /**
  * Addresses and MACs on a live network (a real switch, no guests needed: leases are taken

@@ -11,7 +11,7 @@ import * as gc from "../../provider/resources/guestCommand";
 import type { GuestCommandOutputs } from "../../provider/resources/guestCommand";
 import * as vmResource from "../../provider/resources/virtualMachine";
 import { cleanConsole, type VirtualMachineOutputs } from "../../provider/resources/virtualMachine";
-import { siteOf } from "../../provider/resources/vmSite";
+import { siteOf } from "../../provider/resources/virtualMachine/site";
 import { attach, MachineError, type Machine } from "../../sdk/testing";
 import { ensureTestGuest, guestKernelArguments, READY_MARKER } from "../guest/testGuest";
 import { freePort } from "../support/net";

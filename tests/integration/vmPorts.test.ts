@@ -5,7 +5,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { parseVmSpec } from "../../provider/core/vmSpec";
 import { hostPortProblem } from "../../provider/host/net/ports";
-import { pickHostPorts, portOutputs } from "../../provider/resources/vmPorts";
+import { pickHostPorts, portOutputs } from "../../provider/resources/virtualMachine/ports";
 
 /**
  * Host ports the provider picks, against real sockets: free and distinct, remembered per VM

@@ -1,10 +1,10 @@
 import { readdir, readFile, rm } from "node:fs/promises";
 import * as path from "node:path";
-import { writeFileAtomic } from "../host/files/atomicFile";
-import { isProcessIdentity, selfIdentity, stillRunning } from "../host/process/creator";
-import { checkOurQemu, identify, readPidfile, removeRuntimeFiles, stopQemu, type ProcessIdentity } from "../host/qemu/qemuProcess";
-import { removeLauncherFile } from "../host/files/launcherFile";
-import { isOwnFileSync, ownDirChain, removeDirIfEmpty } from "../host/files/stateDir";
+import { writeFileAtomic } from "../../host/files/atomicFile";
+import { isProcessIdentity, selfIdentity, stillRunning } from "../../host/process/creator";
+import { checkOurQemu, identify, readPidfile, removeRuntimeFiles, stopQemu, type ProcessIdentity } from "../../host/qemu/qemuProcess";
+import { removeLauncherFile } from "../../host/files/launcherFile";
+import { isOwnFileSync, ownDirChain, removeDirIfEmpty } from "../../host/files/stateDir";
 
 /**
  * The record in each VM's directory (`record.json`), written before QEMU is started:

@@ -1,9 +1,9 @@
 import { mkdir, readFile } from "node:fs/promises";
 import * as path from "node:path";
-import { hashValue } from "../core/hash";
-import type { VmSpec } from "../core/vmSpec";
-import { writeFileAtomic } from "../host/files/atomicFile";
-import { hostPortProblem, pickFreePort } from "../host/net/ports";
+import { hashValue } from "../../core/hash";
+import type { VmSpec } from "../../core/vmSpec";
+import { writeFileAtomic } from "../../host/files/atomicFile";
+import { hostPortProblem, pickFreePort } from "../../host/net/ports";
 
 /**
  * Host ports the provider picks for `portForwards` entries without `host`. A picked port is

@@ -1,11 +1,11 @@
 import { lstat, readdir, readFile, rm } from "node:fs/promises";
 import * as path from "node:path";
-import { sidecarPath, type ImageFormat } from "../core/diskImageSpec";
-import { writeFileAtomic } from "../host/files/atomicFile";
-import { isProcessIdentity, selfIdentity, stillRunning } from "../host/process/creator";
-import { sameFile, stampOf, type FileStamp } from "../host/files/fileHash";
-import type { ProcessIdentity } from "../host/qemu/qemuProcess";
-import { isOwnFileSync } from "../host/files/stateDir";
+import { sidecarPath, type ImageFormat } from "../../core/diskImageSpec";
+import { writeFileAtomic } from "../../host/files/atomicFile";
+import { isProcessIdentity, selfIdentity, stillRunning } from "../../host/process/creator";
+import { sameFile, stampOf, type FileStamp } from "../../host/files/fileHash";
+import type { ProcessIdentity } from "../../host/qemu/qemuProcess";
+import { isOwnFileSync } from "../../host/files/stateDir";
 
 /**
  * The record beside every image the provider makes (`<image>.pulumi-qemu.json`). It is written

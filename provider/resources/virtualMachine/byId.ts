@@ -1,9 +1,9 @@
 import { lstat } from "node:fs/promises";
 import * as path from "node:path";
-import { AGENT_PORT_NAMES } from "../core/qemuArgv";
-import { checkOurQemu, identify, readCmdline, readPidfile } from "../host/qemu/qemuProcess";
-import { ownDirChain, resolveStateDir } from "../host/files/stateDir";
-import { VM_FILES } from "./vmRecord";
+import { AGENT_PORT_NAMES } from "../../core/qemuArgv";
+import { checkOurQemu, identify, readCmdline, readPidfile } from "../../host/qemu/qemuProcess";
+import { ownDirChain, resolveStateDir } from "../../host/files/stateDir";
+import { VM_FILES } from "./record";
 
 /**
  * A VirtualMachine named by its id alone (GuestCommand's `vm: "<id>"`): the id is the name of

@@ -1,11 +1,11 @@
 import * as path from "node:path";
-import { specArgvHash } from "../core/qemuArgv";
-import { parseVmSpec } from "../core/vmSpec";
-import { checkOurQemu, identify, readPidfile } from "../host/qemu/qemuProcess";
-import { ownDirChain, resolveStateDir } from "../host/files/stateDir";
-import { StateError } from "./stateGuard";
-import type { VirtualMachineOutputs } from "./virtualMachine";
-import { readVmRecord, VM_FILES } from "./vmRecord";
+import { specArgvHash } from "../../core/qemuArgv";
+import { parseVmSpec } from "../../core/vmSpec";
+import { checkOurQemu, identify, readPidfile } from "../../host/qemu/qemuProcess";
+import { ownDirChain, resolveStateDir } from "../../host/files/stateDir";
+import { StateError } from "../stateGuard";
+import type { VirtualMachineOutputs } from "../virtualMachine";
+import { readVmRecord, VM_FILES } from "./record";
 
 /**
  * `pulumi import qemu:index:VirtualMachine NAME ID` (and the `import` resource option) call Read

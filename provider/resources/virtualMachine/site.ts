@@ -3,16 +3,16 @@ import { statSync, type Stats } from "node:fs";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
-import { parseHost, withAccess, type HostSpec } from "../core/hostSpec";
-import { shellQuote } from "../core/shellFraming";
-import { checkOurQemu, judgeOurQemu, parseProcStat, waitUntilGone, type Liveness, type ProcessIdentity } from "../host/qemu/qemuProcess";
-import { qmpOnce } from "../host/qemu/qmp";
-import { consoleTail, TAIL_BYTES } from "../host/qemu/serialWatch";
-import { HostAccessError, HostUnreachableError, type SshConnection } from "../host/ssh/sshConnection";
-import { deleteSnapshot, listSnapshots, restoreSnapshot, saveSnapshot, type SnapshotInfo, type SnapshotTarget } from "../host/qemu/snapshots";
-import { connectionFor, runnerFor } from "../host/ssh/runnerClient";
+import { parseHost, withAccess, type HostSpec } from "../../core/hostSpec";
+import { shellQuote } from "../../core/shellFraming";
+import { checkOurQemu, judgeOurQemu, parseProcStat, waitUntilGone, type Liveness, type ProcessIdentity } from "../../host/qemu/qemuProcess";
+import { qmpOnce } from "../../host/qemu/qmp";
+import { consoleTail, TAIL_BYTES } from "../../host/qemu/serialWatch";
+import { HostAccessError, HostUnreachableError, type SshConnection } from "../../host/ssh/sshConnection";
+import { deleteSnapshot, listSnapshots, restoreSnapshot, saveSnapshot, type SnapshotInfo, type SnapshotTarget } from "../../host/qemu/snapshots";
+import { connectionFor, runnerFor } from "../../host/ssh/runnerClient";
 import type { VmProbe } from "./agentChannel";
-import { serialTail } from "./virtualMachine";
+import { serialTail } from "../virtualMachine";
 
 /**
  * Where a running VM's files and sockets are, seen from this process: on this machine, or on the

@@ -12,10 +12,10 @@ import {
     subnetsOverlap,
     USER_NET,
     type Subnet,
-} from "../core/network";
-import type { NicPlan } from "../core/qemuArgv";
-import { InputError, type FieldProblem } from "../core/validation";
-import type { VmSpec } from "../core/vmSpec";
+} from "../../core/network";
+import type { NicPlan } from "../../core/qemuArgv";
+import { InputError, type FieldProblem } from "../../core/validation";
+import type { VmSpec } from "../../core/vmSpec";
 import {
     acquireLease,
     addressLease,
@@ -26,8 +26,8 @@ import {
     releaseLease,
     switchProblem,
     type NetworkRecord,
-} from "../host/net/networkStore";
-import { checkOurSwitch } from "../host/net/vdeSwitch";
+} from "../../host/net/networkStore";
+import { checkOurSwitch } from "../../host/net/vdeSwitch";
 
 /**
  * A VM's NICs on private Networks: finding each network in the state directory, judging the

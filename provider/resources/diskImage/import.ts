@@ -1,16 +1,16 @@
 import type * as pulumi from "@pulumi/pulumi";
 import { lstat } from "node:fs/promises";
 import * as path from "node:path";
-import { defaultImageDir, sidecarPath } from "../core/diskImageSpec";
-import { octal } from "../core/fileMode";
-import { CONTENT_DIGEST } from "../core/hash";
-import { sameFile, stampOf, statStamp } from "../host/files/fileHash";
-import { readImageHeader } from "../host/images/imageHeader";
-import { isOwnFileSync, resolveStateDir } from "../host/files/stateDir";
-import { withoutUndefined } from "./common";
-import type { DiskImageOutputs } from "./diskImage";
-import { readSidecar, settleRecord } from "./imageRecord";
-import { StateError } from "./stateGuard";
+import { defaultImageDir, sidecarPath } from "../../core/diskImageSpec";
+import { octal } from "../../core/fileMode";
+import { CONTENT_DIGEST } from "../../core/hash";
+import { sameFile, stampOf, statStamp } from "../../host/files/fileHash";
+import { readImageHeader } from "../../host/images/imageHeader";
+import { isOwnFileSync, resolveStateDir } from "../../host/files/stateDir";
+import { withoutUndefined } from "../common";
+import type { DiskImageOutputs } from "../diskImage";
+import { readSidecar, settleRecord } from "./record";
+import { StateError } from "../stateGuard";
 
 /**
  * `pulumi import` (and the `import` resource option) call Read with an id and no state. A

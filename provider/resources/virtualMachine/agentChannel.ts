@@ -1,9 +1,9 @@
-import { checkOurQemu, type Liveness, type ProcessIdentity } from "../host/qemu/qemuProcess";
-import type { Diagnose, GuestChannel } from "../host/guest/guestChannel";
-import { qmpOnce } from "../host/qemu/qmp";
-import { QgaChannel } from "../host/guest/qgaChannel";
-import { ShellChannel } from "../host/guest/shellChannel";
-import { serialTail } from "./virtualMachine";
+import { checkOurQemu, type Liveness, type ProcessIdentity } from "../../host/qemu/qemuProcess";
+import type { Diagnose, GuestChannel } from "../../host/guest/guestChannel";
+import { qmpOnce } from "../../host/qemu/qmp";
+import { QgaChannel } from "../../host/guest/qgaChannel";
+import { ShellChannel } from "../../host/guest/shellChannel";
+import { serialTail } from "../virtualMachine";
 
 /**
  * The guest channel of a VirtualMachine, from its outputs. Errors from it say whether QEMU is

@@ -1,13 +1,13 @@
 import type * as pulumi from "@pulumi/pulumi";
 import { lstat, readFile } from "node:fs/promises";
 import * as path from "node:path";
-import { sha256Hex } from "../core/hash";
-import { octal } from "../core/fileMode";
-import { launcherArgv } from "../core/launcherParse";
-import { isOurLauncherText } from "../host/files/launcherFile";
-import { isOwnFileSync, resolveStateDir } from "../host/files/stateDir";
-import { withoutUndefined } from "./common";
-import { StateError } from "./stateGuard";
+import { sha256Hex } from "../../core/hash";
+import { octal } from "../../core/fileMode";
+import { launcherArgv } from "../../core/launcherParse";
+import { isOurLauncherText } from "../../host/files/launcherFile";
+import { isOwnFileSync, resolveStateDir } from "../../host/files/stateDir";
+import { withoutUndefined } from "../common";
+import { StateError } from "../stateGuard";
 
 /**
  * `pulumi import` of a RunScript by its path. A launcher pulumi-qemu wrote carries its header
