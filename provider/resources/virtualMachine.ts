@@ -1,37 +1,34 @@
-import { placed, type PlacementInputs, type PlacementOutputs } from "./placement";
+import { placed } from "./placement";
 import type * as pulumi from "@pulumi/pulumi";
 import { chmod, mkdtemp } from "node:fs/promises";
 import * as path from "node:path";
-import { z } from "zod";
 import { specArgvHash, type DaemonRuntime, type Resolved } from "../core/qemuArgv";
-import { VIRTUAL_MACHINE_INPUT_KEYS, VIRTUAL_MACHINE_OUTPUT_KEYS } from "../core/resourceKeys";
-import { absolutePath, InputError, parseOrThrow, port, refuseUnknownKeys } from "../core/validation";
 import { parseVmSpec, type VmSpec } from "../core/vmSpec";
 import { resolveAccel } from "../host/qemu/accel";
 import { writeLauncherFile } from "../host/files/launcherFile";
-import { assertHostPortsFree, portProber, type HostPortRequest } from "../host/net/ports";
+import { assertHostPortsFree, type HostPortRequest } from "../host/net/ports";
 import { checkOurQemu, QemuStartError, startDaemonized, stopQemu, type ProcessIdentity } from "../host/qemu/qemuProcess";
-import { queryStatus, withQmp } from "../host/qemu/qmp";
 import { ensureOwnDir, ensureStateDir, ownDirChain, resolveStateDir } from "../host/files/stateDir";
-import { checkWith, hasUnknown, oncePerInterval, problemCollector, withoutUndefined } from "./common";
-import { serialPatternProblem } from "../core/serialPattern";
-import { progress, progressIntervalMs, warn } from "../host/progress";
+import { checkWith, hasUnknown, oncePerInterval, withoutUndefined } from "./common";
+import { warn } from "../host/progress";
 import { explainHostFileError } from "../host/files/hostErrors";
-import { serialLogTail, SerialLogWatcher } from "../host/qemu/serialWatch";
 export { cleanConsole, serialMatcher } from "../core/serialPattern";
 import { isEmptyState, requireState, VM_STATE } from "./stateGuard";
 import { clearVmDir, keptForImport, markVmDead, rewriteRunningRecord, sweepVmDirs, VM_FILES, writeVmRecord } from "./virtualMachine/record";
 import { findVmToImport } from "./virtualMachine/import";
-import { listeningTcpPorts } from "../core/procNet";
-import type { GuestChannel } from "../host/guest/guestChannel";
-import { QgaChannel } from "../host/guest/qgaChannel";
 import { ShellChannel } from "../host/guest/shellChannel";
 import { launcherText } from "./runScript";
 import { attachNics, hostsOf, networkDrift, networkProblems, nicPlans, releaseNics, type NicOutput } from "./virtualMachine/networks";
 import { pickHostPorts, portOutputs } from "./virtualMachine/ports";
 import { removeSnapshotsOf } from "../host/qemu/snapshots";
-import { snapshotProblems } from "../core/snapshotRules";
 import { pruneWarmRecords, saveWarm, tryWarmRestore } from "../host/qemu/warmStart";
+import { parseInputs, type Parsed } from "./virtualMachine/inputs";
+import { qmpStatus, waitReady } from "./virtualMachine/ready";
+import type { VirtualMachineInputs, VirtualMachineOutputs } from "./virtualMachine/state";
+// What this module has exported since 0.1 (its built path is frozen in users' state).
+export { DEFAULT_READY_TIMEOUT_SECONDS } from "./virtualMachine/inputs";
+export { serialTail } from "./virtualMachine/ready";
+export type { ReadyInputs, VirtualMachineInputs, VirtualMachineOutputs } from "./virtualMachine/state";
 
 /**
  * VirtualMachine: a running guest. Create writes the VM's own launcher into a private directory
@@ -50,180 +47,8 @@ import { pruneWarmRecords, saveWarm, tryWarmRestore } from "../host/qemu/warmSta
  * - With neither, the VM is ready once QEMU has started and answers QMP.
  */
 
-export const DEFAULT_READY_TIMEOUT_SECONDS = 120;
-const SERIAL_TAIL_LINES = 25;
-/** Between readiness checks; each is a small file read or one short probe, and every tick shows in create time. */
-const READY_POLL_MS = 100;
 /** The kernel's limit on a unix socket path (sun_path is 108 bytes including the NUL). */
 const MAX_SOCKET_PATH_BYTES = 107;
-
-export interface ReadyInputs {
-    serialPattern?: string;
-    tcpPort?: number;
-    /** The guest agent channel (vm.agent) answers. */
-    agent?: boolean;
-    /** A command that must exit 0 inside the guest (over the agent channel). */
-    command?: string;
-    /** A TCP port something listens on inside the guest (read from its /proc/net/tcp*). */
-    guestPort?: number;
-    timeoutSeconds?: number;
-}
-
-export interface VirtualMachineInputs extends PlacementInputs {
-    vm: unknown;
-    ready?: ReadyInputs;
-    stateDir?: string;
-    /** Snapshot the VM once ready; start that same VM again by restoring it (see README "Snapshots"). */
-    warmStart?: boolean;
-}
-
-export interface VirtualMachineOutputs extends PlacementOutputs {
-    vm: unknown;
-    ready?: ReadyInputs;
-    stateDir?: string;
-    warmStart?: boolean;
-    /** With warmStart: whether this start booted the guest or restored its warm snapshot. */
-    start?: "cold" | "restored";
-    /** With warmStart: why a warm snapshot present was not used (a warning). */
-    startNote?: string;
-    /** The VM's private directory: launcher, pidfile, QMP socket and serial log live here. */
-    vmDir: string;
-    pid: number;
-    pidfile: string;
-    qmpSocket: string;
-    serialLog: string;
-    launcherPath: string;
-    argvHash: string;
-    status: string;
-    accel: "kvm" | "tcg";
-    accelReason: string;
-    startedAt: string;
-    readySeconds: number;
-    /** With `pid`, what tells our QEMU from a later process that got the same pid. */
-    processStartTime: string;
-    bootId: string;
-    /** Each private NIC as attached (present when vm.networks is). */
-    nics?: NicOutput[];
-    /** This VM's /etc/hosts entries (present when vm.networks is). */
-    hosts?: { text: string; names: Record<string, string> };
-    /** Set by read when a network the VM joined died or was recreated; diff then replaces the VM. */
-    networkDrift?: string;
-    /** Host port of each forward by guest port ("80", "53/udp"), and "ADDRESS:PORT" of each (present with portForwards). */
-    ports?: Record<string, number>;
-    endpoints?: Record<string, string>;
-    /** Which remembered auto ports were taken and replaced. */
-    portsNote?: string;
-    /** The guest agent kind (vm.agent) and the host end of its channel, when not "none". */
-    agent?: "qga" | "shell";
-    agentSocket?: string;
-}
-
-const readySchema = z
-    .object({
-        serialPattern: z
-            .string({ error: "serialPattern must be a string" })
-            .min(1, { error: "serialPattern must not be empty" })
-            .refine((s) => serialPatternProblem(s) === undefined, { error: (iss) => serialPatternProblem(iss.input as string) })
-            .optional(),
-        tcpPort: port("tcpPort").optional(),
-        agent: z.literal(true, { error: "agent must be true (or left out)" }).optional(),
-        command: z.string({ error: "command must be a shell command (text)" }).min(1, { error: "command must not be empty" }).optional(),
-        guestPort: port("guestPort").optional(),
-        timeoutSeconds: z
-            .number({ error: "timeoutSeconds must be a number of seconds" })
-            .positive({ error: "timeoutSeconds must be more than 0" })
-            .max(86400, { error: "timeoutSeconds must be at most 86400 (a day)" })
-            .default(DEFAULT_READY_TIMEOUT_SECONDS),
-    })
-    .strict();
-
-type Ready = z.output<typeof readySchema>;
-
-const stateDirSchema = z.object({ stateDir: absolutePath("stateDir").optional() });
-
-interface Parsed {
-    spec: VmSpec;
-    ready: Ready;
-    stateDir?: string;
-    warmStart?: true;
-}
-
-/** Parses every input, reporting the problems of all of them at once rather than the first one's. */
-function parseInputs(inputs: VirtualMachineInputs): Parsed {
-    const c = problemCollector();
-    c.attempt(() => refuseUnknownKeys(inputs as unknown as Record<string, unknown>, VIRTUAL_MACHINE_INPUT_KEYS, VIRTUAL_MACHINE_OUTPUT_KEYS));
-    const spec = c.attempt(() => parseVmSpec(inputs.vm, "vm"));
-    const ready = c.attempt(() => parseOrThrow(readySchema, inputs.ready ?? {}, "ready"));
-    const others = c.attempt(() => parseOrThrow(stateDirSchema, { stateDir: inputs.stateDir }, ""));
-    if (spec && ready?.tcpPort !== undefined) c.attempt(() => forwardFor(spec, ready.tcpPort!));
-    if (spec && ready) c.attempt(() => needsAgent(spec, ready));
-    const warmStart = c.attempt(() => parseWarmStart(inputs.warmStart, spec));
-    c.finish();
-    return { spec: spec!, ready: ready!, stateDir: others!.stateDir, ...(warmStart ? { warmStart } : {}) };
-}
-
-/**
- * The forward that `ready.tcpPort` names — a host port it forwards, or the guest port of a
- * forward whose host port the provider picks; probing a port the VM does not forward would
- * only ever time out.
- */
-function forwardFor(spec: VmSpec, hostPort: number, picked: Record<number, number> = {}): { address: string; port: number } {
-    let i = spec.portForwards.findIndex((f) => f.host === hostPort && f.protocol === "tcp");
-    if (i < 0) i = spec.portForwards.findIndex((f) => f.host === undefined && f.guest === hostPort && f.protocol === "tcp");
-    const pf = spec.portForwards[i];
-    if (!pf) {
-        const forwarded = spec.portForwards.filter((f) => f.protocol === "tcp").map((f) => f.host ?? `auto for guest ${f.guest}`);
-        throw new InputError([{
-            property: "ready.tcpPort",
-            reason: `tcpPort must be a host port the VM forwards over TCP (got ${hostPort}; forwarded: ${forwarded.length ? forwarded.join(", ") : "none"})`,
-        }]);
-    }
-    // A wildcard bind is reachable on loopback; connect there.
-    return { address: pf.hostAddress === "0.0.0.0" ? "127.0.0.1" : pf.hostAddress, port: pf.host ?? picked[i] ?? hostPort };
-}
-
-/** `warmStart: true` (or left out), on a VM whose state can be snapshotted. */
-function parseWarmStart(value: unknown, spec: VmSpec | undefined): true | undefined {
-    if (value === undefined) return undefined;
-    if (value !== true) throw new InputError([{ property: "warmStart", reason: `warmStart must be true (or left out), got ${JSON.stringify(value)}` }]);
-    const problems = spec ? snapshotProblems(spec, "vm") : [];
-    if (problems.length) throw new InputError(problems.map((p) => ({ property: p.property, reason: `warmStart snapshots the VM: ${p.reason}` })));
-    return true;
-}
-
-/** Readiness checked from inside needs the channel to ask through. */
-function needsAgent(spec: VmSpec, ready: Ready): void {
-    if (spec.agent !== "none") return;
-    const fields = (["agent", "command", "guestPort"] as const).filter((k) => ready[k] !== undefined);
-    if (fields.length) {
-        throw new InputError(fields.map((k) => ({ property: `ready.${k}`, reason: `${k} is checked inside the guest over its agent channel: set vm.agent to "shell" or "qga"` })));
-    }
-}
-
-/**
- * One round of the readiness checks made inside the guest; undefined when all hold, else what
- * is still awaited. Each round is bounded by `withinMs`: a guest whose agent has not started
- * yet leaves the request waiting in the port.
- */
-async function insideProbe(channel: GuestChannel, ready: Ready, withinMs: number): Promise<string | undefined> {
-    const ask = (command: string) => channel.execute(command, { timeoutSeconds: Math.max(1, Math.ceil(withinMs / 1000)), replyWithinMs: withinMs });
-    let r;
-    try {
-        r = await ask(ready.command ?? "true");
-    } catch (err) {
-        return `the guest agent to answer (${(err as Error).message.split(". ")[0]})`;
-    }
-    if (ready.command !== undefined && r.exitCode !== 0) return `ready.command to exit 0 inside the guest (it exited ${r.exitCode}; stderr ${JSON.stringify(r.stderr.toString("utf8").slice(-300))})`;
-    if (ready.guestPort !== undefined) {
-        const ports = await ask("cat /proc/net/tcp /proc/net/tcp6 2>/dev/null; true").then((p) => listeningTcpPorts(p.stdout.toString("utf8")), () => new Set<number>());
-        if (!ports.has(ready.guestPort)) return `something to listen on TCP port ${ready.guestPort} inside the guest`;
-    }
-    return undefined;
-}
-
-export async function serialTail(serialLog: string, lines = SERIAL_TAIL_LINES): Promise<string> {
-    return serialLogTail(serialLog, lines);
-}
 
 async function checkHere(_olds: unknown, news: any): Promise<pulumi.dynamic.CheckResult> {
     if (hasUnknown(news)) return { inputs: news };
@@ -413,61 +238,6 @@ export function explainStartError(err: unknown, spec: VmSpec): unknown {
     return new Error(`${field}: host port ${m[2]}:${m[3]}/${m[1]} is already in use by another process or VM; choose another port (QEMU: ${err.stderr})`);
 }
 
-/** Waits for every readiness condition asked for; returns QMP's run state once ready. */
-async function waitReady(p: Parsed, identity: ProcessIdentity, runtime: DaemonRuntime, picked: Record<number, number>, restored = false): Promise<string> {
-    const deadline = Date.now() + p.ready.timeoutSeconds * 1000;
-    // Reads only what the log gained since the last poll, matched by a linear-time engine: a
-    // chatty guest or a pattern that would backtrack forever cannot stall the provider.
-    const watcher = p.ready.serialPattern !== undefined ? new SerialLogWatcher(runtime.serialLog, p.ready.serialPattern) : undefined;
-    const target = p.ready.tcpPort !== undefined ? forwardFor(p.spec, p.ready.tcpPort, picked) : undefined;
-    const prober = target ? portProber(target.address, target.port) : undefined;
-    // A restored guest printed its console marker before the snapshot, in another log.
-    let serialSeen = watcher === undefined || restored;
-    let portAnswered = prober === undefined;
-    const inside = p.ready.agent || p.ready.command !== undefined || p.ready.guestPort !== undefined;
-    const channel: GuestChannel | undefined = !inside || !runtime.agentSocket ? undefined : p.spec.agent === "qga" ? new QgaChannel(runtime.agentSocket) : new ShellChannel(runtime.agentSocket);
-    let insideWaiting: string | undefined = inside ? "the guest agent to answer" : undefined;
-    let nextInside = 0;
-    const t0 = Date.now();
-    const waitingFor = () =>
-        [
-            !serialSeen ? `serialPattern ${JSON.stringify(p.ready.serialPattern)} on the console` : "",
-            !portAnswered ? `an answer on host port ${target!.address}:${target!.port}` : "",
-            insideWaiting ?? "",
-            serialSeen && portAnswered && insideWaiting === undefined ? "QMP to answer" : "",
-        ].filter(Boolean);
-    // What the user sees while a guest boots: what is still awaited, and how long of how long.
-    let nextReport = t0 + progressIntervalMs();
-    try {
-        for (;;) {
-            const live = await checkOurQemu(identity, runtime.pidfile);
-            if (!live.alive) throw await notReady(`QEMU exited before the VM was ready (${live.reason})`, runtime.serialLog);
-            if (!serialSeen) serialSeen = await watcher!.poll();
-            if (!portAnswered) portAnswered = prober!.tick();
-            if (insideWaiting !== undefined && serialSeen && portAnswered && Date.now() >= nextInside) {
-                insideWaiting = await insideProbe(channel!, p.ready, Math.max(1000, Math.min(10_000, deadline - Date.now())));
-                nextInside = Date.now() + 500;
-            }
-            if (serialSeen && portAnswered && insideWaiting === undefined) {
-                const status = await qmpStatus(runtime.qmpSocket, Math.max(2000, Math.min(10000, deadline - Date.now())));
-                if (status !== undefined) return status;
-            }
-            if (Date.now() >= deadline) {
-                const waiting = waitingFor();
-                throw await notReady(`the VM was not ready within ${p.ready.timeoutSeconds} s (waiting for ${waiting.join(" and ")})`, runtime.serialLog);
-            }
-            if (Date.now() >= nextReport) {
-                progress(`waiting for ${waitingFor().join(" and ")} (${Math.round((Date.now() - t0) / 1000)} s of ${p.ready.timeoutSeconds})`);
-                nextReport = Date.now() + progressIntervalMs();
-            }
-            await sleep(READY_POLL_MS);
-        }
-    } finally {
-        prober?.stop();
-        channel?.close();
-    }
-}
-
 /** A restored guest's clock resumes from the snapshot's moment: set it to the host's. */
 async function syncGuestClock(agentSocket: string): Promise<void> {
     const channel = new ShellChannel(agentSocket);
@@ -476,19 +246,6 @@ async function syncGuestClock(agentSocket: string): Promise<void> {
         if (r.exitCode !== 0) throw new Error(`warmStart: setting the restored guest's clock failed: ${r.stderr.toString("utf8").slice(-300)}`);
     } finally {
         channel.close();
-    }
-}
-
-async function notReady(what: string, serialLog: string): Promise<Error> {
-    return new Error(`${what}. Last lines of the serial console (${serialLog}):\n${await serialTail(serialLog)}`);
-}
-
-/** QMP's run state, or undefined when QMP does not answer in time (waiting its turn behind other clients). */
-async function qmpStatus(socketPath: string, timeoutMs: number): Promise<string | undefined> {
-    try {
-        return await withQmp(socketPath, timeoutMs, async (client) => (await queryStatus(client)).status);
-    } catch {
-        return undefined;
     }
 }
 
@@ -564,9 +321,6 @@ async function removeVmDir(vmDir: string, launcherPath: string): Promise<void> {
     await clearVmDir(vmDir, { launcherPath });
 }
 
-function sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => setTimeout(resolve, ms));
-}
 
 // ---------------------------------------------------------------------------------------------
 // The lifecycle as the plugin, the dynamic shims and a far host's runner call it: placed where its `host` says (placement.ts).

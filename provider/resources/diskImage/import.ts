@@ -8,7 +8,7 @@ import { sameFile, stampOf, statStamp } from "../../host/files/fileHash";
 import { readImageHeader } from "../../host/images/imageHeader";
 import { isOwnFileSync, resolveStateDir } from "../../host/files/stateDir";
 import { withoutUndefined } from "../common";
-import type { DiskImageOutputs } from "../diskImage";
+import type { DiskImageOutputs } from "./state";
 import { readSidecar, settleRecord } from "./record";
 import { StateError } from "../stateGuard";
 

@@ -3,7 +3,7 @@ import type { Diagnose, GuestChannel } from "../../host/guest/guestChannel";
 import { qmpOnce } from "../../host/qemu/qmp";
 import { QgaChannel } from "../../host/guest/qgaChannel";
 import { ShellChannel } from "../../host/guest/shellChannel";
-import { serialTail } from "../virtualMachine";
+import { serialTail } from "./ready";
 
 /**
  * The guest channel of a VirtualMachine, from its outputs. Errors from it say whether QEMU is

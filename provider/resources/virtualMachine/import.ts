@@ -4,7 +4,7 @@ import { parseVmSpec } from "../../core/vmSpec";
 import { checkOurQemu, identify, readPidfile } from "../../host/qemu/qemuProcess";
 import { ownDirChain, resolveStateDir } from "../../host/files/stateDir";
 import { StateError } from "../stateGuard";
-import type { VirtualMachineOutputs } from "../virtualMachine";
+import type { VirtualMachineOutputs } from "./state";
 import { readVmRecord, VM_FILES } from "./record";
 
 /**

@@ -12,7 +12,7 @@ import { HostAccessError, HostUnreachableError, type SshConnection } from "../..
 import { deleteSnapshot, listSnapshots, restoreSnapshot, saveSnapshot, type SnapshotInfo, type SnapshotTarget } from "../../host/qemu/snapshots";
 import { connectionFor, runnerFor } from "../../host/ssh/runnerClient";
 import type { VmProbe } from "./agentChannel";
-import { serialTail } from "../virtualMachine";
+import { serialTail } from "./ready";
 
 /**
  * Where a running VM's files and sockets are, seen from this process: on this machine, or on the
