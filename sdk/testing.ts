@@ -1,7 +1,7 @@
 import { rm, writeFile } from "node:fs/promises";
 import { ppmToPng } from "../provider/core/ppmToPng";
 import { listeningTcpPorts } from "../provider/core/procNet";
-import { shellQuote } from "../provider/core/shellFraming";
+import { shellQuote } from "../provider/core/shellQuote";
 import { DEFAULT_EXEC_TIMEOUT_SECONDS, type ExecOptions, type GuestChannel } from "../provider/host/guest/guestChannel";
 import type { ProcessIdentity } from "../provider/host/qemu/qemuProcess";
 import { openAgentChannel, type AgentTarget } from "../provider/resources/virtualMachine/agentChannel";
@@ -125,7 +125,8 @@ export class MachineError extends Error {
 }
 
 const DEFAULT_WAIT_SECONDS = 60;
-const TAIL_BYTES = 2000;
+/** How much of a command's output an error quotes (characters, from the end). */
+const ERROR_TAIL_CHARS = 2000;
 
 export function attach(outputs: MachineOutputs): Machine {
     for (const key of ["qmpSocket", "serialLog"] as const) {
@@ -303,7 +304,7 @@ function checkPort(port: number): void {
 }
 
 function tail(text: string): string {
-    const t = text.length > TAIL_BYTES ? "…" + text.slice(-TAIL_BYTES) : text;
+    const t = text.length > ERROR_TAIL_CHARS ? "…" + text.slice(-ERROR_TAIL_CHARS) : text;
     return t ? JSON.stringify(t) : "(empty)";
 }
 

@@ -1,3 +1,7 @@
+import { hashValue } from "./hash";
+import { buildQemuArgv, specArgvHash, type DaemonRuntime, type Resolved } from "./qemuArgv";
+import { shellQuote } from "./shellQuote";
+import type { VmSpec } from "./vmSpec";
 /**
  * The launcher is Guix's run-vm.sh: a POSIX shell script that execs one QEMU command line.
  * Everything in it is single-quoted, the one shell quoting with no special characters inside,
@@ -19,12 +23,8 @@ export interface LauncherOptions {
 
 export const LAUNCHER_HEADER = "# Written by pulumi-qemu. Edits are reported as drift and replaced on the next `pulumi up`.";
 
-/** Quotes one word for POSIX sh. NUL cannot be passed in an argv at all, so it is refused. */
-export function shellQuote(word: string): string {
-    if (word.includes("\0")) throw new Error("a shell word cannot contain NUL");
-    if (/^[A-Za-z0-9_@%+=:,./-]+$/.test(word)) return word;
-    return `'${word.replace(/'/g, `'\\''`)}'`;
-}
+// Re-exported: the SDK has exported shellQuote from here since 0.1.
+export { shellQuote };
 
 function commandLine(argv: readonly string[]): string {
     return argv.map(shellQuote).join(" \\\n    ");
@@ -54,4 +54,56 @@ export function overlaySteps(spec: {
     return spec.disks.flatMap((d) =>
         d.overlay ? [{ base: d.path, baseFormat: d.format, overlay: d.overlay, qemuImg: spec.qemuImg }] : [],
     );
+}
+
+/**
+ * The launcher's identity: the argv hash of the spec, plus the overlay steps when it makes
+ * any (they are in the file but not in the argv: another qemu-img binary is another launcher).
+ */
+export function launcherHash(spec: VmSpec): string {
+    const overlays = overlaySteps(spec);
+    const argv = specArgvHash(spec);
+    return overlays.length ? hashValue({ argv, overlays }) : argv;
+}
+
+/** The launcher text for `spec` on this host, and the argv it runs. */
+export function launcherText(spec: VmSpec, accel: "kvm" | "tcg", daemon?: DaemonRuntime, resolved: Resolved = {}): { argv: string[]; text: string } {
+    const argv = buildQemuArgv(spec, { accel, ...resolved }, daemon);
+    return { argv, text: renderLauncher(argv, { overlays: overlaySteps(spec) }) };
+}
+
+/**
+ * The QEMU argv a launcher runs, read back from its text: the inverse of renderLauncher's
+ * `exec WORD \
+ *     WORD … "$@"` line, whose words are plain or single-quoted by shellQuote ('\'' for a
+ * quote). Only our own launchers are read this way; anything else yields undefined.
+ */
+export function launcherArgv(text: string): string[] | undefined {
+    const start = text.search(/^exec /m);
+    if (start < 0) return undefined;
+    const words: string[] = [];
+    let i = start + "exec ".length;
+    for (;;) {
+        // Between words: spaces, and the backslash-newline that continues the command.
+        while (i < text.length && (text[i] === " " || (text[i] === "\\" && text[i + 1] === "\n"))) i += text[i] === "\\" ? 2 : 1;
+        if (text.startsWith('"$@"', i)) return words.length ? words : undefined;
+        if (i >= text.length || text[i] === "\n") return undefined;
+        let word = "";
+        while (i < text.length && text[i] !== " " && text[i] !== "\n") {
+            if (text[i] === "'") {
+                const end = text.indexOf("'", i + 1);
+                if (end < 0) return undefined;
+                word += text.slice(i + 1, end);
+                i = end + 1;
+            } else if (text[i] === "\\" && i + 1 < text.length && text[i + 1] !== "\n") {
+                word += text[i + 1];
+                i += 2;
+            } else if (text[i] === "\\") {
+                break;
+            } else {
+                word += text[i++];
+            }
+        }
+        words.push(word);
+    }
 }

@@ -1,3 +1,4 @@
+import { shellQuote } from "./shellQuote";
 /**
  * The framing of the "shell" guest agent (provider/guest/shell-agent.sh), as pure functions and
  * a streaming parser: no I/O here.
@@ -42,10 +43,7 @@ export function encodeRequestHead(req: ShellRequest): Buffer {
     return Buffer.concat([Buffer.from(header, "latin1"), req.script]);
 }
 
-/** Quotes a value for POSIX sh: single quotes, with each ' written as '\''. */
-export function shellQuote(value: string): string {
-    return `'${value.replace(/'/g, `'\\''`)}'`;
-}
+export { shellQuote };
 
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 

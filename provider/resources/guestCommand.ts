@@ -4,7 +4,7 @@ import { z } from "zod";
 import { hashValue } from "../core/hash";
 import { absolutePath, parseOrThrow } from "../core/validation";
 import { GuestChannelError } from "../host/guest/guestChannel";
-import { checkOurQemu } from "../host/qemu/qemuProcess";
+import { checkOurDaemon } from "../host/qemu/qemuProcess";
 import { openAgentChannel, type AgentTarget } from "./virtualMachine/agentChannel";
 import { checkWith, hasUnknown, withoutUndefined } from "./common";
 import { requireState } from "./stateGuard";
@@ -219,7 +219,7 @@ function inputsOf(props: GuestCommandOutputs): GuestCommandInputs {
 }
 
 async function vmAlive(vm: VmRef): Promise<boolean> {
-    return (await checkOurQemu({ pid: vm.pid, startTime: vm.processStartTime, bootId: vm.bootId }, vm.pidfile)).alive;
+    return (await checkOurDaemon({ pid: vm.pid, startTime: vm.processStartTime, bootId: vm.bootId }, vm.pidfile)).alive;
 }
 
 interface StepResult {

@@ -1,9 +1,10 @@
 import { placed, type PlacementInputs, type PlacementOutputs } from "./placement";
 import type * as pulumi from "@pulumi/pulumi";
 import * as path from "node:path";
-import { hashValue, sha256Hex } from "../core/hash";
-import { overlaySteps, renderLauncher } from "../core/launcher";
-import { buildQemuArgv, specArgvHash, type DaemonRuntime, type Resolved } from "../core/qemuArgv";
+import { sha256Hex } from "../core/hash";
+import { launcherHash, launcherText } from "../core/launcher";
+// What this module has exported since 0.1 (its built path is frozen in users' state).
+export { launcherHash, launcherText } from "../core/launcher";
 import { RUN_SCRIPT_INPUT_KEYS, RUN_SCRIPT_OUTPUT_KEYS } from "../core/resourceKeys";
 import { absolutePath, InputError, parseOrThrow, refuseUnknownKeys } from "../core/validation";
 import { parseVmSpec, type VmSpec } from "../core/vmSpec";
@@ -85,30 +86,14 @@ function assertFixedLauncher(spec: VmSpec): void {
     if (problems.length) throw new InputError(problems);
 }
 
-/**
- * The launcher's identity: the argv hash of the spec, plus the overlay steps when it makes
- * any (they are in the file but not in the argv: another qemu-img binary is another launcher).
- */
 /** Launchers written before 0.3 were 0555: the next up rewrites them owner-only. */
 const LAUNCHER_MODE_BEFORE_0_3 = 0o555;
-
-export function launcherHash(spec: VmSpec): string {
-    const overlays = overlaySteps(spec);
-    const argv = specArgvHash(spec);
-    return overlays.length ? hashValue({ argv, overlays }) : argv;
-}
 
 const LAUNCHER_DIR = "launchers";
 
 /** `launchers` is the state directory's subdirectory for launchers at their default place. */
 export function defaultLauncherPath(launchers: string, hash: string): string {
     return path.join(launchers, `run-vm-${hash.slice(0, 16)}-${instanceSuffix()}.sh`);
-}
-
-/** The launcher text for `spec` on this host, and the argv it runs. */
-export function launcherText(spec: VmSpec, accel: "kvm" | "tcg", daemon?: DaemonRuntime, resolved: Resolved = {}): { argv: string[]; text: string } {
-    const argv = buildQemuArgv(spec, { accel, ...resolved }, daemon);
-    return { argv, text: renderLauncher(argv, { overlays: overlaySteps(spec) }) };
 }
 
 async function checkHere(_olds: unknown, news: any): Promise<pulumi.dynamic.CheckResult> {

@@ -7,7 +7,7 @@ import { parseVmSpec, type VmSpec } from "../core/vmSpec";
 import { resolveAccel } from "../host/qemu/accel";
 import { writeLauncherFile } from "../host/files/launcherFile";
 import { assertHostPortsFree, type HostPortRequest } from "../host/net/ports";
-import { checkOurQemu, QemuStartError, startDaemonized, stopQemu, type ProcessIdentity } from "../host/qemu/qemuProcess";
+import { checkOurDaemon, QemuStartError, startDaemonized, stopQemu, type ProcessIdentity } from "../host/qemu/qemuProcess";
 import { ensureOwnDir, ensureStateDir, ownDirChain, resolveStateDir } from "../host/files/stateDir";
 import { checkWith, hasUnknown, oncePerInterval, withoutUndefined } from "./common";
 import { warn } from "../host/progress";
@@ -17,7 +17,7 @@ import { isEmptyState, requireState, VM_STATE } from "./stateGuard";
 import { clearVmDir, keptForImport, markVmDead, rewriteRunningRecord, sweepVmDirs, VM_FILES, writeVmRecord } from "./virtualMachine/record";
 import { findVmToImport } from "./virtualMachine/import";
 import { ShellChannel } from "../host/guest/shellChannel";
-import { launcherText } from "./runScript";
+import { launcherText } from "../core/launcher";
 import { attachNics, hostsOf, networkDrift, networkProblems, nicPlans, releaseNics, type NicOutput } from "./virtualMachine/networks";
 import { pickHostPorts, portOutputs } from "./virtualMachine/ports";
 import { removeSnapshotsOf } from "../host/qemu/snapshots";
@@ -273,7 +273,7 @@ async function readHere(id: string, props: VirtualMachineOutputs): Promise<pulum
     }
     requireState("VirtualMachine", "read", props, VM_STATE);
     await sweepVmsSometimes(path.dirname(props.vmDir));
-    const live = await checkOurQemu(identityOf(props), props.pidfile);
+    const live = await checkOurDaemon(identityOf(props), props.pidfile);
     if (!live.alive) {
         // Its addresses go back to the networks, so the VM made again gets the same ones.
         await releaseNics(props.nics, props.vmDir);

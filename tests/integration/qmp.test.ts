@@ -4,7 +4,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
 import {
-    checkOurQemu,
+    checkOurDaemon,
     identify,
     QemuStartError,
     readProcStat,
@@ -52,7 +52,7 @@ async function bareQemu(): Promise<{ identity: ProcessIdentity; pidfile: string;
 test("a daemonized QEMU is identified, answers QMP, reports pause and resume with events", async () => {
     const q = await bareQemu();
     expect(q.identity.pid).toBeGreaterThan(1);
-    expect(await checkOurQemu(q.identity, q.pidfile)).toEqual({ alive: true });
+    expect(await checkOurDaemon(q.identity, q.pidfile)).toEqual({ alive: true });
     const c = await QmpClient.connect(q.qmpSocket);
     try {
         expect(await queryStatus(c)).toEqual({ running: true, status: "running" });
@@ -73,7 +73,7 @@ test("stopQemu on a guest that ignores the power button falls back to quit, and 
     const t0 = Date.now();
     expect(await stopQemu(q, { powerdownMs: 500 })).toBe("quit");
     expect(Date.now() - t0).toBeLessThan(5000);
-    expect(await checkOurQemu(q.identity, q.pidfile)).toMatchObject({ alive: false });
+    expect(await checkOurDaemon(q.identity, q.pidfile)).toMatchObject({ alive: false });
     // QEMU removes its pidfile on exit; its socket file stays (the caller removes it).
     expect(existsSync(q.pidfile)).toBe(false);
     expect(await stopQemu(q)).toBe("not-running");
@@ -89,15 +89,15 @@ test("QEMU serves one QMP client at a time; stopQemu then falls back to SIGTERM,
     } finally {
         holder.close();
     }
-    expect(await checkOurQemu(q.identity, q.pidfile)).toMatchObject({ alive: false });
+    expect(await checkOurDaemon(q.identity, q.pidfile)).toMatchObject({ alive: false });
 });
 
 test("a QEMU killed with SIGKILL is seen as gone (zombie or reaped)", async () => {
     const q = await bareQemu();
     process.kill(q.identity.pid, "SIGKILL");
     const deadline = Date.now() + 3000;
-    let live = await checkOurQemu(q.identity, q.pidfile);
-    while (live.alive && Date.now() < deadline) live = await checkOurQemu(q.identity, q.pidfile);
+    let live = await checkOurDaemon(q.identity, q.pidfile);
+    while (live.alive && Date.now() < deadline) live = await checkOurDaemon(q.identity, q.pidfile);
     expect(live).toMatchObject({ alive: false });
     expect(await stopQemu(q)).toBe("not-running");
 });
@@ -107,11 +107,11 @@ test("a live process that is not our QEMU is never signalled", async () => {
     children.push(sleeper);
     const identity = await identify(sleeper.pid!);
     expect(identity).toBeDefined();
-    const notOurs = await checkOurQemu(identity!, path.join(dir, "some-vm", "qemu.pid"));
+    const notOurs = await checkOurDaemon(identity!, path.join(dir, "some-vm", "qemu.pid"));
     expect(notOurs).toMatchObject({ alive: false, reason: expect.stringMatching(/not the QEMU/) });
     expect(await stopQemu({ identity: identity!, pidfile: path.join(dir, "x.pid"), qmpSocket: path.join(dir, "x.sock") })).toBe("not-running");
     // A recorded start time that differs is a reused pid.
-    const reused = await checkOurQemu({ ...identity!, startTime: "1" }, path.join(dir, "x.pid"));
+    const reused = await checkOurDaemon({ ...identity!, startTime: "1" }, path.join(dir, "x.pid"));
     expect(reused).toMatchObject({ alive: false, reason: expect.stringMatching(/another process/) });
     expect((await readProcStat(sleeper.pid!))?.state).toMatch(/^[SR]$/);
 });
@@ -126,7 +126,7 @@ test("a zombie counts as gone", async () => {
     await new Promise((r) => setTimeout(r, 400));
     expect((await readProcStat(zpid))?.state).toBe("Z");
     expect(await identify(zpid)).toBeUndefined();
-    expect(await checkOurQemu(identity!, "/nonexistent")).toMatchObject({ alive: false, reason: expect.stringMatching(/state Z/) });
+    expect(await checkOurDaemon(identity!, "/nonexistent")).toMatchObject({ alive: false, reason: expect.stringMatching(/state Z/) });
 });
 
 test("QEMU refusing its command line fails with QEMU's own message and leaves no process", async () => {

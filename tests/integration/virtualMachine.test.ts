@@ -4,7 +4,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { buildQemuArgv } from "../../provider/core/qemuArgv";
 import { parseVmSpec } from "../../provider/core/vmSpec";
-import { checkOurQemu, startDaemonized, stopQemu } from "../../provider/host/qemu/qemuProcess";
+import { checkOurDaemon, startDaemonized, stopQemu } from "../../provider/host/qemu/qemuProcess";
 import { QmpClient, queryStatus } from "../../provider/host/qemu/qmp";
 import * as vmResource from "../../provider/resources/virtualMachine";
 import type { VirtualMachineOutputs } from "../../provider/resources/virtualMachine";
@@ -94,7 +94,7 @@ test("a guest with a 9p share and a forwarded port: ready on both, QMP answers, 
     const t1 = Date.now();
     await vmResource.remove(id, outs);
     console.log(`one VM: delete took ${((Date.now() - t1) / 1000).toFixed(2)} s`);
-    expect((await checkOurQemu({ pid: outs.pid, startTime: outs.processStartTime, bootId: outs.bootId }, outs.pidfile)).alive).toBe(false);
+    expect((await checkOurDaemon({ pid: outs.pid, startTime: outs.processStartTime, bootId: outs.bootId }, outs.pidfile)).alive).toBe(false);
     expect(processesMentioning(outs.vmDir)).toEqual([]);
     expect(existsSync(outs.vmDir)).toBe(false);
     expect(readdirSync(path.join(stateDir, "vms"))).toEqual([]);

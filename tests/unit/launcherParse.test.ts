@@ -1,5 +1,5 @@
 import { renderLauncher } from "../../provider/core/launcher";
-import { launcherArgv } from "../../provider/core/launcherParse";
+import { launcherArgv } from "../../provider/core/launcher";
 
 /** A launcher's argv read back from its text is the argv it was written from, quoting and all. */
 

@@ -1,5 +1,5 @@
 import { parseHost } from "../../provider/core/hostSpec";
-import { judgeOurQemu, parseProcStat } from "../../provider/host/qemu/qemuProcess";
+import { judgeOurDaemon, parseProcStat } from "../../provider/host/qemu/qemuProcess";
 import { consoleTail } from "../../provider/host/qemu/serialWatch";
 import * as gc from "../../provider/resources/guestCommand";
 import { UNKNOWN } from "../../provider/resources/common";
@@ -74,12 +74,12 @@ describe("QEMU's liveness from facts read on another host", () => {
         return { bootId: async () => f.bootId, stat: async () => (f.stat ? parseProcStat(f.stat) : undefined), cmdline: async () => f.cmdline };
     };
     test("alive, and each way of being gone", async () => {
-        expect(await judgeOurQemu(identity, "/p/qemu.pid", facts())).toEqual({ alive: true });
-        expect(await judgeOurQemu(identity, "/p/qemu.pid", facts({ bootId: "other" }))).toMatchObject({ alive: false, reason: expect.stringMatching(/rebooted/) });
-        expect(await judgeOurQemu(identity, "/p/qemu.pid", facts({ stat: undefined }))).toMatchObject({ alive: false, reason: "no process 4242" });
-        expect(await judgeOurQemu(identity, "/p/qemu.pid", facts({ stat: stat.replace(" S ", " Z ") }))).toMatchObject({ alive: false, reason: expect.stringMatching(/exited/) });
-        expect(await judgeOurQemu(identity, "/p/qemu.pid", facts({ stat: stat.replace(" 123456 ", " 999 ") }))).toMatchObject({ alive: false, reason: expect.stringMatching(/another process/) });
-        expect(await judgeOurQemu(identity, "/other.pid", facts())).toMatchObject({ alive: false, reason: expect.stringMatching(/not the QEMU that writes \/other\.pid/) });
+        expect(await judgeOurDaemon(identity, "/p/qemu.pid", facts())).toEqual({ alive: true });
+        expect(await judgeOurDaemon(identity, "/p/qemu.pid", facts({ bootId: "other" }))).toMatchObject({ alive: false, reason: expect.stringMatching(/rebooted/) });
+        expect(await judgeOurDaemon(identity, "/p/qemu.pid", facts({ stat: undefined }))).toMatchObject({ alive: false, reason: "no process 4242" });
+        expect(await judgeOurDaemon(identity, "/p/qemu.pid", facts({ stat: stat.replace(" S ", " Z ") }))).toMatchObject({ alive: false, reason: expect.stringMatching(/exited/) });
+        expect(await judgeOurDaemon(identity, "/p/qemu.pid", facts({ stat: stat.replace(" 123456 ", " 999 ") }))).toMatchObject({ alive: false, reason: expect.stringMatching(/another process/) });
+        expect(await judgeOurDaemon(identity, "/other.pid", facts())).toMatchObject({ alive: false, reason: expect.stringMatching(/not the QEMU that writes \/other\.pid/) });
     });
 });
 

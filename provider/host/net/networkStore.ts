@@ -2,7 +2,7 @@ import { mkdir, open, readdir, readFile, rm, rmdir } from "node:fs/promises";
 import * as path from "node:path";
 import { writeFileAtomic } from "../files/atomicFile";
 import { checkOurSwitch } from "./vdeSwitch";
-import { checkOurQemu, identify, readPidfile, type ProcessIdentity } from "../qemu/qemuProcess";
+import { checkOurDaemon, identify, readPidfile, type ProcessIdentity } from "../qemu/qemuProcess";
 
 /**
  * What a Network leaves on disk for the VMs that join it, under `<stateDir>/networks/<id>/`:
@@ -172,7 +172,7 @@ async function holderAlive(h: LeaseHolder): Promise<boolean> {
     const pid = await readPidfile(h.pidfile);
     if (pid === undefined) return h.takenAt === undefined || Date.now() - h.takenAt < STARTING_GRACE_MS;
     const id = await identify(pid);
-    return id !== undefined && (await checkOurQemu(id, h.pidfile)).alive;
+    return id !== undefined && (await checkOurDaemon(id, h.pidfile)).alive;
 }
 
 async function exists(p: string): Promise<boolean> {

@@ -1,6 +1,6 @@
 import { readdir, rm, rmdir, lstat } from "node:fs/promises";
 import * as path from "node:path";
-import { checkOurQemu, QemuStartError, startDaemonized, waitUntilGone, type Liveness, type ProcessIdentity } from "../qemu/qemuProcess";
+import { checkOurDaemon, QemuStartError, startDaemonized, waitUntilGone, type Liveness, type ProcessIdentity } from "../qemu/qemuProcess";
 
 /**
  * The `vde_switch` behind a Network (Debian's vde2): a user-space Ethernet switch whose
@@ -42,7 +42,7 @@ export async function startSwitch(networkDir: string, opts: { timeoutMs?: number
 
 /** Whether `identity` is still our switch (same boot, pid, start time, and its command line names our pidfile). */
 export function checkOurSwitch(identity: ProcessIdentity, pidfile: string): Promise<Liveness> {
-    return checkOurQemu(identity, pidfile);
+    return checkOurDaemon(identity, pidfile);
 }
 
 /** SIGTERM, then SIGKILL, each only after checking the process is still our switch; every wait bounded. */

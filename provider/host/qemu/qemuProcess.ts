@@ -68,21 +68,22 @@ function isDead(state: string): boolean {
 export type Liveness = { alive: true } | { alive: false; reason: string };
 
 /**
- * Whether `identity` still names our QEMU: the same boot, the same pid with the same start
- * time, not a zombie, and a command line that names `pidfile`.
+ * Whether `identity` still names our daemon — a QEMU, or a vde_switch we started the same way:
+ * the same boot, the same pid with the same start time, not a zombie, and a command line that
+ * names `pidfile` (what our daemons are started with).
  */
-export async function checkOurQemu(identity: ProcessIdentity, pidfile: string): Promise<Liveness> {
-    return judgeOurQemu(identity, pidfile, { bootId: readBootId, stat: () => readProcStat(identity.pid), cmdline: () => readCmdline(identity.pid) });
+export async function checkOurDaemon(identity: ProcessIdentity, pidfile: string): Promise<Liveness> {
+    return judgeOurDaemon(identity, pidfile, { bootId: readBootId, stat: () => readProcStat(identity.pid), cmdline: () => readCmdline(identity.pid) });
 }
 
-/** What checkOurQemu reads, from wherever it is read (this machine's /proc, or a far host's over SSH). */
+/** What checkOurDaemon reads, from wherever it is read (this machine's /proc, or a far host's over SSH). */
 export interface ProcFacts {
     bootId(): Promise<string>;
     stat(): Promise<ProcStat | undefined>;
     cmdline(): Promise<string[] | undefined>;
 }
 
-export async function judgeOurQemu(identity: ProcessIdentity, pidfile: string, facts: ProcFacts): Promise<Liveness> {
+export async function judgeOurDaemon(identity: ProcessIdentity, pidfile: string, facts: ProcFacts): Promise<Liveness> {
     if ((await facts.bootId()) !== identity.bootId) return { alive: false, reason: "the host has rebooted since QEMU started" };
     const st = await facts.stat();
     if (!st) return { alive: false, reason: `no process ${identity.pid}` };
@@ -144,7 +145,7 @@ export async function startDaemonized(command: readonly string[], pidfile: strin
     const pid = await waitForPidfile(pidfile, 2000);
     if (pid === undefined) throw new QemuStartError(`${command[0]} detached but wrote no pid to ${pidfile}`, run.stderr);
     const identity = await identify(pid);
-    const ours = identity && (await checkOurQemu(identity, pidfile));
+    const ours = identity && (await checkOurDaemon(identity, pidfile));
     if (!identity || !ours || !ours.alive) {
         throw new QemuStartError(
             `QEMU (pid ${pid}) exited right after starting${ours && !ours.alive ? ` (${ours.reason})` : ""}; see its serial log`,
@@ -167,14 +168,14 @@ async function killByPidfile(pidfile: string): Promise<void> {
     const pid = await readPidfile(pidfile);
     if (pid === undefined) return;
     const identity = await identify(pid);
-    if (!identity || !(await checkOurQemu(identity, pidfile)).alive) return;
+    if (!identity || !(await checkOurDaemon(identity, pidfile)).alive) return;
     await signalIfOurs(identity, pidfile, "SIGKILL");
     await waitUntilGone(identity, pidfile, 5000);
 }
 
 /** Sends `signal` only after re-checking that the pid is still our QEMU. */
 async function signalIfOurs(identity: ProcessIdentity, pidfile: string, signal: NodeJS.Signals): Promise<boolean> {
-    if (!(await checkOurQemu(identity, pidfile)).alive) return false;
+    if (!(await checkOurDaemon(identity, pidfile)).alive) return false;
     try {
         process.kill(identity.pid, signal);
         return true;
@@ -187,7 +188,7 @@ async function signalIfOurs(identity: ProcessIdentity, pidfile: string, signal: 
 export async function waitUntilGone(identity: ProcessIdentity, pidfile: string, timeoutMs: number): Promise<boolean> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
-        if (!(await checkOurQemu(identity, pidfile)).alive) return true;
+        if (!(await checkOurDaemon(identity, pidfile)).alive) return true;
         if (Date.now() >= deadline) return false;
         await sleep(50);
     }
@@ -220,7 +221,7 @@ export async function stopQemu(target: StopTarget, opts: StopOptions = {}): Prom
     const powerdownMs = opts.powerdownMs ?? 10000;
     const quitMs = opts.quitMs ?? 5000;
     const killMs = opts.killMs ?? 5000;
-    if (!(await checkOurQemu(identity, pidfile)).alive) return "not-running";
+    if (!(await checkOurDaemon(identity, pidfile)).alive) return "not-running";
 
     const qmp = await QmpClient.connect(qmpSocket, { connectTimeoutMs: 3000, commandTimeoutMs: 3000 }).catch(() => undefined);
     try {

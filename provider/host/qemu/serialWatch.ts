@@ -70,7 +70,7 @@ export class SerialLogWatcher {
 }
 
 /** At most this much of the log's end is read for an error message. */
-export const TAIL_BYTES = 64 * 1024;
+export const SERIAL_LOG_TAIL_BYTES = 64 * 1024;
 
 /** The last `lines` lines of the console, cleaned, reading only the end of the file. */
 export async function serialLogTail(serialLog: string, lines = 25): Promise<string> {
@@ -80,7 +80,7 @@ export async function serialLogTail(serialLog: string, lines = 25): Promise<stri
         const fh = await open(serialLog, "r");
         try {
             const { size } = await fh.stat();
-            const start = Math.max(0, size - TAIL_BYTES);
+            const start = Math.max(0, size - SERIAL_LOG_TAIL_BYTES);
             const buf = Buffer.alloc(size - start);
             const { bytesRead } = await fh.read(buf, 0, buf.length, start);
             raw = buf.subarray(0, bytesRead).toString("utf8");

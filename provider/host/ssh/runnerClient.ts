@@ -6,7 +6,7 @@ import { createInterface } from "node:readline";
 import { sha256Hex } from "../../core/hash";
 import { connectionKey, type HostSpec } from "../../core/hostSpec";
 import { InputError } from "../../core/validation";
-import { shellQuote } from "../../core/launcher";
+import { shellQuote } from "../../core/shellQuote";
 import { currentSink } from "../progress";
 import { HostAccessError, HostUnreachableError, SshConnection } from "./sshConnection";
 import type { RunnerReply, RunnerRequest } from "../../core/runnerProtocol";

@@ -3,7 +3,7 @@ import { lstat, readFile } from "node:fs/promises";
 import * as path from "node:path";
 import { sha256Hex } from "../../core/hash";
 import { octal } from "../../core/fileMode";
-import { launcherArgv } from "../../core/launcherParse";
+import { launcherArgv } from "../../core/launcher";
 import { isOurLauncherText } from "../../host/files/launcherFile";
 import { isOwnFileSync, resolveStateDir } from "../../host/files/stateDir";
 import { withoutUndefined } from "../common";

@@ -1,4 +1,4 @@
-import { checkOurQemu, type Liveness, type ProcessIdentity } from "../../host/qemu/qemuProcess";
+import { checkOurDaemon, type Liveness, type ProcessIdentity } from "../../host/qemu/qemuProcess";
 import type { Diagnose, GuestChannel } from "../../host/guest/guestChannel";
 import { qmpOnce } from "../../host/qemu/qmp";
 import { QgaChannel } from "../../host/guest/qgaChannel";
@@ -36,7 +36,7 @@ export interface VmProbe {
 
 function localProbe(target: AgentTarget): VmProbe {
     return {
-        liveness: checkOurQemu,
+        liveness: checkOurDaemon,
         qmp: (command, args, timeoutMs) => qmpOnce(target.qmpSocket, command, args, timeoutMs),
         serialTail: () => serialTail(target.serialLog),
     };

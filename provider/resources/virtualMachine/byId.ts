@@ -1,7 +1,7 @@
 import { lstat } from "node:fs/promises";
 import * as path from "node:path";
 import { AGENT_PORT_NAMES } from "../../core/qemuArgv";
-import { checkOurQemu, identify, readCmdline, readPidfile } from "../../host/qemu/qemuProcess";
+import { checkOurDaemon, identify, readCmdline, readPidfile } from "../../host/qemu/qemuProcess";
 import { ownDirChain, resolveStateDir } from "../../host/files/stateDir";
 import { VM_FILES } from "./record";
 
@@ -51,7 +51,7 @@ export async function resolveVmById(id: string, stateDirInput?: string): Promise
     const pid = await readPidfile(pidfile);
     const identity = pid === undefined ? undefined : await identify(pid);
     if (!identity) throw new VmByIdError(`vm: the VirtualMachine ${id} is not running (no live QEMU in ${pidfile}); run pulumi up to start it again`);
-    const live = await checkOurQemu(identity, pidfile);
+    const live = await checkOurDaemon(identity, pidfile);
     if (!live.alive) throw new VmByIdError(`vm: the VirtualMachine ${id} is not running (${live.reason}); run pulumi up to start it again`);
     // Which agent QEMU runs is in its command line (the virtserialport's name), not in a file anyone could edit.
     const cmdline = (await readCmdline(identity.pid)) ?? [];

@@ -1,7 +1,7 @@
 import * as path from "node:path";
 import { specArgvHash } from "../../core/qemuArgv";
 import { parseVmSpec } from "../../core/vmSpec";
-import { checkOurQemu, identify, readPidfile } from "../../host/qemu/qemuProcess";
+import { checkOurDaemon, identify, readPidfile } from "../../host/qemu/qemuProcess";
 import { ownDirChain, resolveStateDir } from "../../host/files/stateDir";
 import { StateError } from "../stateGuard";
 import type { VirtualMachineOutputs } from "./state";
@@ -72,7 +72,7 @@ export async function findVmToImport(id: string): Promise<VmToImport> {
     const pidfile = path.join(vmDir, VM_FILES.pidfile);
     const pid = await readPidfile(pidfile);
     const running = pid === undefined ? undefined : await identify(pid);
-    const live = running ? await checkOurQemu(running, pidfile) : { alive: false as const, reason: `no live process in ${pidfile}` };
+    const live = running ? await checkOurDaemon(running, pidfile) : { alive: false as const, reason: `no live process in ${pidfile}` };
     if (!running || !live.alive) {
         throw refuse(
             `it is not running (${live.alive ? "" : live.reason})`,

@@ -11,7 +11,7 @@ import { QgaChannel } from "../../host/guest/qgaChannel";
 import { ShellChannel } from "../../host/guest/shellChannel";
 import { portProber } from "../../host/net/ports";
 import { progress, progressIntervalMs } from "../../host/progress";
-import { checkOurQemu, type ProcessIdentity } from "../../host/qemu/qemuProcess";
+import { checkOurDaemon, type ProcessIdentity } from "../../host/qemu/qemuProcess";
 import { queryStatus, withQmp } from "../../host/qemu/qmp";
 import { serialLogTail, SerialLogWatcher } from "../../host/qemu/serialWatch";
 import { forwardFor, type Parsed, type Ready } from "./inputs";
@@ -72,7 +72,7 @@ export async function waitReady(p: Parsed, identity: ProcessIdentity, runtime: D
     let nextReport = t0 + progressIntervalMs();
     try {
         for (;;) {
-            const live = await checkOurQemu(identity, runtime.pidfile);
+            const live = await checkOurDaemon(identity, runtime.pidfile);
             if (!live.alive) throw await notReady(`QEMU exited before the VM was ready (${live.reason})`, runtime.serialLog);
             if (!serialSeen) serialSeen = await watcher!.poll();
             if (!portAnswered) portAnswered = prober!.tick();

@@ -2,7 +2,7 @@ import { readdir, readFile, rm } from "node:fs/promises";
 import * as path from "node:path";
 import { writeFileAtomic } from "../../host/files/atomicFile";
 import { isProcessIdentity, selfIdentity, stillRunning } from "../../host/process/creator";
-import { checkOurQemu, identify, readPidfile, removeRuntimeFiles, stopQemu, type ProcessIdentity } from "../../host/qemu/qemuProcess";
+import { checkOurDaemon, identify, readPidfile, removeRuntimeFiles, stopQemu, type ProcessIdentity } from "../../host/qemu/qemuProcess";
 import { removeLauncherFile } from "../../host/files/launcherFile";
 import { isOwnFileSync, ownDirChain, removeDirIfEmpty } from "../../host/files/stateDir";
 
@@ -88,7 +88,7 @@ async function stopQemuOf(vmDir: string): Promise<void> {
     const pidfile = path.join(vmDir, VM_FILES.pidfile);
     const pid = await readPidfile(pidfile);
     const identity = pid === undefined ? undefined : await identify(pid);
-    if (!identity || !(await checkOurQemu(identity, pidfile)).alive) return;
+    if (!identity || !(await checkOurDaemon(identity, pidfile)).alive) return;
     await stopQemu({ identity, pidfile, qmpSocket: path.join(vmDir, VM_FILES.qmpSocket) }, { powerdownMs: 0 });
 }
 

@@ -4,10 +4,10 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
 import { parseHost, withAccess, type HostSpec } from "../../core/hostSpec";
-import { shellQuote } from "../../core/shellFraming";
-import { checkOurQemu, judgeOurQemu, parseProcStat, waitUntilGone, type Liveness, type ProcessIdentity } from "../../host/qemu/qemuProcess";
+import { shellQuote } from "../../core/shellQuote";
+import { checkOurDaemon, judgeOurDaemon, parseProcStat, waitUntilGone, type Liveness, type ProcessIdentity } from "../../host/qemu/qemuProcess";
 import { qmpOnce } from "../../host/qemu/qmp";
-import { consoleTail, TAIL_BYTES } from "../../host/qemu/serialWatch";
+import { consoleTail, SERIAL_LOG_TAIL_BYTES } from "../../host/qemu/serialWatch";
 import { HostAccessError, HostUnreachableError, type SshConnection } from "../../host/ssh/sshConnection";
 import { deleteSnapshot, listSnapshots, restoreSnapshot, saveSnapshot, type SnapshotInfo, type SnapshotTarget } from "../../host/qemu/snapshots";
 import { connectionFor, runnerFor } from "../../host/ssh/runnerClient";
@@ -77,7 +77,7 @@ export function siteOf(target: SiteTarget): VmSite {
 
 function localSite(target: SiteTarget): VmSite {
     return {
-        liveness: checkOurQemu,
+        liveness: checkOurDaemon,
         snapshots: LOCAL_SNAPSHOTS,
         qmp: (command, args, timeoutMs) => qmpOnce(target.qmpSocket, command, args, timeoutMs),
         agentSocket: async () => target.agentSocket!,
@@ -178,14 +178,14 @@ class SshSite implements VmSite {
         let out: string;
         try {
             // The size first (to know whether the tail starts mid-file), then the last bytes.
-            out = await this.run("serial log", `stat -c %s -- ${log} && tail -c ${TAIL_BYTES} -- ${log}`);
+            out = await this.run("serial log", `stat -c %s -- ${log} && tail -c ${SERIAL_LOG_TAIL_BYTES} -- ${log}`);
         } catch (err) {
             // A tail goes into other errors: it says the host is out of reach rather than throwing.
             if (err instanceof HostUnreachableError || err instanceof HostAccessError) return `(the serial log cannot be read: ${err.message})`;
             return "(no serial log)";
         }
         const nl = out.indexOf("\n");
-        return consoleTail(out.slice(nl + 1), Number(out.slice(0, nl)) > TAIL_BYTES);
+        return consoleTail(out.slice(nl + 1), Number(out.slice(0, nl)) > SERIAL_LOG_TAIL_BYTES);
     }
 
     async screendump(): Promise<Buffer> {
@@ -200,7 +200,7 @@ class SshSite implements VmSite {
         }
     }
 
-    /** checkOurQemu's judgement, from the far host's /proc read in one round trip. */
+    /** checkOurDaemon's judgement, from the far host's /proc read in one round trip. */
     async liveness(identity: ProcessIdentity, pidfile: string): Promise<Liveness> {
         const pid = identity.pid;
         if (!Number.isInteger(pid) || pid <= 0) throw new Error(`pid must be a process id, got ${JSON.stringify(pid)}`);
@@ -210,7 +210,7 @@ class SshSite implements VmSite {
         );
         const [bootId, rest = ""] = out.split("\n--stat\n");
         const [stat = "", cmdline = ""] = rest.split("\n--cmdline\n");
-        return judgeOurQemu(identity, pidfile, {
+        return judgeOurDaemon(identity, pidfile, {
             bootId: async () => bootId.trim(),
             stat: async () => (stat.trim() ? parseProcStat(stat.trim()) : undefined),
             cmdline: async () => (cmdline ? cmdline.split("\n").filter((s) => s.length > 0) : undefined),
