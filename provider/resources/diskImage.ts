@@ -1,41 +1,25 @@
 import { placed } from "./placement";
 import type * as pulumi from "@pulumi/pulumi";
 import { randomBytes } from "node:crypto";
-import { chmod, link, lstat, mkdir, open, rm, truncate } from "node:fs/promises";
+import { chmod, link, lstat, mkdir, open, rm } from "node:fs/promises";
 import * as path from "node:path";
-import {
-    defaultImageDir,
-    defaultImagePath,
-    ext4Identifiers,
-    fileContent,
-    imageFormat,
-    imageInputHash,
-    parseDiskImageSpec,
-    sidecarPath,
-    type DiskImageSpec,
-    type ImageFormat,
-    type SourceContent,
-    type SourceSpec,
-} from "../core/diskImageSpec";
+import { defaultImageDir, defaultImagePath, sidecarPath, type ImageFormat } from "../core/diskImageSpec";
 import { octal } from "../core/fileMode";
 import { CONTENT_DIGEST, LEGACY_CONTENT_DIGEST, type DigestAlgorithm } from "../core/hash";
 import { Qcow2HeaderError } from "../core/qcow2Header";
-import { formatSize } from "../core/size";
 import { InputError } from "../core/validation";
-import { buildExt4, Ext4Error } from "../host/images/ext4";
-import { humanBytes, whileWorking } from "../host/progress";
-import { writeSeedImage } from "../host/images/seedImage";
-import { HASH_CACHE_FILE, HASH_CACHE_FILE_V1, HashCache, hashFileCached, hashTree, sameFile, sameStamp, stampOf, statStamp, waitOutRacyWindow, type FileStamp, type ReadCounter } from "../host/files/fileHash";
-import { explainHostFileError, isOutOfSpace } from "../host/files/hostErrors";
+import { HASH_CACHE_FILE, HASH_CACHE_FILE_V1, HashCache, sameFile, sameStamp, stampOf, statStamp, waitOutRacyWindow, type FileStamp, type ReadCounter } from "../host/files/fileHash";
+import { explainHostFileError } from "../host/files/hostErrors";
 import { readImageHeader, type ImageHeader } from "../host/images/imageHeader";
-import { preflightBackingChain, requireRegularChain, requireRegularFile } from "../host/files/regularFile";
-import { backingChain, convertImage, createImage as qemuImgCreate, createOverlay, QemuImgError, type ImageInfo } from "../host/images/qemuImg";
 import { ensureOwnDir, ensureStateDir, ownDirChain, resolveStateDir } from "../host/files/stateDir";
+import { sourceKind } from "./diskImage/sources";
+import { digestOf, fieldError, type Context, type Resolved } from "./diskImage/sources/source";
+import { imageFormat, imageInputHash, parseDiskImageSpec, type DiskImageSpec, type SourceContent } from "./diskImage/spec";
 import { checkWith, hasUnknown, instanceSuffix, oncePerInterval, withoutUndefined } from "./common";
 import { DISK_IMAGE_STATE, isEmptyState, requireState } from "./stateGuard";
 import { importImage } from "./diskImage/import";
 import { partialName, readSidecar, settleRecord, sweepImageDir, writeIntent, writeSidecar } from "./diskImage/record";
-import type { BackingIdentityFrom, DiskImageInputs, DiskImageOutputs } from "./diskImage/state";
+import type { DiskImageInputs, DiskImageOutputs } from "./diskImage/state";
 // The types users' code and tests have imported from here since 0.1.
 export type { BackingIdentityFrom, DiskImageInputs, DiskImageOutputs } from "./diskImage/state";
 
@@ -127,14 +111,6 @@ function pathMoves(spec: DiskImageSpec, stateDir: string, olds: DiskImageOutputs
 // ---------------------------------------------------------------------------------------------
 // Resolving a source: what it reads, and the identity that follows
 
-interface Context {
-    stateDir: string;
-    cache: HashCache;
-    /** Diff and read digest content as the record did; create, as this version does. */
-    algorithm: DigestAlgorithm;
-    counter?: ReadCounter;
-}
-
 /**
  * `writes`: whether this call may write to the state directory (create, read). A preview's diff
  * may not: it neither creates the directory nor saves what it learnt to the hash cache.
@@ -150,172 +126,16 @@ function recordedAlgorithm(props: DiskImageOutputs): DigestAlgorithm {
     return props.digestAlgorithm ?? LEGACY_CONTENT_DIGEST;
 }
 
-function digestOf(file: string, ctx: Context): Promise<string> {
-    return hashFileCached(file, ctx.cache, ctx.algorithm, ctx.counter).then((h) => h.digest);
-}
-
-interface Resolved {
-    content: SourceContent;
-    inputHash: string;
-    format: ImageFormat;
-    /** Directory sources: what goes into the filesystem. */
-    tree?: { paths: string[]; dataBytes: number; rootUid?: number; rootGid?: number };
-    /** Overlays: the backing as found. */
-    backing?: { info: ImageInfo; stamp: FileStamp; identityFrom: BackingIdentityFrom; identity: string };
-}
-
-function fieldError(property: string, reason: string): InputError {
-    return new InputError([{ property, reason }]);
-}
-
 /**
  * Reads what `spec` is made from — content through the stat cache, headers through qemu-img —
  * and returns its identity. `target` is where the image will be (or is), to refuse chains that
  * would loop back through it. Bad or missing sources are InputErrors naming the field.
  */
 async function resolveSource(spec: DiskImageSpec, ctx: Context, target: string | undefined): Promise<Resolved> {
-    const content = await readContent(spec.source, ctx, target);
-    const inputHash = imageInputHash(spec.source, content.content);
-    return { ...content, inputHash, format: imageFormat(spec.source, content.content.kind === "file" ? content.content.format : undefined) };
-}
-
-async function readContent(source: SourceSpec, ctx: Context, target: string | undefined): Promise<Omit<Resolved, "inputHash" | "format">> {
-    switch (source.kind) {
-        case "blank":
-            return { content: { kind: "blank" } };
-        case "file":
-            return readFileSource(source, ctx);
-        case "directory":
-            return readDirectorySource(source, ctx);
-        case "overlay":
-            return readOverlaySource(source, ctx, target);
-        case "cloudInit":
-            // Everything a seed is made of is in its inputs: nothing to read.
-            return { content: { kind: "cloudInit" } };
-    }
-}
-
-/**
- * Chains already read by this process, with the stamps of every file in them. A preview of a
- * stack whose overlays share one base asks for the base's chain once per overlay; starting
- * qemu-img costs more than the rest of a no-op diff, and a stat tells whether the answer holds.
- */
-const chainMemo = new Map<string, { stamps: FileStamp[]; chain: ImageInfo[] }>();
-
-/** The chain under an image, or a field error carrying qemu-img's own words (a loop, a corrupt header…). */
-async function chainOf(file: string, format: ImageFormat | undefined, field: string): Promise<ImageInfo[]> {
-    const key = `${format ?? ""}\0${file}`;
-    const memo = chainMemo.get(key);
-    if (memo && (await stampsHold([file, ...backingFiles(memo.chain)], memo.stamps))) return memo.chain;
-    // Every file of the chain is looked at before anything opens it: a FIFO there would block.
-    await preflightBackingChain(file, field, format);
-    let chain: ImageInfo[];
-    try {
-        chain = await backingChain(file, { format });
-    } catch (err) {
-        if (err instanceof QemuImgError) throw fieldError(field, `${field} ${file} cannot be opened as a disk image: ${err.stderr.trim()}`);
-        throw err;
-    }
-    const files = [file, ...backingFiles(chain)];
-    await requireRegularChain(files, field);
-    const stamps = await Promise.all(files.map((f) => statStamp(f).catch(() => undefined)));
-    if (stamps.every((st) => st !== undefined)) chainMemo.set(key, { stamps: stamps as FileStamp[], chain });
-    return chain;
-}
-
-async function stampsHold(files: string[], stamps: FileStamp[]): Promise<boolean> {
-    if (files.length !== stamps.length) return false;
-    const now = await Promise.all(files.map((f) => statStamp(f).catch(() => undefined)));
-    return now.every((st, i) => st !== undefined && sameStamp(st, stamps[i]));
-}
-
-function knownFormat(found: string, field: string, file: string): ImageFormat {
-    if (found === "raw" || found === "qcow2") return found;
-    throw fieldError(field, `${file} is a ${found} image; only "raw" and "qcow2" are supported (convert it first)`);
-}
-
-/** The files under the top of a chain, as qemu-img resolved them (a relative name is read from its image's directory). */
-function backingFiles(chain: ImageInfo[]): string[] {
-    return chain.map((layer) => layer.fullBackingFilename).filter((f): f is string => f !== undefined);
-}
-
-async function readFileSource(source: Extract<SourceSpec, { kind: "file" }>, ctx: Context): Promise<Omit<Resolved, "inputHash" | "format">> {
-    await requireRegularFile(source.path, "source.path");
-    const chain = await chainOf(source.path, source.format, "source.path");
-    const format = knownFormat(chain[0].format, "source.format", source.path);
-    const own = await digestOf(source.path, ctx);
-    // An import is flattened, so whatever lies under the file is part of it too.
-    const below: string[] = [];
-    for (const file of backingFiles(chain)) below.push(await digestOf(file, ctx));
-    return { content: fileContent(format, ctx.algorithm, own, below) };
-}
-
-async function readDirectorySource(source: Extract<SourceSpec, { kind: "directory" }>, ctx: Context): Promise<Omit<Resolved, "inputHash" | "format">> {
-    let tree;
-    try {
-        const counter = ctx.counter;
-        tree = await whileWorking(
-            (seconds) => `hashing the tree of ${source.path}${counter ? ` (${counter.files} files, ${humanBytes(counter.bytes)} read so far)` : ""}: ${seconds} s`,
-            () => hashTree(source.path, ctx.cache, ctx.algorithm, ctx.counter, { owners: source.owners === "preserve" }),
-        );
-    } catch (err) {
-        const code = (err as NodeJS.ErrnoException).code;
-        const why = code === "ENOENT" ? `${source.path} does not exist` : (err as Error).message;
-        throw fieldError("source.path", `source.path: ${why}`);
-    }
-    if (tree.dataBytes >= source.sizeBytes) {
-        throw fieldError(
-            "source.size",
-            `source.size ${formatSize(source.sizeBytes)} is too small for ${source.path}, which holds ${formatSize(tree.dataBytes)} of files and directories; ask for more room than that (filesystem metadata needs some too)`,
-        );
-    }
-    const root = tree.entries[0];
-    return {
-        content: { kind: "directory", treeHash: tree.treeHash },
-        tree: { paths: tree.entries.filter((e) => e.rel !== "").map((e) => e.rel), dataBytes: tree.dataBytes, rootUid: root.uid, rootGid: root.gid },
-    };
-}
-
-async function readOverlaySource(
-    source: Extract<SourceSpec, { kind: "overlay" }>,
-    ctx: Context,
-    target: string | undefined,
-): Promise<Omit<Resolved, "inputHash" | "format">> {
-    await requireRegularFile(source.backing, "source.backing", "a backing image");
-    const chain = await chainOf(source.backing, source.backingFormat, "source.backing");
-    const backingFormat = knownFormat(chain[0].format, "source.backingFormat", source.backing);
-    if (target !== undefined) {
-        const loop = [source.backing, ...backingFiles(chain)].some((file) => path.resolve(file) === target);
-        if (loop) throw fieldError("source.backing", `source.backing ${source.backing} is, or is backed by, the overlay's own path ${target}: the chain would loop`);
-    }
-    if (source.sizeBytes !== undefined && source.sizeBytes < chain[0].virtualSize) {
-        throw fieldError(
-            "source.size",
-            `source.size ${formatSize(source.sizeBytes)} is smaller than the backing image (${formatSize(chain[0].virtualSize)}); an overlay can only keep or grow the size`,
-        );
-    }
-    const stamp = await statStamp(source.backing);
-    const { identity, identityFrom } = await backingIdentity(source, stamp, ctx);
-    return {
-        content: { kind: "overlay", backingFormat, backingIdentity: identity },
-        backing: { info: chain[0], stamp, identity, identityFrom },
-    };
-}
-
-/**
- * Who the backing image is: the inputHash the user wired from the base DiskImage; else the one
- * in the sidecar we wrote when we made it, as long as the file is untouched since; else its
- * content, read once and then remembered by the stat cache.
- */
-async function backingIdentity(
-    source: Extract<SourceSpec, { kind: "overlay" }>,
-    stamp: FileStamp,
-    ctx: Context,
-): Promise<{ identity: string; identityFrom: BackingIdentityFrom }> {
-    if (source.backingInputHash) return { identity: source.backingInputHash, identityFrom: "input" };
-    const record = await readSidecar(source.backing);
-    if (record && sameStamp(record.stamp, stamp)) return { identity: record.inputHash, identityFrom: "sidecar" };
-    return { identity: await digestOf(source.backing, ctx), identityFrom: "content" };
+    const kind = sourceKind(spec.source.kind);
+    const read = await kind.read(spec.source, ctx, target);
+    const inputHash = imageInputHash(spec.source, read.content as SourceContent);
+    return { ...read, inputHash, format: imageFormat(spec.source, kind.detectedFormat?.(read.content)) };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -352,7 +172,7 @@ async function createAt(inputs: DiskImageInputs, spec: DiskImageSpec, stateDir: 
         // Made owner-only before any byte is written, and given its mode before it gets its name:
         // no one else can read it at any point. The tools write into the file as it is.
         await (await open(temp, "wx", 0o600)).close();
-        await build(spec.source, resolved, temp, ctx);
+        await sourceKind(spec.source.kind).build(spec.source, resolved, temp, ctx);
         await chmod(temp, spec.mode);
         await writeIntent(target, { state: "linking", inputHash: resolved.inputHash, partial, stamp: await statStamp(temp) });
         await linkNoClobber(temp, target);
@@ -405,53 +225,10 @@ async function linkNoClobber(from: string, to: string): Promise<void> {
     }
 }
 
-async function build(source: SourceSpec, resolved: Resolved, temp: string, ctx: Context): Promise<void> {
-    switch (source.kind) {
-        case "blank":
-            return qemuImgCreate(temp, source.format, source.sizeBytes);
-        case "file":
-            return whileWorking((seconds) => `copying ${source.path} into the image: ${seconds} s`, () => convertImage(source.path, resolved.format, temp, resolved.format));
-        case "directory":
-            return buildDirectoryImage(source, resolved, temp, ctx);
-        case "overlay":
-            return createOverlay(temp, source.backing, resolved.backing!.info.format, source.sizeBytes);
-        case "cloudInit":
-            return writeSeedImage({ files: source.files, format: source.format, out: temp });
-    }
-}
-
-async function buildDirectoryImage(source: Extract<SourceSpec, { kind: "directory" }>, resolved: Resolved, temp: string, ctx: Context): Promise<void> {
-    await truncate(temp, source.sizeBytes);
-    const { uuid, hashSeed } = ext4Identifiers(resolved.inputHash);
-    try {
-        const t = resolved.tree!;
-        const preserveOwners = source.owners === "preserve" ? { rootUid: t.rootUid!, rootGid: t.rootGid! } : undefined;
-        await whileWorking(
-            (seconds) => `building the ext4 image of ${source.path} (${t.paths.length} entries into ${humanBytes(source.sizeBytes)}): ${seconds} s`,
-            () => buildExt4({ sourceDir: source.path, imageFile: temp, uuid, hashSeed, label: source.label, paths: t.paths, preserveOwners }),
-        );
-        await refuseChangedTree(source, resolved, ctx);
-    } catch (err) {
-        // "Could not allocate block" is the image too small; "No space left on device" is the host's disk full.
-        if (err instanceof Ext4Error && !isOutOfSpace(err) && /could not allocate|too small|not enough space|filesystem larger/i.test(err.stderr)) {
-            throw fieldError("source.size", `source.size ${formatSize(source.sizeBytes)} does not hold ${source.path}: ${err.stderr.trim()}`);
-        }
-        throw err;
-    }
-}
-
-/** mkfs copied the tree as it was then; an image of another tree than the one hashed would carry a false inputHash. */
-async function refuseChangedTree(source: Extract<SourceSpec, { kind: "directory" }>, resolved: Resolved, ctx: Context): Promise<void> {
-    const dir = source.path;
-    const again = await hashTree(dir, ctx.cache, ctx.algorithm, ctx.counter, { owners: source.owners === "preserve" });
-    const before = resolved.content.kind === "directory" ? resolved.content.treeHash : undefined;
-    if (again.treeHash !== before) throw fieldError("source.path", `source.path ${dir} changed while the image was being built; nothing was kept, try again`);
-}
-
 async function describeNew(inputs: DiskImageInputs, spec: DiskImageSpec, resolved: Resolved, target: string, ctx: Context): Promise<DiskImageOutputs> {
     const { virtualSize } = await readImageHeader(target, resolved.format);
     const imageStamp = await statStamp(target);
-    const fixedBytes = spec.source.kind === "file" || spec.source.kind === "directory" || spec.source.kind === "cloudInit";
+    const fixedBytes = sourceKind(spec.source.kind).fixedBytes;
     // Hashed once the image is outside the racy window, so the stat cache keeps the digest and
     // the first preview after create reads nothing: at most 50 ms beside building the image (2 s
     // on filesystems with whole-second stamps).

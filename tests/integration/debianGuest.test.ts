@@ -2,7 +2,7 @@ import execa from "execa";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
-import { parseDiskImageSpec } from "../../provider/core/diskImageSpec";
+import { parseDiskImageSpec } from "../../provider/resources/diskImage/spec";
 import * as image from "../../provider/resources/diskImage";
 import type { DiskImageOutputs } from "../../provider/resources/diskImage";
 import * as vmResource from "../../provider/resources/virtualMachine";

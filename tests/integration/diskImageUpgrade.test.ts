@@ -2,7 +2,8 @@ import { createHash } from "node:crypto";
 import { chmod, mkdir, mkdtemp, readFile, rm, symlink, utimes, writeFile } from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
-import { imageInputHash, parseDiskImageSpec, sidecarPath } from "../../provider/core/diskImageSpec";
+import { sidecarPath } from "../../provider/core/diskImageSpec";
+import { imageInputHash, parseDiskImageSpec } from "../../provider/resources/diskImage/spec";
 import { HASH_CACHE_FILE, HASH_CACHE_FILE_V1, statStamp, type ReadCounter } from "../../provider/host/files/fileHash";
 import { createDiskImage, diffImage, readImage, removeImage, type DiskImageOutputs } from "../../provider/resources/diskImage";
 

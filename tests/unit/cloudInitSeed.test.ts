@@ -1,6 +1,6 @@
 import * as YAML from "yaml";
 import { MAX_SEED_BYTES, renderYaml, yamlMappingProblem, type CloudInitSourceSpec } from "../../provider/core/cloudInitSeed";
-import { imageFormat, imageInputHash, parseDiskImageSpec } from "../../provider/core/diskImageSpec";
+import { imageFormat, imageInputHash, parseDiskImageSpec } from "../../provider/resources/diskImage/spec";
 import { InputError } from "../../provider/core/validation";
 
 function seed(source: Record<string, unknown>): CloudInitSourceSpec {

@@ -1,11 +1,5 @@
-import {
-    defaultImagePath,
-    ext4Identifiers,
-    imageFormat,
-    imageInputHash,
-    parseDiskImageSpec,
-    sidecarPath,
-} from "../../provider/core/diskImageSpec";
+import { defaultImagePath, ext4Identifiers, sidecarPath } from "../../provider/core/diskImageSpec";
+import { imageFormat, imageInputHash, parseDiskImageSpec } from "../../provider/resources/diskImage/spec";
 import { InputError } from "../../provider/core/validation";
 
 function problems(inputs: Record<string, unknown>): { property: string; reason: string }[] {

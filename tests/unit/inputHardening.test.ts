@@ -1,7 +1,8 @@
 import * as network from "../../provider/resources/network";
 import * as runScript from "../../provider/resources/runScript";
 import * as vm from "../../provider/resources/virtualMachine";
-import { DISK_IMAGE_INPUT_KEYS, DISK_IMAGE_OUTPUT_KEYS, parseDiskImageSpec } from "../../provider/core/diskImageSpec";
+import { DISK_IMAGE_INPUT_KEYS, DISK_IMAGE_OUTPUT_KEYS } from "../../provider/core/diskImageSpec";
+import { parseDiskImageSpec } from "../../provider/resources/diskImage/spec";
 import { extraArgsProblems } from "../../provider/core/extraArgs";
 import { check as checkDiskImage } from "../../provider/resources/diskImage";
 import { InputError, MAX_QUOTED_CHARS, quoteValue, refuseUnknownKeys, unknownKeyProblems } from "../../provider/core/validation";
