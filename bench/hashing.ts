@@ -164,7 +164,7 @@ export async function runHashing(opts: { sizeBytes?: number; runs?: number } = {
         ];
         if (!haveB3) rows.push({ bench: "2 hashing", measure: "b3sum", provider: "", reference: "missing", ratio: "" });
         if (haveB3) rows.push(await smallFilesRow(dir, runs));
-        if (first / fastest.ms > 1.2) notes.push(`First hash vs ${fastest.tool.name}: ${fmtRatio(first / fastest.ms)} (target 1.2×), hashed by ${engine}: see provider/host/fileDigest.ts.`);
+        if (first / fastest.ms > 1.2) notes.push(`First hash vs ${fastest.tool.name}: ${fmtRatio(first / fastest.ms)} (target 1.2×), hashed by ${engine}: see provider/host/files/fileDigest.ts.`);
         return { rows, notes };
     }, "/var/tmp");
 }

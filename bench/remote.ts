@@ -421,7 +421,7 @@ async function measure(opts: Options): Promise<BenchResult> {
                         "So a tool the runner starts there can start sooner than the same tool started here, which is how an overlay can be made faster through SSH than locally.",
                 );
                 notes.push(
-                    "Remote: SshConnection.open looks for the master's control socket every 20 ms (provider/host/sshConnection.ts startMaster), so a first connection's time is rounded up to that tick.",
+                    "Remote: SshConnection.open looks for the master's control socket every 20 ms (provider/host/ssh/sshConnection.ts startMaster), so a first connection's time is rounded up to that tick.",
                 );
                 notes.push(
                     "Remote: the far host is this machine behind Debian's sshd on 127.0.0.1 logged in as the unprivileged user pqbench (tests/support/farHost.ts with its own user), so an SSH figure against a local one is the cost of the SSH connection, the runner's JSON lines and its node process; " +

@@ -16,7 +16,7 @@ import { siteOf } from "../provider/resources/virtualMachine/site";
  * things with deadlines, copy files, and act on the VM through QMP.
  *
  * A VM placed on a far host (its outputs carry `host`) is driven the same way: its QMP and agent
- * sockets are reached through the SSH connection, its serial log read there (provider/resources/vmSite.ts).
+ * sockets are reached through the SSH connection, its serial log read there (provider/resources/virtualMachine/site.ts).
  *
  *     const machine = attach(await stack.outputs()["web"].value);
  *     await machine.waitForOpenPort(80);

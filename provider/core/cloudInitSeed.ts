@@ -6,7 +6,7 @@ import { InputError, plainText, type FieldProblem } from "./validation";
 /**
  * cloud-init NoCloud seeds, rendered: the files `user-data`, `meta-data` and optionally
  * `network-config` and `vendor-data`, as bytes fixed by the inputs alone. Writing them into an
- * ISO or FAT image is the host's job (provider/host/seedImage.ts); this module decides what
+ * ISO or FAT image is the host's job (provider/host/images/seedImage.ts); this module decides what
  * goes in and what the seed's identity is.
  *
  * User data often carries secrets (password hashes, keys, tokens): nothing here puts a value

@@ -185,7 +185,7 @@ async function removeHere(_id: string, props: RunScriptOutputs): Promise<void> {
     await removeLauncherFile(props.path);
 }
 
-/** What an adopted launcher's state must hold: it has no argvHash (see launcherImport.ts). */
+/** What an adopted launcher's state must hold: it has no argvHash (see runScript/import.ts). */
 const IMPORTED_STATE = { path: "string", contentHash: "string" } as const;
 
 function isImported(props: unknown): boolean {

@@ -184,7 +184,7 @@ async function createHere(inputs: VirtualMachineInputs, opts?: LifecycleOptions)
             ...(runtime.agentSocket ? { agent: p.spec.agent as "qga" | "shell", agentSocket: runtime.agentSocket } : {}),
             ...(p.warmStart ? { warmStart: true, start: restored?.restored ? ("restored" as const) : ("cold" as const), startNote: restored?.restored ? undefined : restored?.why && `booted cold: ${restored.why}` } : {}),
         };
-        // What `pulumi import` needs to rebuild this state if the stack loses it (vmImport.ts).
+        // What `pulumi import` needs to rebuild this state if the stack loses it (virtualMachine/import.ts).
         await writeVmRecord(vmDir, "running", keptForImport(inputs, withoutUndefined(outs), opts));
         return { id: path.basename(vmDir), outs: withoutUndefined(outs) };
     } catch (err) {

@@ -10,7 +10,7 @@ import { checkOurDaemon, QemuStartError, startDaemonized, waitUntilGone, type Li
  * its sockets 0600 (`--mode`), inside a network directory that is 0700 too, so only this user
  * can connect, listen or inject. The process is managed like QEMU: started daemonized with a
  * pidfile, remembered by pid + start time + boot id, and recognised by its command line naming
- * that pidfile (the same checks as provider/host/qemuProcess.ts, which are not QEMU-specific).
+ * that pidfile (the same checks as provider/host/qemu/qemuProcess.ts, which are not QEMU-specific).
  */
 
 export const VDE_SWITCH = "vde_switch";

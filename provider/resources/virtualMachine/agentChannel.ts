@@ -24,7 +24,7 @@ export interface AgentTarget {
 
 /**
  * How a diagnosis looks at the VM: by default on this machine (its /proc, the QMP socket, the
- * serial log); for a VM on a far host, through the SSH connection (sdk/vmSite.ts).
+ * serial log); for a VM on a far host, through the SSH connection (virtualMachine/site.ts).
  */
 export interface VmProbe {
     /** Where the VM is, for messages ("host ssh://…"); left out for this machine. */

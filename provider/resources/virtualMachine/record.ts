@@ -31,7 +31,7 @@ export interface VmRecord {
     diedAt?: string;
     /**
      * With `running`: the inputs the VM was made (or last updated) from and the outputs then
-     * returned, so `pulumi import` can rebuild its state (vmImport.ts). Left out when they may
+     * returned, so `pulumi import` can rebuild its state (virtualMachine/import.ts). Left out when they may
      * hold secrets (`withheld` says why): this file is plain text, if owner-only.
      */
     inputs?: unknown;

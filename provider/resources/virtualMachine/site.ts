@@ -38,7 +38,7 @@ export interface VmSite extends VmProbe {
     snapshots: SnapshotOps;
 }
 
-/** host/snapshots.ts's operations, here or through a far host's runner. */
+/** host/qemu/snapshots.ts's operations, here or through a far host's runner. */
 export interface SnapshotOps {
     save(target: SnapshotTarget, name: string, opts?: { timeoutSeconds?: number }): Promise<SnapshotInfo>;
     restore(target: SnapshotTarget, name: string, opts?: { timeoutSeconds?: number }): Promise<{ loadMs: number }>;
