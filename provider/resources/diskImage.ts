@@ -55,7 +55,8 @@ async function createHere(inputs: DiskImageInputs): Promise<pulumi.dynamic.Creat
 
 async function readHere(id: string, props: DiskImageOutputs): Promise<pulumi.dynamic.ReadResult> {
     // No state at all: `pulumi import` or the import option, which give the id alone.
-    if (isEmptyState(props)) return importImage(id);
+    // Its inputs are judged by the diff an `up` would run: the source returned must show no change.
+    if (isEmptyState(props)) return importImage(id, async (outs, inputs) => !(await diffImage(id, outs, inputs as unknown as DiskImageInputs)).changes);
     return readImage(id, props);
 }
 

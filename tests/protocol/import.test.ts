@@ -59,8 +59,9 @@ test("an image at its default path in a state directory: import shows no change,
     const { urn, read, checked, diff } = await importAs("adopted", made.path, blank("8M", { stateDir }));
     expect(read.id).toBe(made.path);
     expect(read.properties).toMatchObject({ path: made.path, inputHash: made.inputHash, format: "qcow2", virtualSizeBytes: 8 * 1024 * 1024 });
-    // Enough for a generated program: where it is, without the path it would get anyway.
-    expect(read.inputs).toEqual({ stateDir });
+    // Enough for a generated program: where it is, without the path it would get anyway, and the
+    // source the image tells (tests/protocol/importSource.test.ts has the other kinds).
+    expect(read.inputs).toEqual({ stateDir, source: { kind: "blank", size: "8M", format: "qcow2" } });
     expect(diff).toEqual({ changes: DIFF_NONE, replaces: [], deleteBeforeReplace: false });
 
     // Inputs that do not match what the image was made from would replace it: the engine refuses such an import.
@@ -85,7 +86,7 @@ test("an image at a path the program names, and an overlay on it", async () => {
     const overlay = await madeElsewhere("top", overlayInputs);
 
     const b = await importAs("base", basePath, { stateDir, path: basePath, source: { kind: "blank", size: "4M", format: "raw" }, mode: "0640" });
-    expect(b.read.inputs).toEqual({ path: basePath, mode: "0640" });
+    expect(b.read.inputs).toEqual({ path: basePath, mode: "0640", source: { kind: "blank", size: "4M", format: "raw" } });
     expect(b.diff.changes).toBe(DIFF_NONE);
     const t = await importAs("top", overlay.path, overlayInputs);
     expect(t.read.properties).toMatchObject({ backingPath: basePath });

@@ -11,19 +11,22 @@ import { withoutUndefined } from "../common";
 import type { DiskImageOutputs } from "./state";
 import { readSidecar, settleRecord } from "./record";
 import { StateError } from "../stateGuard";
+import { recoverSource } from "./sourceRecovery";
 
 /**
  * `pulumi import` (and the `import` resource option) call Read with an id and no state. A
  * DiskImage's id is its path; an image pulumi-qemu made has a record beside it
  * (`<image>.pulumi-qemu.json`) with its inputHash, format and the file's identity, which is
  * all diff needs to match it against the inputs the program declares. The record does not say
- * what the image was made from, so the program must declare that (`source`); a mismatch shows as
- * a replacement, which the engine refuses for an import, so nothing is touched.
+ * what the image was made from: where the image tells (blank, overlay), sourceRecovery.ts works it
+ * out, so the inputs returned pass check and show no change (`pulumi import` writes them into the
+ * generated code); otherwise the program must declare `source`, and a mismatch shows as a
+ * replacement, which the engine refuses for an import, so nothing is touched.
  *
  * Only images with our record are adopted: delete removes what it adopts, and the provider never
  * deletes what it did not make.
  */
-export async function importImage(id: string): Promise<pulumi.dynamic.ReadResult> {
+export async function importImage(id: string, noChange: (outs: DiskImageOutputs, inputs: Record<string, unknown>) => Promise<boolean>): Promise<pulumi.dynamic.ReadResult> {
     const refuse = (why: string, fix: string) => new StateError(`import of DiskImage ${JSON.stringify(id)}: ${why}. ${fix} Nothing was touched.`);
     if (!path.isAbsolute(id)) throw refuse("the id of a DiskImage is the image file's absolute path", "Pass the path, e.g. `pulumi import qemu:index:DiskImage NAME /path/to/image.qcow2`.");
     let st;
@@ -69,9 +72,10 @@ export async function importImage(id: string): Promise<pulumi.dynamic.ReadResult
         imageStamp: record.stamp,
         createdByProvider: true as const,
     }) as DiskImageOutputs;
-    // The inputs a generated program starts from; `source` is for the user to write (see README).
-    const inputs = withoutUndefined({ path: placed ? undefined : id, stateDir: placed?.stateDir, mode: outs.mode === "0600" ? undefined : outs.mode });
-    return { id, props: outs, inputs };
+    // The inputs a generated program starts from, with the source when the image tells it (docs/drift-and-import.md).
+    const top = withoutUndefined({ path: placed ? undefined : id, stateDir: placed?.stateDir, mode: outs.mode === "0600" ? undefined : outs.mode });
+    const source = await recoverSource({ format: record.format, virtualSizeBytes: header.virtualSize, backingPath }, top, (inputs) => noChange(outs, inputs));
+    return { id, props: outs, inputs: source ? { ...top, source } : top };
 }
 
 /**

@@ -34,7 +34,9 @@ const sourceSchema = z.discriminatedUnion(
 export function parseDiskImageSpec(inputs: { source?: unknown; path?: unknown; stateDir?: unknown; mode?: unknown }): DiskImageSpec {
     refuseUnknownKeys(inputs as Record<string, unknown>, DISK_IMAGE_INPUT_KEYS, DISK_IMAGE_OUTPUT_KEYS);
     if (inputs.source === undefined || inputs.source === null || typeof inputs.source !== "object" || Array.isArray(inputs.source)) {
-        throw new InputError([{ property: "source", reason: `source must be an object with a kind (${KINDS.join(", ")})` }]);
+        // Also what `pulumi import` of a file, directory or cloudInit image leads to: the image cannot tell its source.
+        const missing = inputs.source === undefined ? "; an imported image whose source pulumi-qemu cannot tell from the image (a file, directory or cloudInit image) needs the source it was made from: declare it in the program with the `import` resource option instead of `pulumi import`" : "";
+        throw new InputError([{ property: "source", reason: `source must be an object with a kind (${KINDS.join(", ")})${missing}` }]);
     }
     const top = parseOrThrow(topSchema, { path: inputs.path, stateDir: inputs.stateDir, mode: inputs.mode }, "");
     const raw = parseOrThrow(sourceSchema, inputs.source, "source") as { kind: SourceKindName };

@@ -1,6 +1,6 @@
 import type * as pulumi from "@pulumi/pulumi";
-import type { ImageFormat } from "../core/diskImageSpec";
-import { backingChain } from "../host/qemuImg";
+import type { ImageFormat } from "../../core/diskImageSpec";
+import { backingChain } from "../../host/images/qemuImg";
 
 /**
  * What a DiskImage was made from, worked out from the image itself for `pulumi import`: the
