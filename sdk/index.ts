@@ -1,8 +1,15 @@
 /**
  * pulumi-qemu: local QEMU virtual machines, their disk images and launchers as Pulumi resources.
+ *
+ * This module is the library and never starts anything: importing it has no effect beyond
+ * defining what it exports. The provider plugin is package.json's `main`
+ * (provider/plugin/main.ts), which Pulumi's nodejs language host reaches by requiring the
+ * package's directory; `import "pulumi-qemu"` goes through `exports` to this file instead.
  */
 export { DiskImage, GuestCommand, RunScript, VirtualMachine, Network } from "./resources";
 export type { NicOutput, HostsOutput } from "./resources";
+export { Host } from "./host";
+export type { HostResourceArgs } from "./host";
 export { diskImageProvider, guestCommandProvider, runScriptProvider, virtualMachineProvider, networkProvider } from "./providers";
 export type { DiskImageArgs, DiskImageSource, GuestCommandArgs, HostArgs, ReadyArgs, RunScriptArgs, VirtualMachineArgs, VmReferenceArgs, VmSpecArgs, DeepInput, NetworkArgs } from "./types";
 export { mergeHosts, renderHosts } from "../provider/core/network";
@@ -15,18 +22,3 @@ export { mountTag } from "../provider/core/mountTag";
 export { argvHash } from "../provider/core/hash";
 export { parseVmSpec } from "../provider/core/vmSpec";
 export type { VmSpec, VmSpecInput } from "../provider/core/vmSpec";
-
-/*
- * PulumiPlugin.yaml makes this package a provider plugin too, with its own `main`. CLIs that
- * predate that attribute run a plugin by requiring the package's main module — this one — from
- * the language host's `run-plugin` command; loaded that way, it serves the plugin instead of
- * acting as a library.
- */
-if (isRunAsPlugin(process.argv)) {
-    require("../provider/plugin/serve").serve(process.argv.slice(2));
-}
-
-function isRunAsPlugin(argv: readonly string[]): boolean {
-    const script = argv[1] ?? "";
-    return /[\\/]cmd[\\/]run-plugin([\\/](index\.js)?)?$/.test(script);
-}

@@ -1,5 +1,7 @@
 import * as pulumi from "@pulumi/pulumi";
-import { diskImageProvider, guestCommandProvider, networkProvider, runScriptProvider, virtualMachineProvider } from "./providers";
+import { parseTimeout } from "../provider/host/callDeadline";
+import { hostAbove } from "./host";
+import { diskImageProvider, guestCommandProvider, networkProvider, runScriptProvider, TIMEOUTS_KEY, virtualMachineProvider } from "./providers";
 import type { DiskImageArgs, GuestCommandArgs, NetworkArgs, RunScriptArgs, VirtualMachineArgs } from "./types";
 
 /**
@@ -15,6 +17,29 @@ function withOutputs(args: object, outputs: readonly string[]): pulumi.Inputs {
 /** Where a resource lives, as its state records it (placement.ts); every resource has them. */
 const PLACEMENT_OUTPUTS = ["host", "hostAccess"] as const;
 
+/**
+ * What the resource options add to a dynamic resource's inputs, since its provider sees nothing
+ * else: the host of a `Host` above it (its own `host` input wins), and its customTimeouts, in
+ * seconds under TIMEOUTS_KEY, which the shim takes off again and runs the call under
+ * (sdk/providers.ts, provider/host/callDeadline.ts).
+ */
+function placedProps(props: object, opts: pulumi.CustomResourceOptions | undefined): object {
+    const own = (props as { host?: unknown }).host;
+    const above = own === undefined ? hostAbove(opts) : undefined;
+    const timeouts = timeoutSeconds(opts?.customTimeouts);
+    return { ...props, ...(above ? { host: above } : {}), ...(timeouts ? { [TIMEOUTS_KEY]: timeouts } : {}) };
+}
+
+function timeoutSeconds(t: pulumi.CustomTimeouts | undefined): Record<string, number> | undefined {
+    if (!t) return undefined;
+    const out: Record<string, number> = {};
+    for (const op of ["create", "update", "delete"] as const) {
+        const s = parseTimeout(t[op], `customTimeouts.${op}`);
+        if (s !== undefined) out[op] = s;
+    }
+    return Object.keys(out).length ? out : undefined;
+}
+
 /** Every resource may live on a far host (its `host` input): these outputs say where. */
 abstract class PlacedResource extends pulumi.dynamic.Resource {
     /** The far host's normalised URL ("ssh://user@host:port"); undefined on this machine. */
@@ -23,7 +48,7 @@ abstract class PlacedResource extends pulumi.dynamic.Resource {
     declare public readonly hostAccess: pulumi.Output<{ identityFile?: string; knownHosts?: string } | undefined>;
 
     protected constructor(provider: pulumi.dynamic.ResourceProvider, name: string, props: object, outputs: readonly string[], opts: pulumi.CustomResourceOptions | undefined, type: string) {
-        super(provider, name, withOutputs(props, [...outputs, ...PLACEMENT_OUTPUTS]), opts, "qemu", type);
+        super(provider, name, withOutputs(placedProps(props, opts), [...outputs, ...PLACEMENT_OUTPUTS]), opts, "qemu", type);
     }
 }
 

@@ -1,5 +1,8 @@
 #!/usr/bin/env node
-// Entry for running the plugin directly: `node bin/provider/plugin/main.js <engine-address>`.
+// The plugin's entry: `node bin/provider/plugin/main.js <engine-address>`, and package.json's `main`,
+// which is what Pulumi's nodejs language host loads when it runs the plugin from the package's
+// directory (@pulumi/pulumi/cmd/run-plugin requires the directory). The library is `exports["."]`
+// (sdk/index.ts), so importing pulumi-qemu never gets here.
 import { serve } from "./serve";
 
 serve(process.argv.slice(2)).catch((err) => {

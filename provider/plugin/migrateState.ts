@@ -13,7 +13,7 @@
  *
  * Each of our dynamic resources gets the plugin's type token (in its type and URN, and in every
  * URN that names it: parents, dependencies, property dependencies, deleted-with), loses the
- * serialized dynamic provider (`__provider`) from its inputs and outputs, and is pointed at the
+ * serialized dynamic provider (`__provider`, and `__timeouts`, see sdk/providers.ts) from its inputs and outputs, and is pointed at the
  * plugin's default provider, which is added to the state. Everything else is left as it was. The
  * next `pulumi up` of the program rewritten for the plugin (same names, same inputs) then shows
  * no change: the plugin's diff sees the state the dynamic create wrote.
@@ -55,9 +55,10 @@ function migrateUrn(urn: string): string {
     return parts.join("::");
 }
 
+/** Without the serialized provider, and without the customTimeouts the SDK's classes hand their shims (the engine keeps a plugin resource's own). */
 function withoutDynamicProvider(props: Record<string, unknown> | undefined): Record<string, unknown> | undefined {
     if (!props) return props;
-    const { __provider: _dropped, ...rest } = props;
+    const { __provider: _dropped, __timeouts: _timeouts, ...rest } = props;
     return rest;
 }
 

@@ -3,6 +3,7 @@ import type * as pulumi from "@pulumi/pulumi";
 import { z } from "zod";
 import { hashValue } from "../core/hash";
 import { absolutePath, parseOrThrow } from "../core/validation";
+import { callRemainingMs } from "../host/callDeadline";
 import { GuestChannelError } from "../host/guest/guestChannel";
 import { checkOurDaemon } from "../host/qemu/qemuProcess";
 import { openAgentChannel, type AgentTarget } from "./virtualMachine/agentChannel";
@@ -247,7 +248,10 @@ async function runStep(p: Parsed, vm: VmRef, step: string, text: string): Promis
 async function exec(p: Parsed, vm: VmRef, step: string, text: string): Promise<StepResult> {
     const channel = openAgentChannel(target(vm));
     try {
-        const r = await channel.execute(text, { env: p.environment, stdin: p.stdin, timeoutSeconds: p.timeoutSeconds });
+        // The resource's customTimeouts cut a longer timeoutSeconds (the command is killed in the guest).
+        const left = callRemainingMs();
+        const timeoutSeconds = left === undefined ? p.timeoutSeconds : Math.max(1, Math.min(p.timeoutSeconds, Math.floor(left / 1000)));
+        const r = await channel.execute(text, { env: p.environment, stdin: p.stdin, timeoutSeconds });
         return { exitCode: r.exitCode, stdout: r.stdout.toString("utf8"), stderr: r.stderr.toString("utf8") };
     } catch (err) {
         // The channel's messages hold no input text (commands, values, stdin); output is masked.

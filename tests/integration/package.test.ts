@@ -1,6 +1,6 @@
 import execa from "execa";
 import { readFileSync } from "node:fs";
-import { mkdtemp, rm, symlink } from "node:fs/promises";
+import { mkdir, mkdtemp, rm, symlink } from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
 import { startEngineServer, type EngineServer } from "../engine/engineServer";
@@ -20,9 +20,10 @@ import { startPlugin, type PluginClient } from "../engine/plugin";
  * landed, and the list it printed was 735 KB in 156 files, all compiled JS, type declarations,
  * the README and the guest's shell agent. Crossing it means something that should not ship does
  * (a cached guest kernel is 66 MB), or the provider grew a lot: look at the list this test prints
- * before raising it.
+ * before raising it. Raised again when the guides (docs/*.md, which the shipped README links to)
+ * and LICENSE were shipped: 1.16 MB had become about 1.3 MB.
  */
-const UNPACKED_BUDGET_BYTES = 1_200_000;
+const UNPACKED_BUDGET_BYTES = 1_450_000;
 
 interface PackFile {
     path: string;
@@ -46,7 +47,7 @@ test("npm pack ships only what runs, within its size budget", () => {
     const forbidden = paths.filter((p) => /^(bin\/(tests|bench|scripts|\.cache)\/|\.cache\/|tests\/|bench\/)/.test(p) || p.includes("/.cache/"));
     expect(forbidden).toEqual([]);
     expect(paths).toEqual(expect.arrayContaining(["package.json", "README.md", "PulumiPlugin.yaml", "bin/provider/plugin/main.js", "bin/sdk/index.js", "bin/sdk/index.d.ts"]));
-    for (const p of paths) expect(p).toMatch(/^(bin\/(provider|sdk)\/|package\.json$|README\.md$|PulumiPlugin\.yaml$|LICENSE)/);
+    for (const p of paths) expect(p).toMatch(/^(bin\/(provider|sdk)\/|docs\/[\w-]+\.md$|package\.json$|README\.md$|PulumiPlugin\.yaml$|LICENSE$)/);
     const biggest = [...result.files].sort((a, b) => b.size - a.size).slice(0, 5).map((f) => `${f.path} ${f.size}`);
     console.log(`npm pack: ${paths.length} files, ${result.unpackedSize} bytes unpacked (budget ${UNPACKED_BUDGET_BYTES}); biggest: ${biggest.join(", ")}`);
     if (result.unpackedSize > UNPACKED_BUDGET_BYTES) {
@@ -96,8 +97,13 @@ describe("the packed package", () => {
         expect(bad.failures.map((f) => f.property)).toEqual(["source.format"]);
     }, 60_000);
 
-    test("loads as a library from package.json's main", async () => {
-        const r = await execa(process.execPath, ["-e", `const m = require(${JSON.stringify(root)}); console.log(Object.keys(m).sort().join(","))`], { cwd: root });
-        expect(r.stdout.split(",")).toEqual(expect.arrayContaining(["DiskImage", "RunScript", "VirtualMachine", "parseVmSpec"]));
+    test("loads as a library through package.json's exports (main is the plugin's entry)", async () => {
+        // A program's `require("pulumi-qemu")` goes through exports["."]; a directory require (how
+        // run-plugin starts a plugin) through main (tests/integration/strictInstall.test.ts).
+        const consumer = path.join(dir, "consumer");
+        await mkdir(path.join(consumer, "node_modules"), { recursive: true });
+        await symlink(root, path.join(consumer, "node_modules", "pulumi-qemu"));
+        const r = await execa(process.execPath, ["-e", `const m = require("pulumi-qemu"); console.log(Object.keys(m).sort().join(","))`], { cwd: consumer, timeout: 30_000 });
+        expect(r.stdout.split(",")).toEqual(expect.arrayContaining(["DiskImage", "Host", "RunScript", "VirtualMachine", "parseVmSpec"]));
     }, 60_000);
 });

@@ -109,7 +109,7 @@ test("the export rewrite: types, URNs and every reference to them, __provider go
             resources: [
                 { urn: stack, custom: false, type: "pulumi:pulumi:Stack" },
                 { urn: "urn:pulumi:dev::fleet::pulumi:providers:pulumi-nodejs::default", custom: true, id: "p1", type: "pulumi:providers:pulumi-nodejs" },
-                { urn: disk, custom: true, id: "/s/images/a.qcow2", type: "pulumi-nodejs:dynamic/qemu:DiskImage", parent: stack, inputs: { __provider: "exports.handler = …", source: { kind: "blank" } }, outputs: { __provider: "…", path: "/s/images/a.qcow2" } },
+                { urn: disk, custom: true, id: "/s/images/a.qcow2", type: "pulumi-nodejs:dynamic/qemu:DiskImage", parent: stack, inputs: { __provider: "exports.handler = …", __timeouts: { create: 60 }, source: { kind: "blank" } }, outputs: { __provider: "…", path: "/s/images/a.qcow2" } },
                 { urn: vm, custom: true, id: "vm-1", type: "pulumi-nodejs:dynamic/qemu:VirtualMachine", parent: stack, dependencies: [disk], propertyDependencies: { vm: [disk], __provider: [] }, inputs: { __provider: "…" }, outputs: { pid: 7 } },
                 { urn: other, custom: true, id: "b", type: "aws:s3/bucket:Bucket", parent: stack, dependencies: [vm], deletedWith: vm, inputs: { __provider: "kept: not ours" } },
             ],

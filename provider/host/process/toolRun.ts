@@ -2,6 +2,7 @@ import execa from "execa";
 import { accessSync, constants } from "node:fs";
 import { readFile } from "node:fs/promises";
 import * as path from "node:path";
+import { callDeadline } from "../callDeadline";
 
 /**
  * One way to run an external tool (qemu-img, mkfs.ext4, debugfs, b3sum) so that it can neither
@@ -107,6 +108,9 @@ export async function runTool(command: string, args: string[], opts: ToolRunOpti
     const timers: NodeJS.Timeout[] = [];
     if (opts.timeoutMs !== undefined) timers.push(setTimeout(() => stop(`did not finish within ${seconds(opts.timeoutMs!)}`), opts.timeoutMs));
     if (opts.stallMs !== undefined && child.pid !== undefined) timers.push(stallDetector(child.pid, opts.stallMs, stop));
+    // The resource's customTimeouts end a tool too (its failure path removes what it was making).
+    const call = callDeadline();
+    if (call) timers.push(setTimeout(() => stop(`did not finish within the resource's ${call.what}`), Math.max(0, call.at - Date.now())));
     try {
         const r = await child;
         if (stopped) throw stopped;

@@ -1,6 +1,7 @@
 import { readFile, rm } from "node:fs/promises";
 import execa from "execa";
 import { QmpClient } from "./qmp";
+import { callRemainingMs } from "../callDeadline";
 
 /**
  * The daemonized QEMU process: starting it, knowing it again later, and stopping it.
@@ -218,9 +219,13 @@ export type StopOutcome = "not-running" | "powerdown" | "quit" | "term" | "kill"
  */
 export async function stopQemu(target: StopTarget, opts: StopOptions = {}): Promise<StopOutcome> {
     const { identity, pidfile, qmpSocket } = target;
-    const powerdownMs = opts.powerdownMs ?? 10000;
     const quitMs = opts.quitMs ?? 5000;
     const killMs = opts.killMs ?? 5000;
+    // Under the resource's customTimeouts.delete the clean power-off gets what is left once
+    // quit and kill have their time (longer or shorter than the default 10 s), so the stop ends by then.
+    const left = callRemainingMs();
+    const shutdownWindow = left === undefined ? undefined : Math.max(0, left - quitMs - killMs);
+    const powerdownMs = shutdownWindow === undefined ? (opts.powerdownMs ?? 10000) : Math.min(opts.powerdownMs ?? shutdownWindow, shutdownWindow);
     if (!(await checkOurDaemon(identity, pidfile)).alive) return "not-running";
 
     const qmp = await QmpClient.connect(qmpSocket, { connectTimeoutMs: 3000, commandTimeoutMs: 3000 }).catch(() => undefined);

@@ -42,6 +42,8 @@ export interface Parsed {
     ready: Ready;
     stateDir?: string;
     warmStart?: true;
+    /** ready.timeoutSeconds was left out: the wait follows the call's customTimeouts when there are any. */
+    readyTimeoutDefaulted?: true;
 }
 
 /** Parses every input, reporting the problems of all of them at once rather than the first one's. */
@@ -55,7 +57,8 @@ export function parseInputs(inputs: VirtualMachineInputs): Parsed {
     if (spec && ready) c.attempt(() => needsAgent(spec, ready));
     const warmStart = c.attempt(() => parseWarmStart(inputs.warmStart, spec));
     c.finish();
-    return { spec: spec!, ready: ready!, stateDir: others!.stateDir, ...(warmStart ? { warmStart } : {}) };
+    const defaulted = (inputs.ready as { timeoutSeconds?: unknown } | undefined)?.timeoutSeconds === undefined;
+    return { spec: spec!, ready: ready!, stateDir: others!.stateDir, ...(warmStart ? { warmStart } : {}), ...(defaulted ? { readyTimeoutDefaulted: true as const } : {}) };
 }
 
 /**

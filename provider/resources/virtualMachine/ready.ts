@@ -11,6 +11,7 @@ import { QgaChannel } from "../../host/guest/qgaChannel";
 import { ShellChannel } from "../../host/guest/shellChannel";
 import { portProber } from "../../host/net/ports";
 import { progress, progressIntervalMs } from "../../host/progress";
+import { boundedDeadline } from "../../host/callDeadline";
 import { checkOurDaemon, type ProcessIdentity } from "../../host/qemu/qemuProcess";
 import { queryStatus, withQmp } from "../../host/qemu/qmp";
 import { serialLogTail, SerialLogWatcher } from "../../host/qemu/serialWatch";
@@ -47,7 +48,10 @@ export async function serialTail(serialLog: string, lines = SERIAL_TAIL_LINES): 
 
 /** Waits for every readiness condition asked for; returns QMP's run state once ready. */
 export async function waitReady(p: Parsed, identity: ProcessIdentity, runtime: DaemonRuntime, picked: Record<number, number>, restored = false): Promise<string> {
-    const deadline = Date.now() + p.ready.timeoutSeconds * 1000;
+    // The resource's customTimeouts bound the wait, and stand in for a timeoutSeconds left out.
+    const bounded = boundedDeadline(Date.now() + p.ready.timeoutSeconds * 1000, p.readyTimeoutDefaulted === true);
+    const deadline = bounded.at;
+    const limit = bounded.by ?? `${p.ready.timeoutSeconds} s`;
     // Reads only what the log gained since the last poll, matched by a linear-time engine: a
     // chatty guest or a pattern that would backtrack forever cannot stall the provider.
     const watcher = p.ready.serialPattern !== undefined ? new SerialLogWatcher(runtime.serialLog, p.ready.serialPattern) : undefined;
@@ -86,10 +90,10 @@ export async function waitReady(p: Parsed, identity: ProcessIdentity, runtime: D
             }
             if (Date.now() >= deadline) {
                 const waiting = waitingFor();
-                throw await notReady(`the VM was not ready within ${p.ready.timeoutSeconds} s (waiting for ${waiting.join(" and ")})`, runtime.serialLog);
+                throw await notReady(`the VM was not ready within ${limit} (waiting for ${waiting.join(" and ")})`, runtime.serialLog);
             }
             if (Date.now() >= nextReport) {
-                progress(`waiting for ${waitingFor().join(" and ")} (${Math.round((Date.now() - t0) / 1000)} s of ${p.ready.timeoutSeconds})`);
+                progress(`waiting for ${waitingFor().join(" and ")} (${Math.round((Date.now() - t0) / 1000)} s of ${Math.round((deadline - t0) / 1000)})`);
                 nextReport = Date.now() + progressIntervalMs();
             }
             await sleep(READY_POLL_MS);
