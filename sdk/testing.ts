@@ -1,3 +1,4 @@
+import type * as pulumi from "@pulumi/pulumi";
 import { rm, writeFile } from "node:fs/promises";
 import { ppmToPng } from "../provider/core/ppmToPng";
 import { listeningTcpPorts } from "../provider/core/procNet";
@@ -8,6 +9,7 @@ import { openAgentChannel, type AgentTarget } from "../provider/resources/virtua
 import type { SnapshotInfo } from "../provider/host/qemu/snapshots";
 import { cleanConsole } from "../provider/resources/virtualMachine";
 import { siteOf } from "../provider/resources/virtualMachine/site";
+import { isResource, plainOutputs, resourceOutputs, type StackOutputValue } from "./machineTarget";
 
 /**
  * pulumi-qemu/testing: drive a running VirtualMachine from test code — jest, a Pulumi
@@ -128,7 +130,20 @@ const DEFAULT_WAIT_SECONDS = 60;
 /** How much of a command's output an error quotes (characters, from the end). */
 const ERROR_TAIL_CHARS = 2000;
 
-export function attach(outputs: MachineOutputs): Machine {
+/**
+ * A machine for a running VM, from what the caller has (sdk/machineTarget.ts): the VM's outputs,
+ * one Automation API output (`{ value, secret }`), a stack's outputs and the output's name, or —
+ * inside a Pulumi program — the VirtualMachine resource itself, which gives a promise.
+ */
+export function attach(outputs: MachineOutputs | StackOutputValue): Machine;
+export function attach(stackOutputs: Record<string, StackOutputValue | unknown>, name: string): Machine;
+export function attach(vm: pulumi.CustomResource): Promise<Machine>;
+export function attach(arg: unknown, name?: string): Machine | Promise<Machine> {
+    if (isResource(arg)) return resourceOutputs(arg).then((outs) => attachOutputs(outs as unknown as MachineOutputs));
+    return attachOutputs(plainOutputs(arg, name) as unknown as MachineOutputs);
+}
+
+function attachOutputs(outputs: MachineOutputs): Machine {
     for (const key of ["qmpSocket", "serialLog"] as const) {
         if (typeof outputs[key] !== "string") throw new Error(`attach: ${key} is missing from the VM outputs; pass a VirtualMachine's outputs (stack.outputs()[name].value)`);
     }
