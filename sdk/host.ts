@@ -35,7 +35,11 @@ export class Host extends pulumi.ComponentResource {
             throw new Error(`Host ${JSON.stringify(name)}: url must be an ssh:// URL such as "ssh://user@host:22"`);
         }
         this.url = args.url;
-        this.placement = { url: args.url, ...(args.identityFile ? { identityFile: args.identityFile } : {}), ...(args.knownHosts ? { knownHosts: args.knownHosts } : {}) };
+        this.placement = {
+            url: args.url,
+            ...(args.identityFile ? { identityFile: args.identityFile } : {}),
+            ...(args.knownHosts ? { knownHosts: args.knownHosts } : {}),
+        };
         (this as unknown as Record<symbol, boolean>)[HOST_BRAND] = true;
         this.registerOutputs({ url: args.url });
     }

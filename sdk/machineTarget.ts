@@ -25,14 +25,26 @@ function isOutputValue(v: unknown): v is StackOutputValue {
 /** Plain outputs from the synchronous forms; throws naming what is missing. */
 export function plainOutputs(arg: unknown, name?: string): Record<string, unknown> {
     if (name !== undefined) {
-        if (!isObject(arg)) throw new Error(`attach(outputs, ${JSON.stringify(name)}): outputs must be a stack's outputs (await stack.outputs())`);
+        if (!isObject(arg))
+            throw new Error(
+                `attach(outputs, ${JSON.stringify(name)}): outputs must be a stack's outputs (await stack.outputs())`,
+            );
         if (!(name in arg)) {
-            throw new Error(`attach: the stack has no output ${JSON.stringify(name)} (it has ${Object.keys(arg).map((k) => JSON.stringify(k)).join(", ") || "none"}); export the VirtualMachine under that name`);
+            throw new Error(
+                `attach: the stack has no output ${JSON.stringify(name)} (it has ${
+                    Object.keys(arg)
+                        .map((k) => JSON.stringify(k))
+                        .join(", ") || "none"
+                }); export the VirtualMachine under that name`,
+            );
         }
         return plainOutputs(arg[name]);
     }
     if (isOutputValue(arg)) return plainOutputs(arg.value);
-    if (!isObject(arg)) throw new Error("attach: pass a VirtualMachine's outputs, a stack output holding them, or the stack's outputs and the output's name");
+    if (!isObject(arg))
+        throw new Error(
+            "attach: pass a VirtualMachine's outputs, a stack output holding them, or the stack's outputs and the output's name",
+        );
     return arg;
 }
 
@@ -47,7 +59,11 @@ export function isResource(arg: unknown): arg is pulumi.CustomResource {
  */
 export function resourceOutputs(resource: pulumi.CustomResource): Promise<Record<string, unknown>> {
     if (pulumi.runtime.isDryRun()) {
-        return Promise.reject(new Error("attach(vm): a VirtualMachine's outputs exist only during `pulumi up`; in a preview there is no VM to attach to"));
+        return Promise.reject(
+            new Error(
+                "attach(vm): a VirtualMachine's outputs exist only during `pulumi up`; in a preview there is no VM to attach to",
+            ),
+        );
     }
     const outputs: Record<string, pulumi.Output<unknown>> = {};
     for (const key of Object.keys(resource)) {

@@ -53,8 +53,9 @@ export function callRemainingMs(): number | undefined {
  */
 export function parseTimeout(value: unknown, field: string): number | undefined {
     if (value === undefined || value === null || value === "") return undefined;
-    if (typeof value !== "string") throw new Error(`${field} must be a duration such as "30s", "5m" or "1h30m" (got ${JSON.stringify(value)})`);
-    const unit: Record<string, number> = { ns: 1e-9, us: 1e-6, "µs": 1e-6, ms: 1e-3, s: 1, m: 60, h: 3600 };
+    if (typeof value !== "string")
+        throw new Error(`${field} must be a duration such as "30s", "5m" or "1h30m" (got ${JSON.stringify(value)})`);
+    const unit: Record<string, number> = { ns: 1e-9, us: 1e-6, µs: 1e-6, ms: 1e-3, s: 1, m: 60, h: 3600 };
     const re = /([0-9]*\.?[0-9]+)(ns|us|µs|ms|s|m|h)/gy;
     let total = 0;
     let matched = 0;
@@ -62,6 +63,7 @@ export function parseTimeout(value: unknown, field: string): number | undefined 
         total += Number(m[1]) * unit[m[2]];
         matched = re.lastIndex;
     }
-    if (matched !== value.length || matched === 0) throw new Error(`${field} must be a duration such as "30s", "5m" or "1h30m" (got ${JSON.stringify(value)})`);
+    if (matched !== value.length || matched === 0)
+        throw new Error(`${field} must be a duration such as "30s", "5m" or "1h30m" (got ${JSON.stringify(value)})`);
     return total;
 }

@@ -68,11 +68,16 @@ function withoutDynamicProvider(props: Record<string, unknown> | undefined): Rec
  * `default_<version with underscores>`). `newProviderId` names it; the engine keeps whatever id a
  * provider has.
  */
-export function migrateResources(resources: readonly StateResource[], version: string, newProviderId: string): MigrationResult {
+export function migrateResources(
+    resources: readonly StateResource[],
+    version: string,
+    newProviderId: string,
+): MigrationResult {
     const moved = new Map<string, string>();
     for (const r of resources) if (DYNAMIC_TYPE.test(r.type)) moved.set(r.urn, migrateUrn(r.urn));
     // Children of our resources have our type in their URN's parent chain: rename them too.
-    for (const r of resources) if (!moved.has(r.urn) && migrateUrn(r.urn) !== r.urn) moved.set(r.urn, migrateUrn(r.urn));
+    for (const r of resources)
+        if (!moved.has(r.urn) && migrateUrn(r.urn) !== r.urn) moved.set(r.urn, migrateUrn(r.urn));
     if (moved.size === 0) return { resources: [...resources], moved };
     const rename = (urn: string | undefined) => (urn === undefined ? undefined : (moved.get(urn) ?? urn));
 
@@ -84,7 +89,14 @@ export function migrateResources(resources: readonly StateResource[], version: s
 
     const out: StateResource[] = [];
     if (!existingProvider) {
-        out.push({ urn: providerUrn, custom: true, id: newProviderId, type: PROVIDER_TYPE, inputs: { version }, outputs: { version } });
+        out.push({
+            urn: providerUrn,
+            custom: true,
+            id: newProviderId,
+            type: PROVIDER_TYPE,
+            inputs: { version },
+            outputs: { version },
+        });
     }
     for (const r of resources) {
         const ours = DYNAMIC_TYPE.test(r.type);
@@ -99,7 +111,9 @@ export function migrateResources(resources: readonly StateResource[], version: s
         if (r.deletedWith !== undefined) next.deletedWith = rename(r.deletedWith);
         if (r.dependencies) next.dependencies = r.dependencies.map((d) => rename(d)!);
         if (r.propertyDependencies) {
-            next.propertyDependencies = Object.fromEntries(Object.entries(r.propertyDependencies).map(([k, ds]) => [k, ds.map((d) => rename(d)!)]));
+            next.propertyDependencies = Object.fromEntries(
+                Object.entries(r.propertyDependencies).map(([k, ds]) => [k, ds.map((d) => rename(d)!)]),
+            );
         }
         if (ours) {
             const { __provider: _p, ...deps } = next.propertyDependencies ?? {};
@@ -111,13 +125,21 @@ export function migrateResources(resources: readonly StateResource[], version: s
 }
 
 /** A whole `pulumi stack export` document (version 3), migrated; refuses anything else. */
-export function migrateExport(doc: unknown, version: string, newProviderId: string): { doc: unknown; moved: Map<string, string> } {
+export function migrateExport(
+    doc: unknown,
+    version: string,
+    newProviderId: string,
+): { doc: unknown; moved: Map<string, string> } {
     const d = doc as { version?: number; deployment?: { resources?: StateResource[]; pending_operations?: unknown[] } };
     if (!d || typeof d !== "object" || d.version !== 3 || !d.deployment) {
-        throw new Error("not a `pulumi stack export` document of version 3 (expected { version: 3, deployment: { resources } })");
+        throw new Error(
+            "not a `pulumi stack export` document of version 3 (expected { version: 3, deployment: { resources } })",
+        );
     }
     if (d.deployment.pending_operations?.length) {
-        throw new Error("the stack has pending operations (an interrupted update): run `pulumi refresh` first, then export again");
+        throw new Error(
+            "the stack has pending operations (an interrupted update): run `pulumi refresh` first, then export again",
+        );
     }
     const { resources, moved } = migrateResources(d.deployment.resources ?? [], version, newProviderId);
     return { doc: { ...d, deployment: { ...d.deployment, resources } }, moved };
@@ -130,18 +152,25 @@ export function main(argv: string[]): number {
     const path = require("node:path") as typeof import("node:path");
     const file = argv[0];
     if (!file || argv.length > 1) {
-        process.stderr.write("usage: pulumi-qemu-migrate-state EXPORT.json > MIGRATED.json   (EXPORT.json from `pulumi stack export --file`)\n");
+        process.stderr.write(
+            "usage: pulumi-qemu-migrate-state EXPORT.json > MIGRATED.json   (EXPORT.json from `pulumi stack export --file`)\n",
+        );
         return 2;
     }
-    const version = JSON.parse(fs.readFileSync(path.join(__dirname, "..", "..", "..", "package.json"), "utf8")).version as string;
+    const version = JSON.parse(fs.readFileSync(path.join(__dirname, "..", "..", "..", "package.json"), "utf8"))
+        .version as string;
     try {
         const { doc, moved } = migrateExport(JSON.parse(fs.readFileSync(file, "utf8")), version, crypto.randomUUID());
         process.stdout.write(JSON.stringify(doc, null, 4) + "\n");
         for (const [from, to] of moved) process.stderr.write(`${from}\n  -> ${to}\n`);
-        process.stderr.write(`${moved.size} resource(s) moved to the qemu provider plugin ${version}; import with \`pulumi stack import --file\`.\n`);
+        process.stderr.write(
+            `${moved.size} resource(s) moved to the qemu provider plugin ${version}; import with \`pulumi stack import --file\`.\n`,
+        );
         return 0;
     } catch (err) {
-        process.stderr.write(`pulumi-qemu-migrate-state: ${file}: ${err instanceof Error ? err.message : String(err)}\n`);
+        process.stderr.write(
+            `pulumi-qemu-migrate-state: ${file}: ${err instanceof Error ? err.message : String(err)}\n`,
+        );
         return 1;
     }
 }

@@ -29,7 +29,16 @@ const NOT_RUN = /^# not run: \S/;
  * them is let through only while the file is in neither the package nor the checkout. Once they
  * are merged they are checked like every other link: then this list can go.
  */
-const PENDING_DOCS = new Set(["images-from-urls.md", "firmware-and-boot.md", "networks.md", "fleet-testing.md", "security.md", "reference.md"].map((f) => `docs/${f}`));
+const PENDING_DOCS = new Set(
+    [
+        "images-from-urls.md",
+        "firmware-and-boot.md",
+        "networks.md",
+        "fleet-testing.md",
+        "security.md",
+        "reference.md",
+    ].map((f) => `docs/${f}`),
+);
 
 interface Block {
     /** "README.md:42": the file in the package and the line of the opening fence. */
@@ -73,8 +82,13 @@ beforeAll(async () => {
         if (name === "pulumi-qemu" || name.startsWith(".")) continue;
         await symlink(path.join(MAIN_ROOT, "node_modules", name), path.join(modules, name));
     }
-    const docs = existsSync(path.join(pkgRoot, "docs")) ? readdirSync(path.join(pkgRoot, "docs")).filter((f) => f.endsWith(".md")) : [];
-    markdown = ["README.md", ...docs.map((f) => `docs/${f}`)].map((rel) => ({ rel, text: readFileSync(path.join(pkgRoot, rel), "utf8") }));
+    const docs = existsSync(path.join(pkgRoot, "docs"))
+        ? readdirSync(path.join(pkgRoot, "docs")).filter((f) => f.endsWith(".md"))
+        : [];
+    markdown = ["README.md", ...docs.map((f) => `docs/${f}`)].map((rel) => ({
+        rel,
+        text: readFileSync(path.join(pkgRoot, rel), "utf8"),
+    }));
 }, 120_000);
 
 afterAll(async () => {
@@ -88,7 +102,9 @@ test("the package ships the README and every guide in docs/", () => {
 });
 
 test("every TypeScript block in README.md and docs/*.md compiles against the packed package", async () => {
-    const blocks = markdown.flatMap((m) => blocksOf(m.rel, m.text)).filter((b) => b.lang === "ts" || b.lang === "typescript");
+    const blocks = markdown
+        .flatMap((m) => blocksOf(m.rel, m.text))
+        .filter((b) => b.lang === "ts" || b.lang === "typescript");
     const fragments = blocks.filter((b) => FRAGMENT.test(b.text));
     expect(fragments.length).toBeLessThanOrEqual(MAX_FRAGMENTS);
     const compiled = blocks.filter((b) => !FRAGMENT.test(b.text));
@@ -101,10 +117,22 @@ test("every TypeScript block in README.md and docs/*.md compiles against the pac
         const file = `${b.where.replace(/[^A-Za-z0-9]+/g, "_")}.ts`;
         fileOf.set(file, b);
         // Each block is its own module, as each is its own program's file.
-        await writeFile(path.join(src, file), b.text.includes("export ") || b.text.includes("import ") ? b.text : `${b.text}\nexport {};\n`);
+        await writeFile(
+            path.join(src, file),
+            b.text.includes("export ") || b.text.includes("import ") ? b.text : `${b.text}\nexport {};\n`,
+        );
     }
     const tsconfig = {
-        compilerOptions: { target: "ES2022", module: "nodenext", moduleResolution: "nodenext", strict: true, noEmit: true, skipLibCheck: true, types: ["node", "jest"], esModuleInterop: true },
+        compilerOptions: {
+            target: "ES2022",
+            module: "nodenext",
+            moduleResolution: "nodenext",
+            strict: true,
+            noEmit: true,
+            skipLibCheck: true,
+            types: ["node", "jest"],
+            esModuleInterop: true,
+        },
         include: ["src/*.ts"],
     };
     await writeFile(path.join(project, "tsconfig.json"), JSON.stringify(tsconfig));
@@ -114,21 +142,36 @@ test("every TypeScript block in README.md and docs/*.md compiles against the pac
     const errors = (r.stdout + r.stderr)
         .split("\n")
         .filter((l) => l.trim())
-        .map((l) => l.replace(/^src\/([^(]+)\((\d+),(\d+)\)/, (_m, f: string, line: string) => `${fileOf.get(f)?.where ?? f} (line ${line} of the block)`));
+        .map((l) =>
+            l.replace(
+                /^src\/([^(]+)\((\d+),(\d+)\)/,
+                (_m, f: string, line: string) => `${fileOf.get(f)?.where ?? f} (line ${line} of the block)`,
+            ),
+        );
     expect(errors).toEqual([]);
     expect(r.exitCode).toBe(0);
 }, 120_000);
 
 test("every shell block runs, or says why it cannot run here", async () => {
-    const blocks = markdown.flatMap((m) => blocksOf(m.rel, m.text)).filter((b) => b.lang === "sh" || b.lang === "bash" || b.lang === "shell");
+    const blocks = markdown
+        .flatMap((m) => blocksOf(m.rel, m.text))
+        .filter((b) => b.lang === "sh" || b.lang === "bash" || b.lang === "shell");
     const failures: string[] = [];
     let ran = 0;
     for (const b of blocks) {
         if (NOT_RUN.test(b.text)) continue;
         const cwd = await mkdtemp(path.join(dir, "sh-"));
-        const r = await execa("bash", ["-euo", "pipefail", "-c", b.text], { cwd, reject: false, timeout: 60_000, env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: cwd } });
+        const r = await execa("bash", ["-euo", "pipefail", "-c", b.text], {
+            cwd,
+            reject: false,
+            timeout: 60_000,
+            env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: cwd },
+        });
         ran++;
-        if (r.exitCode !== 0) failures.push(`${b.where}: exit ${r.exitCode}${r.timedOut ? " (timed out)" : ""}: ${(r.stderr || r.stdout).slice(-400)}`);
+        if (r.exitCode !== 0)
+            failures.push(
+                `${b.where}: exit ${r.exitCode}${r.timedOut ? " (timed out)" : ""}: ${(r.stderr || r.stdout).slice(-400)}`,
+            );
     }
     expect(failures).toEqual([]);
     expect(ran).toBeGreaterThan(0);
@@ -140,7 +183,9 @@ test("every relative link in the shipped docs points at a file the package ships
         for (const match of m.text.matchAll(/\]\(([^)\s]+)\)/g)) {
             const target = match[1].split("#")[0];
             if (!target || /^[a-z]+:/.test(target)) continue;
-            const resolved = path.posix.normalize(path.posix.join(path.posix.dirname(m.rel), target)).replace(/\/$/, "");
+            const resolved = path.posix
+                .normalize(path.posix.join(path.posix.dirname(m.rel), target))
+                .replace(/\/$/, "");
             if (shipped.has(resolved)) continue;
             if (PENDING_DOCS.has(resolved) && !existsSync(path.join(MAIN_ROOT, resolved))) continue;
             broken.push(`${m.rel}: ${match[1]}`);
@@ -154,14 +199,20 @@ test("the README's Debian packages are ones scripts/setup.sh installs for CI", (
     const install = /apt-get install -y --no-install-recommends ([^\n]+)/.exec(readme);
     expect(install).not.toBeNull();
     const setup = readFileSync(path.join(MAIN_ROOT, "scripts", "setup.sh"), "utf8");
-    const ciPackages = new Set([...setup.matchAll(/APT_PACKAGES\+?=\(([^)]*)\)/g)].flatMap((m) => m[1].trim().split(/\s+/)));
+    const ciPackages = new Set(
+        [...setup.matchAll(/APT_PACKAGES\+?=\(([^)]*)\)/g)].flatMap((m) => m[1].trim().split(/\s+/)),
+    );
     const named = install![1].trim().split(/\s+/);
     expect(named.filter((p) => !ciPackages.has(p))).toEqual([]);
     // The table of features names the same packages as the install line, but for what goes on
     // another machine (the far host's node, the guest's agent).
     const section = readme.slice(readme.indexOf("## What you need"), readme.indexOf("## Install"));
-    const rows = section.split("\n").filter((l) => l.startsWith("| ") && !l.startsWith("| feature") && !l.startsWith("|---"));
-    const inTable = new Set(rows.flatMap((r) => [...(r.split("|")[2] ?? "").matchAll(/`([^`]+)`/g)].flatMap((m) => m[1].split(/\s+/))));
+    const rows = section
+        .split("\n")
+        .filter((l) => l.startsWith("| ") && !l.startsWith("| feature") && !l.startsWith("|---"));
+    const inTable = new Set(
+        rows.flatMap((r) => [...(r.split("|")[2] ?? "").matchAll(/`([^`]+)`/g)].flatMap((m) => m[1].split(/\s+/))),
+    );
     expect(rows.length).toBeGreaterThan(5);
     const elsewhere = new Set(["nodejs", "qemu-guest-agent"]);
     expect([...inTable].filter((p) => !elsewhere.has(p)).sort()).toEqual([...named].sort());

@@ -23,18 +23,33 @@ let pkgDir: string;
 let engine: EngineServer | undefined;
 let plugin: PluginClient | undefined;
 
-const pulumiVersion = (): string => JSON.parse(readFileSync(path.join(MAIN_ROOT, "node_modules", "@pulumi", "pulumi", "package.json"), "utf8")).version;
+const pulumiVersion = (): string =>
+    JSON.parse(readFileSync(path.join(MAIN_ROOT, "node_modules", "@pulumi", "pulumi", "package.json"), "utf8")).version;
 
 beforeAll(async () => {
     dir = await mkdtemp(path.join(os.tmpdir(), "pulumi-qemu-strict-"));
-    const packed = await execa("npm", ["pack", "--json", "--ignore-scripts", "--pack-destination", dir], { cwd: MAIN_ROOT });
+    const packed = await execa("npm", ["pack", "--json", "--ignore-scripts", "--pack-destination", dir], {
+        cwd: MAIN_ROOT,
+    });
     const [{ filename }] = JSON.parse(packed.stdout) as { filename: string }[];
     project = path.join(dir, "user-program");
     await mkdir(project);
-    await writeFile(path.join(project, "package.json"), JSON.stringify({ name: "user-program", version: "1.0.0", private: true }));
+    await writeFile(
+        path.join(project, "package.json"),
+        JSON.stringify({ name: "user-program", version: "1.0.0", private: true }),
+    );
     await execa(
         "npm",
-        ["install", "--install-strategy=linked", "--prefer-offline", "--no-audit", "--no-fund", "--loglevel=error", path.join(dir, filename), `@pulumi/pulumi@${pulumiVersion()}`],
+        [
+            "install",
+            "--install-strategy=linked",
+            "--prefer-offline",
+            "--no-audit",
+            "--no-fund",
+            "--loglevel=error",
+            path.join(dir, filename),
+            `@pulumi/pulumi@${pulumiVersion()}`,
+        ],
         { cwd: project, env: { ...process.env, npm_config_update_notifier: "false" } },
     );
     pkgDir = realpathSync(path.join(project, "node_modules", "pulumi-qemu"));
@@ -50,7 +65,9 @@ test("the layout is strict: pulumi-qemu sees only the packages it declares", () 
     const declared = JSON.parse(readFileSync(path.join(pkgDir, "package.json"), "utf8"));
     const visible = readdirSync(path.dirname(pkgDir))
         .filter((n) => n !== ".bin")
-        .flatMap((n) => (n.startsWith("@") ? readdirSync(path.join(path.dirname(pkgDir), n)).map((m) => `${n}/${m}`) : [n]));
+        .flatMap((n) =>
+            n.startsWith("@") ? readdirSync(path.join(path.dirname(pkgDir), n)).map((m) => `${n}/${m}`) : [n],
+        );
     const expected = [...Object.keys(declared.dependencies), ...Object.keys(declared.peerDependencies), "pulumi-qemu"];
     expect(visible.sort()).toEqual(expected.sort());
 });
@@ -105,8 +122,15 @@ test("importing pulumi-qemu never serves the plugin, even inside another plugin 
     // run-plugin's script. It must finish loading and exit, printing no port.
     const fake = path.join(project, "cmd", "run-plugin");
     await mkdir(fake, { recursive: true });
-    await writeFile(path.join(fake, "index.js"), `require("pulumi-qemu"); require("pulumi-qemu/testing"); console.log("loaded");`);
-    const r = await execa(process.execPath, [path.join(fake, "index.js"), "127.0.0.1:1"], { cwd: project, timeout: 15_000, reject: false });
+    await writeFile(
+        path.join(fake, "index.js"),
+        `require("pulumi-qemu"); require("pulumi-qemu/testing"); console.log("loaded");`,
+    );
+    const r = await execa(process.execPath, [path.join(fake, "index.js"), "127.0.0.1:1"], {
+        cwd: project,
+        timeout: 15_000,
+        reject: false,
+    });
     expect(r.timedOut).toBe(false);
     expect(r.exitCode).toBe(0);
     expect(r.stdout.trim()).toBe("loaded");
@@ -117,7 +141,13 @@ test("Pulumi's nodejs language host starts the plugin from the package directory
     const runPlugin = require.resolve("@pulumi/pulumi/cmd/run-plugin", { paths: [project] });
     plugin = await startPlugin("qemu", process.execPath, [runPlugin, pkgDir, engine.address], { cwd: pkgDir });
     const schema = JSON.parse(await plugin.getSchema());
-    expect(Object.keys(schema.resources)).toEqual(expect.arrayContaining(["qemu:index:DiskImage", "qemu:index:VirtualMachine"]));
-    const bad = await plugin.check("urn:pulumi:s::p::qemu:index:DiskImage::img", {}, { source: { kind: "blank", size: "1G", format: "vmdk" } });
+    expect(Object.keys(schema.resources)).toEqual(
+        expect.arrayContaining(["qemu:index:DiskImage", "qemu:index:VirtualMachine"]),
+    );
+    const bad = await plugin.check(
+        "urn:pulumi:s::p::qemu:index:DiskImage::img",
+        {},
+        { source: { kind: "blank", size: "1G", format: "vmdk" } },
+    );
     expect(bad.failures.map((f) => f.property)).toEqual(["source.format"]);
 }, 90_000);

@@ -48,12 +48,17 @@ beforeAll(async () => {
         stack: "test",
         statePath: path.join(work, "state.json"),
         env: { PULUMI_QEMU_STATE_DIR: stateDir },
-        config: { kernel: guest.kernel, initrd: guest.initrd, kernelArguments: guestKernelArguments({ name: "timeouts" }) },
+        config: {
+            kernel: guest.kernel,
+            initrd: guest.initrd,
+            kernelArguments: guestKernelArguments({ name: "timeouts" }),
+        },
     };
 }, 180_000);
 
 afterAll(async () => {
-    if (opts && existsSync(opts.statePath)) await destroy(opts).catch((err) => console.error(`cleanup destroy: ${err.message}`));
+    if (opts && existsSync(opts.statePath))
+        await destroy(opts).catch((err) => console.error(`cleanup destroy: ${err.message}`));
     if (work) await rm(work, { recursive: true, force: true });
 }, 120_000);
 
@@ -74,7 +79,10 @@ function qemusOfThisTest(): number[] {
 
 test("a create past customTimeouts.create fails naming it, well before the readiness default, and leaves nothing", async () => {
     const t0 = Date.now();
-    const err = await up({ ...opts, config: { ...opts.config, ready: "a line this guest never prints", createTimeout: "8s" } }).catch((e: Error) => e);
+    const err = await up({
+        ...opts,
+        config: { ...opts.config, ready: "a line this guest never prints", createTimeout: "8s" },
+    }).catch((e: Error) => e);
     const seconds = (Date.now() - t0) / 1000;
     expect(err).toBeInstanceOf(Error);
     expect((err as Error).message).toMatch(/customTimeouts\.create \(8 s\)/);

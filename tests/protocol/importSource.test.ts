@@ -39,7 +39,9 @@ async function cliImport(name: string, id: string) {
     const urn = driver.urn("DiskImage", name);
     const read = await driver.plugin.read(id, urn, {}, {});
     const checked = await driver.plugin.check(urn, {}, read.inputs ?? {});
-    const diff = checked.failures.length ? undefined : await driver.plugin.diff(read.id, urn, read.properties, checked.inputs, read.inputs);
+    const diff = checked.failures.length
+        ? undefined
+        : await driver.plugin.diff(read.id, urn, read.properties, checked.inputs, read.inputs);
     return { read, checked, diff };
 }
 
@@ -54,9 +56,17 @@ test("a blank image: size and format come back, check passes, no change", async 
 
 test("a raw blank image at a path of its own, size in bytes when no suffix divides it", async () => {
     const file = path.join(dir, "own", "disk.raw");
-    const image = await made("raw", { path: file, mode: "0640", source: { kind: "blank", size: 1536 * 512 + 512, format: "raw" } });
+    const image = await made("raw", {
+        path: file,
+        mode: "0640",
+        source: { kind: "blank", size: 1536 * 512 + 512, format: "raw" },
+    });
     const { read, checked, diff } = await cliImport("raw-adopted", image.path);
-    expect(read.inputs).toEqual({ path: file, mode: "0640", source: { kind: "blank", size: 1537 * 512, format: "raw" } });
+    expect(read.inputs).toEqual({
+        path: file,
+        mode: "0640",
+        source: { kind: "blank", size: 1537 * 512, format: "raw" },
+    });
     expect(checked.failures).toEqual([]);
     expect(diff!.changes).toBe(DIFF_NONE);
 });
@@ -64,8 +74,14 @@ test("a raw blank image at a path of its own, size in bytes when no suffix divid
 test("overlays: the backing, its format and a grown size come back; the base's identity from its record", async () => {
     const stateDir = path.join(dir, "s2");
     const base = await made("base", { stateDir, source: { kind: "blank", size: "32M", format: "raw" } });
-    const wired = await made("over", { stateDir, source: { kind: "overlay", backing: base.path, backingInputHash: base.inputHash } });
-    const grown = await made("grown", { stateDir, source: { kind: "overlay", backing: base.path, backingFormat: "raw", size: "64M" } });
+    const wired = await made("over", {
+        stateDir,
+        source: { kind: "overlay", backing: base.path, backingInputHash: base.inputHash },
+    });
+    const grown = await made("grown", {
+        stateDir,
+        source: { kind: "overlay", backing: base.path, backingFormat: "raw", size: "64M" },
+    });
 
     const w = await cliImport("over-adopted", wired.path);
     expect(w.read.inputs).toEqual({ stateDir, source: { kind: "overlay", backing: base.path, backingFormat: "raw" } });
@@ -73,7 +89,10 @@ test("overlays: the backing, its format and a grown size come back; the base's i
     expect(w.diff!.changes).toBe(DIFF_NONE);
 
     const g = await cliImport("grown-adopted", grown.path);
-    expect(g.read.inputs).toEqual({ stateDir, source: { kind: "overlay", backing: base.path, backingFormat: "raw", size: "64M" } });
+    expect(g.read.inputs).toEqual({
+        stateDir,
+        source: { kind: "overlay", backing: base.path, backingFormat: "raw", size: "64M" },
+    });
     expect(g.checked.failures).toEqual([]);
     expect(g.diff!.changes).toBe(DIFF_NONE);
 });

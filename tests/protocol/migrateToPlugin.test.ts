@@ -62,12 +62,18 @@ beforeAll(async () => {
         env,
         // The plugin runs with the program's environment, as the engine starts it: the same state directory.
         plugins: { qemu: (engineAddress) => startQemuPlugin(engineAddress, { env }) },
-        config: { kernel: guest.kernel, initrd: guest.initrd, kernelArguments: guestKernelArguments({ name: "migrate" }), ready: READY_MARKER },
+        config: {
+            kernel: guest.kernel,
+            initrd: guest.initrd,
+            kernelArguments: guestKernelArguments({ name: "migrate" }),
+            ready: READY_MARKER,
+        },
     };
 }, 180_000);
 
 afterAll(async () => {
-    if (opts && existsSync(opts.statePath)) await destroy(opts).catch((err) => console.error(`cleanup destroy: ${err.message}`));
+    if (opts && existsSync(opts.statePath))
+        await destroy(opts).catch((err) => console.error(`cleanup destroy: ${err.message}`));
     if (work) await rm(work, { recursive: true, force: true });
 }, 120_000);
 
@@ -77,12 +83,20 @@ test("dynamic resources migrated to the plugin: no step but `same`, the same QEM
     const first = await up(opts);
     expect(first.counts.create).toBe(2);
     const before = await loadState(opts.statePath);
-    expect(before.resources.map((r) => r.type)).toEqual(expect.arrayContaining(["pulumi-nodejs:dynamic/qemu:DiskImage", "pulumi-nodejs:dynamic/qemu:VirtualMachine"]));
+    expect(before.resources.map((r) => r.type)).toEqual(
+        expect.arrayContaining(["pulumi-nodejs:dynamic/qemu:DiskImage", "pulumi-nodejs:dynamic/qemu:VirtualMachine"]),
+    );
 
     // The mini engine's state is the export's resource list without providers (it does not model
     // provider resources, the real engine does): the same function, its default provider left out.
-    const migrated = migrateResources(before.resources as unknown as StateResource[], "0.2.0", "00000000-0000-4000-8000-000000000000");
-    const resources = migrated.resources.filter((r) => !r.type.startsWith("pulumi:providers:")).map(({ provider: _p, ...r }) => r);
+    const migrated = migrateResources(
+        before.resources as unknown as StateResource[],
+        "0.2.0",
+        "00000000-0000-4000-8000-000000000000",
+    );
+    const resources = migrated.resources
+        .filter((r) => !r.type.startsWith("pulumi:providers:"))
+        .map(({ provider: _p, ...r }) => r);
     await writeFile(opts.statePath, JSON.stringify({ resources }, null, 2));
 
     const second = await up({ ...opts, config: { ...opts.config, plugin: true } });
@@ -91,7 +105,9 @@ test("dynamic resources migrated to the plugin: no step but `same`, the same QEM
     expect(second.outputs.started).toBe(first.outputs.started);
     expect(second.outputs.disk).toBe(first.outputs.disk);
     const after = await loadState(opts.statePath);
-    expect(after.resources.map((r) => r.type)).toEqual(expect.arrayContaining(["qemu:index:DiskImage", "qemu:index:VirtualMachine"]));
+    expect(after.resources.map((r) => r.type)).toEqual(
+        expect.arrayContaining(["qemu:index:DiskImage", "qemu:index:VirtualMachine"]),
+    );
     // The QEMU that the dynamic create started is the one still running.
     const pid = Number(first.outputs.pid);
     expect(existsSync(`/proc/${pid}`)).toBe(true);
@@ -108,10 +124,46 @@ test("the export rewrite: types, URNs and every reference to them, __provider go
             manifest: {},
             resources: [
                 { urn: stack, custom: false, type: "pulumi:pulumi:Stack" },
-                { urn: "urn:pulumi:dev::fleet::pulumi:providers:pulumi-nodejs::default", custom: true, id: "p1", type: "pulumi:providers:pulumi-nodejs" },
-                { urn: disk, custom: true, id: "/s/images/a.qcow2", type: "pulumi-nodejs:dynamic/qemu:DiskImage", parent: stack, inputs: { __provider: "exports.handler = …", __timeouts: { create: 60 }, source: { kind: "blank" } }, outputs: { __provider: "…", path: "/s/images/a.qcow2" } },
-                { urn: vm, custom: true, id: "vm-1", type: "pulumi-nodejs:dynamic/qemu:VirtualMachine", parent: stack, dependencies: [disk], propertyDependencies: { vm: [disk], __provider: [] }, inputs: { __provider: "…" }, outputs: { pid: 7 } },
-                { urn: other, custom: true, id: "b", type: "aws:s3/bucket:Bucket", parent: stack, dependencies: [vm], deletedWith: vm, inputs: { __provider: "kept: not ours" } },
+                {
+                    urn: "urn:pulumi:dev::fleet::pulumi:providers:pulumi-nodejs::default",
+                    custom: true,
+                    id: "p1",
+                    type: "pulumi:providers:pulumi-nodejs",
+                },
+                {
+                    urn: disk,
+                    custom: true,
+                    id: "/s/images/a.qcow2",
+                    type: "pulumi-nodejs:dynamic/qemu:DiskImage",
+                    parent: stack,
+                    inputs: {
+                        __provider: "exports.handler = …",
+                        __timeouts: { create: 60 },
+                        source: { kind: "blank" },
+                    },
+                    outputs: { __provider: "…", path: "/s/images/a.qcow2" },
+                },
+                {
+                    urn: vm,
+                    custom: true,
+                    id: "vm-1",
+                    type: "pulumi-nodejs:dynamic/qemu:VirtualMachine",
+                    parent: stack,
+                    dependencies: [disk],
+                    propertyDependencies: { vm: [disk], __provider: [] },
+                    inputs: { __provider: "…" },
+                    outputs: { pid: 7 },
+                },
+                {
+                    urn: other,
+                    custom: true,
+                    id: "b",
+                    type: "aws:s3/bucket:Bucket",
+                    parent: stack,
+                    dependencies: [vm],
+                    deletedWith: vm,
+                    inputs: { __provider: "kept: not ours" },
+                },
             ],
         },
     };
@@ -143,11 +195,29 @@ test("the export rewrite: types, URNs and every reference to them, __provider go
 
 test("the packed command line: pulumi-qemu-migrate-state EXPORT.json", async () => {
     const file = path.join(work, "export.json");
-    await writeFile(file, JSON.stringify({ version: 3, deployment: { resources: [{ urn: "urn:pulumi:d::p::pulumi-nodejs:dynamic/qemu:Network::lan", type: "pulumi-nodejs:dynamic/qemu:Network", custom: true, id: "n" }] } }));
+    await writeFile(
+        file,
+        JSON.stringify({
+            version: 3,
+            deployment: {
+                resources: [
+                    {
+                        urn: "urn:pulumi:d::p::pulumi-nodejs:dynamic/qemu:Network::lan",
+                        type: "pulumi-nodejs:dynamic/qemu:Network",
+                        custom: true,
+                        id: "n",
+                    },
+                ],
+            },
+        }),
+    );
     const pkg = JSON.parse(await readFile(path.join(MAIN_ROOT, "package.json"), "utf8"));
     const bin = pkg.bin["pulumi-qemu-migrate-state"];
     const r = await execa(process.execPath, [path.join(MAIN_ROOT, bin), file]);
     const doc = JSON.parse(r.stdout);
-    expect(doc.deployment.resources.map((x: StateResource) => x.type)).toEqual(["pulumi:providers:qemu", "qemu:index:Network"]);
+    expect(doc.deployment.resources.map((x: StateResource) => x.type)).toEqual([
+        "pulumi:providers:qemu",
+        "qemu:index:Network",
+    ]);
     expect(r.stderr).toMatch(/1 resource\(s\) moved/);
 });

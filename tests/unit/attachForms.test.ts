@@ -8,24 +8,39 @@ import { attach } from "../../sdk/testing";
  * mocks here: no engine, the resource's outputs are what the mock returns).
  */
 
-const outputs = { qmpSocket: "/tmp/pq-attach/qmp.sock", serialLog: "/tmp/pq-attach/serial.log", agent: "shell" as const, agentSocket: "/tmp/pq-attach/agent.sock", pid: 4242 };
+const outputs = {
+    qmpSocket: "/tmp/pq-attach/qmp.sock",
+    serialLog: "/tmp/pq-attach/serial.log",
+    agent: "shell" as const,
+    agentSocket: "/tmp/pq-attach/agent.sock",
+    pid: 4242,
+};
 
 test("plain outputs, one { value, secret } output, and a stack's outputs with the output's name", () => {
-    for (const m of [attach(outputs), attach({ value: outputs, secret: false }), attach({ web: { value: outputs, secret: false }, other: { value: 1, secret: false } }, "web")]) {
+    for (const m of [
+        attach(outputs),
+        attach({ value: outputs, secret: false }),
+        attach({ web: { value: outputs, secret: false }, other: { value: 1, secret: false } }, "web"),
+    ]) {
         expect(typeof m.execute).toBe("function");
         m.close();
     }
 });
 
 test("a missing output name or a value that is no VM's outputs is refused saying what to pass", () => {
-    expect(() => attach({ web: { value: outputs, secret: false } }, "db")).toThrow(/the stack has no output "db" \(it has "web"\)/);
+    expect(() => attach({ web: { value: outputs, secret: false } }, "db")).toThrow(
+        /the stack has no output "db" \(it has "web"\)/,
+    );
     expect(() => attach({ value: 42 } as never)).toThrow(/pass a VirtualMachine's outputs/);
     expect(() => attach({ value: { serialLog: "/x" } })).toThrow(/qmpSocket is missing/);
 });
 
 describe("the VirtualMachine resource in a program", () => {
     const mocks = {
-        newResource: (a: pulumi.runtime.MockResourceArgs) => ({ id: `${a.name}-id`, state: { ...a.inputs, ...outputs } }),
+        newResource: (a: pulumi.runtime.MockResourceArgs) => ({
+            id: `${a.name}-id`,
+            state: { ...a.inputs, ...outputs },
+        }),
         call: (a: pulumi.runtime.MockCallArgs) => a.inputs,
     };
 

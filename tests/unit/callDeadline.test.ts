@@ -1,4 +1,10 @@
-import { boundedDeadline, callDeadline, callRemainingMs, parseTimeout, withCallDeadline } from "../../provider/host/callDeadline";
+import {
+    boundedDeadline,
+    callDeadline,
+    callRemainingMs,
+    parseTimeout,
+    withCallDeadline,
+} from "../../provider/host/callDeadline";
 
 /** customTimeouts as the lifecycles see them (provider/host/callDeadline.ts). */
 
@@ -10,7 +16,9 @@ test("Pulumi's duration syntax, in seconds; anything else refused naming the fie
     expect(parseTimeout("500ms", "x")).toBe(0.5);
     expect(parseTimeout(undefined, "x")).toBeUndefined();
     expect(parseTimeout("", "x")).toBeUndefined();
-    expect(() => parseTimeout("5 minutes", "customTimeouts.delete")).toThrow(/customTimeouts\.delete must be a duration such as "30s"/);
+    expect(() => parseTimeout("5 minutes", "customTimeouts.delete")).toThrow(
+        /customTimeouts\.delete must be a duration such as "30s"/,
+    );
     expect(() => parseTimeout("10", "x")).toThrow(/duration/);
     expect(() => parseTimeout(30, "x")).toThrow(/duration/);
 });

@@ -53,5 +53,7 @@ test("customTimeouts reach the provider in seconds; a malformed one is refused n
     new DiskImage("timed", blank, { customTimeouts: { create: "2m", delete: "90s" } });
     await settle();
     expect(sent.get("timed")!.__timeouts).toEqual({ create: 120, delete: 90 });
-    expect(() => new DiskImage("badly-timed", blank, { customTimeouts: { update: "soon" } })).toThrow(/customTimeouts\.update must be a duration/);
+    expect(() => new DiskImage("badly-timed", blank, { customTimeouts: { update: "soon" } })).toThrow(
+        /customTimeouts\.update must be a duration/,
+    );
 });

@@ -25,7 +25,12 @@ export type Matches = (inputs: Record<string, unknown>) => Promise<boolean>;
 
 /** `size` as users write it: the largest binary suffix that divides it, else bytes. */
 export function sizeText(bytes: number): string | number {
-    for (const [suffix, unit] of [["T", 1024 ** 4], ["G", 1024 ** 3], ["M", 1024 ** 2], ["K", 1024]] as const) {
+    for (const [suffix, unit] of [
+        ["T", 1024 ** 4],
+        ["G", 1024 ** 3],
+        ["M", 1024 ** 2],
+        ["K", 1024],
+    ] as const) {
         if (bytes >= unit && bytes % unit === 0) return `${bytes / unit}${suffix}`;
     }
     return bytes;
@@ -48,7 +53,11 @@ function candidates(facts: RecoveryFacts, backingFormat: ImageFormat | undefined
 }
 
 /** The `source` input that reproduces the image, or undefined when the image cannot tell. */
-export async function recoverSource(facts: RecoveryFacts, topInputs: Record<string, unknown>, matches: Matches): Promise<pulumi.Inputs | undefined> {
+export async function recoverSource(
+    facts: RecoveryFacts,
+    topInputs: Record<string, unknown>,
+    matches: Matches,
+): Promise<pulumi.Inputs | undefined> {
     const backingFormat = facts.backingPath ? await detectedFormat(facts.backingPath) : undefined;
     for (const source of candidates(facts, backingFormat)) {
         if (await matches({ ...topInputs, source }).catch(() => false)) return source;
