@@ -3,7 +3,7 @@ import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { cp, mkdir, open, readFile, rm, writeFile } from "node:fs/promises";
 import * as path from "node:path";
-import { createDiskImage } from "../../provider/resources/diskImage";
+import { createDiskImage, removeImage } from "../../provider/resources/diskImage";
 import { cachedBuild, type BuildRecord } from "./imageCache";
 import { mmdebstrap, packageList, requireRootForBuild } from "./mmdebstrap";
 
@@ -210,7 +210,7 @@ async function build(dir: string, release: string, log: (line: string) => void):
     await assembleDisk(raw, root.path, root.virtualSizeBytes, dir);
     await execa("qemu-img", ["convert", "-f", "raw", "-O", "qcow2", raw, path.join(dir, "disk.qcow2")]);
     await rm(raw, { force: true });
-    await rm(root.path, { force: true });
+    await removeImage(root);
     await rm(path.join(dir, "state"), { recursive: true, force: true });
     await rm(path.join(dir, "grub"), { recursive: true, force: true });
     const digests = await fileDigests(path.join(dir, "disk.qcow2"));
