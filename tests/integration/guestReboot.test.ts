@@ -33,7 +33,8 @@ async function rebootingShare(name: string, background: boolean): Promise<string
     const share = path.join(work, name);
     await mkdir(share);
     const reboot = 'touch /pq/rebooted && sync && echo "pq: rebooting now" && reboot -f';
-    await writeFile(path.join(share, "pq-init.sh"), `[ -e /pq/rebooted ] || ${background ? `( sleep 2; ${reboot} ) &` : reboot}\n`);
+    // `a || ( … ) &` puts the whole list in the background; `a || { …; }` keeps the && chain under the test.
+    await writeFile(path.join(share, "pq-init.sh"), background ? `[ -e /pq/rebooted ] || ( sleep 2; ${reboot} ) &\n` : `[ -e /pq/rebooted ] || { ${reboot}; }\n`);
     return share;
 }
 
