@@ -19,13 +19,18 @@ async function main(): Promise<void> {
     const cacheRoot = at >= 0 ? args[at + 1] : undefined;
     if (at >= 0 && !cacheRoot) throw new Error("--cache needs a directory");
     const t0 = Date.now();
-    const guest = await ensureCloudGuest({ cacheRoot, log: (line) => process.stderr.write(`[${((Date.now() - t0) / 1000).toFixed(1)}s] ${line}\n`) });
+    const guest = await ensureCloudGuest({
+        cacheRoot,
+        log: (line) => process.stderr.write(`[${((Date.now() - t0) / 1000).toFixed(1)}s] ${line}\n`),
+    });
     const seconds = (Date.now() - t0) / 1000;
     if (args.includes("--json")) {
         console.log(JSON.stringify({ ...guest, seconds }, null, 2));
         return;
     }
-    console.log(`${guest.image} (${guest.buildSeconds ? `built in ${guest.buildSeconds} s` : `cached; ${seconds.toFixed(1)} s`})`);
+    console.log(
+        `${guest.image} (${guest.buildSeconds ? `built in ${guest.buildSeconds} s` : `cached; ${seconds.toFixed(1)} s`})`,
+    );
     console.log(`${guest.sha512}  ${path.basename(guest.image)}`);
 }
 

@@ -22,7 +22,9 @@ export const UEFI_VARS_FILE = "uefi-vars.fd";
 export function firmwareArgs(firmware: Firmware, varsFile: string): string[] {
     if (firmware === "bios") return [];
     return [
-        "-drive", optionString(["if=pflash", "format=raw", "unit=0", "readonly=on", ["file", OVMF_CODE]]),
-        "-drive", optionString(["if=pflash", "format=raw", "unit=1", ["file", varsFile]]),
+        "-drive",
+        optionString(["if=pflash", "format=raw", "unit=0", "readonly=on", ["file", OVMF_CODE]]),
+        "-drive",
+        optionString(["if=pflash", "format=raw", "unit=1", ["file", varsFile]]),
     ];
 }

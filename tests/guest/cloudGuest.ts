@@ -67,7 +67,14 @@ const INITRAMFS_MODULES = ["virtio_pci", "virtio_blk", "virtio_scsi", "sd_mod", 
  * Only NoCloud is looked for (no minutes of probing metadata servers), nothing needs the locales
  * package, and cloud-init writes its network config for systemd-networkd.
  */
-const CLOUD_CFG = ["datasource_list: [ NoCloud, None ]", "locale: C.UTF-8", "system_info:", "  network:", "    renderers: [ networkd ]", ""].join("\n");
+const CLOUD_CFG = [
+    "datasource_list: [ NoCloud, None ]",
+    "locale: C.UTF-8",
+    "system_info:",
+    "  network:",
+    "    renderers: [ networkd ]",
+    "",
+].join("\n");
 
 /**
  * DHCP on every NIC, as genericcloud does. cloud-init's own files (10-cloud-init-*.network) sort
@@ -76,7 +83,12 @@ const CLOUD_CFG = ["datasource_list: [ NoCloud, None ]", "locale: C.UTF-8", "sys
 const DHCP_ALL = ["[Match]", "Name=en* eth*", "", "[Network]", "DHCP=ipv4", ""].join("\n");
 
 /** A NIC that never gets an address (a private network without DHCP) must not hold the boot for two minutes. */
-const WAIT_ONLINE_ANY = ["[Service]", "ExecStart=", "ExecStart=/lib/systemd/systemd-networkd-wait-online --any --timeout=30", ""].join("\n");
+const WAIT_ONLINE_ANY = [
+    "[Service]",
+    "ExecStart=",
+    "ExecStart=/lib/systemd/systemd-networkd-wait-online --any --timeout=30",
+    "",
+].join("\n");
 
 const GRUB_CFG = [
     "set timeout=0",
@@ -93,7 +105,19 @@ const GRUB_CFG = [
 
 /** Embedded in both GRUB images: find the root by label and read /boot/grub from it. */
 const GRUB_EARLY_CFG = `search --no-floppy --label ${CLOUD_ROOT_LABEL} --set=root\nset prefix=($root)/boot/grub\n`;
-const GRUB_MODULES = ["part_gpt", "ext2", "search", "search_label", "normal", "configfile", "linux", "echo", "serial", "terminal", "gzio"];
+const GRUB_MODULES = [
+    "part_gpt",
+    "ext2",
+    "search",
+    "search_label",
+    "normal",
+    "configfile",
+    "linux",
+    "echo",
+    "serial",
+    "terminal",
+    "gzio",
+];
 
 /** The disk layout in 512-byte sectors: Debian genericcloud's partition numbers. */
 const LAYOUT = { biosStart: 2048, biosSectors: 6144, espStart: 8192, espSectors: 131072, rootStart: 139264 };
@@ -123,7 +147,12 @@ export const CLOUD_RECIPE = {
  * disk the firmware boots), the cloud-init seed read-only after it, 768 MiB, TCG.
  * `extra` adds or overrides fields (firmware, agent, portForwards, networks, onReboot).
  */
-export function cloudVm(name: string, overlay: { path: string; inputHash: string }, seed: { path: string; inputHash: string }, extra: Record<string, unknown> = {}) {
+export function cloudVm(
+    name: string,
+    overlay: { path: string; inputHash: string },
+    seed: { path: string; inputHash: string },
+    extra: Record<string, unknown> = {},
+) {
     return {
         name,
         accel: "tcg",
@@ -161,11 +190,16 @@ export function ensureCloudGuest(opts: CloudOptions = {}): Promise<CloudGuest> {
 
 async function buildOrReuse(opts: CloudOptions): Promise<CloudGuest> {
     const started = Date.now();
-    const log = opts.log ?? ((line: string) => process.stderr.write(`[cloud-guest ${((Date.now() - started) / 1000).toFixed(1)}s] ${line}\n`));
+    const log =
+        opts.log ??
+        ((line: string) =>
+            process.stderr.write(`[cloud-guest ${((Date.now() - started) / 1000).toFixed(1)}s] ${line}\n`));
     const grub = await execa("grub-mkimage", ["--version"]).then(
         (r) => r.stdout.trim(),
         () => {
-            throw new Error("grub-mkimage is missing: apt-get install --no-install-recommends grub-common grub-pc-bin grub-efi-amd64-bin (scripts/setup.sh installs them)");
+            throw new Error(
+                "grub-mkimage is missing: apt-get install --no-install-recommends grub-common grub-pc-bin grub-efi-amd64-bin (scripts/setup.sh installs them)",
+            );
         },
     );
     const { dir, done, built } = await cachedBuild<CloudDone>({
@@ -194,11 +228,13 @@ async function build(dir: string, release: string, log: (line: string) => void):
     const t0 = Date.now();
     const r = CLOUD_RECIPE;
     const rootfs = path.join(dir, "rootfs");
-    log(`building the cloud-like Debian ${r.suite} image (${release}) into ${dir}: mmdebstrap ${r.packages.length} packages`);
+    log(
+        `building the cloud-like Debian ${r.suite} image (${release}) into ${dir}: mmdebstrap ${r.packages.length} packages`,
+    );
     const boot = await mmdebstrap(r, { essential: initramfsHook(), customize: customizeHook() }, rootfs, log);
     await writeFile(path.join(dir, "packages.txt"), await packageList(rootfs));
     await installGrubFiles(rootfs, boot, dir);
-    log("mmdebstrap done; making the ext4 root with DiskImage (directory source, owners: \"preserve\")");
+    log('mmdebstrap done; making the ext4 root with DiskImage (directory source, owners: "preserve")');
     const root = await createDiskImage({
         path: path.join(dir, "root.raw"),
         stateDir: path.join(dir, "state"),
@@ -214,7 +250,12 @@ async function build(dir: string, release: string, log: (line: string) => void):
     await rm(path.join(dir, "state"), { recursive: true, force: true });
     await rm(path.join(dir, "grub"), { recursive: true, force: true });
     const digests = await fileDigests(path.join(dir, "disk.qcow2"));
-    return { inputHash: digests.sha256, sha512: digests.sha512, buildSeconds: Math.round((Date.now() - t0) / 100) / 10, release };
+    return {
+        inputHash: digests.sha256,
+        sha512: digests.sha512,
+        buildSeconds: Math.round((Date.now() - t0) / 100) / 10,
+        release,
+    };
 }
 
 function initramfsHook(): string {
@@ -245,14 +286,29 @@ async function installGrubFiles(rootfs: string, boot: { kernel: string; initrd: 
     const grubDir = path.join(rootfs, "boot", "grub");
     await mkdir(grubDir, { recursive: true });
     const inGuest = (p: string) => "/" + path.relative(rootfs, p);
-    await writeFile(path.join(grubDir, "grub.cfg"), GRUB_CFG.replace("@KERNEL@", inGuest(boot.kernel)).replace("@INITRD@", inGuest(boot.initrd)));
-    for (const platform of ["i386-pc", "x86_64-efi"]) await cp(path.join("/usr/lib/grub", platform), path.join(grubDir, platform), { recursive: true });
+    await writeFile(
+        path.join(grubDir, "grub.cfg"),
+        GRUB_CFG.replace("@KERNEL@", inGuest(boot.kernel)).replace("@INITRD@", inGuest(boot.initrd)),
+    );
+    for (const platform of ["i386-pc", "x86_64-efi"])
+        await cp(path.join("/usr/lib/grub", platform), path.join(grubDir, platform), { recursive: true });
     // The two images GRUB starts from: core.img for the BIOS boot partition, BOOTX64.EFI for the ESP.
     const work = path.join(dir, "grub");
     await mkdir(work, { recursive: true });
     await writeFile(path.join(work, "early.cfg"), GRUB_EARLY_CFG);
     const mk = (format: string, out: string, extra: string[]) =>
-        execa("grub-mkimage", ["-O", format, "-o", path.join(work, out), "-c", path.join(work, "early.cfg"), "-p", "/boot/grub", ...extra, ...GRUB_MODULES]);
+        execa("grub-mkimage", [
+            "-O",
+            format,
+            "-o",
+            path.join(work, out),
+            "-c",
+            path.join(work, "early.cfg"),
+            "-p",
+            "/boot/grub",
+            ...extra,
+            ...GRUB_MODULES,
+        ]);
     await mk("i386-pc", "core.img", ["biosdisk"]);
     await mk("x86_64-efi", "BOOTX64.EFI", []);
 }
@@ -279,7 +335,10 @@ async function assembleDisk(raw: string, rootImage: string, rootBytes: number, d
         `${name}15 : start=${L.espStart}, size=${L.espSectors}, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B`,
         "",
     ].join("\n");
-    await execa("sfdisk", ["--no-reread", "--no-tell-kernel", "--quiet", raw], { input: table, cwd: path.dirname(raw) });
+    await execa("sfdisk", ["--no-reread", "--no-tell-kernel", "--quiet", raw], {
+        input: table,
+        cwd: path.dirname(raw),
+    });
 
     const work = path.join(dir, "grub");
     const esp = path.join(work, "esp.img");
@@ -289,7 +348,8 @@ async function assembleDisk(raw: string, rootImage: string, rootBytes: number, d
 
     const core = await readFile(path.join(work, "core.img"));
     const coreSectors = Math.ceil(core.length / 512);
-    if (coreSectors > L.biosSectors) throw new Error(`GRUB's core.img (${core.length} bytes) does not fit the BIOS boot partition`);
+    if (coreSectors > L.biosSectors)
+        throw new Error(`GRUB's core.img (${core.length} bytes) does not fit the BIOS boot partition`);
     // diskboot.img's block list (the last 12 bytes of core.img's first sector): the rest of core.img.
     const list = 512 - 12;
     core.writeBigUInt64LE(BigInt(L.biosStart + 1), list);
@@ -312,7 +372,15 @@ async function assembleDisk(raw: string, rootImage: string, rootBytes: number, d
         [esp, L.espStart],
         [rootImage, L.rootStart],
     ] as const) {
-        await execa("dd", [`if=${file}`, `of=${raw}`, "bs=1M", `seek=${start * 512}`, "oflag=seek_bytes", "conv=notrunc,sparse", "status=none"]);
+        await execa("dd", [
+            `if=${file}`,
+            `of=${raw}`,
+            "bs=1M",
+            `seek=${start * 512}`,
+            "oflag=seek_bytes",
+            "conv=notrunc,sparse",
+            "status=none",
+        ]);
     }
 }
 

@@ -40,19 +40,28 @@ export interface CachedBuildOptions<D extends BuildRecord> {
 }
 
 /** The cached build of this recipe and release, made first when there is none. */
-export async function cachedBuild<D extends BuildRecord>(o: CachedBuildOptions<D>): Promise<{ dir: string; done: D; built: boolean }> {
+export async function cachedBuild<D extends BuildRecord>(
+    o: CachedBuildOptions<D>,
+): Promise<{ dir: string; done: D; built: boolean }> {
     const root = o.root ?? guestCacheRoot();
     const recipeKey = hashValue(o.recipe).slice(0, 12);
     const release = await releaseStamp(o.mirror, o.suite).catch((err: Error) => {
-        o.log(`cannot read the mirror's Release file (${err.message}); using the newest cached build of this recipe if there is one`);
+        o.log(
+            `cannot read the mirror's Release file (${err.message}); using the newest cached build of this recipe if there is one`,
+        );
         return undefined;
     });
-    const dir = release ? path.join(root, `${o.prefix}-${recipeKey}-${hashValue(release).slice(0, 12)}`) : await newestBuild(root, `${o.prefix}-${recipeKey}-`);
+    const dir = release
+        ? path.join(root, `${o.prefix}-${recipeKey}-${hashValue(release).slice(0, 12)}`)
+        : await newestBuild(root, `${o.prefix}-${recipeKey}-`);
     if (dir) {
         const cached = await readDone<D>(dir);
         if (cached) return { dir, done: cached, built: false };
     }
-    if (!release || !dir) throw new Error(`no ${o.prefix} build is cached under ${root} and the mirror ${o.mirror} cannot be reached to build one`);
+    if (!release || !dir)
+        throw new Error(
+            `no ${o.prefix} build is cached under ${root} and the mirror ${o.mirror} cannot be reached to build one`,
+        );
     await mkdir(root, { recursive: true, mode: 0o700 });
     const partial = `${dir}.partial-${randomBytes(4).toString("hex")}`;
     try {
@@ -86,7 +95,9 @@ export async function readDone<D>(dir: string): Promise<D | undefined> {
 async function newestBuild(root: string, namePrefix: string): Promise<string | undefined> {
     const names = await readdir(root).catch(() => [] as string[]);
     let best: { dir: string; at: number } | undefined;
-    for (const n of names.filter((n) => n.startsWith(namePrefix) && !n.includes(".partial-") && !n.includes(".stale-"))) {
+    for (const n of names.filter(
+        (n) => n.startsWith(namePrefix) && !n.includes(".partial-") && !n.includes(".stale-"),
+    )) {
         const t = await stat(path.join(root, n, "done.json")).then(
             (st) => st.mtimeMs,
             () => undefined,

@@ -36,12 +36,28 @@ let uefi: PromiseSettledResult<Booted>;
 /** One line per boot, appended by cloud-init's bootcmd (which runs on every boot). */
 const BOOTS = "/var/lib/pq-boots";
 
-async function boot(name: string, stateDir: string, extraVm: Record<string, unknown>, userData: Record<string, unknown>, ready: Record<string, unknown>): Promise<Booted> {
-    const overlay = await image.createDiskImage({ stateDir, source: { kind: "overlay", backing: guest.image, backingFormat: "qcow2", backingInputHash: guest.inputHash } });
+async function boot(
+    name: string,
+    stateDir: string,
+    extraVm: Record<string, unknown>,
+    userData: Record<string, unknown>,
+    ready: Record<string, unknown>,
+): Promise<Booted> {
+    const overlay = await image.createDiskImage({
+        stateDir,
+        source: { kind: "overlay", backing: guest.image, backingFormat: "qcow2", backingInputHash: guest.inputHash },
+    });
     images.push(overlay);
-    const seed = await image.createDiskImage({ stateDir, source: { kind: "cloudInit", userData, metaData: { "local-hostname": name } } });
+    const seed = await image.createDiskImage({
+        stateDir,
+        source: { kind: "cloudInit", userData, metaData: { "local-hostname": name } },
+    });
     images.push(seed);
-    const inputs: vmResource.VirtualMachineInputs = { stateDir, vm: cloudVm(name, overlay, seed, { agent: "qga", ...extraVm }), ready: { timeoutSeconds: 1200, ...ready } };
+    const inputs: vmResource.VirtualMachineInputs = {
+        stateDir,
+        vm: cloudVm(name, overlay, seed, { agent: "qga", ...extraVm }),
+        ready: { timeoutSeconds: 1200, ...ready },
+    };
     const made = await vmResource.create(inputs);
     const outs = made.outs as VirtualMachineOutputs;
     vms.push(outs);
@@ -63,7 +79,9 @@ beforeAll(async () => {
     work = await mkdtemp(path.join(os.tmpdir(), "pq-cloud-"));
     const t0 = Date.now();
     guest = await ensureCloudGuest();
-    process.stderr.write(`cloud-like image: ${guest.image} (${guest.buildSeconds ? `built in ${guest.buildSeconds} s` : `cached, ${((Date.now() - t0) / 1000).toFixed(1)} s`})\n`);
+    process.stderr.write(
+        `cloud-like image: ${guest.image} (${guest.buildSeconds ? `built in ${guest.buildSeconds} s` : `cached, ${((Date.now() - t0) / 1000).toFixed(1)} s`})\n`,
+    );
     const stateDir = path.join(work, "state");
     const bootcmd = [`echo boot >> ${BOOTS}`];
     [bios, uefi] = await Promise.allSettled([
@@ -72,10 +90,27 @@ beforeAll(async () => {
             stateDir,
             {},
             // Reboots once, at the end of the first boot, as cloud-init setups that install a kernel do.
-            { bootcmd, power_state: { mode: "reboot", delay: "now", message: "pq: rebooting once", condition: `test "$(wc -l < ${BOOTS})" -lt 2` } },
-            { agent: true, command: `test "$(wc -l < ${BOOTS})" -ge 2 && test -e /var/lib/cloud/instance/boot-finished` },
+            {
+                bootcmd,
+                power_state: {
+                    mode: "reboot",
+                    delay: "now",
+                    message: "pq: rebooting once",
+                    condition: `test "$(wc -l < ${BOOTS})" -lt 2`,
+                },
+            },
+            {
+                agent: true,
+                command: `test "$(wc -l < ${BOOTS})" -ge 2 && test -e /var/lib/cloud/instance/boot-finished`,
+            },
         ),
-        boot("cloud-uefi", stateDir, { firmware: "uefi" }, { bootcmd }, { agent: true, command: "test -e /var/lib/cloud/instance/boot-finished" }),
+        boot(
+            "cloud-uefi",
+            stateDir,
+            { firmware: "uefi" },
+            { bootcmd },
+            { agent: true, command: "test -e /var/lib/cloud/instance/boot-finished" },
+        ),
     ]);
 }, 40 * 60_000);
 
@@ -130,7 +165,8 @@ test("UEFI: OVMF boots the same image from its EFI system partition, with the VM
 
 test("the image's own packages: cloud-init, qemu-guest-agent, sshd, no GRUB package (GRUB is placed by the builder)", async () => {
     const packages = await readFile(guest.packages, "utf8");
-    for (const p of ["cloud-init", "qemu-guest-agent", "openssh-server", "linux-image-cloud-amd64", "systemd"]) expect(packages).toMatch(new RegExp(`^${p} `, "m"));
+    for (const p of ["cloud-init", "qemu-guest-agent", "openssh-server", "linux-image-cloud-amd64", "systemd"])
+        expect(packages).toMatch(new RegExp(`^${p} `, "m"));
     const info = JSON.parse((await execa("qemu-img", ["info", "--output=json", guest.image])).stdout);
     expect(info.format).toBe("qcow2");
 });

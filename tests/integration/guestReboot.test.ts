@@ -34,7 +34,10 @@ async function rebootingShare(name: string, background: boolean): Promise<string
     await mkdir(share);
     const reboot = 'touch /pq/rebooted && sync && echo "pq: rebooting now" && reboot -f';
     // `a || ( … ) &` puts the whole list in the background; `a || { …; }` keeps the && chain under the test.
-    await writeFile(path.join(share, "pq-init.sh"), background ? `[ -e /pq/rebooted ] || ( sleep 2; ${reboot} ) &\n` : `[ -e /pq/rebooted ] || { ${reboot}; }\n`);
+    await writeFile(
+        path.join(share, "pq-init.sh"),
+        background ? `[ -e /pq/rebooted ] || ( sleep 2; ${reboot} ) &\n` : `[ -e /pq/rebooted ] || { ${reboot}; }\n`,
+    );
     return share;
 }
 
@@ -69,7 +72,12 @@ test('onReboot "restart" (default): a guest that reboots during boot is ready af
     await stat(path.join(share, "rebooted"));
     const read = await vmResource.read(made.id as string, outs);
     expect(read.id).toBe(made.id);
-    expect(read.props).toMatchObject({ pid: outs.pid, processStartTime: outs.processStartTime, bootId: outs.bootId, status: "running" });
+    expect(read.props).toMatchObject({
+        pid: outs.pid,
+        processStartTime: outs.processStartTime,
+        bootId: outs.bootId,
+        status: "running",
+    });
     expect(await vmResource.diff(made.id as string, outs, i)).toMatchObject({ changes: false });
     expect(isRunning(outs.pid)).toBe(true);
 }, 400_000);

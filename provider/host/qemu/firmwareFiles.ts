@@ -13,6 +13,8 @@ export async function assertFirmwareInstalled(): Promise<void> {
         await access(file, constants.R_OK).catch(() => missing.push(file));
     }
     if (missing.length) {
-        throw new Error(`vm.firmware "uefi" needs OVMF, and ${missing.join(" and ")} cannot be read on this host: install Debian's or Ubuntu's ovmf package (apt-get install ovmf), or use firmware "bios"`);
+        throw new Error(
+            `vm.firmware "uefi" needs OVMF, and ${missing.join(" and ")} cannot be read on this host: install Debian's or Ubuntu's ovmf package (apt-get install ovmf), or use firmware "bios"`,
+        );
     }
 }
