@@ -10,6 +10,8 @@ APT_PACKAGES=(qemu-system-x86 qemu-utils linux-image-amd64 busybox-static cpio e
 APT_PACKAGES+=(xorriso dosfstools mtools cloud-image-utils genisoimage mmdebstrap openssh-client)
 # Remote hosts: the tests' "far host" is this machine's sshd on a loopback port, started by the tests themselves.
 APT_PACKAGES+=(openssh-server)
+# The cloud-like test image (tests/guest/cloudGuest.ts): GRUB for BIOS and UEFI, sfdisk for its GPT; OVMF for firmware "uefi".
+APT_PACKAGES+=(grub-pc-bin grub-efi-amd64-bin fdisk ovmf)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -102,7 +102,7 @@ export class RunScript extends PlacedResource {
     }
 }
 
-export const VIRTUAL_MACHINE_OUTPUTS = ["pid", "qmpSocket", "serialLog", "launcherPath", "argvHash", "status", "accel", "accelReason", "startedAt", "readySeconds", "vmDir", "nics", "hosts", "networkDrift", "ports", "endpoints", "portsNote", "agent", "agentSocket", "pidfile", "processStartTime", "bootId", "start", "startNote"] as const;
+export const VIRTUAL_MACHINE_OUTPUTS = ["pid", "qmpSocket", "serialLog", "launcherPath", "argvHash", "status", "accel", "accelReason", "startedAt", "readySeconds", "vmDir", "nics", "hosts", "networkDrift", "ports", "endpoints", "portsNote", "agent", "agentSocket", "pidfile", "processStartTime", "bootId", "start", "startNote", "userNicMac"] as const;
 
 /** A running QEMU guest, started from its launcher and controlled over QMP. */
 export class VirtualMachine extends PlacedResource {
@@ -154,6 +154,8 @@ export class VirtualMachine extends PlacedResource {
     declare public readonly start: pulumi.Output<"cold" | "restored" | undefined>;
     /** With warmStart: why a warm snapshot present was not used. */
     declare public readonly startNote: pulumi.Output<string | undefined>;
+    /** The user-mode NIC's MAC, 52:54:00:12:34:56 on every VM (what a cloud-init networkConfig matches it by); undefined with vm.network "none". */
+    declare public readonly userNicMac: pulumi.Output<string | undefined>;
 
     constructor(name: string, args: VirtualMachineArgs, opts?: pulumi.CustomResourceOptions) {
         super(virtualMachineProvider, name, args, VIRTUAL_MACHINE_OUTPUTS, opts, "VirtualMachine");

@@ -94,6 +94,16 @@ export interface VmSpecArgs {
      * qemu-guest-agent. Default "none".
      */
     agent?: "qga" | "shell" | "none";
+    /**
+     * What boots a VM without `kernel`: "bios" (default, SeaBIOS) or "uefi" (OVMF from Debian's
+     * `ovmf` package, with a variable store of the VM's own). Either boots the first disk.
+     */
+    firmware?: "bios" | "uefi";
+    /**
+     * What a reboot inside the guest does: "restart" (default) resets the machine in the same
+     * QEMU, so the VM stays the same VM; "stop" ends QEMU (the VM is gone).
+     */
+    onReboot?: "restart" | "stop";
 }
 
 export type DiskImageSource =

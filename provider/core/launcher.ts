@@ -1,5 +1,6 @@
 import { hashValue } from "./hash";
 import { buildQemuArgv, specArgvHash, type DaemonRuntime, type Resolved } from "./qemuArgv";
+import { OVMF_VARS_TEMPLATE, UEFI_VARS_FILE } from "./firmware";
 import { shellQuote } from "./shellQuote";
 import type { VmSpec } from "./vmSpec";
 /**
@@ -16,9 +17,16 @@ export interface OverlayStep {
     qemuImg: string;
 }
 
+/** A UEFI variable store to copy from OVMF's template before QEMU starts (firmware "uefi"). */
+export interface VarsStep {
+    template: string;
+    file: string;
+}
+
 export interface LauncherOptions {
     /** Overlays to create before QEMU starts, each only when missing (persistent VMs keep their writes). */
     overlays?: OverlayStep[];
+    uefiVars?: VarsStep;
 }
 
 export const LAUNCHER_HEADER = "# Written by pulumi-qemu. Edits are reported as drift and replaced on the next `pulumi up`.";
@@ -35,11 +43,21 @@ function overlayStep(step: OverlayStep): string {
     return `[ -e ${shellQuote(step.overlay)} ] || ${create}`;
 }
 
+/**
+ * Only when nothing is there, not even a dangling link: the guest's saved variables, or a file
+ * that is not ours, are never written over. umask 077: owner-only, whatever the template's mode.
+ */
+function varsStep(step: VarsStep): string {
+    const f = shellQuote(step.file);
+    return `[ -e ${f} ] || [ -L ${f} ] || (umask 077 && cp ${shellQuote(step.template)} ${f})`;
+}
+
 /** The text of a launcher that runs `argv`, passing the launcher's own arguments on to QEMU. */
 export function renderLauncher(argv: readonly string[], opts: LauncherOptions = {}): string {
     if (argv.length === 0) throw new Error("renderLauncher needs at least the QEMU binary");
     const lines = ["#!/bin/sh", LAUNCHER_HEADER, "set -e"];
     for (const step of opts.overlays ?? []) lines.push(overlayStep(step));
+    if (opts.uefiVars) lines.push(varsStep(opts.uefiVars));
     lines.push(`exec ${commandLine(argv)} "$@"`);
     return lines.join("\n") + "\n";
 }
@@ -60,16 +78,17 @@ export function overlaySteps(spec: {
  * The launcher's identity: the argv hash of the spec, plus the overlay steps when it makes
  * any (they are in the file but not in the argv: another qemu-img binary is another launcher).
  */
-export function launcherHash(spec: VmSpec): string {
+/** `argv`: the argv hash to build on (default the spec's; a VM made before onReboot has another, see acceptedArgvHashes). */
+export function launcherHash(spec: VmSpec, argv = specArgvHash(spec)): string {
     const overlays = overlaySteps(spec);
-    const argv = specArgvHash(spec);
     return overlays.length ? hashValue({ argv, overlays }) : argv;
 }
 
 /** The launcher text for `spec` on this host, and the argv it runs. */
 export function launcherText(spec: VmSpec, accel: "kvm" | "tcg", daemon?: DaemonRuntime, resolved: Resolved = {}): { argv: string[]; text: string } {
     const argv = buildQemuArgv(spec, { accel, ...resolved }, daemon);
-    return { argv, text: renderLauncher(argv, { overlays: overlaySteps(spec) }) };
+    const uefiVars = spec.firmware === "uefi" ? { template: OVMF_VARS_TEMPLATE, file: daemon?.uefiVars ?? UEFI_VARS_FILE } : undefined;
+    return { argv, text: renderLauncher(argv, { overlays: overlaySteps(spec), uefiVars }) };
 }
 
 /**

@@ -1,3 +1,4 @@
+import { firmwareArgs, UEFI_VARS_FILE } from "./firmware";
 import { hashValue } from "./hash";
 import { mountTag } from "./mountTag";
 import { escapeOptionValue, optionString } from "./qemuOption";
@@ -37,7 +38,16 @@ export interface DaemonRuntime {
     serialLog: string;
     /** The host end of the guest agent's virtio-serial port, when `agent` is not "none". */
     agentSocket?: string;
+    /** The VM's copy of OVMF's variable store, when `firmware` is "uefi". */
+    uefiVars?: string;
 }
+
+/**
+ * The user-mode NIC's MAC address, the same on every VM (each VM's user-mode network is its own
+ * segment). It is QEMU's default for the first NIC without one, which is what every VM made
+ * before it was written out had: see userNicArgs for why it stays out of the hash.
+ */
+export const USER_NIC_MAC = "52:54:00:12:34:56";
 
 /**
  * The QEMU command line for `spec`, in a fixed order so that the same spec on the same host
@@ -60,9 +70,22 @@ export function buildQemuArgv(spec: VmSpec, host: HostFacts, daemon?: DaemonRunt
  */
 export function specArgvHash(spec: VmSpec): string {
     return hashValue({
-        argv: argvWithAccel(spec, spec.accel, undefined, asAsked(spec)),
+        argv: argvWithAccel(spec, spec.accel, undefined, asAsked(spec), true),
         images: spec.disks.map((disk) => disk.inputHash ?? null),
     });
+}
+
+/**
+ * The hashes a VM made from `spec` may carry and still be this VM. Before `onReboot` existed
+ * every VM ran with `-no-reboot`: such a VM, whose program still leaves `onReboot` out (`vm` is
+ * the user's input, before defaults), keeps its old hash — a no-op `up` must not replace every
+ * VM of a stack because the provider was upgraded. It goes on stopping at a guest reboot until
+ * it is replaced for another reason; writing `onReboot` in the program replaces it now.
+ */
+export function acceptedArgvHashes(spec: VmSpec, vm: unknown): string[] {
+    const now = specArgvHash(spec);
+    const asked = vm !== null && typeof vm === "object" && "onReboot" in vm && (vm as { onReboot?: unknown }).onReboot !== undefined;
+    return asked || spec.onReboot !== "restart" ? [now] : [now, specArgvHash({ ...spec, onReboot: "stop" })];
 }
 
 /** NICs and ports as the user wrote them: the network's id for its switch, "auto" for what is picked. */
@@ -79,21 +102,24 @@ function asAsked(spec: VmSpec): Resolved {
     };
 }
 
-function argvWithAccel(spec: VmSpec, accel: string, daemon: DaemonRuntime | undefined, resolved: Resolved): string[] {
+/** `forHash`: the argv as hashed, which leaves out what every VM has whether written or not (USER_NIC_MAC). */
+function argvWithAccel(spec: VmSpec, accel: string, daemon: DaemonRuntime | undefined, resolved: Resolved, forHash = false): string[] {
     return [
         spec.qemu,
         "-accel", accel,
         ...nameArgs(spec),
         "-m", String(spec.memoryMiB),
         "-smp", String(spec.cpus),
-        // A guest that reboots would otherwise loop; Guix's launchers stop instead.
-        "-no-reboot",
+        // "stop": a guest reboot ends QEMU (Guix's launchers' choice); "restart" is QEMU's own reset.
+        ...(spec.onReboot === "stop" ? ["-no-reboot"] : []),
+        // Relative in the hashed argv: where the VM's directory is, is host detail.
+        ...firmwareArgs(spec.firmware, daemon?.uefiVars ?? UEFI_VARS_FILE),
         ...rngArgs(),
         ...consoleArgs(spec, daemon),
         ...kernelArgs(spec, resolved.nics ?? []),
         ...spec.shares.flatMap(shareArgs),
-        ...spec.disks.flatMap((disk) => diskArgs(disk, spec.volatile)),
-        ...networkArgs(spec, resolved),
+        ...spec.disks.flatMap((disk, i) => diskArgs(disk, spec.volatile, i === 0 && spec.firmware === "uefi")),
+        ...networkArgs(spec, resolved, forHash),
         ...agentArgs(spec, daemon),
         ...(daemon ? daemonArgs(daemon) : []),
         ...spec.extraArgs,
@@ -148,20 +174,23 @@ function shareArgs(share: ShareSpec): string[] {
     ];
 }
 
-function diskArgs(disk: DiskSpec, volatile: boolean): string[] {
+/**
+ * One virtio disk. `bootFirst` (the first disk under OVMF) names it as the device to boot:
+ * OVMF otherwise tries every bootable device in PCI order, network boot on the NICs included.
+ * `-drive` cannot carry a boot index, so that disk is a `-drive if=none` and its own device.
+ */
+function diskArgs(disk: DiskSpec, volatile: boolean, bootFirst = false): string[] {
     const file = disk.overlay ?? disk.path;
     const format = disk.overlay ? "qcow2" : disk.format;
-    return [
-        "-drive",
-        optionString([
-            ["file", file],
-            ["format", format],
-            "if=virtio",
-            ...(disk.readOnly ? ["readonly=on"] : []),
-            // Volatile guests write to a temporary layer QEMU throws away on exit.
-            ...(volatile && !disk.readOnly ? ["snapshot=on"] : []),
-        ]),
+    const drive = [
+        ["file", file] as [string, string],
+        ["format", format] as [string, string],
+        ...(disk.readOnly ? ["readonly=on"] : []),
+        // Volatile guests write to a temporary layer QEMU throws away on exit.
+        ...(volatile && !disk.readOnly ? ["snapshot=on"] : []),
     ];
+    if (bootFirst) return ["-drive", optionString([...drive, "if=none", "id=pq-disk0"]), "-device", "virtio-blk-pci,drive=pq-disk0,bootindex=0"];
+    return ["-drive", optionString([drive[0], drive[1], "if=virtio", ...drive.slice(2)])];
 }
 
 /**
@@ -175,11 +204,19 @@ function nicKernelArgs(nic: NicPlan, i: number): string[] {
     return [`ifname=${dev}:${nic.mac}`, `ip=${nic.ipv4}:::${nic.netmask}:${nic.hostname}:${dev}:off`];
 }
 
-function networkArgs(spec: VmSpec, resolved: Resolved): string[] {
-    const user = spec.network === "none"
-        ? ["-nic", "none"]
-        : ["-nic", ["user", "model=virtio-net-pci", ...spec.portForwards.map((pf, i) => hostForward(pf, pf.host ?? resolved.hostPorts?.[i]))].join(",")];
+function networkArgs(spec: VmSpec, resolved: Resolved, forHash: boolean): string[] {
+    const user = spec.network === "none" ? ["-nic", "none"] : userNicArgs(spec, resolved, forHash);
     return [...user, ...(resolved.nics ?? []).flatMap(nicArgs)];
+}
+
+/**
+ * The user-mode NIC with its fixed MAC written out, so no NIC added in extraArgs can take it.
+ * The hash leaves the MAC out: it is the address QEMU gave this NIC before it was written, so
+ * VMs made then have it too and keep their hash.
+ */
+function userNicArgs(spec: VmSpec, resolved: Resolved, forHash: boolean): string[] {
+    const forwards = spec.portForwards.map((pf, i) => hostForward(pf, pf.host ?? resolved.hostPorts?.[i]));
+    return ["-nic", ["user", "model=virtio-net-pci", ...(forHash ? [] : [`mac=${USER_NIC_MAC}`]), ...forwards].join(",")];
 }
 
 /** One virtio-net NIC on a VDE switch; the socket path is escaped as every option value. */

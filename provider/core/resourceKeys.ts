@@ -36,4 +36,5 @@ export const VIRTUAL_MACHINE_OUTPUT_KEYS: readonly string[] = [
     "bootId",
     "start",
     "startNote",
+    "userNicMac",
 ];

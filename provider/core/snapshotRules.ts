@@ -33,6 +33,12 @@ export function snapshotProblems(spec: VmSpec, root = "vm"): FieldProblem[] {
             reason: "a volatile VM writes to a temporary layer QEMU throws away (snapshot=on), which holds no snapshot; drop volatile and give writable disks a qcow2 overlay instead",
         });
     }
+    if (spec.firmware === "uefi") {
+        problems.push({
+            property: `${root}.firmware`,
+            reason: 'OVMF\'s variable store is a raw flash image the guest writes to, which holds no internal snapshot, so QEMU refuses to save the VM; snapshots need firmware "bios"',
+        });
+    }
     spec.disks.forEach((disk, i) => {
         if (!disk.readOnly && !disk.overlay && disk.format !== "qcow2") {
             problems.push({

@@ -135,6 +135,20 @@ export const vmSpecSchema = z
          * the VM's private directory. "qga" for qemu-guest-agent, "shell" for our busybox agent.
          */
         agent: z.enum(["qga", "shell", "none"], { error: 'agent must be "qga", "shell" or "none"' }).default("none"),
+        firmware: z
+            .enum(["bios", "uefi"], { error: 'firmware must be "bios" (SeaBIOS, the default) or "uefi" (OVMF, from Debian\'s ovmf package)' })
+            .default("bios")
+            .meta({
+                description:
+                    'What boots a VM without `kernel`: "bios" (default) is SeaBIOS; "uefi" is OVMF (/usr/share/OVMF, package ovmf) with a variable store of the VM\'s own. Either boots the first disk. Set "uefi" for images that only boot under UEFI. A change replaces the VM.',
+            }),
+        onReboot: z
+            .enum(["restart", "stop"], { error: 'onReboot must be "restart" (the guest boots again in the same QEMU) or "stop" (QEMU exits)' })
+            .default("restart")
+            .meta({
+                description:
+                    'What a reboot inside the guest does: "restart" (default) resets the machine in the same QEMU process, so the VM stays the same VM; "stop" ends QEMU (-no-reboot), so the VM is gone. A change replaces the VM.',
+            }),
     })
     .strict()
     .superRefine((spec, ctx) => {
@@ -150,7 +164,7 @@ export const vmSpecSchema = z
             }
         });
         if (spec.network === "none" && spec.portForwards.length > 0) {
-            ctx.addIssue({ code: "custom", path: ["portForwards"], message: 'port forwardings need network "user"' });
+            ctx.addIssue({ code: "custom", path: ["portForwards"], message: 'port forwards reach the guest through the user-mode NIC, which network "none" drops: remove portForwards, or leave network "user" (the default)' });
         }
         const seenPorts = new Map<string, number>();
         spec.portForwards.forEach((pf, i) => {

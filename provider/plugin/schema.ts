@@ -64,6 +64,8 @@ const types = {
         networks: arrayOf("NetworkAttachment", "Private networks, one virtio-net NIC each, beside the user-mode NIC; default none."),
         extraArgs: strings("Arguments appended to the QEMU command line, for options the spec has no field for; default none. Options the provider manages and listeners off loopback are refused."),
         agent: str('Command channel into the guest: "none" (default), "shell" (our busybox agent) or "qga" (qemu-guest-agent).'),
+        firmware: str('What boots a VM without kernel: "bios" (default, SeaBIOS) or "uefi" (OVMF from the ovmf package, with a variable store of the VM\'s own). Either boots the first disk.'),
+        onReboot: str('What a reboot inside the guest does: "restart" (default: the machine resets in the same QEMU, the VM stays the same VM) or "stop" (QEMU exits, the VM is gone).'),
     }),
     "qemu:index:DiskImageSource": object("What an image is made from; `kind` picks the fields that apply.", {
         kind: str('What the image is made from: "blank", "file", "directory", "overlay" or "cloudInit". Required.'),
@@ -193,6 +195,7 @@ const resourceSchemas: Record<ResourceName, object> = {
             agentSocket: str("Host end of the guest agent's channel (a unix socket)."),
             start: str('With warmStart: "cold" or "restored".'),
             startNote: str("With warmStart: why a warm snapshot present was not used."),
+            userNicMac: str("MAC of the user-mode NIC, 52:54:00:12:34:56 on every VM (for a cloud-init networkConfig to match it by); absent when vm.network is \"none\"."),
         },
         required: ["pid", "qmpSocket", "serialLog", "launcherPath", "argvHash", "status", "accel", "startedAt"],
     },

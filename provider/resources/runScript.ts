@@ -3,6 +3,7 @@ import type * as pulumi from "@pulumi/pulumi";
 import * as path from "node:path";
 import { sha256Hex } from "../core/hash";
 import { launcherHash, launcherText } from "../core/launcher";
+import { acceptedArgvHashes } from "../core/qemuArgv";
 // What this module has exported since 0.1 (its built path is frozen in users' state).
 export { launcherHash, launcherText } from "../core/launcher";
 import { RUN_SCRIPT_INPUT_KEYS, RUN_SCRIPT_OUTPUT_KEYS } from "../core/resourceKeys";
@@ -108,7 +109,9 @@ async function diffHere(_id: string, olds: RunScriptOutputs, news: RunScriptInpu
     const replaces: string[] = [];
     // An adopted launcher has no argvHash: the program's vm matches when it renders the very text found.
     const oldHash = isImported(olds) ? (importedTextMatches(olds, next.spec) ? next.argvHash : undefined) : olds.argvHash;
-    if (next.argvHash !== oldHash) replaces.push("vm");
+    // A launcher written before onReboot existed is kept as VMs are (acceptedArgvHashes).
+    const accepted = isImported(olds) ? [next.argvHash] : acceptedArgvHashes(next.spec, news.vm).map((h) => launcherHash(next.spec, h));
+    if (oldHash === undefined || !accepted.includes(oldHash)) replaces.push("vm");
     // Compared as asked, not as resolved: a default path is new on every create.
     if (next.requestedPath !== olds.requestedPath) replaces.push("path");
     if (replaces.length) {

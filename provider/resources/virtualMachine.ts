@@ -2,7 +2,8 @@ import { placed } from "./placement";
 import type * as pulumi from "@pulumi/pulumi";
 import { chmod, mkdtemp } from "node:fs/promises";
 import * as path from "node:path";
-import { specArgvHash, type DaemonRuntime, type Resolved } from "../core/qemuArgv";
+import { acceptedArgvHashes, specArgvHash, USER_NIC_MAC, type DaemonRuntime, type Resolved } from "../core/qemuArgv";
+import { assertFirmwareInstalled } from "../host/qemu/firmwareFiles";
 import { parseVmSpec, type VmSpec } from "../core/vmSpec";
 import { resolveAccel } from "../host/qemu/accel";
 import { writeLauncherFile } from "../host/files/launcherFile";
@@ -73,7 +74,8 @@ async function diffHere(_id: string, olds: VirtualMachineOutputs, news: VirtualM
     }
     const next = parseInputs(news);
     const replaces: string[] = [];
-    if (specArgvHash(next.spec) !== olds.argvHash) replaces.push("vm");
+    // A VM made before onReboot existed keeps its hash while the program leaves onReboot out.
+    if (!acceptedArgvHashes(next.spec, news.vm).includes(olds.argvHash)) replaces.push("vm");
     // A network that died or was remade under the VM (found by read) leaves it cut off.
     if (olds.networkDrift !== undefined && !replaces.includes("vm")) replaces.push("vm");
     if ((next.stateDir ?? null) !== (olds.stateDir ?? null)) replaces.push("stateDir");
@@ -117,6 +119,8 @@ async function createHere(inputs: VirtualMachineInputs, opts?: LifecycleOptions)
         qmpSocket: path.join(vmDir, VM_FILES.qmpSocket),
         serialLog: path.join(vmDir, VM_FILES.serialLog),
         ...(p.spec.agent !== "none" ? { agentSocket: path.join(vmDir, VM_FILES.agentSocket) } : {}),
+        // The launcher copies OVMF's variable store here (owner-only) before QEMU starts.
+        ...(p.spec.firmware === "uefi" ? { uefiVars: path.join(vmDir, VM_FILES.uefiVars) } : {}),
     };
     const launcherPath = path.join(vmDir, VM_FILES.launcher);
     let identity: ProcessIdentity | undefined;
@@ -126,6 +130,7 @@ async function createHere(inputs: VirtualMachineInputs, opts?: LifecycleOptions)
         // a create whose creator is gone, stops its QEMU and removes the directory.
         await writeVmRecord(vmDir, "creating");
         assertSocketPathFits(runtime.qmpSocket);
+        if (p.spec.firmware === "uefi") await assertFirmwareInstalled();
         if (runtime.agentSocket) assertSocketPathFits(runtime.agentSocket);
         await assertHostPortsFree(portRequests(p.spec));
         const stateDir = resolveStateDir(p.stateDir);
@@ -182,6 +187,7 @@ async function createHere(inputs: VirtualMachineInputs, opts?: LifecycleOptions)
             ...portOutputs(p.spec, picked.hostPorts),
             portsNote: picked.note,
             ...(runtime.agentSocket ? { agent: p.spec.agent as "qga" | "shell", agentSocket: runtime.agentSocket } : {}),
+            ...(p.spec.network === "user" ? { userNicMac: USER_NIC_MAC } : {}),
             ...(p.warmStart ? { warmStart: true, start: restored?.restored ? ("restored" as const) : ("cold" as const), startNote: restored?.restored ? undefined : restored?.why && `booted cold: ${restored.why}` } : {}),
         };
         // What `pulumi import` needs to rebuild this state if the stack loses it (virtualMachine/import.ts).

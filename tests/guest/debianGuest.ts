@@ -1,10 +1,8 @@
-import execa from "execa";
-import { randomBytes } from "node:crypto";
-import { copyFile, mkdir, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
-import * as os from "node:os";
+import { copyFile, rm, writeFile } from "node:fs/promises";
 import * as path from "node:path";
-import { hashValue } from "../../provider/core/hash";
 import { createDiskImage } from "../../provider/resources/diskImage";
+import { cachedBuild, guestCacheRoot, type BuildRecord } from "./imageCache";
+import { mmdebstrap, packageList, requireRootForBuild } from "./mmdebstrap";
 
 /**
  * A real Debian 12 guest: a root filesystem made by mmdebstrap from Debian's packages
@@ -103,11 +101,8 @@ export function debianVm(
     };
 }
 
-export function debianCacheRoot(env: NodeJS.ProcessEnv = process.env): string {
-    if (env.PQ_DEBIAN_CACHE) return path.resolve(env.PQ_DEBIAN_CACHE);
-    const base = env.XDG_CACHE_HOME ? path.resolve(env.XDG_CACHE_HOME) : path.join(os.homedir(), ".cache");
-    return path.join(base, "pulumi-qemu-tests");
-}
+/** Where the test guests are cached (imageCache.ts): `${PQ_DEBIAN_CACHE:-${XDG_CACHE_HOME:-~/.cache}/pulumi-qemu-tests}`. */
+export const debianCacheRoot = guestCacheRoot;
 
 export interface DebianOptions {
     cacheRoot?: string;
@@ -127,43 +122,24 @@ export function ensureDebianGuest(opts: DebianOptions = {}): Promise<DebianGuest
     return memo;
 }
 
-interface Done {
+interface Done extends BuildRecord {
     inputHash: string;
-    buildSeconds: number;
-    release: string;
 }
 
 async function buildOrReuse(opts: DebianOptions): Promise<DebianGuest> {
-    const root = opts.cacheRoot ?? debianCacheRoot();
     const started = Date.now();
     const log = opts.log ?? ((line: string) => process.stderr.write(`[debian-guest ${((Date.now() - started) / 1000).toFixed(1)}s] ${line}\n`));
-    const recipeKey = hashValue(DEBIAN_RECIPE).slice(0, 12);
-    const release = await releaseStamp(DEBIAN_RECIPE.mirror, DEBIAN_RECIPE.suite).catch((err: Error) => {
-        log(`cannot read the mirror's Release file (${err.message}); using the newest cached build of this recipe if there is one`);
-        return undefined;
+    const { dir, done, built } = await cachedBuild<Done>({
+        root: opts.cacheRoot,
+        prefix: "debian",
+        recipe: DEBIAN_RECIPE,
+        mirror: DEBIAN_RECIPE.mirror,
+        suite: DEBIAN_RECIPE.suite,
+        log,
+        build: (d, release) => build(d, release, log),
     });
-    const dir = release
-        ? path.join(root, `debian-${recipeKey}-${hashValue(release).slice(0, 12)}`)
-        : await newestBuild(root, recipeKey);
-    if (dir) {
-        const cached = await readDone(dir);
-        if (cached) return describe(dir, cached, 0);
-    }
-    if (!release) throw new Error(`no Debian guest is cached under ${root} and the mirror ${DEBIAN_RECIPE.mirror} cannot be reached to build one`);
-    await mkdir(root, { recursive: true, mode: 0o700 });
-    const partial = `${dir!}.partial-${randomBytes(4).toString("hex")}`;
-    try {
-        const done = await build(partial, release, log);
-        await rename(partial, dir!).catch(async (err: NodeJS.ErrnoException) => {
-            // Another process finished the same build first: theirs is as good as ours.
-            if (err.code !== "ENOTEMPTY" && err.code !== "EEXIST") throw err;
-        });
-        const kept = (await readDone(dir!)) ?? done;
-        log(`Debian guest ready in ${done.buildSeconds} s: ${path.join(dir!, "root.raw")}`);
-        return describe(dir!, kept, done.buildSeconds);
-    } finally {
-        await rm(partial, { recursive: true, force: true });
-    }
+    if (built) log(`Debian guest ready in ${done.buildSeconds} s: ${path.join(dir, "root.raw")}`);
+    return describe(dir, done, built ? done.buildSeconds : 0);
 }
 
 function describe(dir: string, done: Done, buildSeconds: number): DebianGuest {
@@ -179,51 +155,15 @@ function describe(dir: string, done: Done, buildSeconds: number): DebianGuest {
     };
 }
 
-async function readDone(dir: string): Promise<Done | undefined> {
-    try {
-        return JSON.parse(await readFile(path.join(dir, "done.json"), "utf8")) as Done;
-    } catch {
-        return undefined;
-    }
-}
-
-async function newestBuild(root: string, recipeKey: string): Promise<string | undefined> {
-    const names = await readdir(root).catch(() => [] as string[]);
-    const builds = names.filter((n) => n.startsWith(`debian-${recipeKey}-`) && !n.includes(".partial-"));
-    let best: { dir: string; at: number } | undefined;
-    for (const n of builds) {
-        const t = await stat(path.join(root, n, "done.json")).then(
-            (st) => st.mtimeMs,
-            () => undefined,
-        );
-        if (t !== undefined && (!best || t > best.at)) best = { dir: path.join(root, n), at: t };
-    }
-    return best?.dir;
-}
-
-/** The suite's Release `Date:`: the archive writes a new Release, with a new date, whenever a package in it changes. */
-async function releaseStamp(mirror: string, suite: string): Promise<string> {
-    const url = `${mirror.replace(/\/$/, "")}/dists/${suite}/InRelease`;
-    const res = await fetch(url, { signal: AbortSignal.timeout(20_000) });
-    if (!res.ok) throw new Error(`${url}: HTTP ${res.status}`);
-    const text = await res.text();
-    const date = /^Date: (.+)$/m.exec(text)?.[1];
-    if (!date) throw new Error(`${url} has no Date field`);
-    // The Date line alone: the signature block changes when the archive is re-signed, the contents do not.
-    return `${suite} ${date}`;
-}
-
 async function build(dir: string, release: string, log: (line: string) => void): Promise<Done> {
     const t0 = Date.now();
-    await mkdir(dir, { recursive: true, mode: 0o700 });
     const rootfs = path.join(dir, "rootfs");
     const r = DEBIAN_RECIPE;
     log(`building Debian ${r.suite} (${release}) into ${dir}: mmdebstrap ${r.packages.length} packages`);
     const boot = await mmdebstrapRootfs(rootfs, log);
     await copyFile(boot.kernel, path.join(dir, "vmlinuz"));
     await copyFile(boot.initrd, path.join(dir, "initrd.img"));
-    const packages = await execa("dpkg-query", [`--admindir=${path.join(rootfs, "var/lib/dpkg")}`, "-W", "-f", "${Package} ${Version}\\n"]);
-    await writeFile(path.join(dir, "packages.txt"), packages.stdout + "\n");
+    await writeFile(path.join(dir, "packages.txt"), await packageList(rootfs));
     log(`mmdebstrap done; making the ext4 image with DiskImage (directory source, owners: "preserve")`);
     const image = await createDiskImage({
         path: path.join(dir, "root.raw"),
@@ -239,17 +179,15 @@ async function build(dir: string, release: string, log: (line: string) => void):
  * into `rootfs`, which must not exist or be empty. Returns its kernel and initrd.
  */
 export async function mmdebstrapRootfs(rootfs: string, log: (line: string) => void): Promise<{ kernel: string; initrd: string }> {
-    if (process.getuid?.() !== 0) {
-        throw new Error("building the Debian guest needs root (mmdebstrap's root mode keeps the owners and device nodes a system needs); run as root or point PQ_DEBIAN_CACHE at a cache built by root");
-    }
+    requireRootForBuild("the Debian guest");
     const r = DEBIAN_RECIPE;
     const moduleLines = r.initramfsModules.join("\\n");
-    const essentialHook = [
+    const essential = [
         'mkdir -p "$1/etc/initramfs-tools/conf.d"',
         'echo MODULES=list > "$1/etc/initramfs-tools/conf.d/pulumi-qemu.conf"',
         `printf '${moduleLines}\\n' >> "$1/etc/initramfs-tools/modules"`,
     ].join(" && ");
-    const customizeHook = [
+    const customize = [
         'mkdir -p "$1/etc/cloud/cloud.cfg.d"',
         `printf '%s' '${r.cloudCfg}' > "$1/etc/cloud/cloud.cfg.d/90-pulumi-qemu.cfg"`,
         `printf '/dev/vda / ext4 rw,errors=remount-ro 0 1\\n' > "$1/etc/fstab"`,
@@ -258,31 +196,5 @@ export async function mmdebstrapRootfs(rootfs: string, log: (line: string) => vo
         'rm -f "$1"/etc/ssh/ssh_host_*',
         ': > "$1/etc/machine-id"',
     ].join(" && ");
-    const args = [
-        `--variant=${r.variant}`,
-        "--mode=root",
-        `--include=${r.packages.join(",")}`,
-        ...r.pathExcludes.map((p) => `--dpkgopt=path-exclude=${p}`),
-        "--dpkgopt=path-include=/usr/share/doc/*/copyright",
-        `--essential-hook=${essentialHook}`,
-        `--customize-hook=${customizeHook}`,
-        r.suite,
-        rootfs,
-        r.mirror,
-    ];
-    const child = execa("mmdebstrap", args, { stdin: "ignore", all: true, timeout: 20 * 60_000, reject: false });
-    let tail: string[] = [];
-    child.all!.on("data", (chunk: Buffer) => {
-        for (const line of chunk.toString().split("\n").filter((l) => l.trim())) {
-            tail = [...tail.slice(-30), line];
-            if (/^(I|E|W): /.test(line)) log(`mmdebstrap ${line}`);
-        }
-    });
-    const res = await child;
-    if (res.exitCode !== 0) throw new Error(`mmdebstrap failed (exit ${res.exitCode}${res.timedOut ? ", timed out" : ""}):\n${tail.join("\n")}`);
-    const boot = await readdir(path.join(rootfs, "boot"));
-    const vmlinuz = boot.find((n) => n.startsWith("vmlinuz-"));
-    const initrd = boot.find((n) => n.startsWith("initrd.img-"));
-    if (!vmlinuz || !initrd) throw new Error(`the Debian tree has no kernel or initrd in /boot (found ${boot.join(", ")})`);
-    return { kernel: path.join(rootfs, "boot", vmlinuz), initrd: path.join(rootfs, "boot", initrd) };
+    return mmdebstrap(r, { essential, customize }, rootfs, log);
 }

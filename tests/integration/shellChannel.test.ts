@@ -234,8 +234,8 @@ test("crash quits at once; a machine without an agent says how to get one", asyn
 }, 180_000);
 
 test("a guest that reboots mid-command: the error says the guest is gone, with the console", async () => {
-    // The test guest runs with -no-reboot (as every VM here), so a reboot ends QEMU.
-    const vm = await boot("reboots", { network: "none" });
+    // onReboot "stop" (-no-reboot): the reboot ends QEMU, so the channel closes for good.
+    const vm = await boot("reboots", { network: "none", onReboot: "stop" });
     const m = attach(vm);
     try {
         const err = await m.execute("echo going; sleep 1; reboot -f; sleep 30").catch((e) => e);

@@ -45,7 +45,7 @@ describe("parseVmSpec", () => {
         [{ portForwards: [{ host: 80, guest: 70000 }] }, /vm\.portForwards\[0\]\.guest: guest must be between 1 and 65535/],
         [{ portForwards: [{ host: 8080, guest: 80 }, { host: 8080, guest: 81 }] }, /vm\.portForwards\[1\]\.host: host port 8080\/tcp is already forwarded by portForwards\[0\]/],
         [{ portForwards: [{ host: 8080, guest: 80, hostAddress: "localhost" }] }, /vm\.portForwards\[0\]\.hostAddress: hostAddress must be an IPv4 address/],
-        [{ network: "none", portForwards: [{ host: 8080, guest: 80 }] }, /vm\.portForwards: port forwardings need network "user"/],
+        [{ network: "none", portForwards: [{ host: 8080, guest: 80 }] }, /vm\.portForwards: port forwards reach the guest through the user-mode NIC, which network "none" drops/],
         [{ shares: [{ source: "/srv", mountTag: "x".repeat(32) }] }, /vm\.shares\[0\]\.mountTag: mountTag must be at most 31 bytes/],
         [{ shares: [{ source: "/srv", mountTag: "_tag" }] }, /mountTag must not contain "\/" nor start with "_"/],
         [{ shares: [{ source: "/a" }, { source: "/a" }] }, /vm\.shares\[1\]\.source: mount tag TAG\w+ is already used by shares\[0\]/],

@@ -1,5 +1,5 @@
 import * as path from "node:path";
-import { specArgvHash } from "../../core/qemuArgv";
+import { acceptedArgvHashes } from "../../core/qemuArgv";
 import { parseVmSpec } from "../../core/vmSpec";
 import { checkOurDaemon, identify, readPidfile } from "../../host/qemu/qemuProcess";
 import { ownDirChain, resolveStateDir } from "../../host/files/stateDir";
@@ -108,7 +108,7 @@ export async function findVmToImport(id: string): Promise<VmToImport> {
     } catch (err) {
         throw refuse(`the vm its record holds is no longer valid (${(err as Error).message})`, "Declare a new VirtualMachine instead.");
     }
-    if (specArgvHash(spec) !== outs.argvHash) {
+    if (!acceptedArgvHashes(spec, inputs.vm).includes(outs.argvHash)) {
         throw refuse("the vm its record holds does not give the QEMU command line the VM was started with (a pulumi-qemu of another version made it)", "Declare a new VirtualMachine instead.");
     }
     if (running.pid !== outs.pid || running.startTime !== outs.processStartTime || running.bootId !== outs.bootId) {

@@ -4,6 +4,7 @@ import { writeFileAtomic } from "../../host/files/atomicFile";
 import { isProcessIdentity, selfIdentity, stillRunning } from "../../host/process/creator";
 import { checkOurDaemon, identify, readPidfile, removeRuntimeFiles, stopQemu, type ProcessIdentity } from "../../host/qemu/qemuProcess";
 import { removeLauncherFile } from "../../host/files/launcherFile";
+import { UEFI_VARS_FILE } from "../../core/firmware";
 import { isOwnFileSync, ownDirChain, removeDirIfEmpty } from "../../host/files/stateDir";
 
 /**
@@ -20,7 +21,7 @@ export const RECORD_FILE = "record.json";
 export const DEAD_VM_RETENTION_MS = 24 * 60 * 60 * 1000;
 
 /** The files the provider puts in a VM's directory, by name. */
-export const VM_FILES = { pidfile: "qemu.pid", qmpSocket: "qmp.sock", serialLog: "serial.log", launcher: "run-vm.sh", agentSocket: "agent.sock" } as const;
+export const VM_FILES = { pidfile: "qemu.pid", qmpSocket: "qmp.sock", serialLog: "serial.log", launcher: "run-vm.sh", agentSocket: "agent.sock", uefiVars: UEFI_VARS_FILE } as const;
 
 export interface VmRecord {
     tool: "pulumi-qemu";
@@ -95,7 +96,8 @@ async function stopQemuOf(vmDir: string): Promise<void> {
 /** Removes the provider's files from a VM directory (all but the serial log when `keepLog`), then the directory if empty. */
 export async function clearVmDir(vmDir: string, opts: { keepLog?: boolean; launcherPath?: string } = {}): Promise<void> {
     const f = (name: string) => path.join(vmDir, name);
-    await removeRuntimeFiles([f(VM_FILES.pidfile), f(VM_FILES.qmpSocket), f(VM_FILES.agentSocket), ...(opts.keepLog ? [] : [f(VM_FILES.serialLog)])]);
+    // The UEFI variable store is the VM's own (its launcher copied it into this directory): it goes with the VM.
+    await removeRuntimeFiles([f(VM_FILES.pidfile), f(VM_FILES.qmpSocket), f(VM_FILES.agentSocket), f(VM_FILES.uefiVars), ...(opts.keepLog ? [] : [f(VM_FILES.serialLog)])]);
     await removeLauncherFile(opts.launcherPath ?? f(VM_FILES.launcher));
     if (!opts.keepLog) await rm(f(RECORD_FILE), { force: true });
     await removeDirIfEmpty(vmDir);

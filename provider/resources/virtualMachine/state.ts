@@ -64,4 +64,6 @@ export interface VirtualMachineOutputs extends PlacementOutputs {
     /** The guest agent kind (vm.agent) and the host end of its channel, when not "none". */
     agent?: "qga" | "shell";
     agentSocket?: string;
+    /** The user-mode NIC's MAC (USER_NIC_MAC), when vm.network is "user": what a cloud-init networkConfig matches it by. */
+    userNicMac?: string;
 }
