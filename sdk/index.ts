@@ -2,7 +2,7 @@
  * pulumi-qemu: local QEMU virtual machines, their disk images and launchers as Pulumi resources.
  */
 export { DiskImage, GuestCommand, RunScript, VirtualMachine, Network } from "./resources";
-export type { NicOutput, HostsOutput } from "./resources";
+export type { NicOutput, HostsOutput } from "./generatedTypes";
 export { diskImageProvider, guestCommandProvider, runScriptProvider, virtualMachineProvider, networkProvider } from "./providers";
 export type { DiskImageArgs, DiskImageSource, GuestCommandArgs, HostArgs, ReadyArgs, RunScriptArgs, VirtualMachineArgs, VmReferenceArgs, VmSpecArgs, DeepInput, NetworkArgs } from "./types";
 export { mergeHosts, renderHosts } from "../provider/core/network";

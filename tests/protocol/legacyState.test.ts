@@ -6,7 +6,7 @@ import { startEngineServer, type EngineServer } from "../engine/engineServer";
 import { preview, type StackState } from "../engine/miniEngine";
 import { startDynamicPlugin, type PluginClient } from "../engine/plugin";
 import { linkPackages } from "../engine/program";
-import { stampOf, type FileStamp } from "../../provider/host/fileHash";
+import { stampOf, type FileStamp } from "../../provider/host/files/fileHash";
 import { LEGACY_BASE } from "../fixtures/state-0.2.0/base";
 import { ensureTestGuest } from "../guest/testGuest";
 
