@@ -181,6 +181,8 @@ export interface VmSpecArgs {
     extraArgs?: string[];
     /** A command channel into the guest (a virtio-serial port whose host end is the `agentSocket` output): "shell" for guests running pulumi-qemu's shell-agent.sh, "qga" for guests with qemu-guest-agent, or "none". Default: `"none"`. */
     agent?: "qga" | "shell" | "none";
+    /** QEMU machine type: "pc" (i440FX, QEMU's own default), "q35" (PCI Express, what current firmware and guests expect) or "microvm" (no firmware, boots a kernel directly in a fraction of the time; needs kernel and accel "kvm", no graphic). Default: `"pc"`. */
+    machine?: "pc" | "q35" | "microvm";
 }
 
 /** The inputs of a RunScript. */

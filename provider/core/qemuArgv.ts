@@ -86,6 +86,7 @@ function argvWithAccel(spec: VmSpec, accel: string, daemon: DaemonRuntime | unde
         ...nameArgs(spec),
         "-m", String(spec.memoryMiB),
         "-smp", String(spec.cpus),
+        ...machineArgs(spec),
         // A guest that reboots would otherwise loop; Guix's launchers stop instead.
         "-no-reboot",
         ...rngArgs(),
@@ -98,6 +99,13 @@ function argvWithAccel(spec: VmSpec, accel: string, daemon: DaemonRuntime | unde
         ...(daemon ? daemonArgs(daemon) : []),
         ...spec.extraArgs,
     ];
+}
+
+/** "pc" is QEMU's own default and stays implicit, so VMs made before the field keep their argv and hash. */
+function machineArgs(spec: VmSpec): string[] {
+    if (spec.machine === "pc") return [];
+    // microvm has no PCI bus unless asked; with one (PCIe), the virtio-pci devices below work as on q35.
+    return ["-machine", spec.machine === "microvm" ? "microvm,pcie=on" : spec.machine];
 }
 
 function nameArgs(spec: VmSpec): string[] {
@@ -176,9 +184,13 @@ function nicKernelArgs(nic: NicPlan, i: number): string[] {
 }
 
 function networkArgs(spec: VmSpec, resolved: Resolved): string[] {
+    const forwards = spec.portForwards.map((pf, i) => hostForward(pf, pf.host ?? resolved.hostPorts?.[i]));
+    // microvm plugs no NIC for -nic: the user-mode NIC is a netdev and a device on its PCIe bus.
     const user = spec.network === "none"
         ? ["-nic", "none"]
-        : ["-nic", ["user", "model=virtio-net-pci", ...spec.portForwards.map((pf, i) => hostForward(pf, pf.host ?? resolved.hostPorts?.[i]))].join(",")];
+        : spec.machine === "microvm"
+          ? ["-netdev", ["user", "id=pq-user", ...forwards].join(","), "-device", "virtio-net-pci,netdev=pq-user"]
+          : ["-nic", ["user", "model=virtio-net-pci", ...forwards].join(",")];
     return [...user, ...(resolved.nics ?? []).flatMap(nicArgs)];
 }
 

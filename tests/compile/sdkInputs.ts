@@ -26,6 +26,7 @@ export function compiles(): void {
             accel: pulumi.output<"auto" | "kvm" | "tcg">("tcg"),
             network: pulumi.output<"user" | "none">("user"),
             agent: pulumi.output<"qga" | "shell" | "none">("shell"),
+            machine: pulumi.output<"pc" | "q35" | "microvm">("q35"),
             volatile: flag,
             memoryMiB: num,
             disks: [{ path: img.path, format: fmt, readOnly: flag, inputHash: img.inputHash }],
@@ -64,6 +65,8 @@ export function refused(): void {
     new qemu.DiskImage("x8", { source: { kind: "iso", size: "1G" } });
     // @ts-expect-error an Output of a boolean is not an Output of the accelerator union
     new qemu.VirtualMachine("x9", { vm: { accel: flag } });
+    // @ts-expect-error not a machine type
+    new qemu.VirtualMachine("x11", { vm: { machine: "isapc" } });
     // @ts-expect-error create is required
     new qemu.GuestCommand("x10", { vm: vmRes });
 }
