@@ -36,7 +36,11 @@ export interface PackageInfo {
     language: Json;
 }
 
-export function pulumiPackageSchema(pkg: PackageInfo, resources: readonly ResourceDeclaration[], config: { description: string; spec: z.ZodType }): Json {
+export function pulumiPackageSchema(
+    pkg: PackageInfo,
+    resources: readonly ResourceDeclaration[],
+    config: { description: string; spec: z.ZodType },
+): Json {
     const w = new SchemaWriter(pkg.name);
     const configShape = objectShape(config.spec, "ProviderConfig");
     const configProps = w.properties(configShape.fields);
@@ -102,7 +106,11 @@ class SchemaWriter {
             case "map":
                 return { type: "object", additionalProperties: this.typeSpec(s.values, description) };
             case "enum":
-                this.define(s.name, { type: s.type, description: description ?? `One of ${s.values.join(", ")}.`, enum: s.values.map((value) => ({ value })) });
+                this.define(s.name, {
+                    type: s.type,
+                    description: description ?? `One of ${s.values.join(", ")}.`,
+                    enum: s.values.map((value) => ({ value })),
+                });
                 return { $ref: `#/types/${this.token(s.name)}` };
             case "object":
                 // An unnamed open-keyed object (cloud-init meta-data) takes any key: Pulumi's Any says so.
@@ -121,7 +129,10 @@ class SchemaWriter {
     private defineObject(name: string, description: string | undefined, fields: Field[]): void {
         const existing = this.types[this.token(name)];
         if (existing) {
-            if (existing.type !== "object" || (existing.properties && Object.keys(existing.properties).join() !== fields.map((f) => f.name).join())) {
+            if (
+                existing.type !== "object" ||
+                (existing.properties && Object.keys(existing.properties).join() !== fields.map((f) => f.name).join())
+            ) {
                 throw new Error(`pulumiSchema: two different types named ${name}; give one a typeName in its .meta()`);
             }
             return;
@@ -156,21 +167,34 @@ function describe(f: Field): string | undefined {
  * variant requires it, enums of one name merged, described per variant when they differ.
  */
 function flatten(u: Extract<Shape, { kind: "union" }>): Field[] {
-    const byName = new Map<string, { field: Field; in: string[]; requiredIn: number; descriptions: Map<string, string[]>; values: Set<string | number | boolean> }>();
+    const byName = new Map<
+        string,
+        {
+            field: Field;
+            in: string[];
+            requiredIn: number;
+            descriptions: Map<string, string[]>;
+            values: Set<string | number | boolean>;
+        }
+    >();
     const variants = u.options.filter((o): o is Extract<Shape, { kind: "object" }> => o.kind === "object");
     for (const v of variants) {
         const tag = String(enumValues(v.fields.find((f) => f.name === u.discriminator)!.shape)[0]);
         for (const f of v.fields) {
             let entry = byName.get(f.name);
             if (!entry) {
-                const shape = f.shape.kind === "enum" ? { ...f.shape, name: `${u.name}${f.name[0].toUpperCase()}${f.name.slice(1)}` } : f.shape;
+                const shape =
+                    f.shape.kind === "enum"
+                        ? { ...f.shape, name: `${u.name}${f.name[0].toUpperCase()}${f.name.slice(1)}` }
+                        : f.shape;
                 entry = { field: { ...f, shape }, in: [], requiredIn: 0, descriptions: new Map(), values: new Set() };
                 byName.set(f.name, entry);
             }
             entry.in.push(tag);
             if (f.required) entry.requiredIn++;
             for (const value of enumValues(f.shape)) entry.values.add(value);
-            if (f.description) entry.descriptions.set(f.description, [...(entry.descriptions.get(f.description) ?? []), tag]);
+            if (f.description)
+                entry.descriptions.set(f.description, [...(entry.descriptions.get(f.description) ?? []), tag]);
         }
     }
     return [...byName.values()].map(({ field, in: kinds, requiredIn, descriptions, values }) => {
@@ -179,8 +203,15 @@ function flatten(u: Extract<Shape, { kind: "union" }>): Field[] {
         const description =
             texts.length === 1 && kinds.length === variants.length && field.name !== u.discriminator
                 ? texts[0][0]
-                : texts.map(([text, tags]) => `${tags.join(", ")}: ${text}`).join(" ") || `One of ${[...values].join(", ")}.`;
-        return { ...field, shape, description, required: requiredIn === variants.length, default: sameDefault(field, kinds.length === variants.length) };
+                : texts.map(([text, tags]) => `${tags.join(", ")}: ${text}`).join(" ") ||
+                  `One of ${[...values].join(", ")}.`;
+        return {
+            ...field,
+            shape,
+            description,
+            required: requiredIn === variants.length,
+            default: sameDefault(field, kinds.length === variants.length),
+        };
     });
 }
 

@@ -74,9 +74,15 @@ export function objectShape(schema: z.ZodType, typeName: string): Extract<Shape,
 /** The description a named type (`typeName`) was declared with, before a field's `.meta()` said what the field is. */
 function typeDescriptionOf(schema: unknown): string | undefined {
     let s = schema as { _zod: { def: { type: string; innerType?: unknown }; parent?: unknown } } | undefined;
-    while (s && ["optional", "default", "nullable", "readonly"].includes(s._zod.def.type) && s._zod.def.innerType) s = s._zod.def.innerType as typeof s;
+    while (s && ["optional", "default", "nullable", "readonly"].includes(s._zod.def.type) && s._zod.def.innerType)
+        s = s._zod.def.innerType as typeof s;
     let origin: typeof s;
-    for (let cur = s; cur && z.globalRegistry.get(cur as never)?.typeName !== undefined; cur = cur._zod.parent as typeof s) origin = cur;
+    for (
+        let cur = s;
+        cur && z.globalRegistry.get(cur as never)?.typeName !== undefined;
+        cur = cur._zod.parent as typeof s
+    )
+        origin = cur;
     return origin ? (z.globalRegistry.get(origin as never)?.description as string | undefined) : undefined;
 }
 
@@ -89,14 +95,28 @@ function nestedName(json: Json, parent: string, field: string): string {
 
 function toShape(json: Json, name: string): Shape {
     if (Array.isArray(json.accepts)) {
-        const options = (json.accepts as string[]).map((t): Shape => (t === "object" ? { kind: "map", values: { kind: "any" } } : { kind: "primitive", type: t as Primitive }));
+        const options = (json.accepts as string[]).map((t): Shape =>
+            t === "object" ? { kind: "map", values: { kind: "any" } } : { kind: "primitive", type: t as Primitive },
+        );
         return options.length === 1 ? options[0] : { kind: "union", options };
     }
     const choices: Json[] | undefined = json.oneOf ?? json.anyOf;
     if (choices) {
         const discriminator = commonConst(choices);
-        const options = choices.map((c, i) => toShape(c, c.typeName ?? (discriminator ? `${pascal(String(c.properties[discriminator].const))}${name}` : `${name}${i}`)));
-        return { kind: "union", options, discriminator, name: json.typeName ?? name, description: json.typeDescription ?? json.description };
+        const options = choices.map((c, i) =>
+            toShape(
+                c,
+                c.typeName ??
+                    (discriminator ? `${pascal(String(c.properties[discriminator].const))}${name}` : `${name}${i}`),
+            ),
+        );
+        return {
+            kind: "union",
+            options,
+            discriminator,
+            name: json.typeName ?? name,
+            description: json.typeDescription ?? json.description,
+        };
     }
     if (json.enum || json.const !== undefined) {
         const values = json.enum ?? [json.const];
@@ -113,9 +133,27 @@ function toShape(json: Json, name: string): Shape {
         case "object": {
             if (!json.properties) return { kind: "map", values: toShape(json.additionalProperties ?? {}, name) };
             const required: string[] = json.required ?? [];
-            const fields = Object.entries<Json>(json.properties).map(([key, prop]) => toField(key, prop, required.includes(key), nestedName(prop.type === "array" ? (prop.items ?? {}) : prop, json.typeName ?? name, singular(prop, key))));
+            const fields = Object.entries<Json>(json.properties).map(([key, prop]) =>
+                toField(
+                    key,
+                    prop,
+                    required.includes(key),
+                    nestedName(
+                        prop.type === "array" ? (prop.items ?? {}) : prop,
+                        json.typeName ?? name,
+                        singular(prop, key),
+                    ),
+                ),
+            );
             const openKeys = json.additionalProperties !== undefined && json.additionalProperties !== false;
-            return { kind: "object", name: json.typeName ?? name, description: json.typeDescription ?? json.description, fields, openKeys, named: json.typeName !== undefined };
+            return {
+                kind: "object",
+                name: json.typeName ?? name,
+                description: json.typeDescription ?? json.description,
+                fields,
+                openKeys,
+                named: json.typeName !== undefined,
+            };
         }
         default:
             return { kind: "any" };
@@ -130,7 +168,9 @@ function singular(prop: Json, key: string): string {
 /** The property every choice pins to one constant (`kind`), if there is one: a discriminated union. */
 function commonConst(choices: Json[]): string | undefined {
     const first = choices[0]?.properties ?? {};
-    return Object.keys(first).find((key) => choices.every((c) => c.type === "object" && c.properties?.[key]?.const !== undefined));
+    return Object.keys(first).find((key) =>
+        choices.every((c) => c.type === "object" && c.properties?.[key]?.const !== undefined),
+    );
 }
 
 function toField(name: string, json: Json, required: boolean, typeName: string): Field {

@@ -7,6 +7,10 @@ import { sdkTypesText } from "./sdkTypes";
 export function generatedFiles(): Record<string, string> {
     return {
         "sdk/generatedTypes.ts": sdkTypesText({ resources: RESOURCE_DECLARATIONS, placement: PLACEMENT_INPUTS }),
-        "docs/reference.md": referenceText({ resources: RESOURCE_DECLARATIONS, placement: PLACEMENT_INPUTS, config: providerConfigSchema }),
+        "docs/reference.md": referenceText({
+            resources: RESOURCE_DECLARATIONS,
+            placement: PLACEMENT_INPUTS,
+            config: providerConfigSchema,
+        }),
     };
 }

@@ -36,7 +36,16 @@ export function referenceText({ resources, placement, config }: ReferenceInput):
     for (const r of resources) {
         const inputs = objectShape(r.inputs, r.name);
         const outputs = objectShape(r.outputs, r.name);
-        out.push(`## ${r.name}`, "", r.description, "", "### Inputs", "", ...w.inputTable([...inputs.fields, ...placementFields]), "");
+        out.push(
+            `## ${r.name}`,
+            "",
+            r.description,
+            "",
+            "### Inputs",
+            "",
+            ...w.inputTable([...inputs.fields, ...placementFields]),
+            "",
+        );
         out.push("### Outputs", "", ...w.outputTable(outputs.fields), "");
     }
     out.push("## Types", "");
@@ -52,12 +61,22 @@ class DocWriter {
         return [
             "| Input | Type | Default | Description |",
             "| --- | --- | --- | --- |",
-            ...fields.map((f) => `| \`${f.name}\` | ${cell(this.type(f.shape) + (f.unit ? ` (${f.unit})` : ""))} | ${f.required ? "*required*" : f.default !== undefined ? cell(`\`${JSON.stringify(f.default)}\``) : ""} | ${cell(note(f))} |`),
+            ...fields.map(
+                (f) =>
+                    `| \`${f.name}\` | ${cell(this.type(f.shape) + (f.unit ? ` (${f.unit})` : ""))} | ${f.required ? "*required*" : f.default !== undefined ? cell(`\`${JSON.stringify(f.default)}\``) : ""} | ${cell(note(f))} |`,
+            ),
         ];
     }
 
     outputTable(fields: readonly Field[]): string[] {
-        return ["| Output | Type | Description |", "| --- | --- | --- |", ...fields.map((f) => `| \`${f.name}\` | ${cell(this.type(f.shape) + (f.required ? "" : " (optional)"))} | ${cell(note(f))} |`)];
+        return [
+            "| Output | Type | Description |",
+            "| --- | --- | --- |",
+            ...fields.map(
+                (f) =>
+                    `| \`${f.name}\` | ${cell(this.type(f.shape) + (f.required ? "" : " (optional)"))} | ${cell(note(f))} |`,
+            ),
+        ];
     }
 
     /** Sections for each named object type met so far (and those they name in turn). */
@@ -65,10 +84,22 @@ class DocWriter {
         const sections: string[][] = [];
         while (this.pending.length) {
             const s = this.pending.shift()!;
-            if (s.kind === "object") sections.push([`### ${s.name}`, "", ...(s.description ? [s.description, ""] : []), ...this.inputTable(s.fields)]);
+            if (s.kind === "object")
+                sections.push([
+                    `### ${s.name}`,
+                    "",
+                    ...(s.description ? [s.description, ""] : []),
+                    ...this.inputTable(s.fields),
+                ]);
             if (s.kind === "union") {
-                const kinds = s.options.map((o) => `[${(o as { name: string }).name}](#${anchor((o as { name: string }).name)})`);
-                sections.push([`### ${s.name}`, "", `${s.description ? s.description + " " : ""}One of: ${kinds.join(", ")}, told apart by \`${s.discriminator}\`.`]);
+                const kinds = s.options.map(
+                    (o) => `[${(o as { name: string }).name}](#${anchor((o as { name: string }).name)})`,
+                );
+                sections.push([
+                    `### ${s.name}`,
+                    "",
+                    `${s.description ? s.description + " " : ""}One of: ${kinds.join(", ")}, told apart by \`${s.discriminator}\`.`,
+                ]);
             }
         }
         return sections;

@@ -38,9 +38,25 @@ export function compiles(): void {
     });
     new qemu.RunScript("g", { vm: pulumi.output({ memoryMiB: 128, graphic: false }) });
     new qemu.DiskImage("h", { source: { kind: "file", path: text, format: fmt } });
-    new qemu.DiskImage("i", { source: { kind: "overlay", backing: img.path, backingFormat: img.format, size: pulumi.output<number | string>("2G") } });
-    new qemu.DiskImage("j", { source: { kind: "directory", path: "/srv", size: 1 << 30, owners: pulumi.output<"root" | "preserve">("preserve") } });
-    new qemu.DiskImage("k", { source: { kind: "cloudInit", userData: { packages: ["nginx"] }, format: pulumi.output<"iso" | "vfat">("vfat") } });
+    new qemu.DiskImage("i", {
+        source: {
+            kind: "overlay",
+            backing: img.path,
+            backingFormat: img.format,
+            size: pulumi.output<number | string>("2G"),
+        },
+    });
+    new qemu.DiskImage("j", {
+        source: {
+            kind: "directory",
+            path: "/srv",
+            size: 1 << 30,
+            owners: pulumi.output<"root" | "preserve">("preserve"),
+        },
+    });
+    new qemu.DiskImage("k", {
+        source: { kind: "cloudInit", userData: { packages: ["nginx"] }, format: pulumi.output<"iso" | "vfat">("vfat") },
+    });
     new qemu.GuestCommand("l", { vm: vmRes, create: "true" });
     new qemu.GuestCommand("m", { vm: vmRes.id, create: text });
     new qemu.Network("n", { subnet: text });

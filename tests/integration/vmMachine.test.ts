@@ -34,7 +34,15 @@ afterAll(async () => {
 
 test("the test guest boots on q35: DMI names the chipset, and its NIC answers through a forward", async () => {
     const inputs = {
-        vm: { name: "q35", machine: "q35", accel: "tcg", kernel: guest.kernel, initrd: guest.initrd, kernelArguments: guestKernelArguments({ name: "q35" }), portForwards: [{ guest: 80 }] },
+        vm: {
+            name: "q35",
+            machine: "q35",
+            accel: "tcg",
+            kernel: guest.kernel,
+            initrd: guest.initrd,
+            kernelArguments: guestKernelArguments({ name: "q35" }),
+            portForwards: [{ guest: 80 }],
+        },
         ready: { serialPattern: READY_MARKER, tcpPort: 80, timeoutSeconds: 180 },
         stateDir: path.join(dir, "q35"),
     };
@@ -62,15 +70,29 @@ test("QEMU takes microvm's command line: disk, share, NICs, RNG and agent port a
         portForwards: [{ host: await freePort(), guest: 80 }],
         agent: "shell",
     });
-    const daemon = { pidfile: path.join(run, "qemu.pid"), qmpSocket: path.join(run, "qmp.sock"), serialLog: path.join(run, "serial.log"), agentSocket: path.join(run, "agent.sock") };
+    const daemon = {
+        pidfile: path.join(run, "qemu.pid"),
+        qmpSocket: path.join(run, "qmp.sock"),
+        serialLog: path.join(run, "serial.log"),
+        agentSocket: path.join(run, "agent.sock"),
+    };
     // This host has no KVM: the same argv under TCG, held before the guest's first instruction (-S).
     const argv = buildQemuArgv(spec, { accel: "tcg" }, daemon);
     await execa(argv[0], [...argv.slice(1), "-S"], { timeout: 30_000 });
     const pid = await readPidfile(daemon.pidfile);
     try {
-        const qtree = String(await qmpOnce(daemon.qmpSocket, "human-monitor-command", { "command-line": "info qtree" }, 10_000));
+        const qtree = String(
+            await qmpOnce(daemon.qmpSocket, "human-monitor-command", { "command-line": "info qtree" }, 10_000),
+        );
         const onPcie = qtree.slice(qtree.indexOf("dev: gpex-pcihost"));
-        for (const device of ["virtio-blk-pci", "virtio-9p-pci", "virtio-net-pci", "virtio-rng-pci", "virtio-serial-pci"]) expect(onPcie).toContain(`dev: ${device}`);
+        for (const device of [
+            "virtio-blk-pci",
+            "virtio-9p-pci",
+            "virtio-net-pci",
+            "virtio-rng-pci",
+            "virtio-serial-pci",
+        ])
+            expect(onPcie).toContain(`dev: ${device}`);
         await qmpOnce(daemon.qmpSocket, "quit", undefined, 10_000).catch(() => undefined);
     } finally {
         if (pid) {

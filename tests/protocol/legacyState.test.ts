@@ -52,7 +52,14 @@ afterAll(async () => {
 
 test("the fixture is what 0.2.0's shims store: every resource kind, each naming its frozen module path", () => {
     const custom = state.resources.filter((r) => r.custom);
-    expect(custom.map((r) => r.type.replace("pulumi-nodejs:dynamic/qemu:", "")).sort()).toEqual(["DiskImage", "DiskImage", "GuestCommand", "Network", "RunScript", "VirtualMachine"]);
+    expect(custom.map((r) => r.type.replace("pulumi-nodejs:dynamic/qemu:", "")).sort()).toEqual([
+        "DiskImage",
+        "DiskImage",
+        "GuestCommand",
+        "Network",
+        "RunScript",
+        "VirtualMachine",
+    ]);
     for (const r of custom) {
         const name = r.type.replace("pulumi-nodejs:dynamic/qemu:", "");
         const shim = r.inputs.__provider as string;
@@ -62,7 +69,14 @@ test("the fixture is what 0.2.0's shims store: every resource kind, each naming 
 });
 
 test("the same program over 0.2.0's state previews as no change", async () => {
-    const run = await preview({ dir: path.join(base, "program"), project: "legacy-state", stack: "dev", statePath: path.join(base, "state.json"), env, programTimeoutMs: 300_000 });
+    const run = await preview({
+        dir: path.join(base, "program"),
+        project: "legacy-state",
+        stack: "dev",
+        statePath: path.join(base, "state.json"),
+        env,
+        programTimeoutMs: 300_000,
+    });
     const custom = state.resources.filter((r) => r.custom).length;
     expect(run.steps.filter((s) => s.op !== "same")).toEqual([]);
     expect(run.counts.same).toBeGreaterThanOrEqual(custom);
@@ -75,7 +89,11 @@ describe("each stored 0.2.0 shim, loaded by the dynamic-provider plugin", () => 
     beforeAll(async () => {
         engine = await startEngineServer();
         // The plugin resolves the shims' requires from the program's directory, as in a user's stack.
-        plugin = await startDynamicPlugin(engine.address, { cwd: path.join(base, "program"), env, project: "legacy-state" });
+        plugin = await startDynamicPlugin(engine.address, {
+            cwd: path.join(base, "program"),
+            env,
+            project: "legacy-state",
+        });
     });
 
     afterAll(async () => {
@@ -88,7 +106,11 @@ describe("each stored 0.2.0 shim, loaded by the dynamic-provider plugin", () => 
             const checked = await plugin.check(r.urn, r.inputs, r.inputs);
             expect({ urn: r.urn, failures: checked.failures }).toEqual({ urn: r.urn, failures: [] });
             const diff = await plugin.diff(r.id, r.urn, r.outputs, checked.inputs, r.inputs);
-            expect({ urn: r.urn, changes: diff.changes, replaces: diff.replaces }).toEqual({ urn: r.urn, changes: DIFF_NONE, replaces: [] });
+            expect({ urn: r.urn, changes: diff.changes, replaces: diff.replaces }).toEqual({
+                urn: r.urn,
+                changes: DIFF_NONE,
+                replaces: [],
+            });
         }
         expect(engine.errors()).toEqual([]);
     });

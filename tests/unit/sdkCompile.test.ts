@@ -11,13 +11,24 @@ import * as ts from "typescript";
 const ROOT = path.join(__dirname, "..", "..");
 
 test("the SDK's input snippets compile, and the wrong ones are refused", () => {
-    const config = ts.getParsedCommandLineOfConfigFile(path.join(ROOT, "tsconfig.json"), {}, { ...ts.sys, onUnRecoverableConfigFileDiagnostic: (d) => {
-            throw new Error(ts.flattenDiagnosticMessageText(d.messageText, "\n"));
+    const config = ts.getParsedCommandLineOfConfigFile(
+        path.join(ROOT, "tsconfig.json"),
+        {},
+        {
+            ...ts.sys,
+            onUnRecoverableConfigFileDiagnostic: (d) => {
+                throw new Error(ts.flattenDiagnosticMessageText(d.messageText, "\n"));
+            },
         },
-    })!;
-    const program = ts.createProgram([path.join(ROOT, "tests", "compile", "sdkInputs.ts")], { ...config.options, noEmit: true });
+    )!;
+    const program = ts.createProgram([path.join(ROOT, "tests", "compile", "sdkInputs.ts")], {
+        ...config.options,
+        noEmit: true,
+    });
     const problems = ts.getPreEmitDiagnostics(program).map((d) => {
-        const where = d.file ? `${path.relative(ROOT, d.file.fileName)}:${d.file.getLineAndCharacterOfPosition(d.start ?? 0).line + 1}` : "";
+        const where = d.file
+            ? `${path.relative(ROOT, d.file.fileName)}:${d.file.getLineAndCharacterOfPosition(d.start ?? 0).line + 1}`
+            : "";
         return `${where} ${ts.flattenDiagnosticMessageText(d.messageText, " ")}`;
     });
     expect(problems).toEqual([]);
