@@ -20,9 +20,12 @@ import { startPlugin, type PluginClient } from "../engine/plugin";
  * landed, and the list it printed was 735 KB in 156 files, all compiled JS, type declarations,
  * the README and the guest's shell agent. Crossing it means something that should not ship does
  * (a cached guest kernel is 66 MB), or the provider grew a lot: look at the list this test prints
- * before raising it.
+ * before raising it. Raised to 1.3 MB when the specs started describing themselves: 1.25 MB in 217
+ * files, of which 66 KB new — the SDK's generated types with every field's doc comment (28 KB of
+ * .d.ts), the output declarations and the schema writer — and the descriptions ride in the runner
+ * bundle with the specs.
  */
-const UNPACKED_BUDGET_BYTES = 1_200_000;
+const UNPACKED_BUDGET_BYTES = 1_300_000;
 
 interface PackFile {
     path: string;
