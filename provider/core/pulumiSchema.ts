@@ -106,6 +106,8 @@ class SchemaWriter {
             case "map":
                 return { type: "object", additionalProperties: this.typeSpec(s.values, description) };
             case "enum":
+                // `true` alone (warmStart, ready.agent) is a flag: a boolean, not a one-value enum type.
+                if (s.type === "boolean") return { type: "boolean" };
                 this.define(s.name, {
                     type: s.type,
                     description: description ?? `One of ${s.values.join(", ")}.`,
