@@ -5,7 +5,8 @@ import * as ts from "typescript";
  * tests/compile/sdkInputs.ts compiles against the SDK: union-typed inputs take Outputs of their
  * union (the SDK's own outputs included), and its `@ts-expect-error` lines — inputs that must be
  * refused — are still errors (TypeScript reports an unused one). `tsc --noEmit` checks the same
- * file; this makes the test suite fail too.
+ * file; this makes the test suite fail too. tests/compile/outputsAgree.ts rides along: every
+ * declared output is a field its lifecycle writes.
  */
 
 const ROOT = path.join(__dirname, "..", "..");
@@ -21,10 +22,13 @@ test("the SDK's input snippets compile, and the wrong ones are refused", () => {
             },
         },
     )!;
-    const program = ts.createProgram([path.join(ROOT, "tests", "compile", "sdkInputs.ts")], {
-        ...config.options,
-        noEmit: true,
-    });
+    const program = ts.createProgram(
+        [path.join(ROOT, "tests", "compile", "sdkInputs.ts"), path.join(ROOT, "tests", "compile", "outputsAgree.ts")],
+        {
+            ...config.options,
+            noEmit: true,
+        },
+    );
     const problems = ts.getPreEmitDiagnostics(program).map((d) => {
         const where = d.file
             ? `${path.relative(ROOT, d.file.fileName)}:${d.file.getLineAndCharacterOfPosition(d.start ?? 0).line + 1}`
