@@ -7,7 +7,7 @@
  * package's directory; `import "pulumi-qemu"` goes through `exports` to this file instead.
  */
 export { DiskImage, GuestCommand, RunScript, VirtualMachine, Network } from "./resources";
-export type { NicOutput, HostsOutput } from "./resources";
+export type { NicOutput, HostsOutput } from "./generatedTypes";
 export { Host } from "./host";
 export type { HostResourceArgs } from "./host";
 export { diskImageProvider, guestCommandProvider, runScriptProvider, virtualMachineProvider, networkProvider } from "./providers";

@@ -49,22 +49,22 @@ const hostname = plainText("metaData.local-hostname").regex(/^[A-Za-z0-9]([A-Za-
 
 export const cloudInitSchema = z
     .object({
-        kind: z.literal("cloudInit"),
-        userData: documentSchema("userData"),
+        kind: z.literal("cloudInit").meta({ description: "A cloud-init NoCloud seed." }),
+        userData: documentSchema("userData").meta({ description: "User data: text (a script or #cloud-config), or an object rendered as #cloud-config YAML.", accepts: ["string", "object"] }),
         metaData: z
             .object({
                 "instance-id": plainText("metaData.instance-id")
                     .min(1, { error: "metaData.instance-id must not be empty" })
-                    .optional(),
-                "local-hostname": hostname.optional(),
+                    .optional().meta({ description: "The instance id; default one derived from the seed's content." }),
+                "local-hostname": hostname.optional().meta({ description: "Names the guest." }),
             })
             .catchall(z.unknown())
-            .optional(),
-        networkConfig: plainObject("networkConfig").optional(),
-        vendorData: documentSchema("vendorData").optional(),
-        format: z.enum(["iso", "vfat"], { error: 'format must be "iso" (ISO 9660, the default) or "vfat"' }).default("iso"),
+            .optional().meta({ description: "The seed's meta-data; keys other than these are passed through." }),
+        networkConfig: plainObject("networkConfig").optional().meta({ description: "Network configuration version 2 (an object); default none.", accepts: ["object"] }),
+        vendorData: documentSchema("vendorData").optional().meta({ description: "Vendor data, text or an object; default none.", accepts: ["string", "object"] }),
+        format: z.enum(["iso", "vfat"], { error: 'format must be "iso" (ISO 9660, the default) or "vfat"' }).default("iso").meta({ typeName: "SeedFormat", description: "\"iso\" (ISO 9660) or \"vfat\"." }),
     })
-    .strict();
+    .strict().meta({ typeName: "CloudInitSource", description: "A cloud-init NoCloud seed (volume cidata); objects are rendered as YAML, user data as #cloud-config." });
 
 export type CloudInitInput = z.output<typeof cloudInitSchema>;
 

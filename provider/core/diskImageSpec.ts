@@ -4,6 +4,7 @@ import { sha256Hex } from "./hash";
 import { parseSize } from "./size";
 import { fileModeSchema, IMAGE_MODE } from "./fileMode";
 import { absolutePath } from "./validation";
+import { diskImageOutputs, outputNames } from "./outputSpecs";
 
 /**
  * The parts of a DiskImage's inputs common to every source kind: the formats, sizes, the
@@ -36,15 +37,21 @@ export const hexDigest = z
 export const DEFAULT_IMAGE_MODE = 0o600;
 
 export const topSchema = z.object({
-    mode: fileModeSchema("mode", IMAGE_MODE).optional(),
-    path: absolutePath("path").optional(),
-    stateDir: absolutePath("stateDir").optional(),
+    path: absolutePath("path")
+        .optional()
+        .meta({ description: "Absolute path where the image goes; default a file under the state directory's images/ named after the input hash. Moving it replaces the image.", replaceOnChanges: true }),
+    stateDir: absolutePath("stateDir")
+        .optional()
+        .meta({ description: "State directory for default paths; default $PULUMI_QEMU_STATE_DIR, else $XDG_STATE_HOME/pulumi-qemu, else ~/.local/state/pulumi-qemu." }),
+    mode: fileModeSchema("mode", IMAGE_MODE)
+        .optional()
+        .meta({ description: 'The image file\'s mode as octal text, e.g. "0640"; default "0600". No execute bits; a new mode replaces the image.', replaceOnChanges: true }),
 });
 
 /** A DiskImage's inputs; any other top-level key is refused (see refuseUnknownKeys). */
-export const DISK_IMAGE_INPUT_KEYS: readonly string[] = ["source", "path", "stateDir", "mode"];
-/** Must match the output names sdk/resources.ts declares (as undefined) for DiskImage; a unit test checks. */
-export const DISK_IMAGE_OUTPUT_KEYS: readonly string[] = ["path", "format", "virtualSizeBytes", "inputHash", "backingPath", "backingInputHash", "mode", "drift"];
+export const DISK_IMAGE_INPUT_KEYS: readonly string[] = ["source", ...Object.keys(topSchema.shape)];
+/** The output names the SDK declares (as undefined) for DiskImage, from its output declaration. */
+export const DISK_IMAGE_OUTPUT_KEYS: readonly string[] = outputNames(diskImageOutputs);
 
 /**
  * Default image file: under `<stateDir>/images`, named after the input hash and made unique by

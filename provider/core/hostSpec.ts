@@ -60,13 +60,21 @@ export function sshFilePath(what: string) {
 
 const hostObject = z
     .object({
-        url: hostUrl,
-        identityFile: sshFilePath("identityFile").optional(),
-        knownHosts: sshFilePath("knownHosts").optional(),
+        url: hostUrl.meta({ description: '"ssh://user@host:port" (port 22 when left out). No password: use a key or your ssh agent.' }),
+        identityFile: sshFilePath("identityFile").optional().meta({ description: "Absolute path of the private key; default your ssh agent and ~/.ssh/config." }),
+        knownHosts: sshFilePath("knownHosts").optional().meta({ description: "Absolute path of a known_hosts file with the host's key; default ~/.ssh/known_hosts." }),
     })
-    .strict();
+    .strict()
+    .meta({ typeName: "FarHost", description: "A far host's ssh:// URL with the key files ssh should use." });
 
 const hostSchema = z.union([hostUrl, hostObject], { error: `host must be an ssh:// URL string or { url, identityFile?, knownHosts? }; ${EXAMPLE}` });
+
+/** The `host` input every resource takes in the SDK, as its generated types and the docs show it. */
+export const hostInput = hostSchema.optional().meta({
+    description:
+        'Where this resource lives: a far host\'s "ssh://user@host:port" (or `{ url, identityFile, knownHosts }`), reached with OpenSSH, host keys checked strictly; its lifecycle runs there with that host\'s node, qemu-img and QEMU. Default: this machine. Another host replaces the resource.',
+    tsType: "pulumi.Input<HostArgs>",
+});
 
 /** Parses a `host` input (undefined means this machine); throws an InputError naming `field`. */
 export function parseHost(value: unknown, field = "host"): HostSpec | undefined {

@@ -110,6 +110,7 @@ function argvWithAccel(spec: VmSpec, accel: string, daemon: DaemonRuntime | unde
         ...nameArgs(spec),
         "-m", String(spec.memoryMiB),
         "-smp", String(spec.cpus),
+        ...machineArgs(spec),
         // "stop": a guest reboot ends QEMU (Guix's launchers' choice); "restart" is QEMU's own reset.
         ...(spec.onReboot === "stop" ? ["-no-reboot"] : []),
         // Relative in the hashed argv: where the VM's directory is, is host detail.
@@ -124,6 +125,13 @@ function argvWithAccel(spec: VmSpec, accel: string, daemon: DaemonRuntime | unde
         ...(daemon ? daemonArgs(daemon) : []),
         ...spec.extraArgs,
     ];
+}
+
+/** "pc" is QEMU's own default and stays implicit, so VMs made before the field keep their argv and hash. */
+function machineArgs(spec: VmSpec): string[] {
+    if (spec.machine === "pc") return [];
+    // microvm has no PCI bus unless asked; with one (PCIe), the virtio-pci devices below work as on q35.
+    return ["-machine", spec.machine === "microvm" ? "microvm,pcie=on" : spec.machine];
 }
 
 function nameArgs(spec: VmSpec): string[] {
@@ -216,7 +224,12 @@ function networkArgs(spec: VmSpec, resolved: Resolved, forHash: boolean): string
  */
 function userNicArgs(spec: VmSpec, resolved: Resolved, forHash: boolean): string[] {
     const forwards = spec.portForwards.map((pf, i) => hostForward(pf, pf.host ?? resolved.hostPorts?.[i]));
-    return ["-nic", ["user", "model=virtio-net-pci", ...(forHash ? [] : [`mac=${USER_NIC_MAC}`]), ...forwards].join(",")];
+    const mac = forHash ? [] : [`mac=${USER_NIC_MAC}`];
+    // microvm plugs no NIC for -nic: the user-mode NIC is a netdev and a device on its PCIe bus.
+    if (spec.machine === "microvm") {
+        return ["-netdev", ["user", "id=pq-user", ...forwards].join(","), "-device", ["virtio-net-pci", "netdev=pq-user", ...mac].join(",")];
+    }
+    return ["-nic", ["user", "model=virtio-net-pci", ...mac, ...forwards].join(",")];
 }
 
 /** One virtio-net NIC on a VDE switch; the socket path is escaped as every option value. */

@@ -18,10 +18,21 @@ const ENGINE_KEYS = ["version", "pluginDownloadURL"];
 export const PROVIDER_CONFIG_KEYS = ["host", "identityFile", "knownHosts"] as const;
 
 const configSchema = z.object({
-    host: z.string({ error: 'host must be an ssh:// URL string, e.g. "ssh://lab@lab-2.example.com:22"' }).optional(),
-    identityFile: sshFilePath("identityFile").optional(),
-    knownHosts: sshFilePath("knownHosts").optional(),
+    host: z
+        .string({ error: 'host must be an ssh:// URL string, e.g. "ssh://lab@lab-2.example.com:22"' })
+        .optional()
+        .meta({
+            description:
+                'Where this provider instance\'s resources live: "ssh://user@host:port" of a far host reached with OpenSSH (host keys checked strictly; its `node` runs the lifecycles there). Default: this machine. Changing it replaces every resource of the provider.',
+        }),
+    identityFile: sshFilePath("identityFile").optional().meta({ description: "Absolute path of the private key ssh uses for host; default: your ssh agent and ~/.ssh/config." }),
+    knownHosts: sshFilePath("knownHosts")
+        .optional()
+        .meta({ description: "Absolute path of a known_hosts file holding host's key; default ~/.ssh/known_hosts. An unknown key is refused, never trusted on first use." }),
 });
+
+/** The provider's configuration as the package schema and the reference docs show it. */
+export const providerConfigSchema = configSchema;
 
 export interface ProviderConfig {
     host?: HostSpec;

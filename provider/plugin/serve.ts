@@ -3,7 +3,7 @@ import { withProgress } from "../host/progress";
 import { RESOURCES, resourceOfToken, tokenOf } from "../resources/registry";
 import { resourceSink } from "./engineLog";
 import { servingConfig } from "./providerConfig";
-import { packageSchema } from "./schema";
+import { ownPackageJson, packageSchema } from "./schema";
 import { containsSecrets, makeSecret, protectOutputs, secretTexts, stripSecrets, type Props } from "./secrets";
 
 
@@ -112,16 +112,7 @@ export function serve(args: string[]): Promise<void> {
     return main(qemuProvider(packageVersion(), parseArgs(args)?.engineAddress), args);
 }
 
-/** The version in our package.json, found from wherever this file was compiled to. */
+/** The version in our package.json. */
 function packageVersion(): string {
-    const { existsSync, readFileSync } = require("node:fs") as typeof import("node:fs");
-    const path = require("node:path") as typeof import("node:path");
-    for (let dir = __dirname; dir !== path.dirname(dir); dir = path.dirname(dir)) {
-        const file = path.join(dir, "package.json");
-        if (existsSync(file)) {
-            const pkg = JSON.parse(readFileSync(file, "utf8"));
-            if (pkg.name === "pulumi-qemu") return pkg.version;
-        }
-    }
-    throw new Error(`cannot find pulumi-qemu's package.json above ${__dirname}`);
+    return ownPackageJson().version;
 }

@@ -2,8 +2,9 @@ import { placed, type PlacementInputs, type PlacementOutputs } from "./placement
 import type * as pulumi from "@pulumi/pulumi";
 import { z } from "zod";
 import { hashValue } from "../core/hash";
-import { absolutePath, parseOrThrow } from "../core/validation";
+import { parseOrThrow } from "../core/validation";
 import { callRemainingMs } from "../host/callDeadline";
+import { vmReferenceSchema } from "../core/vmReference";
 import { GuestChannelError } from "../host/guest/guestChannel";
 import { checkOurDaemon } from "../host/qemu/qemuProcess";
 import { openAgentChannel, type AgentTarget } from "./virtualMachine/agentChannel";
@@ -31,19 +32,7 @@ import { resolveVmById, VM_ID_PATTERN } from "./virtualMachine/byId";
 const DEFAULT_TIMEOUT_SECONDS = 300;
 const ERROR_OUTPUT_CHARS = 2000;
 
-const vmRefSchema = z.looseObject({
-    // The VirtualMachine's outputs: only these keys are used; the rest of them may come along.
-    id: z.string({ error: "vm.id must be the VirtualMachine's id" }).optional(),
-    vmDir: absolutePath("vm.vmDir").optional(),
-    agent: z.enum(["qga", "shell"], { error: 'vm.agent must be "shell" or "qga": the VM needs vm.agent set for GuestCommand' }),
-    agentSocket: absolutePath("vm.agentSocket"),
-    qmpSocket: absolutePath("vm.qmpSocket"),
-    serialLog: absolutePath("vm.serialLog"),
-    pid: z.number({ error: "vm.pid must be the VirtualMachine's pid output" }).int(),
-    processStartTime: z.string({ error: "vm.processStartTime must be the VirtualMachine's processStartTime output" }).min(1),
-    bootId: z.string({ error: "vm.bootId must be the VirtualMachine's bootId output" }).min(1),
-    pidfile: absolutePath("vm.pidfile"),
-});
+const vmRefSchema = vmReferenceSchema;
 
 const vmIdSchema = z
     .string()
@@ -53,12 +42,12 @@ const command = (field: string) => z.string({ error: `${field} must be a shell c
 
 const inputsSchema = z
     .object({
-        vm: z.union([vmIdSchema, vmRefSchema]),
-        stateDir: z.string({ error: "stateDir must be a path" }).min(1).optional(),
-        create: command("create"),
-        update: command("update").optional(),
-        delete: command("delete").optional(),
-        check: command("check").optional(),
+        vm: z.union([vmIdSchema, vmRefSchema]).meta({ description: "The VirtualMachine (created with vm.agent set): the resource, its outputs, or its id (the name of its directory under <stateDir>/vms). A replaced or restarted VM runs create again.", tsType: "import(\"./resources\").VirtualMachine | DeepInput<VmReferenceOutput> | pulumi.Input<string>" }),
+        stateDir: z.string({ error: "stateDir must be a path" }).min(1).optional().meta({ description: "State directory a vm given by id is looked up in (the VirtualMachine's stateDir); default as for the other resources ($PULUMI_QEMU_STATE_DIR, else $XDG_STATE_HOME/pulumi-qemu, else ~/.local/state/pulumi-qemu)." }),
+        create: command("create").meta({ description: "Shell text run in the guest at create, and again after drift." }),
+        update: command("update").optional().meta({ description: "Run instead of create when the commands, environment or stdin change; default create." }),
+        delete: command("delete").optional().meta({ description: "Run at delete, on the same VM run; skipped when that VM is gone. Default none." }),
+        check: command("check").optional().meta({ description: "Run at refresh: a non-zero exit reports drift, and the next up runs create again. Default none." }),
         environment: z
             .record(z.string(), z.string({ error: "environment values must be strings" }))
             .superRefine((env, ctx) => {
@@ -66,12 +55,15 @@ const inputsSchema = z
                     if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) ctx.addIssue({ code: "custom", path: [name], message: `environment name ${JSON.stringify(name)} must be letters, digits and _, not starting with a digit` });
                 }
             })
-            .optional(),
-        stdin: z.string({ error: "stdin must be a string" }).optional(),
-        triggers: z.array(z.unknown()).optional(),
-        timeoutSeconds: z.number({ error: "timeoutSeconds must be a number of seconds" }).int({ error: "timeoutSeconds must be a whole number" }).min(1).max(86400).default(DEFAULT_TIMEOUT_SECONDS),
+            .optional().meta({ description: "Environment variables for the commands; default none." }),
+        stdin: z.string({ error: "stdin must be a string" }).optional().meta({ description: "Text fed to each command's stdin; default empty." }),
+        triggers: z.array(z.unknown()).optional().meta({ description: "Arbitrary values; any change replaces the resource (runs delete, then create). Default none.", replaceOnChanges: true }),
+        timeoutSeconds: z.number({ error: "timeoutSeconds must be a number of seconds" }).int({ error: "timeoutSeconds must be a whole number" }).min(1).max(86400).default(DEFAULT_TIMEOUT_SECONDS).meta({ description: "Each command is killed in the guest after this long; at most 86400.", unit: "seconds" }),
     })
     .strict();
+
+/** A GuestCommand's inputs as the schema, the SDK and the docs show them. */
+export const guestCommandInputs = inputsSchema;
 
 // Picked by the type of `vm`, so a bad field of the outputs is named (a union would only say "invalid").
 const byIdSchema = inputsSchema.extend({ vm: vmIdSchema });

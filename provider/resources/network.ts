@@ -4,7 +4,7 @@ import { mkdtemp, readdir, rm, stat } from "node:fs/promises";
 import * as path from "node:path";
 import { z } from "zod";
 import { defaultSubnet, formatSubnet, netmask, parseSubnet, subnetsOverlap, type Subnet } from "../core/network";
-import { NETWORK_INPUT_KEYS, NETWORK_OUTPUT_KEYS } from "../core/resourceKeys";
+import { NETWORK_OUTPUT_KEYS } from "../core/resourceKeys";
 import { absolutePath, InputError, parseOrThrow, plainText, refuseUnknownKeys } from "../core/validation";
 import { identityString, liveNetworks, networksDir, readRecordAt, recordPath, removeLeases, writeNetworkRecord, type NetworkRecord } from "../host/net/networkStore";
 import { identify, readPidfile, type ProcessIdentity } from "../host/qemu/qemuProcess";
@@ -62,17 +62,21 @@ export interface NetworkOutputs extends PlacementOutputs {
 
 const inputSchema = z
     .object({
-        name: plainText("name").regex(/^[A-Za-z0-9_.-]{1,40}$/, { error: "name must be 1 to 40 letters, digits, '.', '_' or '-'" }).optional(),
+        name: plainText("name").regex(/^[A-Za-z0-9_.-]{1,40}$/, { error: "name must be 1 to 40 letters, digits, '.', '_' or '-'" }).optional().meta({ description: "A label for the network's directory, 1 to 40 letters, digits, '.', '_' or '-'; default none (two networks with one name are still two networks).", replaceOnChanges: true }),
         subnet: z
             .string({ error: "subnet must be a string such as \"10.77.1.0/24\"" })
             .superRefine((s, ctx) => {
                 const r = parseSubnet(s);
                 if (typeof r === "string") ctx.addIssue({ code: "custom", message: r });
             })
-            .optional(),
-        stateDir: absolutePath("stateDir").optional(),
+            .optional().meta({ description: "IPv4 CIDR such as \"10.77.1.0/24\"; default a /24 in 10.64.0.0/10 derived from the network's id, moved on when it overlaps a live network.", replaceOnChanges: true }),
+        stateDir: absolutePath("stateDir").optional().meta({ description: "State directory; VMs that join must use the same. Default $PULUMI_QEMU_STATE_DIR, else $XDG_STATE_HOME/pulumi-qemu, else ~/.local/state/pulumi-qemu.", replaceOnChanges: true }),
     })
     .strict();
+
+/** A Network's inputs as the schema, the SDK and the docs show them. */
+export const networkInputs = inputSchema;
+const NETWORK_INPUT_KEYS = Object.keys(networkInputs.shape);
 
 type Parsed = z.output<typeof inputSchema>;
 

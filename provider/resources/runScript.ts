@@ -6,9 +6,9 @@ import { launcherHash, launcherText } from "../core/launcher";
 import { acceptedArgvHashes } from "../core/qemuArgv";
 // What this module has exported since 0.1 (its built path is frozen in users' state).
 export { launcherHash, launcherText } from "../core/launcher";
-import { RUN_SCRIPT_INPUT_KEYS, RUN_SCRIPT_OUTPUT_KEYS } from "../core/resourceKeys";
+import { RUN_SCRIPT_OUTPUT_KEYS } from "../core/resourceKeys";
 import { absolutePath, InputError, parseOrThrow, refuseUnknownKeys } from "../core/validation";
-import { parseVmSpec, type VmSpec } from "../core/vmSpec";
+import { parseVmSpec, vmSpecSchema, type VmSpec } from "../core/vmSpec";
 import { resolveAccel } from "../host/qemu/accel";
 import { fileModeSchema, LAUNCHER_MODE_RULE, octal } from "../core/fileMode";
 import { inspectLauncherFile, LAUNCHER_MODE, removeLauncherFile, writeLauncherFile } from "../host/files/launcherFile";
@@ -61,10 +61,17 @@ interface Parsed {
 }
 
 const otherInputsSchema = z.object({
-    path: absolutePath("path").optional(),
-    stateDir: absolutePath("stateDir").optional(),
-    mode: fileModeSchema("mode", LAUNCHER_MODE_RULE).optional(),
+    path: absolutePath("path").optional().meta({ description: "Absolute path where the launcher goes; default under the state directory's launchers/, named after the argv hash." }),
+    stateDir: absolutePath("stateDir").optional().meta({ description: "State directory for default paths; default $PULUMI_QEMU_STATE_DIR, else $XDG_STATE_HOME/pulumi-qemu, else ~/.local/state/pulumi-qemu." }),
+    mode: fileModeSchema("mode", LAUNCHER_MODE_RULE).optional().meta({ description: "The launcher's mode as octal text, e.g. \"0755\"; default \"0500\". No group or other write; rewritten in place." }),
 });
+
+/** A RunScript's inputs as the schema, the SDK and the docs show them; parseInputs judges them one by one. */
+export const runScriptInputs = z.object({
+    vm: vmSpecSchema.meta({ description: "The virtual machine the launcher starts. A change to its command line writes a new launcher." }),
+    ...otherInputsSchema.shape,
+});
+const RUN_SCRIPT_INPUT_KEYS = Object.keys(runScriptInputs.shape);
 
 function parseInputs(inputs: RunScriptInputs): Parsed {
     const c = problemCollector();

@@ -20,7 +20,8 @@ import { startPlugin, type PluginClient } from "../engine/plugin";
  * landed, and the list it printed was 735 KB in 156 files, all compiled JS, type declarations,
  * the README and the guest's shell agent. Crossing it means something that should not ship does
  * (a cached guest kernel is 66 MB), or the provider grew a lot: look at the list this test prints
- * before raising it. Raised again when the guides (docs/*.md, which the shipped README links to)
+ * before raising it. Raised to 1.3 MB when the specs started describing themselves (generated SDK
+ * types with doc comments, output declarations, the schema writer). Raised again when the guides (docs/*.md, which the shipped README links to)
  * and LICENSE were shipped: 1.16 MB had become about 1.3 MB.
  */
 const UNPACKED_BUDGET_BYTES = 1_450_000;

@@ -4,11 +4,11 @@
  * that tie them (a tcpPort must be forwarded, inside checks need an agent channel).
  */
 import { z } from "zod";
-import { VIRTUAL_MACHINE_INPUT_KEYS, VIRTUAL_MACHINE_OUTPUT_KEYS } from "../../core/resourceKeys";
+import { VIRTUAL_MACHINE_OUTPUT_KEYS } from "../../core/resourceKeys";
 import { serialPatternProblem } from "../../core/serialPattern";
 import { snapshotProblems } from "../../core/snapshotRules";
 import { absolutePath, InputError, parseOrThrow, port, refuseUnknownKeys } from "../../core/validation";
-import { parseVmSpec, type VmSpec } from "../../core/vmSpec";
+import { parseVmSpec, vmSpecSchema, type VmSpec } from "../../core/vmSpec";
 import { problemCollector } from "../common";
 import type { VirtualMachineInputs } from "./state";
 
@@ -20,22 +20,45 @@ const readySchema = z
             .string({ error: "serialPattern must be a string" })
             .min(1, { error: "serialPattern must not be empty" })
             .refine((s) => serialPatternProblem(s) === undefined, { error: (iss) => serialPatternProblem(iss.input as string) })
-            .optional(),
-        tcpPort: port("tcpPort").optional(),
-        agent: z.literal(true, { error: "agent must be true (or left out)" }).optional(),
-        command: z.string({ error: "command must be a shell command (text)" }).min(1, { error: "command must not be empty" }).optional(),
-        guestPort: port("guestPort").optional(),
+            .optional().meta({ description: "Ready once the serial console prints this: plain text is a substring, /…/flags an RE2 regular expression. Matched with terminal escapes and carriage returns removed." }),
+        tcpPort: port("tcpPort").optional().meta({ description: "Ready once this forwarded port answers with some bytes (a bare connect proves nothing under user networking): the host port, or the guest port of an auto-picked forward." }),
+        agent: z.literal(true, { error: "agent must be true (or left out)" }).optional().meta({ description: "Ready once the guest agent channel (vm.agent) answers." }),
+        command: z.string({ error: "command must be a shell command (text)" }).min(1, { error: "command must not be empty" }).optional().meta({ description: "Ready once this shell command exits 0 inside the guest, over the agent channel." }),
+        guestPort: port("guestPort").optional().meta({ description: "Ready once something listens on this TCP port inside the guest (seen over the agent channel, not through a forward)." }),
         timeoutSeconds: z
             .number({ error: "timeoutSeconds must be a number of seconds" })
             .positive({ error: "timeoutSeconds must be more than 0" })
             .max(86400, { error: "timeoutSeconds must be at most 86400 (a day)" })
-            .default(DEFAULT_READY_TIMEOUT_SECONDS),
+            .default(DEFAULT_READY_TIMEOUT_SECONDS).meta({ description: "Give up, stop the VM and fail after this long; at most 86400.", unit: "seconds" }),
     })
-    .strict();
+    .strict()
+    .meta({ typeName: "Ready", description: "When a VM counts as started." });
 
 export type Ready = z.output<typeof readySchema>;
 
-const stateDirSchema = z.object({ stateDir: absolutePath("stateDir").optional() });
+const stateDirSchema = z.object({
+    stateDir: absolutePath("stateDir")
+        .optional()
+        .meta({ description: "State directory for the VM's private directory; default $PULUMI_QEMU_STATE_DIR, else $XDG_STATE_HOME/pulumi-qemu, else ~/.local/state/pulumi-qemu. Another one replaces the VM.", replaceOnChanges: true }),
+});
+
+/**
+ * A VirtualMachine's inputs as the schema, the SDK and the docs show them; parseInputs judges
+ * them one by one (warmStart by parseWarmStart, which also looks at the VM).
+ */
+export const virtualMachineInputs = z.object({
+    vm: vmSpecSchema.meta({ description: "The virtual machine. A change to what QEMU runs replaces the VM." }),
+    ready: readySchema.optional().meta({ description: "When the VM counts as started; default as soon as QEMU runs. Changes update in place." }),
+    stateDir: stateDirSchema.shape.stateDir,
+    warmStart: z
+        .literal(true)
+        .optional()
+        .meta({
+            description:
+                "Snapshot the VM once ready, and start this same VM (argv and disk identities) again by restoring that snapshot instead of booting. Needs a writable qcow2 disk, no shares, not volatile. Changes update in place.",
+        }),
+});
+const VIRTUAL_MACHINE_INPUT_KEYS = Object.keys(virtualMachineInputs.shape);
 
 export interface Parsed {
     spec: VmSpec;

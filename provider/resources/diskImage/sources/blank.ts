@@ -8,7 +8,14 @@ export type BlankSpec = { kind: "blank"; sizeBytes: number; format: ImageFormat 
 export type BlankContent = { kind: "blank" };
 
 export const blank: SourceKind<"blank", BlankSpec, BlankContent> = {
-    schema: z.object({ kind: z.literal("blank"), size: sizeSchema, format: formatSchema("format") }).strict(),
+    schema: z
+        .object({
+            kind: z.literal("blank").meta({ description: "An empty image." }),
+            size: sizeSchema.meta({ description: 'Virtual size: bytes, or text with a suffix ("512M", "20G"; powers of 1024), whole 512-byte sectors.', accepts: ["number", "string"] }),
+            format: formatSchema("format").meta({ typeName: "ImageFormat", description: "The image's format." }),
+        })
+        .strict()
+        .meta({ typeName: "BlankSource", description: "An empty image." }),
     toSpec: (raw) => ({ kind: "blank", sizeBytes: raw.size, format: raw.format }),
     format: (spec) => spec.format,
     specForHash: (spec) => ({ kind: "blank", sizeBytes: spec.sizeBytes, format: spec.format }),

@@ -21,18 +21,25 @@ export type DirectoryContent = { kind: "directory"; treeHash: string };
 export const directory: SourceKind<"directory", DirectorySpec, DirectoryContent> = {
     schema: z
         .object({
-            kind: z.literal("directory"),
-            path: absolutePath("path"),
-            size: sizeSchema,
-            fsType: z.literal("ext4", { error: 'fsType must be "ext4" (the only filesystem built without root)' }).default("ext4"),
+            kind: z.literal("directory").meta({ description: "A filesystem image built from a host directory." }),
+            path: absolutePath("path").meta({ description: "Absolute path of the directory." }),
+            size: sizeSchema.meta({ description: 'Virtual size: bytes, or text with a suffix ("1G"), whole 512-byte sectors.', accepts: ["number", "string"] }),
+            fsType: z
+                .literal("ext4", { error: 'fsType must be "ext4" (the only filesystem built without root)' })
+                .default("ext4")
+                .meta({ description: 'Filesystem: "ext4", the only one built without root.' }),
             label: plainText("label")
                 .refine((s) => Buffer.byteLength(s) <= MAX_EXT4_LABEL_BYTES, { error: `label must be at most ${MAX_EXT4_LABEL_BYTES} bytes (ext4's limit)` })
-                .optional(),
+                .optional()
+                .meta({ description: "Filesystem label, 16 bytes at most; default none." }),
             // "root" (the default) makes every file root's, as before; "preserve" keeps the tree's
             // owners and its device nodes, which a real system's root filesystem needs.
-            owners: z.enum(["root", "preserve"], { error: 'owners must be "root" (every file owned by 0:0, the default) or "preserve" (keep the tree\'s owners and device nodes)' }).optional(),
+            owners: z.enum(["root", "preserve"], { error: 'owners must be "root" (every file owned by 0:0, the default) or "preserve" (keep the tree\'s owners and device nodes)' })
+                .optional()
+                .meta({ description: '"root" (the default: every file owned by 0:0) or "preserve" (keep the tree\'s owners and device nodes, which a real system\'s root filesystem needs).' }),
         })
-        .strict(),
+        .strict()
+        .meta({ typeName: "DirectorySource", description: "A filesystem image built from a host directory." }),
     toSpec: (raw) => ({ kind: "directory", path: path.normalize(raw.path), sizeBytes: raw.size, fsType: raw.fsType, label: raw.label, ...(raw.owners === "preserve" ? { owners: "preserve" as const } : {}) }),
     format: () => "raw",
     // owners enters only when preserved, so images made before the field existed keep their hash.

@@ -18,7 +18,14 @@ export type FileSpec = { kind: "file"; path: string; format?: ImageFormat };
 export type FileContent = { kind: "file"; format: ImageFormat; chain: string[] } & DigestByName;
 
 export const file: SourceKind<"file", FileSpec, FileContent> = {
-    schema: z.object({ kind: z.literal("file"), path: absolutePath("path"), format: formatSchema("format").optional() }).strict(),
+    schema: z
+        .object({
+            kind: z.literal("file").meta({ description: "A copy of an existing image file." }),
+            path: absolutePath("path").meta({ description: "Absolute path of the source image." }),
+            format: formatSchema("format").optional().meta({ typeName: "ImageFormat", description: "Its format; default detected from the file." }),
+        })
+        .strict()
+        .meta({ typeName: "FileSource", description: "A copy of an existing image file." }),
     toSpec: (raw) => ({ kind: "file", path: path.normalize(raw.path), format: raw.format }),
     format(spec, detected) {
         const f = spec.format ?? detected;

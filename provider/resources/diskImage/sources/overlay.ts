@@ -22,13 +22,14 @@ export type OverlayContent = { kind: "overlay"; backingFormat: ImageFormat; back
 export const overlay: SourceKind<"overlay", OverlaySpec, OverlayContent> = {
     schema: z
         .object({
-            kind: z.literal("overlay"),
-            backing: absolutePath("backing"),
-            backingFormat: formatSchema("backingFormat").optional(),
-            size: sizeSchema.optional(),
-            backingInputHash: hexDigest.optional(),
+            kind: z.literal("overlay").meta({ description: "A qcow2 overlay over another image." }),
+            backing: absolutePath("backing").meta({ description: "Absolute path of the backing image." }),
+            backingFormat: formatSchema("backingFormat").optional().meta({ typeName: "ImageFormat", description: "Format of the backing image; default detected by qemu-img." }),
+            size: sizeSchema.optional().meta({ description: "Virtual size; default the backing image's.", accepts: ["number", "string"] }),
+            backingInputHash: hexDigest.optional().meta({ description: "inputHash of the backing DiskImage, so that rebuilding it replaces the overlay; default none." }),
         })
-        .strict(),
+        .strict()
+        .meta({ typeName: "OverlaySource", description: "A qcow2 overlay over another image." }),
     toSpec: (raw) => ({
         kind: "overlay",
         backing: path.normalize(raw.backing),
