@@ -1,4 +1,13 @@
-import { defaultMac, hostAddress, hostCount, netmask, parseSubnet, preferredHostNumber, probeOrder, type Subnet } from "./network";
+import {
+    defaultMac,
+    hostAddress,
+    hostCount,
+    netmask,
+    parseSubnet,
+    preferredHostNumber,
+    probeOrder,
+    type Subnet,
+} from "./network";
 
 /**
  * DHCP and DNS on a private Network, the pure part: which address the network's own dnsmasq

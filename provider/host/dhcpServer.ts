@@ -4,7 +4,15 @@ import * as path from "node:path";
 import { dhcpHostLine, dnsHostLine, dnsmasqArgv, hostEntryName, serverAddress, type DhcpHost } from "../core/dhcp";
 import type { Subnet } from "../core/network";
 import { writeFileAtomic } from "./atomicFile";
-import { checkOurQemu, identify, readCmdline, readPidfile, waitUntilGone, type Liveness, type ProcessIdentity } from "./qemuProcess";
+import {
+    checkOurQemu,
+    identify,
+    readCmdline,
+    readPidfile,
+    waitUntilGone,
+    type Liveness,
+    type ProcessIdentity,
+} from "./qemuProcess";
 
 /**
  * The DHCP and DNS server of a Network, rootless: Debian's dnsmasq (dnsmasq-base) in an
@@ -24,7 +32,8 @@ import { checkOurQemu, identify, readCmdline, readPidfile, waitUntilGone, type L
  */
 
 const TAP = "tap0";
-const APT_HINT = "install Debian's dnsmasq-base, vde2 and iproute2 packages (apt-get install dnsmasq-base vde2 iproute2)";
+const APT_HINT =
+    "install Debian's dnsmasq-base, vde2 and iproute2 packages (apt-get install dnsmasq-base vde2 iproute2)";
 
 export interface DhcpPaths {
     dhcpDir: string;
@@ -87,7 +96,12 @@ const NAMESPACE_SCRIPT = [
  * and returns once it answers DHCP and DNS (its sockets are bound) or throws, leaving nothing
  * running. Anything a crashed earlier start left (a plug, a dnsmasq) is stopped first.
  */
-export async function startDhcp(networkDir: string, switchDir: string, plan: DhcpPlan, opts: { timeoutMs?: number } = {}): Promise<DhcpIdentity> {
+export async function startDhcp(
+    networkDir: string,
+    switchDir: string,
+    plan: DhcpPlan,
+    opts: { timeoutMs?: number } = {},
+): Promise<DhcpIdentity> {
     const p = dhcpPaths(networkDir);
     await stopDhcp(undefined, networkDir);
     await mkdir(p.dhcpDir, { mode: 0o700, recursive: true });
@@ -99,15 +113,42 @@ export async function startDhcp(networkDir: string, switchDir: string, plan: Dhc
     const lease = await open(p.leaseFile, "a", 0o600);
     await lease.chmod(0o600).finally(() => lease.close());
     const cidr = `${serverAddress(plan.subnet)}/${plan.subnet.prefix}`;
-    const dnsmasq = dnsmasqArgv({ pidfile: p.pidfile, hostsDir: p.hostsDir, dnsDir: p.dnsDir, leaseFile: p.leaseFile }, plan.subnet, plan.domain, TAP);
-    const argv = ["--user", "--map-root-user", "--net", "--", "sh", "-c", NAMESPACE_SCRIPT, "dhcp-namespace", p.pidfile, p.plugPidfile, switchDir, TAP, cidr, ...dnsmasq];
+    const dnsmasq = dnsmasqArgv(
+        { pidfile: p.pidfile, hostsDir: p.hostsDir, dnsDir: p.dnsDir, leaseFile: p.leaseFile },
+        plan.subnet,
+        plan.domain,
+        TAP,
+    );
+    const argv = [
+        "--user",
+        "--map-root-user",
+        "--net",
+        "--",
+        "sh",
+        "-c",
+        NAMESPACE_SCRIPT,
+        "dhcp-namespace",
+        p.pidfile,
+        p.plugPidfile,
+        switchDir,
+        TAP,
+        cidr,
+        ...dnsmasq,
+    ];
     const out = await open(p.logFile, "w", 0o600);
     const deadline = Date.now() + (opts.timeoutMs ?? 10_000);
     let exited: string | undefined;
     try {
         // detached: its own session, so it outlives this process and no terminal signal reaches it.
         const child = spawn("unshare", argv, { detached: true, stdio: ["ignore", out.fd, out.fd] });
-        child.on("error", (err) => (exited = (err as NodeJS.ErrnoException).code === "ENOENT" ? `unshare was not found: ${APT_HINT}` : String(err)));
+        child.on(
+            "error",
+            (err) =>
+                (exited =
+                    (err as NodeJS.ErrnoException).code === "ENOENT"
+                        ? `unshare was not found: ${APT_HINT}`
+                        : String(err)),
+        );
         child.on("exit", (code, sig) => (exited = `exited with ${code ?? sig}`));
         child.unref();
         while (Date.now() < deadline && exited === undefined) {
@@ -121,7 +162,9 @@ export async function startDhcp(networkDir: string, switchDir: string, plan: Dhc
     await stopDhcp(undefined, networkDir);
     const log = (await readFile(p.logFile, "utf8").catch(() => "")).trim().split("\n").slice(-5).join("\n");
     const why = exited ?? `was not answering within ${opts.timeoutMs ?? 10_000} ms`;
-    throw new Error(`the DHCP/DNS server of ${networkDir} ${why}${log ? `: ${log}` : ""}${/not found|No such file/.test(log) ? `; ${APT_HINT}` : ""}`);
+    throw new Error(
+        `the DHCP/DNS server of ${networkDir} ${why}${log ? `: ${log}` : ""}${/not found|No such file/.test(log) ? `; ${APT_HINT}` : ""}`,
+    );
 }
 
 /** Both processes identified, and dnsmasq's DNS (53) and DHCP (67) sockets bound in its namespace; else undefined. */
@@ -160,7 +203,8 @@ export async function checkDhcp(id: DhcpIdentity, networkDir: string): Promise<L
     const server = await checkOurQemu(id.server, p.pidfile);
     if (!server.alive) return { alive: false, reason: `dnsmasq: ${server.reason.replace("QEMU", "dnsmasq")}` };
     const plug = await checkOurQemu(id.plug, p.plugPidfile);
-    if (!plug.alive) return { alive: false, reason: `its plug into the switch: ${plug.reason.replace("QEMU", "vde_plug2tap")}` };
+    if (!plug.alive)
+        return { alive: false, reason: `its plug into the switch: ${plug.reason.replace("QEMU", "vde_plug2tap")}` };
     return { alive: true };
 }
 
@@ -186,7 +230,8 @@ async function stopIdentified(identity: ProcessIdentity, pidfile: string): Promi
     signal(identity.pid, "SIGTERM");
     if (await waitUntilGone(identity, pidfile, 3000)) return;
     if ((await checkOurQemu(identity, pidfile)).alive) signal(identity.pid, "SIGKILL");
-    if (!(await waitUntilGone(identity, pidfile, 5000))) throw new Error(`pid ${identity.pid} (${pidfile}) is still running after SIGKILL`);
+    if (!(await waitUntilGone(identity, pidfile, 5000)))
+        throw new Error(`pid ${identity.pid} (${pidfile}) is still running after SIGKILL`);
 }
 
 function signal(pid: number, sig: NodeJS.Signals): void {
@@ -232,7 +277,9 @@ export async function removeDhcpFiles(networkDir: string): Promise<void> {
     const p = dhcpPaths(networkDir);
     for (const dir of [p.hostsDir, p.dnsDir]) {
         const names = await readdir(dir).catch(() => [] as string[]);
-        await Promise.all(names.filter((n) => /^mac-[0-9a-f-]{17}$/.test(n)).map((n) => rm(path.join(dir, n), { force: true })));
+        await Promise.all(
+            names.filter((n) => /^mac-[0-9a-f-]{17}$/.test(n)).map((n) => rm(path.join(dir, n), { force: true })),
+        );
         await rmdir(dir).catch(() => undefined);
     }
     for (const f of [p.pidfile, p.plugPidfile, p.leaseFile, p.logFile]) await rm(f, { force: true });

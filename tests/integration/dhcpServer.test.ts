@@ -4,7 +4,17 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { networkDomain, serverAddress, vmAddress } from "../../provider/core/dhcp";
 import { parseSubnet, type Subnet } from "../../provider/core/network";
-import { checkDhcp, dhcpPaths, reloadDhcp, removeDhcpFiles, removeDhcpHost, startDhcp, stopDhcp, writeDhcpHost, type DhcpIdentity } from "../../provider/host/dhcpServer";
+import {
+    checkDhcp,
+    dhcpPaths,
+    reloadDhcp,
+    removeDhcpFiles,
+    removeDhcpHost,
+    startDhcp,
+    stopDhcp,
+    writeDhcpHost,
+    type DhcpIdentity,
+} from "../../provider/host/dhcpServer";
 import { removeSwitchFiles, startSwitch, stopSwitch, switchPaths } from "../../provider/host/vdeSwitch";
 import type { ProcessIdentity } from "../../provider/host/qemuProcess";
 import { isRunning } from "../support/process";
@@ -53,16 +63,22 @@ test("dnsmasq answers DHCP with the planned address and DNS for names on the net
         if (st.isFile()) expect([f, st.mode & 0o077]).toEqual([f, 0]);
     }
 
-    const r = await runOnSwitch(switchPaths(dir).switchDir, web.mac, [
-        "t0=$(date +%s%N)",
-        'busybox udhcpc -i tap0 -n -q -t 10 -T 1 -s "$UDHCPC_SCRIPT" | grep bound',
-        't1=$(date +%s%N); echo "lease-ms $(( (t1-t0)/1000000 ))"',
-        `t0=$(date +%s%N); busybox nslookup web.${domain} ${serverAddress(subnet)} >/dev/null && echo fqdn-ok; t1=$(date +%s%N); echo "dns-us $(( (t1-t0)/1000 ))"`,
-        `busybox nslookup web ${serverAddress(subnet)} | grep -A1 'Name:' | tail -1`,
-        `busybox nslookup example.com ${serverAddress(subnet)} >/dev/null 2>&1 || echo outside-refused`,
-    ].join("\n"));
+    const r = await runOnSwitch(
+        switchPaths(dir).switchDir,
+        web.mac,
+        [
+            "t0=$(date +%s%N)",
+            'busybox udhcpc -i tap0 -n -q -t 10 -T 1 -s "$UDHCPC_SCRIPT" | grep bound',
+            't1=$(date +%s%N); echo "lease-ms $(( (t1-t0)/1000000 ))"',
+            `t0=$(date +%s%N); busybox nslookup web.${domain} ${serverAddress(subnet)} >/dev/null && echo fqdn-ok; t1=$(date +%s%N); echo "dns-us $(( (t1-t0)/1000 ))"`,
+            `busybox nslookup web ${serverAddress(subnet)} | grep -A1 'Name:' | tail -1`,
+            `busybox nslookup example.com ${serverAddress(subnet)} >/dev/null 2>&1 || echo outside-refused`,
+        ].join("\n"),
+    );
     console.log(r.stdout, r.stderr);
-    expect(r.stdout).toContain(`bound ip=${web.ipv4} dns=${serverAddress(subnet)} domain=${domain} hostname=web router=`);
+    expect(r.stdout).toContain(
+        `bound ip=${web.ipv4} dns=${serverAddress(subnet)} domain=${domain} hostname=web router=`,
+    );
     expect(r.stdout).toMatch(/router=\n/);
     expect(r.stdout).toContain("fqdn-ok");
     expect(r.stdout).toContain(`Address: ${web.ipv4}`);
@@ -74,11 +90,19 @@ test("a host added while dnsmasq runs is known at once; a removed one is forgott
     const probe = vmAddress(net, "probe");
     await writeDhcpHost(dir, { mac: db.mac, ipv4: db.ipv4, hostname: "db" }, domain);
     const ask = `busybox nslookup db.${domain} ${serverAddress(subnet)} 2>&1 | grep -c 'Address: ${db.ipv4}'; true`;
-    const before = await runOnSwitch(switchPaths(dir).switchDir, probe.mac, `ip addr add ${probe.ipv4}/24 dev tap0\n${ask}`);
+    const before = await runOnSwitch(
+        switchPaths(dir).switchDir,
+        probe.mac,
+        `ip addr add ${probe.ipv4}/24 dev tap0\n${ask}`,
+    );
     expect(before.stdout.trim()).toBe("1");
     await removeDhcpHost(dir, db.mac);
     expect(await reloadDhcp(dhcp!, dir)).toBe(true);
-    const after = await runOnSwitch(switchPaths(dir).switchDir, probe.mac, `ip addr add ${probe.ipv4}/24 dev tap0\n${ask}`);
+    const after = await runOnSwitch(
+        switchPaths(dir).switchDir,
+        probe.mac,
+        `ip addr add ${probe.ipv4}/24 dev tap0\n${ask}`,
+    );
     expect(after.stdout.trim()).toBe("0");
     expect(await checkDhcp(dhcp!, dir)).toEqual({ alive: true });
 });
@@ -107,7 +131,9 @@ test("a killed dnsmasq is seen; its plug, left by a 'crash', is found through th
 test("a start that fails (the switch is not there) leaves nothing running and says why", async () => {
     const other = await mkdtemp(path.join(os.tmpdir(), "pq-dhcp-bad-"));
     try {
-        await expect(startDhcp(other, path.join(other, "no-switch"), { subnet, domain }, { timeoutMs: 8000 })).rejects.toThrow(/DHCP\/DNS server .* exited/);
+        await expect(
+            startDhcp(other, path.join(other, "no-switch"), { subnet, domain }, { timeoutMs: 8000 }),
+        ).rejects.toThrow(/DHCP\/DNS server .* exited/);
         const p = dhcpPaths(other);
         for (const f of [p.pidfile, p.plugPidfile]) {
             const pid = Number((await import("node:fs")).readFileSync(f, { encoding: "utf8", flag: "a+" }).trim() || 0);
