@@ -29,6 +29,14 @@ export function serverAddress(s: Subnet): string {
 }
 
 /**
+ * The server's MAC, fixed by the network's id: a server started again (after it died) answers
+ * from the same MAC, so guests' ARP caches stay right and DNS works again at once.
+ */
+export function serverMac(networkId: string, s: Subnet): string {
+    return defaultMac(networkId, serverAddress(s));
+}
+
+/**
  * The DNS domain of a network: its name (or id) as one lowercase DNS label, so that VM `web` on
  * network `lab` is `web.lab`. Characters a label cannot hold become '-'.
  */
@@ -95,9 +103,14 @@ export interface DhcpHost {
     hostname: string;
 }
 
-/** A `--dhcp-hostsdir` line: this MAC always gets this address and hostname. */
-export function dhcpHostLine(h: DhcpHost): string {
-    return `${h.mac.toLowerCase()},${h.ipv4},${h.hostname}\n`;
+/**
+ * A `--dhcp-hostsdir` line: this MAC always gets this address. No name here: given one, dnsmasq
+ * would also answer it from the lease, which outlives the VM (a reload forgets host files, never
+ * leases). dnsmasq still sends the guest its hostname, found for the address in the hosts
+ * directory (`dnsHostLine`), which is also where DNS answers come from.
+ */
+export function dhcpHostLine(h: Pick<DhcpHost, "mac" | "ipv4">): string {
+    return `${h.mac.toLowerCase()},${h.ipv4}\n`;
 }
 
 /** A `--hostsdir` line: the bare hostname and hostname.domain both answer with the address. */
@@ -141,6 +154,8 @@ export function dnsmasqArgv(files: DnsmasqFiles, s: Subnet, domain: string, tap:
         "--dhcp-authoritative",
         "--dhcp-option=option:router",
         `--dhcp-hostsdir=${files.hostsDir}`,
+        // Names come from the hosts directory only, never from what a client says it is called.
+        "--dhcp-ignore-names",
         `--hostsdir=${files.dnsDir}`,
         `--dhcp-leasefile=${files.leaseFile}`,
         `--domain=${domain}`,

@@ -68,6 +68,8 @@ export interface DhcpIdentity {
 
 export interface DhcpPlan {
     subnet: Subnet;
+    /** The server's MAC (core/dhcp.ts serverMac): the same after a restart, so guests' ARP caches stay right. */
+    mac: string;
     /** The DNS domain: VM `web` answers as `web` and `web.<domain>`. */
     domain: string;
 }
@@ -80,11 +82,12 @@ export interface DhcpPlan {
 const NAMESPACE_SCRIPT = [
     "umask 077",
     "set -e",
-    'pidfile="$1"; plugpid="$2"; sw="$3"; tap="$4"; cidr="$5"; shift 5',
+    'pidfile="$1"; plugpid="$2"; sw="$3"; tap="$4"; cidr="$5"; mac="$6"; shift 6',
     "ip link set lo up",
     'vde_plug2tap --daemon --pidfile "$plugpid" --sock "$sw" "$tap"',
     // The plug creates the tap after it forks (and exits when the switch is not there): wait for it, bounded (2 s).
     'i=0; until ip link show "$tap" >/dev/null 2>&1; do i=$((i+1)); [ $i -lt 200 ] || { echo "the tap $tap did not appear" >&2; exit 1; }; sleep 0.01; done',
+    'ip link set "$tap" address "$mac"',
     'ip addr add "$cidr" dev "$tap"',
     'ip link set "$tap" up',
     'echo $$ > "$pidfile"',
@@ -105,8 +108,7 @@ export async function startDhcp(
     const p = dhcpPaths(networkDir);
     await stopDhcp(undefined, networkDir);
     await mkdir(p.dhcpDir, { mode: 0o700, recursive: true });
-    await mkdir(p.hostsDir, { mode: 0o700, recursive: true });
-    await mkdir(p.dnsDir, { mode: 0o700, recursive: true });
+    for (const d of [p.hostsDir, p.dnsDir]) await mkdir(d, { mode: 0o700, recursive: true });
     await rm(p.pidfile, { force: true });
     await rm(p.plugPidfile, { force: true });
     // dnsmasq sets its own umask (022) before it opens the lease file: make it owner-only first.
@@ -133,6 +135,7 @@ export async function startDhcp(
         switchDir,
         TAP,
         cidr,
+        plan.mac,
         ...dnsmasq,
     ];
     const out = await open(p.logFile, "w", 0o600);
@@ -257,8 +260,7 @@ export async function reloadDhcp(id: DhcpIdentity, networkDir: string): Promise<
 export async function writeDhcpHost(networkDir: string, host: DhcpHost, domain: string): Promise<void> {
     const p = dhcpPaths(networkDir);
     const name = hostEntryName(host.mac);
-    await mkdir(p.hostsDir, { mode: 0o700, recursive: true });
-    await mkdir(p.dnsDir, { mode: 0o700, recursive: true });
+    for (const d of [p.hostsDir, p.dnsDir]) await mkdir(d, { mode: 0o700, recursive: true });
     // DNS first: a guest that got its lease can resolve its peers' names at once.
     await writeFileAtomic(path.join(p.dnsDir, name), dnsHostLine(host, domain));
     await writeFileAtomic(path.join(p.hostsDir, name), dhcpHostLine(host));
@@ -268,8 +270,8 @@ export async function writeDhcpHost(networkDir: string, host: DhcpHost, domain: 
 export async function removeDhcpHost(networkDir: string, mac: string): Promise<void> {
     const p = dhcpPaths(networkDir);
     const name = hostEntryName(mac);
-    await rm(path.join(p.dnsDir, name), { force: true });
     await rm(path.join(p.hostsDir, name), { force: true });
+    await rm(path.join(p.dnsDir, name), { force: true });
 }
 
 /** The files a stopped server leaves, removed only where they are ours by name; the directory goes when empty. */

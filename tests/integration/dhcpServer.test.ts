@@ -2,7 +2,7 @@ import { readdirSync, statSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
-import { networkDomain, serverAddress, vmAddress } from "../../provider/core/dhcp";
+import { networkDomain, serverAddress, serverMac, vmAddress } from "../../provider/core/dhcp";
 import { parseSubnet, type Subnet } from "../../provider/core/network";
 import {
     checkDhcp,
@@ -49,7 +49,7 @@ test("dnsmasq answers DHCP with the planned address and DNS for names on the net
     const web = vmAddress(net, "web");
     await writeDhcpHost(dir, { mac: web.mac, ipv4: web.ipv4, hostname: "web" }, domain);
     const t0 = Date.now();
-    dhcp = await startDhcp(dir, switchPaths(dir).switchDir, { subnet, domain });
+    dhcp = await startDhcp(dir, switchPaths(dir).switchDir, { subnet, domain, mac: serverMac(net.id, subnet) });
     console.log(`dnsmasq start (namespace, plug, sockets bound) took ${Date.now() - t0} ms`);
     expect(await checkDhcp(dhcp, dir)).toEqual({ alive: true });
     // Nothing of it in the host's network namespace: its sockets live in a namespace of their own.
@@ -73,6 +73,7 @@ test("dnsmasq answers DHCP with the planned address and DNS for names on the net
             `t0=$(date +%s%N); busybox nslookup web.${domain} ${serverAddress(subnet)} >/dev/null && echo fqdn-ok; t1=$(date +%s%N); echo "dns-us $(( (t1-t0)/1000 ))"`,
             `busybox nslookup web ${serverAddress(subnet)} | grep -A1 'Name:' | tail -1`,
             `busybox nslookup example.com ${serverAddress(subnet)} >/dev/null 2>&1 || echo outside-refused`,
+            `ip neigh show ${serverAddress(subnet)}`,
         ].join("\n"),
     );
     console.log(r.stdout, r.stderr);
@@ -83,6 +84,8 @@ test("dnsmasq answers DHCP with the planned address and DNS for names on the net
     expect(r.stdout).toContain("fqdn-ok");
     expect(r.stdout).toContain(`Address: ${web.ipv4}`);
     expect(r.stdout).toContain("outside-refused");
+    // The server answers from the MAC fixed by the network's id.
+    expect(r.stdout).toContain(`lladdr ${serverMac(net.id, subnet)}`);
 });
 
 test("a host added while dnsmasq runs is known at once; a removed one is forgotten after reload", async () => {
@@ -113,8 +116,8 @@ test("a killed dnsmasq is seen; its plug, left by a 'crash', is found through th
     await waitFor(() => !isRunning(old.server.pid));
     expect(await checkDhcp(old, dir)).toMatchObject({ alive: false, reason: expect.stringContaining("dnsmasq") });
     expect(isRunning(old.plug.pid)).toBe(true);
-    // The next start knows nothing of `old` (a crashed provider) and still cleans it up.
-    dhcp = await startDhcp(dir, switchPaths(dir).switchDir, { subnet, domain });
+    // The next start knows nothing of `old` (a crashed provider) and still cleans it up; it answers from the same MAC.
+    dhcp = await startDhcp(dir, switchPaths(dir).switchDir, { subnet, domain, mac: serverMac(net.id, subnet) });
     await waitFor(() => !isRunning(old.plug.pid), 1000);
     expect(dhcp.plug.pid).not.toBe(old.plug.pid);
     expect(await checkDhcp(dhcp, dir)).toEqual({ alive: true });
@@ -132,7 +135,12 @@ test("a start that fails (the switch is not there) leaves nothing running and sa
     const other = await mkdtemp(path.join(os.tmpdir(), "pq-dhcp-bad-"));
     try {
         await expect(
-            startDhcp(other, path.join(other, "no-switch"), { subnet, domain }, { timeoutMs: 8000 }),
+            startDhcp(
+                other,
+                path.join(other, "no-switch"),
+                { subnet, domain, mac: serverMac(net.id, subnet) },
+                { timeoutMs: 8000 },
+            ),
         ).rejects.toThrow(/DHCP\/DNS server .* exited/);
         const p = dhcpPaths(other);
         for (const f of [p.pidfile, p.plugPidfile]) {

@@ -56,7 +56,7 @@ test("a network's domain is one lowercase DNS label", () => {
 
 test("dnsmasq's host lines and files", () => {
     const h = { mac: "02:AB:0a:46:01:05", ipv4: "10.70.1.5", hostname: "web" };
-    expect(dhcpHostLine(h)).toBe("02:ab:0a:46:01:05,10.70.1.5,web\n");
+    expect(dhcpHostLine(h)).toBe("02:ab:0a:46:01:05,10.70.1.5\n");
     expect(dnsHostLine(h, "lab")).toBe("10.70.1.5 web web.lab\n");
     expect(hostEntryName(h.mac)).toBe("mac-02-ab-0a-46-01-05");
 });
