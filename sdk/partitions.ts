@@ -7,7 +7,7 @@ import {
     setPortVlan,
     withSwitchConsole,
     type SwitchConsole,
-} from "../provider/host/switchControl";
+} from "../provider/host/net/switchControl";
 
 /**
  * Partitions on a private Network, for tests of distributed systems: cut a VM off, split the

@@ -14,9 +14,9 @@ import {
     stopDhcp,
     writeDhcpHost,
     type DhcpIdentity,
-} from "../../provider/host/dhcpServer";
-import { removeSwitchFiles, startSwitch, stopSwitch, switchPaths } from "../../provider/host/vdeSwitch";
-import type { ProcessIdentity } from "../../provider/host/qemuProcess";
+} from "../../provider/host/net/dhcpServer";
+import { removeSwitchFiles, startSwitch, stopSwitch, switchPaths } from "../../provider/host/net/vdeSwitch";
+import type { ProcessIdentity } from "../../provider/host/qemu/qemuProcess";
 import { isRunning } from "../support/process";
 import { runOnSwitch } from "../support/netnsClient";
 

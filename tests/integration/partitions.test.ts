@@ -4,7 +4,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import execa from "execa";
 import { heal, isolate, partition, switchPorts } from "../../sdk/partitions";
-import { resetIdlePorts, withSwitchConsole, mgmtPath } from "../../provider/host/switchControl";
+import { resetIdlePorts, withSwitchConsole, mgmtPath } from "../../provider/host/net/switchControl";
 import { startOnSwitch, runOnSwitch } from "../support/netnsClient";
 
 /**

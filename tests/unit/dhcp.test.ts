@@ -11,7 +11,7 @@ import {
 } from "../../provider/core/dhcp";
 import { defaultMac, hostAddress, parseSubnet, preferredHostNumber, type Subnet } from "../../provider/core/network";
 import { parsePortPrint, parseVlanPrint } from "../../provider/core/switchPorts";
-import { boundUdpPorts } from "../../provider/host/dhcpServer";
+import { boundUdpPorts } from "../../provider/host/net/dhcpServer";
 
 function subnet(text: string): Subnet {
     const s = parseSubnet(text);

@@ -1,6 +1,6 @@
 import { createConnection } from "node:net";
 import * as path from "node:path";
-import { DEFAULT_VLAN, parsePortPrint, parseVlanPrint, type SwitchPort } from "../core/switchPorts";
+import { DEFAULT_VLAN, parsePortPrint, parseVlanPrint, type SwitchPort } from "../../core/switchPorts";
 
 /**
  * vde_switch's management console, spoken directly over its unix socket (`--mgmt`, owner-only):

@@ -1,18 +1,18 @@
 import { spawn } from "node:child_process";
 import { mkdir, open, readdir, readFile, rm, rmdir } from "node:fs/promises";
 import * as path from "node:path";
-import { dhcpHostLine, dnsHostLine, dnsmasqArgv, hostEntryName, serverAddress, type DhcpHost } from "../core/dhcp";
-import type { Subnet } from "../core/network";
-import { writeFileAtomic } from "./atomicFile";
+import { dhcpHostLine, dnsHostLine, dnsmasqArgv, hostEntryName, serverAddress, type DhcpHost } from "../../core/dhcp";
+import type { Subnet } from "../../core/network";
+import { writeFileAtomic } from "../files/atomicFile";
 import {
-    checkOurQemu,
+    checkOurDaemon,
     identify,
     readCmdline,
     readPidfile,
     waitUntilGone,
     type Liveness,
     type ProcessIdentity,
-} from "./qemuProcess";
+} from "../qemu/qemuProcess";
 
 /**
  * The DHCP and DNS server of a Network, rootless: Debian's dnsmasq (dnsmasq-base) in an
@@ -203,9 +203,9 @@ export function boundUdpPorts(procNetUdp: string): Set<number> {
 /** Whether both processes are still ours; the reason names the first that is not. */
 export async function checkDhcp(id: DhcpIdentity, networkDir: string): Promise<Liveness> {
     const p = dhcpPaths(networkDir);
-    const server = await checkOurQemu(id.server, p.pidfile);
+    const server = await checkOurDaemon(id.server, p.pidfile);
     if (!server.alive) return { alive: false, reason: `dnsmasq: ${server.reason.replace("QEMU", "dnsmasq")}` };
-    const plug = await checkOurQemu(id.plug, p.plugPidfile);
+    const plug = await checkOurDaemon(id.plug, p.plugPidfile);
     if (!plug.alive)
         return { alive: false, reason: `its plug into the switch: ${plug.reason.replace("QEMU", "vde_plug2tap")}` };
     return { alive: true };
@@ -229,10 +229,10 @@ export async function stopDhcp(id: DhcpIdentity | undefined, networkDir: string)
 
 /** SIGTERM, then SIGKILL, each only after checking the process is still ours; every wait bounded. */
 async function stopIdentified(identity: ProcessIdentity, pidfile: string): Promise<void> {
-    if (!(await checkOurQemu(identity, pidfile)).alive) return;
+    if (!(await checkOurDaemon(identity, pidfile)).alive) return;
     signal(identity.pid, "SIGTERM");
     if (await waitUntilGone(identity, pidfile, 3000)) return;
-    if ((await checkOurQemu(identity, pidfile)).alive) signal(identity.pid, "SIGKILL");
+    if ((await checkOurDaemon(identity, pidfile)).alive) signal(identity.pid, "SIGKILL");
     if (!(await waitUntilGone(identity, pidfile, 5000)))
         throw new Error(`pid ${identity.pid} (${pidfile}) is still running after SIGKILL`);
 }
@@ -247,7 +247,7 @@ function signal(pid: number, sig: NodeJS.Signals): void {
 
 /** Makes dnsmasq forget removed host files (it picks up new and changed ones by itself). */
 export async function reloadDhcp(id: DhcpIdentity, networkDir: string): Promise<boolean> {
-    if (!(await checkOurQemu(id.server, dhcpPaths(networkDir).pidfile)).alive) return false;
+    if (!(await checkOurDaemon(id.server, dhcpPaths(networkDir).pidfile)).alive) return false;
     signal(id.server.pid, "SIGHUP");
     return true;
 }
