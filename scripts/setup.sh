@@ -10,6 +10,8 @@ APT_PACKAGES=(qemu-system-x86 qemu-utils linux-image-amd64 busybox-static cpio e
 APT_PACKAGES+=(xorriso dosfstools mtools cloud-image-utils genisoimage mmdebstrap openssh-client)
 # Remote hosts: the tests' "far host" is this machine's sshd on a loopback port, started by the tests themselves.
 APT_PACKAGES+=(openssh-server)
+# DHCP/DNS on every Network: dnsmasq in a user+network namespace (unshare: util-linux; ip: iproute2; vde_plug2tap: vde2).
+APT_PACKAGES+=(dnsmasq-base iproute2)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

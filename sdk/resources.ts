@@ -1,6 +1,7 @@
 import * as pulumi from "@pulumi/pulumi";
 import { diskImageProvider, guestCommandProvider, networkProvider, runScriptProvider, virtualMachineProvider } from "./providers";
 import type { DiskImageArgs, GuestCommandArgs, NetworkArgs, RunScriptArgs, VirtualMachineArgs } from "./types";
+import { vmAddress, type PlannedNic } from "../provider/core/dhcp";
 
 /**
  * Output keys are passed to Pulumi as `undefined` inputs: that is how a dynamic resource
@@ -148,6 +149,10 @@ export interface NicOutput {
     netmask: string;
     /** The guest's name on the network. */
     hostname: string;
+    /** The network runs DHCP/DNS: the guest can ask it for this address. */
+    dhcp?: boolean;
+    /** hostname.<the network's domain>, answered by the network's DNS (with dhcp). */
+    fqdn?: string;
 }
 
 export interface HostsOutput {
@@ -157,7 +162,7 @@ export interface HostsOutput {
     names: Record<string, string>;
 }
 
-export const NETWORK_OUTPUTS = ["subnet", "netmask", "networkDir", "switchDir", "pidfile", "pid", "processStartTime", "bootId", "switchIdentity"] as const;
+export const NETWORK_OUTPUTS = ["subnet", "netmask", "networkDir", "switchDir", "pidfile", "pid", "processStartTime", "bootId", "switchIdentity", "dhcp", "domain", "dhcpServer", "dhcpIdentity", "dhcpDrift"] as const;
 
 /** A private Ethernet segment on this host: a vde_switch only this user can join. VMs join with `vm.networks: [{ network: net.id }]`. */
 export class Network extends PlacedResource {
@@ -173,9 +178,26 @@ export class Network extends PlacedResource {
     declare public readonly pid: pulumi.Output<number>;
     /** Which switch process this is (boot id / pid / start time). */
     declare public readonly switchIdentity: pulumi.Output<string>;
+    /** Whether the network runs DHCP/DNS (false for a network made before the field existed, until the next up). */
+    declare public readonly dhcp: pulumi.Output<boolean | undefined>;
+    /** The DNS domain VMs answer under: VM `web` is `web` and `web.<domain>`. */
+    declare public readonly domain: pulumi.Output<string | undefined>;
+    /** The DHCP/DNS server's address on the network (the subnet's last host), with dhcp. */
+    declare public readonly dhcpServer: pulumi.Output<string | undefined>;
+    /** Set by refresh when the DHCP/DNS server died or was replaced; the next up starts it again in place. */
+    declare public readonly dhcpDrift: pulumi.Output<string | undefined>;
 
     constructor(name: string, args: NetworkArgs = {}, opts?: pulumi.CustomResourceOptions) {
         super(networkProvider, name, args, NETWORK_OUTPUTS, opts, "Network");
+    }
+
+    /**
+     * The address, MAC and names VM `vmName` gets on this network when its NIC pins neither ipv4
+     * nor mac: exactly what DHCP hands it and its `nics` report. Known at preview once the network
+     * exists, with no dependency on the VM (so it can go into another VM's seed).
+     */
+    addressOf(vmName: string, hostname?: string): pulumi.Output<PlannedNic> {
+        return pulumi.all([this.id, this.subnet, this.domain, this.dhcp]).apply(([id, subnet, domain, dhcp]) => vmAddress({ id, subnet, domain, dhcp: dhcp ?? false }, vmName, hostname));
     }
 }
 const GUEST_COMMAND_OUTPUTS = ["stdout", "stderr", "exitCode", "vmIdentity", "drift", "vmTarget"] as const;

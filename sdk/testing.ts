@@ -9,6 +9,9 @@ import type { SnapshotInfo } from "../provider/host/qemu/snapshots";
 import { cleanConsole } from "../provider/resources/virtualMachine";
 import { siteOf } from "../provider/resources/virtualMachine/site";
 
+export { heal, isolate, partition, switchPorts } from "./partitions";
+export type { PartitionMember, PartitionNetwork } from "./partitions";
+
 /**
  * pulumi-qemu/testing: drive a running VirtualMachine from test code — jest, a Pulumi
  * Automation API program, or a plain Node script given a stack's outputs. In the manner of the

@@ -240,6 +240,13 @@ export interface NetworkArgs {
     subnet?: pulumi.Input<string>;
     /** VMs that join must use the same state directory. */
     stateDir?: pulumi.Input<string>;
+    /**
+     * Run a DHCP and DNS server on the network (dnsmasq, rootless, in a network namespace of its
+     * own): each VM NIC gets its reserved address by DHCP, and every VM's hostname resolves bare
+     * and as hostname.<domain>. Default true; false keeps a bare switch (static addresses, e.g. kernel ip=).
+     * Changed in place, without replacing the network or its VMs.
+     */
+    dhcp?: pulumi.Input<boolean>;
 }
 
 export interface VirtualMachineArgs {

@@ -7,8 +7,8 @@
 export const RUN_SCRIPT_INPUT_KEYS: readonly string[] = ["vm", "path", "stateDir", "mode"];
 export const RUN_SCRIPT_OUTPUT_KEYS: readonly string[] = ["argv", "argvHash", "accel", "contentHash", "mode", "drift"];
 
-export const NETWORK_INPUT_KEYS: readonly string[] = ["name", "subnet", "stateDir"];
-export const NETWORK_OUTPUT_KEYS: readonly string[] = ["subnet", "netmask", "networkDir", "switchDir", "pidfile", "pid", "processStartTime", "bootId", "switchIdentity"];
+export const NETWORK_INPUT_KEYS: readonly string[] = ["name", "subnet", "stateDir", "dhcp"];
+export const NETWORK_OUTPUT_KEYS: readonly string[] = ["subnet", "netmask", "networkDir", "switchDir", "pidfile", "pid", "processStartTime", "bootId", "switchIdentity", "dhcp", "domain", "dhcpServer", "dhcpIdentity", "dhcpDrift"];
 
 export const VIRTUAL_MACHINE_INPUT_KEYS: readonly string[] = ["vm", "ready", "stateDir", "warmStart"];
 export const VIRTUAL_MACHINE_OUTPUT_KEYS: readonly string[] = [

@@ -107,6 +107,8 @@ const types = {
         ipv4: str("The guest's IPv4 address on the network."),
         netmask: str("The network's netmask, dotted quad."),
         hostname: str("The guest's name on the network."),
+        dhcp: bool("The network runs DHCP/DNS: the guest can ask it for this address."),
+        fqdn: str("hostname.<the network's domain>, answered by the network's DNS (with dhcp)."),
     }, ["network", "switchIdentity", "mac", "ipv4", "netmask", "hostname"]),
     "qemu:index:Hosts": object("A VM's /etc/hosts entries on its private networks.", {
         text: str("/etc/hosts lines, one per address."),
@@ -202,6 +204,7 @@ const resourceSchemas: Record<ResourceName, object> = {
             name: str("Label of the network's directory; default none (two networks with one name are still two networks)."),
             subnet: str("IPv4 CIDR (\"10.77.1.0/24\"); default a /24 in 10.64.0.0/10 derived from the network's id, moved on when it overlaps a live network."),
             stateDir: str("State directory; VMs that join must use the same. Default $PULUMI_QEMU_STATE_DIR, else $XDG_STATE_HOME/pulumi-qemu, else ~/.local/state/pulumi-qemu."),
+            dhcp: bool("Run a DHCP and DNS server (dnsmasq, rootless, in a network namespace of its own): each VM NIC gets its reserved address by DHCP, every VM's hostname resolves bare and as hostname.<domain>. Default true; false keeps a bare switch. Changed in place."),
         },
         properties: {
             subnet: str("Subnet in use, IPv4 CIDR."),
@@ -213,6 +216,11 @@ const resourceSchemas: Record<ResourceName, object> = {
             processStartTime: str("Start time of the switch process (clock ticks since boot), to recognise a reused pid."),
             bootId: str("Host boot the switch belongs to (/proc/sys/kernel/random/boot_id)."),
             switchIdentity: str("Which switch process this is (boot/pid/start time)."),
+            dhcp: bool("Whether the network runs DHCP/DNS (absent: made before the field existed, read as false)."),
+            domain: str("The DNS domain VMs answer under (VM web is web and web.<domain>)."),
+            dhcpServer: str("The DHCP/DNS server's address on the network (the subnet's last host), with dhcp."),
+            dhcpIdentity: any("The DHCP/DNS server's processes (dnsmasq and its plug into the switch): pid, start time and boot id of each."),
+            dhcpDrift: str("Set by refresh when the DHCP/DNS server died or was replaced; the next up starts it again in place."),
         },
         required: ["subnet", "netmask", "networkDir", "switchDir", "switchIdentity"],
     },
