@@ -11,7 +11,8 @@ APT_PACKAGES+=(xorriso dosfstools mtools cloud-image-utils genisoimage mmdebstra
 # Remote hosts: the tests' "far host" is this machine's sshd on a loopback port, started by the tests themselves.
 APT_PACKAGES+=(openssh-server)
 # DHCP/DNS on every Network: dnsmasq in a user+network namespace (unshare: util-linux; ip: iproute2; vde_plug2tap: vde2).
-APT_PACKAGES+=(dnsmasq-base iproute2)
+# dhcp_release (dnsmasq-utils) ends a deleted VM's lease, so its name stops resolving.
+APT_PACKAGES+=(dnsmasq-base dnsmasq-utils iproute2)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -7,6 +7,7 @@ import { parseSubnet, type Subnet } from "../../provider/core/network";
 import {
     checkDhcp,
     dhcpPaths,
+    releaseDhcpLease,
     reloadDhcp,
     removeDhcpFiles,
     removeDhcpHost,
@@ -86,6 +87,19 @@ test("dnsmasq answers DHCP with the planned address and DNS for names on the net
     expect(r.stdout).toContain("outside-refused");
     // The server answers from the MAC fixed by the network's id.
     expect(r.stdout).toContain(`lladdr ${serverMac(net.id, subnet)}`);
+});
+
+test("a leased host's name outlives its host files until the lease is released; then it is gone", async () => {
+    const web = vmAddress(net, "web");
+    const probe = vmAddress(net, "probe2");
+    const ask = `ip addr add ${probe.ipv4}/24 dev tap0\nbusybox nslookup web.${domain} ${serverAddress(subnet)} 2>&1 | grep -c 'Address: ${web.ipv4}'; true`;
+    await removeDhcpHost(dir, web.mac);
+    expect(await reloadDhcp(dhcp!, dir)).toBe(true);
+    // Still answered, from the lease the first test's client took.
+    expect((await runOnSwitch(switchPaths(dir).switchDir, probe.mac, ask)).stdout.trim()).toBe("1");
+    await releaseDhcpLease(dhcp!, dir, web);
+    expect((await runOnSwitch(switchPaths(dir).switchDir, probe.mac, ask)).stdout.trim()).toBe("0");
+    expect(await checkDhcp(dhcp!, dir)).toEqual({ alive: true });
 });
 
 test("a host added while dnsmasq runs is known at once; a removed one is forgotten after reload", async () => {

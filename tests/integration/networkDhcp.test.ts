@@ -122,7 +122,11 @@ test("a create that crashed after starting dnsmasq leaves nothing the next creat
     const orphan = path.join(stateDir, "networks", "lan-Crash2");
     await mkdir(orphan, { recursive: true, mode: 0o700 });
     const sw = await startSwitch(orphan);
-    const dhcp = await startDhcp(orphan, switchPaths(orphan).switchDir, { subnet: parseSubnet("10.98.7.0/24") as Subnet, domain: "lan", mac: "02:00:0a:62:07:fe" });
+    const dhcp = await startDhcp(orphan, switchPaths(orphan).switchDir, {
+        subnet: parseSubnet("10.98.7.0/24") as Subnet,
+        domain: "lan",
+        mac: "02:00:0a:62:07:fe",
+    });
     const old = new Date(Date.now() - 120_000);
     await utimes(orphan, old, old);
     await createNet({ stateDir });

@@ -69,7 +69,8 @@ test("on a DHCP network the default address is exactly vmAddress's, registered w
     const planned = vmAddress({ id, subnet: outs.subnet, domain: outs.domain, dhcp: outs.dhcp }, "web1");
     expect(first).toMatchObject({ ipv4: planned.ipv4, mac: planned.mac, hostname: "web1", dhcp: true, fqdn: planned.fqdn });
     const hostsFile = path.join(outs.networkDir, "dhcp", "hosts", hostEntryName(first.mac));
-    expect(readFileSync(hostsFile, "utf8")).toBe(`${first.mac},${first.ipv4},web1\n`);
+    expect(readFileSync(hostsFile, "utf8")).toBe(`${first.mac},${first.ipv4}\n`);
+    expect(readFileSync(path.join(outs.networkDir, "dhcp", "dns", hostEntryName(first.mac)), "utf8")).toBe(`${first.ipv4} web1 ${planned.fqdn}\n`);
     // Another VM whose name prefers that address (here: the same name) is refused, naming the holder and the fix.
     await expect(attachNics(spec("web1", [{ network: id }]), stateDir, await vmDir("web1"))).rejects.toThrow(
         `vm.networks[0].network: ${first.ipv4}, the address VM web1 gets by its name on network ${id}, is already used by VM web1`,
@@ -81,7 +82,7 @@ test("on a DHCP network the default address is exactly vmAddress's, registered w
     const d2 = await vmDir("pinned");
     const pinnedAddress = outs.subnet.replace(/0\/24$/, "7");
     const [pinned] = await attachNics(spec("pinned", [{ network: id, ipv4: pinnedAddress }]), stateDir, d2);
-    expect(readFileSync(path.join(outs.networkDir, "dhcp", "hosts", hostEntryName(pinned.mac)), "utf8")).toContain(`,${pinnedAddress},pinned`);
+    expect(readFileSync(path.join(outs.networkDir, "dhcp", "hosts", hostEntryName(pinned.mac)), "utf8")).toBe(`${pinned.mac},${pinnedAddress}\n`);
     await releaseNics([pinned], d2);
 });
 

@@ -4,6 +4,7 @@ import * as path from "node:path";
 import { dhcpHostLine, dnsHostLine, dnsmasqArgv, hostEntryName, serverAddress, type DhcpHost } from "../../core/dhcp";
 import type { Subnet } from "../../core/network";
 import { writeFileAtomic } from "../files/atomicFile";
+import { runTool } from "../process/toolRun";
 import {
     checkOurDaemon,
     identify,
@@ -264,6 +265,22 @@ export async function writeDhcpHost(networkDir: string, host: DhcpHost, domain: 
     // DNS first: a guest that got its lease can resolve its peers' names at once.
     await writeFileAtomic(path.join(p.dnsDir, name), dnsHostLine(host, domain));
     await writeFileAtomic(path.join(p.hostsDir, name), dhcpHostLine(host));
+}
+
+/**
+ * Ends a deleted VM's lease: dnsmasq answers a leased address's name from the lease itself, and a
+ * reload never forgets leases. `dhcp_release` (dnsmasq-utils) sends the DHCPRELEASE the guest
+ * never will, from inside the server's namespace (its owner may enter it, no root needed).
+ * Best effort: a server that is gone has no lease to end.
+ */
+export async function releaseDhcpLease(id: DhcpIdentity, networkDir: string, host: Pick<DhcpHost, "mac" | "ipv4">): Promise<void> {
+    if (!(await checkOurDaemon(id.server, dhcpPaths(networkDir).pidfile)).alive) return;
+    const r = await runTool(
+        "nsenter",
+        ["--target", String(id.server.pid), "--user", "--net", "--preserve-credentials", "dhcp_release", TAP, host.ipv4, host.mac],
+        { timeoutMs: 5000, label: "dhcp_release" },
+    );
+    if (r.exitCode !== 0) throw new Error(`dhcp_release ${host.ipv4} failed: ${(r.spawnError ?? r.stderr).trim()}; ${APT_HINT.replace("dnsmasq-base", "dnsmasq-base dnsmasq-utils")}`);
 }
 
 /** Drops one VM NIC's entries; the caller reloads dnsmasq so that it forgets them. */

@@ -15,7 +15,7 @@ import {
 } from "../../core/network";
 import type { NicPlan } from "../../core/qemuArgv";
 import { defaultHostNumber, serverHostNumber } from "../../core/dhcp";
-import { reloadDhcp, removeDhcpHost, writeDhcpHost } from "../../host/net/dhcpServer";
+import { releaseDhcpLease, reloadDhcp, removeDhcpHost, writeDhcpHost } from "../../host/net/dhcpServer";
 import { mgmtPath, resetIdlePorts, withSwitchConsole } from "../../host/net/switchControl";
 import { InputError, type FieldProblem } from "../../core/validation";
 import type { VmSpec } from "../../core/vmSpec";
@@ -194,7 +194,10 @@ export async function releaseNics(nics: readonly NicOutput[] | undefined, vmDir:
         if (macWasOurs && nic.dhcp) {
             await removeDhcpHost(nic.networkDir, nic.mac).catch(() => undefined);
             const rec = await readRecordAt(nic.networkDir).catch(() => undefined);
-            if (rec?.dhcp) await reloadDhcp(rec.dhcp.identity, nic.networkDir).catch(() => undefined);
+            if (rec?.dhcp) {
+                await releaseDhcpLease(rec.dhcp.identity, nic.networkDir, nic).catch(() => undefined);
+                await reloadDhcp(rec.dhcp.identity, nic.networkDir).catch(() => undefined);
+            }
         }
     }
     for (const dir of new Set((nics ?? []).map((n) => n.networkDir))) {
