@@ -83,6 +83,8 @@ export interface DhcpPlan {
 const NAMESPACE_SCRIPT = [
     "umask 077",
     "set -e",
+    // dnsmasq and ip live in sbin, which an ordinary user's PATH (e.g. over SSH) often lacks.
+    'PATH="$PATH:/usr/sbin:/sbin"',
     'pidfile="$1"; plugpid="$2"; sw="$3"; tap="$4"; cidr="$5"; mac="$6"; shift 6',
     "ip link set lo up",
     'vde_plug2tap --daemon --pidfile "$plugpid" --sock "$sw" "$tap"',
