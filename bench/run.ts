@@ -11,6 +11,7 @@ import { runNoopDiff } from "./noopDiff";
 import { runOverlay } from "./overlay";
 import { runRemote } from "./remote";
 import { runNetwork } from "./network";
+import { runNetworkDhcp } from "./networkDhcp";
 import { runSeed } from "./seed";
 import { runSerialWatch } from "./serialWatch";
 import { runSnapshot } from "./snapshot";
@@ -18,7 +19,7 @@ import { runSnapshotDebian } from "./snapshotDebian";
 
 /**
  * Runs the benchmarks and prints one markdown table:
- *   npm run build && node bin/bench/run.js [noop] [hash] [overlay] [boot] [serial] [seed] [debian] [network] [channel] [channelSsh] [snapshot] [snapshotDebian] [remote]
+ *   npm run build && node bin/bench/run.js [noop] [hash] [overlay] [boot] [serial] [seed] [debian] [network] [dhcp] [channel] [channelSsh] [snapshot] [snapshotDebian] [remote]
  * With no names it runs all of them and writes the table to bench/RESULTS.md.
  * Nothing depends on these timings; they are for people.
  */
@@ -32,6 +33,7 @@ const BENCHES: Record<string, () => Promise<BenchResult>> = {
     seed: () => runSeed(),
     debian: () => runDebianBoot(),
     network: () => runNetwork(),
+    dhcp: () => runNetworkDhcp(),
     channel: () => runChannel(),
     channelSsh: () => runChannelSsh(),
     snapshot: () => runSnapshot(),

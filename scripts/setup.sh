@@ -12,6 +12,9 @@ APT_PACKAGES+=(xorriso dosfstools mtools cloud-image-utils genisoimage mmdebstra
 APT_PACKAGES+=(openssh-server)
 # The cloud-like test image (tests/guest/cloudGuest.ts): GRUB for BIOS and UEFI, sfdisk for its GPT; OVMF for firmware "uefi".
 APT_PACKAGES+=(grub-pc-bin grub-efi-amd64-bin fdisk ovmf)
+# DHCP/DNS on every Network: dnsmasq in a user+network namespace (unshare: util-linux; ip: iproute2; vde_plug2tap: vde2).
+# dhcp_release (dnsmasq-utils) ends a deleted VM's lease, so its name stops resolving.
+APT_PACKAGES+=(dnsmasq-base dnsmasq-utils iproute2)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

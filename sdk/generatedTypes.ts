@@ -243,6 +243,8 @@ export interface NetworkArgs {
     subnet?: DeepInput<string>;
     /** State directory; VMs that join must use the same. Default $PULUMI_QEMU_STATE_DIR, else $XDG_STATE_HOME/pulumi-qemu, else ~/.local/state/pulumi-qemu. */
     stateDir?: DeepInput<string>;
+    /** Run a DHCP and DNS server (dnsmasq, rootless, in a network namespace of its own) on the network: each VM NIC gets its reserved address by DHCP and every VM's hostname resolves, bare and as hostname.<domain>. Default true; false keeps a bare switch (guests then need static addresses, e.g. kernel ip=). */
+    dhcp?: DeepInput<boolean>;
 }
 
 /** The inputs of a GuestCommand. */
@@ -343,6 +345,10 @@ export interface NicOutput {
     netmask: string;
     /** The guest's name on the network. */
     hostname: string;
+    /** The network runs DHCP/DNS: the guest can ask it for this address. */
+    dhcp?: boolean;
+    /** hostname.<the network's domain>, answered by the network's DNS (with dhcp). */
+    fqdn?: string;
 }
 
 /** A VM's /etc/hosts entries on its private networks. */
@@ -411,6 +417,24 @@ export interface VirtualMachineOutputProperties {
     readonly hostAccess: pulumi.Output<HostAccessOutput | undefined>;
 }
 
+/** The dnsmasq process. */
+export interface ProcessIdentityOutput {
+    /** Process id. */
+    pid: number;
+    /** Field 22 of /proc/PID/stat: clock ticks after boot; a reused pid gets a later one. */
+    startTime: string;
+    /** /proc/sys/kernel/random/boot_id of the boot the process belongs to. */
+    bootId: string;
+}
+
+/** Which dnsmasq and vde_plug2tap processes serve the network (pid, start time, boot id each). */
+export interface DhcpIdentityOutput {
+    /** The dnsmasq process. */
+    server: ProcessIdentityOutput;
+    /** The vde_plug2tap process joining it to the switch. */
+    plug: ProcessIdentityOutput;
+}
+
 /** The outputs of a Network, as properties of the resource. */
 export interface NetworkOutputProperties {
     /** Subnet in use, IPv4 CIDR: the one asked for, or a /24 in 10.64.0.0/10 derived from the network's id. */
@@ -431,6 +455,16 @@ export interface NetworkOutputProperties {
     readonly bootId: pulumi.Output<string | undefined>;
     /** Which switch process this is (boot id/pid/start time). */
     readonly switchIdentity: pulumi.Output<string>;
+    /** Whether the network runs DHCP/DNS (false for a network made before the field existed, until the next up). */
+    readonly dhcp: pulumi.Output<boolean | undefined>;
+    /** The DNS domain VMs answer under: VM `web` is `web` and `web.<domain>`. */
+    readonly domain: pulumi.Output<string | undefined>;
+    /** The DHCP/DNS server's address on the network (the subnet's last host), with dhcp. */
+    readonly dhcpServer: pulumi.Output<string | undefined>;
+    /** Which dnsmasq and vde_plug2tap processes serve the network (pid, start time, boot id each). */
+    readonly dhcpIdentity: pulumi.Output<DhcpIdentityOutput | undefined>;
+    /** Set by refresh when the DHCP/DNS server died or was replaced; the next up starts it again in place. */
+    readonly dhcpDrift: pulumi.Output<string | undefined>;
     /** The ssh:// URL (ssh://user@host:port) of the far host this resource lives on, from its `host` input or the provider's configuration; absent on this machine. Another host replaces the resource. */
     readonly host: pulumi.Output<string | undefined>;
     /** The key files a `host` named, kept so that refresh and delete reach the host the same way; absent on this machine. */

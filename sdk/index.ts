@@ -13,6 +13,8 @@ export type { HostResourceArgs } from "./host";
 export { diskImageProvider, guestCommandProvider, runScriptProvider, virtualMachineProvider, networkProvider } from "./providers";
 export type { DiskImageArgs, DiskImageSource, GuestCommandArgs, HostArgs, ReadyArgs, RunScriptArgs, VirtualMachineArgs, VmReferenceArgs, VmSpecArgs, DeepInput, NetworkArgs } from "./types";
 export { mergeHosts, renderHosts } from "../provider/core/network";
+export { vmAddress, networkDomain } from "../provider/core/dhcp";
+export type { PlannedNic, NetworkFacts } from "../provider/core/dhcp";
 
 // The engine-free core, for programs that want the argv or launcher text without resources.
 export { buildQemuArgv, specArgvHash } from "../provider/core/qemuArgv";

@@ -11,6 +11,7 @@ import type {
     VirtualMachineOutputProperties,
 } from "./generatedTypes";
 import type { DiskImageArgs, GuestCommandArgs, NetworkArgs, RunScriptArgs, VirtualMachineArgs } from "./types";
+import { vmAddress, type PlannedNic } from "../provider/core/dhcp";
 
 /**
  * Output keys are passed to Pulumi as `undefined` inputs: that is how a dynamic resource
@@ -97,6 +98,15 @@ export interface Network extends NetworkOutputProperties {}
 export class Network extends PlacedResource {
     constructor(name: string, args: NetworkArgs = {}, opts?: pulumi.CustomResourceOptions) {
         super(networkProvider, name, args, NETWORK_OUTPUTS, opts, "Network");
+    }
+
+    /**
+     * The address, MAC and names VM `vmName` gets on this network when its NIC pins neither ipv4
+     * nor mac: exactly what DHCP hands it and its `nics` report. Known at preview once the network
+     * exists, with no dependency on the VM (so it can go into another VM's seed).
+     */
+    addressOf(vmName: string, hostname?: string): pulumi.Output<PlannedNic> {
+        return pulumi.all([this.id, this.subnet, this.domain, this.dhcp]).apply(([id, subnet, domain, dhcp]) => vmAddress({ id, subnet, domain, dhcp: dhcp ?? false }, vmName, hostname));
     }
 }
 const GUEST_COMMAND_OUTPUTS = outputNames(guestCommandOutputs);

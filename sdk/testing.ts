@@ -11,6 +11,9 @@ import { cleanConsole } from "../provider/resources/virtualMachine";
 import { siteOf } from "../provider/resources/virtualMachine/site";
 import { isResource, plainOutputs, resourceOutputs, type StackOutputValue } from "./machineTarget";
 
+export { heal, isolate, partition, switchPorts } from "./partitions";
+export type { PartitionMember, PartitionNetwork } from "./partitions";
+
 /**
  * pulumi-qemu/testing: drive a running VirtualMachine from test code — jest, a Pulumi
  * Automation API program, or a plain Node script given a stack's outputs. In the manner of the

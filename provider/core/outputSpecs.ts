@@ -13,6 +13,14 @@ const optionalText = (description: string) => z.string().optional().meta({ descr
 const integer = (description: string) => z.number().int().meta({ description });
 
 /** Where a resource lives; every resource has these (resources/placement.ts writes them). */
+const processIdentity = z
+    .object({
+        pid: integer("Process id."),
+        startTime: text("Field 22 of /proc/PID/stat: clock ticks after boot; a reused pid gets a later one."),
+        bootId: text("/proc/sys/kernel/random/boot_id of the boot the process belongs to."),
+    })
+    .meta({ typeName: "ProcessIdentity" });
+
 export const placementOutputs = z.object({
     host: optionalText(
         "The ssh:// URL (ssh://user@host:port) of the far host this resource lives on, from its `host` input or the provider's configuration; absent on this machine. Another host replaces the resource.",
@@ -80,6 +88,11 @@ const nicOutput = z
         ipv4: text("The guest's IPv4 address on the network."),
         netmask: text("The network's netmask, dotted quad."),
         hostname: text("The guest's name on the network."),
+        dhcp: z
+            .boolean()
+            .optional()
+            .meta({ description: "The network runs DHCP/DNS: the guest can ask it for this address." }),
+        fqdn: optionalText("hostname.<the network's domain>, answered by the network's DNS (with dhcp)."),
     })
     .meta({ typeName: "Nic", description: "A VM's NIC on a private Network, as attached." });
 
@@ -168,6 +181,28 @@ export const networkOutputs = z.object({
     ),
     bootId: optionalText("Host boot the switch belongs to (/proc/sys/kernel/random/boot_id)."),
     switchIdentity: text("Which switch process this is (boot id/pid/start time)."),
+    dhcp: z
+        .boolean()
+        .optional()
+        .meta({
+            description:
+                "Whether the network runs DHCP/DNS (false for a network made before the field existed, until the next up).",
+        }),
+    domain: optionalText("The DNS domain VMs answer under: VM `web` is `web` and `web.<domain>`."),
+    dhcpServer: optionalText("The DHCP/DNS server's address on the network (the subnet's last host), with dhcp."),
+    dhcpIdentity: z
+        .object({
+            server: processIdentity.meta({ description: "The dnsmasq process." }),
+            plug: processIdentity.meta({ description: "The vde_plug2tap process joining it to the switch." }),
+        })
+        .optional()
+        .meta({
+            typeName: "DhcpIdentity",
+            description: "Which dnsmasq and vde_plug2tap processes serve the network (pid, start time, boot id each).",
+        }),
+    dhcpDrift: optionalText(
+        "Set by refresh when the DHCP/DNS server died or was replaced; the next up starts it again in place.",
+    ),
     ...placementOutputs.shape,
 });
 

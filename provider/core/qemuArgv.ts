@@ -17,6 +17,8 @@ export interface NicPlan {
     ipv4: string;
     netmask: string;
     hostname: string;
+    /** The network runs DHCP: a direct-boot guest is told to ask it (`ip=DEV:dhcp`) rather than given the address. */
+    dhcp?: boolean;
 }
 
 /**
@@ -204,12 +206,13 @@ function diskArgs(disk: DiskSpec, volatile: boolean, bootFirst = false): string[
 /**
  * How a direct-boot guest learns a private NIC's address, in dracut's syntax (which the test
  * guest's init follows too): `ifname=` names the NIC with this MAC, `ip=` configures it
- * statically. The kernel itself ignores both (Debian's has no IP_PNP). Values are validated
+ * statically, or on a DHCP network `ip=DEV:dhcp` asks the network's server (which hands out the
+ * same address). The kernel itself ignores both (Debian's has no IP_PNP). Values are validated
  * (address, MAC, hostname), so nothing needs quoting.
  */
 function nicKernelArgs(nic: NicPlan, i: number): string[] {
     const dev = `pqnet${i}`;
-    return [`ifname=${dev}:${nic.mac}`, `ip=${nic.ipv4}:::${nic.netmask}:${nic.hostname}:${dev}:off`];
+    return [`ifname=${dev}:${nic.mac}`, nic.dhcp ? `ip=${dev}:dhcp` : `ip=${nic.ipv4}:::${nic.netmask}:${nic.hostname}:${dev}:off`];
 }
 
 function networkArgs(spec: VmSpec, resolved: Resolved, forHash: boolean): string[] {

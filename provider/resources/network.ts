@@ -8,6 +8,8 @@ import { NETWORK_OUTPUT_KEYS } from "../core/resourceKeys";
 import { absolutePath, InputError, parseOrThrow, plainText, refuseUnknownKeys } from "../core/validation";
 import { identityString, liveNetworks, networksDir, readRecordAt, recordPath, removeLeases, writeNetworkRecord, type NetworkRecord } from "../host/net/networkStore";
 import { identify, readPidfile, type ProcessIdentity } from "../host/qemu/qemuProcess";
+import { networkDomain, serverAddress, serverMac } from "../core/dhcp";
+import { checkDhcp, removeDhcpFiles, startDhcp, stopDhcp, type DhcpIdentity } from "../host/net/dhcpServer";
 import { ensureOwnDir, ensureStateDir, ownDirChain, removeDirIfEmpty, resolveStateDir } from "../host/files/stateDir";
 import { requireState } from "./stateGuard";
 
@@ -25,6 +27,10 @@ import { checkWith, hasUnknown, withoutUndefined } from "./common";
  * The network's identity is its id (a fresh directory name under `<stateDir>/networks/`) plus
  * the identity of its switch process. A default subnet is a /24 derived from the id, moved on
  * when it would overlap another live network of the same state directory.
+ *
+ * With `dhcp` (the default) the network also runs its DHCP/DNS server (host/dhcpServer.ts),
+ * which is not part of its identity: turning it on or off, or starting it again after it died
+ * (drift), is an update in place that neither the switch nor the VMs notice.
  */
 
 /** The kernel's limit on a unix socket path, and the longest name libvdeplug puts in the switch directory (`.NNNNN-NNNNN`). */
@@ -38,6 +44,7 @@ export interface NetworkInputs extends PlacementInputs {
     name?: string;
     subnet?: string;
     stateDir?: string;
+    dhcp?: boolean;
 }
 
 export interface NetworkOutputs extends PlacementOutputs {
@@ -58,6 +65,16 @@ export interface NetworkOutputs extends PlacementOutputs {
     bootId: string;
     /** Which switch process this is; VMs record it and report drift when it changes or dies. */
     switchIdentity: string;
+    /** Whether the network runs DHCP/DNS; absent in the state of a network made before the field existed, which reads as false. */
+    dhcp?: boolean;
+    /** The DNS domain VMs answer under (hostname.domain). */
+    domain?: string;
+    /** The DHCP/DNS server's address on the network (the subnet's last host). */
+    dhcpServer?: string;
+    /** The server's processes (dnsmasq and its plug into the switch). */
+    dhcpIdentity?: DhcpIdentity;
+    /** Set by read when the server died or was replaced; the next up starts it again in place. */
+    dhcpDrift?: string;
 }
 
 const inputSchema = z
@@ -71,6 +88,13 @@ const inputSchema = z
             })
             .optional().meta({ description: "IPv4 CIDR such as \"10.77.1.0/24\"; default a /24 in 10.64.0.0/10 derived from the network's id, moved on when it overlaps a live network.", replaceOnChanges: true }),
         stateDir: absolutePath("stateDir").optional().meta({ description: "State directory; VMs that join must use the same. Default $PULUMI_QEMU_STATE_DIR, else $XDG_STATE_HOME/pulumi-qemu, else ~/.local/state/pulumi-qemu.", replaceOnChanges: true }),
+        dhcp: z
+            .boolean({ error: "dhcp must be true or false" })
+            .optional()
+            .meta({
+                description:
+                    "Run a DHCP and DNS server (dnsmasq, rootless, in a network namespace of its own) on the network: each VM NIC gets its reserved address by DHCP and every VM's hostname resolves, bare and as hostname.<domain>. Default true; false keeps a bare switch (guests then need static addresses, e.g. kernel ip=).",
+            }),
     })
     .strict();
 
@@ -83,8 +107,8 @@ type Parsed = z.output<typeof inputSchema>;
 /** Only our inputs: a dynamic resource's also carry `__provider` and the declared output keys. */
 function parseInputs(inputs: NetworkInputs): Parsed {
     refuseUnknownKeys((inputs ?? {}) as Record<string, unknown>, NETWORK_INPUT_KEYS, NETWORK_OUTPUT_KEYS);
-    const { name, subnet, stateDir } = inputs ?? {};
-    return parseOrThrow(inputSchema, withoutUndefined({ name, subnet, stateDir }), "");
+    const { name, subnet, stateDir, dhcp } = inputs ?? {};
+    return parseOrThrow(inputSchema, withoutUndefined({ name, subnet, stateDir, dhcp }), "");
 }
 
 async function checkHere(_olds: unknown, news: any): Promise<pulumi.dynamic.CheckResult> {
@@ -92,7 +116,12 @@ async function checkHere(_olds: unknown, news: any): Promise<pulumi.dynamic.Chec
     return checkWith(() => parseInputs(news), news);
 }
 
-/** Any change makes a new network (a new switch); its VMs see a new id and are replaced with it. */
+/**
+ * A change of name, subnet or stateDir makes a new network (a new switch); its VMs see a new id
+ * and are replaced with it. `dhcp`, and a DHCP server that is not running (drift), are updated
+ * in place. A state from before `dhcp` existed has no `dhcp` output: it counts as false, so such
+ * a network is never replaced for it, only given its server by the next up.
+ */
 async function diffHere(_id: string, olds: NetworkOutputs, news: NetworkInputs): Promise<pulumi.dynamic.DiffResult> {
     if (hasUnknown(news)) return { changes: true, replaces: ["subnet"], deleteBeforeReplace: true };
     const next = parseInputs(news);
@@ -101,7 +130,54 @@ async function diffHere(_id: string, olds: NetworkOutputs, news: NetworkInputs):
     if ((next.subnet ?? null) !== (olds.requestedSubnet ?? null)) replaces.push("subnet");
     if ((next.stateDir ?? null) !== (olds.stateDir ?? null)) replaces.push("stateDir");
     // The old switch goes first: an explicit subnet would otherwise overlap its own predecessor.
-    return replaces.length ? { changes: true, replaces, deleteBeforeReplace: true } : { changes: false };
+    if (replaces.length) return { changes: true, replaces, deleteBeforeReplace: true };
+    const wantDhcp = next.dhcp ?? true;
+    if (wantDhcp !== (olds.dhcp ?? false)) return { changes: true, replaces: [] };
+    // A dead server is repaired by up even without a refresh before it.
+    if (wantDhcp && (olds.dhcpDrift !== undefined || (await dhcpProblem(olds)) !== undefined)) return { changes: true, replaces: [] };
+    return { changes: false };
+}
+
+/** Why the network's DHCP server is not running as the state recorded it, or undefined when it is. */
+async function dhcpProblem(props: NetworkOutputs): Promise<string | undefined> {
+    if (!props.dhcp) return undefined;
+    if (!props.dhcpIdentity) return "its DHCP/DNS server was never started";
+    const live = await checkDhcp(props.dhcpIdentity, props.networkDir);
+    return live.alive ? undefined : `its DHCP/DNS server is not running (${live.reason}); the next up starts it again`;
+}
+
+/**
+ * Starts (dhcp) or stops (no dhcp) the network's DHCP/DNS server and records it for the VMs:
+ * the network's record says whether to register with it and which process to reload.
+ */
+async function applyDhcp(rec: NetworkRecord, label: string, dhcp: boolean, old: DhcpIdentity | undefined): Promise<Pick<NetworkOutputs, "dhcp" | "domain" | "dhcpServer" | "dhcpIdentity">> {
+    const subnet = parseSubnet(rec.subnet) as Subnet;
+    const domain = networkDomain(label);
+    await stopDhcp(old, rec.networkDir);
+    if (!dhcp) {
+        await removeDhcpFiles(rec.networkDir);
+        await writeNetworkRecord({ ...rec, dhcp: undefined });
+        return { dhcp: false, domain };
+    }
+    const identity = await startDhcp(rec.networkDir, rec.switchDir, { subnet, domain, mac: serverMac(rec.id, subnet) });
+    try {
+        await writeNetworkRecord({ ...rec, dhcp: { domain, identity } });
+    } catch (err) {
+        await stopDhcp(identity, rec.networkDir).catch(() => undefined);
+        throw err;
+    }
+    return { dhcp: true, domain, dhcpServer: serverAddress(subnet), dhcpIdentity: identity };
+}
+
+/** Turns DHCP on or off, or starts a server that died, in place: the switch and its VMs are untouched. */
+async function updateHere(id: string, olds: NetworkOutputs, news: NetworkInputs): Promise<pulumi.dynamic.UpdateResult> {
+    requireState("Network", "update", olds, NETWORK_STATE);
+    const p = parseInputs(news);
+    const rec = await readRecordAt(olds.networkDir);
+    if (!rec || rec.id !== id) throw new Error(`network ${id} has no record in ${olds.networkDir}; run a refresh so that it is made again`);
+    const dhcp = await applyDhcp(rec, p.name ?? id, p.dhcp ?? true, olds.dhcpIdentity ?? rec.dhcp?.identity);
+    const { dhcpDrift: _drift, dhcpIdentity: _old, dhcpServer: _server, ...rest } = olds;
+    return { outs: withoutUndefined({ ...rest, ...dhcp }) };
 }
 
 async function createHere(inputs: NetworkInputs): Promise<pulumi.dynamic.CreateResult> {
@@ -121,6 +197,7 @@ async function createHere(inputs: NetworkInputs): Promise<pulumi.dynamic.CreateR
         identity = await startSwitch(networkDir);
         const record: NetworkRecord = { format: 1, id, subnet: formatSubnet(subnet), networkDir, switchDir, pidfile, switchIdentity: identity };
         await writeNetworkRecord(record);
+        const dhcp = await applyDhcp(record, p.name ?? id, p.dhcp ?? true, undefined);
         const outs: NetworkOutputs = {
             name: p.name,
             requestedSubnet: p.subnet,
@@ -134,9 +211,11 @@ async function createHere(inputs: NetworkInputs): Promise<pulumi.dynamic.CreateR
             processStartTime: identity.startTime,
             bootId: identity.bootId,
             switchIdentity: identityString(identity),
+            ...dhcp,
         };
         return { id, outs: withoutUndefined(outs) };
     } catch (err) {
+        await stopDhcp(undefined, networkDir).catch(() => undefined);
         if (identity) await stopSwitch(identity, pidfile).catch(() => undefined);
         await removeNetworkDir(networkDir);
         throw err;
@@ -184,10 +263,15 @@ async function readHere(id: string, props: NetworkOutputs): Promise<pulumi.dynam
     if (!rec || rec.id !== id) return { id: "", props: {} };
     const live = await checkOurSwitch(identityOf(props), props.pidfile);
     if (!live.alive) {
-        if (!(await recordedSwitchRuns(rec))) await removeNetworkDir(props.networkDir);
+        if (!(await recordedSwitchRuns(rec))) {
+            await stopDhcp(undefined, props.networkDir).catch(() => undefined);
+            await removeNetworkDir(props.networkDir);
+        }
         return { id: "", props: {} };
     }
-    return { id, props };
+    const { dhcpDrift: _was, ...rest } = props;
+    const drift = await dhcpProblem(props);
+    return { id, props: drift ? { ...rest, dhcpDrift: drift } : rest };
 }
 
 /** Whether the switch the network's own record names still runs (then its files stay, whatever the state says). */
@@ -202,6 +286,8 @@ async function recordedSwitchRuns(rec: NetworkRecord | undefined): Promise<boole
  */
 async function removeHere(_id: string, props: NetworkOutputs): Promise<void> {
     requireState("Network", "delete", props, NETWORK_STATE);
+    // The server first: its plug would otherwise see the switch vanish under it.
+    await stopDhcp(props.dhcpIdentity, props.networkDir);
     await stopSwitch(identityOf(props), props.pidfile);
     if (await recordedSwitchRuns(await readRecordAt(props.networkDir).catch(() => undefined))) return;
     await removeNetworkDir(props.networkDir);
@@ -223,6 +309,7 @@ async function cleanOrphans(parent: string): Promise<void> {
         const pid = await readPidfile(pidfile);
         const identity = pid === undefined ? undefined : await identify(pid);
         if (identity) await stopSwitch(identity, pidfile).catch(() => undefined);
+        await stopDhcp(undefined, dir).catch(() => undefined);
         await removeNetworkDir(dir).catch(() => undefined);
     }
 }
@@ -231,6 +318,7 @@ async function removeNetworkDir(networkDir: string): Promise<void> {
     // `networks/<id>` swapped for a link would send these deletes elsewhere: leave it.
     if (!(await ownDirChain(path.dirname(path.dirname(networkDir)), networkDir)).ok) return;
     await removeSwitchFiles(networkDir);
+    await removeDhcpFiles(networkDir);
     await removeLeases(networkDir);
     await rm(recordPath(networkDir), { force: true });
     await removeDirIfEmpty(networkDir);
@@ -239,4 +327,4 @@ async function removeNetworkDir(networkDir: string): Promise<void> {
 // ---------------------------------------------------------------------------------------------
 // The lifecycle as the plugin, the dynamic shims and a far host's runner call it: placed where its `host` says (placement.ts).
 
-export const { check, diff, create, read, remove } = placed("Network", { check: checkHere, diff: diffHere, create: createHere, read: readHere, remove: removeHere });
+export const { check, diff, create, read, update, remove } = placed("Network", { check: checkHere, diff: diffHere, create: createHere, read: readHere, update: updateHere, remove: removeHere });

@@ -37,7 +37,23 @@ else
 fi
 
 # Private NICs, in dracut's syntax as the provider writes it: ifname=NAME:MAC names the NIC
-# with that MAC, ip=ADDR:::NETMASK:HOST:NAME:off gives it a static address.
+# with that MAC, ip=ADDR:::NETMASK:HOST:NAME:off gives it a static address, ip=NAME:dhcp asks
+# the network's DHCP server (busybox udhcpc, with the script below applying what it hands out).
+cat > /etc/udhcpc.script <<'EOF'
+#!/bin/sh
+# udhcpc's hook: $1 is the event; the lease is in the environment ($mask is the prefix length).
+case "$1" in
+    deconfig) ip addr flush dev "$interface"; ip link set "$interface" up ;;
+    bound|renew)
+        ip addr flush dev "$interface"
+        ip addr add "$ip/$mask" dev "$interface"
+        [ -n "$hostname" ] && hostname "$hostname"
+        { [ -n "$domain" ] && echo "search $domain"; for s in $dns; do echo "nameserver $s"; done; } > /etc/resolv.conf
+        echo "pq: $interface has $ip/$mask by dhcp at $(cut -d' ' -f1 /proc/uptime) s (dns $dns, domain $domain)" ;;
+esac
+exit 0
+EOF
+chmod 755 /etc/udhcpc.script
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
         ifname=*:*)
@@ -49,6 +65,10 @@ for arg in $(cat /proc/cmdline); do
 done
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
+        ip=*:dhcp)
+            dev="${arg#ip=}"; dev="${dev%:dhcp}"
+            ip link set "$dev" up
+            udhcpc -i "$dev" -n -q -t 10 -T 1 -s /etc/udhcpc.script 2>/dev/null | grep '^pq:' || echo "pq: $dev dhcp failed" ;;
         ip=*:*:*:*:*:*:*)
             oldifs="$IFS"; IFS=:; set -- ${arg#ip=}; IFS="$oldifs"
             eval "$(ipcalc -p "$1" "$4")"

@@ -9,6 +9,7 @@ import * as runScript from "../../provider/resources/runScript";
 import type { NetworkOutputs } from "../../provider/resources/network";
 import * as vmResource from "../../provider/resources/virtualMachine";
 import { attachNics, releaseNics } from "../../provider/resources/virtualMachine/networks";
+import { hostEntryName, vmAddress } from "../../provider/core/dhcp";
 
 /**
  * Addresses and MACs on a live network (a real switch, no guests needed: leases are taken
@@ -30,8 +31,8 @@ afterAll(async () => {
     await rm(dir, { recursive: true, force: true });
 });
 
-async function makeNet(subnet?: string): Promise<{ id: string; outs: NetworkOutputs }> {
-    const r = await network.create({ stateDir, subnet });
+async function makeNet(subnet?: string, dhcp?: boolean): Promise<{ id: string; outs: NetworkOutputs }> {
+    const r = await network.create({ stateDir, subnet, dhcp });
     nets.push(r.outs as NetworkOutputs);
     return { id: r.id, outs: r.outs as NetworkOutputs };
 }
@@ -44,8 +45,8 @@ async function vmDir(name: string): Promise<string> {
 
 const spec = (name: string, networks: unknown[]) => parseVmSpec({ name, networks });
 
-test("default addresses depend on the VM's name only; a clash takes the next free one", async () => {
-    const { id } = await makeNet();
+test("without DHCP, default addresses depend on the VM's name only; a clash takes the next free one", async () => {
+    const { id } = await makeNet(undefined, false);
     const d1 = await vmDir("web1");
     const [first] = await attachNics(spec("web1", [{ network: id }]), stateDir, d1);
     await releaseNics([first], d1);
@@ -59,6 +60,30 @@ test("default addresses depend on the VM's name only; a clash takes the next fre
     expect(n(twin[0].ipv4)).toBe(n(first.ipv4) === 254 ? 1 : n(first.ipv4) + 1);
     expect(twin[0].mac).not.toBe(first.mac);
     for (const o of others) await releaseNics(o.nics, o.d);
+});
+
+test("on a DHCP network the default address is exactly vmAddress's, registered with DHCP/DNS; a clash is refused, never moved", async () => {
+    const { id, outs } = await makeNet();
+    const d1 = await vmDir("web1");
+    const [first] = await attachNics(spec("web1", [{ network: id }]), stateDir, d1);
+    const planned = vmAddress({ id, subnet: outs.subnet, domain: outs.domain, dhcp: outs.dhcp }, "web1");
+    expect(first).toMatchObject({ ipv4: planned.ipv4, mac: planned.mac, hostname: "web1", dhcp: true, fqdn: planned.fqdn });
+    const hostsFile = path.join(outs.networkDir, "dhcp", "hosts", hostEntryName(first.mac));
+    expect(readFileSync(hostsFile, "utf8")).toBe(`${first.mac},${first.ipv4}\n`);
+    expect(readFileSync(path.join(outs.networkDir, "dhcp", "dns", hostEntryName(first.mac)), "utf8")).toBe(`${first.ipv4} web1 ${planned.fqdn}\n`);
+    // Another VM whose name prefers that address (here: the same name) is refused, naming the holder and the fix.
+    await expect(attachNics(spec("web1", [{ network: id }]), stateDir, await vmDir("web1"))).rejects.toThrow(
+        `vm.networks[0].network: ${first.ipv4}, the address VM web1 gets by its name on network ${id}, is already used by VM web1`,
+    );
+    // Its DHCP entry is gone with its leases.
+    await releaseNics([first], d1);
+    expect(existsSync(hostsFile)).toBe(false);
+    // A pinned address is reserved for DHCP too.
+    const d2 = await vmDir("pinned");
+    const pinnedAddress = outs.subnet.replace(/0\/24$/, "7");
+    const [pinned] = await attachNics(spec("pinned", [{ network: id, ipv4: pinnedAddress }]), stateDir, d2);
+    expect(readFileSync(path.join(outs.networkDir, "dhcp", "hosts", hostEntryName(pinned.mac)), "utf8")).toBe(`${pinned.mac},${pinnedAddress}\n`);
+    await releaseNics([pinned], d2);
 });
 
 test("an address or MAC another VM holds is refused naming the field and the holder; nothing is kept", async () => {
@@ -85,7 +110,7 @@ test("a lease whose VM directory is gone (a VM lost in a crash) is taken over", 
 });
 
 test("a full subnet is refused naming the network", async () => {
-    const { id } = await makeNet("10.152.0.0/30");
+    const { id } = await makeNet("10.152.0.0/30", false);
     await attachNics(spec("x1", [{ network: id }]), stateDir, await vmDir("x1"));
     await attachNics(spec("x2", [{ network: id }]), stateDir, await vmDir("x2"));
     await expect(attachNics(spec("x3", [{ network: id }]), stateDir, await vmDir("x3"))).rejects.toThrow(

@@ -3,6 +3,7 @@ import * as path from "node:path";
 import { writeFileAtomic } from "../files/atomicFile";
 import { checkOurSwitch } from "./vdeSwitch";
 import { checkOurDaemon, identify, readPidfile, type ProcessIdentity } from "../qemu/qemuProcess";
+import type { DhcpIdentity } from "./dhcpServer";
 
 /**
  * What a Network leaves on disk for the VMs that join it, under `<stateDir>/networks/<id>/`:
@@ -21,6 +22,8 @@ export interface NetworkRecord {
     switchDir: string;
     pidfile: string;
     switchIdentity: ProcessIdentity;
+    /** The network's DHCP/DNS server, when it has one (`dhcp`): VMs register with it and reload it. */
+    dhcp?: { domain: string; identity: DhcpIdentity };
 }
 
 export function networksDir(stateDir: string): string {
@@ -137,11 +140,13 @@ export async function acquireLease(networkDir: string, key: string, holder: Leas
     return (await readHolder(file))?.vm ?? "another VM";
 }
 
-/** Drops lease `key` if `vmDir` holds it; a missing lease or network is fine. */
-export async function releaseLease(networkDir: string, key: string, vmDir: string): Promise<void> {
+/** Drops lease `key` if `vmDir` holds it (then true); a missing lease or network is fine. */
+export async function releaseLease(networkDir: string, key: string, vmDir: string): Promise<boolean> {
     const file = path.join(leasesDir(networkDir), key);
     const holder = await readHolder(file);
-    if (holder?.vmDir === vmDir) await rm(file, { force: true });
+    if (holder?.vmDir !== vmDir) return false;
+    await rm(file, { force: true });
+    return true;
 }
 
 /** Removes the leases directory of a network being deleted. */

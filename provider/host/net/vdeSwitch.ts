@@ -20,16 +20,18 @@ export interface SwitchPaths {
     /** The control directory VMs attach to. */
     switchDir: string;
     pidfile: string;
+    /** The management console's socket (owner-only), for partitions (host/switchControl.ts). */
+    mgmt: string;
 }
 
 export function switchPaths(networkDir: string): SwitchPaths {
-    return { switchDir: path.join(networkDir, "switch"), pidfile: path.join(networkDir, "switch.pid") };
+    return { switchDir: path.join(networkDir, "switch"), pidfile: path.join(networkDir, "switch.pid"), mgmt: path.join(networkDir, "mgmt") };
 }
 
 /** Starts a switch for `networkDir` (which must exist, 0700) and returns its identity. */
 export async function startSwitch(networkDir: string, opts: { timeoutMs?: number } = {}): Promise<ProcessIdentity> {
-    const { switchDir, pidfile } = switchPaths(networkDir);
-    const argv = [VDE_SWITCH, "--daemon", "--sock", switchDir, "--pidfile", pidfile, "--dirmode", "0700", "--mode", "0600"];
+    const { switchDir, pidfile, mgmt } = switchPaths(networkDir);
+    const argv = [VDE_SWITCH, "--daemon", "--sock", switchDir, "--pidfile", pidfile, "--dirmode", "0700", "--mode", "0600", "--mgmt", mgmt, "--mgmtmode", "0600"];
     try {
         return await startDaemonized(argv, pidfile, { timeoutMs: opts.timeoutMs ?? 10000 });
     } catch (err) {
@@ -68,8 +70,9 @@ function signal(pid: number, sig: NodeJS.Signals): void {
  * and the per-port sockets libvdeplug names `.NNNNN-NNNNN`. Anything else keeps the directory.
  */
 export async function removeSwitchFiles(networkDir: string): Promise<void> {
-    const { switchDir, pidfile } = switchPaths(networkDir);
+    const { switchDir, pidfile, mgmt } = switchPaths(networkDir);
     await rm(pidfile, { force: true });
+    if ((await lstat(mgmt).catch(() => undefined))?.isSocket()) await rm(mgmt, { force: true });
     let entries: string[];
     try {
         entries = await readdir(switchDir);
@@ -77,7 +80,8 @@ export async function removeSwitchFiles(networkDir: string): Promise<void> {
         return;
     }
     for (const name of entries) {
-        if (name !== "ctl" && !/^\.\d+-\d+$/.test(name)) continue;
+        // QEMU's libvdeplug names its socket `.PID-N`; vde_plug2tap's (the DHCP server's plug) is `NNN.N`.
+        if (name !== "ctl" && !/^\.\d+-\d+$/.test(name) && !/^\d+\.\d+$/.test(name)) continue;
         const st = await lstat(path.join(switchDir, name)).catch(() => undefined);
         if (st?.isSocket()) await rm(path.join(switchDir, name), { force: true });
     }

@@ -14,6 +14,9 @@ import {
     type Subnet,
 } from "../../core/network";
 import type { NicPlan } from "../../core/qemuArgv";
+import { defaultHostNumber, serverHostNumber } from "../../core/dhcp";
+import { releaseDhcpLease, reloadDhcp, removeDhcpHost, writeDhcpHost } from "../../host/net/dhcpServer";
+import { mgmtPath, resetIdlePorts, withSwitchConsole } from "../../host/net/switchControl";
 import { InputError, type FieldProblem } from "../../core/validation";
 import type { VmSpec } from "../../core/vmSpec";
 import {
@@ -32,8 +35,8 @@ import { checkOurSwitch } from "../../host/net/vdeSwitch";
 /**
  * A VM's NICs on private Networks: finding each network in the state directory, judging the
  * VM's addresses against the networks' subnets, taking address and MAC leases at create,
- * giving them back at delete, and telling at read whether each network is still the switch
- * the VM joined.
+ * registering each NIC with its network's DHCP/DNS server, giving all that back at delete, and
+ * telling at read whether each network is still the switch the VM joined.
  */
 
 /** A NIC as attached, recorded in the VM's outputs (`nics`). */
@@ -48,6 +51,10 @@ export interface NicOutput {
     ipv4: string;
     netmask: string;
     hostname: string;
+    /** The network runs DHCP/DNS: the guest may ask it for this address, and peers resolve `fqdn`. */
+    dhcp?: boolean;
+    /** hostname.<the network's domain>, answered by the network's DNS (with dhcp). */
+    fqdn?: string;
 }
 
 interface Found {
@@ -101,8 +108,10 @@ async function findNetworks(spec: VmSpec, stateDir: string): Promise<{ found: (F
 
 /**
  * Takes an address and a MAC on each network for the VM in `vmDir`: the one asked for, or the
- * first free host number from the one its name prefers. Everything taken is given back if any
- * NIC fails.
+ * first free host number from the one its name prefers — on a DHCP network exactly the one its
+ * name gives (core/dhcp.ts `vmAddress`, what a program may have computed at preview), refused
+ * rather than moved when another VM holds it. Each NIC is registered with its network's DHCP/DNS.
+ * Everything taken is given back if any NIC fails.
  */
 export async function attachNics(spec: VmSpec, stateDir: string, vmDir: string): Promise<NicOutput[]> {
     const nics = spec.networks ?? [];
@@ -126,7 +135,22 @@ export async function attachNics(spec: VmSpec, stateDir: string, vmDir: string):
             } else {
                 // This VM's own earlier NICs on the network hold their leases already: skip them.
                 const mine = new Set(out.filter((o) => o.network === record.id).map((o) => o.ipv4));
-                for (const n of probeOrder(subnet, preferredHostNumber(subnet, vm))) {
+                const exact = record.dhcp ? hostAddress(subnet, defaultHostNumber(subnet, vm, true)) : undefined;
+                if (exact !== undefined && !mine.has(exact)) {
+                    const holderName = await acquireLease(record.networkDir, addressLease(exact), holder);
+                    if (holderName !== undefined) {
+                        throw new InputError([
+                            {
+                                property: `${field}.network`,
+                                reason: `${exact}, the address VM ${vm} gets by its name on network ${record.id}, is already used by VM ${holderName} (their names prefer one address, and a DHCP network never moves it: it is what a program may have computed at preview); rename one of them, or set ipv4 for one`,
+                            },
+                        ]);
+                    }
+                    ipv4 = exact;
+                }
+                // Probed only without DHCP, or for a second NIC of this VM on one DHCP network.
+                for (const n of ipv4 !== undefined ? [] : probeOrder(subnet, preferredHostNumber(subnet, vm))) {
+                    if (record.dhcp && n === serverHostNumber(subnet)) continue;
                     const candidate = hostAddress(subnet, n);
                     if (mine.has(candidate)) continue;
                     if ((await acquireLease(record.networkDir, addressLease(candidate), holder)) === undefined) {
@@ -138,13 +162,19 @@ export async function attachNics(spec: VmSpec, stateDir: string, vmDir: string):
             }
             // Recorded before the MAC, so a failure below gives the address back too.
             const mac = nic.mac ?? defaultMac(record.id, ipv4);
-            out.push({ network: record.id, networkDir: record.networkDir, switchDir: record.switchDir, switchIdentity: identityString(record.switchIdentity), subnet: record.subnet, mac, ipv4, netmask: netmask(subnet), hostname: nic.hostname ?? vm });
+            const hostname = nic.hostname ?? vm;
+            const dhcp = record.dhcp ? { dhcp: true, fqdn: `${hostname}.${record.dhcp.domain}` } : {};
+            out.push({ network: record.id, networkDir: record.networkDir, switchDir: record.switchDir, switchIdentity: identityString(record.switchIdentity), subnet: record.subnet, mac, ipv4, netmask: netmask(subnet), hostname, ...dhcp });
             const macHolder = await acquireLease(record.networkDir, macLease(mac), holder);
             if (macHolder !== undefined) {
                 // releaseNics only drops leases this VM holds, so the other VM's MAC stays its own.
                 throw new InputError([{ property: `${field}.mac`, reason: `MAC ${mac} is already used by VM ${macHolder} on network ${record.id}; choose another MAC or leave mac out` }]);
             }
+            // Written once the MAC is ours: the host files are named by MAC, so no other VM's is overwritten.
+            if (record.dhcp) await writeDhcpHost(record.networkDir, { mac, ipv4, hostname }, record.dhcp.domain);
         }
+        // A port a crashed VM left partitioned would pass its VLAN to this VM: reset idle ports before QEMU plugs in.
+        for (const dir of new Set(out.map((o) => o.networkDir))) await withSwitchConsole(mgmtPath(dir), resetIdlePorts, { timeoutMs: 2000 }).catch(() => undefined);
         return out;
     } catch (err) {
         await releaseNics(out, vmDir);
@@ -152,16 +182,31 @@ export async function attachNics(spec: VmSpec, stateDir: string, vmDir: string):
     }
 }
 
-/** Gives back the VM's leases; a network already gone is fine. */
+/**
+ * Gives back the VM's leases and DHCP/DNS entries (the server forgets them on reload), and puts
+ * the switch ports it left back in the default VLAN (a partition would otherwise pass to the
+ * next VM the switch gives that port). A network already gone is fine.
+ */
 export async function releaseNics(nics: readonly NicOutput[] | undefined, vmDir: string): Promise<void> {
     for (const nic of nics ?? []) {
         await releaseLease(nic.networkDir, addressLease(nic.ipv4), vmDir).catch(() => undefined);
-        await releaseLease(nic.networkDir, macLease(nic.mac), vmDir).catch(() => undefined);
+        const macWasOurs = await releaseLease(nic.networkDir, macLease(nic.mac), vmDir).catch(() => false);
+        if (macWasOurs && nic.dhcp) {
+            await removeDhcpHost(nic.networkDir, nic.mac).catch(() => undefined);
+            const rec = await readRecordAt(nic.networkDir).catch(() => undefined);
+            if (rec?.dhcp) {
+                await releaseDhcpLease(rec.dhcp.identity, nic.networkDir, nic).catch(() => undefined);
+                await reloadDhcp(rec.dhcp.identity, nic.networkDir).catch(() => undefined);
+            }
+        }
+    }
+    for (const dir of new Set((nics ?? []).map((n) => n.networkDir))) {
+        await withSwitchConsole(mgmtPath(dir), resetIdlePorts, { timeoutMs: 2000 }).catch(() => undefined);
     }
 }
 
 export function nicPlans(nics: readonly NicOutput[]): NicPlan[] {
-    return nics.map((n) => ({ sock: n.switchDir, mac: n.mac, ipv4: n.ipv4, netmask: n.netmask, hostname: n.hostname }));
+    return nics.map((n) => ({ sock: n.switchDir, mac: n.mac, ipv4: n.ipv4, netmask: n.netmask, hostname: n.hostname, ...(n.dhcp ? { dhcp: true } : {}) }));
 }
 
 /** The VM's own /etc/hosts entries; a fleet's are joined with `mergeHosts`. */
