@@ -1,6 +1,7 @@
 import { open, readFile, stat } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
 import { formatByMagic, redactUrl, sumsEntry, urlFileName, type Checksum, type Compression } from "../../core/imageUrl";
+import { ensureStateDir } from "../stateDir";
 import { humanBytes, progress, progressIntervalMs } from "../progress";
 import { cachedDownload, downloadsDir, type CachedFile } from "./downloadCache";
 import { DownloadError } from "./downloadError";
@@ -99,6 +100,7 @@ async function fetchSmallText(url: URL, settings: DownloadSettings): Promise<str
  */
 export async function imageFromUrl(stateDir: string, url: URL, checksum: Checksum, out: string, settings: DownloadSettings, format?: "raw" | "qcow2"): Promise<ImageFromUrl> {
     const shown = redactUrl(url);
+    await ensureStateDir(stateDir);
     const cache = await cachedDownload(downloadsDir(stateDir), url, checksum, { ...settings, onProgress: progressReporter(shown) });
     const compression = await compressionOf(cache.file, urlFileName(url), shown);
     if (compression) progress(`decompressing ${shown} (${compression}, ${humanBytes(cache.bytes)})`);
