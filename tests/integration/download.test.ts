@@ -9,7 +9,7 @@ import { downloadsDir } from "../../provider/host/download/downloadCache";
 import { checksumFromSums, imageFromUrl, type DownloadSettings } from "../../provider/host/download/imageDownload";
 import { isOutOfSpace } from "../../provider/host/hostErrors";
 import { withProgress, type ProgressSink } from "../../provider/host/progress";
-import { fileDigest, selfSignedCert, startImageServer, startProxy, writeSums, type ImageServer } from "../support/imageServer";
+import { fileDigest, sameBytes, selfSignedCert, startImageServer, startProxy, writeSums, type ImageServer } from "../support/imageServer";
 
 /**
  * The downloader against real servers on 127.0.0.1: a plain one, one that cuts, one that sends
@@ -94,7 +94,7 @@ test("an image with its SHA512SUMS: downloaded, verified, cached owner-only, for
     const got = await withProgress(sink, () => imageFromUrl(stateDir, url, checksum, out, settings())).finally(() => delete process.env.PULUMI_QEMU_PROGRESS_SECONDS);
     expect(got.format).toBe("qcow2");
     expect(got.cache.hit).toBe(false);
-    expect(await readFile(out)).toEqual(await readFile(qcow2));
+    expect(await sameBytes(out, qcow2)).toBe(true);
     expect((await stat(downloadsDir(stateDir))).mode & 0o777).toBe(0o700);
     expect((await stat(got.cache.file)).mode & 0o777).toBe(0o400);
     expect(lines.some((l) => new RegExp(`^downloading ${url.href}: .* of .* \\(\\d+ %\\) at .*/s$`).test(l))).toBe(true);
@@ -110,7 +110,7 @@ test("a cached checksum needs no network, even from another URL", async () => {
     const again = await imageFromUrl(stateDir, new URL("https://mirror.invalid/moved/disk.raw"), rawSum, out, settings());
     expect(again.cache.hit).toBe(true);
     expect(again.format).toBe("raw");
-    expect(await readFile(out)).toEqual(await readFile(raw));
+    expect(await sameBytes(out, raw)).toBe(true);
     server = await startImageServer();
 });
 
@@ -123,7 +123,7 @@ test("a connection cut mid-body is resumed with Range, in the same call", async 
     expect(gets).toHaveLength(2);
     expect(gets[0].range).toBeUndefined();
     expect(gets[1].range).toMatch(/^bytes=[1-9]\d*-$/);
-    expect(await readFile(out)).toEqual(await readFile(raw));
+    expect(await sameBytes(out, raw)).toBe(true);
 });
 
 test("without retries a cut keeps the partial, and the next attempt resumes it", async () => {
@@ -139,7 +139,7 @@ test("without retries a cut keeps the partial, and the next attempt resumes it",
     const got = await imageFromUrl(stateDir, url, rawSum, out, settings());
     expect(got.cache.resumed).toBe(true);
     expect(imageGets(server, "/img/disk.raw").at(-1)!.range).toMatch(/^bytes=[1-9]\d*-$/);
-    expect(await readFile(out)).toEqual(await readFile(raw));
+    expect(await sameBytes(out, raw)).toBe(true);
 });
 
 test("wrong bytes: a mismatch naming expected and got, and nothing kept", async () => {
@@ -187,7 +187,7 @@ test("redirects are followed, up to a bound; credentials stay with the origin", 
         server.misbehave("/img/moved.raw", { kind: "redirect", to: `${other.url}/real/disk.raw`, status: 301 });
         const out = await newOut();
         await imageFromUrl(stateDir, new URL(`http://bob:pw@127.0.0.1:${server.port}/latest/disk.raw`), rawSum, out, settings());
-        expect(await readFile(out)).toEqual(await readFile(raw));
+        expect(await sameBytes(out, raw)).toBe(true);
         expect(other.seen[0].authorization).toBeUndefined();
         server.misbehave("/loop/disk.raw", { kind: "redirect", to: "/loop/disk.raw" });
         const err = await caught(imageFromUrl(stateDir, new URL(`${server.url}/loop/disk.raw`), sumOf("0".repeat(64)), await newOut(), settings()));
@@ -210,7 +210,7 @@ test("gzip, xz and zstd images are decompressed; a suffix the content belies is 
         const got = await imageFromUrl(stateDir, new URL(`${server.url}/img/disk.qcow2.${ext}`), sumOf(await fileDigest(packed, "sha256")), out, settings());
         expect(got.compression).toBe(tool);
         expect(got.format).toBe("qcow2");
-        expect(await readFile(out)).toEqual(await readFile(qcow2));
+        expect(await sameBytes(out, qcow2)).toBe(true);
     }
     server.serve("/img/fake.raw.xz", raw);
     const err = await caught(imageFromUrl(stateDir, new URL(`${server.url}/img/fake.raw.xz`), rawSum, await newOut(), settings()));
@@ -221,7 +221,7 @@ test("file: URLs go through the same checksum and cache", async () => {
     const out = await newOut();
     const got = await imageFromUrl(stateDir, pathToFileURL(raw), rawSum, out, settings());
     expect(got.cache.hit).toBe(false);
-    expect(await readFile(out)).toEqual(await readFile(raw));
+    expect(await sameBytes(out, raw)).toBe(true);
     const sums = await checksumFromSums(pathToFileURL(qcow2), pathToFileURL(path.join(work, "SHA256SUMS")), settings());
     expect(sums.algorithm).toBe("sha256");
     const err = await caught(imageFromUrl(stateDir, pathToFileURL(path.join(work, "absent.raw")), sumOf("1".repeat(64)), await newOut(), settings()));
@@ -245,7 +245,7 @@ test("http_proxy forwards, https_proxy tunnels with CONNECT, no_proxy bypasses",
         const out = await newOut();
         await imageFromUrl(stateDir, new URL(`${secure.url}/img/disk.raw`), rawSum, out, settings({ env: { HTTPS_PROXY: proxy.url }, ca: tlsCert.cert }));
         expect(proxy.seen[1]).toBe(`CONNECT 127.0.0.1:${secure.port}`);
-        expect(await readFile(out)).toEqual(await readFile(raw));
+        expect(await sameBytes(out, raw)).toBe(true);
         // The same server, not trusted: a TLS error naming the URL and the way out.
         await rm(downloadsDir(stateDir), { recursive: true });
         const err = await caught(imageFromUrl(stateDir, new URL(`${secure.url}/img/disk.raw`), rawSum, await newOut(), settings()));
@@ -273,7 +273,7 @@ test("a cached file changed behind our back is found by its stamp, re-verified a
     expect(again.cache.hit).toBe(false);
     expect(warnings.join("\n")).toMatch(/no longer matches sha256:.* downloaded again/);
     expect(imageGets(server, "/img/disk.raw")).toHaveLength(2);
-    expect(await readFile(out)).toEqual(await readFile(raw));
+    expect(await sameBytes(out, raw)).toBe(true);
     // Touched but unchanged (a copy-back, a chmod): one re-hash, no download.
     await execa("chmod", ["0400", again.cache.file]);
     const third = await imageFromUrl(stateDir, url, rawSum, await newOut(), settings());
@@ -293,7 +293,7 @@ test("a partial left by a dead process is claimed and resumed", async () => {
     const got = await imageFromUrl(stateDir, new URL(`${server.url}/img/disk.raw`), rawSum, out, settings());
     expect(got.cache.resumed).toBe(true);
     expect(imageGets(server, "/img/disk.raw")[0].range).toBe("bytes=1000000-");
-    expect(await readFile(out)).toEqual(await readFile(raw));
+    expect(await sameBytes(out, raw)).toBe(true);
     expect((await names(dir)).filter((n) => n.endsWith(".partial"))).toEqual([]);
 });
 
@@ -301,7 +301,7 @@ test("concurrent downloads of one checksum leave one verified entry and correct 
     const url = new URL(`${server.url}/img/disk.raw`);
     const outs = await Promise.all([1, 2, 3, 4].map(() => newOut()));
     const results = await Promise.all(outs.map((out) => imageFromUrl(stateDir, url, rawSum, out, settings())));
-    for (const out of outs) expect(await readFile(out)).toEqual(await readFile(raw));
+    for (const out of outs) expect(await sameBytes(out, raw)).toBe(true);
     expect(await names(downloadsDir(stateDir))).toEqual([`sha256-${rawSum.hex}`, `sha256-${rawSum.hex}.json`]);
     // The partial files name their writer: callers wait for a live one instead of all downloading.
     expect(imageGets(server, "/img/disk.raw").length).toBeLessThan(4);

@@ -192,3 +192,9 @@ export async function writeSums(dir: string, files: string[]): Promise<void> {
         await writeFile(path.join(dir, `${algorithm.toUpperCase()}SUMS`), lines.join("\n") + "\n");
     }
 }
+
+/** Whether two files hold the same bytes (Buffer.equals: jest's deep equality walks a Buffer byte by byte). */
+export async function sameBytes(a: string, b: string): Promise<boolean> {
+    const [x, y] = await Promise.all([readFile(a), readFile(b)]);
+    return x.equals(y);
+}

@@ -1,7 +1,10 @@
 import { open, readFile, stat } from "node:fs/promises";
+import * as path from "node:path";
 import { fileURLToPath } from "node:url";
-import { formatByMagic, redactUrl, sumsEntry, urlFileName, type Checksum, type Compression } from "../../core/imageUrl";
-import { ensureStateDir } from "../stateDir";
+import { hashValue } from "../../core/hash";
+import { checksumText, parseChecksum, formatByMagic, redactUrl, sumsEntry, urlFileName, type Checksum, type Compression } from "../../core/imageUrl";
+import { writeFileAtomic } from "../atomicFile";
+import { ensureOwnDir, ensureStateDir, isOwnFileSync } from "../stateDir";
 import { humanBytes, progress, progressIntervalMs } from "../progress";
 import { cachedDownload, downloadsDir, type CachedFile } from "./downloadCache";
 import { DownloadError } from "./downloadError";
@@ -136,3 +139,43 @@ export function describeProgress(shown: string, p: FetchProgress): string {
     return `downloading ${shown}: ${humanBytes(p.bytes)}${of} at ${humanBytes(Math.round(p.rate))}/s${resumed}`;
 }
 
+
+// ---------------------------------------------------------------------------------------------
+// What a sums file said, remembered per host
+
+/**
+ * `<stateDir>/downloads/sums-memo.json`: for each (sums file, image file name), the checksum the
+ * sums file listed when an image was last created from it. Previews read it instead of the
+ * network. Keys are hashes of the URLs, so no URL (nor a password in one) is written down.
+ */
+const SUMS_MEMO = "sums-memo.json";
+
+function memoKey(url: URL, checksumUrl: URL): string {
+    return hashValue({ checksumUrl: checksumUrl.href, file: urlFileName(url) });
+}
+
+async function readMemo(stateDir: string): Promise<Record<string, string>> {
+    const file = path.join(downloadsDir(stateDir), SUMS_MEMO);
+    if (!isOwnFileSync(file)) return {};
+    try {
+        const memo = JSON.parse(await readFile(file, "utf8")) as unknown;
+        return memo && typeof memo === "object" && !Array.isArray(memo) ? (memo as Record<string, string>) : {};
+    } catch {
+        return {};
+    }
+}
+
+export async function rememberedChecksum(stateDir: string, url: URL, checksumUrl: URL): Promise<Checksum | undefined> {
+    const text = (await readMemo(stateDir))[memoKey(url, checksumUrl)];
+    if (typeof text !== "string") return undefined;
+    const c = parseChecksum(text);
+    return "problem" in c ? undefined : c;
+}
+
+export async function rememberChecksum(stateDir: string, url: URL, checksumUrl: URL, checksum: Checksum): Promise<void> {
+    await ensureStateDir(stateDir);
+    await ensureOwnDir(downloadsDir(stateDir));
+    // Two creates at once may each write the memo; the loser's entry is only re-learnt by a later preview.
+    const memo = { ...(await readMemo(stateDir)), [memoKey(url, checksumUrl)]: checksumText(checksum) };
+    await writeFileAtomic(path.join(downloadsDir(stateDir), SUMS_MEMO), JSON.stringify(memo, null, 2) + "\n");
+}

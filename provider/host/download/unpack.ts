@@ -1,6 +1,6 @@
 import { spawn } from "node:child_process";
 import { open } from "node:fs/promises";
-import { compressionByMagic, compressionBySuffix, type Compression } from "../../core/imageUrl";
+import { compressionByMagic, compressionBySuffix, formatByMagic, type Compression } from "../../core/imageUrl";
 import { diesWithUs, progressCounter, runTool, ToolTimeoutError } from "../toolRun";
 import { DownloadError } from "./downloadError";
 
@@ -87,4 +87,47 @@ async function runInto(command: string, args: string[], out: string, stallMs: nu
     } finally {
         await fh.close();
     }
+}
+
+/** The image's format (qcow2 or raw) from the first bytes of the download, decompressed as needed. */
+export async function formatOfDownload(file: string, compression: Compression | undefined, stallMs: number): Promise<"raw" | "qcow2"> {
+    return formatByMagic(await headOf(file, compression, 4, stallMs));
+}
+
+/** The first `bytes` of the image held in `file`: read directly, or from a decompressor stopped once they came. */
+async function headOf(file: string, compression: Compression | undefined, bytes: number, stallMs: number): Promise<Buffer> {
+    if (compression === undefined) {
+        const fh = await open(file, "r");
+        try {
+            const head = Buffer.alloc(bytes);
+            const { bytesRead } = await fh.read(head, 0, bytes, 0);
+            return head.subarray(0, bytesRead);
+        } finally {
+            await fh.close();
+        }
+    }
+    const [tool, args] = DECOMPRESSORS[compression];
+    const [command, argv] = diesWithUs(tool, [...args, file]);
+    const child = spawn(command, argv, { stdio: ["ignore", "pipe", "ignore"] });
+    return new Promise((resolve, reject) => {
+        let got = Buffer.alloc(0);
+        const timer = setTimeout(() => {
+            child.kill("SIGKILL");
+            reject(new ToolTimeoutError(`${tool} -dc ${file}`, `gave no output within ${stallMs / 1000} s`));
+        }, stallMs);
+        const done = (head: Buffer) => {
+            clearTimeout(timer);
+            child.kill("SIGKILL");
+            resolve(head.subarray(0, bytes));
+        };
+        child.on("error", (err) => {
+            clearTimeout(timer);
+            reject(err);
+        });
+        child.stdout!.on("data", (d: Buffer) => {
+            got = Buffer.concat([got, d]);
+            if (got.length >= bytes) done(got);
+        });
+        child.stdout!.on("end", () => done(got));
+    });
 }
