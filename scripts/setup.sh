@@ -12,6 +12,8 @@ APT_PACKAGES+=(xorriso dosfstools mtools cloud-image-utils genisoimage mmdebstra
 APT_PACKAGES+=(openssh-server)
 # The cloud-like test image (tests/guest/cloudGuest.ts): GRUB for BIOS and UEFI, sfdisk for its GPT; OVMF for firmware "uefi".
 APT_PACKAGES+=(grub-pc-bin grub-efi-amd64-bin fdisk ovmf)
+# Images by URL: zstd to unpack .zst images (xz-utils and gzip are above or essential); openssl makes the TLS tests' certificate, curl is the download benchmark's reference.
+APT_PACKAGES+=(zstd openssl curl)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

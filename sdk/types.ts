@@ -149,7 +149,24 @@ export type DiskImageSource =
           /** The backing DiskImage's inputHash, so rebuilding it replaces the overlay. */
           backingInputHash?: string;
       }
-    | CloudInitSource;
+    | CloudInitSource
+    | UrlSource;
+
+/** An image downloaded from a URL and verified by its checksum (docs/images-from-urls.md). */
+export interface UrlSource {
+    /** An image fetched by URL; read-only, a base for overlays. */
+    kind: "url";
+    /** https:, http: or file: URL; .gz, .xz and .zst are decompressed. A user and password in it are never shown (pass it as a secret). */
+    url: string;
+    /** "sha256:<hex>" or "sha512:<hex>" of the file as downloaded: the image's identity. Give this or checksumUrl. */
+    checksum?: string;
+    /** A SHA256SUMS/SHA512SUMS file listing the URL's file name; read at create and remembered on the host. Give this or checksum. */
+    checksumUrl?: string;
+    /** "raw" or "qcow2"; default detected from the image's first bytes. */
+    format?: "raw" | "qcow2";
+    /** Seconds without a byte before the download stops (kept for resume); default 60. */
+    stallSeconds?: number;
+}
 
 /** A cloud-init NoCloud seed (volume `cidata`); objects are rendered as YAML, user data as `#cloud-config`. */
 export interface CloudInitSource {

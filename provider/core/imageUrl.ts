@@ -200,3 +200,12 @@ export function compressionByMagic(head: Uint8Array): Compression | undefined {
 export function formatByMagic(head: Uint8Array): "qcow2" | "raw" {
     return head[0] === 0x51 && head[1] === 0x46 && head[2] === 0x49 && head[3] === 0xfb ? "qcow2" : "raw";
 }
+
+/** A DiskImage source as echoed in outputs: a url source's URLs redacted, anything else as it was. */
+export function withoutUrlCredentials<T>(source: T): T {
+    const s = source as { kind?: unknown; url?: unknown; checksumUrl?: unknown };
+    if (s === null || typeof s !== "object" || s.kind !== "url") return source;
+    const out: Record<string, unknown> = { ...(s as object) };
+    for (const key of ["url", "checksumUrl"] as const) if (typeof s[key] === "string") out[key] = redactUrl(s[key] as string);
+    return out as T;
+}

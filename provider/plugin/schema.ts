@@ -68,7 +68,7 @@ const types = {
         onReboot: str('What a reboot inside the guest does: "restart" (default: the machine resets in the same QEMU, the VM stays the same VM) or "stop" (QEMU exits, the VM is gone).'),
     }),
     "qemu:index:DiskImageSource": object("What an image is made from; `kind` picks the fields that apply.", {
-        kind: str('What the image is made from: "blank", "file", "directory", "overlay" or "cloudInit". Required.'),
+        kind: str('What the image is made from: "blank", "file", "directory", "overlay", "cloudInit" or "url". Required.'),
         size: str('Virtual size: bytes, or with a suffix ("512M", "20G"; powers of 1024), whole 512-byte sectors. Required for blank and directory images; an overlay defaults to its backing image\'s size.'),
         format: str('"raw" or "qcow2" (blank images: required; file images: default detected from the file); "iso" (default) or "vfat" (cloudInit seeds).'),
         path: str("Absolute path of the source file (file) or directory (directory)."),
@@ -82,6 +82,10 @@ const types = {
         metaData: any("cloudInit: meta-data object; instance-id defaults to one derived from the seed's content."),
         networkConfig: any("cloudInit: network configuration version 2 (an object); default none."),
         vendorData: any("cloudInit: vendor data, a string or an object; default none."),
+        url: str("url: where the image is, an https:, http: or file: URL (.gz, .xz, .zst are decompressed); a user and password in it are never shown. Required for url images."),
+        checksum: str('url: "sha256:<hex>" or "sha512:<hex>" of the file as downloaded, the image\'s identity; give this or checksumUrl.'),
+        checksumUrl: str("url: a SHA256SUMS/SHA512SUMS file listing the URL's file name; read at create and remembered on the host; give this or checksum."),
+        stallSeconds: int("url: seconds without a byte before the download stops (the bytes so far are kept for resume); default 60."),
     }, ["kind"]),
     "qemu:index:Ready": object("When a VM counts as started.", {
         serialPattern: str("Text the serial console must print: a substring, or an RE2 regular expression written /…/flags; default none."),

@@ -7,7 +7,7 @@ import { parseChecksum, type Checksum } from "../../provider/core/imageUrl";
 import { DownloadError } from "../../provider/host/download/downloadError";
 import { downloadsDir } from "../../provider/host/download/downloadCache";
 import { checksumFromSums, imageFromUrl, type DownloadSettings } from "../../provider/host/download/imageDownload";
-import { isOutOfSpace } from "../../provider/host/hostErrors";
+import { isOutOfSpace } from "../../provider/host/files/hostErrors";
 import { withProgress, type ProgressSink } from "../../provider/host/progress";
 import { fileDigest, sameBytes, selfSignedCert, startImageServer, startProxy, writeSums, type ImageServer } from "../support/imageServer";
 

@@ -3,12 +3,12 @@ import { createReadStream } from "node:fs";
 import { chmod, open, readdir, readFile, rename, rm, stat } from "node:fs/promises";
 import * as path from "node:path";
 import { checksumKey, checksumText, redactUrl, type Checksum } from "../../core/imageUrl";
-import { writeFileAtomic } from "../atomicFile";
-import { sameStamp, statStamp, type FileStamp } from "../fileHash";
-import { isOutOfSpace } from "../hostErrors";
+import { writeFileAtomic } from "../files/atomicFile";
+import { sameStamp, statStamp, type FileStamp } from "../files/fileHash";
+import { isOutOfSpace } from "../files/hostErrors";
 import { whileWorking, warn, humanBytes } from "../progress";
-import { identify, readBootId } from "../qemuProcess";
-import { ensureOwnDir, isOwnFileSync } from "../stateDir";
+import { identify, readBootId } from "../qemu/qemuProcess";
+import { ensureOwnDir, isOwnFileSync } from "../files/stateDir";
 import { DownloadError } from "./downloadError";
 import { fetchToPartial, type FetchOptions } from "./fetchFile";
 

@@ -3,7 +3,7 @@ import { createReadStream } from "node:fs";
 import { open, stat, truncate, type FileHandle } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
 import { redactUrl, type Checksum } from "../../core/imageUrl";
-import { requireRegularFile } from "../regularFile";
+import { requireRegularFile } from "../files/regularFile";
 import { DownloadError } from "./downloadError";
 import { explain, get, type RequestOptions } from "./httpRequest";
 

@@ -1,7 +1,7 @@
 import { spawn } from "node:child_process";
 import { open } from "node:fs/promises";
 import { compressionByMagic, compressionBySuffix, formatByMagic, type Compression } from "../../core/imageUrl";
-import { diesWithUs, progressCounter, runTool, ToolTimeoutError } from "../toolRun";
+import { diesWithUs, progressCounter, runTool, ToolTimeoutError } from "../process/toolRun";
 import { DownloadError } from "./downloadError";
 
 /**
