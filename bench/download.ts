@@ -6,7 +6,18 @@ import * as path from "node:path";
 import { parseChecksum, type Checksum } from "../provider/core/imageUrl";
 import { cachedDownload, downloadsDir } from "../provider/host/download/downloadCache";
 import { imageFromUrl } from "../provider/host/download/imageDownload";
-import { fmtMs, fmtRatio, mbPerSecond, median, MiB, timed, withTempDir, writeBigFile, type BenchResult, type Row } from "./common";
+import {
+    fmtMs,
+    fmtRatio,
+    mbPerSecond,
+    median,
+    MiB,
+    timed,
+    withTempDir,
+    writeBigFile,
+    type BenchResult,
+    type Row,
+} from "./common";
 
 /**
  * Images by URL: download throughput of the provider's downloader (verifying SHA-256 as the bytes
@@ -61,7 +72,13 @@ export async function runDownload(opts: { runs?: number } = {}): Promise<BenchRe
             const byCurl = path.join(dir, "curl.raw");
             for (let i = 0; i < runs; i++) {
                 const state = path.join(dir, `state-${i}`);
-                ours.push((await timed(() => cachedDownload(downloadsDir(state), url, checksum, { stallMs: 60_000, env: {} }))).ms);
+                ours.push(
+                    (
+                        await timed(() =>
+                            cachedDownload(downloadsDir(state), url, checksum, { stallMs: 60_000, env: {} }),
+                        )
+                    ).ms,
+                );
                 await rm(state, { recursive: true, force: true });
                 curl.push((await timed(() => execa("curl", ["-sS", "--noproxy", "*", "-o", byCurl, url.href]))).ms);
                 await rm(byCurl, { force: true });
@@ -94,7 +111,12 @@ export async function runDownload(opts: { runs?: number } = {}): Promise<BenchRe
             ];
             // A cut at half way, resumed with Range in the same call: the kept half is re-hashed, not re-fetched.
             const cutState = path.join(dir, "state-cut");
-            const cut = await timed(() => cachedDownload(downloadsDir(cutState), new URL(`${server.url}/cut/disk.raw`), checksum, { stallMs: 60_000, env: {} }));
+            const cut = await timed(() =>
+                cachedDownload(downloadsDir(cutState), new URL(`${server.url}/cut/disk.raw`), checksum, {
+                    stallMs: 60_000,
+                    env: {},
+                }),
+            );
             rows.push({
                 bench: "download",
                 measure: "512 MiB cut at 256 MiB, resumed with Range in the same create",
@@ -104,12 +126,21 @@ export async function runDownload(opts: { runs?: number } = {}): Promise<BenchRe
             });
             // Cache hits: the entry alone (a stat and its record), and an image made from it (a copy).
             const hits: number[] = [];
-            for (let i = 0; i < 5; i++) hits.push((await timed(() => cachedDownload(downloadsDir(cutState), url, checksum, { stallMs: 60_000, env: {} }))).ms);
+            for (let i = 0; i < 5; i++)
+                hits.push(
+                    (
+                        await timed(() =>
+                            cachedDownload(downloadsDir(cutState), url, checksum, { stallMs: 60_000, env: {} }),
+                        )
+                    ).ms,
+                );
             const images: number[] = [];
             for (let i = 0; i < 3; i++) {
                 const out = path.join(dir, `image-${i}.raw`);
                 await (await open(out, "wx", 0o600)).close();
-                images.push((await timed(() => imageFromUrl(cutState, url, checksum, out, { stallMs: 60_000, env: {} }))).ms);
+                images.push(
+                    (await timed(() => imageFromUrl(cutState, url, checksum, out, { stallMs: 60_000, env: {} }))).ms,
+                );
                 await rm(out, { force: true });
             }
             const cpRuns: number[] = [];
@@ -118,7 +149,11 @@ export async function runDownload(opts: { runs?: number } = {}): Promise<BenchRe
                 cpRuns.push((await timed(() => execa("cp", [file, out]))).ms);
                 await rm(out, { force: true });
             }
-            rows.push({ bench: "download", measure: "cache hit: the verified entry found (no network)", provider: fmtMs(median(hits)) });
+            rows.push({
+                bench: "download",
+                measure: "cache hit: the verified entry found (no network)",
+                provider: fmtMs(median(hits)),
+            });
             rows.push({
                 bench: "download",
                 measure: "cache hit: image file made from the entry (512 MiB copy)",
@@ -141,7 +176,10 @@ export async function runDownload(opts: { runs?: number } = {}): Promise<BenchRe
 if (require.main === module) {
     runDownload()
         .then((r) => {
-            for (const row of r.rows) console.log(`${row.measure}: ${row.provider}${row.reference ? ` | ${row.reference}` : ""}${row.ratio ? ` | ${row.ratio}` : ""}`);
+            for (const row of r.rows)
+                console.log(
+                    `${row.measure}: ${row.provider}${row.reference ? ` | ${row.reference}` : ""}${row.ratio ? ` | ${row.ratio}` : ""}`,
+                );
             for (const n of r.notes) console.log(n);
         })
         .catch((err) => {

@@ -22,7 +22,9 @@ export function parseChecksum(text: string): Checksum | { problem: string } {
     if (!m) return { problem: 'must be "sha256:<64 hex digits>" or "sha512:<128 hex digits>"' };
     const algorithm = m[1] as ChecksumAlgorithm;
     if (m[2].length !== HEX_LENGTH[algorithm]) {
-        return { problem: `a ${algorithm} checksum has ${HEX_LENGTH[algorithm]} hex digits, this one has ${m[2].length}` };
+        return {
+            problem: `a ${algorithm} checksum has ${HEX_LENGTH[algorithm]} hex digits, this one has ${m[2].length}`,
+        };
     }
     return { algorithm, hex: m[2].toLowerCase() };
 }
@@ -60,7 +62,8 @@ export function sumsEntry(text: string, fileName: string): Checksum | { problem:
     }
     if (found.length === 0) return { problem: `lists no SHA-256 or SHA-512 checksum for ${JSON.stringify(fileName)}` };
     const distinct = new Set(found.map(checksumText));
-    if (distinct.size > 1) return { problem: `lists ${distinct.size} different checksums for ${JSON.stringify(fileName)}` };
+    if (distinct.size > 1)
+        return { problem: `lists ${distinct.size} different checksums for ${JSON.stringify(fileName)}` };
     // SHA-512 when both are listed: the stronger one.
     return found.find((c) => c.algorithm === "sha512") ?? found[0];
 }
@@ -80,9 +83,12 @@ export function parseImageUrl(text: string): URL | { problem: string } {
         return { problem: `uses ${scheme}:, only https:, http: and file: are supported` };
     }
     if (scheme === "file" && url.host !== "" && url.host !== "localhost") {
-        return { problem: `file: URLs name a file on this host (file:///path); ${redactUrl(text)} names host ${url.host}` };
+        return {
+            problem: `file: URLs name a file on this host (file:///path); ${redactUrl(text)} names host ${url.host}`,
+        };
     }
-    if (urlFileName(url) === "") return { problem: "names no file (it ends in /): the file name is what a checksum file is searched for" };
+    if (urlFileName(url) === "")
+        return { problem: "names no file (it ends in /): the file name is what a checksum file is searched for" };
     return url;
 }
 
@@ -206,6 +212,7 @@ export function withoutUrlCredentials<T>(source: T): T {
     const s = source as { kind?: unknown; url?: unknown; checksumUrl?: unknown };
     if (s === null || typeof s !== "object" || s.kind !== "url") return source;
     const out: Record<string, unknown> = { ...(s as object) };
-    for (const key of ["url", "checksumUrl"] as const) if (typeof s[key] === "string") out[key] = redactUrl(s[key] as string);
+    for (const key of ["url", "checksumUrl"] as const)
+        if (typeof s[key] === "string") out[key] = redactUrl(s[key] as string);
     return out as T;
 }

@@ -9,7 +9,15 @@ import { downloadsDir } from "../../provider/host/download/downloadCache";
 import { checksumFromSums, imageFromUrl, type DownloadSettings } from "../../provider/host/download/imageDownload";
 import { isOutOfSpace } from "../../provider/host/files/hostErrors";
 import { withProgress, type ProgressSink } from "../../provider/host/progress";
-import { fileDigest, sameBytes, selfSignedCert, startImageServer, startProxy, writeSums, type ImageServer } from "../support/imageServer";
+import {
+    fileDigest,
+    sameBytes,
+    selfSignedCert,
+    startImageServer,
+    startProxy,
+    writeSums,
+    type ImageServer,
+} from "../support/imageServer";
 
 /**
  * The downloader against real servers on 127.0.0.1: a plain one, one that cuts, one that sends
@@ -91,13 +99,17 @@ test("an image with its SHA512SUMS: downloaded, verified, cached owner-only, for
     const lines: string[] = [];
     const sink: ProgressSink = { status: (m) => lines.push(m), warning: (m) => lines.push(`warning: ${m}`) };
     process.env.PULUMI_QEMU_PROGRESS_SECONDS = "0.001";
-    const got = await withProgress(sink, () => imageFromUrl(stateDir, url, checksum, out, settings())).finally(() => delete process.env.PULUMI_QEMU_PROGRESS_SECONDS);
+    const got = await withProgress(sink, () => imageFromUrl(stateDir, url, checksum, out, settings())).finally(
+        () => delete process.env.PULUMI_QEMU_PROGRESS_SECONDS,
+    );
     expect(got.format).toBe("qcow2");
     expect(got.cache.hit).toBe(false);
     expect(await sameBytes(out, qcow2)).toBe(true);
     expect((await stat(downloadsDir(stateDir))).mode & 0o777).toBe(0o700);
     expect((await stat(got.cache.file)).mode & 0o777).toBe(0o400);
-    expect(lines.some((l) => new RegExp(`^downloading ${url.href}: .* of .* \\(\\d+ %\\) at .*/s$`).test(l))).toBe(true);
+    expect(lines.some((l) => new RegExp(`^downloading ${url.href}: .* of .* \\(\\d+ %\\) at .*/s$`).test(l))).toBe(
+        true,
+    );
     // The cache holds the entry and its record, nothing partial.
     expect(await names(downloadsDir(stateDir))).toEqual([`sha512-${checksum.hex}`, `sha512-${checksum.hex}.json`]);
 });
@@ -107,7 +119,13 @@ test("a cached checksum needs no network, even from another URL", async () => {
     await imageFromUrl(stateDir, url, rawSum, await newOut(), settings());
     await server.close();
     const out = await newOut();
-    const again = await imageFromUrl(stateDir, new URL("https://mirror.invalid/moved/disk.raw"), rawSum, out, settings());
+    const again = await imageFromUrl(
+        stateDir,
+        new URL("https://mirror.invalid/moved/disk.raw"),
+        rawSum,
+        out,
+        settings(),
+    );
     expect(again.cache.hit).toBe(true);
     expect(again.format).toBe("raw");
     expect(await sameBytes(out, raw)).toBe(true);
@@ -132,7 +150,9 @@ test("without retries a cut keeps the partial, and the next attempt resumes it",
     const err = await caught(imageFromUrl(stateDir, url, rawSum, await newOut(), settings({ retries: 0 })));
     expect(err).toBeInstanceOf(DownloadError);
     expect((err as DownloadError).problem).toBe("cut");
-    expect(err.message).toMatch(new RegExp(`connection to ${url.href} was cut after \\d+ of 6291456 bytes; the bytes so far are kept`));
+    expect(err.message).toMatch(
+        new RegExp(`connection to ${url.href} was cut after \\d+ of 6291456 bytes; the bytes so far are kept`),
+    );
     const partials = (await names(downloadsDir(stateDir))).filter((n) => n.endsWith(".partial"));
     expect(partials).toHaveLength(1);
     const out = await newOut();
@@ -147,7 +167,9 @@ test("wrong bytes: a mismatch naming expected and got, and nothing kept", async 
     const url = new URL(`${server.url}/img/disk.raw`);
     const err = await caught(imageFromUrl(stateDir, url, rawSum, await newOut(), settings()));
     expect(err).toBeInstanceOf(DownloadError);
-    expect(err.message).toContain(`${url.href} does not match its checksum: expected sha256:${rawSum.hex}, got sha256:`);
+    expect(err.message).toContain(
+        `${url.href} does not match its checksum: expected sha256:${rawSum.hex}, got sha256:`,
+    );
     expect(err.message).toMatch(/partial download was removed/);
     expect(await names(downloadsDir(stateDir))).toEqual([]);
 });
@@ -174,7 +196,9 @@ test("404 and 403 name the URL and what to do; credentials are sent but never sh
     expect(err.message).not.toMatch(/s3cret|alice|token/);
     expect(server.seen.at(-1)!.authorization).toBe(`Basic ${Buffer.from("alice:s3cret").toString("base64")}`);
     server.misbehave("/img/disk.raw", { kind: "status", status: 403 });
-    const denied = await caught(imageFromUrl(stateDir, new URL(`${server.url}/img/disk.raw`), rawSum, await newOut(), settings()));
+    const denied = await caught(
+        imageFromUrl(stateDir, new URL(`${server.url}/img/disk.raw`), rawSum, await newOut(), settings()),
+    );
     expect(denied.message).toMatch(/answered 403 .*access refused/);
     expect(await names(downloadsDir(stateDir))).toEqual([]);
 });
@@ -186,11 +210,25 @@ test("redirects are followed, up to a bound; credentials stay with the origin", 
         server.misbehave("/latest/disk.raw", { kind: "redirect", to: "/img/moved.raw" });
         server.misbehave("/img/moved.raw", { kind: "redirect", to: `${other.url}/real/disk.raw`, status: 301 });
         const out = await newOut();
-        await imageFromUrl(stateDir, new URL(`http://bob:pw@127.0.0.1:${server.port}/latest/disk.raw`), rawSum, out, settings());
+        await imageFromUrl(
+            stateDir,
+            new URL(`http://bob:pw@127.0.0.1:${server.port}/latest/disk.raw`),
+            rawSum,
+            out,
+            settings(),
+        );
         expect(await sameBytes(out, raw)).toBe(true);
         expect(other.seen[0].authorization).toBeUndefined();
         server.misbehave("/loop/disk.raw", { kind: "redirect", to: "/loop/disk.raw" });
-        const err = await caught(imageFromUrl(stateDir, new URL(`${server.url}/loop/disk.raw`), sumOf("0".repeat(64)), await newOut(), settings()));
+        const err = await caught(
+            imageFromUrl(
+                stateDir,
+                new URL(`${server.url}/loop/disk.raw`),
+                sumOf("0".repeat(64)),
+                await newOut(),
+                settings(),
+            ),
+        );
         expect(err.message).toMatch(/redirected more than 10 times/);
     } finally {
         await other.close();
@@ -207,13 +245,21 @@ test("gzip, xz and zstd images are decompressed; a suffix the content belies is 
         await execa("sh", ["-c", `${tool} -c < "$1" > "$2"`, "sh", qcow2, packed]);
         server.serve(`/img/disk.qcow2.${ext}`, packed);
         const out = await newOut();
-        const got = await imageFromUrl(stateDir, new URL(`${server.url}/img/disk.qcow2.${ext}`), sumOf(await fileDigest(packed, "sha256")), out, settings());
+        const got = await imageFromUrl(
+            stateDir,
+            new URL(`${server.url}/img/disk.qcow2.${ext}`),
+            sumOf(await fileDigest(packed, "sha256")),
+            out,
+            settings(),
+        );
         expect(got.compression).toBe(tool);
         expect(got.format).toBe("qcow2");
         expect(await sameBytes(out, qcow2)).toBe(true);
     }
     server.serve("/img/fake.raw.xz", raw);
-    const err = await caught(imageFromUrl(stateDir, new URL(`${server.url}/img/fake.raw.xz`), rawSum, await newOut(), settings()));
+    const err = await caught(
+        imageFromUrl(stateDir, new URL(`${server.url}/img/fake.raw.xz`), rawSum, await newOut(), settings()),
+    );
     expect(err.message).toMatch(/fake.raw.xz ends in a xz suffix but its content is not compressed/);
 });
 
@@ -224,7 +270,15 @@ test("file: URLs go through the same checksum and cache", async () => {
     expect(await sameBytes(out, raw)).toBe(true);
     const sums = await checksumFromSums(pathToFileURL(qcow2), pathToFileURL(path.join(work, "SHA256SUMS")), settings());
     expect(sums.algorithm).toBe("sha256");
-    const err = await caught(imageFromUrl(stateDir, pathToFileURL(path.join(work, "absent.raw")), sumOf("1".repeat(64)), await newOut(), settings()));
+    const err = await caught(
+        imageFromUrl(
+            stateDir,
+            pathToFileURL(path.join(work, "absent.raw")),
+            sumOf("1".repeat(64)),
+            await newOut(),
+            settings(),
+        ),
+    );
     expect(err.message).toMatch(/absent.raw/);
 });
 
@@ -235,20 +289,40 @@ test("http_proxy forwards, https_proxy tunnels with CONNECT, no_proxy bypasses",
     const secure = await startImageServer(tlsCert);
     try {
         secure.serve("/img/disk.raw", raw);
-        await imageFromUrl(stateDir, new URL(`${server.url}/img/disk.raw`), rawSum, await newOut(), settings({ env: { http_proxy: proxy.url } }));
+        await imageFromUrl(
+            stateDir,
+            new URL(`${server.url}/img/disk.raw`),
+            rawSum,
+            await newOut(),
+            settings({ env: { http_proxy: proxy.url } }),
+        );
         expect(proxy.seen).toEqual([`GET ${server.url}/img/disk.raw`]);
         const qsum = sumOf(await fileDigest(qcow2, "sha256"));
         server.serve("/img/again.qcow2", qcow2);
-        await imageFromUrl(stateDir, new URL(`${server.url}/img/again.qcow2`), qsum, await newOut(), settings({ env: { http_proxy: proxy.url, no_proxy: "127.0.0.1" } }));
+        await imageFromUrl(
+            stateDir,
+            new URL(`${server.url}/img/again.qcow2`),
+            qsum,
+            await newOut(),
+            settings({ env: { http_proxy: proxy.url, no_proxy: "127.0.0.1" } }),
+        );
         expect(proxy.seen).toHaveLength(1);
         await rm(downloadsDir(stateDir), { recursive: true });
         const out = await newOut();
-        await imageFromUrl(stateDir, new URL(`${secure.url}/img/disk.raw`), rawSum, out, settings({ env: { HTTPS_PROXY: proxy.url }, ca: tlsCert.cert }));
+        await imageFromUrl(
+            stateDir,
+            new URL(`${secure.url}/img/disk.raw`),
+            rawSum,
+            out,
+            settings({ env: { HTTPS_PROXY: proxy.url }, ca: tlsCert.cert }),
+        );
         expect(proxy.seen[1]).toBe(`CONNECT 127.0.0.1:${secure.port}`);
         expect(await sameBytes(out, raw)).toBe(true);
         // The same server, not trusted: a TLS error naming the URL and the way out.
         await rm(downloadsDir(stateDir), { recursive: true });
-        const err = await caught(imageFromUrl(stateDir, new URL(`${secure.url}/img/disk.raw`), rawSum, await newOut(), settings()));
+        const err = await caught(
+            imageFromUrl(stateDir, new URL(`${secure.url}/img/disk.raw`), rawSum, await newOut(), settings()),
+        );
         expect(err).toBeInstanceOf(DownloadError);
         expect((err as DownloadError).problem).toBe("tls");
         expect(err.message).toMatch(new RegExp(`^TLS failed for ${secure.url}/img/disk.raw: .*NODE_EXTRA_CA_CERTS`));
@@ -269,7 +343,9 @@ test("a cached file changed behind our back is found by its stamp, re-verified a
     await fh.close();
     const warnings: string[] = [];
     const out = await newOut();
-    const again = await withProgress({ status: () => undefined, warning: (m) => warnings.push(m) }, () => imageFromUrl(stateDir, url, rawSum, out, settings()));
+    const again = await withProgress({ status: () => undefined, warning: (m) => warnings.push(m) }, () =>
+        imageFromUrl(stateDir, url, rawSum, out, settings()),
+    );
     expect(again.cache.hit).toBe(false);
     expect(warnings.join("\n")).toMatch(/no longer matches sha256:.* downloaded again/);
     expect(imageGets(server, "/img/disk.raw")).toHaveLength(2);
@@ -313,7 +389,9 @@ test("a full disk fails the download with ENOSPC and removes the partial", async
     const small = await mkdtemp(path.join(work, "small-"));
     await execa("mount", ["-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", small]);
     try {
-        const err = await caught(imageFromUrl(small, new URL(`${server.url}/img/disk.raw`), rawSum, await newOut(), settings()));
+        const err = await caught(
+            imageFromUrl(small, new URL(`${server.url}/img/disk.raw`), rawSum, await newOut(), settings()),
+        );
         expect(isOutOfSpace(err)).toBe(true);
         expect(await names(downloadsDir(small))).toEqual([]);
     } finally {
@@ -328,7 +406,13 @@ test("copying keeps holes: a sparse raw image stays sparse", async () => {
     await execa("dd", ["if=" + raw, "of=" + sparse, "bs=1M", "count=1", "conv=notrunc", "status=none"]);
     server.serve("/img/sparse.raw", sparse);
     const out = await newOut();
-    await imageFromUrl(stateDir, new URL(`${server.url}/img/sparse.raw`), sumOf(await fileDigest(sparse, "sha256")), out, settings());
+    await imageFromUrl(
+        stateDir,
+        new URL(`${server.url}/img/sparse.raw`),
+        sumOf(await fileDigest(sparse, "sha256")),
+        out,
+        settings(),
+    );
     const st = await stat(out);
     expect(st.size).toBe(256 * 1024 * 1024);
     expect(st.blocks * 512).toBeLessThan(16 * 1024 * 1024);

@@ -50,7 +50,12 @@ export async function startImageServer(tlsOpts?: { key: string; cert: string }):
     let bodyBytes = 0;
     const handler = async (req: http.IncomingMessage, res: http.ServerResponse) => {
         const urlPath = new URL(req.url ?? "/", "http://x").pathname;
-        seen.push({ method: req.method ?? "", url: req.url ?? "", range: req.headers.range, authorization: req.headers.authorization });
+        seen.push({
+            method: req.method ?? "",
+            url: req.url ?? "",
+            range: req.headers.range,
+            authorization: req.headers.authorization,
+        });
         let rule = rules.get(urlPath);
         if (rule && rule.times !== undefined && rule.used >= rule.times) rule = undefined;
         if (rule) rule.used++;
@@ -64,7 +69,11 @@ export async function startImageServer(tlsOpts?: { key: string; cert: string }):
         if (m && rule?.kind !== "noRange") {
             start = Number(m[1]);
             if (start >= size) return void res.writeHead(416, { "content-range": `bytes */${size}` }).end();
-            res.writeHead(206, { "content-length": size - start, "content-range": `bytes ${start}-${size - 1}/${size}`, "accept-ranges": "bytes" });
+            res.writeHead(206, {
+                "content-length": size - start,
+                "content-range": `bytes ${start}-${size - 1}/${size}`,
+                "accept-ranges": "bytes",
+            });
         } else {
             res.writeHead(200, { "content-length": size, "accept-ranges": "bytes" });
         }
@@ -99,7 +108,9 @@ export async function startImageServer(tlsOpts?: { key: string; cert: string }):
         });
         stream.on("end", () => res.end());
     };
-    const server = tlsOpts ? https.createServer(tlsOpts, (q, s) => void handler(q, s)) : http.createServer((q, s) => void handler(q, s));
+    const server = tlsOpts
+        ? https.createServer(tlsOpts, (q, s) => void handler(q, s))
+        : http.createServer((q, s) => void handler(q, s));
     server.on("connection", (s: net.Socket) => {
         sockets.add(s);
         s.on("close", () => sockets.delete(s));
@@ -135,10 +146,19 @@ export async function startProxy(): Promise<Proxy> {
     const server = http.createServer((req, res) => {
         seen.push(`${req.method} ${req.url}`);
         const target = new URL(req.url ?? "");
-        const up = http.request({ host: target.hostname, port: target.port, path: `${target.pathname}${target.search}`, method: req.method, headers: req.headers }, (upRes) => {
-            res.writeHead(upRes.statusCode ?? 502, upRes.headers);
-            upRes.pipe(res);
-        });
+        const up = http.request(
+            {
+                host: target.hostname,
+                port: target.port,
+                path: `${target.pathname}${target.search}`,
+                method: req.method,
+                headers: req.headers,
+            },
+            (upRes) => {
+                res.writeHead(upRes.statusCode ?? 502, upRes.headers);
+                upRes.pipe(res);
+            },
+        );
         up.on("error", () => res.writeHead(502).end());
         req.pipe(up);
     });
@@ -175,7 +195,23 @@ export async function startProxy(): Promise<Proxy> {
 export async function selfSignedCert(dir: string): Promise<{ key: string; cert: string }> {
     const key = path.join(dir, "key.pem");
     const cert = path.join(dir, "cert.pem");
-    await execa("openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]);
+    await execa("openssl", [
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        key,
+        "-out",
+        cert,
+        "-days",
+        "2",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-addext",
+        "subjectAltName=IP:127.0.0.1",
+    ]);
     return { key: await readFile(key, "utf8"), cert: await readFile(cert, "utf8") };
 }
 
@@ -188,7 +224,9 @@ export async function fileDigest(file: string, algorithm: "sha256" | "sha512"): 
 /** Writes SHA256SUMS and SHA512SUMS (GNU layout, as Debian's cloud directory has) for `files` into `dir`. */
 export async function writeSums(dir: string, files: string[]): Promise<void> {
     for (const algorithm of ["sha256", "sha512"] as const) {
-        const lines = await Promise.all(files.map(async (f) => `${await fileDigest(f, algorithm)}  ${path.basename(f)}`));
+        const lines = await Promise.all(
+            files.map(async (f) => `${await fileDigest(f, algorithm)}  ${path.basename(f)}`),
+        );
         await writeFile(path.join(dir, `${algorithm.toUpperCase()}SUMS`), lines.join("\n") + "\n");
     }
 }

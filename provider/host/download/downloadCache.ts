@@ -8,7 +8,7 @@ import { sameStamp, statStamp, type FileStamp } from "../files/fileHash";
 import { isOutOfSpace } from "../files/hostErrors";
 import { whileWorking, warn, humanBytes } from "../progress";
 import { identify, readBootId } from "../qemu/qemuProcess";
-import { ensureOwnDir, isOwnFileSync } from "../files/stateDir";
+import { ensureOwnDir, ensureStateDir, isOwnFileSync } from "../files/stateDir";
 import { DownloadError } from "./downloadError";
 import { fetchToPartial, type FetchOptions } from "./fetchFile";
 
@@ -75,7 +75,13 @@ function recordPath(entry: string): string {
  * The cached file for `checksum`, downloaded from `url` when the cache does not hold it (or holds
  * wrong bytes). `dir` is the downloads directory (made owner-only here).
  */
-export async function cachedDownload(dir: string, url: URL, checksum: Checksum, opts: CacheOptions): Promise<CachedFile> {
+export async function cachedDownload(
+    dir: string,
+    url: URL,
+    checksum: Checksum,
+    opts: CacheOptions,
+): Promise<CachedFile> {
+    await ensureStateDir(path.dirname(dir));
     await ensureOwnDir(dir);
     const entry = entryPath(dir, checksum);
     for (;;) {
@@ -92,7 +98,10 @@ export async function cachedDownload(dir: string, url: URL, checksum: Checksum, 
 }
 
 /** The entry when present with the right bytes; wrong bytes are moved out of the way. */
-async function verifiedEntry(entry: string, checksum: Checksum): Promise<{ bytes: number; reverified: boolean } | undefined> {
+async function verifiedEntry(
+    entry: string,
+    checksum: Checksum,
+): Promise<{ bytes: number; reverified: boolean } | undefined> {
     let now: FileStamp;
     try {
         now = await statStamp(entry);
@@ -101,17 +110,21 @@ async function verifiedEntry(entry: string, checksum: Checksum): Promise<{ bytes
         throw err;
     }
     const record = await readRecord(entry);
-    if (record && record.checksum === checksumText(checksum) && sameStamp(record.stamp, now)) return { bytes: Number(now.size), reverified: false };
+    if (record && record.checksum === checksumText(checksum) && sameStamp(record.stamp, now))
+        return { bytes: Number(now.size), reverified: false };
     // Unknown stamp: written to since, or replaced by a racing download of the same bytes. One hash tells.
     const digest = await whileWorking(
-        (s) => `verifying the cached ${path.basename(entry)} (${humanBytes(Number(now.size))}) against its checksum: ${s} s`,
+        (s) =>
+            `verifying the cached ${path.basename(entry)} (${humanBytes(Number(now.size))}) against its checksum: ${s} s`,
         () => digestWith(entry, checksum.algorithm),
     );
     if (digest === checksum.hex) {
         await writeRecord(entry, checksum, Number(now.size), record?.from);
         return { bytes: Number(now.size), reverified: true };
     }
-    warn(`the cached download ${entry} no longer matches ${checksumText(checksum)} (it changed on disk); it is removed and downloaded again`);
+    warn(
+        `the cached download ${entry} no longer matches ${checksumText(checksum)} (it changed on disk); it is removed and downloaded again`,
+    );
     const aside = `${entry}.${randomBytes(4).toString("hex")}.bad`;
     await rename(entry, aside).catch(() => undefined);
     await rm(aside, { force: true });
@@ -138,7 +151,12 @@ async function readRecord(entry: string): Promise<CacheRecord | undefined> {
     }
 }
 
-async function writeRecord(entry: string, checksum: Checksum, bytes: number, from: URL | string | undefined): Promise<void> {
+async function writeRecord(
+    entry: string,
+    checksum: Checksum,
+    bytes: number,
+    from: URL | string | undefined,
+): Promise<void> {
     const record: CacheRecord = {
         version: 1,
         checksum: checksumText(checksum),
@@ -167,7 +185,11 @@ let me: Owner | undefined;
 async function myOwner(): Promise<Owner> {
     if (!me) {
         const id = await identify(process.pid);
-        me = { boot: (await readBootId()).replace(/-/g, "").slice(0, 8), pid: process.pid, start: id?.startTime ?? "0" };
+        me = {
+            boot: (await readBootId()).replace(/-/g, "").slice(0, 8),
+            pid: process.pid,
+            start: id?.startTime ?? "0",
+        };
     }
     return me;
 }
@@ -235,7 +257,9 @@ async function claimPartial(dir: string, checksum: Checksum, opts: CacheOptions)
     }
     await (await open(mine, "wx", 0o600)).close();
     // Two fresh starts at the same instant: the one with the smaller name goes on, the other waits for it.
-    const rivals = (await partialsOf(dir, key)).filter((p) => p.owner && path.join(dir, p.name) !== mine && p.name < path.basename(mine));
+    const rivals = (await partialsOf(dir, key)).filter(
+        (p) => p.owner && path.join(dir, p.name) !== mine && p.name < path.basename(mine),
+    );
     for (const r of rivals) {
         if (await ownerAlive(r.owner!)) {
             await rm(mine, { force: true });
@@ -252,7 +276,8 @@ async function waitFor(dir: string, other: Partial, stallMs: number, checksum: C
     let size = other.size;
     let moved = Date.now();
     await whileWorking(
-        (s) => `waiting for process ${other.owner?.pid}, which downloads the same image (${checksumText(checksum).slice(0, 23)}…): ${humanBytes(size)} after ${s} s`,
+        (s) =>
+            `waiting for process ${other.owner?.pid}, which downloads the same image (${checksumText(checksum).slice(0, 23)}…): ${humanBytes(size)} after ${s} s`,
         async () => {
             for (;;) {
                 await new Promise((r) => setTimeout(r, 200));
@@ -281,7 +306,12 @@ async function waitFor(dir: string, other: Partial, stallMs: number, checksum: C
  * released for the next attempt to resume (a cut or a stall), or removed (wrong bytes, a full
  * disk, nothing fetched).
  */
-async function fetchInto(partial: string, url: URL, checksum: Checksum, opts: CacheOptions): Promise<{ bytes: number; resumed: boolean }> {
+async function fetchInto(
+    partial: string,
+    url: URL,
+    checksum: Checksum,
+    opts: CacheOptions,
+): Promise<{ bytes: number; resumed: boolean }> {
     const shown = redactUrl(url);
     let result;
     try {
@@ -291,8 +321,19 @@ async function fetchInto(partial: string, url: URL, checksum: Checksum, opts: Ca
             (st) => st.size,
             () => 0,
         );
-        const keep = size > 0 && !isOutOfSpace(err) && err instanceof DownloadError && (err.problem === "cut" || err.problem === "stall");
-        if (keep) await rename(partial, path.join(path.dirname(partial), `${checksumKey(checksum)}.r-${randomBytes(4).toString("hex")}.partial`)).catch(() => undefined);
+        const keep =
+            size > 0 &&
+            !isOutOfSpace(err) &&
+            err instanceof DownloadError &&
+            (err.problem === "cut" || err.problem === "stall");
+        if (keep)
+            await rename(
+                partial,
+                path.join(
+                    path.dirname(partial),
+                    `${checksumKey(checksum)}.r-${randomBytes(4).toString("hex")}.partial`,
+                ),
+            ).catch(() => undefined);
         else await rm(partial, { force: true });
         throw err;
     }

@@ -52,7 +52,12 @@ export const DEFAULT_RETRIES = 3;
  * The partial may already hold a prefix from an earlier attempt; it is continued when the server
  * honours Range, else started over.
  */
-export async function fetchToPartial(url: URL, partial: string, algorithm: Checksum["algorithm"], opts: FetchOptions): Promise<FetchResult> {
+export async function fetchToPartial(
+    url: URL,
+    partial: string,
+    algorithm: Checksum["algorithm"],
+    opts: FetchOptions,
+): Promise<FetchResult> {
     if (url.protocol === "file:") return copyLocal(url, partial, algorithm, opts);
     const retries = opts.retries ?? DEFAULT_RETRIES;
     for (let attempt = 0; ; attempt++) {
@@ -75,7 +80,12 @@ async function sizeOf(file: string): Promise<number> {
     );
 }
 
-async function attemptHttp(url: URL, partial: string, algorithm: Checksum["algorithm"], opts: FetchOptions): Promise<FetchResult> {
+async function attemptHttp(
+    url: URL,
+    partial: string,
+    algorithm: Checksum["algorithm"],
+    opts: FetchOptions,
+): Promise<FetchResult> {
     const shown = redactUrl(url);
     const have = await sizeOf(partial);
     const hasher = createHash(algorithm);
@@ -135,7 +145,12 @@ async function attemptHttp(url: URL, partial: string, algorithm: Checksum["algor
 function statusError(status: number, text: string, shown: string, finalShown: string): DownloadError {
     const where = finalShown !== shown ? `${shown} (redirected to ${finalShown})` : shown;
     if (status === 404 || status === 410) {
-        return new DownloadError("not-found", shown, `${where} answered ${status} ${text}: there is no file there. Check the URL; images are often moved when a new release comes out (the checksum stays valid for the same file at a new URL)`, status);
+        return new DownloadError(
+            "not-found",
+            shown,
+            `${where} answered ${status} ${text}: there is no file there. Check the URL; images are often moved when a new release comes out (the checksum stays valid for the same file at a new URL)`,
+            status,
+        );
     }
     if (status === 401 || status === 403) {
         return new DownloadError(
@@ -145,7 +160,12 @@ function statusError(status: number, text: string, shown: string, finalShown: st
             status,
         );
     }
-    return new DownloadError("http-status", shown, `${where} answered ${status} ${text}; ${status >= 500 ? "the server has trouble, try again later" : "check the URL"}`, status);
+    return new DownloadError(
+        "http-status",
+        shown,
+        `${where} answered ${status} ${text}; ${status >= 500 ? "the server has trouble, try again later" : "check the URL"}`,
+        status,
+    );
 }
 
 function cutMessage(shown: string, got: number, total: number | undefined): string {
@@ -155,7 +175,8 @@ function cutMessage(shown: string, got: number, total: number | undefined): stri
 /** Hashes the first `bytes` of `file`, the part an earlier attempt wrote. */
 async function hashPrefix(file: string, bytes: number, hasher: Hash): Promise<void> {
     if (bytes === 0) return;
-    for await (const chunk of createReadStream(file, { start: 0, end: bytes - 1, highWaterMark: 1 << 20 })) hasher.update(chunk as Buffer);
+    for await (const chunk of createReadStream(file, { start: 0, end: bytes - 1, highWaterMark: 1 << 20 }))
+        hasher.update(chunk as Buffer);
 }
 
 /** Bytes are gathered into writes of this size: fewer syscalls than one per network chunk. */
@@ -187,7 +208,12 @@ function receive(
             if (!force && now - lastReport < 250) return;
             lastReport = now;
             const seconds = Math.max((now - started) / 1000, 0.001);
-            opts.onProgress({ bytes: position + pendingBytes, total: opts.total, rate: (position + pendingBytes - offset) / seconds, resumedFrom: offset });
+            opts.onProgress({
+                bytes: position + pendingBytes,
+                total: opts.total,
+                rate: (position + pendingBytes - offset) / seconds,
+                resumedFrom: offset,
+            });
         };
         const flush = () => {
             if (pendingBytes === 0) return;
@@ -196,22 +222,27 @@ function receive(
             position += pendingBytes;
             pending = [];
             pendingBytes = 0;
-            writing = writing.then(() => writeAll(fh, buf, at)).catch((err) => {
-                failed ??= err;
-                r.abort();
-            });
+            writing = writing
+                .then(() => writeAll(fh, buf, at))
+                .catch((err) => {
+                    failed ??= err;
+                    r.abort();
+                });
         };
-        const stallTimer = setInterval(() => {
-            if (Date.now() - lastByte >= opts.stallMs) {
-                failed ??= new DownloadError(
-                    "stall",
-                    opts.shown,
-                    `${opts.shown} sent nothing for ${opts.stallMs / 1000} s (after ${position + pendingBytes} bytes); the bytes so far are kept and the next pulumi up resumes from there. If the server is just slow, raise source.stallSeconds`,
-                );
-                r.abort();
-                r.res.destroy();
-            }
-        }, Math.min(1000, Math.max(50, opts.stallMs / 4)));
+        const stallTimer = setInterval(
+            () => {
+                if (Date.now() - lastByte >= opts.stallMs) {
+                    failed ??= new DownloadError(
+                        "stall",
+                        opts.shown,
+                        `${opts.shown} sent nothing for ${opts.stallMs / 1000} s (after ${position + pendingBytes} bytes); the bytes so far are kept and the next pulumi up resumes from there. If the server is just slow, raise source.stallSeconds`,
+                    );
+                    r.abort();
+                    r.res.destroy();
+                }
+            },
+            Math.min(1000, Math.max(50, opts.stallMs / 4)),
+        );
         let finished = false;
         const finish = async (err?: unknown) => {
             // end, aborted, error and close may all fire for one response: the first decides.
@@ -239,13 +270,26 @@ function receive(
             report();
         });
         r.res.on("end", () => void finish());
-        r.res.on("aborted", () => void finish(new DownloadError("cut", opts.shown, cutMessage(opts.shown, position + pendingBytes, opts.total))));
+        r.res.on(
+            "aborted",
+            () =>
+                void finish(
+                    new DownloadError("cut", opts.shown, cutMessage(opts.shown, position + pendingBytes, opts.total)),
+                ),
+        );
         r.res.on("error", (err) => {
             const e = explain(err, opts.shown);
-            void finish(e instanceof DownloadError && e.problem === "cut" ? new DownloadError("cut", opts.shown, cutMessage(opts.shown, position + pendingBytes, opts.total)) : e);
+            void finish(
+                e instanceof DownloadError && e.problem === "cut"
+                    ? new DownloadError("cut", opts.shown, cutMessage(opts.shown, position + pendingBytes, opts.total))
+                    : e,
+            );
         });
         r.res.on("close", () => {
-            if (!r.res.complete) void finish(new DownloadError("cut", opts.shown, cutMessage(opts.shown, position + pendingBytes, opts.total)));
+            if (!r.res.complete)
+                void finish(
+                    new DownloadError("cut", opts.shown, cutMessage(opts.shown, position + pendingBytes, opts.total)),
+                );
         });
     });
 }
@@ -259,13 +303,22 @@ async function writeAll(fh: FileHandle, buf: Buffer, at: number): Promise<void> 
 }
 
 /** file:// URLs: a local copy through the same hashing, so the checksum is checked all the same. */
-async function copyLocal(url: URL, partial: string, algorithm: Checksum["algorithm"], opts: FetchOptions): Promise<FetchResult> {
+async function copyLocal(
+    url: URL,
+    partial: string,
+    algorithm: Checksum["algorithm"],
+    opts: FetchOptions,
+): Promise<FetchResult> {
     const file = fileURLToPath(url);
     const shown = redactUrl(url);
     try {
         await requireRegularFile(file, "source.url", "a file to download");
     } catch (err) {
-        throw new DownloadError("not-a-file", shown, `${shown}: ${(err as Error).message.replace(/^source\.url:?\s*/, "")}`);
+        throw new DownloadError(
+            "not-a-file",
+            shown,
+            `${shown}: ${(err as Error).message.replace(/^source\.url:?\s*/, "")}`,
+        );
     }
     const hasher = createHash(algorithm);
     const fh = await open(partial, "w", 0o600);
@@ -277,7 +330,12 @@ async function copyLocal(url: URL, partial: string, algorithm: Checksum["algorit
             hasher.update(chunk as Buffer);
             await writeAll(fh, chunk as Buffer, bytes);
             bytes += (chunk as Buffer).length;
-            opts.onProgress?.({ bytes, total, rate: bytes / Math.max((Date.now() - started) / 1000, 0.001), resumedFrom: 0 });
+            opts.onProgress?.({
+                bytes,
+                total,
+                rate: bytes / Math.max((Date.now() - started) / 1000, 0.001),
+                resumedFrom: 0,
+            });
         }
     } catch (err) {
         if ((err as NodeJS.ErrnoException).code === "ENOSPC") throw err;

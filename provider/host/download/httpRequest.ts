@@ -40,23 +40,43 @@ export async function get(url: URL, opts: RequestOptions): Promise<Response> {
     const origin = url.origin;
     for (let hop = 0; ; hop++) {
         const auth = current.origin === origin && hasCredentials(url) ? basicAuth(url) : undefined;
-        const r = await once(current, { ...opts, headers: { ...opts.headers, ...(auth ? { authorization: auth } : {}) } });
+        const r = await once(current, {
+            ...opts,
+            headers: { ...opts.headers, ...(auth ? { authorization: auth } : {}) },
+        });
         const status = r.res.statusCode ?? 0;
         if (status < 300 || status >= 400 || status === 304) return { ...r, finalUrl: current };
         const location = r.res.headers.location;
         r.abort();
         if (!location) {
-            throw new DownloadError("http-status", redactUrl(url), `${redactUrl(current)} answered ${status} without a Location to go to; the server is misconfigured, or the URL is wrong`, status);
+            throw new DownloadError(
+                "http-status",
+                redactUrl(url),
+                `${redactUrl(current)} answered ${status} without a Location to go to; the server is misconfigured, or the URL is wrong`,
+                status,
+            );
         }
         if (hop + 1 > opts.maxRedirects) {
-            throw new DownloadError("redirects", redactUrl(url), `${redactUrl(url)} redirected more than ${opts.maxRedirects} times (last to ${redactUrl(new URL(location, current))}); it may loop: open it in a browser or with curl -L to see where it leads`);
+            throw new DownloadError(
+                "redirects",
+                redactUrl(url),
+                `${redactUrl(url)} redirected more than ${opts.maxRedirects} times (last to ${redactUrl(new URL(location, current))}); it may loop: open it in a browser or with curl -L to see where it leads`,
+            );
         }
         const next = new URL(location, current);
         if (next.protocol !== "https:" && next.protocol !== "http:") {
-            throw new DownloadError("redirects", redactUrl(url), `${redactUrl(url)} redirected to ${next.protocol} (${redactUrl(next)}), which is not followed`);
+            throw new DownloadError(
+                "redirects",
+                redactUrl(url),
+                `${redactUrl(url)} redirected to ${next.protocol} (${redactUrl(next)}), which is not followed`,
+            );
         }
         if (current.protocol === "https:" && next.protocol === "http:") {
-            throw new DownloadError("redirects", redactUrl(url), `${redactUrl(url)} redirected from https to plain http (${redactUrl(next)}); refused, since that drops the transport's protection. Use the http URL directly if you mean it`);
+            throw new DownloadError(
+                "redirects",
+                redactUrl(url),
+                `${redactUrl(url)} redirected from https to plain http (${redactUrl(next)}); refused, since that drops the transport's protection. Use the http URL directly if you mean it`,
+            );
         }
         current = next;
     }
@@ -86,16 +106,43 @@ async function once(url: URL, opts: RequestOptions): Promise<Omit<Response, "fin
             reject(explain(err, shown, proxy));
         };
         const timer = setTimeout(
-            () => fail(new DownloadError("stall", shown, `${shown} did not answer within ${opts.stallMs / 1000} s${proxy ? ` (through proxy ${redactUrl(proxy)})` : ""}; check the host is reachable, or raise source.stallSeconds`)),
+            () =>
+                fail(
+                    new DownloadError(
+                        "stall",
+                        shown,
+                        `${shown} did not answer within ${opts.stallMs / 1000} s${proxy ? ` (through proxy ${redactUrl(proxy)})` : ""}; check the host is reachable, or raise source.stallSeconds`,
+                    ),
+                ),
             opts.stallMs,
         );
         const start = (socket?: Socket) => {
-            const common = { method: "GET", headers, agent: false as const, ca: opts.ca ? [...tls.rootCertificates, String(opts.ca)] : undefined };
+            const common = {
+                method: "GET",
+                headers,
+                agent: false as const,
+                ca: opts.ca ? [...tls.rootCertificates, String(opts.ca)] : undefined,
+            };
             if (url.protocol === "https:") {
                 // Through a tunnel the TLS session runs over the proxy's socket, still verified against the URL's host.
-                req = https.request({ ...common, host: url.hostname, port: url.port || 443, path: requestTarget(url), servername: tlsName(url), ...(socket ? { createConnection: () => tls.connect({ socket, servername: tlsName(url), ca: common.ca }) } : {}) });
+                req = https.request({
+                    ...common,
+                    host: url.hostname,
+                    port: url.port || 443,
+                    path: requestTarget(url),
+                    servername: tlsName(url),
+                    ...(socket
+                        ? { createConnection: () => tls.connect({ socket, servername: tlsName(url), ca: common.ca }) }
+                        : {}),
+                });
             } else if (proxy) {
-                req = http.request({ ...common, host: proxy.hostname, port: proxy.port || 80, path: `${url.protocol}//${url.host}${requestTarget(url)}`, headers: { ...headers, host: url.host, ...proxyAuth(proxy) } });
+                req = http.request({
+                    ...common,
+                    host: proxy.hostname,
+                    port: proxy.port || 80,
+                    path: `${url.protocol}//${url.host}${requestTarget(url)}`,
+                    headers: { ...headers, host: url.host, ...proxyAuth(proxy) },
+                });
             } else {
                 req = http.request({ ...common, host: url.hostname, port: url.port || 80, path: requestTarget(url) });
             }
@@ -110,13 +157,27 @@ async function once(url: URL, opts: RequestOptions): Promise<Omit<Response, "fin
             req.end();
         };
         if (url.protocol === "https:" && proxy) {
-            const connect = http.request({ host: proxy.hostname, port: proxy.port || 80, method: "CONNECT", path: `${url.hostname}:${url.port || 443}`, agent: false, headers: { host: `${url.hostname}:${url.port || 443}`, ...proxyAuth(proxy) } });
+            const connect = http.request({
+                host: proxy.hostname,
+                port: proxy.port || 80,
+                method: "CONNECT",
+                path: `${url.hostname}:${url.port || 443}`,
+                agent: false,
+                headers: { host: `${url.hostname}:${url.port || 443}`, ...proxyAuth(proxy) },
+            });
             req = connect;
             connect.on("error", fail);
             connect.on("connect", (res, socket) => {
                 if (res.statusCode !== 200) {
                     socket.destroy();
-                    return fail(new DownloadError("connect", shown, `proxy ${redactUrl(proxy)} refused to connect to ${url.host} (${res.statusCode} ${res.statusMessage ?? ""}); check https_proxy / no_proxy`, res.statusCode));
+                    return fail(
+                        new DownloadError(
+                            "connect",
+                            shown,
+                            `proxy ${redactUrl(proxy)} refused to connect to ${url.host} (${res.statusCode} ${res.statusMessage ?? ""}); check https_proxy / no_proxy`,
+                            res.statusCode,
+                        ),
+                    );
                 }
                 start(socket);
             });
@@ -149,8 +210,18 @@ export function explain(err: unknown, shown: string, proxy?: URL): unknown {
             `TLS failed for ${shown}${via}: ${e.message} (${code}); the server's certificate is not trusted here. If it is signed by your own CA, give its PEM file in NODE_EXTRA_CA_CERTS; check the host name and the clock`,
         );
     }
-    if (code === "ECONNREFUSED" || code === "ENOTFOUND" || code === "EAI_AGAIN" || code === "EHOSTUNREACH" || code === "ENETUNREACH") {
-        return new DownloadError("connect", shown, `cannot reach ${shown}${via} (${code}); check the URL, the network and https_proxy / http_proxy / no_proxy`);
+    if (
+        code === "ECONNREFUSED" ||
+        code === "ENOTFOUND" ||
+        code === "EAI_AGAIN" ||
+        code === "EHOSTUNREACH" ||
+        code === "ENETUNREACH"
+    ) {
+        return new DownloadError(
+            "connect",
+            shown,
+            `cannot reach ${shown}${via} (${code}); check the URL, the network and https_proxy / http_proxy / no_proxy`,
+        );
     }
     if (code === "ECONNRESET" || code === "EPIPE" || code === "ERR_STREAM_PREMATURE_CLOSE") {
         return new DownloadError("cut", shown, `the connection to ${shown}${via} was cut (${code}); try again`);

@@ -2,7 +2,16 @@ import { open, readFile, stat } from "node:fs/promises";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 import { hashValue } from "../../core/hash";
-import { checksumText, parseChecksum, formatByMagic, redactUrl, sumsEntry, urlFileName, type Checksum, type Compression } from "../../core/imageUrl";
+import {
+    checksumText,
+    parseChecksum,
+    formatByMagic,
+    redactUrl,
+    sumsEntry,
+    urlFileName,
+    type Checksum,
+    type Compression,
+} from "../../core/imageUrl";
 import { writeFileAtomic } from "../files/atomicFile";
 import { ensureOwnDir, ensureStateDir, isOwnFileSync } from "../files/stateDir";
 import { humanBytes, progress, progressIntervalMs } from "../progress";
@@ -46,7 +55,11 @@ export async function checksumFromSums(url: URL, checksumUrl: URL, settings: Dow
     const text = await fetchSmallText(checksumUrl, settings);
     const found = sumsEntry(text, urlFileName(url));
     if ("problem" in found) {
-        throw new DownloadError("sums", redactUrl(checksumUrl), `${redactUrl(checksumUrl)} ${found.problem}; check that it is the checksum file of the directory ${redactUrl(new URL(".", url))}`);
+        throw new DownloadError(
+            "sums",
+            redactUrl(checksumUrl),
+            `${redactUrl(checksumUrl)} ${found.problem}; check that it is the checksum file of the directory ${redactUrl(new URL(".", url))}`,
+        );
     }
     return found;
 }
@@ -57,31 +70,55 @@ async function fetchSmallText(url: URL, settings: DownloadSettings): Promise<str
         const file = fileURLToPath(url);
         try {
             const st = await stat(file);
-            if (!st.isFile() || st.size > MAX_SUMS_BYTES) throw new Error(`is not a checksum file (a regular file under ${humanBytes(MAX_SUMS_BYTES)})`);
+            if (!st.isFile() || st.size > MAX_SUMS_BYTES)
+                throw new Error(`is not a checksum file (a regular file under ${humanBytes(MAX_SUMS_BYTES)})`);
             return await readFile(file, "utf8");
         } catch (err) {
             throw new DownloadError("not-a-file", shown, `${shown}: ${(err as Error).message}`);
         }
     }
-    const r = await get(url, { stallMs: settings.stallMs, maxRedirects: settings.maxRedirects ?? DEFAULT_MAX_REDIRECTS, env: settings.env ?? process.env, ca: settings.ca, headers: { "accept-encoding": "identity" } });
+    const r = await get(url, {
+        stallMs: settings.stallMs,
+        maxRedirects: settings.maxRedirects ?? DEFAULT_MAX_REDIRECTS,
+        env: settings.env ?? process.env,
+        ca: settings.ca,
+        headers: { "accept-encoding": "identity" },
+    });
     const status = r.res.statusCode ?? 0;
     if (status !== 200) {
         r.abort();
-        throw new DownloadError(status === 404 ? "not-found" : "http-status", shown, `${shown} answered ${status} ${r.res.statusMessage ?? ""}; check source.checksumUrl`, status);
+        throw new DownloadError(
+            status === 404 ? "not-found" : "http-status",
+            shown,
+            `${shown} answered ${status} ${r.res.statusMessage ?? ""}; check source.checksumUrl`,
+            status,
+        );
     }
     return new Promise((resolve, reject) => {
         const chunks: Buffer[] = [];
         let size = 0;
         const timer = setTimeout(() => {
             r.abort();
-            reject(new DownloadError("stall", shown, `${shown} did not send its checksum file within ${settings.stallMs / 1000} s`));
+            reject(
+                new DownloadError(
+                    "stall",
+                    shown,
+                    `${shown} did not send its checksum file within ${settings.stallMs / 1000} s`,
+                ),
+            );
         }, settings.stallMs);
         r.res.on("data", (c: Buffer) => {
             size += c.length;
             if (size > MAX_SUMS_BYTES) {
                 r.abort();
                 clearTimeout(timer);
-                reject(new DownloadError("sums", shown, `${shown} is larger than ${humanBytes(MAX_SUMS_BYTES)}: not a checksum file`));
+                reject(
+                    new DownloadError(
+                        "sums",
+                        shown,
+                        `${shown} is larger than ${humanBytes(MAX_SUMS_BYTES)}: not a checksum file`,
+                    ),
+                );
             }
             chunks.push(c);
         });
@@ -101,10 +138,20 @@ async function fetchSmallText(url: URL, settings: DownloadSettings): Promise<str
  * through the cache of `stateDir`. The format is qcow2 when the bytes say so, else raw, unless
  * `format` says which.
  */
-export async function imageFromUrl(stateDir: string, url: URL, checksum: Checksum, out: string, settings: DownloadSettings, format?: "raw" | "qcow2"): Promise<ImageFromUrl> {
+export async function imageFromUrl(
+    stateDir: string,
+    url: URL,
+    checksum: Checksum,
+    out: string,
+    settings: DownloadSettings,
+    format?: "raw" | "qcow2",
+): Promise<ImageFromUrl> {
     const shown = redactUrl(url);
     await ensureStateDir(stateDir);
-    const cache = await cachedDownload(downloadsDir(stateDir), url, checksum, { ...settings, onProgress: progressReporter(shown) });
+    const cache = await cachedDownload(downloadsDir(stateDir), url, checksum, {
+        ...settings,
+        onProgress: progressReporter(shown),
+    });
     const compression = await compressionOf(cache.file, urlFileName(url), shown);
     if (compression) progress(`decompressing ${shown} (${compression}, ${humanBytes(cache.bytes)})`);
     await unpackInto(cache.file, compression, out, settings.stallMs, shown);
@@ -139,7 +186,6 @@ export function describeProgress(shown: string, p: FetchProgress): string {
     return `downloading ${shown}: ${humanBytes(p.bytes)}${of} at ${humanBytes(Math.round(p.rate))}/s${resumed}`;
 }
 
-
 // ---------------------------------------------------------------------------------------------
 // What a sums file said, remembered per host
 
@@ -172,7 +218,12 @@ export async function rememberedChecksum(stateDir: string, url: URL, checksumUrl
     return "problem" in c ? undefined : c;
 }
 
-export async function rememberChecksum(stateDir: string, url: URL, checksumUrl: URL, checksum: Checksum): Promise<void> {
+export async function rememberChecksum(
+    stateDir: string,
+    url: URL,
+    checksumUrl: URL,
+    checksum: Checksum,
+): Promise<void> {
     await ensureStateDir(stateDir);
     await ensureOwnDir(downloadsDir(stateDir));
     // Two creates at once may each write the memo; the loser's entry is only re-learnt by a later preview.

@@ -19,7 +19,11 @@ const DECOMPRESSORS: Record<Compression, [string, string[]]> = {
 };
 
 /** What the file is compressed with, judged by content, checked against the URL's file name. */
-export async function compressionOf(file: string, fileName: string, shownUrl: string): Promise<Compression | undefined> {
+export async function compressionOf(
+    file: string,
+    fileName: string,
+    shownUrl: string,
+): Promise<Compression | undefined> {
     const fh = await open(file, "r");
     const head = Buffer.alloc(8);
     try {
@@ -40,10 +44,23 @@ export async function compressionOf(file: string, fileName: string, shownUrl: st
 }
 
 /** Writes the image held in `download` (decompressed as needed) into `out`, an existing empty file. */
-export async function unpackInto(download: string, compression: Compression | undefined, out: string, stallMs: number, shownUrl: string): Promise<void> {
+export async function unpackInto(
+    download: string,
+    compression: Compression | undefined,
+    out: string,
+    stallMs: number,
+    shownUrl: string,
+): Promise<void> {
     if (compression === undefined) {
-        const r = await runTool("cp", ["--reflink=auto", "--sparse=always", download, out], { stallMs, label: `copying the download of ${shownUrl}` });
-        if (r.exitCode !== 0) throw Object.assign(new Error(`copying the download of ${shownUrl} failed: ${r.stderr.trim() || r.spawnError}`), { stderr: r.stderr });
+        const r = await runTool("cp", ["--reflink=auto", "--sparse=always", download, out], {
+            stallMs,
+            label: `copying the download of ${shownUrl}`,
+        });
+        if (r.exitCode !== 0)
+            throw Object.assign(
+                new Error(`copying the download of ${shownUrl} failed: ${r.stderr.trim() || r.spawnError}`),
+                { stderr: r.stderr },
+            );
         return;
     }
     const [tool, args] = DECOMPRESSORS[compression];
@@ -61,15 +78,18 @@ async function runInto(command: string, args: string[], out: string, stallMs: nu
         let stalled: ToolTimeoutError | undefined;
         let last = -1;
         let lastChange = Date.now();
-        const watch = setInterval(async () => {
-            const moved = child.pid === undefined ? undefined : await progressCounter(child.pid);
-            if (moved === undefined) return;
-            if (moved !== last) [last, lastChange] = [moved, Date.now()];
-            else if (Date.now() - lastChange >= stallMs && !stalled) {
-                stalled = new ToolTimeoutError(label, `did nothing for ${stallMs / 1000} s`);
-                child.kill("SIGKILL");
-            }
-        }, Math.min(500, stallMs));
+        const watch = setInterval(
+            async () => {
+                const moved = child.pid === undefined ? undefined : await progressCounter(child.pid);
+                if (moved === undefined) return;
+                if (moved !== last) [last, lastChange] = [moved, Date.now()];
+                else if (Date.now() - lastChange >= stallMs && !stalled) {
+                    stalled = new ToolTimeoutError(label, `did nothing for ${stallMs / 1000} s`);
+                    child.kill("SIGKILL");
+                }
+            },
+            Math.min(500, stallMs),
+        );
         const code = await new Promise<number | null>((resolve, reject) => {
             child.on("error", reject);
             child.on("close", (c) => resolve(c));
@@ -81,7 +101,9 @@ async function runInto(command: string, args: string[], out: string, stallMs: nu
         }
     } catch (err) {
         if ((err as NodeJS.ErrnoException).code === "ENOENT") {
-            throw new Error(`${command} is not installed; it is needed to decompress this image (Debian: apt-get install ${command === "zstd" ? "zstd" : command === "xz" ? "xz-utils" : "gzip"})`);
+            throw new Error(
+                `${command} is not installed; it is needed to decompress this image (Debian: apt-get install ${command === "zstd" ? "zstd" : command === "xz" ? "xz-utils" : "gzip"})`,
+            );
         }
         throw err;
     } finally {
@@ -90,12 +112,21 @@ async function runInto(command: string, args: string[], out: string, stallMs: nu
 }
 
 /** The image's format (qcow2 or raw) from the first bytes of the download, decompressed as needed. */
-export async function formatOfDownload(file: string, compression: Compression | undefined, stallMs: number): Promise<"raw" | "qcow2"> {
+export async function formatOfDownload(
+    file: string,
+    compression: Compression | undefined,
+    stallMs: number,
+): Promise<"raw" | "qcow2"> {
     return formatByMagic(await headOf(file, compression, 4, stallMs));
 }
 
 /** The first `bytes` of the image held in `file`: read directly, or from a decompressor stopped once they came. */
-async function headOf(file: string, compression: Compression | undefined, bytes: number, stallMs: number): Promise<Buffer> {
+async function headOf(
+    file: string,
+    compression: Compression | undefined,
+    bytes: number,
+    stallMs: number,
+): Promise<Buffer> {
     if (compression === undefined) {
         const fh = await open(file, "r");
         try {

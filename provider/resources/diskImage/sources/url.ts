@@ -8,12 +8,25 @@
  */
 import { z } from "zod";
 import { formatSchema, type ImageFormat } from "../../../core/diskImageSpec";
-import { checksumText, parseChecksum, parseImageUrl, redactUrl, urlFileName, type Checksum } from "../../../core/imageUrl";
+import {
+    checksumText,
+    parseChecksum,
+    parseImageUrl,
+    redactUrl,
+    urlFileName,
+    type Checksum,
+} from "../../../core/imageUrl";
 import { isOutOfSpace } from "../../../host/files/hostErrors";
 import { readImageHeader } from "../../../host/images/imageHeader";
 import { cachedDownload, downloadsDir, entryPath } from "../../../host/download/downloadCache";
 import { DownloadError } from "../../../host/download/downloadError";
-import { checksumFromSums, DEFAULT_STALL_SECONDS, progressReporter, rememberChecksum, rememberedChecksum } from "../../../host/download/imageDownload";
+import {
+    checksumFromSums,
+    DEFAULT_STALL_SECONDS,
+    progressReporter,
+    rememberChecksum,
+    rememberedChecksum,
+} from "../../../host/download/imageDownload";
 import { compressionOf, formatOfDownload, unpackInto } from "../../../host/download/unpack";
 import { fieldError, type SourceKind } from "./source";
 
@@ -53,15 +66,16 @@ const schema = z
                 description:
                     'The image file\'s checksum as published, "sha256:<hex>" or "sha512:<hex>" (of the file as downloaded, compressed or not). It is the image\'s identity: previews need no network, and a changed checksum replaces the image. Give this or checksumUrl.',
             }),
-        checksumUrl: urlField("checksumUrl")
+        checksumUrl: urlField("checksumUrl").optional().meta({
+            description:
+                "A SHA256SUMS or SHA512SUMS file (GNU or BSD layout) that lists the checksum of the url's file name, as distributions publish beside their images. Read when the image is created and remembered on this host, so previews need no network; a new image announced under the same name is not picked up by itself (replace the resource, or pin `checksum`). Give this or checksum.",
+        }),
+        format: formatSchema("format")
             .optional()
             .meta({
                 description:
-                    "A SHA256SUMS or SHA512SUMS file (GNU or BSD layout) that lists the checksum of the url's file name, as distributions publish beside their images. Read when the image is created and remembered on this host, so previews need no network; a new image announced under the same name is not picked up by itself (replace the resource, or pin `checksum`). Give this or checksum.",
+                    'The image\'s format, "raw" or "qcow2". Detected from its first bytes when absent (qcow2 has a magic number); set "raw" for a raw image whose content could look like qcow2.',
             }),
-        format: formatSchema("format")
-            .optional()
-            .meta({ description: 'The image\'s format, "raw" or "qcow2". Detected from its first bytes when absent (qcow2 has a magic number); set "raw" for a raw image whose content could look like qcow2.' }),
         stallSeconds: z
             .number({ error: "stallSeconds must be a number of seconds" })
             .int({ error: "stallSeconds must be a whole number" })
@@ -92,7 +106,11 @@ function parsedUrl(text: string): URL {
 
 /** A download's failure as a field error: which field led there, and the downloader's own words (URL redacted). */
 function asFieldError(err: unknown, field: string): unknown {
-    if (err instanceof DownloadError) return fieldError(err.problem === "sums" || field === "source.checksumUrl" ? "source.checksumUrl" : field, err.message);
+    if (err instanceof DownloadError)
+        return fieldError(
+            err.problem === "sums" || field === "source.checksumUrl" ? "source.checksumUrl" : field,
+            err.message,
+        );
     return err;
 }
 
@@ -139,12 +157,16 @@ export const url: SourceKind<"url", UrlSpec, UrlContent> = {
         const url = parsedUrl(spec.url);
         const shown = redactUrl(url);
         try {
-            const cached = await cachedDownload(downloadsDir(ctx.stateDir), url, checksum, { stallMs: spec.stallMs, onProgress: progressReporter(shown) });
+            const cached = await cachedDownload(downloadsDir(ctx.stateDir), url, checksum, {
+                stallMs: spec.stallMs,
+                onProgress: progressReporter(shown),
+            });
             const compression = await compressionOf(cached.file, urlFileName(url), shown);
             return { content, detected: await formatOfDownload(cached.file, compression, spec.stallMs) };
         } catch (err) {
             // A full disk is the state directory's problem; said with the URL, it is told against stateDir by create.
-            if (isOutOfSpace(err)) throw Object.assign(new Error(`downloading ${shown}: ${(err as Error).message}`), { code: "ENOSPC" });
+            if (isOutOfSpace(err))
+                throw Object.assign(new Error(`downloading ${shown}: ${(err as Error).message}`), { code: "ENOSPC" });
             throw asFieldError(err, "source.url");
         }
     },
@@ -162,7 +184,10 @@ export const url: SourceKind<"url", UrlSpec, UrlContent> = {
             // A downloaded qcow2 naming a backing file would hand the guest a file of this host.
             const header = await readImageHeader(temp, "qcow2");
             if (header.backingFilename !== undefined) {
-                throw fieldError("source.url", `${shown} is a qcow2 image that names a backing file (${header.backingFilename}); a downloaded image must stand alone, so it is refused`);
+                throw fieldError(
+                    "source.url",
+                    `${shown} is a qcow2 image that names a backing file (${header.backingFilename}); a downloaded image must stand alone, so it is refused`,
+                );
             }
         }
     },
