@@ -236,6 +236,25 @@ test("bad input and failed downloads name the field; credentials appear nowhere"
     expect(await removeImage(ok)).toBe("removed");
 });
 
+test("a full disk under the state directory is told against stateDir, with the URL, and leaves no partial", async () => {
+    // 1 MiB of tmpfs: the 1.3 MiB qcow2 cannot be downloaded into it.
+    const small = await mkdtemp(path.join(work, "small-"));
+    await execa("mount", ["-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", small]);
+    try {
+        const url = `${server.url}/debian/cloud.qcow2`;
+        const err = await fieldError(
+            createDiskImage({ stateDir: small, source: { kind: "url", url, checksum: `sha256:${qcowSha256}` } }),
+        );
+        expect(err.problems[0].property).toBe("stateDir");
+        expect(err.message).toMatch(
+            new RegExp(`ran out of space .*free some space there or choose another stateDir \\(downloading ${url}`),
+        );
+        expect(await readdir(downloadsDir(small))).toEqual([]);
+    } finally {
+        await execa("umount", [small]);
+    }
+});
+
 test("a guest boots with an overlay over a URL image (xz-compressed, SHA512SUMS) as its disk", async () => {
     const guest = await ensureTestGuest();
     const content = path.join(work, "content");

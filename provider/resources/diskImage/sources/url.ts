@@ -16,7 +16,7 @@ import {
     urlFileName,
     type Checksum,
 } from "../../../core/imageUrl";
-import { isOutOfSpace } from "../../../host/files/hostErrors";
+import { explainHostFileError, isOutOfSpace } from "../../../host/files/hostErrors";
 import { readImageHeader } from "../../../host/images/imageHeader";
 import { cachedDownload, downloadsDir, entryPath } from "../../../host/download/downloadCache";
 import { DownloadError } from "../../../host/download/downloadError";
@@ -70,12 +70,10 @@ const schema = z
             description:
                 "A SHA256SUMS or SHA512SUMS file (GNU or BSD layout) that lists the checksum of the url's file name, as distributions publish beside their images. Read when the image is created and remembered on this host, so previews need no network; a new image announced under the same name is not picked up by itself (replace the resource, or pin `checksum`). Give this or checksum.",
         }),
-        format: formatSchema("format")
-            .optional()
-            .meta({
-                description:
-                    'The image\'s format, "raw" or "qcow2". Detected from its first bytes when absent (qcow2 has a magic number); set "raw" for a raw image whose content could look like qcow2.',
-            }),
+        format: formatSchema("format").optional().meta({
+            description:
+                'The image\'s format, "raw" or "qcow2". Detected from its first bytes when absent (qcow2 has a magic number); set "raw" for a raw image whose content could look like qcow2.',
+        }),
         stallSeconds: z
             .number({ error: "stallSeconds must be a number of seconds" })
             .int({ error: "stallSeconds must be a whole number" })
@@ -164,9 +162,13 @@ export const url: SourceKind<"url", UrlSpec, UrlContent> = {
             const compression = await compressionOf(cached.file, urlFileName(url), shown);
             return { content, detected: await formatOfDownload(cached.file, compression, spec.stallMs) };
         } catch (err) {
-            // A full disk is the state directory's problem; said with the URL, it is told against stateDir by create.
-            if (isOutOfSpace(err))
-                throw Object.assign(new Error(`downloading ${shown}: ${(err as Error).message}`), { code: "ENOSPC" });
+            // A full disk is the state directory's problem (the cache lives there), told with the URL against stateDir.
+            if (isOutOfSpace(err)) {
+                const withUrl = Object.assign(new Error(`downloading ${shown}: ${(err as Error).message}`), {
+                    code: "ENOSPC",
+                });
+                throw await explainHostFileError(withUrl, "stateDir", downloadsDir(ctx.stateDir));
+            }
             throw asFieldError(err, "source.url");
         }
     },
