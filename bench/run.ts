@@ -9,6 +9,7 @@ import { runChannelSsh } from "./channelSsh";
 import { runHashing } from "./hashing";
 import { runNoopDiff } from "./noopDiff";
 import { runOverlay } from "./overlay";
+import { runDownload } from "./download";
 import { runRemote } from "./remote";
 import { runNetwork } from "./network";
 import { runNetworkDhcp } from "./networkDhcp";
@@ -19,7 +20,7 @@ import { runSnapshotDebian } from "./snapshotDebian";
 
 /**
  * Runs the benchmarks and prints one markdown table:
- *   npm run build && node bin/bench/run.js [noop] [hash] [overlay] [boot] [serial] [seed] [debian] [network] [dhcp] [channel] [channelSsh] [snapshot] [snapshotDebian] [remote]
+ *   npm run build && node bin/bench/run.js [noop] [hash] [overlay] [boot] [serial] [seed] [debian] [network] [dhcp] [channel] [channelSsh] [snapshot] [snapshotDebian] [remote] [download]
  * With no names it runs all of them and writes the table to bench/RESULTS.md.
  * Nothing depends on these timings; they are for people.
  */
@@ -39,6 +40,7 @@ const BENCHES: Record<string, () => Promise<BenchResult>> = {
     snapshot: () => runSnapshot(),
     snapshotDebian: () => runSnapshotDebian(),
     remote: () => runRemote(),
+    download: () => runDownload(),
 };
 
 function table(rows: Row[]): string {

@@ -15,6 +15,8 @@ APT_PACKAGES+=(grub-pc-bin grub-efi-amd64-bin fdisk ovmf)
 # DHCP/DNS on every Network: dnsmasq in a user+network namespace (unshare: util-linux; ip: iproute2; vde_plug2tap: vde2).
 # dhcp_release (dnsmasq-utils) ends a deleted VM's lease, so its name stops resolving.
 APT_PACKAGES+=(dnsmasq-base dnsmasq-utils iproute2)
+# Images by URL: zstd to unpack .zst images (xz-utils and gzip are above or essential); openssl makes the TLS tests' certificate, curl is the download benchmark's reference.
+APT_PACKAGES+=(zstd openssl curl)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

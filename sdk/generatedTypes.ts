@@ -78,8 +78,24 @@ export interface CloudInitSource {
     format?: "iso" | "vfat";
 }
 
+/** UrlDiskImageSource */
+export interface UrlDiskImageSource {
+    /** kind */
+    kind: "url";
+    /** Where the image is: an https:, http: or file: URL. A user and password in it (https://user:pw@host/…) are sent as Basic authentication to that host only and never shown; pass such a URL as a Pulumi secret. May end in .gz, .xz or .zst: the image is decompressed. Changing it while the checksum stays the same changes nothing. */
+    url: string;
+    /** The image file's checksum as published, "sha256:<hex>" or "sha512:<hex>" (of the file as downloaded, compressed or not). It is the image's identity: previews need no network, and a changed checksum replaces the image. Give this or checksumUrl. */
+    checksum?: string;
+    /** A SHA256SUMS or SHA512SUMS file (GNU or BSD layout) that lists the checksum of the url's file name, as distributions publish beside their images. Read when the image is created and remembered on this host, so previews need no network; a new image announced under the same name is not picked up by itself (replace the resource, or pin `checksum`). Give this or checksum. */
+    checksumUrl?: string;
+    /** The image's format, "raw" or "qcow2". Detected from its first bytes when absent (qcow2 has a magic number); set "raw" for a raw image whose content could look like qcow2. */
+    format?: "raw" | "qcow2";
+    /** Seconds without a byte from the server after which the download stops (the bytes so far are kept, and the next attempt resumes with a Range request). Default 60; raise it for a slow mirror. Not part of the image's identity. */
+    stallSeconds?: number;
+}
+
 /** What an image is made from; `kind` picks the fields that apply. */
-export type DiskImageSource = BlankSource | FileSource | DirectorySource | OverlaySource | CloudInitSource;
+export type DiskImageSource = BlankSource | FileSource | DirectorySource | OverlaySource | CloudInitSource | UrlDiskImageSource;
 
 /** The inputs of a DiskImage. */
 export interface DiskImageArgs {

@@ -48,7 +48,9 @@ export function fieldProblems(error: z.ZodError, root: string, input?: unknown):
     return error.issues.map((issue) => {
         const property = fieldName(root, issue.path);
         const value = valueAt(input, issue.path);
-        const shown = value === undefined || typeof value === "object" ? "" : ` (got ${quoteValue(value)})`;
+        // A URL's user and password never go into a message, not even as the value that was refused.
+        const clean = typeof value === "string" ? value.replace(/\/\/[^/@\s]*@/g, "//") : value;
+        const shown = value === undefined || typeof value === "object" ? "" : ` (got ${quoteValue(clean)})`;
         return { property, reason: `${issue.message}${shown}` };
     });
 }

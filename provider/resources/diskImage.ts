@@ -6,6 +6,7 @@ import * as path from "node:path";
 import { defaultImageDir, defaultImagePath, sidecarPath, type ImageFormat } from "../core/diskImageSpec";
 import { octal } from "../core/fileMode";
 import { CONTENT_DIGEST, LEGACY_CONTENT_DIGEST, type DigestAlgorithm } from "../core/hash";
+import { withoutUrlCredentials } from "../core/imageUrl";
 import { Qcow2HeaderError } from "../core/qcow2Header";
 import { InputError } from "../core/validation";
 import { HASH_CACHE_FILE, HASH_CACHE_FILE_V1, HashCache, sameFile, sameStamp, stampOf, statStamp, waitOutRacyWindow, type FileStamp, type ReadCounter } from "../host/files/fileHash";
@@ -136,7 +137,7 @@ async function resolveSource(spec: DiskImageSpec, ctx: Context, target: string |
     const kind = sourceKind(spec.source.kind);
     const read = await kind.read(spec.source, ctx, target);
     const inputHash = imageInputHash(spec.source, read.content as SourceContent);
-    return { ...read, inputHash, format: imageFormat(spec.source, kind.detectedFormat?.(read.content)) };
+    return { ...read, inputHash, format: imageFormat(spec.source, kind.detectedFormat?.(read.content) ?? read.detected) };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -156,7 +157,8 @@ export async function createDiskImage(inputs: DiskImageInputs, observe: Observe 
 }
 
 async function createAt(inputs: DiskImageInputs, spec: DiskImageSpec, stateDir: string, observe: Observe): Promise<DiskImageOutputs> {
-    const ctx = await openContext(stateDir, observe, CONTENT_DIGEST, true);
+    // Only create fetches what a source is made from (a url download); diff and read never do.
+    const ctx: Context = { ...(await openContext(stateDir, observe, CONTENT_DIGEST, true)), fetches: true };
     const resolved = await resolveSource(spec, ctx, spec.path);
     if (spec.path === undefined) await ensureOwnDir(defaultImageDir(stateDir));
     // A user's path may name directories that do not exist yet: they are made owner-only.
@@ -237,7 +239,8 @@ async function describeNew(inputs: DiskImageInputs, spec: DiskImageSpec, resolve
     const contentFingerprint = fixedBytes ? await digestOf(target, ctx) : undefined;
     const src = inputs.source as { size?: string | number };
     return withoutUndefined({
-        source: inputs.source,
+        // A password or signed query in a url source stays out of the state the provider returns.
+        source: withoutUrlCredentials(inputs.source),
         stateDir: spec.stateDir,
         path: target,
         pathDefaulted: spec.path === undefined,

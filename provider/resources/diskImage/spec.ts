@@ -47,7 +47,9 @@ export function parseDiskImageSpec(inputs: { source?: unknown; path?: unknown; s
     const top = parseOrThrow(topSchema, { path: inputs.path, stateDir: inputs.stateDir, mode: inputs.mode }, "");
     const raw = parseOrThrow(sourceSchema, inputs.source, "source") as { kind: SourceKindName };
     const source = sourceKind(raw.kind).toSpec(raw) as SourceSpec;
-    const spec: DiskImageSpec = { source, path: top.path && path.normalize(top.path), stateDir: top.stateDir, mode: top.mode ?? DEFAULT_IMAGE_MODE };
+    // A read-only kind (a downloaded base) keeps the mode asked for without its write bits, so diff compares what is on disk.
+    const mode = (top.mode ?? DEFAULT_IMAGE_MODE) & (sourceKind(raw.kind).readOnly ? ~0o222 : ~0);
+    const spec: DiskImageSpec = { source, path: top.path && path.normalize(top.path), stateDir: top.stateDir, mode };
     refuseSelfBacking(spec);
     return spec;
 }

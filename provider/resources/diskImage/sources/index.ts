@@ -7,8 +7,9 @@ import { cloudInit } from "./cloudInit";
 import { directory } from "./directory";
 import { file } from "./file";
 import { overlay } from "./overlay";
+import { url } from "./url";
 
-export const SOURCES = { blank, file, directory, overlay, cloudInit } as const;
+export const SOURCES = { blank, file, directory, overlay, cloudInit, url } as const;
 
 export type SourceKindName = keyof typeof SOURCES;
 

@@ -19,6 +19,8 @@ export interface Context {
     /** Diff and read digest content as the record did; create, as this version does. */
     algorithm: DigestAlgorithm;
     counter?: ReadCounter;
+    /** Create: a source may fetch what it is made from (a url download). A preview's diff may not. */
+    fetches?: boolean;
 }
 
 /** What a source read on the host: its content (which enters the image's identity) and what building needs. */
@@ -28,6 +30,8 @@ export interface SourceRead<C extends { kind: string } = { kind: string }> {
     tree?: { paths: string[]; dataBytes: number; rootUid?: number; rootGid?: number };
     /** Overlays: the backing as found. */
     backing?: { info: ImageInfo; stamp: FileStamp; identityFrom: BackingIdentityFrom; identity: string };
+    /** The format a read found when it is no part of the identity (a url image's, fixed by its checksum). */
+    detected?: ImageFormat;
 }
 
 /** A source resolved: what was read, and the identity and format that follow. */
@@ -51,6 +55,8 @@ export interface SourceKind<K extends string, S extends { kind: K }, C extends {
     detectedFormat?(content: C): ImageFormat;
     /** Whether the image's bytes are fixed by its inputs, so read can compare them by digest. */
     fixedBytes: boolean;
+    /** The image is made read-only: the mode asked for loses its write bits (a downloaded base). */
+    readOnly?: boolean;
     /** Reads what the image is made from; `target` is where the image goes (to refuse loops). Bad sources are InputErrors naming the field. */
     read(spec: S, ctx: Context, target: string | undefined): Promise<SourceRead<C>>;
     /** Writes the image into `temp` (already created, owner-only). */
