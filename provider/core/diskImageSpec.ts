@@ -3,7 +3,7 @@ import { z } from "zod";
 import { sha256Hex } from "./hash";
 import { parseSize } from "./size";
 import { fileModeSchema, IMAGE_MODE } from "./fileMode";
-import { absolutePath } from "./validation";
+import { absolutePath, hostFilePath } from "./validation";
 
 /**
  * The parts of a DiskImage's inputs common to every source kind: the formats, sizes, the
@@ -37,7 +37,7 @@ export const DEFAULT_IMAGE_MODE = 0o600;
 
 export const topSchema = z.object({
     mode: fileModeSchema("mode", IMAGE_MODE).optional(),
-    path: absolutePath("path").optional(),
+    path: hostFilePath("path").optional(),
     stateDir: absolutePath("stateDir").optional(),
 });
 

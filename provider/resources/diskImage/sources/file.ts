@@ -7,7 +7,7 @@ import * as path from "node:path";
 import { z } from "zod";
 import { formatSchema, type ImageFormat } from "../../../core/diskImageSpec";
 import { digestByName, type DigestByName } from "../../../core/hash";
-import { absolutePath } from "../../../core/validation";
+import { hostFilePath } from "../../../core/validation";
 import { requireRegularFile } from "../../../host/files/regularFile";
 import { convertImage } from "../../../host/images/qemuImg";
 import { whileWorking } from "../../../host/progress";
@@ -18,7 +18,7 @@ export type FileSpec = { kind: "file"; path: string; format?: ImageFormat };
 export type FileContent = { kind: "file"; format: ImageFormat; chain: string[] } & DigestByName;
 
 export const file: SourceKind<"file", FileSpec, FileContent> = {
-    schema: z.object({ kind: z.literal("file"), path: absolutePath("path"), format: formatSchema("format").optional() }).strict(),
+    schema: z.object({ kind: z.literal("file"), path: hostFilePath("path"), format: formatSchema("format").optional() }).strict(),
     toSpec: (raw) => ({ kind: "file", path: path.normalize(raw.path), format: raw.format }),
     format(spec, detected) {
         const f = spec.format ?? detected;

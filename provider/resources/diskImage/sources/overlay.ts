@@ -7,7 +7,7 @@ import * as path from "node:path";
 import { z } from "zod";
 import { formatSchema, hexDigest, sizeSchema, type ImageFormat } from "../../../core/diskImageSpec";
 import { formatSize } from "../../../core/size";
-import { absolutePath } from "../../../core/validation";
+import { hostFilePath } from "../../../core/validation";
 import { sameStamp, statStamp, type FileStamp } from "../../../host/files/fileHash";
 import { requireRegularFile } from "../../../host/files/regularFile";
 import { createOverlay } from "../../../host/images/qemuImg";
@@ -23,7 +23,7 @@ export const overlay: SourceKind<"overlay", OverlaySpec, OverlayContent> = {
     schema: z
         .object({
             kind: z.literal("overlay"),
-            backing: absolutePath("backing"),
+            backing: hostFilePath("backing"),
             backingFormat: formatSchema("backingFormat").optional(),
             size: sizeSchema.optional(),
             backingInputHash: hexDigest.optional(),
