@@ -30,6 +30,7 @@ import { resolveVmById, VM_ID_PATTERN } from "./virtualMachine/byId";
 const DEFAULT_TIMEOUT_SECONDS = 300;
 const ERROR_OUTPUT_CHARS = 2000;
 
+const VM_WANTED = "vm must be the VirtualMachine's id (its directory under <stateDir>/vms, like vm-AbC123) or its outputs (pass the VirtualMachine resource's outputs, e.g. vm: myVm)";
 const vmRefSchema = z.looseObject({
     // The VirtualMachine's outputs: only these keys are used; the rest of them may come along.
     id: z.string({ error: "vm.id must be the VirtualMachine's id" }).optional(),
@@ -42,7 +43,7 @@ const vmRefSchema = z.looseObject({
     processStartTime: z.string({ error: "vm.processStartTime must be the VirtualMachine's processStartTime output" }).min(1),
     bootId: z.string({ error: "vm.bootId must be the VirtualMachine's bootId output" }).min(1),
     pidfile: absolutePath("vm.pidfile"),
-});
+}, { error: VM_WANTED });
 
 const vmIdSchema = z
     .string()
@@ -53,13 +54,17 @@ const command = (field: string) => z.string({ error: `${field} must be a shell c
 const inputsSchema = z
     .object({
         vm: z.union([vmIdSchema, vmRefSchema]),
-        stateDir: z.string({ error: "stateDir must be a path" }).min(1).optional(),
+        stateDir: absolutePath("stateDir").optional(),
         create: command("create"),
         update: command("update").optional(),
         delete: command("delete").optional(),
         check: command("check").optional(),
         environment: z
-            .record(z.string(), z.string({ error: "environment values must be strings" }))
+            .record(
+                z.string(),
+                // A NUL ends a C string: the value would reach the guest cut short. Never quoted: it may be a secret.
+                z.string({ error: "environment values must be strings" }).refine((v) => !v.includes("\0"), { error: "environment values must not contain a NUL byte (the guest would see the value cut short there); the value is not shown", params: { quote: false } }),
+            )
             .superRefine((env, ctx) => {
                 for (const name of Object.keys(env)) {
                     if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) ctx.addIssue({ code: "custom", path: [name], message: `environment name ${JSON.stringify(name)} must be letters, digits and _, not starting with a digit` });
@@ -138,6 +143,7 @@ async function checkHere(_olds: unknown, news: any): Promise<pulumi.dynamic.Chec
 const RERUN_KEYS = ["create", "update", "environment", "stdin"] as const;
 
 async function diffHere(_id: string, olds: GuestCommandOutputs, news: GuestCommandInputs): Promise<pulumi.dynamic.DiffResult> {
+    requireState("GuestCommand", "diff", olds, stateFields(olds));
     const replaces: string[] = [];
     // An id in a state directory not known yet may name another VM run: replaced, as for unknown outputs.
     if (hasUnknown(news.vm) || (typeof news.vm === "string" && hasUnknown(news.stateDir))) replaces.push("vm");

@@ -3,13 +3,14 @@ import type * as pulumi from "@pulumi/pulumi";
 import { mkdtemp, readdir, rm, stat } from "node:fs/promises";
 import * as path from "node:path";
 import { z } from "zod";
-import { defaultSubnet, formatSubnet, netmask, parseSubnet, subnetsOverlap, type Subnet } from "../core/network";
+import { defaultSubnet, formatSubnet, netmask, networkSubnetProblem, parseSubnet, subnetsOverlap, type Subnet } from "../core/network";
 import { NETWORK_INPUT_KEYS, NETWORK_OUTPUT_KEYS } from "../core/resourceKeys";
 import { absolutePath, InputError, parseOrThrow, plainText, refuseUnknownKeys } from "../core/validation";
 import { identityString, liveNetworks, networksDir, readRecordAt, recordPath, removeLeases, writeNetworkRecord, type NetworkRecord } from "../host/net/networkStore";
 import { identify, readPidfile, type ProcessIdentity } from "../host/qemu/qemuProcess";
 import { ensureOwnDir, ensureStateDir, ownDirChain, removeDirIfEmpty, resolveStateDir } from "../host/files/stateDir";
 import { requireState } from "./stateGuard";
+import { sweepVmsOf } from "./virtualMachine/record";
 
 /** What read and delete need of a Network's state. */
 const NETWORK_STATE = { networkDir: "string", pidfile: "string", pid: "number", processStartTime: "string", bootId: "string" } as const;
@@ -66,8 +67,8 @@ const inputSchema = z
         subnet: z
             .string({ error: "subnet must be a string such as \"10.77.1.0/24\"" })
             .superRefine((s, ctx) => {
-                const r = parseSubnet(s);
-                if (typeof r === "string") ctx.addIssue({ code: "custom", message: r });
+                const why = networkSubnetProblem(s);
+                if (why) ctx.addIssue({ code: "custom", message: why });
             })
             .optional(),
         stateDir: absolutePath("stateDir").optional(),
@@ -90,6 +91,8 @@ async function checkHere(_olds: unknown, news: any): Promise<pulumi.dynamic.Chec
 
 /** Any change makes a new network (a new switch); its VMs see a new id and are replaced with it. */
 async function diffHere(_id: string, olds: NetworkOutputs, news: NetworkInputs): Promise<pulumi.dynamic.DiffResult> {
+    // Empty or damaged state says so, as every other resource's diff does, instead of "no changes".
+    requireState("Network", "diff", olds, NETWORK_STATE);
     if (hasUnknown(news)) return { changes: true, replaces: ["subnet"], deleteBeforeReplace: true };
     const next = parseInputs(news);
     const replaces: string[] = [];
@@ -105,6 +108,8 @@ async function createHere(inputs: NetworkInputs): Promise<pulumi.dynamic.CreateR
     const stateDir = await ensureStateDir(resolveStateDir(p.stateDir));
     const parent = await ensureOwnDir(networksDir(stateDir));
     await cleanOrphans(parent);
+    // And the orphaned QEMU of a killed VM create in this state directory.
+    await sweepVmsOf(stateDir);
     const label = (p.name ?? "net").slice(0, 16);
     // mkdtemp: a fresh 0700 directory with a random suffix, so two stacks using one name never share a switch.
     const networkDir = await mkdtemp(path.join(parent, `${label}-`));
