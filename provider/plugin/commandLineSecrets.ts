@@ -30,10 +30,15 @@ export function commandLineSecretProblems(token: string, inputs: unknown): Comma
     const args = vm.kernelArguments;
     if (wholeVmSecret || isSecret(args)) {
         const plain = stripSecrets(args);
-        if (Array.isArray(plain) && plain.length > 0) problems.push({ property: "vm.kernelArguments", reason: kernelReason("vm.kernelArguments") });
+        if (Array.isArray(plain) && plain.length > 0)
+            problems.push({ property: "vm.kernelArguments", reason: kernelReason("vm.kernelArguments") });
     } else if (Array.isArray(args)) {
         args.forEach((a, i) => {
-            if (isSecret(a)) problems.push({ property: `vm.kernelArguments[${i}]`, reason: kernelReason(`vm.kernelArguments[${i}]`) });
+            if (isSecret(a))
+                problems.push({
+                    property: `vm.kernelArguments[${i}]`,
+                    reason: kernelReason(`vm.kernelArguments[${i}]`),
+                });
         });
     }
 

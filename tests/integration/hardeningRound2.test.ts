@@ -54,7 +54,10 @@ async function createVm(inputs: Record<string, unknown>): Promise<VirtualMachine
  * An orphan as a create killed after QEMU detached leaves it: a VM directory whose record says
  * "creating" by a creator that is gone, and a daemonized QEMU whose pidfile is in it.
  */
-async function makeOrphan(stateDir: string, vm: Record<string, unknown>): Promise<{ vmDir: string; identity: ProcessIdentity }> {
+async function makeOrphan(
+    stateDir: string,
+    vm: Record<string, unknown>,
+): Promise<{ vmDir: string; identity: ProcessIdentity }> {
     const vmsDir = path.join(stateDir, "vms");
     await mkdir(vmsDir, { recursive: true, mode: 0o700 });
     const vmDir = await mkdtemp(path.join(vmsDir, "vm-"));
@@ -67,7 +70,11 @@ async function makeOrphan(stateDir: string, vm: Record<string, unknown>): Promis
     });
     const record = { tool: "pulumi-qemu", resource: "VirtualMachine", version: 1, state: "creating", creator };
     await writeFile(path.join(vmDir, "record.json"), JSON.stringify(record), { mode: 0o600 });
-    const runtime = { pidfile: path.join(vmDir, "qemu.pid"), qmpSocket: path.join(vmDir, "qmp.sock"), serialLog: path.join(vmDir, "serial.log") };
+    const runtime = {
+        pidfile: path.join(vmDir, "qemu.pid"),
+        qmpSocket: path.join(vmDir, "qmp.sock"),
+        serialLog: path.join(vmDir, "serial.log"),
+    };
     const argv = buildQemuArgv(parseVmSpec(vm), { accel: "tcg" }, runtime);
     const identity = await startDaemonized(argv, runtime.pidfile);
     started.push(identity);
@@ -102,7 +109,9 @@ describe("2. secrets off QEMU's command line", () => {
         expect(failures[0]).toMatch(/^vm\.kernelArguments\[1\]: .*command line.*ps.*cloud-init seed/);
         expect(failures[0]).not.toContain("hunter2");
         // The same arguments, not secret, pass.
-        const plain = await provider.check!(urn, {}, { vm: { kernel: "/boot/vmlinuz", kernelArguments: ["console=ttyS0", "quiet"] } } as never);
+        const plain = await provider.check!(urn, {}, {
+            vm: { kernel: "/boot/vmlinuz", kernelArguments: ["console=ttyS0", "quiet"] },
+        } as never);
         expect(plain.failures ?? []).toEqual([]);
     });
 });
@@ -119,20 +128,27 @@ describe("3. a switch's pidfile is the owner's alone", () => {
 });
 
 describe("4. orphans of killed creates", () => {
-    test.each(["Network", "DiskImage"])("a %s create in the same state directory stops the orphan and removes its directory", async (kind) => {
-        const stateDir = path.join(dir, `orphan-${kind}`);
-        const { vmDir, identity } = await makeOrphan(stateDir, idleVm());
-        expect(isRunning(identity.pid)).toBe(true);
-        if (kind === "Network") {
-            const { id, outs } = await network.create({ stateDir });
-            await network.remove(id, outs);
-        } else {
-            const img = await diskImage.createDiskImage({ stateDir, source: { kind: "blank", size: "1M", format: "raw" } });
-            await diskImage.removeImage(img);
-        }
-        expect(isRunning(identity.pid)).toBe(false);
-        expect(existsSync(vmDir)).toBe(false);
-    }, 120_000);
+    test.each(["Network", "DiskImage"])(
+        "a %s create in the same state directory stops the orphan and removes its directory",
+        async (kind) => {
+            const stateDir = path.join(dir, `orphan-${kind}`);
+            const { vmDir, identity } = await makeOrphan(stateDir, idleVm());
+            expect(isRunning(identity.pid)).toBe(true);
+            if (kind === "Network") {
+                const { id, outs } = await network.create({ stateDir });
+                await network.remove(id, outs);
+            } else {
+                const img = await diskImage.createDiskImage({
+                    stateDir,
+                    source: { kind: "blank", size: "1M", format: "raw" },
+                });
+                await diskImage.removeImage(img);
+            }
+            expect(isRunning(identity.pid)).toBe(false);
+            expect(existsSync(vmDir)).toBe(false);
+        },
+        120_000,
+    );
 
     test("re-creating a VM whose disk an orphan holds works even right after a sweep (the throttle)", async () => {
         const stateDir = path.join(dir, "orphan-lock");
@@ -152,12 +168,23 @@ describe("4. orphans of killed creates", () => {
         const stateDir = path.join(dir, "held");
         const disk = path.join(dir, "held.raw");
         await writeFile(disk, Buffer.alloc(1 << 20));
-        const other = await createVm({ vm: idleVm({ disks: [{ path: disk, format: "raw" }] }), stateDir: path.join(dir, "held-other") });
-        const err = await vmResource.create({ vm: idleVm({ disks: [{ path: disk, format: "raw" }] }), stateDir, ready: { timeoutSeconds: 60 } } as never).then(
-            () => undefined,
-            (e: Error) => e,
+        const other = await createVm({
+            vm: idleVm({ disks: [{ path: disk, format: "raw" }] }),
+            stateDir: path.join(dir, "held-other"),
+        });
+        const err = await vmResource
+            .create({
+                vm: idleVm({ disks: [{ path: disk, format: "raw" }] }),
+                stateDir,
+                ready: { timeoutSeconds: 60 },
+            } as never)
+            .then(
+                () => undefined,
+                (e: Error) => e,
+            );
+        expect(err?.message).toMatch(
+            new RegExp(`vm\\.disks\\[0\\].*${disk.replace(/[.]/g, "\\.")}.*in use by.*pid ${other.pid}`),
         );
-        expect(err?.message).toMatch(new RegExp(`vm\\.disks\\[0\\].*${disk.replace(/[.]/g, "\\.")}.*in use by.*pid ${other.pid}`));
         await vmResource.remove("", other);
     }, 180_000);
 });
@@ -166,7 +193,22 @@ describe("5. a Network whose switch was killed", () => {
     test("delete removes everything, the port sockets of attached NICs too", async () => {
         const { id, outs } = await network.create({ stateDir: path.join(dir, "killed-switch") });
         // A NIC plugged in (QEMU, paused) makes the switch open a port socket in its directory.
-        const qemu = spawn("qemu-system-x86_64", ["-accel", "tcg", "-display", "none", "-nodefaults", "-S", "-netdev", `vde,id=n0,sock=${outs.switchDir}`, "-device", "e1000,netdev=n0"], { stdio: "ignore" });
+        const qemu = spawn(
+            "qemu-system-x86_64",
+            [
+                "-accel",
+                "tcg",
+                "-display",
+                "none",
+                "-nodefaults",
+                "-S",
+                "-netdev",
+                `vde,id=n0,sock=${outs.switchDir}`,
+                "-device",
+                "e1000,netdev=n0",
+            ],
+            { stdio: "ignore" },
+        );
         try {
             const deadline = Date.now() + 20_000;
             while (readdirSync(outs.switchDir).filter((n) => n !== "ctl").length === 0) {
@@ -185,12 +227,18 @@ describe("5. a Network whose switch was killed", () => {
 
 describe("6. drift of a blank qcow2", () => {
     test("one truncated to 4 KiB (its header intact) is drift", async () => {
-        const img = await diskImage.createDiskImage({ stateDir: path.join(dir, "trunc"), path: path.join(dir, "trunc.qcow2"), source: { kind: "blank", size: "8M", format: "qcow2" } });
+        const img = await diskImage.createDiskImage({
+            stateDir: path.join(dir, "trunc"),
+            path: path.join(dir, "trunc.qcow2"),
+            source: { kind: "blank", size: "8M", format: "qcow2" },
+        });
         try {
             truncateSync(img.path, 4096);
             for (let i = 0; i < 2; i++) {
                 const found = await diskImage.readImage(img.path, img);
-                expect((found.props as { drift?: string }).drift).toMatch(/trunc\.qcow2.*(cut short|truncated|ends at)/);
+                expect((found.props as { drift?: string }).drift).toMatch(
+                    /trunc\.qcow2.*(cut short|truncated|ends at)/,
+                );
             }
         } finally {
             await diskImage.removeImage(img);
@@ -201,12 +249,21 @@ describe("6. drift of a blank qcow2", () => {
 describe("15. a snapshot of another argv", () => {
     test("is refused at restore; the same snapshot with the right argv restores", async () => {
         const stateDir = path.join(dir, "snap-state");
-        const img = await diskImage.createDiskImage({ stateDir, path: path.join(dir, "snap.qcow2"), source: { kind: "blank", size: "16M", format: "qcow2" } });
-        const outs = await createVm({ vm: idleVm({ disks: [{ path: img.path, format: "qcow2", inputHash: img.inputHash }] }), stateDir });
+        const img = await diskImage.createDiskImage({
+            stateDir,
+            path: path.join(dir, "snap.qcow2"),
+            source: { kind: "blank", size: "16M", format: "qcow2" },
+        });
+        const outs = await createVm({
+            vm: idleVm({ disks: [{ path: img.path, format: "qcow2", inputHash: img.inputHash }] }),
+            stateDir,
+        });
         const target = { qmpSocket: outs.qmpSocket, vmDir: outs.vmDir, vm: outs.vm, argvHash: outs.argvHash };
         await saveSnapshot(target, "before");
         const other = { ...target, argvHash: "f".repeat(outs.argvHash.length) };
-        await expect(restoreSnapshot(other, "before")).rejects.toThrow(/taken of a VM with another argv.*cannot be restored here/);
+        await expect(restoreSnapshot(other, "before")).rejects.toThrow(
+            /taken of a VM with another argv.*cannot be restored here/,
+        );
         // The right argv restores it: the refusal above was the argv check, not a broken snapshot.
         await expect(restoreSnapshot(target, "before")).resolves.toEqual({ loadMs: expect.any(Number) });
         await vmResource.remove("", outs);

@@ -26,7 +26,9 @@ function problems(parse: () => unknown): string[] {
 }
 
 /** A check's failures as "property: reason". */
-async function failures(result: Promise<{ failures?: Array<{ property: string; reason: string }> }>): Promise<string[]> {
+async function failures(
+    result: Promise<{ failures?: Array<{ property: string; reason: string }> }>,
+): Promise<string[]> {
     return ((await result).failures ?? []).map((f) => `${f.property}: ${f.reason}`);
 }
 
@@ -53,18 +55,37 @@ describe("1. extraArgs are judged by what QEMU would do with them", () => {
         const found = extraArgsProblems(args);
         expect(found.map((p) => p.index)).toContain(index);
         expect(found.find((p) => p.index === index)!.reason).toMatch(why);
-        expect(problems(() => parseVmSpec({ extraArgs: args }))[0]).toMatch(new RegExp(`^vm\\.extraArgs\\[${index}\\]: `));
+        expect(problems(() => parseVmSpec({ extraArgs: args }))[0]).toMatch(
+            new RegExp(`^vm\\.extraArgs\\[${index}\\]: `),
+        );
     });
 
     test.each([
-        [["-chardev", "udp,id=c,host=127.0.0.1,port=5555,localaddr=127.0.0.1,localport=5556", "-device", "isa-serial,chardev=c"]],
+        [
+            [
+                "-chardev",
+                "udp,id=c,host=127.0.0.1,port=5555,localaddr=127.0.0.1,localport=5556",
+                "-device",
+                "isa-serial,chardev=c",
+            ],
+        ],
         [["-netdev", "socket,id=n,connect=10.0.0.1:1234", "-device", "e1000,netdev=n"]],
         [["-netdev", "socket,id=n,udp=10.0.0.1:5555,localaddr=127.0.0.1:5556"]],
         [["-netdev", '{"type":"user","id":"n","hostfwd":"tcp:127.0.0.1:2222-:22"}']],
         [["-object", "memory-backend-ram,id=m,size=64M", "-object", "iothread,id=io"]],
         [["-set", "device.d.addr=0x5"]],
         [["-fw_cfg", "name=opt/com.example/x,string=1"]],
-        [["-nodefaults", "-no-user-config", "-snapshot", "-rtc", "base=utc", "-global", "kvm-pit.lost_tick_policy=discard"]],
+        [
+            [
+                "-nodefaults",
+                "-no-user-config",
+                "-snapshot",
+                "-rtc",
+                "base=utc",
+                "-global",
+                "kvm-pit.lost_tick_policy=discard",
+            ],
+        ],
         [["-drive", "file=/tmp/x.img,format=raw,if=virtio"]],
         [["-display", "none"]],
     ] as const)("%j is accepted", (args) => {
@@ -74,11 +95,15 @@ describe("1. extraArgs are judged by what QEMU would do with them", () => {
 
 describe("3. an image's mode never lets others write it", () => {
     test.each(["0666", "0662", "0646"])("mode %s is refused", (mode) => {
-        const [msg] = problems(() => parseDiskImageSpec({ source: { kind: "blank", size: "1M", format: "raw" }, mode }));
+        const [msg] = problems(() =>
+            parseDiskImageSpec({ source: { kind: "blank", size: "1M", format: "raw" }, mode }),
+        );
         expect(msg).toMatch(/^mode: .*others/);
     });
     test.each(["0600", "0640", "0644", "0660"])("mode %s is accepted", (mode) => {
-        expect(parseDiskImageSpec({ source: { kind: "blank", size: "1M", format: "raw" }, mode }).mode).toBe(parseInt(mode, 8));
+        expect(parseDiskImageSpec({ source: { kind: "blank", size: "1M", format: "raw" }, mode }).mode).toBe(
+            parseInt(mode, 8),
+        );
     });
 });
 
@@ -88,36 +113,62 @@ describe("7. forwards of one guest port that ports/endpoints could not tell apar
         expect(msg).toMatch(/^vm\.portForwards\[1\]: .*guest port 80.*portForwards\[0\]/);
     });
     test("one auto and one explicit forward of the same guest port are refused too", () => {
-        expect(problems(() => parseVmSpec({ portForwards: [{ guest: 80, host: 8080 }, { guest: 80 }] }))).toHaveLength(1);
+        expect(problems(() => parseVmSpec({ portForwards: [{ guest: 80, host: 8080 }, { guest: 80 }] }))).toHaveLength(
+            1,
+        );
     });
     test("two explicit forwards, or one per protocol, are accepted", () => {
-        expect(parseVmSpec({ portForwards: [{ guest: 80, host: 8080 }, { guest: 80, host: 8081 }] }).portForwards).toHaveLength(2);
-        expect(parseVmSpec({ portForwards: [{ guest: 53 }, { guest: 53, protocol: "udp" }] }).portForwards).toHaveLength(2);
+        expect(
+            parseVmSpec({
+                portForwards: [
+                    { guest: 80, host: 8080 },
+                    { guest: 80, host: 8081 },
+                ],
+            }).portForwards,
+        ).toHaveLength(2);
+        expect(
+            parseVmSpec({ portForwards: [{ guest: 53 }, { guest: 53, protocol: "udp" }] }).portForwards,
+        ).toHaveLength(2);
     });
 });
 
 describe("8. kernel arguments fit the kernel's command line", () => {
     test("10,000 characters are refused, naming the limit", () => {
-        const [msg] = problems(() => parseVmSpec({ kernel: "/boot/vmlinuz", kernelArguments: ["a=" + "x".repeat(10_000)] }));
+        const [msg] = problems(() =>
+            parseVmSpec({ kernel: "/boot/vmlinuz", kernelArguments: ["a=" + "x".repeat(10_000)] }),
+        );
         expect(msg).toMatch(/^vm\.kernelArguments: .*2048/);
     });
     test("many short ones adding up past the limit are refused too", () => {
-        expect(problems(() => parseVmSpec({ kernel: "/boot/vmlinuz", kernelArguments: Array.from({ length: 300 }, (_, i) => `opt${i}=1`) }))).toHaveLength(1);
+        expect(
+            problems(() =>
+                parseVmSpec({
+                    kernel: "/boot/vmlinuz",
+                    kernelArguments: Array.from({ length: 300 }, (_, i) => `opt${i}=1`),
+                }),
+            ),
+        ).toHaveLength(1);
     });
     test("a long but fitting command line is accepted", () => {
-        expect(parseVmSpec({ kernel: "/boot/vmlinuz", kernelArguments: ["a=" + "x".repeat(1500)] }).kernelArguments).toHaveLength(1);
+        expect(
+            parseVmSpec({ kernel: "/boot/vmlinuz", kernelArguments: ["a=" + "x".repeat(1500)] }).kernelArguments,
+        ).toHaveLength(1);
     });
 });
 
 describe("9. host pseudo-files are no image paths or sources", () => {
     test.each(["/dev/sda", "/dev/null", "/proc/self/environ", "/sys/kernel/notes"])("image path %s is refused", (p) => {
-        expect(problems(() => parseDiskImageSpec({ source: { kind: "blank", size: "1M", format: "raw" }, path: p }))[0]).toMatch(/^path: .*(\/dev|\/proc|\/sys)/);
+        expect(
+            problems(() => parseDiskImageSpec({ source: { kind: "blank", size: "1M", format: "raw" }, path: p }))[0],
+        ).toMatch(/^path: .*(\/dev|\/proc|\/sys)/);
     });
     test.each(["/proc/self/environ", "/dev/zero", "/sys/firmware/dmi/tables/DMI"])("file source %s is refused", (p) => {
         expect(problems(() => parseDiskImageSpec({ source: { kind: "file", path: p } }))[0]).toMatch(/^source\.path: /);
     });
     test("/dev/shm (a tmpfs many keep images on) is accepted", () => {
-        expect(parseDiskImageSpec({ source: { kind: "blank", size: "1M", format: "raw" }, path: "/dev/shm/x.img" }).path).toBe("/dev/shm/x.img");
+        expect(
+            parseDiskImageSpec({ source: { kind: "blank", size: "1M", format: "raw" }, path: "/dev/shm/x.img" }).path,
+        ).toBe("/dev/shm/x.img");
     });
 });
 
@@ -126,16 +177,22 @@ describe("10. a Network's subnet", () => {
         expect((await failures(network.check({}, { subnet: "0.0.0.0/24" })))[0]).toMatch(/^subnet: .*0\.0\.0\.0/);
     });
     test("10.0.2.0/24 is refused at the Network's own check: it overlaps the user-mode network", async () => {
-        expect((await failures(network.check({}, { subnet: "10.0.2.0/23" })))[0]).toMatch(/^subnet: .*user-mode network 10\.0\.2\.0\/24/);
+        expect((await failures(network.check({}, { subnet: "10.0.2.0/23" })))[0]).toMatch(
+            /^subnet: .*user-mode network 10\.0\.2\.0\/24/,
+        );
     });
 });
 
 describe("11. GuestCommand and Network judged as the others", () => {
     test("a relative stateDir is refused", async () => {
-        expect((await failures(guestCommand.check({}, { vm: "vm-abc123", create: "true", stateDir: "rel/dir" })))[0]).toMatch(/^stateDir: .*absolute/);
+        expect(
+            (await failures(guestCommand.check({}, { vm: "vm-abc123", create: "true", stateDir: "rel/dir" })))[0],
+        ).toMatch(/^stateDir: .*absolute/);
     });
     test("an environment value with a NUL byte is refused at check, without quoting it", async () => {
-        const [msg] = await failures(guestCommand.check({}, { vm: "vm-abc123", create: "true", environment: { TOKEN: "se\0cret" } }));
+        const [msg] = await failures(
+            guestCommand.check({}, { vm: "vm-abc123", create: "true", environment: { TOKEN: "se\0cret" } }),
+        );
         expect(msg).toMatch(/^environment\.TOKEN: .*NUL/);
         expect(msg).not.toMatch(/cret/);
     });
@@ -157,15 +214,23 @@ describe("12. undefined or null where an object was expected: refusals, not Type
         await expect(lifecycles[name].create(undefined)).rejects.toThrow(InputError);
         await expect(lifecycles[name].create(null)).rejects.toThrow(InputError);
     });
-    test.each(["diskImage", "network", "guestCommand"])("%s: diff with undefined state or inputs is a StateError or InputError", async (name) => {
-        for (const [olds, news] of [[undefined, undefined], [null, null], [undefined, {}]]) {
-            const err = await lifecycles[name].diff("x", olds, news).then(
-                () => undefined,
-                (e: Error) => e,
-            );
-            if (err !== undefined) expect(err).toBeInstanceOf(Error), expect(["StateError", "InputError"]).toContain(err.name);
-        }
-    });
+    test.each(["diskImage", "network", "guestCommand"])(
+        "%s: diff with undefined state or inputs is a StateError or InputError",
+        async (name) => {
+            for (const [olds, news] of [
+                [undefined, undefined],
+                [null, null],
+                [undefined, {}],
+            ]) {
+                const err = await lifecycles[name].diff("x", olds, news).then(
+                    () => undefined,
+                    (e: Error) => e,
+                );
+                if (err !== undefined)
+                    (expect(err).toBeInstanceOf(Error), expect(["StateError", "InputError"]).toContain(err.name));
+            }
+        },
+    );
     test("a 5,000-level nested userData object is refused, not a stack overflow", async () => {
         let deep: unknown = "x";
         for (let i = 0; i < 5000; i++) deep = { a: deep };
@@ -190,7 +255,9 @@ describe("13. refusals name the field, what is expected, and the likely key", ()
         expect(msg).toMatch(/cpus/);
         const [ready] = await failures(vm.check({}, { vm: {}, ready: { serialPatern: "login:" } }));
         expect(ready).toMatch(/^ready\.serialPatern: .*did you mean "serialPattern"/);
-        const [size] = await failures(diskImage.check({}, { source: { kind: "cloudInit", size: "1M", userData: "#cloud-config\n" } }));
+        const [size] = await failures(
+            diskImage.check({}, { source: { kind: "cloudInit", size: "1M", userData: "#cloud-config\n" } }),
+        );
         expect(size).toMatch(/^source\.size: .*userData/);
     });
     test("GuestCommand's vm says an id or the VM's outputs are wanted", async () => {
@@ -201,9 +268,13 @@ describe("13. refusals name the field, what is expected, and the likely key", ()
     });
     test("no raw zod text is left in any of these refusals", async () => {
         const all = [
-            ...(await failures(vm.check({}, { vm: { memoryMiB: "lots", disks: "x", portForwards: [{ guest: "80" }] } }))),
+            ...(await failures(
+                vm.check({}, { vm: { memoryMiB: "lots", disks: "x", portForwards: [{ guest: "80" }] } }),
+            )),
             ...(await failures(runScript.check({}, {}))),
-            ...(await failures(diskImage.check({}, { source: { kind: "blank", size: "1M", format: "raw", extra: 1 } }))),
+            ...(await failures(
+                diskImage.check({}, { source: { kind: "blank", size: "1M", format: "raw", extra: 1 } }),
+            )),
         ];
         expect(all.length).toBeGreaterThan(2);
         for (const m of all) expect(m).not.toMatch(/Invalid input|Unrecognized key/);
