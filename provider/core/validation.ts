@@ -112,7 +112,7 @@ function describeType(t: string): string {
 /** One problem per unknown key, named by its full path, with the keys its object takes and the likely one. */
 function unknownNestedKeys(keys: string[], at: ReadonlyArray<PropertyKey>, root: string, input: unknown, schema?: z.ZodType): FieldProblem[] {
     const allowed = schema ? keysOfObjectAt(schema, at, input) : undefined;
-    const owner = fieldName(root, at);
+    const owner = at.length || root ? fieldName(root, at) : "the inputs";
     return keys.map((key) => {
         const meant = allowed && closest(key, allowed);
         const list = allowed ? ` (it takes: ${allowed.join(", ")})` : "";
