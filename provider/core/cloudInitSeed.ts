@@ -1,7 +1,7 @@
 import { z } from "zod";
 import * as YAML from "yaml";
 import { hashValue, sha256Hex } from "./hash";
-import { InputError, plainText, type FieldProblem } from "./validation";
+import { InputError, nestingDepth, plainText, type FieldProblem } from "./validation";
 
 /**
  * cloud-init NoCloud seeds, rendered: the files `user-data`, `meta-data` and optionally
@@ -47,6 +47,9 @@ const hostname = plainText("metaData.local-hostname").regex(/^[A-Za-z0-9]([A-Za-
     error: "metaData.local-hostname must be a host name: letters, digits, dots and hyphens, not starting or ending with a dot or hyphen",
 });
 
+/** Deeper than any cloud-init configuration goes, and shallow enough to render without exhausting the stack. */
+export const MAX_DOCUMENT_DEPTH = 64;
+
 export const cloudInitSchema = z
     .object({
         kind: z.literal("cloudInit").meta({ description: "A cloud-init NoCloud seed." }),
@@ -64,7 +67,16 @@ export const cloudInitSchema = z
         vendorData: documentSchema("vendorData").optional().meta({ description: "Vendor data, text or an object; default none.", accepts: ["string", "object"] }),
         format: z.enum(["iso", "vfat"], { error: 'format must be "iso" (ISO 9660, the default) or "vfat"' }).default("iso").meta({ typeName: "SeedFormat", description: "\"iso\" (ISO 9660) or \"vfat\"." }),
     })
-    .strict().meta({ typeName: "CloudInitSource", description: "A cloud-init NoCloud seed (volume cidata); objects are rendered as YAML, user data as #cloud-config." });
+    .strict()
+    .meta({ typeName: "CloudInitSource", description: "A cloud-init NoCloud seed (volume cidata); objects are rendered as YAML, user data as #cloud-config." })
+    .superRefine((input, ctx) => {
+        // Rendering YAML recurses: a document nested thousands deep would overflow the stack instead of being refused.
+        for (const key of ["userData", "metaData", "networkConfig", "vendorData"] as const) {
+            if (nestingDepth(input[key], MAX_DOCUMENT_DEPTH) > MAX_DOCUMENT_DEPTH) {
+                ctx.addIssue({ code: "custom", path: [key], message: `${key} nests objects or lists more than ${MAX_DOCUMENT_DEPTH} levels deep; cloud-init configuration is a few levels deep: flatten it` });
+            }
+        }
+    });
 
 export type CloudInitInput = z.output<typeof cloudInitSchema>;
 

@@ -3,7 +3,7 @@ import { z } from "zod";
 import { sha256Hex } from "./hash";
 import { parseSize } from "./size";
 import { fileModeSchema, IMAGE_MODE } from "./fileMode";
-import { absolutePath } from "./validation";
+import { absolutePath, hostFilePath } from "./validation";
 import { diskImageOutputs, outputNames } from "./outputSpecs";
 
 /**
@@ -37,7 +37,7 @@ export const hexDigest = z
 export const DEFAULT_IMAGE_MODE = 0o600;
 
 export const topSchema = z.object({
-    path: absolutePath("path")
+    path: hostFilePath("path")
         .optional()
         .meta({ description: "Absolute path where the image goes; default a file under the state directory's images/ named after the input hash. Moving it replaces the image.", replaceOnChanges: true }),
     stateDir: absolutePath("stateDir")

@@ -14,7 +14,8 @@ export interface ModeRule {
     what: string;
 }
 
-export const IMAGE_MODE: ModeRule = { required: 0o400, allowed: 0o666, what: "an image (no execute, setuid or sticky bits; the owner must be able to read it)" };
+/** Others may read an image the user opens up, never write it: a guest's disk written by any local user is theirs to take over. */
+export const IMAGE_MODE: ModeRule = { required: 0o400, allowed: 0o664, what: "an image (never writable by others; no execute, setuid or sticky bits; the owner must be able to read it)" };
 /** Others writing a launcher would run their code as its owner. */
 export const LAUNCHER_MODE_RULE: ModeRule = { required: 0o500, allowed: 0o755, what: "a launcher (the owner must read and run it; no one else may write it)" };
 

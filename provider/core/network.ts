@@ -36,6 +36,20 @@ function mask(prefix: number): number {
     return prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
 }
 
+/**
+ * Why a Network cannot have `subnet`: besides parseSubnet's reasons, overlapping 10.0.2.0/24,
+ * which every VM with network "user" (the default) already has, so such a VM could not route to
+ * it. Only for new networks: records of existing ones are read with parseSubnet alone.
+ */
+export function networkSubnetProblem(text: string): string | undefined {
+    const s = parseSubnet(text);
+    if (typeof s === "string") return s;
+    if (subnetsOverlap(s, USER_NET)) {
+        return `subnet ${text} overlaps the user-mode network ${formatSubnet(USER_NET)} that every VM with network "user" (the default) has, so such a VM could not route to it; choose another, such as 10.77.1.0/24`;
+    }
+    return undefined;
+}
+
 /** Why `text` is not a subnet we accept, or the subnet. */
 export function parseSubnet(text: string): Subnet | string {
     const m = /^([0-9.]+)\/(\d{1,2})$/.exec(text);
@@ -51,6 +65,7 @@ export function parseSubnet(text: string): Subnet | string {
     if ((base & mask(prefix)) >>> 0 !== base) {
         return `subnet ${text} has host bits set; write its network address, ${numberToIpv4((base & mask(prefix)) >>> 0)}/${prefix}`;
     }
+    if ((base >>> 24) === 0) return `subnet ${text} is in 0.0.0.0/8, which means "this host" to IP and is no network; use private space such as 10.0.0.0/8 or 192.168.0.0/16`;
     if ((base >>> 24) === 127 || (base >>> 28) >= 14) return `subnet ${text} is loopback, multicast or reserved space; use private space such as 10.0.0.0/8 or 192.168.0.0/16`;
     return { base, prefix };
 }

@@ -8,8 +8,8 @@
 export const QCOW2_MAGIC = 0x514649fb;
 /** The spec's bound on a backing file name. */
 export const MAX_BACKING_NAME_BYTES = 1023;
-/** The fields read end at byte 32; the backing name is read where the header says it is. */
-export const HEADER_READ_BYTES = 32;
+/** The fields read end at byte 72 (a version 2 header's length); the backing name is read where the header says it is. */
+export const HEADER_READ_BYTES = 72;
 
 export interface Qcow2Header {
     version: number;
@@ -17,6 +17,12 @@ export interface Qcow2Header {
     /** Where the backing file's name lies, and its length; both 0 without a backing file. */
     backingFileOffset: number;
     backingFileSize: number;
+    /**
+     * Where the image's own tables end (the L1 table and the refcount table, whose places the
+     * header gives): a file shorter than this lost its metadata, whatever its header still says.
+     * Undefined when fewer than 72 bytes were read.
+     */
+    metadataEnd?: number;
 }
 
 export class Qcow2HeaderError extends Error {
@@ -36,7 +42,13 @@ export function parseQcow2Header(bytes: Uint8Array): Qcow2Header {
     const backingFileSize = view.getUint32(16);
     if (backingFileSize > MAX_BACKING_NAME_BYTES) throw new Qcow2HeaderError(`backing_file_size ${backingFileSize}`);
     if ((backingFileOffset === 0) !== (backingFileSize === 0)) throw new Qcow2HeaderError(`backing_file_offset ${backingFileOffset} with size ${backingFileSize}`);
-    return { version, virtualSize: safeNumber(view.getBigUint64(24), "size"), backingFileOffset, backingFileSize };
+    const virtualSize = safeNumber(view.getBigUint64(24), "size");
+    if (bytes.length < 72) return { version, virtualSize, backingFileOffset, backingFileSize };
+    const clusterBits = view.getUint32(20);
+    if (clusterBits < 9 || clusterBits > 21) throw new Qcow2HeaderError(`cluster_bits ${clusterBits}`);
+    const l1End = safeNumber(view.getBigUint64(40), "l1_table_offset") + view.getUint32(36) * 8;
+    const refcountEnd = safeNumber(view.getBigUint64(48), "refcount_table_offset") + view.getUint32(56) * 2 ** clusterBits;
+    return { version, virtualSize, backingFileOffset, backingFileSize, metadataEnd: Math.max(l1End, refcountEnd) };
 }
 
 /** The backing file's name from `bytes` read at the header's backingFileOffset, or undefined when it has none. */

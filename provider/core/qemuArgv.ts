@@ -42,6 +42,11 @@ export interface DaemonRuntime {
     agentSocket?: string;
     /** The VM's copy of OVMF's variable store, when `firmware` is "uefi". */
     uefiVars?: string;
+    /**
+     * An owner-only QEMU config file holding the VM's name (nameConfigText), read with
+     * -readconfig instead of -name: every local user can read a process's command line.
+     */
+    nameConfig?: string;
 }
 
 /**
@@ -109,7 +114,7 @@ function argvWithAccel(spec: VmSpec, accel: string, daemon: DaemonRuntime | unde
     return [
         spec.qemu,
         "-accel", accel,
-        ...nameArgs(spec),
+        ...nameArgs(spec, daemon),
         "-m", String(spec.memoryMiB),
         "-smp", String(spec.cpus),
         ...machineArgs(spec),
@@ -136,8 +141,24 @@ function machineArgs(spec: VmSpec): string[] {
     return ["-machine", spec.machine === "microvm" ? "microvm,pcie=on" : spec.machine];
 }
 
-function nameArgs(spec: VmSpec): string[] {
-    return spec.name ? ["-name", escapeOptionValue(spec.name)] : [];
+/**
+ * A daemon's name goes through its config file, out of `ps`; the hash (and a foreground
+ * launcher, which writes no files) keeps `-name`, so the hash is what it always was.
+ */
+function nameArgs(spec: VmSpec, daemon?: DaemonRuntime): string[] {
+    if (!spec.name) return [];
+    if (daemon?.nameConfig && nameFitsConfig(spec.name)) return ["-readconfig", daemon.nameConfig];
+    return ["-name", escapeOptionValue(spec.name)];
+}
+
+/** QEMU's config parser reads a value up to the next double quote: a name holding one cannot go in a file. */
+export function nameFitsConfig(name: string): boolean {
+    return !name.includes('"');
+}
+
+/** The config file that names the guest as `-name guest=NAME` would (QEMU's [name] group). */
+export function nameConfigText(name: string): string {
+    return `# Written by pulumi-qemu: the VM's name, kept off QEMU's command line.\n[name]\n  guest = "${name}"\n`;
 }
 
 /** Guests block on an empty entropy pool at boot without a hardware RNG. */

@@ -6,8 +6,13 @@ import { absolutePath } from "./validation";
  * as a GuestCommand's `vm` input takes them and its `vmTarget` output keeps them. Only these keys
  * are used; the rest of the VM's outputs may come along.
  */
+/** What a GuestCommand's `vm` must be, said when it is neither. */
+export const VM_WANTED =
+    "vm must be the VirtualMachine's id (its directory under <stateDir>/vms, like vm-AbC123) or its outputs (pass the VirtualMachine resource's outputs, e.g. vm: myVm)";
+
 export const vmReferenceSchema = z
-    .looseObject({
+    .looseObject(
+        {
         id: z
             .string({ error: "vm.id must be the VirtualMachine's id" })
             .optional()
@@ -39,7 +44,9 @@ export const vmReferenceSchema = z
             .min(1)
             .meta({ description: "Host boot the process belongs to (/proc/sys/kernel/random/boot_id)." }),
         pidfile: absolutePath("vm.pidfile").meta({ description: "QEMU's pidfile." }),
-    })
+        },
+        { error: VM_WANTED },
+    )
     .meta({
         typeName: "VmReference",
         description:

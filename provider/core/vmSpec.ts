@@ -196,6 +196,15 @@ export const vmSpecSchema = z
         });
         for (const reason of microvmProblems(spec)) ctx.addIssue({ code: "custom", path: ["machine"], message: reason });
         for (const p of extraArgsProblems(spec.extraArgs)) ctx.addIssue({ code: "custom", path: ["extraArgs", p.index], message: p.reason });
+        forwardsByGuestPort(spec.portForwards, ctx);
+        const cmdline = kernelCommandLineBytes(spec);
+        if (cmdline > MAX_KERNEL_CMDLINE_BYTES) {
+            ctx.addIssue({
+                code: "custom",
+                path: ["kernelArguments"],
+                message: `kernelArguments make a kernel command line of ${cmdline} bytes (with what the provider adds: console=ttyS0 and the private NICs' ip=), more than the ${MAX_KERNEL_CMDLINE_BYTES} an x86 kernel keeps (COMMAND_LINE_SIZE 2048, with its NUL); the rest would be cut off silently. Pass long configuration in a cloud-init seed or a share instead`,
+            });
+        }
         const seenDisks = new Map<string, number>();
         spec.disks.forEach((disk, i) => {
             for (const file of [disk.path, disk.overlay]) {
@@ -220,6 +229,44 @@ function microvmProblems(spec: { machine: string; kernel?: string; accel: string
     if (spec.accel !== "kvm") problems.push(`microvm needs accel "kvm" (got "${spec.accel}"): under TCG its guest finds no clock and hangs at boot; set accel "kvm" on a host with KVM, or use machine "q35"`);
     if (spec.graphic) problems.push('microvm has no display device: drop graphic, or use machine "q35" or "pc"');
     return problems;
+}
+
+/** x86's COMMAND_LINE_SIZE is 2048 bytes with the terminating NUL; the kernel cuts off whatever is beyond. */
+export const MAX_KERNEL_CMDLINE_BYTES = 2047;
+
+/**
+ * The longest command line `-append` could get from this spec: the user's arguments, the
+ * console the provider adds, and each private NIC's `ifname=`/`ip=` at their longest (the
+ * address and MAC are picked at create).
+ */
+function kernelCommandLineBytes(spec: { kernel?: string; graphic: boolean; kernelArguments?: string[]; name?: string; networks?: Array<{ hostname?: string }> }): number {
+    if (!spec.kernel) return 0;
+    const args = [...(spec.kernelArguments ?? [])];
+    if (!spec.graphic && !args.some((a) => a.startsWith("console="))) args.push("console=ttyS0");
+    (spec.networks ?? []).forEach((nic, i) => {
+        args.push(`ifname=pqnet${i}:00:00:00:00:00:00`, `ip=255.255.255.255:::255.255.255.255:${nic.hostname ?? spec.name ?? ""}:pqnet${i}:off`);
+    });
+    return Buffer.byteLength(args.join(" "));
+}
+
+/**
+ * `ports` and `endpoints` are keyed by guest port (and protocol): two forwards of one guest
+ * port would share a key, and a port the provider picks would be nowhere to be found. Both
+ * with a host port given is fine: the user knows them.
+ */
+function forwardsByGuestPort(forwards: ReadonlyArray<{ guest: number; host?: number; protocol: string }>, ctx: z.RefinementCtx): void {
+    const first = new Map<string, number>();
+    forwards.forEach((pf, i) => {
+        const key = `${pf.guest}/${pf.protocol}`;
+        const j = first.get(key);
+        if (j === undefined) return void first.set(key, i);
+        if (pf.host !== undefined && forwards[j].host !== undefined) return;
+        ctx.addIssue({
+            code: "custom",
+            path: ["portForwards", i],
+            message: `guest port ${pf.guest}/${pf.protocol} is already forwarded by portForwards[${j}], and a port the provider picks could not be told apart in the ports and endpoints outputs (keyed by guest port); give both a host port, or drop one`,
+        });
+    });
 }
 
 /** What a VM's NICs can be judged on without the networks themselves (those checks need their subnets). */

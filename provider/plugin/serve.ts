@@ -1,6 +1,7 @@
 import type * as provider from "@pulumi/pulumi/provider";
 import { withProgress } from "../host/progress";
 import { RESOURCES, resourceOfToken, tokenOf } from "../resources/registry";
+import { commandLineSecretProblems } from "./commandLineSecrets";
 import { resourceSink } from "./engineLog";
 import { servingConfig } from "./providerConfig";
 import { ownPackageJson, packageSchema } from "./schema";
@@ -40,7 +41,10 @@ export function qemuProvider(version: string, engineAddress?: string): provider.
         check: (urn, olds, news) =>
             hidingSecrets([olds, news], () => reporting(urn, [olds, news], async () => {
                 const result = await lifecycle(urn).check(stripSecrets(olds), stripSecrets(news));
-                const failures = result.failures?.map((f: { property: string; reason: string }) => ({ ...f, reason: redact(f.reason, [olds, news]) }));
+                // Only here are secrets marked: one that would land on QEMU's command line is refused (commandLineSecrets.ts).
+                const onCommandLine = commandLineSecretProblems(typeOfUrn(urn), news);
+                const found = result.failures || onCommandLine.length ? [...(result.failures ?? []), ...onCommandLine] : undefined;
+                const failures = found?.map((f: { property: string; reason: string }) => ({ ...f, reason: redact(f.reason, [olds, news]) }));
                 return { ...result, ...(failures ? { failures } : {}), inputs: protectOutputs(result.inputs ?? {}, news) };
             })),
         diff: (id, urn, olds, news) => hidingSecrets([olds, news], () => reporting(urn, [olds, news], () => lifecycle(urn).diff(id, stripSecrets(olds), stripSecrets(news)))),

@@ -5,10 +5,14 @@ import { InputError, type FieldProblem } from "../core/validation";
 /** What Pulumi passes for a value not known until apply (previews). */
 export const UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9";
 
+/** Walked with a list, not recursion: inputs nested thousands deep (a generated userData) must not overflow the stack. */
 export function hasUnknown(value: unknown): boolean {
-    if (value === UNKNOWN) return true;
-    if (Array.isArray(value)) return value.some(hasUnknown);
-    if (value !== null && typeof value === "object") return Object.values(value).some(hasUnknown);
+    const pending: unknown[] = [value];
+    while (pending.length) {
+        const v = pending.pop();
+        if (v === UNKNOWN) return true;
+        if (v !== null && typeof v === "object") pending.push(...Object.values(v));
+    }
     return false;
 }
 

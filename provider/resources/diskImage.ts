@@ -19,6 +19,7 @@ import { imageFormat, imageInputHash, parseDiskImageSpec, type DiskImageSpec, ty
 import { checkWith, hasUnknown, instanceSuffix, oncePerInterval, withoutUndefined } from "./common";
 import { DISK_IMAGE_STATE, isEmptyState, requireState } from "./stateGuard";
 import { importImage } from "./diskImage/import";
+import { sweepVmsOf } from "./virtualMachine/record";
 import { partialName, readSidecar, settleRecord, sweepImageDir, writeIntent, writeSidecar } from "./diskImage/record";
 import type { DiskImageInputs, DiskImageOutputs } from "./diskImage/state";
 // The types users' code and tests have imported from here since 0.1.
@@ -157,6 +158,8 @@ export async function createDiskImage(inputs: DiskImageInputs, observe: Observe 
 }
 
 async function createAt(inputs: DiskImageInputs, spec: DiskImageSpec, stateDir: string, observe: Observe): Promise<DiskImageOutputs> {
+    // An orphaned QEMU of a killed VM create in this state directory goes now, whichever resource comes next.
+    await sweepVmsOf(stateDir);
     // Only create fetches what a source is made from (a url download); diff and read never do.
     const ctx: Context = { ...(await openContext(stateDir, observe, CONTENT_DIGEST, true)), fetches: true };
     const resolved = await resolveSource(spec, ctx, spec.path);
@@ -312,11 +315,19 @@ async function headerDrift(props: DiskImageOutputs, fileSize: bigint): Promise<s
     }
     const header = await qcow2HeaderOrDrift(props.path);
     if (typeof header === "string") return header;
+    const cut = cutShort(props.path, header, fileSize);
+    if (cut) return cut;
     if (header.virtualSize !== props.virtualSizeBytes) {
         return `${props.path} now has a virtual size of ${header.virtualSize} bytes, created as ${props.virtualSizeBytes}: it was resized or replaced`;
     }
     if (header.backingFilename !== undefined) return `${props.path} now names backing file ${header.backingFilename}; it was created with none`;
     return undefined;
+}
+
+/** A qcow2 file that ends before its own tables was truncated: its header alone survived. */
+function cutShort(file: string, header: ImageHeader, fileSize: bigint): string | undefined {
+    if (header.metadataEnd === undefined || fileSize >= BigInt(header.metadataEnd)) return undefined;
+    return `${file} was cut short: it ends at byte ${fileSize}, before its own tables, which reach byte ${header.metadataEnd}`;
 }
 
 /** The qcow2 header of an image we made, or, when it no longer is one, the drift that says so. */
@@ -344,6 +355,8 @@ async function backingDrift(props: DiskImageOutputs, readHeader: boolean): Promi
     if (!readHeader) return undefined;
     const header = await qcow2HeaderOrDrift(props.path);
     if (typeof header === "string") return header;
+    const cut = cutShort(props.path, header, (await lstat(props.path, { bigint: true })).size);
+    if (cut) return cut;
     if (header.backingFilename !== backing) return `${props.path} now names ${header.backingFilename ?? "no"} backing file instead of ${backing}`;
     return undefined;
 }

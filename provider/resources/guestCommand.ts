@@ -2,7 +2,7 @@ import { placed, type PlacementInputs, type PlacementOutputs } from "./placement
 import type * as pulumi from "@pulumi/pulumi";
 import { z } from "zod";
 import { hashValue } from "../core/hash";
-import { parseOrThrow } from "../core/validation";
+import { absolutePath, parseOrThrow } from "../core/validation";
 import { callRemainingMs } from "../host/callDeadline";
 import { vmReferenceSchema } from "../core/vmReference";
 import { GuestChannelError } from "../host/guest/guestChannel";
@@ -43,13 +43,17 @@ const command = (field: string) => z.string({ error: `${field} must be a shell c
 const inputsSchema = z
     .object({
         vm: z.union([vmIdSchema, vmRefSchema]).meta({ description: "The VirtualMachine (created with vm.agent set): the resource, its outputs, or its id (the name of its directory under <stateDir>/vms). A replaced or restarted VM runs create again.", tsType: "import(\"./resources\").VirtualMachine | DeepInput<VmReferenceOutput> | pulumi.Input<string>" }),
-        stateDir: z.string({ error: "stateDir must be a path" }).min(1).optional().meta({ description: "State directory a vm given by id is looked up in (the VirtualMachine's stateDir); default as for the other resources ($PULUMI_QEMU_STATE_DIR, else $XDG_STATE_HOME/pulumi-qemu, else ~/.local/state/pulumi-qemu)." }),
+        stateDir: absolutePath("stateDir").optional().meta({ description: "State directory a vm given by id is looked up in (the VirtualMachine's stateDir); default as for the other resources ($PULUMI_QEMU_STATE_DIR, else $XDG_STATE_HOME/pulumi-qemu, else ~/.local/state/pulumi-qemu)." }),
         create: command("create").meta({ description: "Shell text run in the guest at create, and again after drift." }),
         update: command("update").optional().meta({ description: "Run instead of create when the commands, environment or stdin change; default create." }),
         delete: command("delete").optional().meta({ description: "Run at delete, on the same VM run; skipped when that VM is gone. Default none." }),
         check: command("check").optional().meta({ description: "Run at refresh: a non-zero exit reports drift, and the next up runs create again. Default none." }),
         environment: z
-            .record(z.string(), z.string({ error: "environment values must be strings" }))
+            .record(
+                z.string(),
+                // A NUL ends a C string: the value would reach the guest cut short. Never quoted: it may be a secret.
+                z.string({ error: "environment values must be strings" }).refine((v) => !v.includes("\0"), { error: "environment values must not contain a NUL byte (the guest would see the value cut short there); the value is not shown", params: { quote: false } }),
+            )
             .superRefine((env, ctx) => {
                 for (const name of Object.keys(env)) {
                     if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) ctx.addIssue({ code: "custom", path: [name], message: `environment name ${JSON.stringify(name)} must be letters, digits and _, not starting with a digit` });
@@ -131,6 +135,7 @@ async function checkHere(_olds: unknown, news: any): Promise<pulumi.dynamic.Chec
 const RERUN_KEYS = ["create", "update", "environment", "stdin"] as const;
 
 async function diffHere(_id: string, olds: GuestCommandOutputs, news: GuestCommandInputs): Promise<pulumi.dynamic.DiffResult> {
+    requireState("GuestCommand", "diff", olds, stateFields(olds));
     const replaces: string[] = [];
     // An id in a state directory not known yet may name another VM run: replaced, as for unknown outputs.
     if (hasUnknown(news.vm) || (typeof news.vm === "string" && hasUnknown(news.stateDir))) replaces.push("vm");

@@ -3,7 +3,7 @@ import type * as pulumi from "@pulumi/pulumi";
 import { mkdtemp, readdir, rm, stat } from "node:fs/promises";
 import * as path from "node:path";
 import { z } from "zod";
-import { defaultSubnet, formatSubnet, netmask, parseSubnet, subnetsOverlap, type Subnet } from "../core/network";
+import { defaultSubnet, formatSubnet, netmask, networkSubnetProblem, parseSubnet, subnetsOverlap, type Subnet } from "../core/network";
 import { NETWORK_OUTPUT_KEYS } from "../core/resourceKeys";
 import { absolutePath, InputError, parseOrThrow, plainText, refuseUnknownKeys } from "../core/validation";
 import { identityString, liveNetworks, networksDir, readRecordAt, recordPath, removeLeases, writeNetworkRecord, type NetworkRecord } from "../host/net/networkStore";
@@ -12,6 +12,7 @@ import { networkDomain, serverAddress, serverMac } from "../core/dhcp";
 import { checkDhcp, removeDhcpFiles, startDhcp, stopDhcp, type DhcpIdentity } from "../host/net/dhcpServer";
 import { ensureOwnDir, ensureStateDir, ownDirChain, removeDirIfEmpty, resolveStateDir } from "../host/files/stateDir";
 import { requireState } from "./stateGuard";
+import { sweepVmsOf } from "./virtualMachine/record";
 
 /** What read and delete need of a Network's state. */
 const NETWORK_STATE = { networkDir: "string", pidfile: "string", pid: "number", processStartTime: "string", bootId: "string" } as const;
@@ -83,8 +84,8 @@ const inputSchema = z
         subnet: z
             .string({ error: "subnet must be a string such as \"10.77.1.0/24\"" })
             .superRefine((s, ctx) => {
-                const r = parseSubnet(s);
-                if (typeof r === "string") ctx.addIssue({ code: "custom", message: r });
+                const why = networkSubnetProblem(s);
+                if (why) ctx.addIssue({ code: "custom", message: why });
             })
             .optional().meta({ description: "IPv4 CIDR such as \"10.77.1.0/24\"; default a /24 in 10.64.0.0/10 derived from the network's id, moved on when it overlaps a live network.", replaceOnChanges: true }),
         stateDir: absolutePath("stateDir").optional().meta({ description: "State directory; VMs that join must use the same. Default $PULUMI_QEMU_STATE_DIR, else $XDG_STATE_HOME/pulumi-qemu, else ~/.local/state/pulumi-qemu.", replaceOnChanges: true }),
@@ -123,6 +124,8 @@ async function checkHere(_olds: unknown, news: any): Promise<pulumi.dynamic.Chec
  * a network is never replaced for it, only given its server by the next up.
  */
 async function diffHere(_id: string, olds: NetworkOutputs, news: NetworkInputs): Promise<pulumi.dynamic.DiffResult> {
+    // Empty or damaged state says so, as every other resource's diff does, instead of "no changes".
+    requireState("Network", "diff", olds, NETWORK_STATE);
     if (hasUnknown(news)) return { changes: true, replaces: ["subnet"], deleteBeforeReplace: true };
     const next = parseInputs(news);
     const replaces: string[] = [];
@@ -185,6 +188,8 @@ async function createHere(inputs: NetworkInputs): Promise<pulumi.dynamic.CreateR
     const stateDir = await ensureStateDir(resolveStateDir(p.stateDir));
     const parent = await ensureOwnDir(networksDir(stateDir));
     await cleanOrphans(parent);
+    // And the orphaned QEMU of a killed VM create in this state directory.
+    await sweepVmsOf(stateDir);
     const label = (p.name ?? "net").slice(0, 16);
     // mkdtemp: a fresh 0700 directory with a random suffix, so two stacks using one name never share a switch.
     const networkDir = await mkdtemp(path.join(parent, `${label}-`));

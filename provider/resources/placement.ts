@@ -69,11 +69,21 @@ export function servingAsRunner(): void {
     atTheHost = true;
 }
 
+/**
+ * Inputs that are not there at all (undefined, null: a program that passed nothing, a hand-made
+ * call) are inputs with no fields, so every lifecycle answers with the fields it misses instead
+ * of a TypeError from deep inside.
+ */
+function inputsOrEmpty(inputs: any): any {
+    return inputs === undefined || inputs === null ? {} : inputs;
+}
+
 export function placed<T extends Lifecycle>(kind: ResourceKind, impl: T): T {
     // The dynamic provider's serialized closure (`__provider`) never leaves this machine: the far side has no use for it.
     const remote = (spec: HostSpec, method: string, args: unknown[]) => runnerFor(spec).then((r) => r.call(kind, method, args.map(withoutClosure)));
     const lifecycle: Lifecycle = {
-        async check(olds, news) {
+        async check(olds, given) {
+            const news = inputsOrEmpty(given);
             const input = hostInput(news);
             if (hasUnknown(input)) return { inputs: news };
             let spec: HostSpec | undefined;
@@ -102,7 +112,8 @@ export function placed<T extends Lifecycle>(kind: ResourceKind, impl: T): T {
             }
             return { ...result, inputs: input === undefined ? result.inputs : { ...result.inputs, host: input } };
         },
-        async diff(id, olds, news) {
+        async diff(id, olds, given) {
+            const news = inputsOrEmpty(given);
             const input = hostInput(news);
             if (hasUnknown(input)) return { changes: true, replaces: ["host"] };
             const before = placementOf(olds?.host);
@@ -112,7 +123,8 @@ export function placed<T extends Lifecycle>(kind: ResourceKind, impl: T): T {
             if (spec && resourceNamed(kind)?.diffReadsHost) return remote(withAccess(spec, olds?.hostAccess), "diff", [id, withoutHost(olds), withoutHost(news)]);
             return impl.diff(id, withoutHost(olds), withoutHost(news));
         },
-        async create(inputs, ...rest) {
+        async create(given, ...rest) {
+            const inputs = inputsOrEmpty(given);
             const spec = hostOf(hostInput(inputs));
             if (!spec) return impl.create(inputs, ...rest);
             const result = await remote(spec, "create", [withoutHost(inputs), ...rest]);

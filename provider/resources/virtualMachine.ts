@@ -2,20 +2,22 @@ import { placed } from "./placement";
 import type * as pulumi from "@pulumi/pulumi";
 import { chmod, mkdtemp } from "node:fs/promises";
 import * as path from "node:path";
-import { acceptedArgvHashes, specArgvHash, USER_NIC_MAC, type DaemonRuntime, type Resolved } from "../core/qemuArgv";
+import { acceptedArgvHashes, nameConfigText, nameFitsConfig, specArgvHash, USER_NIC_MAC, type DaemonRuntime, type Resolved } from "../core/qemuArgv";
 import { assertFirmwareInstalled } from "../host/qemu/firmwareFiles";
 import { parseVmSpec, type VmSpec } from "../core/vmSpec";
 import { resolveAccel } from "../host/qemu/accel";
 import { writeLauncherFile } from "../host/files/launcherFile";
+import { writeFileAtomic } from "../host/files/atomicFile";
+import { processesHolding } from "../host/process/fileHolders";
 import { assertHostPortsFree, type HostPortRequest } from "../host/net/ports";
 import { checkOurDaemon, QemuStartError, startDaemonized, stopQemu, type ProcessIdentity } from "../host/qemu/qemuProcess";
 import { ensureOwnDir, ensureStateDir, ownDirChain, resolveStateDir } from "../host/files/stateDir";
-import { checkWith, hasUnknown, oncePerInterval, withoutUndefined } from "./common";
+import { checkWith, hasUnknown, withoutUndefined } from "./common";
 import { warn } from "../host/progress";
 import { explainHostFileError } from "../host/files/hostErrors";
 export { cleanConsole, serialMatcher } from "../core/serialPattern";
 import { isEmptyState, requireState, VM_STATE } from "./stateGuard";
-import { clearVmDir, keptForImport, markVmDead, rewriteRunningRecord, sweepVmDirs, VM_FILES, writeVmRecord } from "./virtualMachine/record";
+import { clearVmDir, keptForImport, markVmDead, rewriteRunningRecord, sweepVmDirs, sweepVmsSometimes, VM_FILES, writeVmRecord } from "./virtualMachine/record";
 import { findVmToImport } from "./virtualMachine/import";
 import { ShellChannel } from "../host/guest/shellChannel";
 import { launcherText } from "../core/launcher";
@@ -121,6 +123,7 @@ async function createHere(inputs: VirtualMachineInputs, opts?: LifecycleOptions)
         ...(p.spec.agent !== "none" ? { agentSocket: path.join(vmDir, VM_FILES.agentSocket) } : {}),
         // The launcher copies OVMF's variable store here (owner-only) before QEMU starts.
         ...(p.spec.firmware === "uefi" ? { uefiVars: path.join(vmDir, VM_FILES.uefiVars) } : {}),
+        ...(p.spec.name && nameFitsConfig(p.spec.name) ? { nameConfig: path.join(vmDir, VM_FILES.nameConfig) } : {}),
     };
     const launcherPath = path.join(vmDir, VM_FILES.launcher);
     let identity: ProcessIdentity | undefined;
@@ -129,6 +132,8 @@ async function createHere(inputs: VirtualMachineInputs, opts?: LifecycleOptions)
         // Intent first: if this process is killed from here on, the next sweep of `vms` finds
         // a create whose creator is gone, stops its QEMU and removes the directory.
         await writeVmRecord(vmDir, "creating");
+        // The name (which may be secret) is read from this 0600 file, not from QEMU's command line.
+        if (runtime.nameConfig) await writeFileAtomic(runtime.nameConfig, nameConfigText(p.spec.name!));
         assertSocketPathFits(runtime.qmpSocket);
         if (p.spec.firmware === "uefi") await assertFirmwareInstalled();
         if (runtime.agentSocket) assertSocketPathFits(runtime.agentSocket);
@@ -145,6 +150,13 @@ async function createHere(inputs: VirtualMachineInputs, opts?: LifecycleOptions)
                 identity = await startDaemonized([launcherPath], runtime.pidfile);
                 break;
             } catch (err) {
+                const locked = lockedDisk(err, p.spec);
+                if (locked) {
+                    // The sweep before this create may have been skipped (once per 30 s): an orphan of a
+                    // killed create may be what holds the disk. Swept now, unthrottled, and tried once more.
+                    if (attempt === 0 && (await sweepVmDirs(path.dirname(vmDir))).length > 0) continue;
+                    throw await explainLockedDisk(locked, err as QemuStartError);
+                }
                 // Another process took a port we picked between the pick and QEMU's bind: pick again.
                 const clash = autoPortClash(err, p.spec, picked.hostPorts);
                 if (clash === undefined || attempt >= 2) throw explainStartError(err, p.spec);
@@ -244,6 +256,31 @@ export function explainStartError(err: unknown, spec: VmSpec): unknown {
     return new Error(`${field}: host port ${m[2]}:${m[3]}/${m[1]} is already in use by another process or VM; choose another port (QEMU: ${err.stderr})`);
 }
 
+/** The disk QEMU could not lock for writing (another process has it open), when that is why it failed to start. */
+function lockedDisk(err: unknown, spec: VmSpec): { index: number; file: string } | undefined {
+    if (!(err instanceof QemuStartError) || !/Failed to get (shared )?"write" lock/.test(err.stderr)) return undefined;
+    const m = /-drive file=((?:[^,]|,,)*),/.exec(err.stderr);
+    const file = m?.[1].replace(/,,/g, ",");
+    const index = spec.disks.findIndex((d) => (d.overlay ?? d.path) === file || d.path === file);
+    return file === undefined ? undefined : { index, file };
+}
+
+/** Names who holds a locked disk, instead of QEMU's bare "Failed to get write lock". */
+async function explainLockedDisk(locked: { index: number; file: string }, err: QemuStartError): Promise<Error> {
+    const field = locked.index >= 0 ? `vm.disks[${locked.index}]` : "vm.disks";
+    const holders = await processesHolding(locked.file);
+    const who = holders.length
+        ? holders.map((h) => `pid ${h.pid} (${path.basename(h.argv[0] ?? "?")}${vmDirOf(h.argv) ? `, the VM in ${vmDirOf(h.argv)}` : ""})`).join(", ")
+        : "a process this user cannot see";
+    return new Error(`${field}: ${locked.file} is in use by ${who}, which holds the write lock on it; stop that first, or give this VM another disk, the disk readOnly: true, or an overlay on it (QEMU: ${err.stderr.trim()})`);
+}
+
+/** The VM directory a QEMU of ours names in its -pidfile, if it is one. */
+function vmDirOf(argv: readonly string[]): string | undefined {
+    const i = argv.indexOf("-pidfile");
+    return i >= 0 && argv[i + 1] ? path.dirname(argv[i + 1]) : undefined;
+}
+
 /** A restored guest's clock resumes from the snapshot's moment: set it to the host's. */
 async function syncGuestClock(agentSocket: string): Promise<void> {
     const channel = new ShellChannel(agentSocket);
@@ -259,10 +296,6 @@ function identityOf(props: VirtualMachineOutputs): ProcessIdentity {
     return { pid: props.pid, startTime: props.processStartTime, bootId: props.bootId };
 }
 
-/** Orphans of killed creates and long-dead VMs in `vms`, looked for at most every 30 s per process. */
-function sweepVmsSometimes(vmsDir: string): Promise<void> {
-    return oncePerInterval(`vms:${vmsDir}`, 30_000, () => sweepVmDirs(vmsDir));
-}
 
 /**
  * Refresh: a QEMU that exited, or a pid now held by another process, is reported gone so the

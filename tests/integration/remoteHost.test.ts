@@ -219,11 +219,15 @@ test("a connection dropped in the middle of a create leaves an orphan the next c
         () => "created",
         (err: Error) => err.message,
     );
-    // QEMU daemonizes: the first process it forks exits at once; the one left names its VM directory.
+    // QEMU daemonizes: the processes it forks on the way exit at once (taking one of them for the
+    // orphan was a race). Which VM directory is plain from any of them; which process is the
+    // daemon, only from the pidfile, which the daemon alone writes.
     const vmDirOf = (pid: number) => /(\/\S+\/vms\/vm-[A-Za-z0-9]+)\//.exec(cmdline(pid))?.[1];
+    let orphanDir: string | undefined;
+    await waitFor(() => (orphanDir = farQemuPids().filter((p) => !before.has(p)).map(vmDirOf).find((d) => d !== undefined)) !== undefined, 60_000, "QEMU to start on the far host");
     let orphan = 0;
-    await waitFor(() => (orphan = farQemuPids().find((p) => !before.has(p) && vmDirOf(p) !== undefined) ?? 0) !== 0, 60_000, "QEMU to start on the far host");
-    const orphanDir = vmDirOf(orphan)!;
+    const daemonPid = () => Number(far.asFarUser(`cat ${orphanDir}/qemu.pid 2>/dev/null || true`).trim()) || 0;
+    await waitFor(() => (orphan = daemonPid()) !== 0 && farQemuPids().includes(orphan), 60_000, "QEMU to write its pidfile once daemonized");
     dropConnections();
     expect(await settled).toMatch(/host ssh:\/\/pqfar@127\.0\.0\.1:\d+ .*(unreachable|connection lost|runner stopped)/);
     // The runner went with its connection; its QEMU is left with a creator that is gone.

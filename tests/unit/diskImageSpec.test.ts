@@ -47,7 +47,7 @@ describe("parseDiskImageSpec", () => {
         [{ source: { kind: "blank", format: "raw" } }, "source.size", /size must be/],
         [{ source: { kind: "floppy" } }, "source.kind", /kind must be one of "blank", "file", "directory", "overlay"/],
         [{ source: { kind: "file", path: "relative.img" } }, "source.path", /absolute/],
-        [{ source: { kind: "file", path: "/x", sise: 3 } }, "source", /sise/],
+        [{ source: { kind: "file", path: "/x", sise: 3 } }, "source.sise", /"sise" is not a key of source \(it takes: kind, path, format\)$/],
         [{ source: { kind: "directory", path: "/d", size: "1M", fsType: "xfs" } }, "source.fsType", /"ext4"/],
         [{ source: { kind: "directory", path: "/d", size: "1M", label: "a-label-that-is-too-long" } }, "source.label", /16 bytes/],
         [{ source: { kind: "overlay", backing: "/b", backingInputHash: "XYZ" } }, "source.backingInputHash", /hex digest/],

@@ -20,8 +20,9 @@ describe("parseQcow2Header", () => {
             virtualSize: 100_000_256,
             backingFileOffset: 0x210,
             backingFileSize: 15,
+            metadataEnd: 0, // no tables laid out in this hand-made header
         });
-        expect(parseQcow2Header(header({ version: 2, size: 3n << 30n }))).toEqual({ version: 2, virtualSize: 3 * 2 ** 30, backingFileOffset: 0, backingFileSize: 0 });
+        expect(parseQcow2Header(header({ version: 2, size: 3n << 30n }))).toEqual({ version: 2, virtualSize: 3 * 2 ** 30, backingFileOffset: 0, backingFileSize: 0, metadataEnd: 0 });
     });
 
     test.each([
@@ -46,5 +47,18 @@ describe("backingName", () => {
     test("is undefined without a backing file, and refuses a cut-short name", () => {
         expect(backingName(parseQcow2Header(header({})), new Uint8Array())).toBeUndefined();
         expect(() => backingName(h, new TextEncoder().encode("/a b"))).toThrow(/cut short \(4 of 9 bytes\)/);
+    });
+});
+
+describe("metadataEnd", () => {
+    test("is where the L1 and refcount tables end, whichever is later", () => {
+        const b = header({ size: 8n << 20n });
+        const v = new DataView(b.buffer);
+        v.setUint32(36, 1); // l1_size: one entry
+        v.setBigUint64(40, 0x30000n); // l1_table_offset
+        v.setBigUint64(48, 0x10000n); // refcount_table_offset
+        v.setUint32(56, 1); // refcount_table_clusters, of 2^16 bytes
+        expect(parseQcow2Header(b).metadataEnd).toBe(0x30008);
+        expect(parseQcow2Header(b.subarray(0, 32)).metadataEnd).toBeUndefined();
     });
 });

@@ -60,7 +60,7 @@ describe("parseVmSpec", () => {
         [{ kernelArguments: ["quiet"] }, /vm\.kernelArguments: kernelArguments need kernel/],
         [{ initrd: "/boot/initrd" }, /vm\.initrd: initrd needs kernel/],
         [{ extraArgs: ["-smp\n2"] }, /vm\.extraArgs\[0\]/],
-        [{ memory: 512 }, /Unrecognized key.*memory/],
+        [{ memory: 512 }, /vm\.memory: "memory" is not a key of vm .*did you mean "memoryMiB"/],
     ])("refuses %j", (input, message) => {
         expect(problemsOf(input)).toMatch(message);
     });

@@ -11,6 +11,8 @@ import type { ImageFormat } from "../../core/diskImageSpec";
 export interface ImageHeader {
     virtualSize: number;
     backingFilename?: string;
+    /** qcow2: where its tables end (see Qcow2Header.metadataEnd). */
+    metadataEnd?: number;
 }
 
 export async function readImageHeader(file: string, format: ImageFormat): Promise<ImageHeader> {
@@ -21,10 +23,11 @@ export async function readImageHeader(file: string, format: ImageFormat): Promis
         const head = Buffer.alloc(HEADER_READ_BYTES);
         const { bytesRead } = await fh.read(head, 0, head.length, 0);
         const header = parseQcow2Header(head.subarray(0, bytesRead));
-        if (header.backingFileSize === 0) return { virtualSize: header.virtualSize };
+        const tables = header.metadataEnd === undefined ? {} : { metadataEnd: header.metadataEnd };
+        if (header.backingFileSize === 0) return { virtualSize: header.virtualSize, ...tables };
         const name = Buffer.alloc(header.backingFileSize);
         const got = await fh.read(name, 0, name.length, header.backingFileOffset);
-        return { virtualSize: header.virtualSize, backingFilename: backingName(header, name.subarray(0, got.bytesRead)) };
+        return { virtualSize: header.virtualSize, backingFilename: backingName(header, name.subarray(0, got.bytesRead)), ...tables };
     } finally {
         await fh.close();
     }

@@ -1,4 +1,4 @@
-import { readdir, rm, rmdir, lstat } from "node:fs/promises";
+import { chmod, readdir, rm, rmdir, lstat } from "node:fs/promises";
 import * as path from "node:path";
 import { checkOurDaemon, QemuStartError, startDaemonized, waitUntilGone, type Liveness, type ProcessIdentity } from "../qemu/qemuProcess";
 
@@ -33,7 +33,10 @@ export async function startSwitch(networkDir: string, opts: { timeoutMs?: number
     const { switchDir, pidfile, mgmt } = switchPaths(networkDir);
     const argv = [VDE_SWITCH, "--daemon", "--sock", switchDir, "--pidfile", pidfile, "--dirmode", "0700", "--mode", "0600", "--mgmt", mgmt, "--mgmtmode", "0600"];
     try {
-        return await startDaemonized(argv, pidfile, { timeoutMs: opts.timeoutMs ?? 10000 });
+        const identity = await startDaemonized(argv, pidfile, { timeoutMs: opts.timeoutMs ?? 10000 });
+        // vde_switch writes its pidfile with the umask (0644 as a rule): the state directory's files are the owner's alone.
+        await chmod(pidfile, 0o600);
+        return identity;
     } catch (err) {
         const e = err as NodeJS.ErrnoException & { stderr?: string };
         if (e.code === "ENOENT" || /ENOENT/.test(String(e.message))) throw new Error(`${VDE_SWITCH} was not found: ${APT_HINT}`);
@@ -67,7 +70,7 @@ function signal(pid: number, sig: NodeJS.Signals): void {
 
 /**
  * Removes what a stopped switch leaves: its pidfile, and in its directory the control socket
- * and the per-port sockets libvdeplug names `.NNNNN-NNNNN`. Anything else keeps the directory.
+ * and the per-port sockets libvdeplug names `.NNNNN-NNNNN` and the switch `NNN.FD`. Anything else keeps the directory.
  */
 export async function removeSwitchFiles(networkDir: string): Promise<void> {
     const { switchDir, pidfile, mgmt } = switchPaths(networkDir);
@@ -80,7 +83,8 @@ export async function removeSwitchFiles(networkDir: string): Promise<void> {
         return;
     }
     for (const name of entries) {
-        // QEMU's libvdeplug names its socket `.PID-N`; vde_plug2tap's (the DHCP server's plug) is `NNN.N`.
+        // QEMU's libvdeplug names its socket `.PID-N`; the switch's per-port data sockets are NNN.FD
+        // (001.5, which a killed switch leaves behind), vde_plug2tap's (the DHCP server's plug) NNN.N.
         if (name !== "ctl" && !/^\.\d+-\d+$/.test(name) && !/^\d+\.\d+$/.test(name)) continue;
         const st = await lstat(path.join(switchDir, name)).catch(() => undefined);
         if (st?.isSocket()) await rm(path.join(switchDir, name), { force: true });

@@ -21,6 +21,8 @@ import type { RunnerReply, RunnerRequest } from "../../core/runnerProtocol";
  */
 
 const HELLO_DEADLINE_MS = 30_000;
+/** How long a master may take to follow its runner's ssh out when the connection was lost (it is a moment, even under load). */
+const MASTER_SETTLE_MS = 5_000;
 /** The oldest Node.js the runner works on (fs statfs came in 18.15; Debian 12 has 18.19). */
 const MIN_NODE = [18, 15];
 
@@ -83,6 +85,8 @@ export class RemoteRunner {
     private stderrTail = "";
     private exitHandlers: Array<() => void> = [];
     private gone?: Error;
+    /** Set when the runner's ssh has exited, until `gone` says why. */
+    private closing?: Promise<void>;
 
     private constructor(
         private readonly connection: SshConnection,
@@ -165,13 +169,16 @@ export class RemoteRunner {
             child.once("close", (code, signal) => {
                 clearTimeout(timer);
                 const detail = this.stderrTail.trim().split("\n").slice(-3).join("; ") || `runner exited (${signal ?? `status ${code}`})`;
-                // ssh says 255 both for a lost connection and for a runner killed by a signal; the master tells them apart.
-                const lost = code === 255 && !this.connection.masterAlive();
-                this.gone = lost ? new HostUnreachableError(this.connection.spec.url, `connection lost: ${detail}`) : new HostAccessError(`host ${this.connection.spec.url}: the runner stopped: ${detail}`);
-                if (!greeted) reject(this.gone);
-                for (const p of this.pending.values()) p.reject(this.gone);
-                this.pending.clear();
-                for (const h of this.exitHandlers) h();
+                // ssh says 255 both for a lost connection and for a runner killed by a signal; the master tells them
+                // apart, but it ends a moment after the runner's ssh does: its end is waited for, not sampled.
+                this.closing = (async () => {
+                    const lost = code === 255 && (await this.connection.masterGoneWithin(MASTER_SETTLE_MS));
+                    this.gone = lost ? new HostUnreachableError(this.connection.spec.url, `connection lost: ${detail}`) : new HostAccessError(`host ${this.connection.spec.url}: the runner stopped: ${detail}`);
+                    if (!greeted) reject(this.gone);
+                    for (const p of this.pending.values()) p.reject(this.gone);
+                    this.pending.clear();
+                    for (const h of this.exitHandlers) h();
+                })();
             });
         });
     }
@@ -192,6 +199,8 @@ export class RemoteRunner {
     /** Runs `kind.method(...args)` on the far host; its progress reaches this call's own sink. */
     call(kind: string, method: string, args: unknown[]): Promise<any> {
         if (this.gone) return Promise.reject(this.gone);
+        // The runner has exited and why is being settled: the call fails with that reason.
+        if (this.closing) return this.closing.then(() => Promise.reject(this.gone));
         const id = this.nextId++;
         const request: RunnerRequest = { id, kind, method, args };
         // Progress comes back later, on the runner's stdout: it goes to the sink of this call, captured now.

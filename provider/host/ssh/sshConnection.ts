@@ -135,6 +135,27 @@ export class SshConnection {
         return this.opening;
     }
 
+    /**
+     * Whether the master exits within `ms`. A lost connection ends the runner's ssh (status 255)
+     * a moment before the master, whose end it is: asked at once, the master still counts as
+     * alive. A runner killed by a signal also gives 255, but its master lives on.
+     */
+    masterGoneWithin(ms: number): Promise<boolean> {
+        const m = this.master;
+        if (!m || m.exitCode !== null || m.signalCode !== null) return Promise.resolve(true);
+        return new Promise((resolve) => {
+            const onExit = () => {
+                clearTimeout(timer);
+                resolve(true);
+            };
+            const timer = setTimeout(() => {
+                m.off("exit", onExit);
+                resolve(false);
+            }, ms);
+            m.once("exit", onExit);
+        });
+    }
+
     /** Whether the master connection is up (started, not exited). */
     masterAlive(): boolean {
         return this.master !== undefined && this.master.exitCode === null && this.master.signalCode === null;

@@ -6,6 +6,7 @@ import { checkOurDaemon, identify, readPidfile, removeRuntimeFiles, stopQemu, ty
 import { removeLauncherFile } from "../../host/files/launcherFile";
 import { UEFI_VARS_FILE } from "../../core/firmware";
 import { isOwnFileSync, ownDirChain, removeDirIfEmpty } from "../../host/files/stateDir";
+import { oncePerInterval } from "../common";
 
 /**
  * The record in each VM's directory (`record.json`), written before QEMU is started:
@@ -21,7 +22,7 @@ export const RECORD_FILE = "record.json";
 export const DEAD_VM_RETENTION_MS = 24 * 60 * 60 * 1000;
 
 /** The files the provider puts in a VM's directory, by name. */
-export const VM_FILES = { pidfile: "qemu.pid", qmpSocket: "qmp.sock", serialLog: "serial.log", launcher: "run-vm.sh", agentSocket: "agent.sock", uefiVars: UEFI_VARS_FILE } as const;
+export const VM_FILES = { pidfile: "qemu.pid", qmpSocket: "qmp.sock", serialLog: "serial.log", launcher: "run-vm.sh", agentSocket: "agent.sock", uefiVars: UEFI_VARS_FILE, nameConfig: "name.cfg" } as const;
 
 export interface VmRecord {
     tool: "pulumi-qemu";
@@ -98,6 +99,7 @@ export async function clearVmDir(vmDir: string, opts: { keepLog?: boolean; launc
     const f = (name: string) => path.join(vmDir, name);
     // The UEFI variable store is the VM's own (its launcher copied it into this directory): it goes with the VM.
     await removeRuntimeFiles([f(VM_FILES.pidfile), f(VM_FILES.qmpSocket), f(VM_FILES.agentSocket), f(VM_FILES.uefiVars), ...(opts.keepLog ? [] : [f(VM_FILES.serialLog)])]);
+    await rm(f(VM_FILES.nameConfig), { force: true });
     await removeLauncherFile(opts.launcherPath ?? f(VM_FILES.launcher));
     if (!opts.keepLog) await rm(f(RECORD_FILE), { force: true });
     await removeDirIfEmpty(vmDir);
@@ -108,6 +110,20 @@ export async function markVmDead(vmDir: string, launcherPath: string): Promise<v
     if (!(await ownDirChain(path.dirname(path.dirname(vmDir)), vmDir)).ok) return;
     await clearVmDir(vmDir, { keepLog: true, launcherPath });
     await writeVmRecord(vmDir, "dead");
+}
+
+/**
+ * Orphans of killed creates and long-dead VMs in `vms`, looked for at most every 30 s per
+ * process (a refresh of hundreds of resources sweeps once). Every create in a state directory
+ * calls it — a VM's, a Network's, a DiskImage's — so an orphan never outlives the next one.
+ */
+export function sweepVmsSometimes(vmsDir: string): Promise<void> {
+    return oncePerInterval(`vms:${vmsDir}`, 30_000, () => sweepVmDirs(vmsDir));
+}
+
+/** The sweep for the state directory `stateDir` (nothing when it has no `vms` yet). */
+export function sweepVmsOf(stateDir: string): Promise<void> {
+    return sweepVmsSometimes(path.join(stateDir, "vms"));
 }
 
 /**

@@ -7,7 +7,7 @@ import * as path from "node:path";
 import { z } from "zod";
 import { formatSchema, type ImageFormat } from "../../../core/diskImageSpec";
 import { digestByName, type DigestByName } from "../../../core/hash";
-import { absolutePath } from "../../../core/validation";
+import { hostFilePath } from "../../../core/validation";
 import { requireRegularFile } from "../../../host/files/regularFile";
 import { convertImage } from "../../../host/images/qemuImg";
 import { whileWorking } from "../../../host/progress";
@@ -21,7 +21,7 @@ export const file: SourceKind<"file", FileSpec, FileContent> = {
     schema: z
         .object({
             kind: z.literal("file").meta({ description: "A copy of an existing image file." }),
-            path: absolutePath("path").meta({ description: "Absolute path of the source image." }),
+            path: hostFilePath("path").meta({ description: "Absolute path of the source image." }),
             format: formatSchema("format").optional().meta({ typeName: "ImageFormat", description: "Its format; default detected from the file." }),
         })
         .strict()

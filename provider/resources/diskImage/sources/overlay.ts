@@ -7,7 +7,7 @@ import * as path from "node:path";
 import { z } from "zod";
 import { formatSchema, hexDigest, sizeSchema, type ImageFormat } from "../../../core/diskImageSpec";
 import { formatSize } from "../../../core/size";
-import { absolutePath } from "../../../core/validation";
+import { hostFilePath } from "../../../core/validation";
 import { sameStamp, statStamp, type FileStamp } from "../../../host/files/fileHash";
 import { requireRegularFile } from "../../../host/files/regularFile";
 import { createOverlay } from "../../../host/images/qemuImg";
@@ -23,7 +23,7 @@ export const overlay: SourceKind<"overlay", OverlaySpec, OverlayContent> = {
     schema: z
         .object({
             kind: z.literal("overlay").meta({ description: "A qcow2 overlay over another image." }),
-            backing: absolutePath("backing").meta({ description: "Absolute path of the backing image." }),
+            backing: hostFilePath("backing").meta({ description: "Absolute path of the backing image." }),
             backingFormat: formatSchema("backingFormat").optional().meta({ typeName: "ImageFormat", description: "Format of the backing image; default detected by qemu-img." }),
             size: sizeSchema.optional().meta({ description: "Virtual size; default the backing image's.", accepts: ["number", "string"] }),
             backingInputHash: hexDigest.optional().meta({ description: "inputHash of the backing DiskImage, so that rebuilding it replaces the overlay; default none." }),
