@@ -189,11 +189,17 @@ export function faults(outputs: MachineOutputs): Faults {
         },
 
         async powerCut() {
+            // QEMU runs with -no-reboot, which turns a reset into an exit: a reset must reset here.
+            await qmp("set-action", { reboot: "reset" });
             await qmp("stop");
             await qmp("system_reset");
             // The guest's end of the channel is gone with its memory.
             machine.close();
-            return track("power cut (QMP stop + system_reset)", async () => void (await qmp("cont")));
+            return track("power cut (QMP stop + system_reset)", async () => {
+                await qmp("cont");
+                // Once it runs again a reboot of its own ends QEMU, as -no-reboot says.
+                await qmp("set-action", { reboot: "shutdown" });
+            });
         },
 
         async starveCpu(opts = {}) {
