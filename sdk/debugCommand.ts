@@ -2,13 +2,13 @@ import { open, readdir, stat } from "node:fs/promises";
 import * as path from "node:path";
 import * as readline from "node:readline";
 import { AGENT_PORT_NAMES } from "../provider/core/qemuArgv";
-import { shellQuote } from "../provider/core/shellFraming";
-import { checkOurQemu, identify, readCmdline, readPidfile } from "../provider/host/qemuProcess";
-import { QmpClient } from "../provider/host/qmp";
-import { ownDirChain, resolveStateDir } from "../provider/host/stateDir";
-import { openAgentChannel } from "../provider/resources/agentChannel";
-import { VM_ID_PATTERN } from "../provider/resources/vmById";
-import { VM_FILES } from "../provider/resources/vmRecord";
+import { shellQuote } from "../provider/core/shellQuote";
+import { checkOurDaemon, identify, readCmdline, readPidfile } from "../provider/host/qemu/qemuProcess";
+import { QmpClient } from "../provider/host/qemu/qmp";
+import { ownDirChain, resolveStateDir } from "../provider/host/files/stateDir";
+import { openAgentChannel } from "../provider/resources/virtualMachine/agentChannel";
+import { VM_ID_PATTERN } from "../provider/resources/virtualMachine/byId";
+import { VM_FILES } from "../provider/resources/virtualMachine/record";
 
 /**
  * `npx pulumi-qemu`: look at the VMs of a state directory by hand, to debug a failed test
@@ -76,7 +76,7 @@ async function describeVm(id: string, vmDir: string): Promise<FoundVm> {
     const pid = await readPidfile(base.pidfile);
     const identity = pid === undefined ? undefined : await identify(pid);
     if (!identity) return { ...base, running: false, reason: "no live QEMU in its pidfile" };
-    const live = await checkOurQemu(identity, base.pidfile);
+    const live = await checkOurDaemon(identity, base.pidfile);
     if (!live.alive) return { ...base, running: false, reason: live.reason };
     // What QEMU runs is read from its command line, not from a file anyone could edit.
     const cmdline = (await readCmdline(identity.pid)) ?? [];

@@ -1,6 +1,6 @@
 import { readFileSync } from "node:fs";
-import { checkOurQemu, parseProcStat } from "../provider/host/qemuProcess";
-import { siteOf, type VmSite } from "../provider/resources/vmSite";
+import { checkOurDaemon, parseProcStat } from "../provider/host/qemu/qemuProcess";
+import { siteOf, type VmSite } from "../provider/resources/virtualMachine/site";
 import { attach, MachineError, type MachineOutputs } from "./testing";
 
 /**
@@ -347,7 +347,7 @@ async function ourLocalPid(outputs: MachineOutputs, site: VmSite, what: string):
         throw new Error(
             `${what} needs the VM's pid, processStartTime, bootId and pidfile outputs (pass a VirtualMachine's outputs)`,
         );
-    const live = await checkOurQemu(
+    const live = await checkOurDaemon(
         { pid: outputs.pid, startTime: outputs.processStartTime, bootId: outputs.bootId },
         outputs.pidfile,
     );
@@ -356,7 +356,7 @@ async function ourLocalPid(outputs: MachineOutputs, site: VmSite, what: string):
 }
 
 async function signalIfStillOurs(outputs: MachineOutputs, signal: NodeJS.Signals): Promise<void> {
-    const live = await checkOurQemu(
+    const live = await checkOurDaemon(
         { pid: outputs.pid!, startTime: outputs.processStartTime!, bootId: outputs.bootId! },
         outputs.pidfile!,
     );

@@ -1,5 +1,5 @@
-import { siteOf, type VmSite } from "../provider/resources/vmSite";
-import type { SnapshotInfo } from "../provider/host/snapshots";
+import { siteOf, type VmSite } from "../provider/resources/virtualMachine/site";
+import type { SnapshotInfo } from "../provider/host/qemu/snapshots";
 import { attachCommand } from "./debugCommand";
 import { attach, MachineError, type Machine, type MachineOutputs } from "./testing";
 

@@ -92,7 +92,7 @@ function argvWithAccel(spec: VmSpec, accel: string, daemon: DaemonRuntime | unde
         ...consoleArgs(spec, daemon),
         ...kernelArgs(spec, resolved.nics ?? []),
         ...spec.shares.flatMap(shareArgs),
-        ...spec.disks.flatMap((disk) => diskArgs(disk, spec.volatile)),
+        ...spec.disks.flatMap((disk, i) => diskArgs(disk, spec.volatile, daemon ? i : undefined)),
         ...networkArgs(spec, resolved),
         ...agentArgs(spec, daemon),
         ...(daemon ? daemonArgs(daemon) : []),
@@ -148,9 +148,16 @@ function shareArgs(share: ShareSpec): string[] {
     ];
 }
 
-function diskArgs(disk: DiskSpec, volatile: boolean): string[] {
+/**
+ * A daemonized VM's disks get block node names (pq-disk<N> for the format layer, pq-disk<N>-file
+ * under it): QEMU can only `blockdev-reopen` named nodes, and that is how the test API puts a
+ * failing-disk filter under a running disk (sdk/faults.ts). Like the daemon's paths they are
+ * left out of the hash (it is made without `daemon`), so VMs started before keep their identity.
+ */
+function diskArgs(disk: DiskSpec, volatile: boolean, nodeIndex: number | undefined): string[] {
     const file = disk.overlay ?? disk.path;
     const format = disk.overlay ? "qcow2" : disk.format;
+    const temporary = volatile && !disk.readOnly;
     return [
         "-drive",
         optionString([
@@ -159,7 +166,9 @@ function diskArgs(disk: DiskSpec, volatile: boolean): string[] {
             "if=virtio",
             ...(disk.readOnly ? ["readonly=on"] : []),
             // Volatile guests write to a temporary layer QEMU throws away on exit.
-            ...(volatile && !disk.readOnly ? ["snapshot=on"] : []),
+            ...(temporary ? ["snapshot=on"] : []),
+            // A temporary layer would sit above the named node: faults there are not offered.
+            ...(nodeIndex !== undefined && !temporary ? [`node-name=pq-disk${nodeIndex}`, `file.node-name=pq-disk${nodeIndex}-file`] : []),
         ]),
     ];
 }

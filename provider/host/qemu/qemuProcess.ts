@@ -222,6 +222,9 @@ export async function stopQemu(target: StopTarget, opts: StopOptions = {}): Prom
     const quitMs = opts.quitMs ?? 5000;
     const killMs = opts.killMs ?? 5000;
     if (!(await checkOurDaemon(identity, pidfile)).alive) return "not-running";
+    // A QEMU stopped by a signal (the test API's freeze or CPU starvation) answers nothing and
+    // would take the slow road to SIGKILL: let it run to be stopped properly.
+    if ((await readProcStat(identity.pid))?.state === "T") await signalIfOurs(identity, pidfile, "SIGCONT");
 
     const qmp = await QmpClient.connect(qmpSocket, { connectTimeoutMs: 3000, commandTimeoutMs: 3000 }).catch(() => undefined);
     try {
