@@ -2,7 +2,7 @@ import { existsSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
-import { qmpOnce } from "../../provider/host/qmp";
+import { qmpOnce } from "../../provider/host/qemu/qmp";
 import * as diskImage from "../../provider/resources/diskImage";
 import * as vmResource from "../../provider/resources/virtualMachine";
 import type { VirtualMachineOutputs } from "../../provider/resources/virtualMachine";

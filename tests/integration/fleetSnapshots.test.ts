@@ -1,7 +1,7 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
-import { qmpOnce } from "../../provider/host/qmp";
+import { qmpOnce } from "../../provider/host/qemu/qmp";
 import * as diskImage from "../../provider/resources/diskImage";
 import * as network from "../../provider/resources/network";
 import type { NetworkOutputs } from "../../provider/resources/network";
