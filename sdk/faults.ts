@@ -331,7 +331,8 @@ async function findDisk(site: VmSite, outputs: MachineOutputs, ref: DiskRef): Pr
             throw new Error(`disk ${ref}: the VM has ${disks.length} disk(s) in vm.disks, numbered from 0`);
         file = disk.overlay ?? disk.path;
     } else file = ref;
-    const found = nodes.find((n) => n.file === file);
+    // A disk with a fault under it shows QEMU's json: filename; its node name still says which it is.
+    const found = (typeof ref === "number" ? nodes.find((n) => n.node === `pq-disk${ref}`) : undefined) ?? nodes.find((n) => n.file === file);
     if (!found)
         throw new Error(
             `disk ${JSON.stringify(ref)}: QEMU has no disk ${file} (its disks: ${nodes.map((n) => `${n.device} ${n.file}`).join(", ") || "none"})`,
