@@ -4,6 +4,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import * as vmResource from "../../provider/resources/virtualMachine";
 import type { VirtualMachineOutputs } from "../../provider/resources/virtualMachine";
+import { shellQuote } from "../../provider/core/shellQuote";
 import { attachCommand } from "../../sdk/debugCommand";
 import { fleet } from "../../sdk/fleet";
 import { ensureTestGuest, guestKernelArguments, READY_MARKER } from "../guest/testGuest";
@@ -102,7 +103,7 @@ test("list shows the running VM with its name, state and agent", async () => {
 
 test("shell: a prompt, the guest's answer, a failing command's exit code; exit ends it", async () => {
     const cmd = attachCommand("shell", outs);
-    expect(cmd).toBe(`npx pulumi-qemu shell --state-dir '${stateDir}' '${path.basename(outs.vmDir)}'`);
+    expect(cmd).toBe(`npx pulumi-qemu shell --state-dir ${shellQuote(stateDir)} ${shellQuote(path.basename(outs.vmDir))}`);
     // Run exactly what was printed, less `npx pulumi-qemu`.
     const args = cmd
         .split(" ")
