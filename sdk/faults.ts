@@ -46,13 +46,6 @@ export interface Faults {
      * still read from there.
      */
     failingDisk(disk: DiskRef, which?: { reads?: boolean; writes?: boolean }): Promise<Fault>;
-    /**
-     * The host file system behind the disk is full: writes get ENOSPC from the host, and QEMU
-     * (werror=enospc, its default) pauses the VM (QMP status io-error) instead of failing them.
-     * The guest sees its writes hang; `undo` frees the space and resumes the VM, and the
-     * writes complete.
-     */
-    fullDisk(disk: DiskRef): Promise<Fault>;
     /** The guest's clock set `seconds` away from the host's (over its agent); undo sets it right. */
     clockSkew(seconds: number): Promise<Fault>;
     /**
@@ -75,7 +68,6 @@ export interface Faults {
 }
 
 const VIRTIO_EIO = 5;
-const ENOSPC = 28;
 
 /** Faults on the VM with these outputs (a VirtualMachine's outputs). */
 export function faults(outputs: MachineOutputs): Faults {
@@ -159,21 +151,6 @@ export function faults(outputs: MachineOutputs): Faults {
                 VIRTIO_EIO,
                 `failing disk ${d.device} (${d.file}): ${iotypes.filter((t) => t !== "write-zeroes").join(" and ")} get EIO`,
                 async () => undefined,
-            );
-        },
-
-        async fullDisk(disk) {
-            const d = await findDisk(site, outputs, disk);
-            return insertErrors(
-                d,
-                ["write", "write-zeroes"],
-                ENOSPC,
-                `full disk ${d.device} (${d.file}): writes get ENOSPC`,
-                async () => {
-                    // The writes QEMU held back when it paused the VM are retried on cont.
-                    const status = ((await qmp("query-status")) as { status: string }).status;
-                    if (status === "io-error" || status === "paused") await qmp("cont");
-                },
             );
         },
 
@@ -270,8 +247,7 @@ export function faults(outputs: MachineOutputs): Faults {
             );
         }
         const filter = `pq-fault-${d.node}`;
-        if (names.includes(filter))
-            throw new Error(`disk ${d.file} already has a failing-disk or full-disk fault; undo it first`);
+        if (names.includes(filter)) throw new Error(`disk ${d.file} already has a failing-disk fault; undo it first`);
         await qmp("blockdev-add", {
             driver: "blkdebug",
             "node-name": filter,
@@ -332,7 +308,9 @@ async function findDisk(site: VmSite, outputs: MachineOutputs, ref: DiskRef): Pr
         file = disk.overlay ?? disk.path;
     } else file = ref;
     // A disk with a fault under it shows QEMU's json: filename; its node name still says which it is.
-    const found = (typeof ref === "number" ? nodes.find((n) => n.node === `pq-disk${ref}`) : undefined) ?? nodes.find((n) => n.file === file);
+    const found =
+        (typeof ref === "number" ? nodes.find((n) => n.node === `pq-disk${ref}`) : undefined) ??
+        nodes.find((n) => n.file === file);
     if (!found)
         throw new Error(
             `disk ${JSON.stringify(ref)}: QEMU has no disk ${file} (its disks: ${nodes.map((n) => `${n.device} ${n.file}`).join(", ") || "none"})`,

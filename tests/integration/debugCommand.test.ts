@@ -103,7 +103,9 @@ test("list shows the running VM with its name, state and agent", async () => {
 
 test("shell: a prompt, the guest's answer, a failing command's exit code; exit ends it", async () => {
     const cmd = attachCommand("shell", outs);
-    expect(cmd).toBe(`npx pulumi-qemu shell --state-dir ${shellQuote(stateDir)} ${shellQuote(path.basename(outs.vmDir))}`);
+    expect(cmd).toBe(
+        `npx pulumi-qemu shell --state-dir ${shellQuote(stateDir)} ${shellQuote(path.basename(outs.vmDir))}`,
+    );
     // Run exactly what was printed, less `npx pulumi-qemu`.
     const args = cmd
         .split(" ")
