@@ -174,7 +174,10 @@ export function faults(outputs: MachineOutputs): Faults {
             machine.close();
             return track("power cut (QMP stop + system_reset)", async () => {
                 await qmp("cont");
-                // Once it runs again a reboot of its own ends QEMU, as -no-reboot says.
+                // The first start after a reset may itself reset (seen with direct kernel boot
+                // under TCG): -no-reboot's exit comes back only once the guest is up again.
+                if (outputs.agent) await machine.waitUntilSucceeds("true", { timeoutSeconds: 300, intervalMs: 1000 });
+                else await new Promise((r) => setTimeout(r, 10_000));
                 await qmp("set-action", { reboot: "shutdown" });
             });
         },
