@@ -4,7 +4,7 @@ import { open, readFile, rm, writeFile } from "node:fs/promises";
 import * as path from "node:path";
 import { attach, type Machine } from "../sdk/testing";
 import { bootDebianQga, type DebianQgaVm } from "../tests/guest/debianQga";
-import { fmtMs, fmtRatio, mbPerSecond, median, MiB, timed, withTempDir, type BenchResult, type Row } from "./common";
+import { fmtMs, fmtRatio, mbPerSecond, median, MiB, timed, verdict, withTempDir, type BenchResult, type Row } from "./common";
 
 /**
  * Benchmark: qemu-ga (vm.agent "qga") against ssh, the channel a user would otherwise use, on
@@ -72,7 +72,7 @@ export async function runChannelSsh(): Promise<BenchResult> {
             await m.succeed("rm -f /tmp/bench-ssh.bin");
 
             const rows: Row[] = [
-                { bench: "channelSsh", measure: `\`true\` round trip, qemu-ga, Debian guest (median of ${qga.n})`, provider: fmtMs(qga.ms), reference: `ssh via ControlMaster ${fmtMs(sshMaster.ms)} (median of ${sshMaster.n})`, ratio: fmtRatio(qga.ms / sshMaster.ms) },
+                { bench: "channelSsh", measure: `\`true\` round trip, qemu-ga, Debian guest (median of ${qga.n})`, provider: fmtMs(qga.ms), reference: `ssh via ControlMaster ${fmtMs(sshMaster.ms)} (median of ${sshMaster.n})`, ratio: fmtRatio(qga.ms / sshMaster.ms), target: "≤ 1.00×", verdict: verdict(qga.ms <= sshMaster.ms) },
                 { bench: "channelSsh", measure: `\`true\` round trip, qemu-ga, Debian guest (median of ${qga.n})`, provider: fmtMs(qga.ms), reference: `ssh, a new connection each ${fmtMs(sshPlain.ms)} (median of ${sshPlain.n})`, ratio: fmtRatio(qga.ms / sshPlain.ms) },
                 { bench: "channelSsh", measure: "64 MiB into the guest, qemu-ga", provider: `${mbPerSecond(COPY_BYTES, qgaIn.ms).toFixed(1)} MB/s`, reference: `ssh cat ${mbPerSecond(COPY_BYTES, sshIn.ms).toFixed(1)} MB/s`, ratio: fmtRatio(sshIn.ms / qgaIn.ms) },
                 { bench: "channelSsh", measure: "64 MiB out of the guest, qemu-ga", provider: `${mbPerSecond(COPY_BYTES, qgaOut.ms).toFixed(1)} MB/s`, reference: `ssh cat ${mbPerSecond(COPY_BYTES, sshOut.ms).toFixed(1)} MB/s`, ratio: fmtRatio(sshOut.ms / qgaOut.ms) },

@@ -6,6 +6,7 @@ import { runBoot } from "./boot";
 import { runDebianBoot } from "./debianBoot";
 import { runChannel } from "./channel";
 import { runChannelSsh } from "./channelSsh";
+import { runFleet } from "./fleet";
 import { runHashing } from "./hashing";
 import { runNoopDiff } from "./noopDiff";
 import { runOverlay } from "./overlay";
@@ -20,7 +21,7 @@ import { runSnapshotDebian } from "./snapshotDebian";
 
 /**
  * Runs the benchmarks and prints one markdown table:
- *   npm run build && node bin/bench/run.js [noop] [hash] [overlay] [boot] [serial] [seed] [debian] [network] [dhcp] [channel] [channelSsh] [snapshot] [snapshotDebian] [remote] [download]
+ *   npm run build && node bin/bench/run.js [noop] [hash] [overlay] [boot] [serial] [seed] [debian] [network] [dhcp] [channel] [channelSsh] [snapshot] [snapshotDebian] [fleet] [remote] [download]
  * With no names it runs all of them and writes the table to bench/RESULTS.md.
  * Nothing depends on these timings; they are for people.
  */
@@ -39,6 +40,7 @@ const BENCHES: Record<string, () => Promise<BenchResult>> = {
     channelSsh: () => runChannelSsh(),
     snapshot: () => runSnapshot(),
     snapshotDebian: () => runSnapshotDebian(),
+    fleet: () => runFleet(),
     remote: () => runRemote(),
     download: () => runDownload(),
 };

@@ -329,3 +329,8 @@ function tail(text: string): string {
 function sleep(ms: number): Promise<void> {
     return new Promise((resolve) => setTimeout(resolve, ms));
 }
+
+// Fleet-level tools (docs/fleet-testing.md), each in its own module.
+export { fleet, setGuestClock, type Fleet, type FleetRestoreOptions, type FleetRestoreReport, type FleetSnapshotOptions, type FleetSnapshotReport } from "./fleet";
+export { faults, type DiskRef, type Fault, type Faults } from "./faults";
+export { attachCommand } from "./debugCommand";

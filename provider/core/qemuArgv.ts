@@ -126,7 +126,7 @@ function argvWithAccel(spec: VmSpec, accel: string, daemon: DaemonRuntime | unde
         ...consoleArgs(spec, daemon),
         ...kernelArgs(spec, resolved.nics ?? []),
         ...spec.shares.flatMap(shareArgs),
-        ...spec.disks.flatMap((disk, i) => diskArgs(disk, spec.volatile, i === 0 && spec.firmware === "uefi")),
+        ...spec.disks.flatMap((disk, i) => diskArgs(disk, spec.volatile, i === 0 && spec.firmware === "uefi", daemon ? i : undefined)),
         ...networkArgs(spec, resolved, forHash),
         ...agentArgs(spec, daemon),
         ...(daemon ? daemonArgs(daemon) : []),
@@ -206,21 +206,31 @@ function shareArgs(share: ShareSpec): string[] {
 }
 
 /**
+/**
  * One virtio disk. `bootFirst` (the first disk under OVMF) names it as the device to boot:
  * OVMF otherwise tries every bootable device in PCI order, network boot on the NICs included.
  * `-drive` cannot carry a boot index, so that disk is a `-drive if=none` and its own device.
+ *
+ * A daemonized VM's disks get block node names (pq-disk<N> for the format layer, pq-disk<N>-file
+ * under it): QEMU can only `blockdev-reopen` named nodes, and that is how the test API puts a
+ * failing-disk filter under a running disk (sdk/faults.ts). Like the daemon's paths they are
+ * left out of the hash (it is made without `daemon`), so VMs started before keep their identity.
  */
-function diskArgs(disk: DiskSpec, volatile: boolean, bootFirst = false): string[] {
+function diskArgs(disk: DiskSpec, volatile: boolean, bootFirst: boolean, nodeIndex: number | undefined): string[] {
     const file = disk.overlay ?? disk.path;
     const format = disk.overlay ? "qcow2" : disk.format;
+    const temporary = volatile && !disk.readOnly;
     const drive = [
         ["file", file] as [string, string],
         ["format", format] as [string, string],
         ...(disk.readOnly ? ["readonly=on"] : []),
         // Volatile guests write to a temporary layer QEMU throws away on exit.
-        ...(volatile && !disk.readOnly ? ["snapshot=on"] : []),
+        ...(temporary ? ["snapshot=on"] : []),
+        // A temporary layer would sit above the named node: faults there are not offered.
+        ...(nodeIndex !== undefined && !temporary ? [`node-name=pq-disk${nodeIndex}`, `file.node-name=pq-disk${nodeIndex}-file`] : []),
     ];
-    if (bootFirst) return ["-drive", optionString([...drive, "if=none", "id=pq-disk0"]), "-device", "virtio-blk-pci,drive=pq-disk0,bootindex=0"];
+    // The drive's id shares QEMU's namespace with node names: pq-boot, never a pq-diskN.
+    if (bootFirst) return ["-drive", optionString([...drive, "if=none", "id=pq-boot"]), "-device", "virtio-blk-pci,drive=pq-boot,bootindex=0"];
     return ["-drive", optionString([drive[0], drive[1], "if=virtio", ...drive.slice(2)])];
 }
 

@@ -29,11 +29,11 @@ test('firmware "uefi": OVMF code read-only, the VM\'s own variable store, the fi
     expect(s).toContain("-drive if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd");
     expect(s).toContain("-drive if=pflash,format=raw,unit=1,file=/s/vms/vm-1/uefi-vars.fd");
     expect(s).toContain(
-        "-drive file=/img/cloud.qcow2,format=qcow2,if=none,id=pq-disk0 -device virtio-blk-pci,drive=pq-disk0,bootindex=0",
+        "-drive file=/img/cloud.qcow2,format=qcow2,node-name=pq-disk0,file.node-name=pq-disk0-file,if=none,id=pq-boot -device virtio-blk-pci,drive=pq-boot,bootindex=0",
     );
     // The others stay plain virtio disks, after it.
     expect(s).toContain("-drive file=/img/seed.iso,format=raw,if=virtio,readonly=on");
-    expect(s.indexOf("pq-disk0")).toBeLessThan(s.indexOf("seed.iso"));
+    expect(s.indexOf("pq-boot")).toBeLessThan(s.indexOf("seed.iso"));
     expect(argv).not.toContain("-no-reboot");
 });
 

@@ -79,6 +79,19 @@ describe("buildQemuArgv", () => {
         expect(valuesOf(argv, "-display")).toEqual(["none"]);
     });
 
+    test("a daemon's disks get block node names (for faults), a volatile one's not; the hash does not see them", () => {
+        const daemon = { pidfile: "/r/qemu.pid", qmpSocket: "/r/qmp.sock", serialLog: "/r/serial.log" };
+        expect(valuesOf(buildQemuArgv(full, TCG, daemon), "-drive")).toEqual([
+            "file=/img/base,,raw,format=raw,if=virtio,readonly=on,node-name=pq-disk0,file.node-name=pq-disk0-file",
+            "file=/state/root,, ov.qcow2,format=qcow2,if=virtio,node-name=pq-disk1,file.node-name=pq-disk1-file",
+        ]);
+        const volatile = parseVmSpec({ volatile: true, disks: [{ path: "/img/a.qcow2", format: "qcow2" }] });
+        expect(valuesOf(buildQemuArgv(volatile, TCG, daemon), "-drive")).toEqual(["file=/img/a.qcow2,format=qcow2,if=virtio,snapshot=on"]);
+        // A launcher (no daemon) is as before, and so is the hash, which is made without the daemon
+        // (network.test.ts pins its values): VMs started before keep their identity.
+        expect(valuesOf(buildQemuArgv(full, TCG), "-drive").join(" ")).not.toContain("node-name");
+    });
+
     test("graphic guests keep their display and get no console=ttyS0", () => {
         const argv = buildQemuArgv(parseVmSpec({ graphic: true, kernel: "/k", kernelArguments: ["quiet"] }), TCG);
         expect(argv).not.toContain("-nographic");

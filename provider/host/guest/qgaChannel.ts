@@ -17,19 +17,30 @@ import {
 } from "./guestChannel";
 
 /**
- * The host end of qemu-guest-agent: QMP-style JSON over the VM's virtio-serial port. Every
- * operation connects, resynchronises with `guest-sync-delimited` (we send 0xFF to reset the
- * agent's parser; its answer comes after a 0xFF, and everything before it — such as the late
- * answer to a request we gave up on — is dropped), does its work and disconnects, so no idle
- * connection keeps another process out (QEMU serves one client per chardev).
+ * The host end of qemu-guest-agent: QMP-style JSON over the VM's virtio-serial port. A new
+ * connection resynchronises with `guest-sync-delimited` (we send 0xFF to reset the agent's
+ * parser; its answer comes after a 0xFF, and everything before it — such as the late answer to
+ * a request we gave up on — is dropped). A connection whose last operation went cleanly is kept
+ * for LINGER_MS and used again without a sync (commands in a row skip a connect and a round
+ * trip), then dropped so no idle connection keeps another process out (QEMU serves one client
+ * per chardev); one that failed in any way is dropped at once.
  *
- * Commands run as `/bin/sh -c SCRIPT` through guest-exec, polled with guest-exec-status. qemu-ga
+ * Commands run as `setsid /bin/sh -c SCRIPT` through guest-exec (a guest without setsid: plain
+ * `/bin/sh -c`), polled with guest-exec-status: every POLL_FAST_MS at first, since most
+ * commands end within a few of them, then backing off to POLL_MAX_MS. qemu-ga
  * keeps at most 16 MiB of a command's output and then says "truncated": that is an error here,
  * never a silently short result; `stdoutFile` sends stdout to a guest temp file instead and
  * copies it out with guest-file-read.
  */
 
 const CONNECT_TIMEOUT_MS = 5000;
+/** How long a connection is kept for the next operation. */
+const LINGER_MS = 250;
+/** guest-exec-status every this often during the first POLL_FAST_FOR_MS of a command... */
+const POLL_FAST_MS = 2;
+const POLL_FAST_FOR_MS = 100;
+/** ...then twice as long each time, up to this. */
+const POLL_MAX_MS = 200;
 const SYNC_TIMEOUT_MS = 10_000;
 const GRACE_SECONDS = 15;
 /** guest-file-read/write chunk: base64 in JSON, well under qemu-ga's message limits. */
@@ -162,7 +173,18 @@ class QgaConnection {
     destroy(): void {
         this.socket.destroy();
     }
+
+    /** A kept connection must not keep Node alive, nor one in use be let go. */
+    hold(held: boolean): void {
+        if (held) this.socket.ref();
+        else this.socket.unref();
+    }
 }
+
+/** The connection kept after a clean operation, per socket path, until LINGER_MS pass unused. */
+const kept = new Map<string, { conn: QgaConnection; timer: NodeJS.Timeout }>();
+/** Sockets whose guest has no setsid (guest-exec could not spawn it): plain sh there. */
+const noSetsid = new Set<string>();
 
 export class QgaChannel implements GuestChannel {
     readonly kind = "qga" as const;
@@ -202,16 +224,30 @@ export class QgaChannel implements GuestChannel {
     }
 
     close(): void {
-        // Nothing is held between operations.
+        // Only a connection kept for the next operation is held: let it go now.
+        dropKept(this.socketPath);
     }
 
     private session<T>(work: (conn: QgaConnection) => Promise<T>): Promise<T> {
         return serialised(this.socketPath, async () => {
             let conn: QgaConnection | undefined;
+            let clean = false;
             try {
-                conn = await QgaConnection.connect(this.socketPath);
-                await conn.sync();
-                return await work(conn);
+                const reuse = kept.get(this.socketPath);
+                if (reuse) {
+                    clearTimeout(reuse.timer);
+                    kept.delete(this.socketPath);
+                }
+                if (reuse && !reuse.conn.closed) conn = reuse.conn;
+                else {
+                    reuse?.conn.destroy();
+                    conn = await QgaConnection.connect(this.socketPath);
+                    await conn.sync();
+                }
+                conn.hold(true);
+                const result = await work(conn);
+                clean = true;
+                return result;
             } catch (err) {
                 if (err instanceof GuestChannelError && (err.kind === "unanswered" || err.kind === "closed") && this.opts.diagnose) {
                     const why = await this.opts.diagnose().catch((e: Error) => `(could not tell why: ${e.message})`);
@@ -219,7 +255,9 @@ export class QgaChannel implements GuestChannel {
                 }
                 throw err;
             } finally {
-                conn?.destroy();
+                // Only a connection whose every request was answered is in step for the next one.
+                if (conn && clean && !conn.closed) keep(this.socketPath, conn);
+                else conn?.destroy();
             }
         });
     }
@@ -233,13 +271,29 @@ export class QgaChannel implements GuestChannel {
         // With stdoutFile, stdout goes to a guest temp file that is copied out afterwards.
         const outFile = opts.stdoutFile ? `/tmp/pq-qga-out.${process.pid}.${randomInt(1e9)}` : undefined;
         const shScript = outFile ? `exec > ${shellQuote(outFile)}\n${script}` : script;
-        const { pid } = await conn.execute(
-            "guest-exec",
-            // In a session of its own (setsid, where the guest has it), so a timeout kills all it started.
-            { path: "/bin/sh", arg: ["-c", 'command -v setsid >/dev/null && exec setsid /bin/sh -c "$1"; exec /bin/sh -c "$1"', "sh", shScript], "capture-output": true, ...(stdin.length ? { "input-data": stdin.toString("base64") } : {}) },
-            hostDeadline,
-        );
-        let wait = 20;
+        const input = stdin.length ? { "input-data": stdin.toString("base64") } : {};
+        // In a session of its own (setsid, found on the guest's PATH), so a timeout kills all it
+        // started; qemu-ga's child is no group leader, so setsid does not fork and the pid stays.
+        const spawn = (withSetsid: boolean) =>
+            conn.execute(
+                "guest-exec",
+                withSetsid ? { path: "setsid", arg: ["/bin/sh", "-c", shScript], "capture-output": true, ...input } : { path: "/bin/sh", arg: ["-c", shScript], "capture-output": true, ...input },
+                hostDeadline,
+            );
+        let pid: number;
+        if (noSetsid.has(this.socketPath)) ({ pid } = await spawn(false));
+        else {
+            try {
+                ({ pid } = await spawn(true));
+            } catch (err) {
+                // qemu-ga could not spawn setsid (g_spawn: "No such file or directory"): this guest has none.
+                if (!(err instanceof GuestChannelError && err.kind === "protocol" && /setsid|No such file|not found/i.test(err.message))) throw err;
+                noSetsid.add(this.socketPath);
+                ({ pid } = await spawn(false));
+            }
+        }
+        const started = Date.now();
+        let wait = POLL_FAST_MS;
         for (;;) {
             const st = await conn.execute("guest-exec-status", { pid }, hostDeadline);
             if (st.exited) {
@@ -263,7 +317,7 @@ export class QgaChannel implements GuestChannel {
                 throw new GuestChannelError("timeout", `the command did not finish within ${timeoutSeconds} s and was killed in the guest (pid ${pid})`, { stdout: Buffer.alloc(0), stderr: Buffer.alloc(0) });
             }
             await new Promise((r) => setTimeout(r, wait));
-            wait = Math.min(200, wait * 2);
+            if (Date.now() - started >= POLL_FAST_FOR_MS) wait = Math.min(POLL_MAX_MS, Math.max(10, wait * 2));
         }
     }
 
@@ -284,6 +338,25 @@ export class QgaChannel implements GuestChannel {
             await conn.execute("guest-file-close", { handle }, deadline).catch(() => undefined);
         }
     }
+}
+
+function keep(socketPath: string, conn: QgaConnection): void {
+    conn.hold(false);
+    const timer = setTimeout(() => {
+        if (kept.get(socketPath)?.conn !== conn) return;
+        kept.delete(socketPath);
+        conn.destroy();
+    }, LINGER_MS);
+    timer.unref();
+    kept.set(socketPath, { conn, timer });
+}
+
+function dropKept(socketPath: string): void {
+    const k = kept.get(socketPath);
+    if (!k) return;
+    clearTimeout(k.timer);
+    kept.delete(socketPath);
+    k.conn.destroy();
 }
 
 async function stdinBytes(stdin: ExecOptions["stdin"]): Promise<Buffer> {

@@ -227,6 +227,9 @@ export async function stopQemu(target: StopTarget, opts: StopOptions = {}): Prom
     const shutdownWindow = left === undefined ? undefined : Math.max(0, left - quitMs - killMs);
     const powerdownMs = shutdownWindow === undefined ? (opts.powerdownMs ?? 10000) : Math.min(opts.powerdownMs ?? shutdownWindow, shutdownWindow);
     if (!(await checkOurDaemon(identity, pidfile)).alive) return "not-running";
+    // A QEMU stopped by a signal (the test API's freeze or CPU starvation) answers nothing and
+    // would take the slow road to SIGKILL: let it run to be stopped properly.
+    if ((await readProcStat(identity.pid))?.state === "T") await signalIfOurs(identity, pidfile, "SIGCONT");
 
     const qmp = await QmpClient.connect(qmpSocket, { connectTimeoutMs: 3000, commandTimeoutMs: 3000 }).catch(() => undefined);
     try {

@@ -1,0 +1,246 @@
+import { existsSync, readFileSync } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import * as os from "node:os";
+import * as path from "node:path";
+import { qmpOnce } from "../../provider/host/qemu/qmp";
+import * as diskImage from "../../provider/resources/diskImage";
+import * as vmResource from "../../provider/resources/virtualMachine";
+import type { VirtualMachineOutputs } from "../../provider/resources/virtualMachine";
+import { faults } from "../../sdk/faults";
+import { setGuestClock } from "../../sdk/fleet";
+import { attach, type Machine } from "../../sdk/testing";
+import { ensureTestGuest, guestKernelArguments } from "../guest/testGuest";
+import { isRunning, processesMentioning } from "../support/process";
+
+/**
+ * Faults beyond a link, each on a real busybox guest, each seen by the guest as documented
+ * (docs/fleet-testing.md) and each undone: freeze (its clock jumps), pause (its clock stands
+ * still), a slow disk, a failing disk (EIO), clock skew, a power cut and power on (the same QEMU), CPU starvation; and
+ * deleting a VM with faults still on it works and leaves nothing.
+ */
+
+let dir: string;
+let guest: { kernel: string; initrd: string };
+const created: VirtualMachineOutputs[] = [];
+
+beforeAll(async () => {
+    dir = await mkdtemp(path.join(os.tmpdir(), "pq-faults-"));
+    guest = await ensureTestGuest();
+}, 180_000);
+
+afterAll(async () => {
+    for (const o of created) await vmResource.remove("", o).catch(() => undefined);
+    expect(processesMentioning(dir)).toEqual([]);
+    await rm(dir, { recursive: true, force: true });
+}, 180_000);
+
+async function boot(name: string): Promise<VirtualMachineOutputs> {
+    const stateDir = path.join(dir, "state");
+    const img = await diskImage.createDiskImage({
+        stateDir,
+        path: path.join(dir, `${name}.qcow2`),
+        source: { kind: "blank", size: "64M", format: "qcow2" },
+    });
+    const outs = (
+        await vmResource.create({
+            vm: {
+                name,
+                accel: "tcg",
+                agent: "shell",
+                network: "none",
+                kernel: guest.kernel,
+                initrd: guest.initrd,
+                kernelArguments: guestKernelArguments({ name }),
+                disks: [{ path: img.path, format: "qcow2", inputHash: img.inputHash }],
+            },
+            ready: { agent: true, timeoutSeconds: 300 },
+            stateDir,
+        })
+    ).outs as VirtualMachineOutputs;
+    created.push(outs);
+    return outs;
+}
+
+const guestSeconds = async (m: Machine) => Number((await m.succeed("date -u +%s")).trim());
+const hostSeconds = () => Date.now() / 1000;
+const status = async (o: VirtualMachineOutputs) =>
+    ((await qmpOnce(o.qmpSocket, "query-status")) as { status: string }).status;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** Reads 2 MiB of the disk past the guest's page cache; resolves to the wall time it took. */
+const timedRead = async (m: Machine) => {
+    const t0 = Date.now();
+    await m.succeed("echo 3 > /proc/sys/vm/drop_caches; dd if=/dev/vda of=/dev/null bs=64k count=32 2>/dev/null", {
+        timeoutSeconds: 120,
+    });
+    return Date.now() - t0;
+};
+
+let outs: VirtualMachineOutputs;
+let m: Machine;
+
+beforeAll(async () => {
+    outs = await boot("faulty");
+    m = attach(outs);
+}, 400_000);
+
+afterAll(() => m?.close());
+
+/** A failed test must not leave its fault on the VM for the next one. */
+const made: ReturnType<typeof faults>[] = [];
+afterEach(async () => {
+    for (const f of made.splice(0)) await f.undoAll().catch(() => undefined);
+});
+const faultsOn = (o: VirtualMachineOutputs) => {
+    const f = faults(o);
+    made.push(f);
+    return f;
+};
+
+test("freeze: nothing answers, not even QMP; on thaw the guest's clock has jumped forward with the host's", async () => {
+    const f = faultsOn(outs);
+    const before = await guestSeconds(m);
+    const fault = await f.freeze();
+    expect(fault.description).toMatch(/^freeze \(SIGSTOP of QEMU pid \d+\)$/);
+    await expect(qmpOnce(outs.qmpSocket, "query-status", undefined, 1500)).rejects.toThrow();
+    await sleep(4000);
+    await fault.undo();
+    const after = await guestSeconds(m);
+    expect(after - before).toBeGreaterThanOrEqual(4);
+    expect(Math.abs(after - hostSeconds())).toBeLessThan(3);
+    expect(f.active()).toEqual([]);
+}, 120_000);
+
+test("pause: QMP says paused; after it the guest's clock is behind the host's by the pause", async () => {
+    const f = faultsOn(outs);
+    await setGuestClock(m);
+    const fault = await f.pause();
+    expect(await status(outs)).toBe("paused");
+    await sleep(4000);
+    await fault.undo();
+    expect(await status(outs)).toBe("running");
+    const behind = hostSeconds() - (await guestSeconds(m));
+    expect(behind).toBeGreaterThanOrEqual(3);
+    await setGuestClock(m);
+}, 120_000);
+
+test("slow disk: reads take as long as the rate says, and are fast again after undo", async () => {
+    const f = faultsOn(outs);
+    const fast = await timedRead(m);
+    const fault = await f.slowDisk(0, { bytesPerSecond: 512 * 1024 });
+    expect(fault.description).toMatch(/^slow disk virtio\d .* at 524288 B\/s$/);
+    const slow = await timedRead(m);
+    // 2 MiB at 512 KiB/s: about 4 s (QEMU lets a first burst through).
+    expect(slow).toBeGreaterThan(2500);
+    await fault.undo();
+    const again = await timedRead(m);
+    console.log(`2 MiB read: ${fast} ms, throttled ${slow} ms, after undo ${again} ms`);
+    expect(again).toBeLessThan(slow / 2);
+}, 300_000);
+
+test("failing disk: reads and writes get EIO in the guest, which logs I/O errors; undo and both work", async () => {
+    const f = faultsOn(outs);
+    await m.succeed("printf GOOD | dd of=/dev/vda bs=512 count=1 conv=sync,fsync 2>/dev/null");
+    const fault = await f.failingDisk(0);
+    const read = await m.fail(
+        "echo 3 > /proc/sys/vm/drop_caches; dd if=/dev/vda of=/dev/null bs=4k count=1 iflag=direct 2>&1 || dd if=/dev/vda of=/dev/null bs=4k count=1 2>&1",
+    );
+    expect(read.stdout).toMatch(/I\/O error|Input\/output error/);
+    const write = await m.fail("dd if=/dev/zero of=/dev/vda bs=4k count=1 seek=100 conv=fsync 2>&1");
+    expect(write.stdout).toMatch(/I\/O error|Input\/output error/);
+    expect(await m.succeed("dmesg | tail -20")).toMatch(/I\/O error/);
+    await expect(f.failingDisk(0)).rejects.toThrow(/already has a failing-disk fault; undo it first/);
+    await fault.undo();
+    expect(
+        await m.succeed("echo 3 > /proc/sys/vm/drop_caches; dd if=/dev/vda bs=512 count=1 2>/dev/null | head -c 4"),
+    ).toBe("GOOD");
+    await m.succeed("dd if=/dev/zero of=/dev/vda bs=4k count=1 seek=100 conv=fsync 2>/dev/null");
+
+    // Only writes: reads still work.
+    const w = await f.failingDisk(0, { reads: false });
+    expect(
+        await m.succeed("echo 3 > /proc/sys/vm/drop_caches; dd if=/dev/vda bs=512 count=1 2>/dev/null | head -c 4"),
+    ).toBe("GOOD");
+    await m.fail("dd if=/dev/zero of=/dev/vda bs=4k count=1 seek=100 conv=fsync 2>/dev/null");
+    await w.undo();
+}, 300_000);
+
+test("clock skew: the guest's clock an hour ahead, then right again", async () => {
+    const f = faultsOn(outs);
+    const fault = await f.clockSkew(3600);
+    expect(Math.abs((await guestSeconds(m)) - hostSeconds() - 3600)).toBeLessThan(3);
+    await fault.undo();
+    expect(Math.abs((await guestSeconds(m)) - hostSeconds())).toBeLessThan(3);
+}, 120_000);
+
+test("CPU starvation: guest work takes longer by the guest's own clock, which keeps the host's time", async () => {
+    const f = faultsOn(outs);
+    // Timed inside the guest (its uptime runs on while QEMU is stopped), so agent overhead stays out.
+    const work = async () => {
+        const [a, b] = (
+            await m.succeed(
+                "a=$(cut -d' ' -f1 /proc/uptime); i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; echo $a $(cut -d' ' -f1 /proc/uptime)",
+                { timeoutSeconds: 300 },
+            )
+        )
+            .trim()
+            .split(" ")
+            .map(Number);
+        return (b - a) * 1000;
+    };
+    const normal = await work();
+    const fault = await f.starveCpu({ share: 0.2, periodMs: 100 });
+    expect(fault.description).toMatch(/^CPU starvation: 20% of every 100 ms/);
+    // How much of the time QEMU is stopped, seen in /proc while the guest works.
+    let stopped = 0;
+    let samples = 0;
+    const sampler = setInterval(() => {
+        const stat = readFileSync(`/proc/${outs.pid}/stat`, "utf8");
+        samples++;
+        if (stat.slice(stat.lastIndexOf(")") + 2)[0] === "T") stopped++;
+    }, 7);
+    let starved: number;
+    try {
+        starved = await work();
+    } finally {
+        clearInterval(sampler);
+    }
+    await fault.undo();
+    const after = await work();
+    console.log(
+        `busy loop by the guest's clock: ${normal} ms, starved to 20%: ${starved} ms (QEMU stopped ${Math.round((100 * stopped) / samples)}% of the time), after undo: ${after} ms`,
+    );
+    expect(stopped / samples).toBeGreaterThan(0.5);
+    // 1/share would be 5×; a loaded host's scheduler favours a process just continued, so less is seen.
+    expect(starved).toBeGreaterThan(normal);
+    expect(readFileSync(`/proc/${outs.pid}/stat`, "utf8").split(") ")[1][0]).not.toBe("T");
+    expect(Math.abs((await guestSeconds(m)) - hostSeconds())).toBeLessThan(3);
+}, 300_000);
+
+test("power cut and power on: what was only in memory is gone, the guest boots again in the same QEMU", async () => {
+    const f = faultsOn(outs);
+    await m.succeed("echo in-memory > /tmp/volatile");
+    const fault = await f.powerCut();
+    // A reset while stopped leaves QEMU in "prelaunch", as if it had been started with -S.
+    expect(["paused", "prelaunch"]).toContain(await status(outs));
+    await fault.undo();
+    await m.waitUntilSucceeds("test ! -e /tmp/volatile && test -e /tmp", { timeoutSeconds: 240 });
+    const uptime = Number((await m.succeed("cut -d. -f1 /proc/uptime")).trim());
+    expect(uptime).toBeLessThan(240);
+    // The same QEMU process: the resource's outputs still describe it.
+    expect(isRunning(outs.pid)).toBe(true);
+    const r = await vmResource.read("", outs);
+    expect((r.props as VirtualMachineOutputs).pid).toBe(outs.pid);
+}, 400_000);
+
+test("a VM deleted while frozen and with a slow disk: the delete works and nothing is left", async () => {
+    const o = await boot("doomed");
+    const f = faults(o);
+    await f.slowDisk(0, { bytesPerSecond: 4096 });
+    await f.freeze();
+    const t0 = Date.now();
+    await vmResource.remove("", o);
+    created.splice(created.indexOf(o), 1);
+    console.log(`delete of a frozen VM: ${Date.now() - t0} ms`);
+    expect(isRunning(o.pid)).toBe(false);
+    expect(existsSync(o.vmDir)).toBe(false);
+}, 400_000);
