@@ -24,22 +24,6 @@ import { MAIN_ROOT } from "../engine/paths";
 const MAX_FRAGMENTS = 3;
 const FRAGMENT = /^\/\/ fragment: \S/;
 const NOT_RUN = /^# not run: \S/;
-/**
- * Guides written on other branches at the same time as this test (issue 23); a link to one of
- * them is let through only while the file is in neither the package nor the checkout. Once they
- * are merged they are checked like every other link: then this list can go.
- */
-const PENDING_DOCS = new Set(
-    [
-        "images-from-urls.md",
-        "firmware-and-boot.md",
-        "networks.md",
-        "fleet-testing.md",
-        "security.md",
-        "reference.md",
-    ].map((f) => `docs/${f}`),
-);
-
 interface Block {
     /** "README.md:42": the file in the package and the line of the opening fence. */
     where: string;
@@ -187,7 +171,6 @@ test("every relative link in the shipped docs points at a file the package ships
                 .normalize(path.posix.join(path.posix.dirname(m.rel), target))
                 .replace(/\/$/, "");
             if (shipped.has(resolved)) continue;
-            if (PENDING_DOCS.has(resolved) && !existsSync(path.join(MAIN_ROOT, resolved))) continue;
             broken.push(`${m.rel}: ${match[1]}`);
         }
     }
