@@ -1,5 +1,5 @@
 import { existsSync, readdirSync } from "node:fs";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
 import { assertBuilt, MAIN_ROOT } from "../engine/driver";
@@ -89,14 +89,21 @@ test(
         const addresses = first.outputs.addresses as Record<string, string>;
         const reports = first.outputs.reports as Record<string, string>;
         expect(Object.keys(addresses).sort()).toEqual(NAMES);
+        const lan = state.resources.find((r) => r.type === "pulumi-nodejs:dynamic/qemu:Network")!;
+        const leases = await readFile(path.join(String(lan.outputs.networkDir), "dhcp", "leases"), "utf8");
+        console.log(`dnsmasq's leases:\n${leases}`);
         for (const name of NAMES) {
             const vm = vms.find((r) => r.urn.endsWith(`::${name}`))!;
             const nics = vm.outputs.nics as { ipv4: string; mac: string; dhcp?: boolean }[];
             console.log(`${name}: addressOf ${addresses[name]}, nics ${JSON.stringify(nics)}\n${reports[name]}`);
-            // What addressOf said is what nics reports, and what the guest leased from the network's DHCP
-            // (systemd-networkd marks a DHCP address "dynamic"; the image pins nothing).
+            // What addressOf said is what nics reports, what the network's dnsmasq leased to this VM's MAC
+            // (its lease file), and what the guest holds on its NIC: the image pins nothing and the seed
+            // has no network config, so the address can only have come from DHCP.
             expect(nics.map((n) => n.ipv4)).toEqual([addresses[name]]);
-            expect(reports[name]).toMatch(new RegExp(`inet ${addresses[name].replace(/\./g, "\\.")}/\\d+ .*dynamic`));
+            expect(leases).toContain(` ${nics[0].mac} ${addresses[name]} `);
+            expect(reports[name]).toMatch(
+                new RegExp(`^\\d+: \\S+\\s+inet ${addresses[name].replace(/\./g, "\\.")}/24 `, "m"),
+            );
             // The other two, by name through the network's DNS, each answering a ping.
             for (const peer of NAMES.filter((n) => n !== name)) {
                 const ip = addresses[peer].replace(/\./g, "\\.");
@@ -132,14 +139,19 @@ test("destroy leaves no QEMU, dnsmasq or vde_switch of the stack running, and no
     expect(processesMentioning(stateDir).length).toBeGreaterThanOrEqual(pids.length);
     const s = await destroy(opts);
     noErrors(s);
-    expect(s.counts.delete).toBe(2 + 4 * NAMES.length);
+    // Every resource, and the dynamic provider's own.
+    expect(s.counts.delete).toBe(3 + 4 * NAMES.length);
     expect(pids.filter(isRunning)).toEqual([]);
     expect(processesMentioning(stateDir)).toEqual([]);
     expect((await loadState(opts.statePath)).resources).toEqual([]);
-    // Only the download cache stays (shared by every image and stack on the host, by design).
+    // Only the host-wide caches stay, by design: downloads (shared by every image and stack on the
+    // host), the accelerator probe and the file-hash cache. No VM, network or image of the stack.
     const left = readdirSync(stateDir, { recursive: true, withFileTypes: true })
         .filter((e) => e.isFile())
         .map((e) => path.relative(stateDir, path.join(e.parentPath, e.name)));
     console.log(`left in the state directory after destroy: ${JSON.stringify(left)}`);
-    expect(left.filter((f) => !f.startsWith(`downloads${path.sep}`))).toEqual([]);
+    const caches = new Set(["accel.json", "hash-cache.v2.json"]);
+    expect(left.filter((f) => !f.startsWith(`downloads${path.sep}`) && !caches.has(f))).toEqual([]);
+    for (const dir of ["vms", "networks", "images"])
+        expect(existsSync(path.join(stateDir, dir)) ? readdirSync(path.join(stateDir, dir)) : []).toEqual([]);
 }, 300_000);
