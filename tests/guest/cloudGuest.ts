@@ -51,6 +51,10 @@ export const CLOUD_PACKAGES = [
     "openssh-server",
     "sudo",
     "iproute2",
+    // Names from the network's DNS (DHCP's DNS server reaches resolv.conf through resolved), and
+    // ping: both in Debian's genericcloud image, which the fleet example relies on.
+    "systemd-resolved",
+    "iputils-ping",
     "e2fsprogs",
     // The kernel Debian's cloud images run: virtio and the common clouds' drivers, nothing for bare metal.
     "linux-image-cloud-amd64",
@@ -272,7 +276,9 @@ function customizeHook(): string {
         file("/etc/cloud/cloud.cfg.d/90-pulumi-qemu.cfg", CLOUD_CFG),
         file("/etc/systemd/network/90-dhcp-all.network", DHCP_ALL),
         file("/etc/systemd/system/systemd-networkd-wait-online.service.d/any.conf", WAIT_ONLINE_ANY),
-        'chroot "$1" systemctl enable systemd-networkd.service',
+        'chroot "$1" systemctl enable systemd-networkd.service systemd-resolved.service',
+        // mmdebstrap copies the build host's resolv.conf in and leaves it: point it at resolved's stub.
+        'ln -sf ../run/systemd/resolve/stub-resolv.conf "$1/etc/resolv.conf"',
         `printf 'LABEL=${CLOUD_ROOT_LABEL} / ext4 rw,discard,errors=remount-ro 0 1\\n' > "$1/etc/fstab"`,
         'echo debian > "$1/etc/hostname"',
         // Host keys made during the build would be shared by every VM: cloud-init makes them per instance.

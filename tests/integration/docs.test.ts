@@ -200,3 +200,12 @@ test("the README's Debian packages are ones scripts/setup.sh installs for CI", (
     const elsewhere = new Set(["nodejs", "qemu-guest-agent"]);
     expect([...inTable].filter((p) => !elsewhere.has(p)).sort()).toEqual([...named].sort());
 });
+
+test("the README's fleet of cloud images is examples/cloud-fleet/index.ts, verbatim", () => {
+    // CI runs the example (tests/protocol/cloudFleetExample.test.ts): this keeps the README's copy the tested one.
+    const readme = markdown.find((m) => m.rel === "README.md")!.text;
+    const section = readme.slice(readme.indexOf("## A fleet of cloud images"));
+    const block = blocksOf("README.md", section).find((b) => b.lang === "ts");
+    const example = readFileSync(path.join(MAIN_ROOT, "examples", "cloud-fleet", "index.ts"), "utf8");
+    expect(block?.text).toBe(example);
+});
