@@ -23,10 +23,20 @@ export async function runBoot(opts: { runs?: number; fleet?: number } = {}): Pro
     const runs = opts.runs ?? 5;
     const fleet = opts.fleet ?? 4;
     const guest = await ensureTestGuest();
-    const vm = (name: string) => ({ name, accel: "tcg", kernel: guest.kernel, initrd: guest.initrd, kernelArguments: guestKernelArguments({ name }) });
+    const vm = (name: string) => ({
+        name,
+        accel: "tcg",
+        kernel: guest.kernel,
+        initrd: guest.initrd,
+        kernelArguments: guestKernelArguments({ name }),
+    });
     const live: VirtualMachineOutputs[] = [];
     const created = async (stateDir: string, name: string): Promise<VirtualMachineOutputs> => {
-        const r = await virtualMachine.create({ vm: vm(name), ready: { serialPattern: READY_MARKER, timeoutSeconds: BOOT_TIMEOUT_MS / 1000 }, stateDir });
+        const r = await virtualMachine.create({
+            vm: vm(name),
+            ready: { serialPattern: READY_MARKER, timeoutSeconds: BOOT_TIMEOUT_MS / 1000 },
+            stateDir,
+        });
         live.push(r.outs as VirtualMachineOutputs);
         return r.outs as VirtualMachineOutputs;
     };
@@ -38,20 +48,29 @@ export async function runBoot(opts: { runs?: number; fleet?: number } = {}): Pro
         try {
             const byHand = async (): Promise<number> => {
                 const sub = await mkdtemp(path.join(dir, "hand-"));
-                const runtime = { pidfile: path.join(sub, "qemu.pid"), qmpSocket: path.join(sub, "qmp.sock"), serialLog: path.join(sub, "serial.log") };
+                const runtime = {
+                    pidfile: path.join(sub, "qemu.pid"),
+                    qmpSocket: path.join(sub, "qmp.sock"),
+                    serialLog: path.join(sub, "serial.log"),
+                };
                 const argv = buildQemuArgv(parseVmSpec(vm("hand")), { accel: "tcg" }, runtime);
                 const t0 = Date.now();
                 try {
                     await execa(argv[0], argv.slice(1));
                     while (!(await readFile(runtime.serialLog, "utf8").catch(() => "")).includes(READY_MARKER)) {
-                        if (Date.now() - t0 > BOOT_TIMEOUT_MS) throw new Error(`no ${READY_MARKER} by hand within ${BOOT_TIMEOUT_MS / 1000} s`);
+                        if (Date.now() - t0 > BOOT_TIMEOUT_MS)
+                            throw new Error(`no ${READY_MARKER} by hand within ${BOOT_TIMEOUT_MS / 1000} s`);
                         await new Promise((r) => setTimeout(r, HAND_POLL_MS));
                     }
                     return Date.now() - t0;
                 } finally {
                     const pid = await readPidfile(runtime.pidfile);
                     const identity = pid === undefined ? undefined : await identify(pid);
-                    if (identity) await stopQemu({ identity, pidfile: runtime.pidfile, qmpSocket: runtime.qmpSocket }, { powerdownMs: 0 });
+                    if (identity)
+                        await stopQemu(
+                            { identity, pidfile: runtime.pidfile, qmpSocket: runtime.qmpSocket },
+                            { powerdownMs: 0 },
+                        );
                 }
             };
             const viaProvider = async (): Promise<{ ms: number; readyMs: number }> => {
@@ -73,7 +92,9 @@ export async function runBoot(opts: { runs?: number; fleet?: number } = {}): Pro
                 for (let i = 0; i < fleet; i++) await created(path.join(dir, "seq"), `seq-${i}`);
             });
             await removeAll();
-            const parallel = await timed(() => Promise.all(Array.from({ length: fleet }, (_, i) => created(path.join(dir, "par"), `par-${i}`))));
+            const parallel = await timed(() =>
+                Promise.all(Array.from({ length: fleet }, (_, i) => created(path.join(dir, "par"), `par-${i}`))),
+            );
             const readyEach = parallel.value.map((o) => o.readySeconds * 1000);
             await removeAll();
 
@@ -87,7 +108,12 @@ export async function runBoot(opts: { runs?: number; fleet?: number } = {}): Pro
                     target: "< 1.1×",
                     verdict: verdict(p / h < 1.1),
                 },
-                { bench: "4 boot", measure: "… every run, provider / by hand", provider: provider.map((x) => (x / 1000).toFixed(2)).join(", ") + " s", reference: hand.map((x) => (x / 1000).toFixed(2)).join(", ") + " s" },
+                {
+                    bench: "4 boot",
+                    measure: "… every run, provider / by hand",
+                    provider: provider.map((x) => (x / 1000).toFixed(2)).join(", ") + " s",
+                    reference: hand.map((x) => (x / 1000).toFixed(2)).join(", ") + " s",
+                },
                 {
                     bench: "4 boot",
                     measure: `${fleet} VMs created at once vs ${fleet} one after another (wall time, ${2} cores, TCG)`,
@@ -95,7 +121,12 @@ export async function runBoot(opts: { runs?: number; fleet?: number } = {}): Pro
                     reference: fmtMs(sequential.ms),
                     ratio: fmtRatio(parallel.ms / sequential.ms),
                 },
-                { bench: "4 boot", measure: `… each VM's readySeconds when ${fleet} boot at once`, provider: readyEach.map((x) => (x / 1000).toFixed(2)).join(", ") + " s", reference: `one alone ${fmtMs(p)}` },
+                {
+                    bench: "4 boot",
+                    measure: `… each VM's readySeconds when ${fleet} boot at once`,
+                    provider: readyEach.map((x) => (x / 1000).toFixed(2)).join(", ") + " s",
+                    reference: `one alone ${fmtMs(p)}`,
+                },
             ];
             const notes: string[] = [];
             if (p / h >= 1.1) {

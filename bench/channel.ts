@@ -6,7 +6,18 @@ import * as virtualMachine from "../provider/resources/virtualMachine";
 import type { VirtualMachineOutputs } from "../provider/resources/virtualMachine";
 import { attach, type Machine } from "../sdk/testing";
 import { ensureTestGuest, guestKernelArguments, READY_MARKER } from "../tests/guest/testGuest";
-import { fmtMs, fmtRatio, mbPerSecond, median, MiB, timed, verdict, withTempDir, type BenchResult, type Row } from "./common";
+import {
+    fmtMs,
+    fmtRatio,
+    mbPerSecond,
+    median,
+    MiB,
+    timed,
+    verdict,
+    withTempDir,
+    type BenchResult,
+    type Row,
+} from "./common";
 
 /**
  * Benchmark: the guest command channel. Round trip of `true` over each transport (median of
@@ -31,13 +42,33 @@ export async function runChannel(opts: { rounds?: number } = {}): Promise<BenchR
             // The guest writes into the share as root with security_model=none: let it.
             await chmod(share, 0o777);
             const serialSocket = path.join(dir, "s1.sock");
-            const boot = async (name: string, agent: string, guest: typeof base, extra: Record<string, unknown>, shellAgent = true) => {
+            const boot = async (
+                name: string,
+                agent: string,
+                guest: typeof base,
+                extra: Record<string, unknown>,
+                shellAgent = true,
+            ) => {
                 const vm = {
-                    name, accel: "tcg", agent, memoryMiB: 512, network: "none", kernel: guest.kernel, initrd: guest.initrd,
-                    kernelArguments: guestKernelArguments({ name, shellAgent, mounts: extra.shares ? [{ tag: "bench", at: "/mnt/bench" }] : [] }),
+                    name,
+                    accel: "tcg",
+                    agent,
+                    memoryMiB: 512,
+                    network: "none",
+                    kernel: guest.kernel,
+                    initrd: guest.initrd,
+                    kernelArguments: guestKernelArguments({
+                        name,
+                        shellAgent,
+                        mounts: extra.shares ? [{ tag: "bench", at: "/mnt/bench" }] : [],
+                    }),
                     ...extra,
                 };
-                const r = await virtualMachine.create({ vm, ready: { serialPattern: READY_MARKER, agent: true, timeoutSeconds: 180 }, stateDir: path.join(dir, "state") });
+                const r = await virtualMachine.create({
+                    vm,
+                    ready: { serialPattern: READY_MARKER, agent: true, timeoutSeconds: 180 },
+                    stateDir: path.join(dir, "state"),
+                });
                 live.push(r.outs as VirtualMachineOutputs);
                 const m = attach(r.outs as VirtualMachineOutputs);
                 machines.push(m);
@@ -46,7 +77,12 @@ export async function runChannel(opts: { rounds?: number } = {}): Promise<BenchR
             const shell = await boot("bench-shell", "shell", base, {
                 shares: [{ source: share, mountTag: "bench" }],
                 // A second serial port whose host end is a socket: the console-shell reference.
-                extraArgs: ["-chardev", `socket,id=bser,path=${serialSocket},server=on,wait=off`, "-device", "isa-serial,chardev=bser"],
+                extraArgs: [
+                    "-chardev",
+                    `socket,id=bser,path=${serialSocket},server=on,wait=off`,
+                    "-device",
+                    "isa-serial,chardev=bser",
+                ],
             });
             const qga = await boot("bench-qga", "qga", qgaGuest, {}, false);
 
@@ -60,8 +96,13 @@ export async function runChannel(opts: { rounds?: number } = {}): Promise<BenchR
             const qgaRtt = await rtt(() => qga.succeed("true"));
 
             // The console shell: raw mode, no echo, a shell reading commands from ttyS1.
-            await shell.succeed("stty -F /dev/ttyS1 raw -echo && (setsid sh -c 'exec sh < /dev/ttyS1 > /dev/ttyS1 2>&1' &)");
-            const [consoleRtt, consoleSetsidRtt] = await withConsole(serialSocket, async (send) => [await rtt(() => send("true")), await rtt(() => send("setsid sh -c true"))]);
+            await shell.succeed(
+                "stty -F /dev/ttyS1 raw -echo && (setsid sh -c 'exec sh < /dev/ttyS1 > /dev/ttyS1 2>&1' &)",
+            );
+            const [consoleRtt, consoleSetsidRtt] = await withConsole(serialSocket, async (send) => [
+                await rtt(() => send("true")),
+                await rtt(() => send("setsid sh -c true")),
+            ]);
 
             const copies = async (m: Machine, label: string) => {
                 const src = path.join(dir, `${label}.in`);
@@ -82,14 +123,58 @@ export async function runChannel(opts: { rounds?: number } = {}): Promise<BenchR
             await shell.succeed("rm -f /tmp/bench.bin");
 
             const rows: Row[] = [
-                { bench: "channel", measure: `\`true\` round trip, shell agent (median of ${rounds})`, provider: fmtMs(shellRtt), reference: `console shell + marker ${fmtMs(consoleRtt)}`, ratio: fmtRatio(shellRtt / consoleRtt) },
+                {
+                    bench: "channel",
+                    measure: `\`true\` round trip, shell agent (median of ${rounds})`,
+                    provider: fmtMs(shellRtt),
+                    reference: `console shell + marker ${fmtMs(consoleRtt)}`,
+                    ratio: fmtRatio(shellRtt / consoleRtt),
+                },
                 // The agent runs each command as its own session: the fair reference is the console doing the same.
-                { bench: "channel", measure: `\`true\` round trip, shell agent (median of ${rounds})`, provider: fmtMs(shellRtt), reference: `console shell running \`setsid sh -c true\` + marker ${fmtMs(consoleSetsidRtt)}`, ratio: fmtRatio(shellRtt / consoleSetsidRtt), target: "≤ 1.50×", verdict: verdict(shellRtt <= 1.5 * consoleSetsidRtt) },
-                { bench: "channel", measure: `\`true\` round trip, qemu-ga (median of ${rounds})`, provider: fmtMs(qgaRtt), reference: `console shell + marker ${fmtMs(consoleRtt)}`, ratio: fmtRatio(qgaRtt / consoleRtt) },
-                { bench: "channel", measure: "64 MiB into the guest, shell agent", provider: `${mbPerSecond(COPY_BYTES, shellCopy.inMs).toFixed(1)} MB/s`, reference: `9p ${mbPerSecond(COPY_BYTES, p9In).toFixed(1)} MB/s`, ratio: fmtRatio(p9In / shellCopy.inMs) },
-                { bench: "channel", measure: "64 MiB out of the guest, shell agent", provider: `${mbPerSecond(COPY_BYTES, shellCopy.outMs).toFixed(1)} MB/s`, reference: `9p ${mbPerSecond(COPY_BYTES, p9Out).toFixed(1)} MB/s`, ratio: fmtRatio(p9Out / shellCopy.outMs) },
-                { bench: "channel", measure: "64 MiB into the guest, qemu-ga", provider: `${mbPerSecond(COPY_BYTES, qgaCopy.inMs).toFixed(1)} MB/s`, reference: `9p ${mbPerSecond(COPY_BYTES, p9In).toFixed(1)} MB/s`, ratio: fmtRatio(p9In / qgaCopy.inMs) },
-                { bench: "channel", measure: "64 MiB out of the guest, qemu-ga", provider: `${mbPerSecond(COPY_BYTES, qgaCopy.outMs).toFixed(1)} MB/s`, reference: `9p ${mbPerSecond(COPY_BYTES, p9Out).toFixed(1)} MB/s`, ratio: fmtRatio(p9Out / qgaCopy.outMs) },
+                {
+                    bench: "channel",
+                    measure: `\`true\` round trip, shell agent (median of ${rounds})`,
+                    provider: fmtMs(shellRtt),
+                    reference: `console shell running \`setsid sh -c true\` + marker ${fmtMs(consoleSetsidRtt)}`,
+                    ratio: fmtRatio(shellRtt / consoleSetsidRtt),
+                    target: "≤ 1.50×",
+                    verdict: verdict(shellRtt <= 1.5 * consoleSetsidRtt),
+                },
+                {
+                    bench: "channel",
+                    measure: `\`true\` round trip, qemu-ga (median of ${rounds})`,
+                    provider: fmtMs(qgaRtt),
+                    reference: `console shell + marker ${fmtMs(consoleRtt)}`,
+                    ratio: fmtRatio(qgaRtt / consoleRtt),
+                },
+                {
+                    bench: "channel",
+                    measure: "64 MiB into the guest, shell agent",
+                    provider: `${mbPerSecond(COPY_BYTES, shellCopy.inMs).toFixed(1)} MB/s`,
+                    reference: `9p ${mbPerSecond(COPY_BYTES, p9In).toFixed(1)} MB/s`,
+                    ratio: fmtRatio(p9In / shellCopy.inMs),
+                },
+                {
+                    bench: "channel",
+                    measure: "64 MiB out of the guest, shell agent",
+                    provider: `${mbPerSecond(COPY_BYTES, shellCopy.outMs).toFixed(1)} MB/s`,
+                    reference: `9p ${mbPerSecond(COPY_BYTES, p9Out).toFixed(1)} MB/s`,
+                    ratio: fmtRatio(p9Out / shellCopy.outMs),
+                },
+                {
+                    bench: "channel",
+                    measure: "64 MiB into the guest, qemu-ga",
+                    provider: `${mbPerSecond(COPY_BYTES, qgaCopy.inMs).toFixed(1)} MB/s`,
+                    reference: `9p ${mbPerSecond(COPY_BYTES, p9In).toFixed(1)} MB/s`,
+                    ratio: fmtRatio(p9In / qgaCopy.inMs),
+                },
+                {
+                    bench: "channel",
+                    measure: "64 MiB out of the guest, qemu-ga",
+                    provider: `${mbPerSecond(COPY_BYTES, qgaCopy.outMs).toFixed(1)} MB/s`,
+                    reference: `9p ${mbPerSecond(COPY_BYTES, p9Out).toFixed(1)} MB/s`,
+                    ratio: fmtRatio(p9Out / qgaCopy.outMs),
+                },
             ];
             return {
                 rows,
@@ -105,7 +190,10 @@ export async function runChannel(opts: { rounds?: number } = {}): Promise<BenchR
 }
 
 /** Connects to the console socket and gives a function that runs a command and waits for its marker. */
-async function withConsole<T>(socketPath: string, use: (send: (command: string) => Promise<void>) => Promise<T>): Promise<T> {
+async function withConsole<T>(
+    socketPath: string,
+    use: (send: (command: string) => Promise<void>) => Promise<T>,
+): Promise<T> {
     const socket = net.createConnection({ path: socketPath });
     await new Promise<void>((resolve, reject) => {
         socket.once("connect", resolve);

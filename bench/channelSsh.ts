@@ -4,7 +4,18 @@ import { open, readFile, rm, writeFile } from "node:fs/promises";
 import * as path from "node:path";
 import { attach, type Machine } from "../sdk/testing";
 import { bootDebianQga, type DebianQgaVm } from "../tests/guest/debianQga";
-import { fmtMs, fmtRatio, mbPerSecond, median, MiB, timed, verdict, withTempDir, type BenchResult, type Row } from "./common";
+import {
+    fmtMs,
+    fmtRatio,
+    mbPerSecond,
+    median,
+    MiB,
+    timed,
+    verdict,
+    withTempDir,
+    type BenchResult,
+    type Row,
+} from "./common";
 
 /**
  * Benchmark: qemu-ga (vm.agent "qga") against ssh, the channel a user would otherwise use, on
@@ -35,8 +46,16 @@ export async function runChannelSsh(): Promise<BenchResult> {
             const viaMaster = [...plain, "-o", `ControlPath=${controlPath}`, "-o", "ControlMaster=no"];
 
             // The master: one ssh we start and stop by its own pid.
-            master = spawn("ssh", [...plain, "-o", `ControlPath=${controlPath}`, "-o", "ControlMaster=yes", "-N", target], { stdio: "ignore" });
-            await waitFor(async () => (await sshRun([...viaMaster, "-O", "check", target])).code === 0, 60_000, "the ssh ControlMaster did not come up within 60 s");
+            master = spawn(
+                "ssh",
+                [...plain, "-o", `ControlPath=${controlPath}`, "-o", "ControlMaster=yes", "-N", target],
+                { stdio: "ignore" },
+            );
+            await waitFor(
+                async () => (await sshRun([...viaMaster, "-O", "check", target])).code === 0,
+                60_000,
+                "the ssh ControlMaster did not come up within 60 s",
+            );
 
             const rtt = async (fn: () => Promise<unknown>, rounds: number) => {
                 for (let i = 0; i < 3; i++) await fn();
@@ -59,23 +78,58 @@ export async function runChannelSsh(): Promise<BenchResult> {
             await writeFile(src, data);
             const want = createHash("sha256").update(data).digest("hex");
             const check = async (file: string, how: string) => {
-                if (createHash("sha256").update(await readFile(file)).digest("hex") !== want) throw new Error(`${how}: the copy differs from the source`);
+                if (
+                    createHash("sha256")
+                        .update(await readFile(file))
+                        .digest("hex") !== want
+                )
+                    throw new Error(`${how}: the copy differs from the source`);
                 await rm(file);
             };
             const qgaIn = await timed(() => m.copyToGuest(src, "/tmp/bench-qga.bin"));
             const qgaOut = await timed(() => m.copyFromGuest("/tmp/bench-qga.bin", path.join(dir, "qga.out")));
             await check(path.join(dir, "qga.out"), "qga copy");
             await m.succeed("rm -f /tmp/bench-qga.bin");
-            const sshIn = await timed(() => sshFiles([...viaMaster, target, "cat > /tmp/bench-ssh.bin"], src, undefined));
-            const sshOut = await timed(() => sshFiles([...viaMaster, target, "cat /tmp/bench-ssh.bin"], undefined, path.join(dir, "ssh.out")));
+            const sshIn = await timed(() =>
+                sshFiles([...viaMaster, target, "cat > /tmp/bench-ssh.bin"], src, undefined),
+            );
+            const sshOut = await timed(() =>
+                sshFiles([...viaMaster, target, "cat /tmp/bench-ssh.bin"], undefined, path.join(dir, "ssh.out")),
+            );
             await check(path.join(dir, "ssh.out"), "ssh cat copy");
             await m.succeed("rm -f /tmp/bench-ssh.bin");
 
             const rows: Row[] = [
-                { bench: "channelSsh", measure: `\`true\` round trip, qemu-ga, Debian guest (median of ${qga.n})`, provider: fmtMs(qga.ms), reference: `ssh via ControlMaster ${fmtMs(sshMaster.ms)} (median of ${sshMaster.n})`, ratio: fmtRatio(qga.ms / sshMaster.ms), target: "≤ 1.00×", verdict: verdict(qga.ms <= sshMaster.ms) },
-                { bench: "channelSsh", measure: `\`true\` round trip, qemu-ga, Debian guest (median of ${qga.n})`, provider: fmtMs(qga.ms), reference: `ssh, a new connection each ${fmtMs(sshPlain.ms)} (median of ${sshPlain.n})`, ratio: fmtRatio(qga.ms / sshPlain.ms) },
-                { bench: "channelSsh", measure: "64 MiB into the guest, qemu-ga", provider: `${mbPerSecond(COPY_BYTES, qgaIn.ms).toFixed(1)} MB/s`, reference: `ssh cat ${mbPerSecond(COPY_BYTES, sshIn.ms).toFixed(1)} MB/s`, ratio: fmtRatio(sshIn.ms / qgaIn.ms) },
-                { bench: "channelSsh", measure: "64 MiB out of the guest, qemu-ga", provider: `${mbPerSecond(COPY_BYTES, qgaOut.ms).toFixed(1)} MB/s`, reference: `ssh cat ${mbPerSecond(COPY_BYTES, sshOut.ms).toFixed(1)} MB/s`, ratio: fmtRatio(sshOut.ms / qgaOut.ms) },
+                {
+                    bench: "channelSsh",
+                    measure: `\`true\` round trip, qemu-ga, Debian guest (median of ${qga.n})`,
+                    provider: fmtMs(qga.ms),
+                    reference: `ssh via ControlMaster ${fmtMs(sshMaster.ms)} (median of ${sshMaster.n})`,
+                    ratio: fmtRatio(qga.ms / sshMaster.ms),
+                    target: "≤ 1.00×",
+                    verdict: verdict(qga.ms <= sshMaster.ms),
+                },
+                {
+                    bench: "channelSsh",
+                    measure: `\`true\` round trip, qemu-ga, Debian guest (median of ${qga.n})`,
+                    provider: fmtMs(qga.ms),
+                    reference: `ssh, a new connection each ${fmtMs(sshPlain.ms)} (median of ${sshPlain.n})`,
+                    ratio: fmtRatio(qga.ms / sshPlain.ms),
+                },
+                {
+                    bench: "channelSsh",
+                    measure: "64 MiB into the guest, qemu-ga",
+                    provider: `${mbPerSecond(COPY_BYTES, qgaIn.ms).toFixed(1)} MB/s`,
+                    reference: `ssh cat ${mbPerSecond(COPY_BYTES, sshIn.ms).toFixed(1)} MB/s`,
+                    ratio: fmtRatio(sshIn.ms / qgaIn.ms),
+                },
+                {
+                    bench: "channelSsh",
+                    measure: "64 MiB out of the guest, qemu-ga",
+                    provider: `${mbPerSecond(COPY_BYTES, qgaOut.ms).toFixed(1)} MB/s`,
+                    reference: `ssh cat ${mbPerSecond(COPY_BYTES, sshOut.ms).toFixed(1)} MB/s`,
+                    ratio: fmtRatio(sshOut.ms / qgaOut.ms),
+                },
             ];
             return {
                 rows,
@@ -111,7 +165,9 @@ async function sshFiles(args: string[], stdinFile: string | undefined, stdoutFil
     const output = stdoutFile ? await open(stdoutFile, "w", 0o600) : undefined;
     try {
         await new Promise<void>((resolve, reject) => {
-            const child = spawn("ssh", args, { stdio: [input ? input.fd : "ignore", output ? output.fd : "ignore", "pipe"] });
+            const child = spawn("ssh", args, {
+                stdio: [input ? input.fd : "ignore", output ? output.fd : "ignore", "pipe"],
+            });
             let stderr = "";
             const timer = setTimeout(() => child.kill("SIGKILL"), 300_000);
             child.stderr!.on("data", (d: Buffer) => (stderr += d.toString()));

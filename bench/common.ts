@@ -61,7 +61,11 @@ export function verdict(ok: boolean): "met" | "missed" {
 }
 
 /** A temp dir under `parent` for the duration of `fn`, removed whatever happens. */
-export async function withTempDir<T>(prefix: string, fn: (dir: string) => Promise<T>, parent = os.tmpdir()): Promise<T> {
+export async function withTempDir<T>(
+    prefix: string,
+    fn: (dir: string) => Promise<T>,
+    parent = os.tmpdir(),
+): Promise<T> {
     const dir = await mkdtemp(path.join(parent, prefix));
     try {
         return await fn(dir);
@@ -80,7 +84,8 @@ export async function writeBigFile(file: string, bytes: number): Promise<void> {
     const fh = await open(file, "wx", 0o600);
     try {
         const chunk = randomBytes(16 * MiB);
-        for (let done = 0; done < bytes; done += chunk.length) await fh.write(chunk, 0, Math.min(chunk.length, bytes - done));
+        for (let done = 0; done < bytes; done += chunk.length)
+            await fh.write(chunk, 0, Math.min(chunk.length, bytes - done));
     } finally {
         await fh.close();
     }
@@ -147,7 +152,8 @@ export async function describeMachine(): Promise<Machine> {
     const flags = /^flags\s*:\s*(.*)$/m.exec(cpuinfo)?.[1].split(" ") ?? [];
     const notable = ["sha_ni", "avx2", "avx512f", "vmx", "svm"].filter((f) => flags.includes(f));
     const osRelease = readFileSync("/etc/os-release", "utf8");
-    const version = async (cmd: string) => (await execa(cmd, ["--version"], { reject: false })).stdout.split("\n")[0] || `${cmd} missing`;
+    const version = async (cmd: string) =>
+        (await execa(cmd, ["--version"], { reject: false })).stdout.split("\n")[0] || `${cmd} missing`;
     return {
         cpu: `${model} (${notable.join(", ") || "no sha_ni/avx2"})`,
         cores: os.cpus().length,

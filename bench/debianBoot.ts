@@ -24,9 +24,26 @@ export async function runDebianBoot(): Promise<BenchResult> {
         const images: DiskImageOutputs[] = [];
         const vms: VirtualMachineOutputs[] = [];
         try {
-            const overlay = await createDiskImage({ stateDir, source: { kind: "overlay", backing: guest.image, backingFormat: "raw", backingInputHash: guest.inputHash } });
+            const overlay = await createDiskImage({
+                stateDir,
+                source: {
+                    kind: "overlay",
+                    backing: guest.image,
+                    backingFormat: "raw",
+                    backingInputHash: guest.inputHash,
+                },
+            });
             images.push(overlay);
-            const seed = await timed(() => createDiskImage({ stateDir, source: { kind: "cloudInit", userData: { hostname: "bench" }, metaData: { "local-hostname": "bench" } } }));
+            const seed = await timed(() =>
+                createDiskImage({
+                    stateDir,
+                    source: {
+                        kind: "cloudInit",
+                        userData: { hostname: "bench" },
+                        metaData: { "local-hostname": "bench" },
+                    },
+                }),
+            );
             images.push(seed.value);
             const debian = await timed(async () => {
                 const r = await virtualMachine.create({
@@ -40,17 +57,40 @@ export async function runDebianBoot(): Promise<BenchResult> {
             const small = await timed(async () => {
                 const r = await virtualMachine.create({
                     stateDir,
-                    vm: { name: "bench-busybox", accel: "tcg", kernel: busybox.kernel, initrd: busybox.initrd, kernelArguments: guestKernelArguments({ name: "bench-busybox" }) },
+                    vm: {
+                        name: "bench-busybox",
+                        accel: "tcg",
+                        kernel: busybox.kernel,
+                        initrd: busybox.initrd,
+                        kernelArguments: guestKernelArguments({ name: "bench-busybox" }),
+                    },
                     ready: { serialPattern: READY_MARKER, timeoutSeconds: 180 },
                 });
                 vms.push(r.outs as VirtualMachineOutputs);
             });
             const rows: Row[] = [
-                { bench: "debian", measure: "Debian 12 image: cached lookup (recipe + mirror Release date)", provider: fmtMs(cached.ms), reference: guest.buildSeconds ? `built now in ${guest.buildSeconds} s` : "", ratio: "", target: "", verdict: "" },
-                { bench: "debian", measure: "cloud-init seed DiskImage (ISO)", provider: fmtMs(seed.ms), reference: "", ratio: "", target: "", verdict: "" },
                 {
                     bench: "debian",
-                    measure: "first boot to cloud-init's final stage (TCG, 768 MiB, 1 run) vs the busybox test guest to its marker",
+                    measure: "Debian 12 image: cached lookup (recipe + mirror Release date)",
+                    provider: fmtMs(cached.ms),
+                    reference: guest.buildSeconds ? `built now in ${guest.buildSeconds} s` : "",
+                    ratio: "",
+                    target: "",
+                    verdict: "",
+                },
+                {
+                    bench: "debian",
+                    measure: "cloud-init seed DiskImage (ISO)",
+                    provider: fmtMs(seed.ms),
+                    reference: "",
+                    ratio: "",
+                    target: "",
+                    verdict: "",
+                },
+                {
+                    bench: "debian",
+                    measure:
+                        "first boot to cloud-init's final stage (TCG, 768 MiB, 1 run) vs the busybox test guest to its marker",
                     provider: fmtMs(debian.ms),
                     reference: `busybox ${fmtMs(small.ms)}`,
                     ratio: fmtRatio(debian.ms / small.ms),

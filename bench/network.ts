@@ -86,14 +86,30 @@ export async function runNetwork(opts: { creates?: number; fleet?: number } = {}
                 const hand = await mkdtemp(path.join(dir, "hand-"));
                 const pidfile = path.join(hand, "pid");
                 const t0 = process.hrtime.bigint();
-                await execa("vde_switch", ["-d", "-s", path.join(hand, "sw"), "-p", pidfile, "--dirmode", "0700", "--mode", "0600"]);
+                await execa("vde_switch", [
+                    "-d",
+                    "-s",
+                    path.join(hand, "sw"),
+                    "-p",
+                    pidfile,
+                    "--dirmode",
+                    "0700",
+                    "--mode",
+                    "0600",
+                ]);
                 while ((await readPidfile(pidfile)) === undefined) await new Promise((r) => setTimeout(r, 1));
                 byHand.push(Number(process.hrtime.bigint() - t0) / 1e6);
                 process.kill((await readPidfile(pidfile))!, "SIGTERM");
             }
             const p = median(viaProvider);
             const h = median(byHand);
-            rows.push({ bench: "6 network", measure: `Network create (switch running, record written) vs vde_switch -d by hand (median of ${creates})`, provider: fmtMs(p), reference: fmtMs(h), ratio: fmtRatio(p / h) });
+            rows.push({
+                bench: "6 network",
+                measure: `Network create (switch running, record written) vs vde_switch -d by hand (median of ${creates})`,
+                provider: fmtMs(p),
+                reference: fmtMs(h),
+                ratio: fmtRatio(p / h),
+            });
 
             // 2. Two guests: over the private network vs through forwarded user-mode ports.
             const lan = (await network.create({ stateDir, name: "bench" })).outs as NetworkOutputs;
@@ -137,12 +153,16 @@ export async function runNetwork(opts: { creates?: number; fleet?: number } = {}
                 await new Promise((r) => setTimeout(r, 200));
             }
             const lines = (await readFile(result, "utf8")).trim().split("\n");
-            const ping = /round-trip min\/avg\/max = ([\d.]+)\/([\d.]+)\/([\d.]+) ms/.exec(lines.find((l) => l.startsWith("ping")) ?? "");
+            const ping = /round-trip min\/avg\/max = ([\d.]+)\/([\d.]+)\/([\d.]+) ms/.exec(
+                lines.find((l) => l.startsWith("ping")) ?? "",
+            );
             /** Every figure of one kind through one path, in ms. */
             const spans = (kind: string, via: string) => {
                 const found = lines.filter((l) => l.startsWith(`${kind} ${via} `)).map((l) => l.split(" "));
                 if (!found.length) throw new Error(`no ${kind} figure for ${via} in: ${lines.join(" | ")}`);
-                for (const f of found) if (kind === "bulk" && f[4] !== "0") throw new Error(`the 64 MiB GET through ${via} failed (wget status ${f[4]})`);
+                for (const f of found)
+                    if (kind === "bulk" && f[4] !== "0")
+                        throw new Error(`the 64 MiB GET through ${via} failed (wget status ${f[4]})`);
                 return found.map((f) => (Number(f[3]) - Number(f[2])) * 1000);
             };
             const span = (kind: string, via: string) => median(spans(kind, via));
@@ -150,8 +170,20 @@ export async function runNetwork(opts: { creates?: number; fleet?: number } = {}
             const rttForwarded = span("rtt", forwarded) / GETS;
             const bulkPrivate = span("bulk", `${peer}:80`);
             const bulkForwarded = span("bulk", forwarded);
-            rows.push({ bench: "6 network", measure: "ping round trip between two guests over the private network (avg of 20, TCG)", provider: ping ? `${ping[2]} ms` : lines[0], reference: "no ICMP through forwarded ports", ratio: "" });
-            rows.push({ bench: "6 network", measure: `HTTP GET round trip guest to guest (busybox wget, mean of ${GETS}): private network vs the peer's forwarded port via 10.0.2.2`, provider: fmtMs(rttPrivate), reference: fmtMs(rttForwarded), ratio: fmtRatio(rttPrivate / rttForwarded) });
+            rows.push({
+                bench: "6 network",
+                measure: "ping round trip between two guests over the private network (avg of 20, TCG)",
+                provider: ping ? `${ping[2]} ms` : lines[0],
+                reference: "no ICMP through forwarded ports",
+                ratio: "",
+            });
+            rows.push({
+                bench: "6 network",
+                measure: `HTTP GET round trip guest to guest (busybox wget, mean of ${GETS}): private network vs the peer's forwarded port via 10.0.2.2`,
+                provider: fmtMs(rttPrivate),
+                reference: fmtMs(rttForwarded),
+                ratio: fmtRatio(rttPrivate / rttForwarded),
+            });
             rows.push({
                 bench: "6 network",
                 measure: `64 MiB guest to guest (busybox httpd → wget), throughput, median of ${BULK_ROUNDS} alternating: private network vs forwarded user-mode port (ratio: private ÷ forwarded)`,
@@ -159,25 +191,46 @@ export async function runNetwork(opts: { creates?: number; fleet?: number } = {}
                 reference: `${mbPerSecond(BULK_BYTES, bulkForwarded).toFixed(1)} MB/s (${fmtMs(bulkForwarded)})`,
                 ratio: fmtRatio(bulkForwarded / bulkPrivate),
             });
-            notes.push(`Network: guest clocks read from /proc/uptime (10 ms steps); each HTTP round trip includes starting busybox wget in the guest, the same on both paths. Raw guest lines: ${lines.join(" | ")}`);
+            notes.push(
+                `Network: guest clocks read from /proc/uptime (10 ms steps); each HTTP round trip includes starting busybox wget in the guest, the same on both paths. Raw guest lines: ${lines.join(" | ")}`,
+            );
             await Promise.all(vms.splice(0).map((o) => virtualMachine.remove("", o)));
 
             // 3. A fleet on one network against as many isolated VMs, create to ready.
             const fleetVm = (name: string, onLan: boolean) => ({
-                vm: { name, accel: "tcg", kernel: guest.kernel, initrd: guest.initrd, kernelArguments: guestKernelArguments({ name }), ...(onLan ? { networks: [{ network: lanId }] } : {}) },
+                vm: {
+                    name,
+                    accel: "tcg",
+                    kernel: guest.kernel,
+                    initrd: guest.initrd,
+                    kernelArguments: guestKernelArguments({ name }),
+                    ...(onLan ? { networks: [{ network: lanId }] } : {}),
+                },
                 ready: { serialPattern: READY_MARKER, timeoutSeconds: READY_TIMEOUT_S },
                 stateDir,
             });
             const bootFleet = async (onLan: boolean) => {
                 const { ms } = await timed(() =>
-                    Promise.all(Array.from({ length: fleet }, (_, i) => virtualMachine.create(fleetVm(`${onLan ? "lan" : "iso"}${i}`, onLan)).then((r) => vms.push(r.outs)))),
+                    Promise.all(
+                        Array.from({ length: fleet }, (_, i) =>
+                            virtualMachine
+                                .create(fleetVm(`${onLan ? "lan" : "iso"}${i}`, onLan))
+                                .then((r) => vms.push(r.outs)),
+                        ),
+                    ),
                 );
                 await Promise.all(vms.splice(0).map((o) => virtualMachine.remove("", o)));
                 return ms;
             };
             const isolated = await bootFleet(false);
             const onLan = await bootFleet(true);
-            rows.push({ bench: "6 network", measure: `${fleet} VMs created at once, create to ready: all on one network vs all isolated (2 cores, TCG)`, provider: fmtMs(onLan), reference: fmtMs(isolated), ratio: fmtRatio(onLan / isolated) });
+            rows.push({
+                bench: "6 network",
+                measure: `${fleet} VMs created at once, create to ready: all on one network vs all isolated (2 cores, TCG)`,
+                provider: fmtMs(onLan),
+                reference: fmtMs(isolated),
+                ratio: fmtRatio(onLan / isolated),
+            });
             return { rows, notes };
         } finally {
             await Promise.all(vms.map((o) => virtualMachine.remove("", o).catch(() => undefined)));

@@ -19,7 +19,8 @@ async function writeData(file: string, at: number, bytes: number): Promise<void>
     const fh = await open(file, "r+");
     try {
         const chunk = randomBytes(16 * MiB);
-        for (let done = 0; done < bytes; done += chunk.length) await fh.write(chunk, 0, Math.min(chunk.length, bytes - done), at + done);
+        for (let done = 0; done < bytes; done += chunk.length)
+            await fh.write(chunk, 0, Math.min(chunk.length, bytes - done), at + done);
     } finally {
         await fh.close();
     }
@@ -36,39 +37,82 @@ async function makeBase(file: string, size: number): Promise<void> {
 export async function runOverlay(opts: { runs?: number } = {}): Promise<BenchResult> {
     // 11, not 5: at ~20 ms a creation, a few ms of noise moved the 20 GiB / 1 GiB ratio between 0.9x and 1.3x.
     const runs = opts.runs ?? 11;
-    return withTempDir("pq-bench-overlay-", async (dir) => {
-        const rows: Row[] = [];
-        const provider: Record<string, number> = {};
-        for (const [label, size] of [["1 GiB", GiB], ["20 GiB", 20 * GiB]] as const) {
-            const base = path.join(dir, `base-${label.replace(" ", "")}.raw`);
-            await makeBase(base, size);
-            const identity = hashValue({ bench: base });
-            const viaProvider: number[] = [];
-            const byHand: number[] = [];
-            for (let i = 0; i < runs; i++) {
-                const made = await timed(() => createDiskImage({ source: { kind: "overlay", backing: base, backingFormat: "raw", backingInputHash: identity }, stateDir: path.join(dir, "state") }));
-                viaProvider.push(made.ms);
-                await removeImage(made.value);
-                const ov = path.join(dir, `hand-${i}.qcow2`);
-                byHand.push((await timed(() => execa("qemu-img", ["create", "-q", "-f", "qcow2", "-b", base, "-F", "raw", ov]))).ms);
-                await rm(ov);
+    return withTempDir(
+        "pq-bench-overlay-",
+        async (dir) => {
+            const rows: Row[] = [];
+            const provider: Record<string, number> = {};
+            for (const [label, size] of [
+                ["1 GiB", GiB],
+                ["20 GiB", 20 * GiB],
+            ] as const) {
+                const base = path.join(dir, `base-${label.replace(" ", "")}.raw`);
+                await makeBase(base, size);
+                const identity = hashValue({ bench: base });
+                const viaProvider: number[] = [];
+                const byHand: number[] = [];
+                for (let i = 0; i < runs; i++) {
+                    const made = await timed(() =>
+                        createDiskImage({
+                            source: {
+                                kind: "overlay",
+                                backing: base,
+                                backingFormat: "raw",
+                                backingInputHash: identity,
+                            },
+                            stateDir: path.join(dir, "state"),
+                        }),
+                    );
+                    viaProvider.push(made.ms);
+                    await removeImage(made.value);
+                    const ov = path.join(dir, `hand-${i}.qcow2`);
+                    byHand.push(
+                        (
+                            await timed(() =>
+                                execa("qemu-img", ["create", "-q", "-f", "qcow2", "-b", base, "-F", "raw", ov]),
+                            )
+                        ).ms,
+                    );
+                    await rm(ov);
+                }
+                const copies: number[] = [];
+                for (let i = 0; i < (size > GiB ? 1 : 3); i++) {
+                    const copy = path.join(dir, "copy.raw");
+                    copies.push((await timed(() => execa("cp", [base, copy]))).ms);
+                    await rm(copy);
+                }
+                await rm(base);
+                const p = median(viaProvider);
+                provider[label] = p;
+                rows.push(
+                    {
+                        bench: "3 overlay",
+                        measure: `DiskImage overlay over a ${label} base vs qemu-img create -b by hand (median of ${runs})`,
+                        provider: fmtMs(p),
+                        reference: fmtMs(median(byHand)),
+                        ratio: fmtRatio(p / median(byHand)),
+                    },
+                    {
+                        bench: "3 overlay",
+                        measure: `… vs a full copy of the ${label} base (cp${size > GiB ? ", holes kept; 1 run" : ", median of 3"})`,
+                        provider: fmtMs(p),
+                        reference: fmtMs(median(copies)),
+                        ratio: fmtRatio(p / median(copies)),
+                    },
+                );
             }
-            const copies: number[] = [];
-            for (let i = 0; i < (size > GiB ? 1 : 3); i++) {
-                const copy = path.join(dir, "copy.raw");
-                copies.push((await timed(() => execa("cp", [base, copy]))).ms);
-                await rm(copy);
-            }
-            await rm(base);
-            const p = median(viaProvider);
-            provider[label] = p;
-            rows.push(
-                { bench: "3 overlay", measure: `DiskImage overlay over a ${label} base vs qemu-img create -b by hand (median of ${runs})`, provider: fmtMs(p), reference: fmtMs(median(byHand)), ratio: fmtRatio(p / median(byHand)) },
-                { bench: "3 overlay", measure: `… vs a full copy of the ${label} base (cp${size > GiB ? ", holes kept; 1 run" : ", median of 3"})`, provider: fmtMs(p), reference: fmtMs(median(copies)), ratio: fmtRatio(p / median(copies)) },
-            );
-        }
-        const growth = provider["20 GiB"] / provider["1 GiB"];
-        rows.push({ bench: "3 overlay", measure: "overlay creation over 20 GiB vs over 1 GiB", provider: fmtMs(provider["20 GiB"]), reference: fmtMs(provider["1 GiB"]), ratio: fmtRatio(growth), target: "does not grow (< 1.5×)", verdict: verdict(growth < 1.5) });
-        return { rows, notes: [] };
-    }, "/var/tmp");
+            const growth = provider["20 GiB"] / provider["1 GiB"];
+            rows.push({
+                bench: "3 overlay",
+                measure: "overlay creation over 20 GiB vs over 1 GiB",
+                provider: fmtMs(provider["20 GiB"]),
+                reference: fmtMs(provider["1 GiB"]),
+                ratio: fmtRatio(growth),
+                target: "does not grow (< 1.5×)",
+                verdict: verdict(growth < 1.5),
+            });
+            return { rows, notes: [] };
+        },
+        "/var/tmp",
+    );
 }

@@ -94,7 +94,15 @@ async function buildStack(side: Side, vms: number, made: Made): Promise<Resource
     for (let i = 0; i < vms; i += 10) {
         const batch = await Promise.all(
             Array.from({ length: Math.min(10, vms - i) }, async (_, j) => {
-                const inputs = place(side, { source: { kind: "overlay", backing: base.outs.path, backingFormat: "raw", backingInputHash: base.outs.inputHash }, stateDir });
+                const inputs = place(side, {
+                    source: {
+                        kind: "overlay",
+                        backing: base.outs.path,
+                        backingFormat: "raw",
+                        backingInputHash: base.outs.inputHash,
+                    },
+                    stateDir,
+                });
                 const r = await made.image(side, inputs);
                 resources.push({ kind: "DiskImage", name: `disk-${i + j}`, id: r.id, inputs, outputs: r.outs });
                 return r.outs;
@@ -107,7 +115,15 @@ async function buildStack(side: Side, vms: number, made: Made): Promise<Resource
         const name = `vm-${i}`;
         const inputs = stackVmInputs(name, i, side, disk, stateDir);
         // What create would have returned there: the placement keys as placement.ts adds them.
-        const outputs = { ...vmOutputs(inputs, stateDir), ...(spec ? { host: spec.url, hostAccess: { identityFile: side.host!.identityFile, knownHosts: side.host!.knownHosts } } : {}) };
+        const outputs = {
+            ...vmOutputs(inputs, stateDir),
+            ...(spec
+                ? {
+                      host: spec.url,
+                      hostAccess: { identityFile: side.host!.identityFile, knownHosts: side.host!.knownHosts },
+                  }
+                : {}),
+        };
         resources.push({ kind: "VirtualMachine", name, id: `${name}-x`, inputs: place(side, inputs), outputs });
     });
     return resources;
@@ -121,13 +137,18 @@ async function checkAndDiff(r: Resource): Promise<void> {
     if (d.changes) throw new Error(`${r.name}: a no-op diff reported changes: ${JSON.stringify(d)}`);
 }
 
-async function sequentialPass(stack: Resource[]): Promise<{ perResource: number; byKind: Record<Resource["kind"], number> }> {
+async function sequentialPass(
+    stack: Resource[],
+): Promise<{ perResource: number; byKind: Record<Resource["kind"], number> }> {
     const times: Record<Resource["kind"], number[]> = { DiskImage: [], VirtualMachine: [] };
     const wall = await timed(async () => {
         for (const r of stack) times[r.kind].push((await timed(() => checkAndDiff(r))).ms);
     });
     const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
-    return { perResource: wall.ms / stack.length, byKind: { DiskImage: mean(times.DiskImage), VirtualMachine: mean(times.VirtualMachine) } };
+    return {
+        perResource: wall.ms / stack.length,
+        byKind: { DiskImage: mean(times.DiskImage), VirtualMachine: mean(times.VirtualMachine) },
+    };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -166,15 +187,29 @@ class Made {
     /** VMs first (they hold their disks), then overlays before the bases they stand on. */
     async removeAll(): Promise<string[]> {
         const errors: string[] = [];
-        for (const x of this.vms.splice(0)) await virtualMachine.remove(x.id, x.outs).catch((e) => errors.push(`${x.side.label} VM ${x.id}: ${e.message}`));
-        for (const x of this.images.splice(0).reverse()) await diskImage.remove(x.id, x.outs).catch((e) => errors.push(`${x.side.label} image ${x.id}: ${e.message}`));
+        for (const x of this.vms.splice(0))
+            await virtualMachine
+                .remove(x.id, x.outs)
+                .catch((e) => errors.push(`${x.side.label} VM ${x.id}: ${e.message}`));
+        for (const x of this.images.splice(0).reverse())
+            await diskImage
+                .remove(x.id, x.outs)
+                .catch((e) => errors.push(`${x.side.label} image ${x.id}: ${e.message}`));
         return errors;
     }
 }
 
 // ---------------------------------------------------------------------------------------------
 
-type Options = { pings?: number; calls?: number; setups?: number; vms?: number; passes?: number; overlays?: number; boots?: number };
+type Options = {
+    pings?: number;
+    calls?: number;
+    setups?: number;
+    vms?: number;
+    passes?: number;
+    overlays?: number;
+    boots?: number;
+};
 
 export async function runRemote(opts: Options = {}): Promise<BenchResult> {
     // Its own far user, kept until its far host has stopped: starting or stopping a far host kills
@@ -237,7 +272,10 @@ async function measure(opts: Options): Promise<BenchResult> {
                 // --- the first connection: master, then runner with its bundle copied, and cached
                 const bundle = gunzipSync(readFileSync(bundlePath()));
                 const cached = `$HOME/.cache/pulumi-qemu/runner/${sha256Hex(bundle).slice(0, 32)}.js`;
-                const vmCheckInputs = { vm: { name: "probe", accel: "tcg", kernel: remote.kernel, initrd: remote.initrd }, stateDir: path.join(farDir, "probe-state") };
+                const vmCheckInputs = {
+                    vm: { name: "probe", accel: "tcg", kernel: remote.kernel, initrd: remote.initrd },
+                    stateDir: path.join(farDir, "probe-state"),
+                };
                 const masterMs: number[] = [];
                 const runnerMs: Record<"copied" | "cached", number[]> = { copied: [], cached: [] };
                 const firstCallMs: number[] = [];
@@ -250,7 +288,9 @@ async function measure(opts: Options): Promise<BenchResult> {
                             const started = await timed(() => RemoteRunner.start(conn));
                             runnerMs[mode].push(started.ms);
                             const runner = started.value;
-                            firstCallMs.push((await timed(() => runner.call("VirtualMachine", "check", [{}, vmCheckInputs]))).ms);
+                            firstCallMs.push(
+                                (await timed(() => runner.call("VirtualMachine", "check", [{}, vmCheckInputs]))).ms,
+                            );
                             const exited = new Promise<void>((resolve) => runner.onExit(resolve));
                             runner.stop();
                             await Promise.race([exited, new Promise((r) => setTimeout(r, 5000))]);
@@ -261,9 +301,23 @@ async function measure(opts: Options): Promise<BenchResult> {
                 }
                 const bundleKiB = (readFileSync(bundlePath()).length / 1024).toFixed(0);
                 rows.push(
-                    { bench: "remote", measure: `first connection: ssh ControlMaster connect + authenticate (median of ${masterMs.length}; every run ${masterMs.map((x) => x.toFixed(0)).join(", ")} ms)`, provider: fmtMs(median(masterMs)) },
-                    { bench: "remote", measure: `… then the runner started, its bundle copied first (${(bundle.length / 1024).toFixed(0)} KiB; ${bundleKiB} KiB gzipped here) vs already cached (median of ${setups})`, provider: fmtMs(median(runnerMs.copied)), reference: `cached ${fmtMs(median(runnerMs.cached))}`, ratio: fmtRatio(median(runnerMs.copied) / median(runnerMs.cached)) },
-                    { bench: "remote", measure: `… then its first call (a VirtualMachine check; median of ${firstCallMs.length})`, provider: fmtMs(median(firstCallMs)) },
+                    {
+                        bench: "remote",
+                        measure: `first connection: ssh ControlMaster connect + authenticate (median of ${masterMs.length}; every run ${masterMs.map((x) => x.toFixed(0)).join(", ")} ms)`,
+                        provider: fmtMs(median(masterMs)),
+                    },
+                    {
+                        bench: "remote",
+                        measure: `… then the runner started, its bundle copied first (${(bundle.length / 1024).toFixed(0)} KiB; ${bundleKiB} KiB gzipped here) vs already cached (median of ${setups})`,
+                        provider: fmtMs(median(runnerMs.copied)),
+                        reference: `cached ${fmtMs(median(runnerMs.cached))}`,
+                        ratio: fmtRatio(median(runnerMs.copied) / median(runnerMs.cached)),
+                    },
+                    {
+                        bench: "remote",
+                        measure: `… then its first call (a VirtualMachine check; median of ${firstCallMs.length})`,
+                        provider: fmtMs(median(firstCallMs)),
+                    },
                 );
 
                 // --- round trips, for scale: the shared master and runner placement uses from here on
@@ -283,19 +337,42 @@ async function measure(opts: Options): Promise<BenchResult> {
                     );
                 }
                 // A fresh connection per command (no master): what every call would cost without ControlMaster.
-                const plain = conn.options().filter((o, i, all) => !o.startsWith("ControlPath=") && !(o === "-o" && all[i + 1]?.startsWith("ControlPath=")));
+                const plain = conn
+                    .options()
+                    .filter(
+                        (o, i, all) =>
+                            !o.startsWith("ControlPath=") && !(o === "-o" && all[i + 1]?.startsWith("ControlPath=")),
+                    );
                 const handshakeMs: number[] = [];
                 for (let i = 0; i < 5; i++) {
                     handshakeMs.push(
                         (
                             await timed(async () => {
-                                const r = await runTool("ssh", [...plain, "-o", "ControlPath=none", "-o", "ControlMaster=no", "--", spec.hostname, "true"], { timeoutMs: 30_000 });
-                                if (r.exitCode !== 0) throw new Error(`ssh without master exited ${r.exitCode}: ${r.stderr}`);
+                                const r = await runTool(
+                                    "ssh",
+                                    [
+                                        ...plain,
+                                        "-o",
+                                        "ControlPath=none",
+                                        "-o",
+                                        "ControlMaster=no",
+                                        "--",
+                                        spec.hostname,
+                                        "true",
+                                    ],
+                                    { timeoutMs: 30_000 },
+                                );
+                                if (r.exitCode !== 0)
+                                    throw new Error(`ssh without master exited ${r.exitCode}: ${r.stderr}`);
                             })
                         ).ms,
                     );
                 }
-                const localCheck = { ...vmCheckInputs, vm: { ...vmCheckInputs.vm, kernel: local.kernel, initrd: local.initrd }, stateDir: path.join(localDir, "probe-state") };
+                const localCheck = {
+                    ...vmCheckInputs,
+                    vm: { ...vmCheckInputs.vm, kernel: local.kernel, initrd: local.initrd },
+                    stateDir: path.join(localDir, "probe-state"),
+                };
                 const remoteCheck = place(remote, vmCheckInputs);
                 await virtualMachine.check({}, remoteCheck); // starts the shared runner
                 shared = await runnerFor(spec);
@@ -307,38 +384,110 @@ async function measure(opts: Options): Promise<BenchResult> {
                 }
                 const sshTrue = median(sshMs);
                 rows.push(
-                    { bench: "remote", measure: `\`ssh host true\` over the established master (SshConnection.run) vs starting \`true\` here (runTool; median of ${pings})`, provider: fmtMs(sshTrue), reference: fmtMs(median(spawnMs)), ratio: fmtRatio(sshTrue / median(spawnMs)) },
-                    { bench: "remote", measure: "`ssh host true` with a fresh connection each time (no master: full handshake; median of 5) vs over the master", provider: fmtMs(median(handshakeMs)), reference: fmtMs(sshTrue), ratio: fmtRatio(median(handshakeMs) / sshTrue) },
-                    { bench: "remote", measure: `one runner call: VirtualMachine check placed on the far host vs the same check here (median of ${calls}, alternating)`, provider: fmtMs(median(checkRemoteMs)), reference: fmtMs(median(checkLocalMs)), ratio: fmtRatio(median(checkRemoteMs) / median(checkLocalMs)) },
-                    { bench: "remote", measure: "… one runner call vs one `ssh host true` over the master", provider: fmtMs(median(checkRemoteMs)), reference: fmtMs(sshTrue), ratio: fmtRatio(median(checkRemoteMs) / sshTrue) },
+                    {
+                        bench: "remote",
+                        measure: `\`ssh host true\` over the established master (SshConnection.run) vs starting \`true\` here (runTool; median of ${pings})`,
+                        provider: fmtMs(sshTrue),
+                        reference: fmtMs(median(spawnMs)),
+                        ratio: fmtRatio(sshTrue / median(spawnMs)),
+                    },
+                    {
+                        bench: "remote",
+                        measure:
+                            "`ssh host true` with a fresh connection each time (no master: full handshake; median of 5) vs over the master",
+                        provider: fmtMs(median(handshakeMs)),
+                        reference: fmtMs(sshTrue),
+                        ratio: fmtRatio(median(handshakeMs) / sshTrue),
+                    },
+                    {
+                        bench: "remote",
+                        measure: `one runner call: VirtualMachine check placed on the far host vs the same check here (median of ${calls}, alternating)`,
+                        provider: fmtMs(median(checkRemoteMs)),
+                        reference: fmtMs(median(checkLocalMs)),
+                        ratio: fmtRatio(median(checkRemoteMs) / median(checkLocalMs)),
+                    },
+                    {
+                        bench: "remote",
+                        measure: "… one runner call vs one `ssh host true` over the master",
+                        provider: fmtMs(median(checkRemoteMs)),
+                        reference: fmtMs(sshTrue),
+                        ratio: fmtRatio(median(checkRemoteMs) / sshTrue),
+                    },
                 );
 
                 // --- the no-op preview of the 201-resource stack
                 const stacks = { local: await buildStack(local, vms, made), SSH: await buildStack(remote, vms, made) };
                 const n = stacks.local.length;
-                const seq: Record<Side["label"], Array<Awaited<ReturnType<typeof sequentialPass>>>> = { local: [], SSH: [] };
+                const seq: Record<Side["label"], Array<Awaited<ReturnType<typeof sequentialPass>>>> = {
+                    local: [],
+                    SSH: [],
+                };
                 const par: Record<Side["label"], number[]> = { local: [], SSH: [] };
                 for (const label of ["local", "SSH"] as const) await sequentialPass(stacks[label]); // warm: hash caches, runner's modules
                 for (let i = 0; i < passes; i++) {
                     for (const label of ["local", "SSH"] as const) seq[label].push(await sequentialPass(stacks[label]));
-                    for (const label of ["local", "SSH"] as const) par[label].push((await timed(() => Promise.all(stacks[label].map(checkAndDiff)))).ms / n);
+                    for (const label of ["local", "SSH"] as const)
+                        par[label].push((await timed(() => Promise.all(stacks[label].map(checkAndDiff)))).ms / n);
                 }
-                const per = (label: Side["label"], pick: (p: Awaited<ReturnType<typeof sequentialPass>>) => number) => median(seq[label].map(pick));
+                const per = (label: Side["label"], pick: (p: Awaited<ReturnType<typeof sequentialPass>>) => number) =>
+                    median(seq[label].map(pick));
                 const [sl, ss] = [per("local", (p) => p.perResource), per("SSH", (p) => p.perResource)];
                 const [dl, ds] = [per("local", (p) => p.byKind.DiskImage), per("SSH", (p) => p.byKind.DiskImage)];
-                const [vl, vs] = [per("local", (p) => p.byKind.VirtualMachine), per("SSH", (p) => p.byKind.VirtualMachine)];
+                const [vl, vs] = [
+                    per("local", (p) => p.byKind.VirtualMachine),
+                    per("SSH", (p) => p.byKind.VirtualMachine),
+                ];
                 const [pl, ps] = [median(par.local), median(par.SSH)];
                 rows.push(
-                    { bench: "remote", measure: `no-op diff, ${vms} VMs + ${vms} overlays + 1 base (${n} resources), check+diff one after another, per resource: SSH vs local (median of ${passes} passes)`, provider: fmtMs(ss), reference: fmtMs(sl), ratio: fmtRatio(ss / sl) },
-                    { bench: "remote", measure: "… whole pass, one after another", provider: fmtMs(ss * n), reference: fmtMs(sl * n), ratio: fmtRatio(ss / sl) },
-                    { bench: "remote", measure: "… of which a DiskImage (check here, diff on the host)", provider: fmtMs(ds), reference: fmtMs(dl), ratio: fmtRatio(ds / dl) },
-                    { bench: "remote", measure: "… of which a VirtualMachine (check on the host, diff here)", provider: fmtMs(vs), reference: fmtMs(vl), ratio: fmtRatio(vs / vl) },
-                    { bench: "remote", measure: `… all ${n} at once, wall time per resource`, provider: fmtMs(ps), reference: fmtMs(pl), ratio: fmtRatio(ps / pl) },
-                    { bench: "remote", measure: `… all ${n} at once, whole pass`, provider: fmtMs(ps * n), reference: fmtMs(pl * n), ratio: fmtRatio(ps / pl) },
+                    {
+                        bench: "remote",
+                        measure: `no-op diff, ${vms} VMs + ${vms} overlays + 1 base (${n} resources), check+diff one after another, per resource: SSH vs local (median of ${passes} passes)`,
+                        provider: fmtMs(ss),
+                        reference: fmtMs(sl),
+                        ratio: fmtRatio(ss / sl),
+                    },
+                    {
+                        bench: "remote",
+                        measure: "… whole pass, one after another",
+                        provider: fmtMs(ss * n),
+                        reference: fmtMs(sl * n),
+                        ratio: fmtRatio(ss / sl),
+                    },
+                    {
+                        bench: "remote",
+                        measure: "… of which a DiskImage (check here, diff on the host)",
+                        provider: fmtMs(ds),
+                        reference: fmtMs(dl),
+                        ratio: fmtRatio(ds / dl),
+                    },
+                    {
+                        bench: "remote",
+                        measure: "… of which a VirtualMachine (check on the host, diff here)",
+                        provider: fmtMs(vs),
+                        reference: fmtMs(vl),
+                        ratio: fmtRatio(vs / vl),
+                    },
+                    {
+                        bench: "remote",
+                        measure: `… all ${n} at once, wall time per resource`,
+                        provider: fmtMs(ps),
+                        reference: fmtMs(pl),
+                        ratio: fmtRatio(ps / pl),
+                    },
+                    {
+                        bench: "remote",
+                        measure: `… all ${n} at once, whole pass`,
+                        provider: fmtMs(ps * n),
+                        reference: fmtMs(pl * n),
+                        ratio: fmtRatio(ps / pl),
+                    },
                 );
 
                 // --- overlay create (and delete) over a base on the same host, and by hand over the master
-                const bases: Record<Side["label"], string> = { local: path.join(localDir, "ov-base.raw"), SSH: path.join(farDir, "ov-base.raw") };
+                const bases: Record<Side["label"], string> = {
+                    local: path.join(localDir, "ov-base.raw"),
+                    SSH: path.join(farDir, "ov-base.raw"),
+                };
                 for (const side of [local, remote]) await side.sh(`truncate -s ${GiB} ${q(bases[side.label])}`);
                 const create: Record<Side["label"], number[]> = { local: [], SSH: [] };
                 const remove: Record<Side["label"], number[]> = { local: [], SSH: [] };
@@ -346,7 +495,15 @@ async function measure(opts: Options): Promise<BenchResult> {
                 for (let i = 0; i < overlayRuns; i++) {
                     for (const side of [local, remote]) {
                         const base = bases[side.label];
-                        const inputs = place(side, { source: { kind: "overlay", backing: base, backingFormat: "raw", backingInputHash: hashValue({ bench: base }) }, stateDir: path.join(side.dir, "ov-state") });
+                        const inputs = place(side, {
+                            source: {
+                                kind: "overlay",
+                                backing: base,
+                                backingFormat: "raw",
+                                backingInputHash: hashValue({ bench: base }),
+                            },
+                            stateDir: path.join(side.dir, "ov-state"),
+                        });
                         const c = await timed(() => made.image(side, inputs));
                         create[side.label].push(c.ms);
                         remove[side.label].push((await timed(() => made.dropImage(c.value.id))).ms);
@@ -355,17 +512,39 @@ async function measure(opts: Options): Promise<BenchResult> {
                     byHandSsh.push(
                         (
                             await timed(async () => {
-                                const r = await conn.run(`qemu-img create -q -f qcow2 -b ${q(bases.SSH)} -F raw ${q(ov)}`, { timeoutMs: 30_000 });
-                                if (r.exitCode !== 0) throw new Error(`qemu-img over ssh exited ${r.exitCode}: ${r.stderr}`);
+                                const r = await conn.run(
+                                    `qemu-img create -q -f qcow2 -b ${q(bases.SSH)} -F raw ${q(ov)}`,
+                                    { timeoutMs: 30_000 },
+                                );
+                                if (r.exitCode !== 0)
+                                    throw new Error(`qemu-img over ssh exited ${r.exitCode}: ${r.stderr}`);
                             })
                         ).ms,
                     );
                     await conn.run(`rm -f ${q(ov)}`, { timeoutMs: 10_000 });
                 }
                 rows.push(
-                    { bench: "remote", measure: `DiskImage overlay create over a 1 GiB raw base on the same host: SSH vs local (median of ${overlayRuns}, alternating)`, provider: fmtMs(median(create.SSH)), reference: fmtMs(median(create.local)), ratio: fmtRatio(median(create.SSH) / median(create.local)) },
-                    { bench: "remote", measure: "… vs `ssh host qemu-img create -b` by hand over the same master", provider: fmtMs(median(create.SSH)), reference: fmtMs(median(byHandSsh)), ratio: fmtRatio(median(create.SSH) / median(byHandSsh)) },
-                    { bench: "remote", measure: "DiskImage overlay delete: SSH vs local", provider: fmtMs(median(remove.SSH)), reference: fmtMs(median(remove.local)), ratio: fmtRatio(median(remove.SSH) / median(remove.local)) },
+                    {
+                        bench: "remote",
+                        measure: `DiskImage overlay create over a 1 GiB raw base on the same host: SSH vs local (median of ${overlayRuns}, alternating)`,
+                        provider: fmtMs(median(create.SSH)),
+                        reference: fmtMs(median(create.local)),
+                        ratio: fmtRatio(median(create.SSH) / median(create.local)),
+                    },
+                    {
+                        bench: "remote",
+                        measure: "… vs `ssh host qemu-img create -b` by hand over the same master",
+                        provider: fmtMs(median(create.SSH)),
+                        reference: fmtMs(median(byHandSsh)),
+                        ratio: fmtRatio(median(create.SSH) / median(byHandSsh)),
+                    },
+                    {
+                        bench: "remote",
+                        measure: "DiskImage overlay delete: SSH vs local",
+                        provider: fmtMs(median(remove.SSH)),
+                        reference: fmtMs(median(remove.local)),
+                        ratio: fmtRatio(median(remove.SSH) / median(remove.local)),
+                    },
                 );
 
                 // --- the test guest, create to ready (TCG)
@@ -375,7 +554,13 @@ async function measure(opts: Options): Promise<BenchResult> {
                     for (const side of [local, remote]) {
                         const name = `rb-${i}`;
                         const inputs = place(side, {
-                            vm: { name, accel: "tcg", kernel: side.kernel, initrd: side.initrd, kernelArguments: guestKernelArguments({ name }) },
+                            vm: {
+                                name,
+                                accel: "tcg",
+                                kernel: side.kernel,
+                                initrd: side.initrd,
+                                kernelArguments: guestKernelArguments({ name }),
+                            },
                             ready: { serialPattern: READY_MARKER, timeoutSeconds: BOOT_TIMEOUT_S },
                             stateDir: path.join(side.dir, "vm-state"),
                         });
@@ -388,24 +573,52 @@ async function measure(opts: Options): Promise<BenchResult> {
                 const [bl, bs] = [median(bootMs.local), median(bootMs.SSH)];
                 const list = (xs: number[]) => xs.map((x) => (x / 1000).toFixed(2)).join(", ") + " s";
                 rows.push(
-                    { bench: "remote", measure: `test guest VirtualMachine create to ${READY_MARKER} (TCG): SSH vs local (median of ${boots}, alternating)`, provider: fmtMs(bs), reference: fmtMs(bl), ratio: fmtRatio(bs / bl) },
-                    { bench: "remote", measure: "… every run", provider: list(bootMs.SSH), reference: list(bootMs.local) },
-                    { bench: "remote", measure: "… readySeconds the VM itself reported (its boot, measured on its host)", provider: readyS.SSH.map((x) => x.toFixed(2)).join(", ") + " s", reference: readyS.local.map((x) => x.toFixed(2)).join(", ") + " s" },
+                    {
+                        bench: "remote",
+                        measure: `test guest VirtualMachine create to ${READY_MARKER} (TCG): SSH vs local (median of ${boots}, alternating)`,
+                        provider: fmtMs(bs),
+                        reference: fmtMs(bl),
+                        ratio: fmtRatio(bs / bl),
+                    },
+                    {
+                        bench: "remote",
+                        measure: "… every run",
+                        provider: list(bootMs.SSH),
+                        reference: list(bootMs.local),
+                    },
+                    {
+                        bench: "remote",
+                        measure: "… readySeconds the VM itself reported (its boot, measured on its host)",
+                        provider: readyS.SSH.map((x) => x.toFixed(2)).join(", ") + " s",
+                        reference: readyS.local.map((x) => x.toFixed(2)).join(", ") + " s",
+                    },
                 );
                 // The boot itself varies by hundreds of ms under load; what create adds around it does not.
-                const around = (label: Side["label"]) => median(bootMs[label].map((ms, i) => ms - readyS[label][i] * 1000));
-                rows.push({ bench: "remote", measure: "… create's own time around the boot (wall − readySeconds; median)", provider: fmtMs(around("SSH")), reference: fmtMs(around("local")), ratio: fmtRatio(around("SSH") / around("local")) });
+                const around = (label: Side["label"]) =>
+                    median(bootMs[label].map((ms, i) => ms - readyS[label][i] * 1000));
+                rows.push({
+                    bench: "remote",
+                    measure: "… create's own time around the boot (wall − readySeconds; median)",
+                    provider: fmtMs(around("SSH")),
+                    reference: fmtMs(around("local")),
+                    ratio: fmtRatio(around("SSH") / around("local")),
+                });
 
                 // A spawn's cost grows with the spawning process's memory (libuv forks on Linux), so
                 // the two sides' processes are not alike: this benchmark's, and the small runner.
                 const runnerRss = far
-                    .asFarUser("ps -u \"$(id -u)\" -o rss=,args=")
+                    .asFarUser('ps -u "$(id -u)" -o rss=,args=')
                     .split("\n")
                     .filter((l) => l.includes(`pulumi-qemu/runner/${sha256Hex(bundle).slice(0, 32)}.js`))
                     .map((l) => Number(l.trim().split(/\s+/)[0]));
                 const mib = (kib: number) => `${(kib / 1024).toFixed(0)} MiB`;
                 const ownRss = process.memoryUsage().rss / 1024;
-                const small = await execa("node", ["-e", SPAWN_PROBE, path.join(__dirname, "..", "provider", "host", "process", "toolRun.js"), String(pings)]);
+                const small = await execa("node", [
+                    "-e",
+                    SPAWN_PROBE,
+                    path.join(__dirname, "..", "provider", "host", "process", "toolRun.js"),
+                    String(pings),
+                ]);
                 const probe = JSON.parse(small.stdout) as { ms: number; rssKiB: number };
                 const spawnHere = median(spawnMs);
                 rows.push({

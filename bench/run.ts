@@ -46,12 +46,24 @@ const BENCHES: Record<string, () => Promise<BenchResult>> = {
 };
 
 function table(rows: Row[]): string {
-    const head = "| Benchmark | Measure | pulumi-qemu | Compared with | Ratio | Target | Result |\n|---|---|---|---|---|---|---|";
+    const head =
+        "| Benchmark | Measure | pulumi-qemu | Compared with | Ratio | Target | Result |\n|---|---|---|---|---|---|---|";
     const cell = (s: string | undefined) => (s ?? "").replace(/\|/g, "\\|");
-    return [head, ...rows.map((r) => `| ${cell(r.bench)} | ${cell(r.measure)} | ${cell(r.provider)} | ${cell(r.reference)} | ${cell(r.ratio)} | ${cell(r.target)} | ${cell(r.verdict)} |`)].join("\n");
+    return [
+        head,
+        ...rows.map(
+            (r) =>
+                `| ${cell(r.bench)} | ${cell(r.measure)} | ${cell(r.provider)} | ${cell(r.reference)} | ${cell(r.ratio)} | ${cell(r.target)} | ${cell(r.verdict)} |`,
+        ),
+    ].join("\n");
 }
 
-function machineText(m: Machine, load: { before: string; after: string; qemu: number }, took: number, names: string[]): string {
+function machineText(
+    m: Machine,
+    load: { before: string; after: string; qemu: number },
+    took: number,
+    names: string[],
+): string {
     return [
         `- CPU: ${m.cpu}, ${m.cores} cores, ${m.memory} RAM`,
         `- ${m.os}, Linux ${m.kernel}; ${m.qemu}; ${m.qemuImg}; Node ${m.node}`,
@@ -63,7 +75,8 @@ function machineText(m: Machine, load: { before: string; after: string; qemu: nu
 async function main(): Promise<void> {
     const asked = process.argv.slice(2);
     const unknown = asked.filter((a) => !(a in BENCHES));
-    if (unknown.length) throw new Error(`unknown benchmark ${unknown.join(", ")}; choose from ${Object.keys(BENCHES).join(", ")}`);
+    if (unknown.length)
+        throw new Error(`unknown benchmark ${unknown.join(", ")}; choose from ${Object.keys(BENCHES).join(", ")}`);
     const names = asked.length ? asked : Object.keys(BENCHES);
     const machine = await describeMachine();
     const before = loadAverage();
@@ -92,6 +105,6 @@ async function main(): Promise<void> {
 }
 
 main().catch((err) => {
-    console.error(err instanceof Error ? err.stack ?? err.message : err);
+    console.error(err instanceof Error ? (err.stack ?? err.message) : err);
     process.exit(1);
 });

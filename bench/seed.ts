@@ -16,20 +16,36 @@ import { fmtMs, fmtRatio, median, timed, withTempDir, type BenchResult, type Row
 
 const USER_DATA = {
     hostname: "bench",
-    users: [{ name: "ops", ssh_authorized_keys: ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBenchKeyOnlyForTimingNotARealKeyAtAll ops@bench"] }],
+    users: [
+        {
+            name: "ops",
+            ssh_authorized_keys: [
+                "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBenchKeyOnlyForTimingNotARealKeyAtAll ops@bench",
+            ],
+        },
+    ],
     write_files: [{ path: "/srv/www/index.html", content: "hello\n" }],
     runcmd: [["busybox", "httpd", "-p", "8080", "-h", "/srv/www"]],
 };
 
 async function sha256(file: string): Promise<string> {
-    return createHash("sha256").update(await readFile(file)).digest("hex");
+    return createHash("sha256")
+        .update(await readFile(file))
+        .digest("hex");
 }
 
 export async function runSeed(opts: { runs?: number } = {}): Promise<BenchResult> {
     const runs = opts.runs ?? 11;
     return withTempDir("pq-bench-seed-", async (dir) => {
         const stateDir = path.join(dir, "state");
-        const inputs = { stateDir, source: { kind: "cloudInit", userData: USER_DATA, metaData: { "instance-id": "iid-bench", "local-hostname": "bench" } } };
+        const inputs = {
+            stateDir,
+            source: {
+                kind: "cloudInit",
+                userData: USER_DATA,
+                metaData: { "instance-id": "iid-bench", "local-hostname": "bench" },
+            },
+        };
         const ours: number[] = [];
         const byHand: number[] = [];
         const ourDigests = new Set<string>();
@@ -42,8 +58,15 @@ export async function runSeed(opts: { runs?: number } = {}): Promise<BenchResult
 
             const hand = await timed(async () => {
                 await writeFile(path.join(dir, "user-data"), `#cloud-config\n${renderYaml(USER_DATA)}`);
-                await writeFile(path.join(dir, "meta-data"), renderYaml({ "instance-id": "iid-bench", "local-hostname": "bench" }));
-                await execa("cloud-localds", [path.join(dir, "hand.img"), path.join(dir, "user-data"), path.join(dir, "meta-data")]);
+                await writeFile(
+                    path.join(dir, "meta-data"),
+                    renderYaml({ "instance-id": "iid-bench", "local-hostname": "bench" }),
+                );
+                await execa("cloud-localds", [
+                    path.join(dir, "hand.img"),
+                    path.join(dir, "user-data"),
+                    path.join(dir, "meta-data"),
+                ]);
             });
             byHand.push(hand.ms);
             handDigests.add(await sha256(path.join(dir, "hand.img")));
@@ -54,7 +77,15 @@ export async function runSeed(opts: { runs?: number } = {}): Promise<BenchResult
         const p = median(ours);
         const h = median(byHand);
         const rows: Row[] = [
-            { bench: "seed", measure: "cloud-init seed image (ISO), median of " + runs, provider: fmtMs(p), reference: `cloud-localds by hand ${fmtMs(h)}`, ratio: fmtRatio(p / h), target: "", verdict: "" },
+            {
+                bench: "seed",
+                measure: "cloud-init seed image (ISO), median of " + runs,
+                provider: fmtMs(p),
+                reference: `cloud-localds by hand ${fmtMs(h)}`,
+                ratio: fmtRatio(p / h),
+                target: "",
+                verdict: "",
+            },
             {
                 bench: "seed",
                 measure: `distinct images from ${runs} builds of the same inputs`,

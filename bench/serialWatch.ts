@@ -66,20 +66,31 @@ export async function runSerialWatch(): Promise<BenchResult> {
         const found = serialMatcher("/(a+)+$/")(text);
         const re2Ms = Number(process.hrtime.bigint() - t0) / 1e6;
         if (found) throw new Error("RE2 found (a+)+$ in a...b");
-        const v8 = await execa(process.execPath, ["-e", `const t=Date.now(); /(a+)+$/.test("a".repeat(102400)+"b"); console.log(Date.now()-t)`], {
-            reject: false,
-            timeout: 10_000,
-            killSignal: "SIGKILL",
-        });
+        const v8 = await execa(
+            process.execPath,
+            ["-e", `const t=Date.now(); /(a+)+$/.test("a".repeat(102400)+"b"); console.log(Date.now()-t)`],
+            {
+                reject: false,
+                timeout: 10_000,
+                killSignal: "SIGKILL",
+            },
+        );
         rows.push({
             bench: "serial readiness",
             measure: "/(a+)+$/ against 100 KiB of a's ending in b",
             provider: fmtMs(re2Ms),
-            reference: v8.timedOut ? "V8 RegExp: not finished after 10 s (killed)" : `V8 RegExp: ${fmtMs(Number(v8.stdout))}`,
+            reference: v8.timedOut
+                ? "V8 RegExp: not finished after 10 s (killed)"
+                : `V8 RegExp: ${fmtMs(Number(v8.stdout))}`,
             ratio: v8.timedOut ? `> ${fmtRatio(10_000 / re2Ms)}` : fmtRatio(Number(v8.stdout) / re2Ms),
             target: "",
             verdict: "",
         });
-        return { rows, notes: ["serial readiness: CPU time of the polls (process.cpuUsage), log writes excluded; the watcher and the re-read searched the same bytes and both found the pattern on the last poll only."] };
+        return {
+            rows,
+            notes: [
+                "serial readiness: CPU time of the polls (process.cpuUsage), log writes excluded; the watcher and the re-read searched the same bytes and both found the pattern on the last poll only.",
+            ],
+        };
     });
 }

@@ -26,9 +26,19 @@ export async function runSnapshot(opts: { memories?: number[] } = {}): Promise<B
     await withTempDir("pq-bench-snap-", async (dir) => {
         for (const memoryMiB of opts.memories ?? [256, 1024]) {
             const stateDir = path.join(dir, `state-${memoryMiB}`);
-            const img = await diskImage.createDiskImage({ stateDir, path: path.join(dir, `data-${memoryMiB}.qcow2`), source: { kind: "blank", size: "64M", format: "qcow2" } });
+            const img = await diskImage.createDiskImage({
+                stateDir,
+                path: path.join(dir, `data-${memoryMiB}.qcow2`),
+                source: { kind: "blank", size: "64M", format: "qcow2" },
+            });
             const vm = {
-                name: `bench-snap-${memoryMiB}`, accel: "tcg", agent: "shell", memoryMiB, network: "none", kernel: guest.kernel, initrd: guest.initrd,
+                name: `bench-snap-${memoryMiB}`,
+                accel: "tcg",
+                agent: "shell",
+                memoryMiB,
+                network: "none",
+                kernel: guest.kernel,
+                initrd: guest.initrd,
                 kernelArguments: guestKernelArguments({ name: `bench-snap-${memoryMiB}` }),
                 disks: [{ path: img.path, format: "qcow2", inputHash: img.inputHash }],
             };
@@ -39,7 +49,13 @@ export async function runSnapshot(opts: { memories?: number[] } = {}): Promise<B
                 for (let i = 0; i < COLD_BOOTS; i++) {
                     if (outs) await virtualMachine.remove("", outs);
                     outs = undefined;
-                    const c = await timed(() => virtualMachine.create({ vm, ready: { agent: true, guestPort: 80, timeoutSeconds: 180 }, stateDir }));
+                    const c = await timed(() =>
+                        virtualMachine.create({
+                            vm,
+                            ready: { agent: true, guestPort: 80, timeoutSeconds: 180 },
+                            stateDir,
+                        }),
+                    );
                     outs = c.value.outs as VirtualMachineOutputs;
                     colds.push(c.ms);
                 }
@@ -52,18 +68,35 @@ export async function runSnapshot(opts: { memories?: number[] } = {}): Promise<B
                     const restores: number[] = [];
                     for (let i = 0; i < RESTORES; i++) {
                         await m.succeed("echo dirty > /tmp/dirty");
-                        restores.push((await timed(async () => {
-                            await m.restore("ready");
-                            await m.waitForOpenPort(80, { timeoutSeconds: 60, intervalMs: 20 });
-                        })).ms);
+                        restores.push(
+                            (
+                                await timed(async () => {
+                                    await m.restore("ready");
+                                    await m.waitForOpenPort(80, { timeoutSeconds: 60, intervalMs: 20 });
+                                })
+                            ).ms,
+                        );
                         // Honest figures only: the restore must have worked.
                         await m.fail("test -e /tmp/dirty");
                     }
                     const restoreMs = median(restores);
                     const ratio = restoreMs / cold.ms;
                     rows.push(
-                        { bench: "snapshot", measure: `${memoryMiB} MiB guest: restore to ready (median of ${RESTORES})`, provider: fmtMs(restoreMs), reference: `cold boot to ready ${fmtMs(cold.ms)} (median of ${COLD_BOOTS})`, ratio: fmtRatio(ratio), target: "≤ 0.20×", verdict: verdict(ratio <= 0.2) },
-                        { bench: "snapshot", measure: `${memoryMiB} MiB guest: take a snapshot`, provider: fmtMs(save.ms), reference: `vmstate ${(save.value.vmStateBytes / MiB).toFixed(1)} MiB, qcow2 grew ${(grew / MiB).toFixed(1)} MiB` },
+                        {
+                            bench: "snapshot",
+                            measure: `${memoryMiB} MiB guest: restore to ready (median of ${RESTORES})`,
+                            provider: fmtMs(restoreMs),
+                            reference: `cold boot to ready ${fmtMs(cold.ms)} (median of ${COLD_BOOTS})`,
+                            ratio: fmtRatio(ratio),
+                            target: "≤ 0.20×",
+                            verdict: verdict(ratio <= 0.2),
+                        },
+                        {
+                            bench: "snapshot",
+                            measure: `${memoryMiB} MiB guest: take a snapshot`,
+                            provider: fmtMs(save.ms),
+                            reference: `vmstate ${(save.value.vmStateBytes / MiB).toFixed(1)} MiB, qcow2 grew ${(grew / MiB).toFixed(1)} MiB`,
+                        },
                     );
                     await m.deleteSnapshot("ready");
                 } finally {
@@ -89,10 +122,19 @@ export async function runSnapshot(opts: { memories?: number[] } = {}): Promise<B
  */
 async function warmCreates(dir: string, guest: { kernel: string; initrd: string }): Promise<Row[]> {
     const stateDir = path.join(dir, "state-warm");
-    const img = await diskImage.createDiskImage({ stateDir, path: path.join(dir, "warm.qcow2"), source: { kind: "blank", size: "64M", format: "qcow2" } });
+    const img = await diskImage.createDiskImage({
+        stateDir,
+        path: path.join(dir, "warm.qcow2"),
+        source: { kind: "blank", size: "64M", format: "qcow2" },
+    });
     const inputs = {
         vm: {
-            name: "bench-warm", accel: "tcg", agent: "shell", network: "none", kernel: guest.kernel, initrd: guest.initrd,
+            name: "bench-warm",
+            accel: "tcg",
+            agent: "shell",
+            network: "none",
+            kernel: guest.kernel,
+            initrd: guest.initrd,
             kernelArguments: guestKernelArguments({ name: "bench-warm" }),
             disks: [{ path: img.path, format: "qcow2", inputHash: img.inputHash }],
         },
@@ -103,7 +145,11 @@ async function warmCreates(dir: string, guest: { kernel: string; initrd: string 
     let outs: VirtualMachineOutputs | undefined;
     const kill = async () => {
         process.kill(outs!.pid, "SIGKILL");
-        await waitUntilGone({ pid: outs!.pid, startTime: outs!.processStartTime, bootId: outs!.bootId }, outs!.pidfile, 10_000);
+        await waitUntilGone(
+            { pid: outs!.pid, startTime: outs!.processStartTime, bootId: outs!.bootId },
+            outs!.pidfile,
+            10_000,
+        );
         await virtualMachine.read("x", outs!);
         outs = undefined;
     };
@@ -116,11 +162,24 @@ async function warmCreates(dir: string, guest: { kernel: string; initrd: string 
             await kill();
             const r = await timed(() => virtualMachine.create(inputs));
             outs = r.value.outs as VirtualMachineOutputs;
-            if (outs.start !== "restored") throw new Error(`bench warmStart: create ${i + 2} was ${outs.start} (${outs.startNote ?? ""}), not restored`);
+            if (outs.start !== "restored")
+                throw new Error(
+                    `bench warmStart: create ${i + 2} was ${outs.start} (${outs.startNote ?? ""}), not restored`,
+                );
             warm.push(r.ms);
         }
         const ratio = median(warm) / cold.ms;
-        return [{ bench: "snapshot", measure: `warmStart, 256 MiB guest: create to ready after kill -9, restored (median of ${WARM_ROUNDS})`, provider: fmtMs(median(warm)), reference: `first create, cold boot + snapshot ${fmtMs(cold.ms)}`, ratio: fmtRatio(ratio), target: "≤ 0.20×", verdict: verdict(ratio <= 0.2) }];
+        return [
+            {
+                bench: "snapshot",
+                measure: `warmStart, 256 MiB guest: create to ready after kill -9, restored (median of ${WARM_ROUNDS})`,
+                provider: fmtMs(median(warm)),
+                reference: `first create, cold boot + snapshot ${fmtMs(cold.ms)}`,
+                ratio: fmtRatio(ratio),
+                target: "≤ 0.20×",
+                verdict: verdict(ratio <= 0.2),
+            },
+        ];
     } finally {
         if (outs) await virtualMachine.remove("", outs).catch(() => undefined);
     }

@@ -55,8 +55,21 @@ export async function runSnapshotDebian(): Promise<BenchResult> {
             const restoreMs = median(restores);
             const ratio = restoreMs / cold.ms;
             const rows: Row[] = [
-                { bench: "snapshotDebian", measure: `Debian 12 guest, 768 MiB: restore to ready (median of ${RESTORES}: ${restores.map(fmtMs).join(", ")})`, provider: fmtMs(restoreMs), reference: `cold boot to ready ${fmtMs(cold.ms)} (one boot)`, ratio: fmtRatio(ratio), target: "≤ 0.20×", verdict: verdict(ratio <= 0.2) },
-                { bench: "snapshotDebian", measure: "Debian 12 guest, 768 MiB: take a snapshot", provider: fmtMs(save.ms), reference: `vmstate ${(save.value.vmStateBytes / MiB).toFixed(1)} MiB, qcow2 overlay grew ${(grew / MiB).toFixed(1)} MiB` },
+                {
+                    bench: "snapshotDebian",
+                    measure: `Debian 12 guest, 768 MiB: restore to ready (median of ${RESTORES}: ${restores.map(fmtMs).join(", ")})`,
+                    provider: fmtMs(restoreMs),
+                    reference: `cold boot to ready ${fmtMs(cold.ms)} (one boot)`,
+                    ratio: fmtRatio(ratio),
+                    target: "≤ 0.20×",
+                    verdict: verdict(ratio <= 0.2),
+                },
+                {
+                    bench: "snapshotDebian",
+                    measure: "Debian 12 guest, 768 MiB: take a snapshot",
+                    provider: fmtMs(save.ms),
+                    reference: `vmstate ${(save.value.vmStateBytes / MiB).toFixed(1)} MiB, qcow2 overlay grew ${(grew / MiB).toFixed(1)} MiB`,
+                },
             ];
             return {
                 rows,
@@ -75,12 +88,17 @@ export async function runSnapshotDebian(): Promise<BenchResult> {
 async function waitForBanner(port: number, timeoutMs: number): Promise<void> {
     const until = Date.now() + timeoutMs;
     while (!(await tcpAnswers("127.0.0.1", port, Math.max(500, Math.min(5000, until - Date.now()))))) {
-        if (Date.now() > until) throw new Error(`sshd gave no banner on 127.0.0.1:${port} within ${timeoutMs / 1000} s after the restore`);
+        if (Date.now() > until)
+            throw new Error(`sshd gave no banner on 127.0.0.1:${port} within ${timeoutMs / 1000} s after the restore`);
         await new Promise((r) => setTimeout(r, 20));
     }
 }
 
 async function sshTrue(sshArgs: string[]): Promise<void> {
-    const r = await runTool("ssh", [...sshArgs, "tester@127.0.0.1", "true"], { timeoutMs: 60_000, label: "ssh tester@127.0.0.1 true" });
-    if (r.exitCode !== 0) throw new Error(`ssh tester@127.0.0.1 true after the restore exited ${r.exitCode}: ${r.stderr}`);
+    const r = await runTool("ssh", [...sshArgs, "tester@127.0.0.1", "true"], {
+        timeoutMs: 60_000,
+        label: "ssh tester@127.0.0.1 true",
+    });
+    if (r.exitCode !== 0)
+        throw new Error(`ssh tester@127.0.0.1 true after the restore exited ${r.exitCode}: ${r.stderr}`);
 }

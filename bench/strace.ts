@@ -26,11 +26,32 @@ const EXECVE = /^(\d+)\s+execve\("([^"]*)"/;
 const CLONE = /^(\d+)\s+(?:clone3?|v?fork)\(.*\)\s+=\s+(\d+)/;
 const CLONE_RESUMED = /^(\d+)\s+<\.\.\. (?:clone3?|v?fork) resumed>.*\)\s+=\s+(\d+)/;
 
-export async function traceReads<T>(pid: number, isWatched: (file: string) => boolean, fn: () => Promise<T>): Promise<{ value: T; reads: TracedReads }> {
+export async function traceReads<T>(
+    pid: number,
+    isWatched: (file: string) => boolean,
+    fn: () => Promise<T>,
+): Promise<{ value: T; reads: TracedReads }> {
     const out = path.join(os.tmpdir(), `pq-bench-strace-${process.pid}-${Date.now()}.txt`);
-    const tracer = spawn("strace", ["-f", "-y", "-s", "0", "-e", "trace=read,pread64,readv,preadv,preadv2,mmap,execve,clone,clone3,fork,vfork", "-e", "signal=none", "-o", out, "-p", String(pid)], {
-        stdio: ["ignore", "ignore", "pipe"],
-    });
+    const tracer = spawn(
+        "strace",
+        [
+            "-f",
+            "-y",
+            "-s",
+            "0",
+            "-e",
+            "trace=read,pread64,readv,preadv,preadv2,mmap,execve,clone,clone3,fork,vfork",
+            "-e",
+            "signal=none",
+            "-o",
+            out,
+            "-p",
+            String(pid),
+        ],
+        {
+            stdio: ["ignore", "ignore", "pipe"],
+        },
+    );
     const exited = new Promise<number | null>((resolve) => tracer.once("exit", (code) => resolve(code)));
     try {
         await new Promise<void>((resolve, reject) => {

@@ -25,8 +25,12 @@ async function main(): Promise<void> {
     if (r >= 0) {
         const rootfs = args[r + 1];
         if (!rootfs || !rootfs.startsWith("/")) throw new Error("--rootfs needs an absolute directory (new or empty)");
-        const boot = await mmdebstrapRootfs(rootfs, (line) => process.stderr.write(`[${((Date.now() - t0) / 1000).toFixed(1)}s] ${line}\n`));
-        console.log(`root filesystem in ${rootfs} (${((Date.now() - t0) / 1000).toFixed(1)} s)\n\nFor examples/debian-web:`);
+        const boot = await mmdebstrapRootfs(rootfs, (line) =>
+            process.stderr.write(`[${((Date.now() - t0) / 1000).toFixed(1)}s] ${line}\n`),
+        );
+        console.log(
+            `root filesystem in ${rootfs} (${((Date.now() - t0) / 1000).toFixed(1)} s)\n\nFor examples/debian-web:`,
+        );
         console.log(`  pulumi config set rootfsDir ${rootfs}`);
         console.log(`  pulumi config set kernel ${boot.kernel}`);
         console.log(`  pulumi config set initrd ${boot.initrd}`);

@@ -52,13 +52,17 @@ async function main(): Promise<number> {
 
     // The guest cache lives in the checkout, wherever this file was compiled to.
     process.env.PQ_TEST_GUEST_CACHE ??= path.join(MAIN_ROOT, ".cache", "test-guest");
-    const { ensureTestGuest, guestKernelArguments, READY_MARKER } = require("../tests/guest/testGuest") as typeof testGuest;
+    const { ensureTestGuest, guestKernelArguments, READY_MARKER } =
+        require("../tests/guest/testGuest") as typeof testGuest;
     const guest = await ensureTestGuest();
     const firstPort = await consecutiveFreePorts(count);
     const config = {
         kernel: guest.kernel,
         initrd: guest.initrd,
-        kernelArguments: guestKernelArguments({ name: "{name}", mounts: [{ tag: mountTag(shared), at: "/mnt/shared", readOnly: true }] }),
+        kernelArguments: guestKernelArguments({
+            name: "{name}",
+            mounts: [{ tag: mountTag(shared), at: "/mnt/shared", readOnly: true }],
+        }),
         sharedDir: shared,
         firstPort,
         count,
@@ -66,7 +70,9 @@ async function main(): Promise<number> {
         accel: "tcg",
     };
     const program = await prepareProgram(EXAMPLE, path.join(work, "program"));
-    const deployer = onPath("pulumi") ? await cliDeployer(program, work, config) : miniEngineDeployer(program, work, config);
+    const deployer = onPath("pulumi")
+        ? await cliDeployer(program, work, config)
+        : miniEngineDeployer(program, work, config);
     console.log(`fleet demo: ${count} VMs from ${EXAMPLE}, deployed ${deployer.describe}`);
     console.log(`  work directory ${work}; ports ${firstPort}..${firstPort + count - 1}`);
 
@@ -117,7 +123,9 @@ async function main(): Promise<number> {
 async function showAnswers(outputs: Props, count: number): Promise<boolean> {
     const addresses = unwrap(outputs.addresses) as Record<string, string> | undefined;
     if (!addresses || Object.keys(addresses).length !== count) {
-        console.error(`FAIL: the stack output "addresses" should list ${count} VMs: ${JSON.stringify(outputs.addresses)}`);
+        console.error(
+            `FAIL: the stack output "addresses" should list ${count} VMs: ${JSON.stringify(outputs.addresses)}`,
+        );
         return false;
     }
     let ok = true;
@@ -140,8 +148,13 @@ async function showAnswers(outputs: Props, count: number): Promise<boolean> {
 function showPrivateChecks(outputs: Props, count: number): boolean {
     const log = unwrap(outputs.clientSerialLog) as string | undefined;
     if (!log) return true; // privateNetwork: false
-    console.log(`private network ${String(unwrap(outputs.lanSubnet))}, hosts:\n${String(unwrap(outputs.hosts)).replace(/^/gm, "    ").trimEnd()}`);
-    const checks = readFileSync(log, "utf8").split("\n").filter((l) => l.includes("pq-check:")).map((l) => l.trim());
+    console.log(
+        `private network ${String(unwrap(outputs.lanSubnet))}, hosts:\n${String(unwrap(outputs.hosts)).replace(/^/gm, "    ").trimEnd()}`,
+    );
+    const checks = readFileSync(log, "utf8")
+        .split("\n")
+        .filter((l) => l.includes("pq-check:"))
+        .map((l) => l.trim());
     for (const line of checks) console.log(`  client: ${line}`);
     const ok = checks.includes(`pq-check: done, ${count} ok, 0 failed`);
     if (!ok) console.error("FAIL: the client did not reach every web VM over the private network");
@@ -149,22 +162,38 @@ function showPrivateChecks(outputs: Props, count: number): boolean {
 }
 
 function miniEngineDeployer(dir: string, work: string, config: Record<string, unknown>): Deployer {
-    const project = (readFileSync(path.join(dir, "Pulumi.yaml"), "utf8").match(/^name:\s*(\S+)/m) ?? [])[1] ?? "qemu-fleet";
-    const opts: ProjectOptions = { dir, project, stack: STACK, statePath: path.join(work, "stack-state.json"), config, programTimeoutMs: 20 * 60_000 };
+    const project =
+        (readFileSync(path.join(dir, "Pulumi.yaml"), "utf8").match(/^name:\s*(\S+)/m) ?? [])[1] ?? "qemu-fleet";
+    const opts: ProjectOptions = {
+        dir,
+        project,
+        stack: STACK,
+        statePath: path.join(work, "stack-state.json"),
+        config,
+        programTimeoutMs: 20 * 60_000,
+    };
     return {
         describe: "through the engine-protocol driver (tests/engine/miniEngine: no `pulumi` CLI on PATH)",
         async up() {
             const s = await up(opts);
             const errors = s.logs.filter((l) => l.severity === "error");
-            if (errors.length) throw new Error(`errors logged to the engine: ${errors.map((e) => e.message).join("; ")}`);
-            return { seconds: s.seconds, changes: s.counts.create + s.counts.update + s.counts.replace + s.counts.delete, outputs: s.outputs };
+            if (errors.length)
+                throw new Error(`errors logged to the engine: ${errors.map((e) => e.message).join("; ")}`);
+            return {
+                seconds: s.seconds,
+                changes: s.counts.create + s.counts.update + s.counts.replace + s.counts.delete,
+                outputs: s.outputs,
+            };
         },
         async destroy() {
             return { seconds: (await destroy(opts)).seconds };
         },
         async pids() {
             const state = await loadState(opts.statePath);
-            return state.resources.filter((r) => r.type.endsWith(":VirtualMachine")).map((r) => Number(unwrap(r.outputs.pid))).filter(Number.isInteger);
+            return state.resources
+                .filter((r) => r.type.endsWith(":VirtualMachine"))
+                .map((r) => Number(unwrap(r.outputs.pid)))
+                .filter(Number.isInteger);
         },
     };
 }
@@ -174,7 +203,8 @@ function miniEngineDeployer(dir: string, work: string, config: Record<string, un
  * language host would need ts-node for TypeScript, so the runtime is told the program is JavaScript.
  */
 async function cliDeployer(dir: string, work: string, config: Record<string, unknown>): Promise<Deployer> {
-    const project = (readFileSync(path.join(dir, "Pulumi.yaml"), "utf8").match(/^name:\s*(\S+)/m) ?? [])[1] ?? "qemu-fleet";
+    const project =
+        (readFileSync(path.join(dir, "Pulumi.yaml"), "utf8").match(/^name:\s*(\S+)/m) ?? [])[1] ?? "qemu-fleet";
     const env = {
         ...process.env,
         PULUMI_HOME: path.join(work, "pulumi-home"),
@@ -182,8 +212,18 @@ async function cliDeployer(dir: string, work: string, config: Record<string, unk
         PULUMI_SKIP_UPDATE_CHECK: "true",
         PULUMI_AUTOMATION_API_SKIP_VERSION_CHECK: "true",
     };
-    const pulumi = (...args: string[]) => execFileSync("pulumi", [...args, "--non-interactive"], { cwd: dir, env, encoding: "utf8", stdio: ["ignore", "pipe", "inherit"], maxBuffer: 64 * 1024 * 1024 });
-    await writeFile(path.join(dir, "Pulumi.yaml"), `name: ${project}\nruntime:\n  name: nodejs\n  options:\n    typescript: false\n`);
+    const pulumi = (...args: string[]) =>
+        execFileSync("pulumi", [...args, "--non-interactive"], {
+            cwd: dir,
+            env,
+            encoding: "utf8",
+            stdio: ["ignore", "pipe", "inherit"],
+            maxBuffer: 64 * 1024 * 1024,
+        });
+    await writeFile(
+        path.join(dir, "Pulumi.yaml"),
+        `name: ${project}\nruntime:\n  name: nodejs\n  options:\n    typescript: false\n`,
+    );
     const stackConfig: Record<string, unknown> = {};
     for (const [k, v] of Object.entries(config)) stackConfig[`${project}:${k}`] = v;
     // JSON is YAML: the config file takes the values with their types.
@@ -230,7 +270,6 @@ function onPath(command: string): boolean {
     return spawnSync("sh", ["-c", `command -v ${command}`], { stdio: "ignore" }).status === 0;
 }
 
-
 function valueOf(args: string[], flag: string): string | undefined {
     const i = args.indexOf(flag);
     return i >= 0 ? args[i + 1] : undefined;
@@ -243,7 +282,7 @@ function fmt(seconds: number | undefined): string {
 main().then(
     (code) => process.exit(code),
     (err) => {
-        console.error(err instanceof Error ? err.stack ?? err.message : String(err));
+        console.error(err instanceof Error ? (err.stack ?? err.message) : String(err));
         process.exit(1);
     },
 );

@@ -10,8 +10,26 @@ export { DiskImage, GuestCommand, RunScript, VirtualMachine, Network } from "./r
 export type { NicOutput, HostsOutput } from "./generatedTypes";
 export { Host } from "./host";
 export type { HostResourceArgs } from "./host";
-export { diskImageProvider, guestCommandProvider, runScriptProvider, virtualMachineProvider, networkProvider } from "./providers";
-export type { DiskImageArgs, DiskImageSource, GuestCommandArgs, HostArgs, ReadyArgs, RunScriptArgs, VirtualMachineArgs, VmReferenceArgs, VmSpecArgs, DeepInput, NetworkArgs } from "./types";
+export {
+    diskImageProvider,
+    guestCommandProvider,
+    runScriptProvider,
+    virtualMachineProvider,
+    networkProvider,
+} from "./providers";
+export type {
+    DiskImageArgs,
+    DiskImageSource,
+    GuestCommandArgs,
+    HostArgs,
+    ReadyArgs,
+    RunScriptArgs,
+    VirtualMachineArgs,
+    VmReferenceArgs,
+    VmSpecArgs,
+    DeepInput,
+    NetworkArgs,
+} from "./types";
 export { mergeHosts, renderHosts } from "../provider/core/network";
 export { vmAddress, networkDomain } from "../provider/core/dhcp";
 export type { PlannedNic, NetworkFacts } from "../provider/core/dhcp";

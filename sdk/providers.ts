@@ -15,7 +15,11 @@ import { RESOURCES, shimModulePath, type ResourceName } from "../provider/resour
 function lifecycleShim(modulePath: string, updatesInPlace: boolean): pulumi.dynamic.ResourceProvider {
     // Long calls send progress to the engine when run in the dynamic-provider plugin (plugin/engineLog.ts).
     const progressing = (inputs: unknown, work: () => Promise<any>) =>
-        require(modulePath.replace(/resources\/[^/]+$/, "plugin/engineLog.js")).inDynamicProvider(modulePath.replace(/^.*\/|\.js$/g, ""), inputs, work);
+        require(modulePath.replace(/resources\/[^/]+$/, "plugin/engineLog.js")).inDynamicProvider(
+            modulePath.replace(/^.*\/|\.js$/g, ""),
+            inputs,
+            work,
+        );
     // customTimeouts reach a dynamic provider only as an input the SDK adds ("__timeouts", seconds
     // per operation): taken off before the lifecycle sees anything, kept in the state (inputs and
     // outputs, so delete has it), and the call run under it (host/callDeadline.ts).
@@ -24,9 +28,14 @@ function lifecycleShim(modulePath: string, updatesInPlace: boolean): pulumi.dyna
         const { __timeouts, ...rest } = props;
         return [rest, __timeouts];
     };
-    const keep = (props: any, timeouts: any) => (timeouts === undefined || !props ? props : { ...props, __timeouts: timeouts });
+    const keep = (props: any, timeouts: any) =>
+        timeouts === undefined || !props ? props : { ...props, __timeouts: timeouts };
     const within = (timeouts: any, op: string, work: () => Promise<any>) =>
-        require(modulePath.replace(/resources\/[^/]+$/, "host/callDeadline.js")).withCallDeadline(timeouts?.[op], op, work);
+        require(modulePath.replace(/resources\/[^/]+$/, "host/callDeadline.js")).withCallDeadline(
+            timeouts?.[op],
+            op,
+            work,
+        );
     const provider: pulumi.dynamic.ResourceProvider = {
         check: async (olds, news) => {
             const [n, t] = split(news);
@@ -55,7 +64,9 @@ function lifecycleShim(modulePath: string, updatesInPlace: boolean): pulumi.dyna
     if (updatesInPlace) {
         provider.update = async (id, olds, news) => {
             const [n, t] = split(news);
-            const r = await progressing(n, () => within(t, "update", () => require(modulePath).update(id, split(olds)[0], n)));
+            const r = await progressing(n, () =>
+                within(t, "update", () => require(modulePath).update(id, split(olds)[0], n)),
+            );
             return { ...r, outs: keep(r.outs, t) };
         };
     }
@@ -66,10 +77,9 @@ function lifecycleShim(modulePath: string, updatesInPlace: boolean): pulumi.dyna
 export const TIMEOUTS_KEY = "__timeouts";
 
 /** The shim of each resource, made from the registry (the closures capture only the module path and whether it updates). */
-export const PROVIDERS = Object.fromEntries(RESOURCES.map((r) => [r.name, lifecycleShim(shimModulePath(r), r.updatesInPlace)])) as Record<
-    ResourceName,
-    pulumi.dynamic.ResourceProvider
->;
+export const PROVIDERS = Object.fromEntries(
+    RESOURCES.map((r) => [r.name, lifecycleShim(shimModulePath(r), r.updatesInPlace)]),
+) as Record<ResourceName, pulumi.dynamic.ResourceProvider>;
 
 // The names the package has exported since 0.1.
 export const diskImageProvider = PROVIDERS.DiskImage;

@@ -1,8 +1,22 @@
 import * as pulumi from "@pulumi/pulumi";
 import { parseTimeout } from "../provider/host/callDeadline";
 import { hostAbove } from "./host";
-import { diskImageProvider, guestCommandProvider, networkProvider, runScriptProvider, TIMEOUTS_KEY, virtualMachineProvider } from "./providers";
-import { diskImageOutputs, guestCommandOutputs, networkOutputs, outputNames, runScriptOutputs, virtualMachineOutputs } from "../provider/core/outputSpecs";
+import {
+    diskImageProvider,
+    guestCommandProvider,
+    networkProvider,
+    runScriptProvider,
+    TIMEOUTS_KEY,
+    virtualMachineProvider,
+} from "./providers";
+import {
+    diskImageOutputs,
+    guestCommandOutputs,
+    networkOutputs,
+    outputNames,
+    runScriptOutputs,
+    virtualMachineOutputs,
+} from "../provider/core/outputSpecs";
 import type {
     DiskImageOutputProperties,
     GuestCommandOutputProperties,
@@ -52,7 +66,14 @@ function timeoutSeconds(t: pulumi.CustomTimeouts | undefined): Record<string, nu
  * interface of the same name (generatedTypes.ts).
  */
 abstract class PlacedResource extends pulumi.dynamic.Resource {
-    protected constructor(provider: pulumi.dynamic.ResourceProvider, name: string, props: object, outputs: readonly string[], opts: pulumi.CustomResourceOptions | undefined, type: string) {
+    protected constructor(
+        provider: pulumi.dynamic.ResourceProvider,
+        name: string,
+        props: object,
+        outputs: readonly string[],
+        opts: pulumi.CustomResourceOptions | undefined,
+        type: string,
+    ) {
         super(provider, name, withOutputs(placedProps(props, opts), outputs), opts, "qemu", type);
     }
 }
@@ -106,7 +127,11 @@ export class Network extends PlacedResource {
      * exists, with no dependency on the VM (so it can go into another VM's seed).
      */
     addressOf(vmName: string, hostname?: string): pulumi.Output<PlannedNic> {
-        return pulumi.all([this.id, this.subnet, this.domain, this.dhcp]).apply(([id, subnet, domain, dhcp]) => vmAddress({ id, subnet, domain, dhcp: dhcp ?? false }, vmName, hostname));
+        return pulumi
+            .all([this.id, this.subnet, this.domain, this.dhcp])
+            .apply(([id, subnet, domain, dhcp]) =>
+                vmAddress({ id, subnet, domain, dhcp: dhcp ?? false }, vmName, hostname),
+            );
     }
 }
 const GUEST_COMMAND_OUTPUTS = outputNames(guestCommandOutputs);

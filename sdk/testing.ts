@@ -123,7 +123,10 @@ export interface Machine {
 
 /** Raised by succeed/fail/waits: carries what the guest said. */
 export class MachineError extends Error {
-    constructor(message: string, readonly result?: ExecuteResult) {
+    constructor(
+        message: string,
+        readonly result?: ExecuteResult,
+    ) {
         super(message);
         this.name = "MachineError";
     }
@@ -148,7 +151,10 @@ export function attach(arg: unknown, name?: string): Machine | Promise<Machine> 
 
 function attachOutputs(outputs: MachineOutputs): Machine {
     for (const key of ["qmpSocket", "serialLog"] as const) {
-        if (typeof outputs[key] !== "string") throw new Error(`attach: ${key} is missing from the VM outputs; pass a VirtualMachine's outputs (stack.outputs()[name].value)`);
+        if (typeof outputs[key] !== "string")
+            throw new Error(
+                `attach: ${key} is missing from the VM outputs; pass a VirtualMachine's outputs (stack.outputs()[name].value)`,
+            );
     }
     // Where the VM's sockets and files are: this machine, or its far host through SSH.
     const site = siteOf(outputs);
@@ -164,14 +170,26 @@ function attachOutputs(outputs: MachineOutputs): Machine {
         return (channel ??= openAgentChannel(outputs));
     };
     const identity: ProcessIdentity | undefined =
-        outputs.pid !== undefined && outputs.processStartTime && outputs.bootId ? { pid: outputs.pid, startTime: outputs.processStartTime, bootId: outputs.bootId } : undefined;
+        outputs.pid !== undefined && outputs.processStartTime && outputs.bootId
+            ? { pid: outputs.pid, startTime: outputs.processStartTime, bootId: outputs.bootId }
+            : undefined;
 
     const execute = async (command: string, opts: ExecuteOptions = {}): Promise<ExecuteResult> => {
         const r = await (await chan()).execute(command, opts as ExecOptions);
-        return { exitCode: r.exitCode, stdout: r.stdout.toString("utf8"), stderr: r.stderr.toString("utf8"), raw: { stdout: r.stdout, stderr: r.stderr } };
+        return {
+            exitCode: r.exitCode,
+            stdout: r.stdout.toString("utf8"),
+            stderr: r.stderr.toString("utf8"),
+            raw: { stdout: r.stdout, stderr: r.stderr },
+        };
     };
 
-    const waitUntil = async <T>(what: string, opts: WaitOptions, attempt: (remainingSeconds: number) => Promise<T | undefined>, lastSeen: () => string): Promise<T> => {
+    const waitUntil = async <T>(
+        what: string,
+        opts: WaitOptions,
+        attempt: (remainingSeconds: number) => Promise<T | undefined>,
+        lastSeen: () => string,
+    ): Promise<T> => {
         const timeoutSeconds = opts.timeoutSeconds ?? DEFAULT_WAIT_SECONDS;
         const deadline = Date.now() + timeoutSeconds * 1000;
         for (;;) {
@@ -179,7 +197,9 @@ function attachOutputs(outputs: MachineOutputs): Machine {
             const got = await attempt(remaining);
             if (got !== undefined) return got;
             if (Date.now() >= deadline) {
-                throw new MachineError(`${what}: not within ${timeoutSeconds} s. ${lastSeen()}\nLast lines of the serial console:\n${await site.serialTail()}`);
+                throw new MachineError(
+                    `${what}: not within ${timeoutSeconds} s. ${lastSeen()}\nLast lines of the serial console:\n${await site.serialTail()}`,
+                );
             }
             await sleep(Math.min(opts.intervalMs ?? 500, Math.max(0, deadline - Date.now())));
         }
@@ -197,52 +217,100 @@ function attachOutputs(outputs: MachineOutputs): Machine {
         },
         async fail(command, opts) {
             const r = await execute(command, opts);
-            if (r.exitCode === 0) throw new MachineError(`command ${JSON.stringify(command)} succeeded but was expected to fail; stdout: ${tail(r.stdout)}`, r);
+            if (r.exitCode === 0)
+                throw new MachineError(
+                    `command ${JSON.stringify(command)} succeeded but was expected to fail; stdout: ${tail(r.stdout)}`,
+                    r,
+                );
             return r;
         },
         async waitUntilSucceeds(command, opts = {}) {
             let last: ExecuteResult | undefined;
-            return waitUntil(`waitUntilSucceeds(${JSON.stringify(command)})`, opts, async (remaining) => {
-                last = await execute(command, { timeoutSeconds: Math.min(remaining, DEFAULT_EXEC_TIMEOUT_SECONDS) });
-                return last.exitCode === 0 ? last.stdout : undefined;
-            }, () => (last ? `Last attempt: ${describe(command, last)}` : ""));
+            return waitUntil(
+                `waitUntilSucceeds(${JSON.stringify(command)})`,
+                opts,
+                async (remaining) => {
+                    last = await execute(command, {
+                        timeoutSeconds: Math.min(remaining, DEFAULT_EXEC_TIMEOUT_SECONDS),
+                    });
+                    return last.exitCode === 0 ? last.stdout : undefined;
+                },
+                () => (last ? `Last attempt: ${describe(command, last)}` : ""),
+            );
         },
         async waitUntilFails(command, opts = {}) {
             let last: ExecuteResult | undefined;
-            return waitUntil(`waitUntilFails(${JSON.stringify(command)})`, opts, async (remaining) => {
-                last = await execute(command, { timeoutSeconds: Math.min(remaining, DEFAULT_EXEC_TIMEOUT_SECONDS) });
-                return last.exitCode !== 0 ? last : undefined;
-            }, () => (last ? `Last attempt exited 0; stdout: ${tail(last.stdout)}` : ""));
+            return waitUntil(
+                `waitUntilFails(${JSON.stringify(command)})`,
+                opts,
+                async (remaining) => {
+                    last = await execute(command, {
+                        timeoutSeconds: Math.min(remaining, DEFAULT_EXEC_TIMEOUT_SECONDS),
+                    });
+                    return last.exitCode !== 0 ? last : undefined;
+                },
+                () => (last ? `Last attempt exited 0; stdout: ${tail(last.stdout)}` : ""),
+            );
         },
         async waitForOpenPort(port, opts = {}) {
             checkPort(port);
             let seen = new Set<number>();
-            await waitUntil(`waitForOpenPort(${port})`, opts, async () => {
-                seen = await guestListening(execute);
-                return seen.has(port) ? true : undefined;
-            }, () => `Listening in the guest: ${[...seen].sort((a, b) => a - b).join(", ") || "nothing"}`);
+            await waitUntil(
+                `waitForOpenPort(${port})`,
+                opts,
+                async () => {
+                    seen = await guestListening(execute);
+                    return seen.has(port) ? true : undefined;
+                },
+                () => `Listening in the guest: ${[...seen].sort((a, b) => a - b).join(", ") || "nothing"}`,
+            );
         },
         async waitForClosedPort(port, opts = {}) {
             checkPort(port);
-            await waitUntil(`waitForClosedPort(${port})`, opts, async () => ((await guestListening(execute)).has(port) ? undefined : true), () => "");
+            await waitUntil(
+                `waitForClosedPort(${port})`,
+                opts,
+                async () => ((await guestListening(execute)).has(port) ? undefined : true),
+                () => "",
+            );
         },
         async waitForFile(guestPath, opts = {}) {
-            await waitUntil(`waitForFile(${guestPath})`, opts, async () => ((await execute(`test -e ${shellQuote(guestPath)}`)).exitCode === 0 ? true : undefined), () => "");
+            await waitUntil(
+                `waitForFile(${guestPath})`,
+                opts,
+                async () => ((await execute(`test -e ${shellQuote(guestPath)}`)).exitCode === 0 ? true : undefined),
+                () => "",
+            );
         },
         async waitForConsoleText(pattern, opts = {}) {
-            const re = typeof pattern === "string" ? new RegExp(pattern.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")) : new RegExp(pattern.source, pattern.flags.replace(/[gy]/g, ""));
-            return waitUntil(`waitForConsoleText(${re})`, { intervalMs: 200, ...opts }, async () => re.exec(await machine.consoleText())?.[0], () => "");
+            const re =
+                typeof pattern === "string"
+                    ? new RegExp(pattern.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"))
+                    : new RegExp(pattern.source, pattern.flags.replace(/[gy]/g, ""));
+            return waitUntil(
+                `waitForConsoleText(${re})`,
+                { intervalMs: 200, ...opts },
+                async () => re.exec(await machine.consoleText())?.[0],
+                () => "",
+            );
         },
         async copyToGuest(hostPath, guestPath, opts = {}) {
             const c = await chan();
             if (c.copyIn) return c.copyIn(hostPath, guestPath);
-            const r = await execute(`cat > ${shellQuote(guestPath)}`, { stdin: { file: hostPath }, timeoutSeconds: opts.timeoutSeconds ?? 300 });
-            if (r.exitCode !== 0) throw new MachineError(`copyToGuest ${hostPath} → ${guestPath}: ${describe("cat > …", r)}`, r);
+            const r = await execute(`cat > ${shellQuote(guestPath)}`, {
+                stdin: { file: hostPath },
+                timeoutSeconds: opts.timeoutSeconds ?? 300,
+            });
+            if (r.exitCode !== 0)
+                throw new MachineError(`copyToGuest ${hostPath} → ${guestPath}: ${describe("cat > …", r)}`, r);
         },
         async copyFromGuest(guestPath, hostPath, opts = {}) {
             const c = await chan();
             if (c.copyOut) return c.copyOut(guestPath, hostPath);
-            const r = await execute(`cat ${shellQuote(guestPath)}`, { stdoutFile: hostPath, timeoutSeconds: opts.timeoutSeconds ?? 300 });
+            const r = await execute(`cat ${shellQuote(guestPath)}`, {
+                stdoutFile: hostPath,
+                timeoutSeconds: opts.timeoutSeconds ?? 300,
+            });
             if (r.exitCode !== 0) {
                 await rm(hostPath, { force: true });
                 throw new MachineError(`copyFromGuest ${guestPath} → ${hostPath}: ${describe("cat …", r)}`, r);
@@ -282,7 +350,9 @@ function attachOutputs(outputs: MachineOutputs): Machine {
             machine.close();
             await site.snapshots.restore(outputs, name, opts);
             if (opts.syncClock ?? outputs.agent !== undefined) {
-                await machine.succeed(`date -u -s @${Math.floor(Date.now() / 1000)} >/dev/null`, { timeoutSeconds: opts.timeoutSeconds ?? 30 });
+                await machine.succeed(`date -u -s @${Math.floor(Date.now() / 1000)} >/dev/null`, {
+                    timeoutSeconds: opts.timeoutSeconds ?? 30,
+                });
             }
         },
         deleteSnapshot: async (name, opts) => site.snapshots.remove(outputs, name, opts),
@@ -298,14 +368,22 @@ function attachOutputs(outputs: MachineOutputs): Machine {
             // Without the process identity, QMP going away is the sign.
             const deadline = Date.now() + timeoutSeconds * 1000;
             while (Date.now() < deadline) {
-                if (!(await site.qmp("query-status", undefined, 1000).then(() => true, () => false))) return;
+                if (
+                    !(await site.qmp("query-status", undefined, 1000).then(
+                        () => true,
+                        () => false,
+                    ))
+                )
+                    return;
                 await sleep(200);
             }
             throw new MachineError(`${what} within ${timeoutSeconds} s`);
         }
         if (!(await site.waitUntilGone(identity, outputs.pidfile, timeoutSeconds * 1000))) {
             const live = await site.liveness(identity, outputs.pidfile);
-            throw new MachineError(`${what} within ${timeoutSeconds} s (${live.alive ? "QEMU still runs" : live.reason}). Last lines of the serial console:\n${await site.serialTail()}`);
+            throw new MachineError(
+                `${what} within ${timeoutSeconds} s (${live.alive ? "QEMU still runs" : live.reason}). Last lines of the serial console:\n${await site.serialTail()}`,
+            );
         }
     }
 
@@ -318,7 +396,8 @@ async function guestListening(execute: Machine["execute"]): Promise<Set<number>>
 }
 
 function checkPort(port: number): void {
-    if (!Number.isInteger(port) || port < 1 || port > 65535) throw new Error(`port must be a whole number from 1 to 65535, got ${port}`);
+    if (!Number.isInteger(port) || port < 1 || port > 65535)
+        throw new Error(`port must be a whole number from 1 to 65535, got ${port}`);
 }
 
 function tail(text: string): string {
@@ -331,6 +410,14 @@ function sleep(ms: number): Promise<void> {
 }
 
 // Fleet-level tools (docs/fleet-testing.md), each in its own module.
-export { fleet, setGuestClock, type Fleet, type FleetRestoreOptions, type FleetRestoreReport, type FleetSnapshotOptions, type FleetSnapshotReport } from "./fleet";
+export {
+    fleet,
+    setGuestClock,
+    type Fleet,
+    type FleetRestoreOptions,
+    type FleetRestoreReport,
+    type FleetSnapshotOptions,
+    type FleetSnapshotReport,
+} from "./fleet";
 export { faults, type DiskRef, type Fault, type Faults } from "./faults";
 export { attachCommand } from "./debugCommand";

@@ -18,7 +18,9 @@ const accel = (config.get("accel") ?? "auto") as "auto" | "kvm" | "tcg";
 
 const rootfsDir = config.get("rootfsDir");
 const base = rootfsDir
-    ? new qemu.DiskImage("debian-base", { source: { kind: "directory", path: rootfsDir, size: "2G", label: "debian-root", owners: "preserve" } })
+    ? new qemu.DiskImage("debian-base", {
+          source: { kind: "directory", path: rootfsDir, size: "2G", label: "debian-root", owners: "preserve" },
+      })
     : undefined;
 const basePath = base ? base.path : pulumi.output(config.require("baseImage"));
 const baseInputHash = base ? base.inputHash : pulumi.output(config.require("baseInputHash"));
@@ -41,8 +43,19 @@ for (let i = 0; i < count; i++) {
             metaData: { "local-hostname": name },
             userData: {
                 hostname: name,
-                users: [{ name: "web", shell: "/bin/bash", ...(sshPublicKey ? { ssh_authorized_keys: [sshPublicKey] } : {}) }],
-                write_files: [{ path: "/srv/www/index.html", content: `<h1>${name}</h1>\n<p>Debian 12, configured by cloud-init from a pulumi-qemu seed.</p>\n` }],
+                users: [
+                    {
+                        name: "web",
+                        shell: "/bin/bash",
+                        ...(sshPublicKey ? { ssh_authorized_keys: [sshPublicKey] } : {}),
+                    },
+                ],
+                write_files: [
+                    {
+                        path: "/srv/www/index.html",
+                        content: `<h1>${name}</h1>\n<p>Debian 12, configured by cloud-init from a pulumi-qemu seed.</p>\n`,
+                    },
+                ],
                 runcmd: [["busybox", "httpd", "-p", "80", "-h", "/srv/www"]],
             },
         },

@@ -58,7 +58,9 @@ for (let i = 0; i < count; i++) {
 
 // The client fetches every web VM's page over the private network at boot (the test guest's
 // pq_check=ADDR), and is ready once all answered.
-const webAddresses = lan ? pulumi.all(webVms.map((vm) => vm.nics)).apply((all) => all.map((nics) => nics![0].ipv4)) : undefined;
+const webAddresses = lan
+    ? pulumi.all(webVms.map((vm) => vm.nics)).apply((all) => all.map((nics) => nics![0].ipv4))
+    : undefined;
 const client = lan
     ? new qemu.VirtualMachine("client", {
           vm: {
@@ -67,7 +69,10 @@ const client = lan
               memoryMiB: 256,
               kernel,
               initrd,
-              kernelArguments: webAddresses!.apply((ips) => [...kernelArguments.map((a) => a.replace(/\{name\}/g, "client")), ...ips.map((ip) => `pq_check=${ip}`)]),
+              kernelArguments: webAddresses!.apply((ips) => [
+                  ...kernelArguments.map((a) => a.replace(/\{name\}/g, "client")),
+                  ...ips.map((ip) => `pq_check=${ip}`),
+              ]),
               shares: [{ source: sharedDir, readOnly: true }],
               networks: [{ network: lan.id }],
           },
@@ -90,7 +95,9 @@ const remote = remoteHost
               memoryMiB: 256,
               kernel: config.get("remoteKernel") ?? kernel,
               initrd: config.get("remoteInitrd") ?? initrd,
-              kernelArguments: (config.getObject<string[]>("remoteKernelArguments") ?? kernelArguments).map((a) => a.replace(/\{name\}/g, "far-1")),
+              kernelArguments: (config.getObject<string[]>("remoteKernelArguments") ?? kernelArguments).map((a) =>
+                  a.replace(/\{name\}/g, "far-1"),
+              ),
               portForwards: [{ guest: 80 }],
           },
           ready: { ...(readyPattern ? { serialPattern: readyPattern } : {}), timeoutSeconds: 180 },
@@ -101,7 +108,9 @@ export const far = remote ? { host: remote.host, status: remote.status, endpoint
 
 export const lanSubnet = lan?.subnet;
 /** Every VM's /etc/hosts lines on the network, joined: what a seed or share would hand to guests. */
-export const hosts = lan ? pulumi.all([...webVms, client!].map((vm) => vm.hosts)).apply((hs) => qemu.mergeHosts(hs.map((h) => h!)).text) : undefined;
+export const hosts = lan
+    ? pulumi.all([...webVms, client!].map((vm) => vm.hosts)).apply((hs) => qemu.mergeHosts(hs.map((h) => h!)).text)
+    : undefined;
 /** The client's console, where it reports each page it fetched over the network. */
 export const clientSerialLog = client?.serialLog;
 

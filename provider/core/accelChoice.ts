@@ -25,9 +25,7 @@ export interface KvmFacts {
 }
 
 export type AccelDecision =
-    | { kind: "use"; verdict: AccelVerdict }
-    | { kind: "refuse"; message: string }
-    | { kind: "probe" };
+    { kind: "use"; verdict: AccelVerdict } | { kind: "refuse"; message: string } | { kind: "probe" };
 
 /** The hardware virtualization flag in /proc/cpuinfo text, read from its "flags" lines only. */
 export function cpuVirtualizationFlag(cpuinfo: string): "vmx" | "svm" | undefined {
@@ -65,13 +63,23 @@ export function decideAutoAccel(facts: KvmFacts): { kind: "use"; verdict: AccelV
             },
         };
     }
-    return { kind: "use", verdict: { accel: "kvm", reason: `KVM works: /dev/kvm opens, the CPU shows ${facts.cpuFlag}, and a probe boot finished` } };
+    return {
+        kind: "use",
+        verdict: {
+            accel: "kvm",
+            reason: `KVM works: /dev/kvm opens, the CPU shows ${facts.cpuFlag}, and a probe boot finished`,
+        },
+    };
 }
 
 /** What to run for the requested accelerator, given the verdict on KVM for this host. */
 export function applyRequest(requested: RequestedAccel, kvmVerdict: AccelVerdict): AccelDecision {
     if (requested === "auto") return { kind: "use", verdict: kvmVerdict };
     if (requested === "tcg") return { kind: "use", verdict: { accel: "tcg", reason: "accel tcg was requested" } };
-    if (kvmVerdict.accel === "kvm") return { kind: "use", verdict: { accel: "kvm", reason: "accel kvm was requested; " + kvmVerdict.reason } };
-    return { kind: "refuse", message: `accel "kvm" was requested but ${kvmVerdict.reason}; use accel "tcg" (or "auto", which falls back to tcg)` };
+    if (kvmVerdict.accel === "kvm")
+        return { kind: "use", verdict: { accel: "kvm", reason: "accel kvm was requested; " + kvmVerdict.reason } };
+    return {
+        kind: "refuse",
+        message: `accel "kvm" was requested but ${kvmVerdict.reason}; use accel "tcg" (or "auto", which falls back to tcg)`,
+    };
 }

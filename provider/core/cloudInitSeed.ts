@@ -36,7 +36,9 @@ export const MAX_SEED_BYTES = 1024 * 1024;
 export const SEED_LABEL = "cidata";
 
 const plainObject = (what: string) =>
-    z.custom<Record<string, unknown>>((v) => typeof v === "object" && v !== null && !Array.isArray(v), { error: `${what} must be an object` });
+    z.custom<Record<string, unknown>>((v) => typeof v === "object" && v !== null && !Array.isArray(v), {
+        error: `${what} must be an object`,
+    });
 
 const documentSchema = (what: string) =>
     z.union([z.string(), plainObject(what)], {
@@ -53,27 +55,47 @@ export const MAX_DOCUMENT_DEPTH = 64;
 export const cloudInitSchema = z
     .object({
         kind: z.literal("cloudInit").meta({ description: "A cloud-init NoCloud seed." }),
-        userData: documentSchema("userData").meta({ description: "User data: text (a script or #cloud-config), or an object rendered as #cloud-config YAML.", accepts: ["string", "object"] }),
+        userData: documentSchema("userData").meta({
+            description: "User data: text (a script or #cloud-config), or an object rendered as #cloud-config YAML.",
+            accepts: ["string", "object"],
+        }),
         metaData: z
             .object({
                 "instance-id": plainText("metaData.instance-id")
                     .min(1, { error: "metaData.instance-id must not be empty" })
-                    .optional().meta({ description: "The instance id; default one derived from the seed's content." }),
+                    .optional()
+                    .meta({ description: "The instance id; default one derived from the seed's content." }),
                 "local-hostname": hostname.optional().meta({ description: "Names the guest." }),
             })
             .catchall(z.unknown())
-            .optional().meta({ description: "The seed's meta-data; keys other than these are passed through." }),
-        networkConfig: plainObject("networkConfig").optional().meta({ description: "Network configuration version 2 (an object); default none.", accepts: ["object"] }),
-        vendorData: documentSchema("vendorData").optional().meta({ description: "Vendor data, text or an object; default none.", accepts: ["string", "object"] }),
-        format: z.enum(["iso", "vfat"], { error: 'format must be "iso" (ISO 9660, the default) or "vfat"' }).default("iso").meta({ typeName: "SeedFormat", description: "\"iso\" (ISO 9660) or \"vfat\"." }),
+            .optional()
+            .meta({ description: "The seed's meta-data; keys other than these are passed through." }),
+        networkConfig: plainObject("networkConfig")
+            .optional()
+            .meta({ description: "Network configuration version 2 (an object); default none.", accepts: ["object"] }),
+        vendorData: documentSchema("vendorData")
+            .optional()
+            .meta({ description: "Vendor data, text or an object; default none.", accepts: ["string", "object"] }),
+        format: z
+            .enum(["iso", "vfat"], { error: 'format must be "iso" (ISO 9660, the default) or "vfat"' })
+            .default("iso")
+            .meta({ typeName: "SeedFormat", description: '"iso" (ISO 9660) or "vfat".' }),
     })
     .strict()
-    .meta({ typeName: "CloudInitSource", description: "A cloud-init NoCloud seed (volume cidata); objects are rendered as YAML, user data as #cloud-config." })
+    .meta({
+        typeName: "CloudInitSource",
+        description:
+            "A cloud-init NoCloud seed (volume cidata); objects are rendered as YAML, user data as #cloud-config.",
+    })
     .superRefine((input, ctx) => {
         // Rendering YAML recurses: a document nested thousands deep would overflow the stack instead of being refused.
         for (const key of ["userData", "metaData", "networkConfig", "vendorData"] as const) {
             if (nestingDepth(input[key], MAX_DOCUMENT_DEPTH) > MAX_DOCUMENT_DEPTH) {
-                ctx.addIssue({ code: "custom", path: [key], message: `${key} nests objects or lists more than ${MAX_DOCUMENT_DEPTH} levels deep; cloud-init configuration is a few levels deep: flatten it` });
+                ctx.addIssue({
+                    code: "custom",
+                    path: [key],
+                    message: `${key} nests objects or lists more than ${MAX_DOCUMENT_DEPTH} levels deep; cloud-init configuration is a few levels deep: flatten it`,
+                });
             }
         }
     });
@@ -95,7 +117,11 @@ function renderDocument(value: string | Record<string, unknown>, field: string, 
     const firstLine = value.split("\n", 1)[0].trim();
     if (firstLine === "#cloud-config") {
         const why = yamlMappingProblem(value);
-        if (why) problems.push({ property: field, reason: `${field} starts with #cloud-config but ${why}; cloud-init would ignore it. Fix the YAML (or pass an object)` });
+        if (why)
+            problems.push({
+                property: field,
+                reason: `${field} starts with #cloud-config but ${why}; cloud-init would ignore it. Fix the YAML (or pass an object)`,
+            });
     }
     return value;
 }
@@ -118,8 +144,13 @@ export function yamlMappingProblem(text: string): string | undefined {
 
 function networkProblem(config: Record<string, unknown>): string | undefined {
     const inner = config.network;
-    const version = typeof inner === "object" && inner !== null && !Array.isArray(inner) ? (inner as Record<string, unknown>).version : config.version;
-    return version === 2 ? undefined : "networkConfig must be cloud-init network configuration version 2 (version: 2, or network: { version: 2, … })";
+    const version =
+        typeof inner === "object" && inner !== null && !Array.isArray(inner)
+            ? (inner as Record<string, unknown>).version
+            : config.version;
+    return version === 2
+        ? undefined
+        : "networkConfig must be cloud-init network configuration version 2 (version: 2, or network: { version: 2, … })";
 }
 
 /**
@@ -130,7 +161,8 @@ function networkProblem(config: Record<string, unknown>): string | undefined {
 export function renderCloudInitSeed(input: CloudInitInput): CloudInitSourceSpec {
     const problems: FieldProblem[] = [];
     const userData = renderDocument(input.userData, "source.userData", problems);
-    const vendorData = input.vendorData === undefined ? undefined : renderDocument(input.vendorData, "source.vendorData", problems);
+    const vendorData =
+        input.vendorData === undefined ? undefined : renderDocument(input.vendorData, "source.vendorData", problems);
     if (input.networkConfig !== undefined) {
         const why = networkProblem(input.networkConfig);
         if (why) problems.push({ property: "source.networkConfig", reason: why });
@@ -138,7 +170,8 @@ export function renderCloudInitSeed(input: CloudInitInput): CloudInitSourceSpec 
     if (problems.length) throw new InputError(problems);
     const networkConfig = input.networkConfig === undefined ? undefined : renderYaml(input.networkConfig);
     const { "instance-id": given, ...restMeta } = input.metaData ?? {};
-    const instanceId = given ?? defaultInstanceId({ userData, metaData: restMeta, networkConfig, vendorData, format: input.format });
+    const instanceId =
+        given ?? defaultInstanceId({ userData, metaData: restMeta, networkConfig, vendorData, format: input.format });
     const files: SeedFile[] = [
         { name: "meta-data", text: renderYaml({ ...restMeta, "instance-id": instanceId }) },
         ...(networkConfig === undefined ? [] : [{ name: "network-config", text: networkConfig }]),
@@ -166,5 +199,10 @@ function defaultInstanceId(parts: Record<string, unknown>): string {
  * Canonical JSON frames every field, so ("ab","c") and ("a","bc") cannot collide.
  */
 export function seedSpecForHash(spec: CloudInitSourceSpec): unknown {
-    return { kind: "cloudInit", layout: 1, format: spec.format, files: spec.files.map((f) => ({ name: f.name, sha256: sha256Hex(f.text) })) };
+    return {
+        kind: "cloudInit",
+        layout: 1,
+        format: spec.format,
+        files: spec.files.map((f) => ({ name: f.name, sha256: sha256Hex(f.text) })),
+    };
 }

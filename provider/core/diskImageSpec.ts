@@ -29,23 +29,28 @@ export const sizeSchema = z.unknown().transform((value, ctx) => {
     return parsed.bytes;
 });
 
-export const hexDigest = z
-    .string({ error: "backingInputHash must be a string" })
-    .regex(/^[0-9a-f]{16,128}$/, { error: "backingInputHash must be a lowercase hex digest (a DiskImage's inputHash output)" });
+export const hexDigest = z.string({ error: "backingInputHash must be a string" }).regex(/^[0-9a-f]{16,128}$/, {
+    error: "backingInputHash must be a lowercase hex digest (a DiskImage's inputHash output)",
+});
 
 /** Images may hold private data (a key copied in from a 0700 directory): the owner's only unless asked. */
 export const DEFAULT_IMAGE_MODE = 0o600;
 
 export const topSchema = z.object({
-    path: hostFilePath("path")
-        .optional()
-        .meta({ description: "Absolute path where the image goes; default a file under the state directory's images/ named after the input hash. Moving it replaces the image.", replaceOnChanges: true }),
-    stateDir: absolutePath("stateDir")
-        .optional()
-        .meta({ description: "State directory for default paths; default $PULUMI_QEMU_STATE_DIR, else $XDG_STATE_HOME/pulumi-qemu, else ~/.local/state/pulumi-qemu." }),
-    mode: fileModeSchema("mode", IMAGE_MODE)
-        .optional()
-        .meta({ description: 'The image file\'s mode as octal text, e.g. "0640"; default "0600". No execute bits; a new mode replaces the image.', replaceOnChanges: true }),
+    path: hostFilePath("path").optional().meta({
+        description:
+            "Absolute path where the image goes; default a file under the state directory's images/ named after the input hash. Moving it replaces the image.",
+        replaceOnChanges: true,
+    }),
+    stateDir: absolutePath("stateDir").optional().meta({
+        description:
+            "State directory for default paths; default $PULUMI_QEMU_STATE_DIR, else $XDG_STATE_HOME/pulumi-qemu, else ~/.local/state/pulumi-qemu.",
+    }),
+    mode: fileModeSchema("mode", IMAGE_MODE).optional().meta({
+        description:
+            'The image file\'s mode as octal text, e.g. "0640"; default "0600". No execute bits; a new mode replaces the image.',
+        replaceOnChanges: true,
+    }),
 });
 
 /** A DiskImage's inputs; any other top-level key is refused (see refuseUnknownKeys). */
@@ -77,7 +82,10 @@ export function sidecarPath(imagePath: string): string {
  * otherwise draws a random UUID and directory-hash seed on every run.
  */
 export function ext4Identifiers(inputHash: string): { uuid: string; hashSeed: string } {
-    return { uuid: uuidFrom(sha256Hex(`ext4-uuid:${inputHash}`)), hashSeed: uuidFrom(sha256Hex(`ext4-hash-seed:${inputHash}`)) };
+    return {
+        uuid: uuidFrom(sha256Hex(`ext4-uuid:${inputHash}`)),
+        hashSeed: uuidFrom(sha256Hex(`ext4-hash-seed:${inputHash}`)),
+    };
 }
 
 /** An RFC 4122 version-4-shaped UUID from the first 16 bytes of a hex digest. */

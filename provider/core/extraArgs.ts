@@ -37,37 +37,122 @@ interface Rule {
 const FLAG: Rule = { value: false };
 const ANY: Rule = { value: true };
 
-const MANAGED: Record<string, boolean> = { daemonize: false, pidfile: true, qmp: true, "qmp-pretty": true, monitor: true, mon: true, serial: true, incoming: true };
+const MANAGED: Record<string, boolean> = {
+    daemonize: false,
+    pidfile: true,
+    qmp: true,
+    "qmp-pretty": true,
+    monitor: true,
+    mon: true,
+    serial: true,
+    incoming: true,
+};
 
 /** Refused outright, each with why; `true` when the option takes a value. */
 const REFUSED: Record<string, { value: boolean; reason: string }> = {
-    gdb: { value: true, reason: "starts QEMU's gdb stub, which gives whoever connects full control of the guest; remove it" },
-    s: { value: false, reason: "starts QEMU's gdb stub on every interface (tcp::1234), which gives whoever connects full control of the guest; remove it" },
-    qtest: { value: true, reason: "starts QEMU's qtest server, which gives whoever connects full control of the guest and its memory; remove it" },
+    gdb: {
+        value: true,
+        reason: "starts QEMU's gdb stub, which gives whoever connects full control of the guest; remove it",
+    },
+    s: {
+        value: false,
+        reason: "starts QEMU's gdb stub on every interface (tcp::1234), which gives whoever connects full control of the guest; remove it",
+    },
+    qtest: {
+        value: true,
+        reason: "starts QEMU's qtest server, which gives whoever connects full control of the guest and its memory; remove it",
+    },
     "qtest-log": { value: true, reason: "belongs to -qtest, which pulumi-qemu refuses; remove it" },
     readconfig: {
         value: true,
         reason: "reads options from a config file, which could add a monitor, a chardev server or anything else refused here, past this check; write the options in extraArgs instead",
     },
     writeconfig: { value: true, reason: "writes QEMU's configuration and exits; remove it" },
-    preconfig: { value: false, reason: "makes QEMU wait for configuration over QMP, which the provider keeps for itself; remove it" },
+    preconfig: {
+        value: false,
+        reason: "makes QEMU wait for configuration over QMP, which the provider keeps for itself; remove it",
+    },
     "add-fd": { value: true, reason: "passes a file descriptor the provider does not have; remove it" },
-    chroot: { value: true, reason: "changes QEMU's root after start, where the provider's sockets and files are no longer found; remove it" },
-    runas: { value: true, reason: "changes QEMU's user after start, which the provider (and its owner-only files) then no longer match; remove it" },
+    chroot: {
+        value: true,
+        reason: "changes QEMU's root after start, where the provider's sockets and files are no longer found; remove it",
+    },
+    runas: {
+        value: true,
+        reason: "changes QEMU's user after start, which the provider (and its owner-only files) then no longer match; remove it",
+    },
 };
 
 /** Whole-option allow-list: what pulumi-qemu lets through extraArgs, each with the value it takes. */
 const ALLOWED: Record<string, Rule> = {
     // The machine, its CPUs, memory and firmware.
-    machine: ANY, M: ANY, cpu: ANY, smp: ANY, m: ANY, accel: ANY, "enable-kvm": FLAG, numa: ANY, "mem-path": ANY, "mem-prealloc": FLAG,
-    overcommit: ANY, icount: ANY, rtc: ANY, boot: ANY, bios: ANY, L: ANY, pflash: ANY, "option-rom": ANY, kernel: ANY, initrd: ANY,
-    append: ANY, dtb: ANY, fw_cfg: ANY, smbios: ANY, acpitable: ANY, uuid: ANY, global: ANY, compat: ANY, name: ANY, k: ANY,
-    "no-acpi": FLAG, "no-hpet": FLAG, "no-fd-bootchk": FLAG, "win2k-hack": FLAG, S: FLAG, snapshot: FLAG, "no-reboot": FLAG,
-    "no-shutdown": FLAG, nodefaults: FLAG, "no-user-config": FLAG, action: ANY, "watchdog-action": ANY, loadvm: ANY, "only-migratable": FLAG,
+    machine: ANY,
+    M: ANY,
+    cpu: ANY,
+    smp: ANY,
+    m: ANY,
+    accel: ANY,
+    "enable-kvm": FLAG,
+    numa: ANY,
+    "mem-path": ANY,
+    "mem-prealloc": FLAG,
+    overcommit: ANY,
+    icount: ANY,
+    rtc: ANY,
+    boot: ANY,
+    bios: ANY,
+    L: ANY,
+    pflash: ANY,
+    "option-rom": ANY,
+    kernel: ANY,
+    initrd: ANY,
+    append: ANY,
+    dtb: ANY,
+    fw_cfg: ANY,
+    smbios: ANY,
+    acpitable: ANY,
+    uuid: ANY,
+    global: ANY,
+    compat: ANY,
+    name: ANY,
+    k: ANY,
+    "no-acpi": FLAG,
+    "no-hpet": FLAG,
+    "no-fd-bootchk": FLAG,
+    "win2k-hack": FLAG,
+    S: FLAG,
+    snapshot: FLAG,
+    "no-reboot": FLAG,
+    "no-shutdown": FLAG,
+    nodefaults: FLAG,
+    "no-user-config": FLAG,
+    action: ANY,
+    "watchdog-action": ANY,
+    loadvm: ANY,
+    "only-migratable": FLAG,
     // Disks and shares.
-    drive: ANY, blockdev: ANY, cdrom: ANY, hda: ANY, hdb: ANY, hdc: ANY, hdd: ANY, fda: ANY, fdb: ANY, sd: ANY, mtdblock: ANY, fsdev: ANY, virtfs: ANY,
+    drive: ANY,
+    blockdev: ANY,
+    cdrom: ANY,
+    hda: ANY,
+    hdb: ANY,
+    hdc: ANY,
+    hdd: ANY,
+    fda: ANY,
+    fdb: ANY,
+    sd: ANY,
+    mtdblock: ANY,
+    fsdev: ANY,
+    virtfs: ANY,
     // Devices: a device reaches the host only through a chardev, netdev or object, each judged below.
-    device: ANY, usb: FLAG, usbdevice: ANY, vga: ANY, audiodev: ANY, audio: ANY, tpmdev: ANY, set: { value: true, check: setProblem },
+    device: ANY,
+    usb: FLAG,
+    usbdevice: ANY,
+    vga: ANY,
+    audiodev: ANY,
+    audio: ANY,
+    tpmdev: ANY,
+    set: { value: true, check: setProblem },
     object: { value: true, check: objectProblem },
     chardev: { value: true, check: chardevProblem },
     parallel: { value: true, check: legacyCharProblem },
@@ -78,22 +163,91 @@ const ALLOWED: Record<string, Rule> = {
     display: { value: true, check: displayProblem },
     vnc: { value: true, check: vncProblem },
     spice: { value: true, check: spiceProblem },
-    "full-screen": FLAG, portrait: FLAG, rotate: ANY, echr: ANY,
+    "full-screen": FLAG,
+    portrait: FLAG,
+    rotate: ANY,
+    echr: ANY,
     // Diagnostics.
-    d: ANY, D: ANY, dfilter: ANY, trace: ANY, msg: ANY, sandbox: ANY, plugin: ANY, singlestep: FLAG,
+    d: ANY,
+    D: ANY,
+    dfilter: ANY,
+    trace: ANY,
+    msg: ANY,
+    sandbox: ANY,
+    plugin: ANY,
+    singlestep: FLAG,
 };
 
 const OBJECT_TYPES = new Set([
-    "rng-random", "rng-builtin", "rng-egd", "memory-backend-ram", "memory-backend-file", "memory-backend-memfd", "iothread", "main-loop",
-    "thread-context", "secret", "secret_keyring", "throttle-group", "cryptodev-backend-builtin", "filter-buffer", "filter-dump", "filter-mirror",
-    "filter-redirector", "filter-rewriter", "tls-creds-x509", "tls-creds-psk", "tls-creds-anon", "tls-cipher-suites", "authz-simple",
-    "authz-list", "authz-listfile", "can-bus", "input-linux", "sev-guest",
+    "rng-random",
+    "rng-builtin",
+    "rng-egd",
+    "memory-backend-ram",
+    "memory-backend-file",
+    "memory-backend-memfd",
+    "iothread",
+    "main-loop",
+    "thread-context",
+    "secret",
+    "secret_keyring",
+    "throttle-group",
+    "cryptodev-backend-builtin",
+    "filter-buffer",
+    "filter-dump",
+    "filter-mirror",
+    "filter-redirector",
+    "filter-rewriter",
+    "tls-creds-x509",
+    "tls-creds-psk",
+    "tls-creds-anon",
+    "tls-cipher-suites",
+    "authz-simple",
+    "authz-list",
+    "authz-listfile",
+    "can-bus",
+    "input-linux",
+    "sev-guest",
 ]);
 const CHARDEV_BACKENDS = new Set([
-    "null", "socket", "udp", "file", "pipe", "pty", "stdio", "ringbuf", "memory", "serial", "tty", "parallel", "parport", "msmouse", "wctablet",
-    "braille", "testdev", "spicevmc", "spiceport", "qemu-vdagent", "vc",
+    "null",
+    "socket",
+    "udp",
+    "file",
+    "pipe",
+    "pty",
+    "stdio",
+    "ringbuf",
+    "memory",
+    "serial",
+    "tty",
+    "parallel",
+    "parport",
+    "msmouse",
+    "wctablet",
+    "braille",
+    "testdev",
+    "spicevmc",
+    "spiceport",
+    "qemu-vdagent",
+    "vc",
 ]);
-const NET_BACKENDS = new Set(["user", "tap", "bridge", "vde", "socket", "stream", "dgram", "l2tpv3", "vhost-user", "vhost-vdpa", "hubport", "netmap", "none", "nic", "dump"]);
+const NET_BACKENDS = new Set([
+    "user",
+    "tap",
+    "bridge",
+    "vde",
+    "socket",
+    "stream",
+    "dgram",
+    "l2tpv3",
+    "vhost-user",
+    "vhost-vdpa",
+    "hubport",
+    "netmap",
+    "none",
+    "nic",
+    "dump",
+]);
 const DISPLAYS = new Set(["none", "sdl", "gtk", "curses", "egl-headless", "cocoa", "spice-app", "vnc"]);
 const SET_GROUPS = new Set(["device", "drive"]);
 
@@ -117,7 +271,10 @@ export function extraArgsProblems(args: readonly string[]): ExtraArgProblem[] {
         const shown = JSON.stringify(args[i].length > 60 ? `${args[i].slice(0, 60)}…` : args[i]);
         const takesValue = MANAGED[name] ?? REFUSED[name]?.value ?? ALLOWED[name]?.value;
         if (takesValue === undefined) {
-            problems.push({ index: i, reason: `${shown} is not an option pulumi-qemu lets through extraArgs: it judges each option by what QEMU would do with it, and does not know this one (docs/security.md lists those it does); use a field of the VM's spec, or ask for the option to be added` });
+            problems.push({
+                index: i,
+                reason: `${shown} is not an option pulumi-qemu lets through extraArgs: it judges each option by what QEMU would do with it, and does not know this one (docs/security.md lists those it does); use a field of the VM's spec, or ask for the option to be added`,
+            });
             continue;
         }
         const at = i;
@@ -125,7 +282,10 @@ export function extraArgsProblems(args: readonly string[]): ExtraArgProblem[] {
         const value = inline ?? (takesValue ? args[i + 1] : undefined);
         if (takesValue && inline === undefined) i++;
         if (name in MANAGED) {
-            problems.push({ index: at, reason: `${shown} is managed by the provider (it sets -daemonize, -pidfile, -qmp and -serial itself and needs them to find, watch and stop QEMU); remove it` });
+            problems.push({
+                index: at,
+                reason: `${shown} is managed by the provider (it sets -daemonize, -pidfile, -qmp and -serial itself and needs them to find, watch and stop QEMU); remove it`,
+            });
         } else if (name in REFUSED) {
             problems.push({ index: at, reason: `${shown} ${REFUSED[name].reason}` });
         } else if (value !== undefined) {
@@ -156,18 +316,25 @@ function objectProblem(value: string): string | undefined {
 
 function chardevProblem(value: string): string | undefined {
     const { kind, opts } = parseValue(value, "backend");
-    if (!CHARDEV_BACKENDS.has(kind)) return `chardev backend ${JSON.stringify(kind)} is not one pulumi-qemu lets through extraArgs (allowed: ${[...CHARDEV_BACKENDS].join(", ")})`;
+    if (!CHARDEV_BACKENDS.has(kind))
+        return `chardev backend ${JSON.stringify(kind)} is not one pulumi-qemu lets through extraArgs (allowed: ${[...CHARDEV_BACKENDS].join(", ")})`;
     if (kind === "socket" || opts.has("websocket")) {
         if (opts.has("path") || opts.has("fd") || !isServer(opts)) return undefined;
-        return hostProblem(opts.get("host"), "a chardev socket server", "set host=127.0.0.1 or use path= (a unix socket)");
+        return hostProblem(
+            opts.get("host"),
+            "a chardev socket server",
+            "set host=127.0.0.1 or use path= (a unix socket)",
+        );
     }
-    if (kind === "udp") return hostProblem(opts.get("localaddr"), "a UDP chardev bound", "set localaddr=127.0.0.1", "UDP");
+    if (kind === "udp")
+        return hostProblem(opts.get("localaddr"), "a UDP chardev bound", "set localaddr=127.0.0.1", "UDP");
     return undefined;
 }
 
 /** The legacy character device syntax of -parallel, -debugcon (and -serial): `tcp:…`, `udp:…`, `mon:…`, a host device. */
 function legacyCharProblem(value: string): string | undefined {
-    if (value.startsWith("mon:")) return "multiplexes a QEMU monitor onto this character device, which gives whoever reaches it control of QEMU; remove the mon: prefix";
+    if (value.startsWith("mon:"))
+        return "multiplexes a QEMU monitor onto this character device, which gives whoever reaches it control of QEMU; remove the mon: prefix";
     const legacy = /^(tcp|telnet|websocket):(.*)$/s.exec(value);
     if (legacy) return legacyServerProblem(legacy[1], legacy[2]);
     const udp = /^udp:(.*)$/s.exec(value);
@@ -184,7 +351,9 @@ function legacyCharProblem(value: string): string | undefined {
 function legacyServerProblem(kind: string, rest: string): string | undefined {
     // tcp:[host]:port[,server=on|,server][,…]
     const [address, ...flags] = splitOptions(rest);
-    const opts = toOptions(flags.map((f) => (f.includes("=") ? [f.slice(0, f.indexOf("=")), f.slice(f.indexOf("=") + 1)] : [f, "on"])));
+    const opts = toOptions(
+        flags.map((f) => (f.includes("=") ? [f.slice(0, f.indexOf("=")), f.slice(f.indexOf("=") + 1)] : [f, "on"])),
+    );
     if (!isServer(opts)) return undefined;
     const host = address.includes(":") ? address.slice(0, address.lastIndexOf(":")) : "";
     return hostProblem(host, `a ${kind}: server`, `write ${kind}:127.0.0.1:PORT,server=on`);
@@ -192,7 +361,8 @@ function legacyServerProblem(kind: string, rest: string): string | undefined {
 
 function netProblem(value: string, option: "netdev" | "nic" | "net"): string | undefined {
     const { kind, opts } = parseValue(value, "type");
-    if (!NET_BACKENDS.has(kind)) return `network backend ${JSON.stringify(kind)} is not one pulumi-qemu lets through extraArgs (allowed: ${[...NET_BACKENDS].join(", ")})`;
+    if (!NET_BACKENDS.has(kind))
+        return `network backend ${JSON.stringify(kind)} is not one pulumi-qemu lets through extraArgs (allowed: ${[...NET_BACKENDS].join(", ")})`;
     for (const [key, v] of opts.all) {
         if (key === "listen") {
             const host = v.includes(":") ? v.slice(0, v.lastIndexOf(":")) : "";
@@ -202,7 +372,11 @@ function netProblem(value: string, option: "netdev" | "nic" | "net"): string | u
         if (key === "hostfwd") {
             // hostfwd=[tcp|udp]:[hostaddr]:hostport-[guestaddr]:guestport; an empty hostaddr is every interface.
             const h = /^(?:(?:tcp|udp):)?([^:]*):/.exec(v);
-            const why = hostProblem(h?.[1], "a host forward", "use portForwards (loopback by default) or write hostfwd=tcp:127.0.0.1:PORT-:PORT");
+            const why = hostProblem(
+                h?.[1],
+                "a host forward",
+                "use portForwards (loopback by default) or write hostfwd=tcp:127.0.0.1:PORT-:PORT",
+            );
             if (why) return why;
         }
         if (key === "mcast") {
@@ -211,19 +385,35 @@ function netProblem(value: string, option: "netdev" | "nic" | "net"): string | u
     }
     if (kind === "socket" && opts.has("udp")) {
         const local = opts.get("localaddr") ?? "";
-        return hostProblem(local.includes(":") ? local.slice(0, local.lastIndexOf(":")) : "", "a UDP network backend bound", "set localaddr=127.0.0.1:PORT", "UDP");
+        return hostProblem(
+            local.includes(":") ? local.slice(0, local.lastIndexOf(":")) : "",
+            "a UDP network backend bound",
+            "set localaddr=127.0.0.1:PORT",
+            "UDP",
+        );
     }
     if ((kind === "stream" || kind === "dgram") && isServer(opts) && opts.get("addr.type") !== "unix") {
-        return hostProblem(opts.get("addr.host"), `a ${kind} network backend server`, "set addr.host=127.0.0.1 or use addr.type=unix");
+        return hostProblem(
+            opts.get("addr.host"),
+            `a ${kind} network backend server`,
+            "set addr.host=127.0.0.1 or use addr.type=unix",
+        );
     }
     if (kind === "dgram") {
         const remote = opts.get("remote.host");
-        if (remote !== undefined && isMulticast(remote)) return `joins the multicast group ${remote} on the host's network: any machine there can send into this guest's NIC; use a Network resource`;
+        if (remote !== undefined && isMulticast(remote))
+            return `joins the multicast group ${remote} on the host's network: any machine there can send into this guest's NIC; use a Network resource`;
         if (opts.has("local.host") || opts.get("local.type") === "inet") {
-            return hostProblem(opts.get("local.host"), "a dgram network backend bound", "set local.host=127.0.0.1 or use local.type=unix", "UDP");
+            return hostProblem(
+                opts.get("local.host"),
+                "a dgram network backend bound",
+                "set local.host=127.0.0.1 or use local.type=unix",
+                "UDP",
+            );
         }
     }
-    if (kind === "l2tpv3") return hostProblem(opts.get("src"), "an L2TPv3 network backend bound", "set src=127.0.0.1", "UDP");
+    if (kind === "l2tpv3")
+        return hostProblem(opts.get("src"), "an L2TPv3 network backend bound", "set src=127.0.0.1", "UDP");
     void option;
     return undefined;
 }
@@ -238,7 +428,9 @@ function displayProblem(value: string): string | undefined {
 
 function vncProblem(value: string): string | undefined {
     const [display, ...rest] = splitOptions(value);
-    const opts = new Map(rest.map((f) => (f.includes("=") ? [f.slice(0, f.indexOf("=")), f.slice(f.indexOf("=") + 1)] : [f, "on"])));
+    const opts = new Map(
+        rest.map((f) => (f.includes("=") ? [f.slice(0, f.indexOf("=")), f.slice(f.indexOf("=") + 1)] : [f, "on"])),
+    );
     const ws = opts.get("websocket");
     if (ws !== undefined && ws !== "off" && ws !== "on") {
         const host = ws.includes(":") ? ws.slice(0, ws.lastIndexOf(":")) : "";
@@ -328,7 +520,9 @@ function parseValue(value: string, kindKey: string): { kind: string; opts: Optio
     }
     const items = splitOptions(value);
     const kind = items[0].includes("=") ? "" : items.shift()!;
-    const all = items.map((f): [string, string] => (f.includes("=") ? [f.slice(0, f.indexOf("=")), f.slice(f.indexOf("=") + 1)] : [f, ""]));
+    const all = items.map((f): [string, string] =>
+        f.includes("=") ? [f.slice(0, f.indexOf("=")), f.slice(f.indexOf("=") + 1)] : [f, ""],
+    );
     return { kind, opts: toOptions(all) };
 }
 

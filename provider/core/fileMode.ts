@@ -15,13 +15,23 @@ export interface ModeRule {
 }
 
 /** Others may read an image the user opens up, never write it: a guest's disk written by any local user is theirs to take over. */
-export const IMAGE_MODE: ModeRule = { required: 0o400, allowed: 0o664, what: "an image (never writable by others; no execute, setuid or sticky bits; the owner must be able to read it)" };
+export const IMAGE_MODE: ModeRule = {
+    required: 0o400,
+    allowed: 0o664,
+    what: "an image (never writable by others; no execute, setuid or sticky bits; the owner must be able to read it)",
+};
 /** Others writing a launcher would run their code as its owner. */
-export const LAUNCHER_MODE_RULE: ModeRule = { required: 0o500, allowed: 0o755, what: "a launcher (the owner must read and run it; no one else may write it)" };
+export const LAUNCHER_MODE_RULE: ModeRule = {
+    required: 0o500,
+    allowed: 0o755,
+    what: "a launcher (the owner must read and run it; no one else may write it)",
+};
 
 export function fileModeSchema(field: string, rule: ModeRule) {
     return z
-        .string({ error: `${field} must be a string of octal digits such as "0600" (numbers are refused: 640 would be read as decimal)` })
+        .string({
+            error: `${field} must be a string of octal digits such as "0600" (numbers are refused: 640 would be read as decimal)`,
+        })
         .regex(/^0?[0-7]{3}$/, { error: `${field} must be three octal digits, optionally after a 0, such as "0600"` })
         .transform((s) => parseInt(s, 8))
         .refine((m) => (m & ~rule.allowed) === 0 && (m & rule.required) === rule.required, {

@@ -22,7 +22,8 @@ export type HostInput = string | { url: string; identityFile?: string; knownHost
 
 const USER = /^[A-Za-z_][A-Za-z0-9_.-]{0,31}$/;
 // A DNS name or IPv4 address; IPv6 goes in brackets. Nothing ssh would read as an option or a command.
-const HOSTNAME = /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
+const HOSTNAME =
+    /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
 const IPV6 = /^[0-9A-Fa-f:.]{2,45}$/;
 
 const EXAMPLE = `write it as "ssh://user@host:port", e.g. "ssh://lab@lab-2.example.com:22"`;
@@ -32,14 +33,18 @@ function urlProblem(raw: string): string | undefined {
     const m = /^ssh:\/\/(?:([^@/]*)@)?(\[[^\]]*\]|[^:/?#@]*)(?::([^/?#]*))?(.*)$/.exec(raw);
     if (!m) return `must be an ssh:// URL; ${EXAMPLE}`;
     const [, user, host, port, rest] = m;
-    if (rest !== "" && rest !== "/") return `must not have a path, query or fragment (found ${quoteValue(rest)}); ${EXAMPLE}`;
-    if (user !== undefined && user.includes(":")) return "must not hold a password: pulumi-qemu never stores one; use a key (identityFile) or your ssh agent";
-    if (user !== undefined && !USER.test(user)) return `has an invalid user name ${quoteValue(user)}: letters, digits, "_", ".", "-", starting with a letter or "_"`;
+    if (rest !== "" && rest !== "/")
+        return `must not have a path, query or fragment (found ${quoteValue(rest)}); ${EXAMPLE}`;
+    if (user !== undefined && user.includes(":"))
+        return "must not hold a password: pulumi-qemu never stores one; use a key (identityFile) or your ssh agent";
+    if (user !== undefined && !USER.test(user))
+        return `has an invalid user name ${quoteValue(user)}: letters, digits, "_", ".", "-", starting with a letter or "_"`;
     const bare = host.startsWith("[") ? host.slice(1, -1) : host;
     if (host.startsWith("[") ? !IPV6.test(bare) || !bare.includes(":") : !HOSTNAME.test(host)) {
         return `has an invalid host name ${quoteValue(host)}: a DNS name, an IPv4 address, or an IPv6 address in brackets`;
     }
-    if (port !== undefined && !(/^\d{1,5}$/.test(port) && Number(port) >= 1 && Number(port) <= 65535)) return `has an invalid port ${quoteValue(port)}: 1 to 65535`;
+    if (port !== undefined && !(/^\d{1,5}$/.test(port) && Number(port) >= 1 && Number(port) <= 65535))
+        return `has an invalid port ${quoteValue(port)}: 1 to 65535`;
     return undefined;
 }
 
@@ -60,19 +65,27 @@ export function sshFilePath(what: string) {
 
 const hostObject = z
     .object({
-        url: hostUrl.meta({ description: '"ssh://user@host:port" (port 22 when left out). No password: use a key or your ssh agent.' }),
-        identityFile: sshFilePath("identityFile").optional().meta({ description: "Absolute path of the private key; default your ssh agent and ~/.ssh/config." }),
-        knownHosts: sshFilePath("knownHosts").optional().meta({ description: "Absolute path of a known_hosts file with the host's key; default ~/.ssh/known_hosts." }),
+        url: hostUrl.meta({
+            description: '"ssh://user@host:port" (port 22 when left out). No password: use a key or your ssh agent.',
+        }),
+        identityFile: sshFilePath("identityFile")
+            .optional()
+            .meta({ description: "Absolute path of the private key; default your ssh agent and ~/.ssh/config." }),
+        knownHosts: sshFilePath("knownHosts").optional().meta({
+            description: "Absolute path of a known_hosts file with the host's key; default ~/.ssh/known_hosts.",
+        }),
     })
     .strict()
     .meta({ typeName: "FarHost", description: "A far host's ssh:// URL with the key files ssh should use." });
 
-const hostSchema = z.union([hostUrl, hostObject], { error: `host must be an ssh:// URL string or { url, identityFile?, knownHosts? }; ${EXAMPLE}` });
+const hostSchema = z.union([hostUrl, hostObject], {
+    error: `host must be an ssh:// URL string or { url, identityFile?, knownHosts? }; ${EXAMPLE}`,
+});
 
 /** The `host` input every resource takes in the SDK, as its generated types and the docs show it. */
 export const hostInput = hostSchema.optional().meta({
     description:
-        'Where this resource lives: a far host\'s "ssh://user@host:port" (or `{ url, identityFile, knownHosts }`), reached with OpenSSH, host keys checked strictly; its lifecycle runs there with that host\'s node, qemu-img and QEMU. Default: this machine. Another host replaces the resource.',
+        "Where this resource lives: a far host's \"ssh://user@host:port\" (or `{ url, identityFile, knownHosts }`), reached with OpenSSH, host keys checked strictly; its lifecycle runs there with that host's node, qemu-img and QEMU. Default: this machine. Another host replaces the resource.",
     tsType: "pulumi.Input<HostArgs>",
 });
 
@@ -81,7 +94,10 @@ export function parseHost(value: unknown, field = "host"): HostSpec | undefined 
     if (value === undefined || value === null) return undefined;
     // Problems without the value: a URL may carry a password, which must not reach an error.
     const result = hostSchema.safeParse(value);
-    if (!result.success) throw new InputError(result.error.issues.map((i) => ({ property: fieldName(field, i.path), reason: i.message })));
+    if (!result.success)
+        throw new InputError(
+            result.error.issues.map((i) => ({ property: fieldName(field, i.path), reason: i.message })),
+        );
     const parsed = result.data;
     const given = typeof parsed === "string" ? { url: parsed } : parsed;
     const m = /^ssh:\/\/(?:([^@/]*)@)?(\[[^\]]*\]|[^:/?#@]*)(?::(\d+))?\/?$/.exec(given.url)!;

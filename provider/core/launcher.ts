@@ -29,7 +29,8 @@ export interface LauncherOptions {
     uefiVars?: VarsStep;
 }
 
-export const LAUNCHER_HEADER = "# Written by pulumi-qemu. Edits are reported as drift and replaced on the next `pulumi up`.";
+export const LAUNCHER_HEADER =
+    "# Written by pulumi-qemu. Edits are reported as drift and replaced on the next `pulumi up`.";
 
 // Re-exported: the SDK has exported shellQuote from here since 0.1.
 export { shellQuote };
@@ -39,7 +40,18 @@ function commandLine(argv: readonly string[]): string {
 }
 
 function overlayStep(step: OverlayStep): string {
-    const create = commandLine([step.qemuImg, "create", "-q", "-f", "qcow2", "-b", step.base, "-F", step.baseFormat, step.overlay]);
+    const create = commandLine([
+        step.qemuImg,
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-b",
+        step.base,
+        "-F",
+        step.baseFormat,
+        step.overlay,
+    ]);
     return `[ -e ${shellQuote(step.overlay)} ] || ${create}`;
 }
 
@@ -85,9 +97,17 @@ export function launcherHash(spec: VmSpec, argv = specArgvHash(spec)): string {
 }
 
 /** The launcher text for `spec` on this host, and the argv it runs. */
-export function launcherText(spec: VmSpec, accel: "kvm" | "tcg", daemon?: DaemonRuntime, resolved: Resolved = {}): { argv: string[]; text: string } {
+export function launcherText(
+    spec: VmSpec,
+    accel: "kvm" | "tcg",
+    daemon?: DaemonRuntime,
+    resolved: Resolved = {},
+): { argv: string[]; text: string } {
     const argv = buildQemuArgv(spec, { accel, ...resolved }, daemon);
-    const uefiVars = spec.firmware === "uefi" ? { template: OVMF_VARS_TEMPLATE, file: daemon?.uefiVars ?? UEFI_VARS_FILE } : undefined;
+    const uefiVars =
+        spec.firmware === "uefi"
+            ? { template: OVMF_VARS_TEMPLATE, file: daemon?.uefiVars ?? UEFI_VARS_FILE }
+            : undefined;
     return { argv, text: renderLauncher(argv, { overlays: overlaySteps(spec), uefiVars }) };
 }
 
@@ -104,7 +124,8 @@ export function launcherArgv(text: string): string[] | undefined {
     let i = start + "exec ".length;
     for (;;) {
         // Between words: spaces, and the backslash-newline that continues the command.
-        while (i < text.length && (text[i] === " " || (text[i] === "\\" && text[i + 1] === "\n"))) i += text[i] === "\\" ? 2 : 1;
+        while (i < text.length && (text[i] === " " || (text[i] === "\\" && text[i + 1] === "\n")))
+            i += text[i] === "\\" ? 2 : 1;
         if (text.startsWith('"$@"', i)) return words.length ? words : undefined;
         if (i >= text.length || text[i] === "\n") return undefined;
         let word = "";

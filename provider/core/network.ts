@@ -61,12 +61,15 @@ export function parseSubnet(text: string): Subnet | string {
         return `subnet: ${(err as Error).message}`;
     }
     const prefix = Number(m[2]);
-    if (prefix < MIN_PREFIX || prefix > MAX_PREFIX) return `subnet prefix must be between /${MIN_PREFIX} and /${MAX_PREFIX} (got /${prefix})`;
+    if (prefix < MIN_PREFIX || prefix > MAX_PREFIX)
+        return `subnet prefix must be between /${MIN_PREFIX} and /${MAX_PREFIX} (got /${prefix})`;
     if ((base & mask(prefix)) >>> 0 !== base) {
         return `subnet ${text} has host bits set; write its network address, ${numberToIpv4((base & mask(prefix)) >>> 0)}/${prefix}`;
     }
-    if ((base >>> 24) === 0) return `subnet ${text} is in 0.0.0.0/8, which means "this host" to IP and is no network; use private space such as 10.0.0.0/8 or 192.168.0.0/16`;
-    if ((base >>> 24) === 127 || (base >>> 28) >= 14) return `subnet ${text} is loopback, multicast or reserved space; use private space such as 10.0.0.0/8 or 192.168.0.0/16`;
+    if (base >>> 24 === 0)
+        return `subnet ${text} is in 0.0.0.0/8, which means "this host" to IP and is no network; use private space such as 10.0.0.0/8 or 192.168.0.0/16`;
+    if (base >>> 24 === 127 || base >>> 28 >= 14)
+        return `subnet ${text} is loopback, multicast or reserved space; use private space such as 10.0.0.0/8 or 192.168.0.0/16`;
     return { base, prefix };
 }
 
@@ -95,10 +98,12 @@ export function hostAddress(s: Subnet, hostNumber: number): string {
 /** Why `address` cannot be a host on `s`, or undefined when it can. */
 export function addressProblem(s: Subnet, address: string): string | undefined {
     const n = ipv4ToNumber(address);
-    if (((n & mask(s.prefix)) >>> 0) !== s.base) return `${address} is outside the network's subnet ${formatSubnet(s)}`;
+    if ((n & mask(s.prefix)) >>> 0 !== s.base) return `${address} is outside the network's subnet ${formatSubnet(s)}`;
     const host = n - s.base;
-    if (host === 0) return `${address} is the network address of ${formatSubnet(s)}; hosts are .1 to ${hostAddress(s, hostCount(s))}`;
-    if (host === hostCount(s) + 1) return `${address} is the broadcast address of ${formatSubnet(s)}; hosts are ${hostAddress(s, 1)} to ${hostAddress(s, hostCount(s))}`;
+    if (host === 0)
+        return `${address} is the network address of ${formatSubnet(s)}; hosts are .1 to ${hostAddress(s, hostCount(s))}`;
+    if (host === hostCount(s) + 1)
+        return `${address} is the broadcast address of ${formatSubnet(s)}; hosts are ${hostAddress(s, 1)} to ${hostAddress(s, hostCount(s))}`;
     return undefined;
 }
 
@@ -137,9 +142,11 @@ const MAC_RE = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
 
 /** Why `mac` cannot be a NIC's address, or undefined when it can. Compare MACs lowercased. */
 export function macProblem(mac: string): string | undefined {
-    if (!MAC_RE.test(mac.toLowerCase())) return `mac must be six hex pairs separated by colons, such as "02:00:0a:4d:01:05" (got ${JSON.stringify(mac)})`;
+    if (!MAC_RE.test(mac.toLowerCase()))
+        return `mac must be six hex pairs separated by colons, such as "02:00:0a:4d:01:05" (got ${JSON.stringify(mac)})`;
     const first = parseInt(mac.slice(0, 2), 16);
-    if (first & 1) return `mac ${mac} is a multicast address (the lowest bit of its first byte is set); a NIC needs a unicast one, e.g. starting with 02`;
+    if (first & 1)
+        return `mac ${mac} is a multicast address (the lowest bit of its first byte is set); a NIC needs a unicast one, e.g. starting with 02`;
     if (/^(00:){5}00$/.test(mac.toLowerCase())) return "mac 00:00:00:00:00:00 is not a usable address";
     return undefined;
 }
@@ -152,7 +159,9 @@ export function macProblem(mac: string): string | undefined {
 export function defaultMac(networkId: string, address: string): string {
     const netByte = hashNumber(`pulumi-qemu mac\0${networkId}`) & 255;
     const n = ipv4ToNumber(address);
-    return [0x02, netByte, (n >>> 24) & 255, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].map((b) => b.toString(16).padStart(2, "0")).join(":");
+    return [0x02, netByte, (n >>> 24) & 255, (n >>> 16) & 255, (n >>> 8) & 255, n & 255]
+        .map((b) => b.toString(16).padStart(2, "0"))
+        .join(":");
 }
 
 /** A hostname label as /etc/hosts and the kernel's ip= accept: letters, digits and hyphens. */
@@ -171,7 +180,10 @@ export function renderHosts(entries: readonly HostsEntry[]): { text: string; nam
 }
 
 /** Several VMs' `hosts` outputs as one /etc/hosts text and map, e.g. for a fleet's seed or share. */
-export function mergeHosts(all: ReadonlyArray<{ text: string; names: Record<string, string> }>): { text: string; names: Record<string, string> } {
+export function mergeHosts(all: ReadonlyArray<{ text: string; names: Record<string, string> }>): {
+    text: string;
+    names: Record<string, string>;
+} {
     const names: Record<string, string> = {};
     for (const h of all) for (const [k, v] of Object.entries(h.names)) names[k] ??= v;
     return { text: all.map((h) => h.text).join(""), names };

@@ -70,13 +70,10 @@ export const runScriptOutputs = z.object({
     drift: optionalText(
         "What a refresh found changed behind the provider's back (edited, removed, new mode); absent when nothing. The next up rewrites the launcher.",
     ),
-    imported: z
-        .boolean()
-        .optional()
-        .meta({
-            description:
-                "True on a launcher adopted by pulumi import until its first rewrite (its argvHash is not known until then); absent otherwise.",
-        }),
+    imported: z.boolean().optional().meta({
+        description:
+            "True on a launcher adopted by pulumi import until its first rewrite (its argvHash is not known until then); absent otherwise.",
+    }),
     ...placementOutputs.shape,
 });
 
@@ -123,11 +120,9 @@ export const virtualMachineOutputs = z.object({
         .array(nicOutput)
         .optional()
         .meta({ description: "Each private NIC as attached, in the order of vm.networks; absent without networks." }),
-    hosts: hostsOutput
-        .optional()
-        .meta({
-            description: "This VM's /etc/hosts entries; absent without networks. Combine a fleet's with mergeHosts.",
-        }),
+    hosts: hostsOutput.optional().meta({
+        description: "This VM's /etc/hosts entries; absent without networks. Combine a fleet's with mergeHosts.",
+    }),
     networkDrift: optionalText(
         "Why a network this VM joined is no longer the one it joined; absent when nothing. The next up replaces the VM.",
     ),
@@ -140,26 +135,20 @@ export const virtualMachineOutputs = z.object({
         .optional()
         .meta({ description: 'ADDRESS:PORT on the host of each forward ("127.0.0.1:40123"), keyed as ports.' }),
     portsNote: optionalText("Which auto-picked ports could not be the ones used before; absent when all were."),
-    agent: z
-        .enum(["qga", "shell"])
-        .optional()
-        .meta({
-            typeName: "AgentKind",
-            description: 'The guest agent kind ("shell" or "qga"); absent when vm.agent is "none".',
-        }),
+    agent: z.enum(["qga", "shell"]).optional().meta({
+        typeName: "AgentKind",
+        description: 'The guest agent kind ("shell" or "qga"); absent when vm.agent is "none".',
+    }),
     agentSocket: optionalText("Host end of the guest agent's channel (a unix socket)."),
     pidfile: text("QEMU's pidfile."),
     processStartTime: text(
         "Start time of the QEMU process (clock ticks since boot, from /proc): with pid and bootId, what tells this run of QEMU from any other process.",
     ),
     bootId: text("Host boot the process belongs to (/proc/sys/kernel/random/boot_id)."),
-    start: z
-        .enum(["cold", "restored"])
-        .optional()
-        .meta({
-            typeName: "StartKind",
-            description: 'With warmStart: "cold" (booted, then snapshotted) or "restored" (from the warm snapshot).',
-        }),
+    start: z.enum(["cold", "restored"]).optional().meta({
+        typeName: "StartKind",
+        description: 'With warmStart: "cold" (booted, then snapshotted) or "restored" (from the warm snapshot).',
+    }),
     startNote: optionalText("With warmStart: why a warm snapshot present was not used."),
     userNicMac: optionalText(
         'MAC of the user-mode NIC, 52:54:00:12:34:56 on every VM (what a cloud-init networkConfig matches it by); absent when vm.network is "none".',
@@ -181,13 +170,10 @@ export const networkOutputs = z.object({
     ),
     bootId: optionalText("Host boot the switch belongs to (/proc/sys/kernel/random/boot_id)."),
     switchIdentity: text("Which switch process this is (boot id/pid/start time)."),
-    dhcp: z
-        .boolean()
-        .optional()
-        .meta({
-            description:
-                "Whether the network runs DHCP/DNS (false for a network made before the field existed, until the next up).",
-        }),
+    dhcp: z.boolean().optional().meta({
+        description:
+            "Whether the network runs DHCP/DNS (false for a network made before the field existed, until the next up).",
+    }),
     domain: optionalText("The DNS domain VMs answer under: VM `web` is `web` and `web.<domain>`."),
     dhcpServer: optionalText("The DHCP/DNS server's address on the network (the subnet's last host), with dhcp."),
     dhcpIdentity: z
@@ -212,12 +198,9 @@ export const guestCommandOutputs = z.object({
     exitCode: integer("Its exit status: always 0, since a failing command fails the resource."),
     vmIdentity: text("Which run of which VM it ran on (boot id, pid and start time of its QEMU)."),
     drift: optionalText("Set by a refresh whose check failed: its exit status and output; absent otherwise."),
-    vmTarget: vmReferenceSchema
-        .optional()
-        .meta({
-            description:
-                "With vm given by id: the channel and QEMU run the id resolved to at create; absent otherwise.",
-        }),
+    vmTarget: vmReferenceSchema.optional().meta({
+        description: "With vm given by id: the channel and QEMU run the id resolved to at create; absent otherwise.",
+    }),
     ...placementOutputs.shape,
 });
 

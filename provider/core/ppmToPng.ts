@@ -32,10 +32,12 @@ export function parsePpm(ppm: Buffer): RgbImage {
     const width = Number(token());
     const height = Number(token());
     const maxval = Number(token());
-    if (!(width > 0 && height > 0) || maxval !== 255) throw new Error(`unsupported PPM: ${width}x${height}, maxval ${maxval}`);
+    if (!(width > 0 && height > 0) || maxval !== 255)
+        throw new Error(`unsupported PPM: ${width}x${height}, maxval ${maxval}`);
     at++; // the single whitespace byte after maxval
     const rgb = ppm.subarray(at, at + width * height * 3);
-    if (rgb.length !== width * height * 3) throw new Error(`PPM is truncated: ${rgb.length} of ${width * height * 3} pixel bytes`);
+    if (rgb.length !== width * height * 3)
+        throw new Error(`PPM is truncated: ${rgb.length} of ${width * height * 3} pixel bytes`);
     return { width, height, rgb };
 }
 

@@ -41,20 +41,23 @@ export function parseQcow2Header(bytes: Uint8Array): Qcow2Header {
     const backingFileOffset = safeNumber(view.getBigUint64(8), "backing_file_offset");
     const backingFileSize = view.getUint32(16);
     if (backingFileSize > MAX_BACKING_NAME_BYTES) throw new Qcow2HeaderError(`backing_file_size ${backingFileSize}`);
-    if ((backingFileOffset === 0) !== (backingFileSize === 0)) throw new Qcow2HeaderError(`backing_file_offset ${backingFileOffset} with size ${backingFileSize}`);
+    if ((backingFileOffset === 0) !== (backingFileSize === 0))
+        throw new Qcow2HeaderError(`backing_file_offset ${backingFileOffset} with size ${backingFileSize}`);
     const virtualSize = safeNumber(view.getBigUint64(24), "size");
     if (bytes.length < 72) return { version, virtualSize, backingFileOffset, backingFileSize };
     const clusterBits = view.getUint32(20);
     if (clusterBits < 9 || clusterBits > 21) throw new Qcow2HeaderError(`cluster_bits ${clusterBits}`);
     const l1End = safeNumber(view.getBigUint64(40), "l1_table_offset") + view.getUint32(36) * 8;
-    const refcountEnd = safeNumber(view.getBigUint64(48), "refcount_table_offset") + view.getUint32(56) * 2 ** clusterBits;
+    const refcountEnd =
+        safeNumber(view.getBigUint64(48), "refcount_table_offset") + view.getUint32(56) * 2 ** clusterBits;
     return { version, virtualSize, backingFileOffset, backingFileSize, metadataEnd: Math.max(l1End, refcountEnd) };
 }
 
 /** The backing file's name from `bytes` read at the header's backingFileOffset, or undefined when it has none. */
 export function backingName(header: Qcow2Header, bytes: Uint8Array): string | undefined {
     if (header.backingFileSize === 0) return undefined;
-    if (bytes.length < header.backingFileSize) throw new Qcow2HeaderError(`backing name cut short (${bytes.length} of ${header.backingFileSize} bytes)`);
+    if (bytes.length < header.backingFileSize)
+        throw new Qcow2HeaderError(`backing name cut short (${bytes.length} of ${header.backingFileSize} bytes)`);
     try {
         return new TextDecoder("utf-8", { fatal: true }).decode(bytes.subarray(0, header.backingFileSize));
     } catch {

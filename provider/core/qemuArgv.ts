@@ -63,7 +63,9 @@ export const USER_NIC_MAC = "52:54:00:12:34:56";
  */
 export function buildQemuArgv(spec: VmSpec, host: HostFacts, daemon?: DaemonRuntime): string[] {
     if (spec.networks?.length && host.nics?.length !== spec.networks.length) {
-        throw new Error("vm.networks: NICs on private networks need their addresses resolved; only a VirtualMachine resource can run a VM on networks");
+        throw new Error(
+            "vm.networks: NICs on private networks need their addresses resolved; only a VirtualMachine resource can run a VM on networks",
+        );
     }
     return argvWithAccel(spec, host.accel, daemon, host);
 }
@@ -91,7 +93,11 @@ export function specArgvHash(spec: VmSpec): string {
  */
 export function acceptedArgvHashes(spec: VmSpec, vm: unknown): string[] {
     const now = specArgvHash(spec);
-    const asked = vm !== null && typeof vm === "object" && "onReboot" in vm && (vm as { onReboot?: unknown }).onReboot !== undefined;
+    const asked =
+        vm !== null &&
+        typeof vm === "object" &&
+        "onReboot" in vm &&
+        (vm as { onReboot?: unknown }).onReboot !== undefined;
     return asked || spec.onReboot !== "restart" ? [now] : [now, specArgvHash({ ...spec, onReboot: "stop" })];
 }
 
@@ -110,13 +116,22 @@ function asAsked(spec: VmSpec): Resolved {
 }
 
 /** `forHash`: the argv as hashed, which leaves out what every VM has whether written or not (USER_NIC_MAC). */
-function argvWithAccel(spec: VmSpec, accel: string, daemon: DaemonRuntime | undefined, resolved: Resolved, forHash = false): string[] {
+function argvWithAccel(
+    spec: VmSpec,
+    accel: string,
+    daemon: DaemonRuntime | undefined,
+    resolved: Resolved,
+    forHash = false,
+): string[] {
     return [
         spec.qemu,
-        "-accel", accel,
+        "-accel",
+        accel,
         ...nameArgs(spec, daemon),
-        "-m", String(spec.memoryMiB),
-        "-smp", String(spec.cpus),
+        "-m",
+        String(spec.memoryMiB),
+        "-smp",
+        String(spec.cpus),
         ...machineArgs(spec),
         // "stop": a guest reboot ends QEMU (Guix's launchers' choice); "restart" is QEMU's own reset.
         ...(spec.onReboot === "stop" ? ["-no-reboot"] : []),
@@ -126,7 +141,9 @@ function argvWithAccel(spec: VmSpec, accel: string, daemon: DaemonRuntime | unde
         ...consoleArgs(spec, daemon),
         ...kernelArgs(spec, resolved.nics ?? []),
         ...spec.shares.flatMap(shareArgs),
-        ...spec.disks.flatMap((disk, i) => diskArgs(disk, spec.volatile, i === 0 && spec.firmware === "uefi", daemon ? i : undefined)),
+        ...spec.disks.flatMap((disk, i) =>
+            diskArgs(disk, spec.volatile, i === 0 && spec.firmware === "uefi", daemon ? i : undefined),
+        ),
         ...networkArgs(spec, resolved, forHash),
         ...agentArgs(spec, daemon),
         ...(daemon ? daemonArgs(daemon) : []),
@@ -185,7 +202,8 @@ function kernelArgs(spec: VmSpec, nics: readonly NicPlan[]): string[] {
     const args = [...(spec.kernelArguments ?? []), ...nics.flatMap(nicKernelArgs)];
     if (!spec.graphic && !args.some((a) => a.startsWith("console="))) args.unshift("console=ttyS0");
     return [
-        "-kernel", spec.kernel,
+        "-kernel",
+        spec.kernel,
         ...(spec.initrd ? ["-initrd", spec.initrd] : []),
         ...(args.length ? ["-append", args.join(" ")] : []),
     ];
@@ -227,10 +245,18 @@ function diskArgs(disk: DiskSpec, volatile: boolean, bootFirst: boolean, nodeInd
         // Volatile guests write to a temporary layer QEMU throws away on exit.
         ...(temporary ? ["snapshot=on"] : []),
         // A temporary layer would sit above the named node: faults there are not offered.
-        ...(nodeIndex !== undefined && !temporary ? [`node-name=pq-disk${nodeIndex}`, `file.node-name=pq-disk${nodeIndex}-file`] : []),
+        ...(nodeIndex !== undefined && !temporary
+            ? [`node-name=pq-disk${nodeIndex}`, `file.node-name=pq-disk${nodeIndex}-file`]
+            : []),
     ];
     // The drive's id shares QEMU's namespace with node names: pq-boot, never a pq-diskN.
-    if (bootFirst) return ["-drive", optionString([...drive, "if=none", "id=pq-boot"]), "-device", "virtio-blk-pci,drive=pq-boot,bootindex=0"];
+    if (bootFirst)
+        return [
+            "-drive",
+            optionString([...drive, "if=none", "id=pq-boot"]),
+            "-device",
+            "virtio-blk-pci,drive=pq-boot,bootindex=0",
+        ];
     return ["-drive", optionString([drive[0], drive[1], "if=virtio", ...drive.slice(2)])];
 }
 
@@ -243,7 +269,10 @@ function diskArgs(disk: DiskSpec, volatile: boolean, bootFirst: boolean, nodeInd
  */
 function nicKernelArgs(nic: NicPlan, i: number): string[] {
     const dev = `pqnet${i}`;
-    return [`ifname=${dev}:${nic.mac}`, nic.dhcp ? `ip=${dev}:dhcp` : `ip=${nic.ipv4}:::${nic.netmask}:${nic.hostname}:${dev}:off`];
+    return [
+        `ifname=${dev}:${nic.mac}`,
+        nic.dhcp ? `ip=${dev}:dhcp` : `ip=${nic.ipv4}:::${nic.netmask}:${nic.hostname}:${dev}:off`,
+    ];
 }
 
 function networkArgs(spec: VmSpec, resolved: Resolved, forHash: boolean): string[] {
@@ -261,7 +290,12 @@ function userNicArgs(spec: VmSpec, resolved: Resolved, forHash: boolean): string
     const mac = forHash ? [] : [`mac=${USER_NIC_MAC}`];
     // microvm plugs no NIC for -nic: the user-mode NIC is a netdev and a device on its PCIe bus.
     if (spec.machine === "microvm") {
-        return ["-netdev", ["user", "id=pq-user", ...forwards].join(","), "-device", ["virtio-net-pci", "netdev=pq-user", ...mac].join(",")];
+        return [
+            "-netdev",
+            ["user", "id=pq-user", ...forwards].join(","),
+            "-device",
+            ["virtio-net-pci", "netdev=pq-user", ...mac].join(","),
+        ];
     }
     return ["-nic", ["user", "model=virtio-net-pci", ...mac, ...forwards].join(",")];
 }
@@ -269,8 +303,10 @@ function userNicArgs(spec: VmSpec, resolved: Resolved, forHash: boolean): string
 /** One virtio-net NIC on a VDE switch; the socket path is escaped as every option value. */
 function nicArgs(nic: NicPlan, i: number): string[] {
     return [
-        "-netdev", optionString(["vde", ["id", `pqnet${i}`], ["sock", nic.sock]]),
-        "-device", optionString(["virtio-net-pci", ["netdev", `pqnet${i}`], ["mac", nic.mac]]),
+        "-netdev",
+        optionString(["vde", ["id", `pqnet${i}`], ["sock", nic.sock]]),
+        "-device",
+        optionString(["virtio-net-pci", ["netdev", `pqnet${i}`], ["mac", nic.mac]]),
     ];
 }
 
@@ -293,17 +329,22 @@ function agentArgs(spec: VmSpec, daemon?: DaemonRuntime): string[] {
     if (spec.agent === "none") return [];
     const socket = daemon?.agentSocket ?? FOREGROUND_AGENT_SOCKET;
     return [
-        "-device", "virtio-serial-pci,id=pq-vser",
-        "-chardev", `socket,id=pq-agent,path=${escapeOptionValue(socket)},server=on,wait=off`,
-        "-device", `virtserialport,bus=pq-vser.0,chardev=pq-agent,name=${AGENT_PORT_NAMES[spec.agent]}`,
+        "-device",
+        "virtio-serial-pci,id=pq-vser",
+        "-chardev",
+        `socket,id=pq-agent,path=${escapeOptionValue(socket)},server=on,wait=off`,
+        "-device",
+        `virtserialport,bus=pq-vser.0,chardev=pq-agent,name=${AGENT_PORT_NAMES[spec.agent]}`,
     ];
 }
 
 function daemonArgs(daemon: DaemonRuntime): string[] {
     return [
         "-daemonize",
-        "-pidfile", daemon.pidfile,
+        "-pidfile",
+        daemon.pidfile,
         // The unix: chardev parses its path as an option value, so commas must be doubled.
-        "-qmp", `unix:${escapeOptionValue(daemon.qmpSocket)},server=on,wait=off`,
+        "-qmp",
+        `unix:${escapeOptionValue(daemon.qmpSocket)},server=on,wait=off`,
     ];
 }

@@ -10,7 +10,15 @@ import { RE2JS } from "re2js";
  */
 
 /** Flags with a meaning for one search: i, m, s. g, y, u and d change nothing here and are accepted. */
-const FLAG_BITS: Record<string, number> = { i: RE2JS.CASE_INSENSITIVE, m: RE2JS.MULTILINE, s: RE2JS.DOTALL, g: 0, y: 0, u: 0, d: 0 };
+const FLAG_BITS: Record<string, number> = {
+    i: RE2JS.CASE_INSENSITIVE,
+    m: RE2JS.MULTILINE,
+    s: RE2JS.DOTALL,
+    g: 0,
+    y: 0,
+    u: 0,
+    d: 0,
+};
 
 /**
  * How many characters of console text before new output take part in the next search: any match
@@ -18,7 +26,8 @@ const FLAG_BITS: Record<string, number> = { i: RE2JS.CASE_INSENSITIVE, m: RE2JS.
  */
 export const SERIAL_OVERLAP_CHARS = 16 * 1024;
 
-export type SerialPattern = { kind: "text"; text: string } | { kind: "regex"; source: string; flags: string; re: RE2JS };
+export type SerialPattern =
+    { kind: "text"; text: string } | { kind: "regex"; source: string; flags: string; re: RE2JS };
 
 /** A `/…/flags` pattern's parts, or undefined for plain text. */
 function regexParts(pattern: string): { source: string; flags: string } | undefined {
@@ -41,7 +50,9 @@ export function parseSerialPattern(pattern: string): SerialPattern {
     for (const f of new Set(parts.flags)) {
         const bit = FLAG_BITS[f];
         if (bit === undefined) {
-            throw new SerialPatternError(`serialPattern flag "${f}" is not supported (supported: i, m, s; g, y, u and d are accepted and change nothing)`);
+            throw new SerialPatternError(
+                `serialPattern flag "${f}" is not supported (supported: i, m, s; g, y, u and d are accepted and change nothing)`,
+            );
         }
         bits |= bit;
     }
@@ -54,7 +65,7 @@ export function parseSerialPattern(pattern: string): SerialPattern {
         throw new SerialPatternError(
             `serialPattern ${cut(pattern, 80)} is not a regular expression this provider can run (${why}). ` +
                 "Patterns run on RE2, which has no backreferences (\\1) or lookarounds ((?=…), (?!…), (?<=…)) and repeats at most {1000}; " +
-                'write plain text (no surrounding slashes) to look for a substring',
+                "write plain text (no surrounding slashes) to look for a substring",
         );
     }
 }
@@ -135,7 +146,10 @@ export class ConsoleScanner {
         if (fresh.length === 0) return false;
         const window = this.tail + fresh;
         const from = this.tailAtStart ? 0 : 1;
-        this.found = this.pattern.kind === "text" ? window.includes(this.pattern.text, from) : this.pattern.re.matcher(window).find(from);
+        this.found =
+            this.pattern.kind === "text"
+                ? window.includes(this.pattern.text, from)
+                : this.pattern.re.matcher(window).find(from);
         this.keepTail(window);
         return this.found;
     }

@@ -35,8 +35,12 @@ export interface ShellRequest {
 
 /** The bytes before the stdin payload: header line and script. The caller sends stdin after them. */
 export function encodeRequestHead(req: ShellRequest): Buffer {
-    if (!NONCE_PATTERN.test(req.nonce)) throw new Error(`nonce must be 32 lowercase hex digits, got ${JSON.stringify(req.nonce)}`);
-    for (const [name, n] of [["stdinBytes", req.stdinBytes], ["timeoutSeconds", req.timeoutSeconds]] as const) {
+    if (!NONCE_PATTERN.test(req.nonce))
+        throw new Error(`nonce must be 32 lowercase hex digits, got ${JSON.stringify(req.nonce)}`);
+    for (const [name, n] of [
+        ["stdinBytes", req.stdinBytes],
+        ["timeoutSeconds", req.timeoutSeconds],
+    ] as const) {
         if (!Number.isSafeInteger(n) || n < 0) throw new Error(`${name} must be a whole number ≥ 0, got ${n}`);
     }
     const header = `\n${SHELL_PROTOCOL} ${req.nonce} ${req.script.length} ${req.stdinBytes} ${req.timeoutSeconds}\n`;
@@ -53,10 +57,14 @@ const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
  * bytes through stdin instead).
  */
 export function shellScript(command: string, env: Record<string, string> = {}): Buffer {
-    if (command.includes("\0")) throw new Error("command: a shell command cannot contain NUL bytes; pass binary data through stdin");
+    if (command.includes("\0"))
+        throw new Error("command: a shell command cannot contain NUL bytes; pass binary data through stdin");
     const lines: string[] = [];
     for (const [name, value] of Object.entries(env)) {
-        if (!ENV_NAME.test(name)) throw new Error(`env: ${JSON.stringify(name)} is not a valid environment variable name (letters, digits and _, not starting with a digit)`);
+        if (!ENV_NAME.test(name))
+            throw new Error(
+                `env: ${JSON.stringify(name)} is not a valid environment variable name (letters, digits and _, not starting with a digit)`,
+            );
         if (value.includes("\0")) throw new Error(`env.${name}: a value cannot contain NUL bytes`);
         lines.push(`export ${name}=${shellQuote(value)}`);
     }
@@ -105,7 +113,10 @@ export class ReplyParser {
     /** Bytes thrown away while looking for our ACK (stale replies, boot noise). */
     discarded = 0;
 
-    constructor(private readonly nonce: string, private readonly on: ReplyHandlers) {
+    constructor(
+        private readonly nonce: string,
+        private readonly on: ReplyHandlers,
+    ) {
         this.ackLine = Buffer.from(`${SHELL_PROTOCOL} ACK ${nonce}\n`, "latin1");
         this.trailerLine = Buffer.from(`${SHELL_PROTOCOL} END ${nonce}\n`, "latin1");
     }
@@ -142,7 +153,8 @@ export class ReplyParser {
                 case "header": {
                     const nl = buf.indexOf(0x0a);
                     if (nl < 0) {
-                        if (buf.length > MAX_HEADER_BYTES) throw new ShellProtocolError(`reply header longer than ${MAX_HEADER_BYTES} bytes`);
+                        if (buf.length > MAX_HEADER_BYTES)
+                            throw new ShellProtocolError(`reply header longer than ${MAX_HEADER_BYTES} bytes`);
                         this.pending = Buffer.from(buf);
                         return;
                     }
@@ -193,11 +205,19 @@ export class ReplyParser {
 
     private parseHeader(line: string): ReplyHeader {
         const m = /^PQSH1 RET ([0-9a-f]{32}) (exited|timeout) (\d{1,3}) (\d{1,15}) (\d{1,15})$/.exec(line);
-        if (!m || m[1] !== this.nonce) throw new ShellProtocolError(`malformed reply header ${JSON.stringify(line.slice(0, 120))}`);
-        return { status: m[2] as ReplyStatus, exitCode: Number(m[3]), stdoutBytes: Number(m[4]), stderrBytes: Number(m[5]) };
+        if (!m || m[1] !== this.nonce)
+            throw new ShellProtocolError(`malformed reply header ${JSON.stringify(line.slice(0, 120))}`);
+        return {
+            status: m[2] as ReplyStatus,
+            exitCode: Number(m[3]),
+            stdoutBytes: Number(m[4]),
+            stderrBytes: Number(m[5]),
+        };
     }
 
     private badTrailer(got: Buffer): ShellProtocolError {
-        return new ShellProtocolError(`reply did not end with its trailer (got ${JSON.stringify(got.toString("latin1").slice(0, 60))}): the output changed size while it was sent`);
+        return new ShellProtocolError(
+            `reply did not end with its trailer (got ${JSON.stringify(got.toString("latin1").slice(0, 60))}): the output changed size while it was sent`,
+        );
     }
 }

@@ -19,7 +19,8 @@ const UNIT: Record<string, number> = {
 /** Above this a size no longer fits a double exactly; qemu-img's own limit is higher. */
 export const MAX_SIZE_BYTES = Number.MAX_SAFE_INTEGER;
 
-export const SIZE_HELP = 'a whole number of bytes, or a number with a binary suffix K, M, G, T (or KiB, MiB, GiB, TiB) such as "512M" or "20G"';
+export const SIZE_HELP =
+    'a whole number of bytes, or a number with a binary suffix K, M, G, T (or KiB, MiB, GiB, TiB) such as "512M" or "20G"';
 
 export type SizeResult = { ok: true; bytes: number } | { ok: false; reason: string };
 
@@ -30,7 +31,8 @@ export function parseSize(value: unknown): SizeResult {
 }
 
 function parseByteCount(n: number): SizeResult {
-    if (!Number.isSafeInteger(n)) return { ok: false, reason: `size must be ${SIZE_HELP}; ${n} is not a whole number of bytes` };
+    if (!Number.isSafeInteger(n))
+        return { ok: false, reason: `size must be ${SIZE_HELP}; ${n} is not a whole number of bytes` };
     return inRange(n);
 }
 
@@ -42,14 +44,20 @@ function parseSizeText(text: string): SizeResult {
         return { ok: false, reason: `size must be ${SIZE_HELP}${hint}` };
     }
     const [, whole, fraction = "", suffix = ""] = m;
-    if (/iB$/i.test(suffix) && !/iB$/.test(suffix)) return { ok: false, reason: `size must be ${SIZE_HELP} (write "${suffix.slice(0, 1).toUpperCase()}iB")` };
+    if (/iB$/i.test(suffix) && !/iB$/.test(suffix))
+        return { ok: false, reason: `size must be ${SIZE_HELP} (write "${suffix.slice(0, 1).toUpperCase()}iB")` };
     const unit = UNIT[suffix.slice(0, 1).toLowerCase()];
     // Exact arithmetic: 0.1 is not a double, and "1.1K" must be refused, not rounded.
     const scaled = BigInt(whole + fraction) * BigInt(unit);
     const divisor = 10n ** BigInt(fraction.length);
-    if (scaled % divisor !== 0n) return { ok: false, reason: `size ${quoteValue(text)} is not a whole number of bytes` };
+    if (scaled % divisor !== 0n)
+        return { ok: false, reason: `size ${quoteValue(text)} is not a whole number of bytes` };
     const bytes = scaled / divisor;
-    if (bytes > BigInt(MAX_SIZE_BYTES)) return { ok: false, reason: `size ${quoteValue(text)} is larger than the largest size allowed (${MAX_SIZE_BYTES} bytes)` };
+    if (bytes > BigInt(MAX_SIZE_BYTES))
+        return {
+            ok: false,
+            reason: `size ${quoteValue(text)} is larger than the largest size allowed (${MAX_SIZE_BYTES} bytes)`,
+        };
     return inRange(Number(bytes));
 }
 
@@ -61,7 +69,8 @@ function inRange(bytes: number): SizeResult {
     if (bytes > MAX_SIZE_BYTES) return { ok: false, reason: `size must be at most ${MAX_SIZE_BYTES} bytes` };
     if (bytes % SECTOR_BYTES !== 0) {
         const up = Math.ceil(bytes / SECTOR_BYTES) * SECTOR_BYTES;
-        const suggestion = up % 1024 ** 2 === 0 ? `"${up / 1024 ** 2}M"` : up % 1024 === 0 ? `"${up / 1024}K"` : String(up);
+        const suggestion =
+            up % 1024 ** 2 === 0 ? `"${up / 1024 ** 2}M"` : up % 1024 === 0 ? `"${up / 1024}K"` : String(up);
         return {
             ok: false,
             reason: `size must be a multiple of ${SECTOR_BYTES} bytes (disks are made of 512-byte sectors; qemu-img would silently round ${bytes} bytes up to ${up}); write ${suggestion}`,
@@ -72,7 +81,12 @@ function inRange(bytes: number): SizeResult {
 
 /** A short human form for messages: "512 MiB", "1.5 GiB", "1000 bytes". */
 export function formatSize(bytes: number): string {
-    for (const [name, unit] of [["TiB", 1024 ** 4], ["GiB", 1024 ** 3], ["MiB", 1024 ** 2], ["KiB", 1024]] as const) {
+    for (const [name, unit] of [
+        ["TiB", 1024 ** 4],
+        ["GiB", 1024 ** 3],
+        ["MiB", 1024 ** 2],
+        ["KiB", 1024],
+    ] as const) {
         if (bytes >= unit) return `${+(bytes / unit).toFixed(2)} ${name}`;
     }
     return `${bytes} bytes`;

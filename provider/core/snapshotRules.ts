@@ -50,7 +50,7 @@ export function snapshotProblems(spec: VmSpec, root = "vm"): FieldProblem[] {
     if (!spec.volatile && !spec.disks.some((d) => !d.readOnly && (d.overlay || d.format === "qcow2"))) {
         problems.push({
             property: `${root}.disks`,
-            reason: "the VM's memory and device state is saved inside a writable qcow2 disk and this VM has none; add one, e.g. a small blank qcow2 DiskImage (source: { blank: { size: \"64M\", format: \"qcow2\" } }) in vm.disks",
+            reason: 'the VM\'s memory and device state is saved inside a writable qcow2 disk and this VM has none; add one, e.g. a small blank qcow2 DiskImage (source: { blank: { size: "64M", format: "qcow2" } }) in vm.disks',
         });
     }
     return problems;
@@ -115,8 +115,10 @@ export function openRecord(text: string): { record: SnapshotRecord } | { problem
         return { problem: "its record is not JSON" };
     }
     const { sha256, ...rest } = raw;
-    if (rest.tool !== "pulumi-qemu" || rest.kind !== "snapshot" || rest.version !== 1) return { problem: "its record is not a pulumi-qemu snapshot record" };
-    if (typeof sha256 !== "string" || hashValue(rest) !== sha256) return { problem: "its record's checksum does not match its content" };
+    if (rest.tool !== "pulumi-qemu" || rest.kind !== "snapshot" || rest.version !== 1)
+        return { problem: "its record is not a pulumi-qemu snapshot record" };
+    if (typeof sha256 !== "string" || hashValue(rest) !== sha256)
+        return { problem: "its record's checksum does not match its content" };
     return { record: rest as unknown as SnapshotRecord };
 }
 
@@ -141,7 +143,12 @@ export function snapshotMismatch(record: SnapshotRecord, listed: Map<string, Qem
         if (!snaps) return `disk ${d.file} is no longer open in this VM`;
         const s = snaps.find((x) => x.name === record.tag);
         if (!s) return `disk ${d.file} has no snapshot ${record.tag} any more`;
-        if (s.id !== d.id || s["date-sec"] !== d.dateSec || s["date-nsec"] !== d.dateNsec || s["vm-state-size"] !== d.vmStateSize) {
+        if (
+            s.id !== d.id ||
+            s["date-sec"] !== d.dateSec ||
+            s["date-nsec"] !== d.dateNsec ||
+            s["vm-state-size"] !== d.vmStateSize
+        ) {
             return `disk ${d.file} holds a different snapshot ${record.tag} (id ${s.id}, made at ${s["date-sec"]}, vmstate ${s["vm-state-size"]} bytes) than the one recorded (id ${d.id}, made at ${d.dateSec}, vmstate ${d.vmStateSize} bytes)`;
         }
     }

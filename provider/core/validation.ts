@@ -10,9 +10,9 @@ const CONTROL = /[\u0000\n\r]/;
 
 /** Text that will end up in an argv or a shell script: NUL and line breaks have no safe form there. */
 export function plainText(what: string) {
-    return z
-        .string({ error: `${what} must be a string` })
-        .refine((s) => !CONTROL.test(s), { error: `${what} must not contain NUL, newline or carriage return characters` });
+    return z.string({ error: `${what} must be a string` }).refine((s) => !CONTROL.test(s), {
+        error: `${what} must not contain NUL, newline or carriage return characters`,
+    });
 }
 
 /** An absolute host path, because relative ones would depend on where `pulumi up` was run. */
@@ -38,7 +38,9 @@ export function pseudoFileProblem(what: string, p: string): string | undefined {
 
 /** An absolute path to a regular file of the user's: not under /proc, /sys or /dev (see pseudoFileProblem). */
 export function hostFilePath(what: string) {
-    return absolutePath(what).refine((s) => pseudoFileProblem(what, s) === undefined, { error: (iss) => pseudoFileProblem(what, iss.input as string) });
+    return absolutePath(what).refine((s) => pseudoFileProblem(what, s) === undefined, {
+        error: (iss) => pseudoFileProblem(what, iss.input as string),
+    });
 }
 
 export function port(what: string) {
@@ -99,7 +101,9 @@ function plainMessage(issue: z.core.$ZodIssue, value: unknown): string {
     }
     if (issue.code === "invalid_union" && /^Invalid input/.test(m)) return "does not match any form this field takes";
     if ((issue.code === "too_small" || issue.code === "too_big") && /^Too (small|big)/.test(m)) {
-        return m.replace(/^Too (small|big): expected \w+ to (have|be) /, "must be ").replace(/>=1 characters$/, "at least 1 character long (not empty)");
+        return m
+            .replace(/^Too (small|big): expected \w+ to (have|be) /, "must be ")
+            .replace(/>=1 characters$/, "at least 1 character long (not empty)");
     }
     return m;
 }
@@ -112,14 +116,23 @@ function describeType(t: string): string {
 }
 
 /** One problem per unknown key, named by its full path, with the keys its object takes and the likely one. */
-function unknownNestedKeys(keys: string[], at: ReadonlyArray<PropertyKey>, root: string, input: unknown, schema?: z.ZodType): FieldProblem[] {
+function unknownNestedKeys(
+    keys: string[],
+    at: ReadonlyArray<PropertyKey>,
+    root: string,
+    input: unknown,
+    schema?: z.ZodType,
+): FieldProblem[] {
     const allowed = schema ? keysOfObjectAt(schema, at, input) : undefined;
     const owner = at.length || root ? fieldName(root, at) : "the inputs";
     return keys.map((key) => {
         const meant = allowed && closest(key, allowed);
         const list = allowed ? ` (it takes: ${allowed.join(", ")})` : "";
         const hint = meant ? `; did you mean ${JSON.stringify(meant)}?` : "";
-        return { property: fieldName(root, [...at, key]), reason: `${quoteValue(key)} is not a key of ${owner}${list}${hint}` };
+        return {
+            property: fieldName(root, [...at, key]),
+            reason: `${quoteValue(key)} is not a key of ${owner}${list}${hint}`,
+        };
     });
 }
 
@@ -155,7 +168,11 @@ function pickObject(s: any, value: unknown): any {
 }
 
 /** The keys the object schema at `path` takes, following the input through lists and unions. */
-export function keysOfObjectAt(schema: z.ZodType, path: ReadonlyArray<PropertyKey>, input: unknown): string[] | undefined {
+export function keysOfObjectAt(
+    schema: z.ZodType,
+    path: ReadonlyArray<PropertyKey>,
+    input: unknown,
+): string[] | undefined {
     let s: any = unwrap(schema);
     let v: unknown = input;
     for (const key of path) {
@@ -206,20 +223,31 @@ export const DYNAMIC_PROVIDER_KEY = "__provider";
  * with the allowed ones and a likely meant one. Let through: Pulumi's `__provider`, and the
  * resource's output names when their value is undefined (the SDK declares outputs that way).
  */
-export function unknownKeyProblems(inputs: Record<string, unknown>, allowed: readonly string[], outputs: readonly string[] = []): FieldProblem[] {
+export function unknownKeyProblems(
+    inputs: Record<string, unknown>,
+    allowed: readonly string[],
+    outputs: readonly string[] = [],
+): FieldProblem[] {
     const problems: FieldProblem[] = [];
     for (const key of Object.keys(inputs)) {
         if (allowed.includes(key) || key === DYNAMIC_PROVIDER_KEY) continue;
         if (outputs.includes(key) && inputs[key] === undefined) continue;
         const meant = closest(key, allowed);
         const hint = meant ? `; did you mean ${JSON.stringify(meant)}?` : "";
-        problems.push({ property: key, reason: `${quoteValue(key)} is not an input of this resource (inputs: ${allowed.join(", ")})${hint}` });
+        problems.push({
+            property: key,
+            reason: `${quoteValue(key)} is not an input of this resource (inputs: ${allowed.join(", ")})${hint}`,
+        });
     }
     return problems;
 }
 
 /** Throws an InputError for every key `unknownKeyProblems` finds. */
-export function refuseUnknownKeys(inputs: Record<string, unknown>, allowed: readonly string[], outputs: readonly string[] = []): void {
+export function refuseUnknownKeys(
+    inputs: Record<string, unknown>,
+    allowed: readonly string[],
+    outputs: readonly string[] = [],
+): void {
     const problems = unknownKeyProblems(inputs, allowed, outputs);
     if (problems.length) throw new InputError(problems);
 }
@@ -238,7 +266,8 @@ function closest(key: string, allowed: readonly string[]): string | undefined {
         let d = editDistance(lower, al);
         // A unit or qualifier left off the end (memoryMiB, timeoutSeconds) costs one edit, not its length.
         if (al.length > lower.length && lower.length >= 4) {
-            for (const n of [lower.length - 1, lower.length, lower.length + 1]) d = Math.min(d, editDistance(lower, al.slice(0, n)) + 1);
+            for (const n of [lower.length - 1, lower.length, lower.length + 1])
+                d = Math.min(d, editDistance(lower, al.slice(0, n)) + 1);
         }
         if (d <= 2 && (!best || d < best.d)) best = { name: a, d };
     }
@@ -250,7 +279,8 @@ function editDistance(a: string, b: string): number {
     let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
     for (let i = 1; i <= a.length; i++) {
         const cur = [i];
-        for (let j = 1; j <= b.length; j++) cur[j] = Math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+        for (let j = 1; j <= b.length; j++)
+            cur[j] = Math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
         prev = cur;
     }
     return prev[b.length];

@@ -51,7 +51,10 @@ export function progressIntervalMs(): number {
  * Runs `work`, reporting `describe(elapsedSeconds)` every interval while it runs; nothing for
  * work that ends within the first interval, so quick operations stay quiet.
  */
-export async function whileWorking<T>(describe: (elapsedSeconds: number) => string, work: () => Promise<T>): Promise<T> {
+export async function whileWorking<T>(
+    describe: (elapsedSeconds: number) => string,
+    work: () => Promise<T>,
+): Promise<T> {
     const sink = current.getStore();
     if (!sink) return work();
     const t0 = Date.now();

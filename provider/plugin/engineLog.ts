@@ -18,7 +18,10 @@ function clientFor(address: string) {
     if (!entry) {
         const grpc = require("@grpc/grpc-js") as typeof grpcTypes;
         const enginerpc = require("@pulumi/pulumi/proto/engine_grpc_pb");
-        entry = { client: new enginerpc.EngineClient(address, grpc.credentials.createInsecure()), last: Promise.resolve() };
+        entry = {
+            client: new enginerpc.EngineClient(address, grpc.credentials.createInsecure()),
+            last: Promise.resolve(),
+        };
         clients.set(address, entry);
     }
     return entry;
@@ -27,7 +30,13 @@ function clientFor(address: string) {
 type Severity = "info" | "warning";
 
 /** Sends one message; in order with the ones before it, and never failing the work it describes. */
-export function sendLog(address: string, severity: Severity, message: string, urn: string, ephemeral: boolean): Promise<void> {
+export function sendLog(
+    address: string,
+    severity: Severity,
+    message: string,
+    urn: string,
+    ephemeral: boolean,
+): Promise<void> {
     const engineproto = require("@pulumi/pulumi/proto/engine_pb");
     const entry = clientFor(address);
     const req = new engineproto.LogRequest();
@@ -39,11 +48,19 @@ export function sendLog(address: string, severity: Severity, message: string, ur
         () =>
             new Promise<void>((resolve) => {
                 const deadline = new Date(Date.now() + 10_000);
-                entry!.client.log(req, new (require("@grpc/grpc-js") as typeof grpcTypes).Metadata(), { deadline }, (err: Error | null) => {
-                    // The engine gone or slow costs a progress line, nothing else; say so where the engine reads plugin output.
-                    if (err) process.stderr.write(`pulumi-qemu: could not send a log message to the engine (${err.message}): ${message}\n`);
-                    resolve();
-                });
+                entry!.client.log(
+                    req,
+                    new (require("@grpc/grpc-js") as typeof grpcTypes).Metadata(),
+                    { deadline },
+                    (err: Error | null) => {
+                        // The engine gone or slow costs a progress line, nothing else; say so where the engine reads plugin output.
+                        if (err)
+                            process.stderr.write(
+                                `pulumi-qemu: could not send a log message to the engine (${err.message}): ${message}\n`,
+                            );
+                        resolve();
+                    },
+                );
             }),
     );
     return entry.last;

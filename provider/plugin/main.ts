@@ -6,6 +6,6 @@
 import { serve } from "./serve";
 
 serve(process.argv.slice(2)).catch((err) => {
-    console.error(err instanceof Error ? err.stack ?? err.message : String(err));
+    console.error(err instanceof Error ? (err.stack ?? err.message) : String(err));
     process.exit(1);
 });

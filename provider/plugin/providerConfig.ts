@@ -25,10 +25,13 @@ const configSchema = z.object({
             description:
                 'Where this provider instance\'s resources live: "ssh://user@host:port" of a far host reached with OpenSSH (host keys checked strictly; its `node` runs the lifecycles there). Default: this machine. Changing it replaces every resource of the provider.',
         }),
-    identityFile: sshFilePath("identityFile").optional().meta({ description: "Absolute path of the private key ssh uses for host; default: your ssh agent and ~/.ssh/config." }),
-    knownHosts: sshFilePath("knownHosts")
-        .optional()
-        .meta({ description: "Absolute path of a known_hosts file holding host's key; default ~/.ssh/known_hosts. An unknown key is refused, never trusted on first use." }),
+    identityFile: sshFilePath("identityFile").optional().meta({
+        description: "Absolute path of the private key ssh uses for host; default: your ssh agent and ~/.ssh/config.",
+    }),
+    knownHosts: sshFilePath("knownHosts").optional().meta({
+        description:
+            "Absolute path of a known_hosts file holding host's key; default ~/.ssh/known_hosts. An unknown key is refused, never trusted on first use.",
+    }),
 });
 
 /** The provider's configuration as the package schema and the reference docs show it. */
@@ -57,11 +60,22 @@ export function parseProviderConfig(raw: Record<string, unknown>): ProviderConfi
     if (problems.length) throw new InputError(problems);
     const c = parseOrThrow(configSchema, values, "");
     if (!c.host && (c.identityFile || c.knownHosts)) {
-        throw new InputError([{ property: c.identityFile ? "identityFile" : "knownHosts", reason: "only means something with host set; set host to the ssh:// URL of the far host, or leave this out" }]);
+        throw new InputError([
+            {
+                property: c.identityFile ? "identityFile" : "knownHosts",
+                reason: "only means something with host set; set host to the ssh:// URL of the far host, or leave this out",
+            },
+        ]);
     }
     if (!c.host) return {};
     const host = parseHost(c.host, "host")!;
-    return { host: { ...host, ...(c.identityFile ? { identityFile: c.identityFile } : {}), ...(c.knownHosts ? { knownHosts: c.knownHosts } : {}) } };
+    return {
+        host: {
+            ...host,
+            ...(c.identityFile ? { identityFile: c.identityFile } : {}),
+            ...(c.knownHosts ? { knownHosts: c.knownHosts } : {}),
+        },
+    };
 }
 
 /** The engine's configuration variables (`qemu:config:host`) as the keys of the provider's inputs. */
@@ -87,12 +101,17 @@ export function servingConfig(): void {
     if (original.__pulumiQemu) return;
     const wrapped = function (this: unknown, service: unknown, impl: Record<string, (...a: any[]) => void>) {
         const configure = impl.configure?.bind(impl);
-        const failure = (err: unknown) => ({ code: grpc.status.INVALID_ARGUMENT, details: `qemu provider configuration: ${err instanceof Error ? err.message : String(err)}` });
+        const failure = (err: unknown) => ({
+            code: grpc.status.INVALID_ARGUMENT,
+            details: `qemu provider configuration: ${err instanceof Error ? err.message : String(err)}`,
+        });
         impl.configure = (call: any, callback: (err: unknown, resp?: unknown) => void) => {
             const req = call.request;
             const args = req.hasArgs?.() ? req.getArgs().toJavaScript() : undefined;
             try {
-                const config = parseProviderConfig(args && Object.keys(args).length ? args : fromVariables(req.getVariablesMap?.()));
+                const config = parseProviderConfig(
+                    args && Object.keys(args).length ? args : fromVariables(req.getVariablesMap?.()),
+                );
                 configureHost(config.host, config.hostUnknown === true);
             } catch (err) {
                 return callback(failure(err));
@@ -107,7 +126,9 @@ export function servingConfig(): void {
                 parseProviderConfig(news);
             } catch (err) {
                 if (!(err instanceof InputError)) return callback(failure(err));
-                resp.setFailuresList(err.problems.map((p) => new provproto.CheckFailure().setProperty(p.property).setReason(p.reason)));
+                resp.setFailuresList(
+                    err.problems.map((p) => new provproto.CheckFailure().setProperty(p.property).setReason(p.reason)),
+                );
             }
             callback(undefined, resp);
         };
@@ -128,8 +149,14 @@ export function servingConfig(): void {
             const [before, after] = [placeOf(olds), placeOf(news)];
             // A host not known yet may be another: the engine shows the provider (and what it manages) as replaced.
             const moved = before !== after || after === UNKNOWN;
-            const changedFiles = ["identityFile", "knownHosts"].filter((k) => JSON.stringify(stripSecrets(olds[k])) !== JSON.stringify(stripSecrets(news[k])));
-            resp.setChanges(moved || changedFiles.length ? provproto.DiffResponse.DiffChanges.DIFF_SOME : provproto.DiffResponse.DiffChanges.DIFF_NONE);
+            const changedFiles = ["identityFile", "knownHosts"].filter(
+                (k) => JSON.stringify(stripSecrets(olds[k])) !== JSON.stringify(stripSecrets(news[k])),
+            );
+            resp.setChanges(
+                moved || changedFiles.length
+                    ? provproto.DiffResponse.DiffChanges.DIFF_SOME
+                    : provproto.DiffResponse.DiffChanges.DIFF_NONE,
+            );
             resp.setReplacesList(moved ? ["host"] : []);
             resp.setDiffsList(moved ? ["host", ...changedFiles] : changedFiles);
             callback(undefined, resp);

@@ -30,7 +30,10 @@ export function packageSchema(version: string): string {
         keywords: ["pulumi", "kind/native", ...pkg.keywords.filter((k: string) => k !== "pulumi")],
         license: pkg.license,
         homepage: pkg.homepage,
-        repository: typeof pkg.repository === "string" ? pkg.repository : pkg.repository.url.replace(/^git\+/, "").replace(/\.git$/, ""),
+        repository:
+            typeof pkg.repository === "string"
+                ? pkg.repository
+                : pkg.repository.url.replace(/^git\+/, "").replace(/\.git$/, ""),
         publisher: pkg.author,
         language: LANGUAGE,
     };

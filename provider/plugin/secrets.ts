@@ -43,7 +43,8 @@ export function secretTexts(value: unknown, inSecret = false, into: Set<string> 
     if (isSecret(value)) return secretTexts(value.value, true, into);
     if (Array.isArray(value)) value.forEach((v) => secretTexts(v, inSecret, into));
     else if (isRecord(value)) Object.values(value).forEach((v) => secretTexts(v, inSecret, into));
-    else if (inSecret && (typeof value === "string" || typeof value === "number") && String(value) !== "") into.add(String(value));
+    else if (inSecret && (typeof value === "string" || typeof value === "number") && String(value) !== "")
+        into.add(String(value));
     return into;
 }
 

@@ -7,7 +7,6 @@ import { servingConfig } from "./providerConfig";
 import { ownPackageJson, packageSchema } from "./schema";
 import { containsSecrets, makeSecret, protectOutputs, secretTexts, stripSecrets, type Props } from "./secrets";
 
-
 /** The resource type in a URN `urn:pulumi:stack::project::[parent$]type::name`. */
 export function typeOfUrn(urn: string): string {
     const parts = urn.split("::");
@@ -19,7 +18,10 @@ export function typeOfUrn(urn: string): string {
 function lifecycle(urn: string) {
     const token = typeOfUrn(urn);
     const resource = resourceOfToken(token);
-    if (!resource) throw new Error(`unknown resource type ${token}; this provider serves ${RESOURCES.map((r) => tokenOf(r.name)).join(", ")}`);
+    if (!resource)
+        throw new Error(
+            `unknown resource type ${token}; this provider serves ${RESOURCES.map((r) => tokenOf(r.name)).join(", ")}`,
+        );
     // Loaded on first use, the same modules the dynamic shims load: the plugin starts without all five.
     return require(`../resources/${resource.module}`);
 }
@@ -33,40 +35,85 @@ export function qemuProvider(version: string, engineAddress?: string): provider.
     // Long calls report progress to the engine against the resource's URN (see host/progress.ts),
     // with secret input values hidden as in errors (a path or serialPattern may be secret).
     const reporting = <T>(urn: string, sources: unknown[], work: () => Promise<T>): Promise<T> =>
-        engineAddress ? withProgress(resourceSink(engineAddress, urn, (m) => redact(m, sources)), work) : work();
+        engineAddress
+            ? withProgress(
+                  resourceSink(engineAddress, urn, (m) => redact(m, sources)),
+                  work,
+              )
+            : work();
     return {
         version,
         schema: packageSchema(version),
         // Check and diff report too: a diff may hash a large file, a placed check may warn that its host is unreachable.
         check: (urn, olds, news) =>
-            hidingSecrets([olds, news], () => reporting(urn, [olds, news], async () => {
-                const result = await lifecycle(urn).check(stripSecrets(olds), stripSecrets(news));
-                // Only here are secrets marked: one that would land on QEMU's command line is refused (commandLineSecrets.ts).
-                const onCommandLine = commandLineSecretProblems(typeOfUrn(urn), news);
-                const found = result.failures || onCommandLine.length ? [...(result.failures ?? []), ...onCommandLine] : undefined;
-                const failures = found?.map((f: { property: string; reason: string }) => ({ ...f, reason: redact(f.reason, [olds, news]) }));
-                return { ...result, ...(failures ? { failures } : {}), inputs: protectOutputs(result.inputs ?? {}, news) };
-            })),
-        diff: (id, urn, olds, news) => hidingSecrets([olds, news], () => reporting(urn, [olds, news], () => lifecycle(urn).diff(id, stripSecrets(olds), stripSecrets(news)))),
+            hidingSecrets([olds, news], () =>
+                reporting(urn, [olds, news], async () => {
+                    const result = await lifecycle(urn).check(stripSecrets(olds), stripSecrets(news));
+                    // Only here are secrets marked: one that would land on QEMU's command line is refused (commandLineSecrets.ts).
+                    const onCommandLine = commandLineSecretProblems(typeOfUrn(urn), news);
+                    const found =
+                        result.failures || onCommandLine.length
+                            ? [...(result.failures ?? []), ...onCommandLine]
+                            : undefined;
+                    const failures = found?.map((f: { property: string; reason: string }) => ({
+                        ...f,
+                        reason: redact(f.reason, [olds, news]),
+                    }));
+                    return {
+                        ...result,
+                        ...(failures ? { failures } : {}),
+                        inputs: protectOutputs(result.inputs ?? {}, news),
+                    };
+                }),
+            ),
+        diff: (id, urn, olds, news) =>
+            hidingSecrets([olds, news], () =>
+                reporting(urn, [olds, news], () => lifecycle(urn).diff(id, stripSecrets(olds), stripSecrets(news))),
+            ),
         create: (urn, inputs) =>
-            hidingSecrets([inputs], () => reporting(urn, [inputs], async () => {
-                // Whether the inputs held secrets: only this plugin can tell (a VM keeps its inputs for import only without).
-                const result = await lifecycle(urn).create(stripSecrets(inputs), { secretInputs: containsSecrets(inputs) });
-                return { ...result, outs: protectCommandOutput(urn, protectOutputs(result.outs ?? {}, inputs), inputs) };
-            })),
+            hidingSecrets([inputs], () =>
+                reporting(urn, [inputs], async () => {
+                    // Whether the inputs held secrets: only this plugin can tell (a VM keeps its inputs for import only without).
+                    const result = await lifecycle(urn).create(stripSecrets(inputs), {
+                        secretInputs: containsSecrets(inputs),
+                    });
+                    return {
+                        ...result,
+                        outs: protectCommandOutput(urn, protectOutputs(result.outs ?? {}, inputs), inputs),
+                    };
+                }),
+            ),
         read: (id, urn, props) =>
-            hidingSecrets([props], () => reporting(urn, [props], async () => {
-                const result = await lifecycle(urn).read(id, stripSecrets(props));
-                return { ...result, props: protectCommandOutput(urn, protectOutputs(result.props ?? {}, (props ?? {}) as Props), (props ?? {}) as Props) };
-            })),
+            hidingSecrets([props], () =>
+                reporting(urn, [props], async () => {
+                    const result = await lifecycle(urn).read(id, stripSecrets(props));
+                    return {
+                        ...result,
+                        props: protectCommandOutput(
+                            urn,
+                            protectOutputs(result.props ?? {}, (props ?? {}) as Props),
+                            (props ?? {}) as Props,
+                        ),
+                    };
+                }),
+            ),
         update: (id, urn, olds, news) =>
-            hidingSecrets([olds, news], () => reporting(urn, [olds, news], async () => {
-                const impl = lifecycle(urn);
-                if (!impl.update) throw new Error(`${typeOfUrn(urn)} has no in-place update; its diff always replaces`);
-                const result = await impl.update(id, stripSecrets(olds), stripSecrets(news), { secretInputs: containsSecrets(news) });
-                return { ...result, outs: protectCommandOutput(urn, protectOutputs(result.outs ?? {}, news), news) };
-            })),
-        delete: (id, urn, props) => hidingSecrets([props], () => reporting(urn, [props], () => lifecycle(urn).remove(id, stripSecrets(props)))),
+            hidingSecrets([olds, news], () =>
+                reporting(urn, [olds, news], async () => {
+                    const impl = lifecycle(urn);
+                    if (!impl.update)
+                        throw new Error(`${typeOfUrn(urn)} has no in-place update; its diff always replaces`);
+                    const result = await impl.update(id, stripSecrets(olds), stripSecrets(news), {
+                        secretInputs: containsSecrets(news),
+                    });
+                    return {
+                        ...result,
+                        outs: protectCommandOutput(urn, protectOutputs(result.outs ?? {}, news), news),
+                    };
+                }),
+            ),
+        delete: (id, urn, props) =>
+            hidingSecrets([props], () => reporting(urn, [props], () => lifecycle(urn).remove(id, stripSecrets(props)))),
     };
 }
 

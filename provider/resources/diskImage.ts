@@ -9,13 +9,30 @@ import { CONTENT_DIGEST, LEGACY_CONTENT_DIGEST, type DigestAlgorithm } from "../
 import { withoutUrlCredentials } from "../core/imageUrl";
 import { Qcow2HeaderError } from "../core/qcow2Header";
 import { InputError } from "../core/validation";
-import { HASH_CACHE_FILE, HASH_CACHE_FILE_V1, HashCache, sameFile, sameStamp, stampOf, statStamp, waitOutRacyWindow, type FileStamp, type ReadCounter } from "../host/files/fileHash";
+import {
+    HASH_CACHE_FILE,
+    HASH_CACHE_FILE_V1,
+    HashCache,
+    sameFile,
+    sameStamp,
+    stampOf,
+    statStamp,
+    waitOutRacyWindow,
+    type FileStamp,
+    type ReadCounter,
+} from "../host/files/fileHash";
 import { explainHostFileError } from "../host/files/hostErrors";
 import { readImageHeader, type ImageHeader } from "../host/images/imageHeader";
 import { ensureOwnDir, ensureStateDir, ownDirChain, resolveStateDir } from "../host/files/stateDir";
 import { sourceKind } from "./diskImage/sources";
 import { digestOf, fieldError, type Context, type Resolved } from "./diskImage/sources/source";
-import { imageFormat, imageInputHash, parseDiskImageSpec, type DiskImageSpec, type SourceContent } from "./diskImage/spec";
+import {
+    imageFormat,
+    imageInputHash,
+    parseDiskImageSpec,
+    type DiskImageSpec,
+    type SourceContent,
+} from "./diskImage/spec";
 import { checkWith, hasUnknown, instanceSuffix, oncePerInterval, withoutUndefined } from "./common";
 import { DISK_IMAGE_STATE, isEmptyState, requireState } from "./stateGuard";
 import { importImage } from "./diskImage/import";
@@ -58,7 +75,11 @@ async function createHere(inputs: DiskImageInputs): Promise<pulumi.dynamic.Creat
 async function readHere(id: string, props: DiskImageOutputs): Promise<pulumi.dynamic.ReadResult> {
     // No state at all: `pulumi import` or the import option, which give the id alone.
     // Its inputs are judged by the diff an `up` would run: the source returned must show no change.
-    if (isEmptyState(props)) return importImage(id, async (outs, inputs) => !(await diffImage(id, outs, inputs as unknown as DiskImageInputs)).changes);
+    if (isEmptyState(props))
+        return importImage(
+            id,
+            async (outs, inputs) => !(await diffImage(id, outs, inputs as unknown as DiskImageInputs)).changes,
+        );
     return readImage(id, props);
 }
 
@@ -69,7 +90,12 @@ async function removeHere(_id: string, props: DiskImageOutputs): Promise<void> {
 // ---------------------------------------------------------------------------------------------
 // diff
 
-export async function diffImage(_id: string, olds: DiskImageOutputs, news: DiskImageInputs, observe: Observe = {}): Promise<pulumi.dynamic.DiffResult> {
+export async function diffImage(
+    _id: string,
+    olds: DiskImageOutputs,
+    news: DiskImageInputs,
+    observe: Observe = {},
+): Promise<pulumi.dynamic.DiffResult> {
     const unknown = (["source", "path", "stateDir"] as const).filter((k) => hasUnknown(news[k]));
     // Nothing is read for an unknown value: whatever it turns out to be may replace the image.
     if (unknown.length) return { changes: true, replaces: [...unknown] };
@@ -90,7 +116,8 @@ export async function diffImage(_id: string, olds: DiskImageOutputs, news: DiskI
     if (modeChanges(spec, olds, news)) replaces.push("mode");
     // Drift that a refresh recorded counts as much as drift seen now: the engine diffs read's output.
     const found = await assess(olds, ctx, false);
-    if (!replaces.includes("source") && (olds.drift !== undefined || found.gone || found.drift)) replaces.push("source");
+    if (!replaces.includes("source") && (olds.drift !== undefined || found.gone || found.drift))
+        replaces.push("source");
     if (!replaces.length) return { changes: false };
     // At the same path the new image cannot be linked in while the old one is there.
     return { changes: true, replaces, deleteBeforeReplace: spec.path !== undefined && spec.path === olds.path };
@@ -118,11 +145,21 @@ function pathMoves(spec: DiskImageSpec, stateDir: string, olds: DiskImageOutputs
  * `writes`: whether this call may write to the state directory (create, read). A preview's diff
  * may not: it neither creates the directory nor saves what it learnt to the hash cache.
  */
-async function openContext(stateDir: string, observe: Observe, algorithm: DigestAlgorithm, writes: boolean): Promise<Context> {
+async function openContext(
+    stateDir: string,
+    observe: Observe,
+    algorithm: DigestAlgorithm,
+    writes: boolean,
+): Promise<Context> {
     if (writes) await ensureStateDir(stateDir);
     // 0.1's cache holds SHA-256 digests only: read it for 0.1's records, not on every call.
     const carriedFrom = algorithm === LEGACY_CONTENT_DIGEST ? path.join(stateDir, HASH_CACHE_FILE_V1) : undefined;
-    return { stateDir, cache: await HashCache.load(path.join(stateDir, HASH_CACHE_FILE), { carriedFrom }), algorithm, counter: observe.counter };
+    return {
+        stateDir,
+        cache: await HashCache.load(path.join(stateDir, HASH_CACHE_FILE), { carriedFrom }),
+        algorithm,
+        counter: observe.counter,
+    };
 }
 
 function recordedAlgorithm(props: DiskImageOutputs): DigestAlgorithm {
@@ -138,7 +175,11 @@ async function resolveSource(spec: DiskImageSpec, ctx: Context, target: string |
     const kind = sourceKind(spec.source.kind);
     const read = await kind.read(spec.source, ctx, target);
     const inputHash = imageInputHash(spec.source, read.content as SourceContent);
-    return { ...read, inputHash, format: imageFormat(spec.source, kind.detectedFormat?.(read.content) ?? read.detected) };
+    return {
+        ...read,
+        inputHash,
+        format: imageFormat(spec.source, kind.detectedFormat?.(read.content) ?? read.detected),
+    };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -157,7 +198,12 @@ export async function createDiskImage(inputs: DiskImageInputs, observe: Observe 
     }
 }
 
-async function createAt(inputs: DiskImageInputs, spec: DiskImageSpec, stateDir: string, observe: Observe): Promise<DiskImageOutputs> {
+async function createAt(
+    inputs: DiskImageInputs,
+    spec: DiskImageSpec,
+    stateDir: string,
+    observe: Observe,
+): Promise<DiskImageOutputs> {
     // An orphaned QEMU of a killed VM create in this state directory goes now, whichever resource comes next.
     await sweepVmsOf(stateDir);
     // Only create fetches what a source is made from (a url download); diff and read never do.
@@ -180,7 +226,12 @@ async function createAt(inputs: DiskImageInputs, spec: DiskImageSpec, stateDir: 
         await (await open(temp, "wx", 0o600)).close();
         await sourceKind(spec.source.kind).build(spec.source, resolved, temp, ctx);
         await chmod(temp, spec.mode);
-        await writeIntent(target, { state: "linking", inputHash: resolved.inputHash, partial, stamp: await statStamp(temp) });
+        await writeIntent(target, {
+            state: "linking",
+            inputHash: resolved.inputHash,
+            partial,
+            stamp: await statStamp(temp),
+        });
         await linkNoClobber(temp, target);
     } catch (err) {
         await rm(sidecarPath(target), { force: true });
@@ -213,12 +264,26 @@ async function refuseExisting(target: string): Promise<void> {
         () => true,
         (err: NodeJS.ErrnoException) => (err.code === "ENOENT" ? false : Promise.reject(err)),
     );
-    if (record === "in-progress") throw fieldError("path", `path ${target} is being created by another pulumi-qemu process right now; wait for it, or choose another path`);
+    if (record === "in-progress")
+        throw fieldError(
+            "path",
+            `path ${target} is being created by another pulumi-qemu process right now; wait for it, or choose another path`,
+        );
     if (present) {
-        const whose = record === "finished" ? "it was made by pulumi-qemu for another resource or an earlier stack" : "it was not created by pulumi-qemu";
-        throw fieldError("path", `path ${target} already exists and ${whose}; pulumi-qemu never overwrites a file it did not create here. Move it away or choose another path`);
+        const whose =
+            record === "finished"
+                ? "it was made by pulumi-qemu for another resource or an earlier stack"
+                : "it was not created by pulumi-qemu";
+        throw fieldError(
+            "path",
+            `path ${target} already exists and ${whose}; pulumi-qemu never overwrites a file it did not create here. Move it away or choose another path`,
+        );
     }
-    if (record === "foreign") throw fieldError("path", `${sidecarPath(target)} exists and is not a pulumi-qemu record; move it away or choose another path`);
+    if (record === "foreign")
+        throw fieldError(
+            "path",
+            `${sidecarPath(target)} exists and is not a pulumi-qemu record; move it away or choose another path`,
+        );
 }
 
 /** link(2) fails on an existing name where rename(2) would replace it: the last guard against clobbering. */
@@ -226,12 +291,19 @@ async function linkNoClobber(from: string, to: string): Promise<void> {
     try {
         await link(from, to);
     } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === "EEXIST") throw fieldError("path", `path ${to} appeared while the image was being built; it was left alone`);
+        if ((err as NodeJS.ErrnoException).code === "EEXIST")
+            throw fieldError("path", `path ${to} appeared while the image was being built; it was left alone`);
         throw err;
     }
 }
 
-async function describeNew(inputs: DiskImageInputs, spec: DiskImageSpec, resolved: Resolved, target: string, ctx: Context): Promise<DiskImageOutputs> {
+async function describeNew(
+    inputs: DiskImageInputs,
+    spec: DiskImageSpec,
+    resolved: Resolved,
+    target: string,
+    ctx: Context,
+): Promise<DiskImageOutputs> {
     const { virtualSize } = await readImageHeader(target, resolved.format);
     const imageStamp = await statStamp(target);
     const fixedBytes = sourceKind(spec.source.kind).fixedBytes;
@@ -288,17 +360,25 @@ async function assess(props: DiskImageOutputs, ctx: Context, readHeader: boolean
     }
     if (!st.isFile()) return { gone: false, drift: `${props.path} is no longer a regular file` };
     if (!sameFile(stampOf(st), props.imageStamp)) {
-        return { gone: false, drift: `${props.path} was replaced by another file (not the one created: inode or birth time differ)` };
+        return {
+            gone: false,
+            drift: `${props.path} was replaced by another file (not the one created: inode or birth time differ)`,
+        };
     }
     if (props.contentFingerprint) {
         const now = await digestOf(props.path, ctx);
         if (now !== props.contentFingerprint) {
-            return { gone: false, foundFingerprint: now, drift: `${props.path} content changed (${ctx.algorithm} ${now}, created as ${props.contentFingerprint})` };
+            return {
+                gone: false,
+                foundFingerprint: now,
+                drift: `${props.path} content changed (${ctx.algorithm} ${now}, created as ${props.contentFingerprint})`,
+            };
         }
     }
     if (props.backingPath && props.backingStamp) return { gone: false, drift: await backingDrift(props, readHeader) };
     // File and directory images were judged by content above; a blank one only has its header.
-    if (readHeader && props.contentFingerprint === undefined) return { gone: false, drift: await headerDrift(props, st.size) };
+    if (readHeader && props.contentFingerprint === undefined)
+        return { gone: false, drift: await headerDrift(props, st.size) };
     return { gone: false };
 }
 
@@ -320,7 +400,8 @@ async function headerDrift(props: DiskImageOutputs, fileSize: bigint): Promise<s
     if (header.virtualSize !== props.virtualSizeBytes) {
         return `${props.path} now has a virtual size of ${header.virtualSize} bytes, created as ${props.virtualSizeBytes}: it was resized or replaced`;
     }
-    if (header.backingFilename !== undefined) return `${props.path} now names backing file ${header.backingFilename}; it was created with none`;
+    if (header.backingFilename !== undefined)
+        return `${props.path} now names backing file ${header.backingFilename}; it was created with none`;
     return undefined;
 }
 
@@ -357,7 +438,8 @@ async function backingDrift(props: DiskImageOutputs, readHeader: boolean): Promi
     if (typeof header === "string") return header;
     const cut = cutShort(props.path, header, (await lstat(props.path, { bigint: true })).size);
     if (cut) return cut;
-    if (header.backingFilename !== backing) return `${props.path} now names ${header.backingFilename ?? "no"} backing file instead of ${backing}`;
+    if (header.backingFilename !== backing)
+        return `${props.path} now names ${header.backingFilename ?? "no"} backing file instead of ${backing}`;
     return undefined;
 }
 
@@ -366,7 +448,11 @@ function sweepImageDirSometimes(imageDir: string): Promise<unknown> {
     return oncePerInterval(`images:${imageDir}`, 30_000, () => sweepImageDir(imageDir));
 }
 
-export async function readImage(id: string, props: DiskImageOutputs, observe: Observe = {}): Promise<pulumi.dynamic.ReadResult> {
+export async function readImage(
+    id: string,
+    props: DiskImageOutputs,
+    observe: Observe = {},
+): Promise<pulumi.dynamic.ReadResult> {
     requireState("DiskImage", "read", props, DISK_IMAGE_STATE);
     const ctx = await openContext(resolveStateDir(props.stateDir), observe, recordedAlgorithm(props), true);
     if (props.pathDefaulted) await sweepImageDirSometimes(path.dirname(props.path));
@@ -397,7 +483,8 @@ export async function removeImage(props: DiskImageOutputs): Promise<RemoveOutcom
         await sweepImageDirSometimes(imageDir);
     }
     const record = await readSidecar(props.path);
-    const recordIsOurs = record !== undefined && record.inputHash === props.inputHash && sameFile(record.stamp, props.imageStamp);
+    const recordIsOurs =
+        record !== undefined && record.inputHash === props.inputHash && sameFile(record.stamp, props.imageStamp);
     let st;
     try {
         st = await lstat(props.path, { bigint: true });
@@ -415,4 +502,10 @@ export async function removeImage(props: DiskImageOutputs): Promise<RemoveOutcom
 // ---------------------------------------------------------------------------------------------
 // The lifecycle as the plugin, the dynamic shims and a far host's runner call it: placed where its `host` says (placement.ts).
 
-export const { check, diff, create, read, remove } = placed("DiskImage", { check: checkHere, diff: diffHere, create: createHere, read: readHere, remove: removeHere });
+export const { check, diff, create, read, remove } = placed("DiskImage", {
+    check: checkHere,
+    diff: diffHere,
+    create: createHere,
+    read: readHere,
+    remove: removeHere,
+});

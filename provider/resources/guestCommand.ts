@@ -34,35 +34,76 @@ const ERROR_OUTPUT_CHARS = 2000;
 
 const vmRefSchema = vmReferenceSchema;
 
-const vmIdSchema = z
-    .string()
-    .regex(VM_ID_PATTERN, { error: "vm must be the VirtualMachine's id (the name of its directory under <stateDir>/vms, like vm-AbC123) or its outputs" });
+const vmIdSchema = z.string().regex(VM_ID_PATTERN, {
+    error: "vm must be the VirtualMachine's id (the name of its directory under <stateDir>/vms, like vm-AbC123) or its outputs",
+});
 
-const command = (field: string) => z.string({ error: `${field} must be a shell command (text)` }).min(1, { error: `${field} must not be empty` });
+const command = (field: string) =>
+    z.string({ error: `${field} must be a shell command (text)` }).min(1, { error: `${field} must not be empty` });
 
 const inputsSchema = z
     .object({
-        vm: z.union([vmIdSchema, vmRefSchema]).meta({ description: "The VirtualMachine (created with vm.agent set): the resource, its outputs, or its id (the name of its directory under <stateDir>/vms). A replaced or restarted VM runs create again.", tsType: "import(\"./resources\").VirtualMachine | DeepInput<VmReferenceOutput> | pulumi.Input<string>" }),
-        stateDir: absolutePath("stateDir").optional().meta({ description: "State directory a vm given by id is looked up in (the VirtualMachine's stateDir); default as for the other resources ($PULUMI_QEMU_STATE_DIR, else $XDG_STATE_HOME/pulumi-qemu, else ~/.local/state/pulumi-qemu)." }),
-        create: command("create").meta({ description: "Shell text run in the guest at create, and again after drift." }),
-        update: command("update").optional().meta({ description: "Run instead of create when the commands, environment or stdin change; default create." }),
-        delete: command("delete").optional().meta({ description: "Run at delete, on the same VM run; skipped when that VM is gone. Default none." }),
-        check: command("check").optional().meta({ description: "Run at refresh: a non-zero exit reports drift, and the next up runs create again. Default none." }),
+        vm: z.union([vmIdSchema, vmRefSchema]).meta({
+            description:
+                "The VirtualMachine (created with vm.agent set): the resource, its outputs, or its id (the name of its directory under <stateDir>/vms). A replaced or restarted VM runs create again.",
+            tsType: 'import("./resources").VirtualMachine | DeepInput<VmReferenceOutput> | pulumi.Input<string>',
+        }),
+        stateDir: absolutePath("stateDir").optional().meta({
+            description:
+                "State directory a vm given by id is looked up in (the VirtualMachine's stateDir); default as for the other resources ($PULUMI_QEMU_STATE_DIR, else $XDG_STATE_HOME/pulumi-qemu, else ~/.local/state/pulumi-qemu).",
+        }),
+        create: command("create").meta({
+            description: "Shell text run in the guest at create, and again after drift.",
+        }),
+        update: command("update").optional().meta({
+            description: "Run instead of create when the commands, environment or stdin change; default create.",
+        }),
+        delete: command("delete")
+            .optional()
+            .meta({ description: "Run at delete, on the same VM run; skipped when that VM is gone. Default none." }),
+        check: command("check").optional().meta({
+            description:
+                "Run at refresh: a non-zero exit reports drift, and the next up runs create again. Default none.",
+        }),
         environment: z
             .record(
                 z.string(),
                 // A NUL ends a C string: the value would reach the guest cut short. Never quoted: it may be a secret.
-                z.string({ error: "environment values must be strings" }).refine((v) => !v.includes("\0"), { error: "environment values must not contain a NUL byte (the guest would see the value cut short there); the value is not shown", params: { quote: false } }),
+                z.string({ error: "environment values must be strings" }).refine((v) => !v.includes("\0"), {
+                    error: "environment values must not contain a NUL byte (the guest would see the value cut short there); the value is not shown",
+                    params: { quote: false },
+                }),
             )
             .superRefine((env, ctx) => {
                 for (const name of Object.keys(env)) {
-                    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) ctx.addIssue({ code: "custom", path: [name], message: `environment name ${JSON.stringify(name)} must be letters, digits and _, not starting with a digit` });
+                    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name))
+                        ctx.addIssue({
+                            code: "custom",
+                            path: [name],
+                            message: `environment name ${JSON.stringify(name)} must be letters, digits and _, not starting with a digit`,
+                        });
                 }
             })
-            .optional().meta({ description: "Environment variables for the commands; default none." }),
-        stdin: z.string({ error: "stdin must be a string" }).optional().meta({ description: "Text fed to each command's stdin; default empty." }),
-        triggers: z.array(z.unknown()).optional().meta({ description: "Arbitrary values; any change replaces the resource (runs delete, then create). Default none.", replaceOnChanges: true }),
-        timeoutSeconds: z.number({ error: "timeoutSeconds must be a number of seconds" }).int({ error: "timeoutSeconds must be a whole number" }).min(1).max(86400).default(DEFAULT_TIMEOUT_SECONDS).meta({ description: "Each command is killed in the guest after this long; at most 86400.", unit: "seconds" }),
+            .optional()
+            .meta({ description: "Environment variables for the commands; default none." }),
+        stdin: z
+            .string({ error: "stdin must be a string" })
+            .optional()
+            .meta({ description: "Text fed to each command's stdin; default empty." }),
+        triggers: z.array(z.unknown()).optional().meta({
+            description: "Arbitrary values; any change replaces the resource (runs delete, then create). Default none.",
+            replaceOnChanges: true,
+        }),
+        timeoutSeconds: z
+            .number({ error: "timeoutSeconds must be a number of seconds" })
+            .int({ error: "timeoutSeconds must be a whole number" })
+            .min(1)
+            .max(86400)
+            .default(DEFAULT_TIMEOUT_SECONDS)
+            .meta({
+                description: "Each command is killed in the guest after this long; at most 86400.",
+                unit: "seconds",
+            }),
     })
     .strict();
 
@@ -109,7 +150,12 @@ function parse(inputs: unknown): Parsed {
 }
 
 function vmIdentity(vm: VmRef): string {
-    return hashValue({ vm: vm.id ?? vm.vmDir ?? vm.agentSocket, pid: vm.pid, processStartTime: vm.processStartTime, bootId: vm.bootId }).slice(0, 32);
+    return hashValue({
+        vm: vm.id ?? vm.vmDir ?? vm.agentSocket,
+        pid: vm.pid,
+        processStartTime: vm.processStartTime,
+        bootId: vm.bootId,
+    }).slice(0, 32);
 }
 
 /** The VM the inputs name: the outputs as given, or the VM directory an id names, resolved now. */
@@ -123,7 +169,16 @@ function vmOf(p: Parsed, props: GuestCommandOutputs): VmRef {
 }
 
 function target(vm: VmRef): AgentTarget {
-    return { agent: vm.agent, agentSocket: vm.agentSocket, qmpSocket: vm.qmpSocket, serialLog: vm.serialLog, pid: vm.pid, processStartTime: vm.processStartTime, bootId: vm.bootId, pidfile: vm.pidfile };
+    return {
+        agent: vm.agent,
+        agentSocket: vm.agentSocket,
+        qmpSocket: vm.qmpSocket,
+        serialLog: vm.serialLog,
+        pid: vm.pid,
+        processStartTime: vm.processStartTime,
+        bootId: vm.bootId,
+        pidfile: vm.pidfile,
+    };
 }
 
 async function checkHere(_olds: unknown, news: any): Promise<pulumi.dynamic.CheckResult> {
@@ -134,7 +189,11 @@ async function checkHere(_olds: unknown, news: any): Promise<pulumi.dynamic.Chec
 /** What makes the command run again in place. */
 const RERUN_KEYS = ["create", "update", "environment", "stdin"] as const;
 
-async function diffHere(_id: string, olds: GuestCommandOutputs, news: GuestCommandInputs): Promise<pulumi.dynamic.DiffResult> {
+async function diffHere(
+    _id: string,
+    olds: GuestCommandOutputs,
+    news: GuestCommandInputs,
+): Promise<pulumi.dynamic.DiffResult> {
     requireState("GuestCommand", "diff", olds, stateFields(olds));
     const replaces: string[] = [];
     // An id in a state directory not known yet may name another VM run: replaced, as for unknown outputs.
@@ -142,7 +201,9 @@ async function diffHere(_id: string, olds: GuestCommandOutputs, news: GuestComma
     else if ((await identityNow(parse(news))) !== olds.vmIdentity) replaces.push("vm");
     if (!same(olds.triggers, news.triggers)) replaces.push("triggers");
     if (replaces.length) return { changes: true, replaces, deleteBeforeReplace: true };
-    const changed = [...RERUN_KEYS, "delete", "check", "timeoutSeconds", "stateDir"].filter((k) => !same((olds as any)[k], (news as any)[k]));
+    const changed = [...RERUN_KEYS, "delete", "check", "timeoutSeconds", "stateDir"].filter(
+        (k) => !same((olds as any)[k], (news as any)[k]),
+    );
     return { changes: changed.length > 0 || olds.drift !== undefined };
 }
 
@@ -168,14 +229,20 @@ async function createHere(inputs: GuestCommandInputs): Promise<pulumi.dynamic.Cr
 }
 
 /** Runs `update` (or `create`) when what it runs changed or a refresh found drift; otherwise only the inputs move. */
-async function updateHere(_id: string, olds: GuestCommandOutputs, news: GuestCommandInputs): Promise<pulumi.dynamic.UpdateResult> {
+async function updateHere(
+    _id: string,
+    olds: GuestCommandOutputs,
+    news: GuestCommandInputs,
+): Promise<pulumi.dynamic.UpdateResult> {
     requireState("GuestCommand", "update", olds, stateFields(olds));
     const p = parse(news);
     // diff replaces the command when the VM run changed, so this is the run it was created on.
     const vm = typeof p.vm === "string" ? vmOf(parse(inputsOf(olds)), olds) : p.vm;
     const rerun = olds.drift !== undefined || RERUN_KEYS.some((k) => !same((olds as any)[k], (news as any)[k]));
-    if (!rerun) return { outs: outputs(news, p, vm, { exitCode: olds.exitCode, stdout: olds.stdout, stderr: olds.stderr }) };
-    const [step, text] = olds.drift !== undefined || !p.update ? (["create", p.create] as const) : (["update", p.update] as const);
+    if (!rerun)
+        return { outs: outputs(news, p, vm, { exitCode: olds.exitCode, stdout: olds.stdout, stderr: olds.stderr }) };
+    const [step, text] =
+        olds.drift !== undefined || !p.update ? (["create", p.create] as const) : (["update", p.update] as const);
     return { outs: outputs(news, p, vm, await runStep(p, vm, step, text)) };
 }
 
@@ -207,8 +274,14 @@ async function removeHere(_id: string, props: GuestCommandOutputs): Promise<void
 
 /** What read, update and delete rely on: the command, which run it belongs to, and the VM (outputs, or an id with what it resolved to). */
 function stateFields(props: unknown): Record<string, "string" | "number" | "object"> {
-    const byId = props !== null && typeof props === "object" && typeof (props as Record<string, unknown>).vm === "string";
-    return { create: "string", exitCode: "number", vmIdentity: "string", ...(byId ? { vmTarget: "object" } : { vm: "object" }) };
+    const byId =
+        props !== null && typeof props === "object" && typeof (props as Record<string, unknown>).vm === "string";
+    return {
+        create: "string",
+        exitCode: "number",
+        vmIdentity: "string",
+        ...(byId ? { vmTarget: "object" } : { vm: "object" }),
+    };
 }
 
 function inputsOf(props: GuestCommandOutputs): GuestCommandInputs {
@@ -230,14 +303,23 @@ function outputs(inputs: GuestCommandInputs, p: Parsed, vm: VmRef, r: StepResult
     const vmTarget = typeof p.vm === "string" ? vm : undefined;
     // The placement outputs are the placement layer's to write (placement.ts).
     const { host: _host, ...rest } = inputs;
-    return withoutUndefined({ ...rest, stdout: r.stdout, stderr: r.stderr, exitCode: r.exitCode, vmIdentity: vmIdentity(vm), vmTarget });
+    return withoutUndefined({
+        ...rest,
+        stdout: r.stdout,
+        stderr: r.stderr,
+        exitCode: r.exitCode,
+        vmIdentity: vmIdentity(vm),
+        vmTarget,
+    });
 }
 
 /** Runs one step; a non-zero exit fails it, with the (masked) output in the error. */
 async function runStep(p: Parsed, vm: VmRef, step: string, text: string): Promise<StepResult> {
     const r = await exec(p, vm, step, text);
     if (r.exitCode !== 0) {
-        throw new Error(`GuestCommand ${step} exited ${r.exitCode}.\nstdout: ${masked(p, r.stdout)}\nstderr: ${masked(p, r.stderr)}`);
+        throw new Error(
+            `GuestCommand ${step} exited ${r.exitCode}.\nstdout: ${masked(p, r.stdout)}\nstderr: ${masked(p, r.stderr)}`,
+        );
     }
     return r;
 }
@@ -247,13 +329,16 @@ async function exec(p: Parsed, vm: VmRef, step: string, text: string): Promise<S
     try {
         // The resource's customTimeouts cut a longer timeoutSeconds (the command is killed in the guest).
         const left = callRemainingMs();
-        const timeoutSeconds = left === undefined ? p.timeoutSeconds : Math.max(1, Math.min(p.timeoutSeconds, Math.floor(left / 1000)));
+        const timeoutSeconds =
+            left === undefined ? p.timeoutSeconds : Math.max(1, Math.min(p.timeoutSeconds, Math.floor(left / 1000)));
         const r = await channel.execute(text, { env: p.environment, stdin: p.stdin, timeoutSeconds });
         return { exitCode: r.exitCode, stdout: r.stdout.toString("utf8"), stderr: r.stderr.toString("utf8") };
     } catch (err) {
         // The channel's messages hold no input text (commands, values, stdin); output is masked.
         if (err instanceof GuestChannelError) {
-            const partial = err.partial ? `\nstdout: ${masked(p, err.partial.stdout.toString("utf8"))}\nstderr: ${masked(p, err.partial.stderr.toString("utf8"))}` : "";
+            const partial = err.partial
+                ? `\nstdout: ${masked(p, err.partial.stdout.toString("utf8"))}\nstderr: ${masked(p, err.partial.stderr.toString("utf8"))}`
+                : "";
             throw new Error(`GuestCommand ${step}: ${err.message}${partial}`);
         }
         throw err;
@@ -276,4 +361,11 @@ function masked(p: Parsed, text: string): string {
 // ---------------------------------------------------------------------------------------------
 // The lifecycle as the plugin, the dynamic shims and a far host's runner call it: placed where its `host` says (placement.ts).
 
-export const { check, diff, create, read, update, remove } = placed("GuestCommand", { check: checkHere, diff: diffHere, create: createHere, read: readHere, update: updateHere, remove: removeHere });
+export const { check, diff, create, read, update, remove } = placed("GuestCommand", {
+    check: checkHere,
+    diff: diffHere,
+    create: createHere,
+    read: readHere,
+    update: updateHere,
+    remove: removeHere,
+});

@@ -3,10 +3,27 @@ import type * as pulumi from "@pulumi/pulumi";
 import { mkdtemp, readdir, rm, stat } from "node:fs/promises";
 import * as path from "node:path";
 import { z } from "zod";
-import { defaultSubnet, formatSubnet, netmask, networkSubnetProblem, parseSubnet, subnetsOverlap, type Subnet } from "../core/network";
+import {
+    defaultSubnet,
+    formatSubnet,
+    netmask,
+    networkSubnetProblem,
+    parseSubnet,
+    subnetsOverlap,
+    type Subnet,
+} from "../core/network";
 import { NETWORK_OUTPUT_KEYS } from "../core/resourceKeys";
 import { absolutePath, InputError, parseOrThrow, plainText, refuseUnknownKeys } from "../core/validation";
-import { identityString, liveNetworks, networksDir, readRecordAt, recordPath, removeLeases, writeNetworkRecord, type NetworkRecord } from "../host/net/networkStore";
+import {
+    identityString,
+    liveNetworks,
+    networksDir,
+    readRecordAt,
+    recordPath,
+    removeLeases,
+    writeNetworkRecord,
+    type NetworkRecord,
+} from "../host/net/networkStore";
 import { identify, readPidfile, type ProcessIdentity } from "../host/qemu/qemuProcess";
 import { networkDomain, serverAddress, serverMac } from "../core/dhcp";
 import { checkDhcp, removeDhcpFiles, startDhcp, stopDhcp, type DhcpIdentity } from "../host/net/dhcpServer";
@@ -15,7 +32,13 @@ import { requireState } from "./stateGuard";
 import { sweepVmsOf } from "./virtualMachine/record";
 
 /** What read and delete need of a Network's state. */
-const NETWORK_STATE = { networkDir: "string", pidfile: "string", pid: "number", processStartTime: "string", bootId: "string" } as const;
+const NETWORK_STATE = {
+    networkDir: "string",
+    pidfile: "string",
+    pid: "number",
+    processStartTime: "string",
+    bootId: "string",
+} as const;
 import { checkOurSwitch, removeSwitchFiles, startSwitch, stopSwitch, switchPaths } from "../host/net/vdeSwitch";
 import { checkWith, hasUnknown, withoutUndefined } from "./common";
 
@@ -80,22 +103,35 @@ export interface NetworkOutputs extends PlacementOutputs {
 
 const inputSchema = z
     .object({
-        name: plainText("name").regex(/^[A-Za-z0-9_.-]{1,40}$/, { error: "name must be 1 to 40 letters, digits, '.', '_' or '-'" }).optional().meta({ description: "A label for the network's directory, 1 to 40 letters, digits, '.', '_' or '-'; default none (two networks with one name are still two networks).", replaceOnChanges: true }),
+        name: plainText("name")
+            .regex(/^[A-Za-z0-9_.-]{1,40}$/, { error: "name must be 1 to 40 letters, digits, '.', '_' or '-'" })
+            .optional()
+            .meta({
+                description:
+                    "A label for the network's directory, 1 to 40 letters, digits, '.', '_' or '-'; default none (two networks with one name are still two networks).",
+                replaceOnChanges: true,
+            }),
         subnet: z
-            .string({ error: "subnet must be a string such as \"10.77.1.0/24\"" })
+            .string({ error: 'subnet must be a string such as "10.77.1.0/24"' })
             .superRefine((s, ctx) => {
                 const why = networkSubnetProblem(s);
                 if (why) ctx.addIssue({ code: "custom", message: why });
             })
-            .optional().meta({ description: "IPv4 CIDR such as \"10.77.1.0/24\"; default a /24 in 10.64.0.0/10 derived from the network's id, moved on when it overlaps a live network.", replaceOnChanges: true }),
-        stateDir: absolutePath("stateDir").optional().meta({ description: "State directory; VMs that join must use the same. Default $PULUMI_QEMU_STATE_DIR, else $XDG_STATE_HOME/pulumi-qemu, else ~/.local/state/pulumi-qemu.", replaceOnChanges: true }),
-        dhcp: z
-            .boolean({ error: "dhcp must be true or false" })
             .optional()
             .meta({
                 description:
-                    "Run a DHCP and DNS server (dnsmasq, rootless, in a network namespace of its own) on the network: each VM NIC gets its reserved address by DHCP and every VM's hostname resolves, bare and as hostname.<domain>. Default true; false keeps a bare switch (guests then need static addresses, e.g. kernel ip=).",
+                    'IPv4 CIDR such as "10.77.1.0/24"; default a /24 in 10.64.0.0/10 derived from the network\'s id, moved on when it overlaps a live network.',
+                replaceOnChanges: true,
             }),
+        stateDir: absolutePath("stateDir").optional().meta({
+            description:
+                "State directory; VMs that join must use the same. Default $PULUMI_QEMU_STATE_DIR, else $XDG_STATE_HOME/pulumi-qemu, else ~/.local/state/pulumi-qemu.",
+            replaceOnChanges: true,
+        }),
+        dhcp: z.boolean({ error: "dhcp must be true or false" }).optional().meta({
+            description:
+                "Run a DHCP and DNS server (dnsmasq, rootless, in a network namespace of its own) on the network: each VM NIC gets its reserved address by DHCP and every VM's hostname resolves, bare and as hostname.<domain>. Default true; false keeps a bare switch (guests then need static addresses, e.g. kernel ip=).",
+        }),
     })
     .strict();
 
@@ -137,7 +173,8 @@ async function diffHere(_id: string, olds: NetworkOutputs, news: NetworkInputs):
     const wantDhcp = next.dhcp ?? true;
     if (wantDhcp !== (olds.dhcp ?? false)) return { changes: true, replaces: [] };
     // A dead server is repaired by up even without a refresh before it.
-    if (wantDhcp && (olds.dhcpDrift !== undefined || (await dhcpProblem(olds)) !== undefined)) return { changes: true, replaces: [] };
+    if (wantDhcp && (olds.dhcpDrift !== undefined || (await dhcpProblem(olds)) !== undefined))
+        return { changes: true, replaces: [] };
     return { changes: false };
 }
 
@@ -153,7 +190,12 @@ async function dhcpProblem(props: NetworkOutputs): Promise<string | undefined> {
  * Starts (dhcp) or stops (no dhcp) the network's DHCP/DNS server and records it for the VMs:
  * the network's record says whether to register with it and which process to reload.
  */
-async function applyDhcp(rec: NetworkRecord, label: string, dhcp: boolean, old: DhcpIdentity | undefined): Promise<Pick<NetworkOutputs, "dhcp" | "domain" | "dhcpServer" | "dhcpIdentity">> {
+async function applyDhcp(
+    rec: NetworkRecord,
+    label: string,
+    dhcp: boolean,
+    old: DhcpIdentity | undefined,
+): Promise<Pick<NetworkOutputs, "dhcp" | "domain" | "dhcpServer" | "dhcpIdentity">> {
     const subnet = parseSubnet(rec.subnet) as Subnet;
     const domain = networkDomain(label);
     await stopDhcp(old, rec.networkDir);
@@ -177,7 +219,8 @@ async function updateHere(id: string, olds: NetworkOutputs, news: NetworkInputs)
     requireState("Network", "update", olds, NETWORK_STATE);
     const p = parseInputs(news);
     const rec = await readRecordAt(olds.networkDir);
-    if (!rec || rec.id !== id) throw new Error(`network ${id} has no record in ${olds.networkDir}; run a refresh so that it is made again`);
+    if (!rec || rec.id !== id)
+        throw new Error(`network ${id} has no record in ${olds.networkDir}; run a refresh so that it is made again`);
     const dhcp = await applyDhcp(rec, p.name ?? id, p.dhcp ?? true, olds.dhcpIdentity ?? rec.dhcp?.identity);
     const { dhcpDrift: _drift, dhcpIdentity: _old, dhcpServer: _server, ...rest } = olds;
     return { outs: withoutUndefined({ ...rest, ...dhcp }) };
@@ -200,7 +243,15 @@ async function createHere(inputs: NetworkInputs): Promise<pulumi.dynamic.CreateR
         assertSocketPathFits(switchDir);
         const subnet = await chooseSubnet(stateDir, id, p.subnet);
         identity = await startSwitch(networkDir);
-        const record: NetworkRecord = { format: 1, id, subnet: formatSubnet(subnet), networkDir, switchDir, pidfile, switchIdentity: identity };
+        const record: NetworkRecord = {
+            format: 1,
+            id,
+            subnet: formatSubnet(subnet),
+            networkDir,
+            switchDir,
+            pidfile,
+            switchIdentity: identity,
+        };
         await writeNetworkRecord(record);
         const dhcp = await applyDhcp(record, p.name ?? id, p.dhcp ?? true, undefined);
         const outs: NetworkOutputs = {
@@ -230,7 +281,12 @@ async function createHere(inputs: NetworkInputs): Promise<pulumi.dynamic.CreateR
 function assertSocketPathFits(switchDir: string): void {
     const bytes = Buffer.byteLength(switchDir) + 1 + VDE_PORT_SOCKET_NAME_BYTES;
     if (bytes > MAX_SOCKET_PATH_BYTES) {
-        throw new InputError([{ property: "stateDir", reason: `the switch's sockets under ${switchDir} would be ${bytes} bytes long; unix sockets allow ${MAX_SOCKET_PATH_BYTES}. Choose a shorter stateDir` }]);
+        throw new InputError([
+            {
+                property: "stateDir",
+                reason: `the switch's sockets under ${switchDir} would be ${bytes} bytes long; unix sockets allow ${MAX_SOCKET_PATH_BYTES}. Choose a shorter stateDir`,
+            },
+        ]);
     }
 }
 
@@ -242,7 +298,12 @@ async function chooseSubnet(stateDir: string, id: string, asked: string | undefi
         const s = parseSubnet(asked) as Subnet;
         const other = clash(s);
         if (other) {
-            throw new InputError([{ property: "subnet", reason: `subnet ${asked} overlaps ${other.subnet} of network ${other.id} in the same state directory; choose a subnet apart from it (a VM on both could not route)` }]);
+            throw new InputError([
+                {
+                    property: "subnet",
+                    reason: `subnet ${asked} overlaps ${other.subnet} of network ${other.id} in the same state directory; choose a subnet apart from it (a VM on both could not route)`,
+                },
+            ]);
         }
         return s;
     }
@@ -250,7 +311,9 @@ async function chooseSubnet(stateDir: string, id: string, asked: string | undefi
         const s = defaultSubnet(id, attempt);
         if (!clash(s)) return s;
     }
-    throw new Error(`no default /24 in 10.64.0.0/10 is free of the ${others.length} live networks in ${stateDir}; set subnet`);
+    throw new Error(
+        `no default /24 in 10.64.0.0/10 is free of the ${others.length} live networks in ${stateDir}; set subnet`,
+    );
 }
 
 function identityOf(props: NetworkOutputs): ProcessIdentity {
@@ -332,4 +395,11 @@ async function removeNetworkDir(networkDir: string): Promise<void> {
 // ---------------------------------------------------------------------------------------------
 // The lifecycle as the plugin, the dynamic shims and a far host's runner call it: placed where its `host` says (placement.ts).
 
-export const { check, diff, create, read, update, remove } = placed("Network", { check: checkHere, diff: diffHere, create: createHere, read: readHere, update: updateHere, remove: removeHere });
+export const { check, diff, create, read, update, remove } = placed("Network", {
+    check: checkHere,
+    diff: diffHere,
+    create: createHere,
+    read: readHere,
+    update: updateHere,
+    remove: removeHere,
+});

@@ -41,7 +41,6 @@ export interface Lifecycle {
     remove(id: string, props: any): Promise<void>;
 }
 
-
 /** The placement keys: `host` as given (input), and the access files kept beside it in state. */
 const HOST_KEYS = ["host", "hostAccess"] as const;
 
@@ -80,7 +79,8 @@ function inputsOrEmpty(inputs: any): any {
 
 export function placed<T extends Lifecycle>(kind: ResourceKind, impl: T): T {
     // The dynamic provider's serialized closure (`__provider`) never leaves this machine: the far side has no use for it.
-    const remote = (spec: HostSpec, method: string, args: unknown[]) => runnerFor(spec).then((r) => r.call(kind, method, args.map(withoutClosure)));
+    const remote = (spec: HostSpec, method: string, args: unknown[]) =>
+        runnerFor(spec).then((r) => r.call(kind, method, args.map(withoutClosure)));
     const lifecycle: Lifecycle = {
         async check(olds, given) {
             const news = inputsOrEmpty(given);
@@ -103,7 +103,9 @@ export function placed<T extends Lifecycle>(kind: ResourceKind, impl: T): T {
                 } catch (err) {
                     if (!(err instanceof HostUnreachableError)) throw err;
                     // Preview goes on from what is known; create checks again on the host.
-                    warn(`${err.message}; checked the inputs here only — what depends on the host is checked when it can be reached`);
+                    warn(
+                        `${err.message}; checked the inputs here only — what depends on the host is checked when it can be reached`,
+                    );
                     result = await impl.check(withoutHost(olds), stripHostDependentCheck(rest));
                     result = { ...result, inputs: rest };
                 }
@@ -120,7 +122,8 @@ export function placed<T extends Lifecycle>(kind: ResourceKind, impl: T): T {
             const spec = hostOf(input);
             // Moving to another host is a new resource there; the old one goes after it is made.
             if ((spec?.url ?? undefined) !== before) return { changes: true, replaces: ["host"] };
-            if (spec && resourceNamed(kind)?.diffReadsHost) return remote(withAccess(spec, olds?.hostAccess), "diff", [id, withoutHost(olds), withoutHost(news)]);
+            if (spec && resourceNamed(kind)?.diffReadsHost)
+                return remote(withAccess(spec, olds?.hostAccess), "diff", [id, withoutHost(olds), withoutHost(news)]);
             return impl.diff(id, withoutHost(olds), withoutHost(news));
         },
         async create(given, ...rest) {
@@ -139,7 +142,11 @@ export function placed<T extends Lifecycle>(kind: ResourceKind, impl: T): T {
             const host = props?.host ?? spec.url;
             // Gone (read found nothing): the empty answer goes back as it is, so the engine drops the resource.
             if (!result.id) return result;
-            return { ...result, props: { ...result.props, ...keep }, ...(result.inputs ? { inputs: { ...result.inputs, host } } : {}) };
+            return {
+                ...result,
+                props: { ...result.props, ...keep },
+                ...(result.inputs ? { inputs: { ...result.inputs, host } } : {}),
+            };
         },
         async remove(id, props) {
             const spec = stateHost(props);
@@ -158,7 +165,10 @@ export function placed<T extends Lifecycle>(kind: ResourceKind, impl: T): T {
     // Decided per call: a runner says what it is after the resource modules were loaded.
     const each = Object.keys(lifecycle).map((k) => {
         const key = k as keyof Lifecycle;
-        return [key, (...args: unknown[]) => ((atTheHost ? impl[key] : lifecycle[key]) as (...a: unknown[]) => unknown)(...args)];
+        return [
+            key,
+            (...args: unknown[]) => ((atTheHost ? impl[key] : lifecycle[key]) as (...a: unknown[]) => unknown)(...args),
+        ];
     });
     return Object.fromEntries(each) as T;
 }
@@ -182,14 +192,21 @@ function hostInput(news: any): unknown {
 }
 
 /** A command and its VM must be on one host: the agent channel is a socket there. */
-function vmElsewhere(kind: ResourceKind, news: any, spec: HostSpec | undefined): { property: string; reason: string } | undefined {
+function vmElsewhere(
+    kind: ResourceKind,
+    news: any,
+    spec: HostSpec | undefined,
+): { property: string; reason: string } | undefined {
     const vm = news?.vm;
     if (kind !== "GuestCommand" || !vm || typeof vm !== "object" || hasUnknown(vm.host)) return undefined;
     let vmHost: string | undefined;
     try {
         vmHost = placementOf(vm.host);
     } catch {
-        return { property: "vm", reason: `vm.host must be the VirtualMachine's host output (an ssh:// URL), got ${quoteValue(vm.host)}` };
+        return {
+            property: "vm",
+            reason: `vm.host must be the VirtualMachine's host output (an ssh:// URL), got ${quoteValue(vm.host)}`,
+        };
     }
     if (vmHost === spec?.url) return undefined;
     const where = (url: string | undefined) => (url ? `host ${url}` : "this machine");
@@ -197,7 +214,9 @@ function vmElsewhere(kind: ResourceKind, news: any, spec: HostSpec | undefined):
         property: "vm",
         reason:
             `the VM runs on ${where(vmHost)} but this GuestCommand is placed on ${where(spec?.url)}; a command reaches its VM through the agent socket on the VM's host, ` +
-            (vmHost ? `so set the GuestCommand's host to ${JSON.stringify(vmHost)} (or give it the provider of that host)` : "so leave the GuestCommand's host out, as the VM's"),
+            (vmHost
+                ? `so set the GuestCommand's host to ${JSON.stringify(vmHost)} (or give it the provider of that host)`
+                : "so leave the GuestCommand's host out, as the VM's"),
     };
 }
 
@@ -218,7 +237,10 @@ function stateHost(props: any): HostSpec | undefined {
 
 /** What state keeps of the placement: the URL, and the paths of the key files used. */
 function placementOutputs(spec: HostSpec): Record<string, unknown> {
-    const access = { ...(spec.identityFile ? { identityFile: spec.identityFile } : {}), ...(spec.knownHosts ? { knownHosts: spec.knownHosts } : {}) };
+    const access = {
+        ...(spec.identityFile ? { identityFile: spec.identityFile } : {}),
+        ...(spec.knownHosts ? { knownHosts: spec.knownHosts } : {}),
+    };
     // Kept even when the provider's configuration gave them (they are paths, not keys): whatever reads this
     // state without that configuration (a GuestCommand handed the VM's outputs) can still reach the host.
     return { host: spec.url, ...(Object.keys(access).length ? { hostAccess: access } : {}) };
@@ -239,7 +261,8 @@ function stripHostDependentCheck(news: any): any {
 }
 
 function withoutClosure(value: unknown): unknown {
-    if (value === null || typeof value !== "object" || Array.isArray(value) || !(DYNAMIC_PROVIDER_KEY in value)) return value;
+    if (value === null || typeof value !== "object" || Array.isArray(value) || !(DYNAMIC_PROVIDER_KEY in value))
+        return value;
     const { [DYNAMIC_PROVIDER_KEY]: _closure, ...rest } = value as Record<string, unknown>;
     return rest;
 }

@@ -13,7 +13,13 @@ export const RESOURCES = [
     { name: "DiskImage", module: "diskImage", updatesInPlace: false, checkReadsHost: false, diffReadsHost: true },
     { name: "RunScript", module: "runScript", updatesInPlace: true, checkReadsHost: false, diffReadsHost: false },
     // A VM's check looks at its networks' records on the host.
-    { name: "VirtualMachine", module: "virtualMachine", updatesInPlace: true, checkReadsHost: true, diffReadsHost: false },
+    {
+        name: "VirtualMachine",
+        module: "virtualMachine",
+        updatesInPlace: true,
+        checkReadsHost: true,
+        diffReadsHost: false,
+    },
     // A network's identity changes make a new switch; `dhcp`, and a dead DHCP server, are updated in place (its diff asks whether that server runs).
     { name: "Network", module: "network", updatesInPlace: true, checkReadsHost: false, diffReadsHost: true },
     // A command's diff asks whether its VM still runs.

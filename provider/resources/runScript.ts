@@ -61,35 +61,72 @@ interface Parsed {
 }
 
 const otherInputsSchema = z.object({
-    path: absolutePath("path").optional().meta({ description: "Absolute path where the launcher goes; default under the state directory's launchers/, named after the argv hash." }),
-    stateDir: absolutePath("stateDir").optional().meta({ description: "State directory for default paths; default $PULUMI_QEMU_STATE_DIR, else $XDG_STATE_HOME/pulumi-qemu, else ~/.local/state/pulumi-qemu." }),
-    mode: fileModeSchema("mode", LAUNCHER_MODE_RULE).optional().meta({ description: "The launcher's mode as octal text, e.g. \"0755\"; default \"0500\". No group or other write; rewritten in place." }),
+    path: absolutePath("path").optional().meta({
+        description:
+            "Absolute path where the launcher goes; default under the state directory's launchers/, named after the argv hash.",
+    }),
+    stateDir: absolutePath("stateDir").optional().meta({
+        description:
+            "State directory for default paths; default $PULUMI_QEMU_STATE_DIR, else $XDG_STATE_HOME/pulumi-qemu, else ~/.local/state/pulumi-qemu.",
+    }),
+    mode: fileModeSchema("mode", LAUNCHER_MODE_RULE).optional().meta({
+        description:
+            'The launcher\'s mode as octal text, e.g. "0755"; default "0500". No group or other write; rewritten in place.',
+    }),
 });
 
 /** A RunScript's inputs as the schema, the SDK and the docs show them; parseInputs judges them one by one. */
 export const runScriptInputs = z.object({
-    vm: vmSpecSchema.meta({ description: "The virtual machine the launcher starts. A change to its command line writes a new launcher." }),
+    vm: vmSpecSchema.meta({
+        description: "The virtual machine the launcher starts. A change to its command line writes a new launcher.",
+    }),
     ...otherInputsSchema.shape,
 });
 const RUN_SCRIPT_INPUT_KEYS = Object.keys(runScriptInputs.shape);
 
 function parseInputs(inputs: RunScriptInputs): Parsed {
     const c = problemCollector();
-    c.attempt(() => refuseUnknownKeys(inputs as unknown as Record<string, unknown>, RUN_SCRIPT_INPUT_KEYS, RUN_SCRIPT_OUTPUT_KEYS));
+    c.attempt(() =>
+        refuseUnknownKeys(inputs as unknown as Record<string, unknown>, RUN_SCRIPT_INPUT_KEYS, RUN_SCRIPT_OUTPUT_KEYS),
+    );
     const parsedSpec = c.attempt(() => parseVmSpec(inputs.vm, "vm"));
-    const parsedOthers = c.attempt(() => parseOrThrow(otherInputsSchema, { path: inputs.path, stateDir: inputs.stateDir, mode: inputs.mode }, ""));
+    const parsedOthers = c.attempt(() =>
+        parseOrThrow(otherInputsSchema, { path: inputs.path, stateDir: inputs.stateDir, mode: inputs.mode }, ""),
+    );
     if (parsedSpec) c.attempt(() => assertFixedLauncher(parsedSpec));
     c.finish();
     const spec = parsedSpec!;
     const others = parsedOthers!;
-    return { spec, argvHash: launcherHash(spec), stateDir: others.stateDir, requestedPath: others.path, mode: others.mode ?? LAUNCHER_MODE };
+    return {
+        spec,
+        argvHash: launcherHash(spec),
+        stateDir: others.stateDir,
+        requestedPath: others.path,
+        mode: others.mode ?? LAUNCHER_MODE,
+    };
 }
 
 /** A launcher is fixed text: what only a running VirtualMachine resolves (leased addresses, picked ports) cannot be in it. */
 function assertFixedLauncher(spec: VmSpec): void {
     const problems = [
-        ...spec.portForwards.flatMap((pf, i) => (pf.host === undefined ? [{ property: `vm.portForwards[${i}].host`, reason: "a launcher needs a fixed host port; only a VirtualMachine picks one" }] : [])),
-        ...(spec.networks?.length ? [{ property: "vm.networks", reason: "a launcher cannot join private networks (their addresses are leased at start); use a VirtualMachine" }] : []),
+        ...spec.portForwards.flatMap((pf, i) =>
+            pf.host === undefined
+                ? [
+                      {
+                          property: `vm.portForwards[${i}].host`,
+                          reason: "a launcher needs a fixed host port; only a VirtualMachine picks one",
+                      },
+                  ]
+                : [],
+        ),
+        ...(spec.networks?.length
+            ? [
+                  {
+                      property: "vm.networks",
+                      reason: "a launcher cannot join private networks (their addresses are leased at start); use a VirtualMachine",
+                  },
+              ]
+            : []),
     ];
     if (problems.length) throw new InputError(problems);
 }
@@ -109,15 +146,25 @@ async function checkHere(_olds: unknown, news: any): Promise<pulumi.dynamic.Chec
     return checkWith(() => parseInputs(news), news);
 }
 
-async function diffHere(_id: string, olds: RunScriptOutputs, news: RunScriptInputs): Promise<pulumi.dynamic.DiffResult> {
+async function diffHere(
+    _id: string,
+    olds: RunScriptOutputs,
+    news: RunScriptInputs,
+): Promise<pulumi.dynamic.DiffResult> {
     if (hasUnknown(news)) return { changes: true, replaces: ["vm"], deleteBeforeReplace: true };
     requireState("RunScript", "diff", olds, isImported(olds) ? IMPORTED_STATE : { argvHash: "string" });
     const next = parseInputs(news);
     const replaces: string[] = [];
     // An adopted launcher has no argvHash: the program's vm matches when it renders the very text found.
-    const oldHash = isImported(olds) ? (importedTextMatches(olds, next.spec) ? next.argvHash : undefined) : olds.argvHash;
+    const oldHash = isImported(olds)
+        ? importedTextMatches(olds, next.spec)
+            ? next.argvHash
+            : undefined
+        : olds.argvHash;
     // A launcher written before onReboot existed is kept as VMs are (acceptedArgvHashes).
-    const accepted = isImported(olds) ? [next.argvHash] : acceptedArgvHashes(next.spec, news.vm).map((h) => launcherHash(next.spec, h));
+    const accepted = isImported(olds)
+        ? [next.argvHash]
+        : acceptedArgvHashes(next.spec, news.vm).map((h) => launcherHash(next.spec, h));
     if (oldHash === undefined || !accepted.includes(oldHash)) replaces.push("vm");
     // Compared as asked, not as resolved: a default path is new on every create.
     if (next.requestedPath !== olds.requestedPath) replaces.push("path");
@@ -173,13 +220,19 @@ async function readHere(id: string, props: RunScriptOutputs): Promise<pulumi.dyn
     const { drift: _old, ...rest } = props;
     let drift: string | undefined;
     if (st.state === "foreign") drift = `${props.path} is now a ${st.kind}, not the launcher pulumi-qemu wrote`;
-    else if (!st.ours) drift = `${props.path} no longer carries the pulumi-qemu header: it was replaced by another file`;
-    else if (st.contentHash !== props.contentHash) drift = `${props.path} was edited (sha256 ${st.contentHash}, written ${props.contentHash}); the next update rewrites it`;
+    else if (!st.ours)
+        drift = `${props.path} no longer carries the pulumi-qemu header: it was replaced by another file`;
+    else if (st.contentHash !== props.contentHash)
+        drift = `${props.path} was edited (sha256 ${st.contentHash}, written ${props.contentHash}); the next update rewrites it`;
     return { id, props: drift ? { ...rest, drift } : rest };
 }
 
 /** Reached for drift (or a stateDir spelled out without moving the file): rewrite the launcher where it is. */
-async function updateHere(_id: string, olds: RunScriptOutputs, news: RunScriptInputs): Promise<pulumi.dynamic.UpdateResult> {
+async function updateHere(
+    _id: string,
+    olds: RunScriptOutputs,
+    news: RunScriptInputs,
+): Promise<pulumi.dynamic.UpdateResult> {
     requireState("RunScript", "update", olds, isImported(olds) ? IMPORTED_STATE : RUN_SCRIPT_STATE);
     return { outs: await writeAt(olds.path, news, parseInputs(news)) };
 }
@@ -199,7 +252,10 @@ async function removeHere(_id: string, props: RunScriptOutputs): Promise<void> {
 const IMPORTED_STATE = { path: "string", contentHash: "string" } as const;
 
 function isImported(props: unknown): boolean {
-    return (props as { imported?: unknown } | undefined)?.imported === true && (props as { argvHash?: unknown }).argvHash === undefined;
+    return (
+        (props as { imported?: unknown } | undefined)?.imported === true &&
+        (props as { argvHash?: unknown }).argvHash === undefined
+    );
 }
 
 /** Whether `spec` renders, for the accelerator the file names, exactly the text that was adopted. */
@@ -212,4 +268,11 @@ function importedTextMatches(olds: RunScriptOutputs, spec: VmSpec): boolean {
 // ---------------------------------------------------------------------------------------------
 // The lifecycle as the plugin, the dynamic shims and a far host's runner call it: placed where its `host` says (placement.ts).
 
-export const { check, diff, create, read, update, remove } = placed("RunScript", { check: checkHere, diff: diffHere, create: createHere, read: readHere, update: updateHere, remove: removeHere });
+export const { check, diff, create, read, update, remove } = placed("RunScript", {
+    check: checkHere,
+    diff: diffHere,
+    create: createHere,
+    read: readHere,
+    update: updateHere,
+    remove: removeHere,
+});

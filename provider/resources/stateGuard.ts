@@ -15,8 +15,14 @@ export class StateError extends Error {
 }
 
 /** Throws a StateError naming every field of `required` that `props` lacks or holds with the wrong type. */
-export function requireState(resource: string, operation: string, props: unknown, required: Record<string, Kind>): void {
-    const record = props !== null && typeof props === "object" && !Array.isArray(props) ? (props as Record<string, unknown>) : {};
+export function requireState(
+    resource: string,
+    operation: string,
+    props: unknown,
+    required: Record<string, Kind>,
+): void {
+    const record =
+        props !== null && typeof props === "object" && !Array.isArray(props) ? (props as Record<string, unknown>) : {};
     const bad = Object.entries(required)
         .filter(([key, kind]) => {
             const v = record[key];
@@ -46,7 +52,12 @@ export function isEmptyState(props: unknown): boolean {
     return Object.keys(props).every((k) => k === "__provider");
 }
 
-export const DISK_IMAGE_STATE: Record<string, Kind> = { path: "string", inputHash: "string", format: "string", imageStamp: "object" };
+export const DISK_IMAGE_STATE: Record<string, Kind> = {
+    path: "string",
+    inputHash: "string",
+    format: "string",
+    imageStamp: "object",
+};
 export const RUN_SCRIPT_STATE: Record<string, Kind> = { path: "string", argvHash: "string", contentHash: "string" };
 export const VM_STATE: Record<string, Kind> = {
     vmDir: "string",

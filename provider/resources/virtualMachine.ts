@@ -2,7 +2,15 @@ import { placed } from "./placement";
 import type * as pulumi from "@pulumi/pulumi";
 import { chmod, mkdtemp } from "node:fs/promises";
 import * as path from "node:path";
-import { acceptedArgvHashes, nameConfigText, nameFitsConfig, specArgvHash, USER_NIC_MAC, type DaemonRuntime, type Resolved } from "../core/qemuArgv";
+import {
+    acceptedArgvHashes,
+    nameConfigText,
+    nameFitsConfig,
+    specArgvHash,
+    USER_NIC_MAC,
+    type DaemonRuntime,
+    type Resolved,
+} from "../core/qemuArgv";
 import { assertFirmwareInstalled } from "../host/qemu/firmwareFiles";
 import { parseVmSpec, type VmSpec } from "../core/vmSpec";
 import { resolveAccel } from "../host/qemu/accel";
@@ -10,18 +18,41 @@ import { writeLauncherFile } from "../host/files/launcherFile";
 import { writeFileAtomic } from "../host/files/atomicFile";
 import { processesHolding } from "../host/process/fileHolders";
 import { assertHostPortsFree, type HostPortRequest } from "../host/net/ports";
-import { checkOurDaemon, QemuStartError, startDaemonized, stopQemu, type ProcessIdentity } from "../host/qemu/qemuProcess";
+import {
+    checkOurDaemon,
+    QemuStartError,
+    startDaemonized,
+    stopQemu,
+    type ProcessIdentity,
+} from "../host/qemu/qemuProcess";
 import { ensureOwnDir, ensureStateDir, ownDirChain, resolveStateDir } from "../host/files/stateDir";
 import { checkWith, hasUnknown, withoutUndefined } from "./common";
 import { warn } from "../host/progress";
 import { explainHostFileError } from "../host/files/hostErrors";
 export { cleanConsole, serialMatcher } from "../core/serialPattern";
 import { isEmptyState, requireState, VM_STATE } from "./stateGuard";
-import { clearVmDir, keptForImport, markVmDead, rewriteRunningRecord, sweepVmDirs, sweepVmsSometimes, VM_FILES, writeVmRecord } from "./virtualMachine/record";
+import {
+    clearVmDir,
+    keptForImport,
+    markVmDead,
+    rewriteRunningRecord,
+    sweepVmDirs,
+    sweepVmsSometimes,
+    VM_FILES,
+    writeVmRecord,
+} from "./virtualMachine/record";
 import { findVmToImport } from "./virtualMachine/import";
 import { ShellChannel } from "../host/guest/shellChannel";
 import { launcherText } from "../core/launcher";
-import { attachNics, hostsOf, networkDrift, networkProblems, nicPlans, releaseNics, type NicOutput } from "./virtualMachine/networks";
+import {
+    attachNics,
+    hostsOf,
+    networkDrift,
+    networkProblems,
+    nicPlans,
+    releaseNics,
+    type NicOutput,
+} from "./virtualMachine/networks";
 import { pickHostPorts, portOutputs } from "./virtualMachine/ports";
 import { removeSnapshotsOf } from "../host/qemu/snapshots";
 import { pruneWarmRecords, saveWarm, tryWarmRestore } from "../host/qemu/warmStart";
@@ -68,7 +99,11 @@ async function checkHere(_olds: unknown, news: any): Promise<pulumi.dynamic.Chec
  * Replacement stops the old VM first when both could not run at once: forwarded host ports
  * (one listener per port) and disks opened for writing (QEMU's image lock).
  */
-async function diffHere(_id: string, olds: VirtualMachineOutputs, news: VirtualMachineInputs): Promise<pulumi.dynamic.DiffResult> {
+async function diffHere(
+    _id: string,
+    olds: VirtualMachineOutputs,
+    news: VirtualMachineInputs,
+): Promise<pulumi.dynamic.DiffResult> {
     requireState("VirtualMachine", "diff", olds, { argvHash: "string" });
     const oldSpec = safeSpec(olds.vm);
     if (hasUnknown(news.vm) || hasUnknown(news.stateDir)) {
@@ -111,11 +146,18 @@ export interface LifecycleOptions {
 
 async function createHere(inputs: VirtualMachineInputs, opts?: LifecycleOptions): Promise<pulumi.dynamic.CreateResult> {
     const p = parseInputs(inputs);
-    const { accel, reason } = await resolveAccel(p.spec.accel, { qemu: p.spec.qemu, cacheDir: resolveStateDir(p.stateDir) });
+    const { accel, reason } = await resolveAccel(p.spec.accel, {
+        qemu: p.spec.qemu,
+        cacheDir: resolveStateDir(p.stateDir),
+    });
     if (p.spec.accel === "auto" && accel === "tcg") {
-        warn(`KVM is not usable on this host, so this VM runs under TCG emulation, many times slower: ${reason}. Fix that to boot with KVM, or set vm.accel "tcg" to say TCG is meant.`);
+        warn(
+            `KVM is not usable on this host, so this VM runs under TCG emulation, many times slower: ${reason}. Fix that to boot with KVM, or set vm.accel "tcg" to say TCG is meant.`,
+        );
     }
-    const vmDir = await makeVmDir(p.stateDir).catch(async (err) => Promise.reject(await explainHostFileError(err, "stateDir", resolveStateDir(p.stateDir))));
+    const vmDir = await makeVmDir(p.stateDir).catch(async (err) =>
+        Promise.reject(await explainHostFileError(err, "stateDir", resolveStateDir(p.stateDir))),
+    );
     const runtime: DaemonRuntime = {
         pidfile: path.join(vmDir, VM_FILES.pidfile),
         qmpSocket: path.join(vmDir, VM_FILES.qmpSocket),
@@ -167,15 +209,22 @@ async function createHere(inputs: VirtualMachineInputs, opts?: LifecycleOptions)
         const startedAt = new Date(t0).toISOString();
         // The directory already keeps others out; the socket and console log (which may show
         // secrets a guest prints) are tightened too, in case the directory is ever loosened.
-        await Promise.all([chmod(runtime.qmpSocket, 0o600), chmod(runtime.serialLog, 0o600), ...(runtime.agentSocket ? [chmod(runtime.agentSocket, 0o600)] : [])]);
+        await Promise.all([
+            chmod(runtime.qmpSocket, 0o600),
+            chmod(runtime.serialLog, 0o600),
+            ...(runtime.agentSocket ? [chmod(runtime.agentSocket, 0o600)] : []),
+        ]);
         // warmStart: the guest has only just begun to boot; a valid snapshot of this very VM
         // identity replaces that boot (snapshot-load reverts the disks and loads the memory).
-        const warm = p.warmStart ? { stateDir, argvHash: specArgvHash(p.spec), qmpSocket: runtime.qmpSocket } : undefined;
+        const warm = p.warmStart
+            ? { stateDir, argvHash: specArgvHash(p.spec), qmpSocket: runtime.qmpSocket }
+            : undefined;
         const warmTimeoutMs = p.ready.timeoutSeconds * 1000;
         if (warm) await pruneWarmRecords(stateDir);
         const restored = warm ? await tryWarmRestore(warm, warmTimeoutMs) : undefined;
         const status = await waitReady(p, identity, runtime, picked.hostPorts, restored?.restored === true);
-        if (restored?.restored && runtime.agentSocket && p.spec.agent === "shell") await syncGuestClock(runtime.agentSocket);
+        if (restored?.restored && runtime.agentSocket && p.spec.agent === "shell")
+            await syncGuestClock(runtime.agentSocket);
         if (warm && !restored?.restored) await saveWarm(warm, warmTimeoutMs);
         const outs: VirtualMachineOutputs = {
             vm: inputs.vm,
@@ -198,16 +247,28 @@ async function createHere(inputs: VirtualMachineInputs, opts?: LifecycleOptions)
             ...(nics.length ? { nics, hosts: hostsOf(nics) } : {}),
             ...portOutputs(p.spec, picked.hostPorts),
             portsNote: picked.note,
-            ...(runtime.agentSocket ? { agent: p.spec.agent as "qga" | "shell", agentSocket: runtime.agentSocket } : {}),
+            ...(runtime.agentSocket
+                ? { agent: p.spec.agent as "qga" | "shell", agentSocket: runtime.agentSocket }
+                : {}),
             ...(p.spec.network === "user" ? { userNicMac: USER_NIC_MAC } : {}),
-            ...(p.warmStart ? { warmStart: true, start: restored?.restored ? ("restored" as const) : ("cold" as const), startNote: restored?.restored ? undefined : restored?.why && `booted cold: ${restored.why}` } : {}),
+            ...(p.warmStart
+                ? {
+                      warmStart: true,
+                      start: restored?.restored ? ("restored" as const) : ("cold" as const),
+                      startNote: restored?.restored ? undefined : restored?.why && `booted cold: ${restored.why}`,
+                  }
+                : {}),
         };
         // What `pulumi import` needs to rebuild this state if the stack loses it (virtualMachine/import.ts).
         await writeVmRecord(vmDir, "running", keptForImport(inputs, withoutUndefined(outs), opts));
         return { id: path.basename(vmDir), outs: withoutUndefined(outs) };
     } catch (err) {
         // Nothing half-made survives a failed create: no QEMU, no socket, no directory.
-        if (identity) await stopQemu({ identity, pidfile: runtime.pidfile, qmpSocket: runtime.qmpSocket }, { powerdownMs: 0 }).catch(() => undefined);
+        if (identity)
+            await stopQemu(
+                { identity, pidfile: runtime.pidfile, qmpSocket: runtime.qmpSocket },
+                { powerdownMs: 0 },
+            ).catch(() => undefined);
         await releaseNics(nics, vmDir);
         await removeVmDir(vmDir, launcherPath);
         throw await explainHostFileError(err, "stateDir", vmDir);
@@ -226,12 +287,18 @@ async function makeVmDir(stateDirInput: string | undefined): Promise<string> {
 function assertSocketPathFits(socketPath: string): void {
     const bytes = Buffer.byteLength(socketPath);
     if (bytes > MAX_SOCKET_PATH_BYTES) {
-        throw new Error(`stateDir: the QMP socket path ${socketPath} is ${bytes} bytes; unix sockets allow ${MAX_SOCKET_PATH_BYTES}. Choose a shorter stateDir`);
+        throw new Error(
+            `stateDir: the QMP socket path ${socketPath} is ${bytes} bytes; unix sockets allow ${MAX_SOCKET_PATH_BYTES}. Choose a shorter stateDir`,
+        );
     }
 }
 
 function portRequests(spec: VmSpec): HostPortRequest[] {
-    return spec.portForwards.flatMap((pf, i) => (pf.host === undefined ? [] : [{ port: pf.host, address: pf.hostAddress, protocol: pf.protocol, field: `vm.portForwards[${i}].host` }]));
+    return spec.portForwards.flatMap((pf, i) =>
+        pf.host === undefined
+            ? []
+            : [{ port: pf.host, address: pf.hostAddress, protocol: pf.protocol, field: `vm.portForwards[${i}].host` }],
+    );
 }
 
 /** The picked host port QEMU could not bind, when that is why it failed to start. */
@@ -253,7 +320,9 @@ export function explainStartError(err: unknown, spec: VmSpec): unknown {
     if (!m) return err;
     const i = spec.portForwards.findIndex((pf) => pf.protocol === m[1] && pf.host === Number(m[3]));
     const field = i >= 0 ? `vm.portForwards[${i}].host` : "vm.portForwards";
-    return new Error(`${field}: host port ${m[2]}:${m[3]}/${m[1]} is already in use by another process or VM; choose another port (QEMU: ${err.stderr})`);
+    return new Error(
+        `${field}: host port ${m[2]}:${m[3]}/${m[1]} is already in use by another process or VM; choose another port (QEMU: ${err.stderr})`,
+    );
 }
 
 /** The disk QEMU could not lock for writing (another process has it open), when that is why it failed to start. */
@@ -270,9 +339,16 @@ async function explainLockedDisk(locked: { index: number; file: string }, err: Q
     const field = locked.index >= 0 ? `vm.disks[${locked.index}]` : "vm.disks";
     const holders = await processesHolding(locked.file);
     const who = holders.length
-        ? holders.map((h) => `pid ${h.pid} (${path.basename(h.argv[0] ?? "?")}${vmDirOf(h.argv) ? `, the VM in ${vmDirOf(h.argv)}` : ""})`).join(", ")
+        ? holders
+              .map(
+                  (h) =>
+                      `pid ${h.pid} (${path.basename(h.argv[0] ?? "?")}${vmDirOf(h.argv) ? `, the VM in ${vmDirOf(h.argv)}` : ""})`,
+              )
+              .join(", ")
         : "a process this user cannot see";
-    return new Error(`${field}: ${locked.file} is in use by ${who}, which holds the write lock on it; stop that first, or give this VM another disk, the disk readOnly: true, or an overlay on it (QEMU: ${err.stderr.trim()})`);
+    return new Error(
+        `${field}: ${locked.file} is in use by ${who}, which holds the write lock on it; stop that first, or give this VM another disk, the disk readOnly: true, or an overlay on it (QEMU: ${err.stderr.trim()})`,
+    );
 }
 
 /** The VM directory a QEMU of ours names in its -pidfile, if it is one. */
@@ -285,8 +361,13 @@ function vmDirOf(argv: readonly string[]): string | undefined {
 async function syncGuestClock(agentSocket: string): Promise<void> {
     const channel = new ShellChannel(agentSocket);
     try {
-        const r = await channel.execute(`date -u -s @${Math.floor(Date.now() / 1000)} >/dev/null`, { timeoutSeconds: 30 });
-        if (r.exitCode !== 0) throw new Error(`warmStart: setting the restored guest's clock failed: ${r.stderr.toString("utf8").slice(-300)}`);
+        const r = await channel.execute(`date -u -s @${Math.floor(Date.now() / 1000)} >/dev/null`, {
+            timeoutSeconds: 30,
+        });
+        if (r.exitCode !== 0)
+            throw new Error(
+                `warmStart: setting the restored guest's clock failed: ${r.stderr.toString("utf8").slice(-300)}`,
+            );
     } finally {
         channel.close();
     }
@@ -295,7 +376,6 @@ async function syncGuestClock(agentSocket: string): Promise<void> {
 function identityOf(props: VirtualMachineOutputs): ProcessIdentity {
     return { pid: props.pid, startTime: props.processStartTime, bootId: props.bootId };
 }
-
 
 /**
  * Refresh: a QEMU that exited, or a pid now held by another process, is reported gone so the
@@ -308,7 +388,11 @@ async function readHere(id: string, props: VirtualMachineOutputs): Promise<pulum
         const found = await findVmToImport(id);
         const status = (await qmpStatus(found.outs.qmpSocket, 5000)) ?? "unresponsive";
         const drift = await networkDrift(found.outs.nics);
-        return { id: found.id, props: withoutUndefined({ ...found.outs, status, ...(drift ? { networkDrift: drift } : {}) }), inputs: found.inputs };
+        return {
+            id: found.id,
+            props: withoutUndefined({ ...found.outs, status, ...(drift ? { networkDrift: drift } : {}) }),
+            inputs: found.inputs,
+        };
     }
     requireState("VirtualMachine", "read", props, VM_STATE);
     await sweepVmsSometimes(path.dirname(props.vmDir));
@@ -327,12 +411,22 @@ async function readHere(id: string, props: VirtualMachineOutputs): Promise<pulum
 }
 
 /** Only `ready` can change in place; it matters at create, so the running VM is left alone. */
-async function updateHere(_id: string, olds: VirtualMachineOutputs, news: VirtualMachineInputs, opts?: LifecycleOptions): Promise<pulumi.dynamic.UpdateResult> {
+async function updateHere(
+    _id: string,
+    olds: VirtualMachineOutputs,
+    news: VirtualMachineInputs,
+    opts?: LifecycleOptions,
+): Promise<pulumi.dynamic.UpdateResult> {
     requireState("VirtualMachine", "update", olds, VM_STATE);
     parseInputs(news);
     const { ready: _old, warmStart: _oldWarm, ...rest } = olds;
     const status = (await qmpStatus(olds.qmpSocket, 5000)) ?? olds.status;
-    const outs = withoutUndefined({ ...rest, ...(news.ready ? { ready: news.ready } : {}), ...(news.warmStart ? { warmStart: true } : {}), status });
+    const outs = withoutUndefined({
+        ...rest,
+        ...(news.ready ? { ready: news.ready } : {}),
+        ...(news.warmStart ? { warmStart: true } : {}),
+        status,
+    });
     // An import must find the inputs the VM now has, not those it was made from.
     await rewriteRunningRecord(olds.vmDir, keptForImport(news, outs, opts));
     return { outs };
@@ -345,7 +439,10 @@ async function removeHere(_id: string, props: VirtualMachineOutputs): Promise<vo
     await releaseNics(props.nics, props.vmDir);
     // Snapshots go with their VM: the qcow2 tags it made, then the records in its directory.
     const spec = safeSpec(props.vm);
-    await removeSnapshotsOf(props.vmDir, { qemuImg: spec?.qemuImg, diskFiles: spec?.disks.filter((d) => !d.readOnly).map((d) => d.overlay ?? d.path) });
+    await removeSnapshotsOf(props.vmDir, {
+        qemuImg: spec?.qemuImg,
+        diskFiles: spec?.disks.filter((d) => !d.readOnly).map((d) => d.overlay ?? d.path),
+    });
     await removeVmDir(props.vmDir, props.launcherPath);
     await sweepVmsSometimes(path.dirname(props.vmDir));
 }
@@ -360,8 +457,14 @@ async function removeVmDir(vmDir: string, launcherPath: string): Promise<void> {
     await clearVmDir(vmDir, { launcherPath });
 }
 
-
 // ---------------------------------------------------------------------------------------------
 // The lifecycle as the plugin, the dynamic shims and a far host's runner call it: placed where its `host` says (placement.ts).
 
-export const { check, diff, create, read, update, remove } = placed("VirtualMachine", { check: checkHere, diff: diffHere, create: createHere, read: readHere, update: updateHere, remove: removeHere });
+export const { check, diff, create, read, update, remove } = placed("VirtualMachine", {
+    check: checkHere,
+    diff: diffHere,
+    create: createHere,
+    read: readHere,
+    update: updateHere,
+    remove: removeHere,
+});

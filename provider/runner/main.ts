@@ -44,9 +44,13 @@ function methodFor(kind: string, name: string): ((...a: unknown[]) => Promise<un
 
 async function serveRequest(req: RunnerRequest): Promise<void> {
     const method = methodFor(req.kind, req.method);
-    if (!method) return send({ id: req.id, error: { name: "Error", message: `the runner has no ${req.kind}.${req.method}` } });
+    if (!method)
+        return send({ id: req.id, error: { name: "Error", message: `the runner has no ${req.kind}.${req.method}` } });
     try {
-        const sink = { status: (m: string) => send({ id: req.id, status: m }), warning: (m: string) => send({ id: req.id, warning: m }) };
+        const sink = {
+            status: (m: string) => send({ id: req.id, status: m }),
+            warning: (m: string) => send({ id: req.id, warning: m }),
+        };
         const result = await withProgress(sink, () => method(...req.args));
         send({ id: req.id, result: result === undefined ? null : result });
     } catch (err) {

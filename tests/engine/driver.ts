@@ -44,7 +44,10 @@ const SHIM_EXPORTS: Record<AnyResourceKind, string> = {
 };
 
 /** `env` is added to the plugin process's environment; `config` is the provider's configuration (qemu plugin). */
-export async function openDriver(kind: PluginKind, opts: { env?: NodeJS.ProcessEnv; config?: Props } = {}): Promise<Driver> {
+export async function openDriver(
+    kind: PluginKind,
+    opts: { env?: NodeJS.ProcessEnv; config?: Props } = {},
+): Promise<Driver> {
     assertBuilt();
     const engine = await startEngineServer();
     let plugin: PluginClient | undefined;
@@ -76,7 +79,8 @@ export async function openDriver(kind: PluginKind, opts: { env?: NodeJS.ProcessE
             plugin: client,
             acceptSecrets,
             urn: (resource, name) => `urn:pulumi:${STACK}::${PROJECT}::${typeToken(kind, resource)}::${name}`,
-            news: (resource, inputs) => (kind === "dynamic" ? { ...inputs, __provider: providerTexts.get(resource)! } : { ...inputs }),
+            news: (resource, inputs) =>
+                kind === "dynamic" ? { ...inputs, __provider: providerTexts.get(resource)! } : { ...inputs },
             close: cleanUp,
         };
     } catch (err) {
@@ -99,9 +103,11 @@ export function assertBuilt(): void {
         const out = path.join(MAIN_ROOT, "bin", src.replace(/\.ts$/, ".js"));
         const srcPath = path.join(MAIN_ROOT, src);
         if (!existsSync(out)) problems.push(`bin/${src.replace(/\.ts$/, ".js")} is missing`);
-        else if (statSync(out).mtimeMs < statSync(srcPath).mtimeMs) problems.push(`bin/${src.replace(/\.ts$/, ".js")} is older than ${src}`);
+        else if (statSync(out).mtimeMs < statSync(srcPath).mtimeMs)
+            problems.push(`bin/${src.replace(/\.ts$/, ".js")} is older than ${src}`);
     }
-    if (problems.length) throw new Error(`the compiled package is missing or stale (run \`npm run build\`): ${problems.join("; ")}`);
+    if (problems.length)
+        throw new Error(`the compiled package is missing or stale (run \`npm run build\`): ${problems.join("; ")}`);
 }
 
 function sourcesUnder(dirs: string[]): string[] {

@@ -46,13 +46,17 @@ export async function startEngineServer(opts: { echo?: boolean } = {}): Promise<
                 ephemeral: call.request.getEphemeral(),
             };
             logs.push(entry);
-            if (opts.echo && entry.severity !== "debug") process.stderr.write(`[engine ${entry.severity}] ${entry.message}\n`);
+            if (opts.echo && entry.severity !== "debug")
+                process.stderr.write(`[engine ${entry.severity}] ${entry.message}\n`);
             callback(null, new Empty());
         },
         getRootResource(_call: unknown, callback: grpc.sendUnaryData<engineproto.GetRootResourceResponse>) {
             callback(null, new engineproto.GetRootResourceResponse().setUrn(rootUrn));
         },
-        setRootResource(call: grpc.ServerUnaryCall<engineproto.SetRootResourceRequest, unknown>, callback: grpc.sendUnaryData<engineproto.SetRootResourceResponse>) {
+        setRootResource(
+            call: grpc.ServerUnaryCall<engineproto.SetRootResourceRequest, unknown>,
+            callback: grpc.sendUnaryData<engineproto.SetRootResourceResponse>,
+        ) {
             rootUrn = call.request.getUrn();
             callback(null, new engineproto.SetRootResourceResponse());
         },

@@ -142,7 +142,12 @@ class Session {
         const factory =
             this.opts.plugins?.[pkg] ??
             (pkg === "pulumi-nodejs"
-                ? (engineAddress: string) => startDynamicPlugin(engineAddress, { cwd: this.opts.dir, project: this.opts.project, env: this.opts.env })
+                ? (engineAddress: string) =>
+                      startDynamicPlugin(engineAddress, {
+                          cwd: this.opts.dir,
+                          project: this.opts.project,
+                          env: this.opts.env,
+                      })
                 : undefined);
         if (!factory) throw new Error(`no provider plugin for package ${pkg}`);
         const client = await factory(this.engine.address);
@@ -177,9 +182,15 @@ async function deploy(opts: ProjectOptions, dryRun: boolean): Promise<RunSummary
             }
             const { client, acceptSecrets } = await session.plugin(entry.type);
             const news = (req.getObject()?.toJavaScript() ?? {}) as Props;
-            const checked = await client.check(entry.urn, forProvider(acceptSecrets, old?.inputs ?? {}), forProvider(acceptSecrets, news));
+            const checked = await client.check(
+                entry.urn,
+                forProvider(acceptSecrets, old?.inputs ?? {}),
+                forProvider(acceptSecrets, news),
+            );
             if (checked.failures.length) {
-                throw new StepError(`${entry.urn}: check failed: ${checked.failures.map((f) => `${f.property}: ${f.reason}`).join("; ")}`);
+                throw new StepError(
+                    `${entry.urn}: check failed: ${checked.failures.map((f) => `${f.property}: ${f.reason}`).join("; ")}`,
+                );
             }
             entry.inputs = fromProvider(acceptSecrets, checked.inputs, news);
             const create = async () => {
@@ -196,7 +207,13 @@ async function deploy(opts: ProjectOptions, dryRun: boolean): Promise<RunSummary
                 session.record("create", entry.urn);
                 return create();
             }
-            const diff = await client.diff(old.id, entry.urn, forProvider(acceptSecrets, old.outputs), forProvider(acceptSecrets, entry.inputs), forProvider(acceptSecrets, old.inputs));
+            const diff = await client.diff(
+                old.id,
+                entry.urn,
+                forProvider(acceptSecrets, old.outputs),
+                forProvider(acceptSecrets, entry.inputs),
+                forProvider(acceptSecrets, old.inputs),
+            );
             const changed = diff.changes === 2 || (diff.changes === 0 && !deepEqual(old.inputs, entry.inputs));
             if (!changed) {
                 session.record("same", entry.urn);
@@ -207,7 +224,13 @@ async function deploy(opts: ProjectOptions, dryRun: boolean): Promise<RunSummary
             if (diff.replaces.length) {
                 session.record("replace", entry.urn, diff.replaces.join(","));
                 if (diff.deleteBeforeReplace || req.getDeletebeforereplace()) {
-                    if (!dryRun) await client.delete(old.id, old.urn, forProvider(acceptSecrets, old.outputs), forProvider(acceptSecrets, old.inputs));
+                    if (!dryRun)
+                        await client.delete(
+                            old.id,
+                            old.urn,
+                            forProvider(acceptSecrets, old.outputs),
+                            forProvider(acceptSecrets, old.inputs),
+                        );
                 } else {
                     replaced.push(old);
                 }
@@ -219,7 +242,13 @@ async function deploy(opts: ProjectOptions, dryRun: boolean): Promise<RunSummary
                 entry.outputs = entry.inputs;
                 return;
             }
-            const updated = await client.update(old.id, entry.urn, forProvider(acceptSecrets, old.outputs), forProvider(acceptSecrets, entry.inputs), forProvider(acceptSecrets, old.inputs));
+            const updated = await client.update(
+                old.id,
+                entry.urn,
+                forProvider(acceptSecrets, old.outputs),
+                forProvider(acceptSecrets, entry.inputs),
+                forProvider(acceptSecrets, old.inputs),
+            );
             entry.outputs = fromProvider(acceptSecrets, updated.properties, entry.inputs);
         };
 
@@ -272,19 +301,30 @@ async function deploy(opts: ProjectOptions, dryRun: boolean): Promise<RunSummary
             const gone = prior.resources.filter((r) => !r.pendingDelete && !registered.some((n) => n.urn === r.urn));
             for (const r of gone) session.record("delete", r.urn);
             if (!dryRun) {
-                const leftovers = await deleteAll(session, [...keptPending, ...replaced.map((r) => ({ ...r, pendingDelete: true })), ...gone], failures);
+                const leftovers = await deleteAll(
+                    session,
+                    [...keptPending, ...replaced.map((r) => ({ ...r, pendingDelete: true })), ...gone],
+                    failures,
+                );
                 stillThere.push(...leftovers);
             }
         } else {
             // As the engine does on a failed update: nothing undeclared is deleted, and replaced
             // resources wait, marked, for the next run.
             stillThere.push(...keptPending, ...replaced.map((r) => ({ ...r, pendingDelete: true })));
-            stillThere.push(...prior.resources.filter((r) => !r.pendingDelete && !registered.some((n) => n.urn === r.urn)));
+            stillThere.push(
+                ...prior.resources.filter((r) => !r.pendingDelete && !registered.some((n) => n.urn === r.urn)),
+            );
         }
         if (!dryRun) await saveState(opts.statePath, { resources: [...registered, ...stillThere] });
         const summary = finish(session, dryRun ? "preview" : "up", started, registered, programOutput);
         if (failures.length || programErrors.length) {
-            throw Object.assign(new Error(`${summary.kind} failed:\n${[...failures, ...programErrors].join("\n")}\n--- program output ---\n${programOutput.slice(-4000)}`), { summary });
+            throw Object.assign(
+                new Error(
+                    `${summary.kind} failed:\n${[...failures, ...programErrors].join("\n")}\n--- program output ---\n${programOutput.slice(-4000)}`,
+                ),
+                { summary },
+            );
         }
         return summary;
     } finally {
@@ -323,7 +363,12 @@ export async function refresh(opts: ProjectOptions): Promise<RunSummary> {
                 continue;
             }
             const { client, acceptSecrets } = await session.plugin(r.type);
-            const read = await client.read(r.id, r.urn, forProvider(acceptSecrets, r.outputs), forProvider(acceptSecrets, r.inputs));
+            const read = await client.read(
+                r.id,
+                r.urn,
+                forProvider(acceptSecrets, r.outputs),
+                forProvider(acceptSecrets, r.inputs),
+            );
             if (!read.id) {
                 session.record("delete", r.urn, "gone");
                 continue;
@@ -340,7 +385,13 @@ export async function refresh(opts: ProjectOptions): Promise<RunSummary> {
     }
 }
 
-function finish(session: Session, kind: RunSummary["kind"], started: number, resources: ResourceState[], programOutput: string): RunSummary {
+function finish(
+    session: Session,
+    kind: RunSummary["kind"],
+    started: number,
+    resources: ResourceState[],
+    programOutput: string,
+): RunSummary {
     const stack = resources.find((r) => r.type === STACK_TYPE);
     return {
         kind,
@@ -360,7 +411,12 @@ async function deleteAll(session: Session, resources: ResourceState[], failures:
         if (!r.custom) continue;
         try {
             const { client, acceptSecrets } = await session.plugin(r.type);
-            await client.delete(r.id, r.urn, forProvider(acceptSecrets, r.outputs), forProvider(acceptSecrets, r.inputs));
+            await client.delete(
+                r.id,
+                r.urn,
+                forProvider(acceptSecrets, r.outputs),
+                forProvider(acceptSecrets, r.inputs),
+            );
         } catch (err) {
             failures.push(`${r.urn}: delete failed: ${(err as Error).message}`);
             left.push(r);
@@ -394,7 +450,13 @@ function dependenciesOf(req: resproto.RegisterResourceRequest): string[] {
 }
 
 /** `urn:pulumi:STACK::PROJECT::[parent-type$]type::name`; the stack itself is no parent type. */
-function makeUrn(opts: ProjectOptions, type: string, name: string, parentUrn: string, registered: ResourceState[]): string {
+function makeUrn(
+    opts: ProjectOptions,
+    type: string,
+    name: string,
+    parentUrn: string,
+    registered: ResourceState[],
+): string {
     const parent = registered.find((r) => r.urn === parentUrn);
     let qualified = type;
     if (parent && parent.type !== STACK_TYPE) {
@@ -417,26 +479,48 @@ const FEATURES = new Set(["secrets"]);
  * answers once it has logged the error: the SDK then stops quietly, where INVALID_ARGUMENT leaves
  * the program hanging ~47 s.
  */
-async function startMonitor(opts: ProjectOptions, handlers: MonitorHandlers): Promise<{ address: string; close(): Promise<void> }> {
+async function startMonitor(
+    opts: ProjectOptions,
+    handlers: MonitorHandlers,
+): Promise<{ address: string; close(): Promise<void> }> {
     const server = new grpc.Server();
     server.addService(resrpc.ResourceMonitorService, {
-        supportsFeature(call: grpc.ServerUnaryCall<resproto.SupportsFeatureRequest, unknown>, cb: grpc.sendUnaryData<resproto.SupportsFeatureResponse>) {
+        supportsFeature(
+            call: grpc.ServerUnaryCall<resproto.SupportsFeatureRequest, unknown>,
+            cb: grpc.sendUnaryData<resproto.SupportsFeatureResponse>,
+        ) {
             cb(null, new resproto.SupportsFeatureResponse().setHassupport(FEATURES.has(call.request.getId())));
         },
-        registerResource(call: grpc.ServerUnaryCall<resproto.RegisterResourceRequest, unknown>, cb: grpc.sendUnaryData<resproto.RegisterResourceResponse>) {
+        registerResource(
+            call: grpc.ServerUnaryCall<resproto.RegisterResourceRequest, unknown>,
+            cb: grpc.sendUnaryData<resproto.RegisterResourceResponse>,
+        ) {
             handlers.register(call.request).then(
-                (entry) => cb(null, new resproto.RegisterResourceResponse().setUrn(entry.urn).setId(entry.id).setObject(Struct.fromJavaScript(entry.outputs as any))),
+                (entry) =>
+                    cb(
+                        null,
+                        new resproto.RegisterResourceResponse()
+                            .setUrn(entry.urn)
+                            .setId(entry.id)
+                            .setObject(Struct.fromJavaScript(entry.outputs as any)),
+                    ),
                 (err: Error) => cb(grpcError(grpc.status.UNAVAILABLE, err.message)),
             );
         },
-        registerResourceOutputs(call: grpc.ServerUnaryCall<resproto.RegisterResourceOutputsRequest, unknown>, cb: grpc.sendUnaryData<Empty>) {
+        registerResourceOutputs(
+            call: grpc.ServerUnaryCall<resproto.RegisterResourceOutputsRequest, unknown>,
+            cb: grpc.sendUnaryData<Empty>,
+        ) {
             handlers.registerOutputs(call.request.getUrn(), (call.request.getOutputs()?.toJavaScript() ?? {}) as Props);
             cb(null, new Empty());
         },
         signalAndWaitForShutdown(_call: unknown, cb: grpc.sendUnaryData<Empty>) {
             cb(null, new Empty());
         },
-        readResource(call: grpc.ServerUnaryCall<resproto.ReadResourceRequest, unknown>, cb: grpc.sendUnaryData<resproto.ReadResourceResponse>) {
+        readResource(
+            call: grpc.ServerUnaryCall<resproto.ReadResourceRequest, unknown>,
+            cb: grpc.sendUnaryData<resproto.ReadResourceResponse>,
+        ) {
             const message = `mini engine: ReadResource (${call.request.getType()} ${call.request.getName()}) is not supported`;
             handlers.fail(message);
             cb(grpcError(grpc.status.UNAVAILABLE, message));
@@ -455,7 +539,14 @@ async function startMonitor(opts: ProjectOptions, handlers: MonitorHandlers): Pr
 /** `node <@pulumi/pulumi>/cmd/run …`, the command the Node.js language host runs; resolves with its output. */
 function runProgram(opts: ProjectOptions, monitor: string, engine: string, dryRun: boolean): Promise<string> {
     const run = require.resolve("@pulumi/pulumi/cmd/run");
-    const args = [run, `--monitor=${monitor}`, `--engine=${engine}`, `--project=${opts.project}`, `--stack=${opts.stack}`, `--pwd=${opts.dir}`];
+    const args = [
+        run,
+        `--monitor=${monitor}`,
+        `--engine=${engine}`,
+        `--project=${opts.project}`,
+        `--stack=${opts.stack}`,
+        `--pwd=${opts.dir}`,
+    ];
     if (dryRun) args.push("--dry-run");
     args.push(".");
     const env = {
@@ -479,7 +570,12 @@ function runProgram(opts: ProjectOptions, monitor: string, engine: string, dryRu
         child.once("exit", (code, signal) => {
             clearTimeout(timer);
             if (code === 0) resolve(output);
-            else reject(new Error(`program exited with code ${code}${signal ? ` (signal ${signal}${signal === "SIGKILL" ? `, after the ${limit} ms limit` : ""})` : ""}\n${output.slice(-4000)}`));
+            else
+                reject(
+                    new Error(
+                        `program exited with code ${code}${signal ? ` (signal ${signal}${signal === "SIGKILL" ? `, after the ${limit} ms limit` : ""})` : ""}\n${output.slice(-4000)}`,
+                    ),
+                );
         });
     });
 }
@@ -490,6 +586,7 @@ function qualify(project: string, key: string): string {
 
 function qualifiedConfig(opts: ProjectOptions): Record<string, string> {
     const out: Record<string, string> = {};
-    for (const [k, v] of Object.entries(opts.config ?? {})) out[qualify(opts.project, k)] = typeof v === "string" ? v : JSON.stringify(v);
+    for (const [k, v] of Object.entries(opts.config ?? {}))
+        out[qualify(opts.project, k)] = typeof v === "string" ? v : JSON.stringify(v);
     return out;
 }

@@ -44,7 +44,12 @@ export interface PluginClient {
     diffConfig(urn: string, olds: Props, news: Props): Promise<DiffResult>;
     diff(id: string, urn: string, olds: Props, news: Props, oldInputs?: Props): Promise<DiffResult>;
     create(urn: string, properties: Props, opts?: { preview?: boolean }): Promise<{ id: string; properties: Props }>;
-    read(id: string, urn: string, properties: Props, inputs?: Props): Promise<{ id: string; properties: Props; inputs?: Props }>;
+    read(
+        id: string,
+        urn: string,
+        properties: Props,
+        inputs?: Props,
+    ): Promise<{ id: string; properties: Props; inputs?: Props }>;
     update(id: string, urn: string, olds: Props, news: Props, oldInputs?: Props): Promise<{ properties: Props }>;
     delete(id: string, urn: string, properties: Props, oldInputs?: Props): Promise<void>;
     getSchema(): Promise<string>;
@@ -60,11 +65,16 @@ export interface PluginOptions {
     startTimeoutMs?: number;
 }
 
-
 /** `node <@pulumi/pulumi>/cmd/dynamic-provider <engine>`, as the engine starts it for `pulumi-nodejs`. */
-export function startDynamicPlugin(engineAddress: string, opts: PluginOptions & { project?: string } = {}): Promise<PluginClient> {
+export function startDynamicPlugin(
+    engineAddress: string,
+    opts: PluginOptions & { project?: string } = {},
+): Promise<PluginClient> {
     const entry = require.resolve("@pulumi/pulumi/cmd/dynamic-provider");
-    const env = { ...opts.env, ...(opts.project ? { PULUMI_NODEJS_PROJECT: opts.project, PULUMI_PROJECT: opts.project } : {}) };
+    const env = {
+        ...opts.env,
+        ...(opts.project ? { PULUMI_NODEJS_PROJECT: opts.project, PULUMI_PROJECT: opts.project } : {}),
+    };
     return startPlugin("pulumi-nodejs", process.execPath, [entry, engineAddress], { ...opts, env });
 }
 
@@ -79,8 +89,17 @@ process.once("exit", () => {
     for (const child of live) child.kill("SIGKILL");
 });
 
-export async function startPlugin(name: string, command: string, args: string[], opts: PluginOptions = {}): Promise<PluginClient> {
-    const child = spawn(command, args, { cwd: opts.cwd, env: { ...process.env, ...opts.env }, stdio: ["ignore", "pipe", "pipe"] });
+export async function startPlugin(
+    name: string,
+    command: string,
+    args: string[],
+    opts: PluginOptions = {},
+): Promise<PluginClient> {
+    const child = spawn(command, args, {
+        cwd: opts.cwd,
+        env: { ...process.env, ...opts.env },
+        stdio: ["ignore", "pipe", "pipe"],
+    });
     live.add(child);
     const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
     let stderr = "";
@@ -97,10 +116,15 @@ export async function startPlugin(name: string, command: string, args: string[],
     const call = <Req, Res>(method: string, request: Req): Promise<Res> =>
         new Promise((resolve, reject) => {
             const deadline = new Date(Date.now() + timeout);
-            (client as any)[method](request, new grpc.Metadata(), { deadline }, (err: grpc.ServiceError | null, res: Res) => {
-                if (err) reject(new Error(`${name} ${method}: ${err.details || err.message}${stderrTail(stderr)}`));
-                else resolve(res);
-            });
+            (client as any)[method](
+                request,
+                new grpc.Metadata(),
+                { deadline },
+                (err: grpc.ServiceError | null, res: Res) => {
+                    if (err) reject(new Error(`${name} ${method}: ${err.details || err.message}${stderrTail(stderr)}`));
+                    else resolve(res);
+                },
+            );
         });
 
     return {
@@ -108,12 +132,24 @@ export async function startPlugin(name: string, command: string, args: string[],
         port,
         stderr: () => stderr,
         async configure(argsBag = {}) {
-            const req = new provproto.ConfigureRequest().setArgs(Struct.fromJavaScript(argsBag as any)).setAcceptsecrets(true).setAcceptresources(true);
+            const req = new provproto.ConfigureRequest()
+                .setArgs(Struct.fromJavaScript(argsBag as any))
+                .setAcceptsecrets(true)
+                .setAcceptresources(true);
             const res = await call<provproto.ConfigureRequest, provproto.ConfigureResponse>("configure", req);
-            return { acceptSecrets: res.getAcceptsecrets(), acceptResources: res.getAcceptresources(), supportsPreview: res.getSupportspreview() };
+            return {
+                acceptSecrets: res.getAcceptsecrets(),
+                acceptResources: res.getAcceptresources(),
+                supportsPreview: res.getSupportspreview(),
+            };
         },
         async checkConfig(urn, olds, news) {
-            const req = new provproto.CheckRequest().setUrn(urn).setOlds(toStruct(olds)).setNews(toStruct(news)).setName(nameOf(urn)).setType(typeOf(urn));
+            const req = new provproto.CheckRequest()
+                .setUrn(urn)
+                .setOlds(toStruct(olds))
+                .setNews(toStruct(news))
+                .setName(nameOf(urn))
+                .setType(typeOf(urn));
             const res = await call<provproto.CheckRequest, provproto.CheckResponse>("checkConfig", req);
             return {
                 inputs: fromStruct(res.getInputs()),
@@ -121,12 +157,26 @@ export async function startPlugin(name: string, command: string, args: string[],
             };
         },
         async diffConfig(urn, olds, news) {
-            const req = new provproto.DiffRequest().setUrn(urn).setOlds(toStruct(olds)).setNews(toStruct(news)).setName(nameOf(urn)).setType(typeOf(urn));
+            const req = new provproto.DiffRequest()
+                .setUrn(urn)
+                .setOlds(toStruct(olds))
+                .setNews(toStruct(news))
+                .setName(nameOf(urn))
+                .setType(typeOf(urn));
             const res = await call<provproto.DiffRequest, provproto.DiffResponse>("diffConfig", req);
-            return { changes: res.getChanges(), replaces: res.getReplacesList(), deleteBeforeReplace: res.getDeletebeforereplace() };
+            return {
+                changes: res.getChanges(),
+                replaces: res.getReplacesList(),
+                deleteBeforeReplace: res.getDeletebeforereplace(),
+            };
         },
         async check(urn, olds, news) {
-            const req = new provproto.CheckRequest().setUrn(urn).setOlds(toStruct(olds)).setNews(toStruct(news)).setName(nameOf(urn)).setType(typeOf(urn));
+            const req = new provproto.CheckRequest()
+                .setUrn(urn)
+                .setOlds(toStruct(olds))
+                .setNews(toStruct(news))
+                .setName(nameOf(urn))
+                .setType(typeOf(urn));
             const res = await call<provproto.CheckRequest, provproto.CheckResponse>("check", req);
             return {
                 inputs: fromStruct(res.getInputs()),
@@ -134,35 +184,73 @@ export async function startPlugin(name: string, command: string, args: string[],
             };
         },
         async diff(id, urn, olds, news, oldInputs) {
-            const req = new provproto.DiffRequest().setId(id).setUrn(urn).setOlds(toStruct(olds)).setNews(toStruct(news)).setName(nameOf(urn)).setType(typeOf(urn));
+            const req = new provproto.DiffRequest()
+                .setId(id)
+                .setUrn(urn)
+                .setOlds(toStruct(olds))
+                .setNews(toStruct(news))
+                .setName(nameOf(urn))
+                .setType(typeOf(urn));
             if (oldInputs) req.setOldInputs(toStruct(oldInputs));
             const res = await call<provproto.DiffRequest, provproto.DiffResponse>("diff", req);
-            return { changes: res.getChanges(), replaces: res.getReplacesList(), deleteBeforeReplace: res.getDeletebeforereplace() };
+            return {
+                changes: res.getChanges(),
+                replaces: res.getReplacesList(),
+                deleteBeforeReplace: res.getDeletebeforereplace(),
+            };
         },
         async create(urn, properties, createOpts = {}) {
-            const req = new provproto.CreateRequest().setUrn(urn).setProperties(toStruct(properties)).setPreview(!!createOpts.preview).setName(nameOf(urn)).setType(typeOf(urn));
+            const req = new provproto.CreateRequest()
+                .setUrn(urn)
+                .setProperties(toStruct(properties))
+                .setPreview(!!createOpts.preview)
+                .setName(nameOf(urn))
+                .setType(typeOf(urn));
             const res = await call<provproto.CreateRequest, provproto.CreateResponse>("create", req);
             return { id: res.getId(), properties: fromStruct(res.getProperties()) };
         },
         async read(id, urn, properties, inputs) {
-            const req = new provproto.ReadRequest().setId(id).setUrn(urn).setProperties(toStruct(properties)).setName(nameOf(urn)).setType(typeOf(urn));
+            const req = new provproto.ReadRequest()
+                .setId(id)
+                .setUrn(urn)
+                .setProperties(toStruct(properties))
+                .setName(nameOf(urn))
+                .setType(typeOf(urn));
             if (inputs) req.setInputs(toStruct(inputs));
             const res = await call<provproto.ReadRequest, provproto.ReadResponse>("read", req);
-            return { id: res.getId(), properties: fromStruct(res.getProperties()), ...(res.hasInputs() ? { inputs: fromStruct(res.getInputs()) } : {}) };
+            return {
+                id: res.getId(),
+                properties: fromStruct(res.getProperties()),
+                ...(res.hasInputs() ? { inputs: fromStruct(res.getInputs()) } : {}),
+            };
         },
         async update(id, urn, olds, news, oldInputs) {
-            const req = new provproto.UpdateRequest().setId(id).setUrn(urn).setOlds(toStruct(olds)).setNews(toStruct(news)).setName(nameOf(urn)).setType(typeOf(urn));
+            const req = new provproto.UpdateRequest()
+                .setId(id)
+                .setUrn(urn)
+                .setOlds(toStruct(olds))
+                .setNews(toStruct(news))
+                .setName(nameOf(urn))
+                .setType(typeOf(urn));
             if (oldInputs) req.setOldInputs(toStruct(oldInputs));
             const res = await call<provproto.UpdateRequest, provproto.UpdateResponse>("update", req);
             return { properties: fromStruct(res.getProperties()) };
         },
         async delete(id, urn, properties, oldInputs) {
-            const req = new provproto.DeleteRequest().setId(id).setUrn(urn).setProperties(toStruct(properties)).setName(nameOf(urn)).setType(typeOf(urn));
+            const req = new provproto.DeleteRequest()
+                .setId(id)
+                .setUrn(urn)
+                .setProperties(toStruct(properties))
+                .setName(nameOf(urn))
+                .setType(typeOf(urn));
             if (oldInputs) req.setOldInputs(toStruct(oldInputs));
             await call("delete", req);
         },
         async getSchema() {
-            const res = await call<provproto.GetSchemaRequest, provproto.GetSchemaResponse>("getSchema", new provproto.GetSchemaRequest());
+            const res = await call<provproto.GetSchemaRequest, provproto.GetSchemaResponse>(
+                "getSchema",
+                new provproto.GetSchemaRequest(),
+            );
             return res.getSchema();
         },
         async close() {
@@ -207,9 +295,15 @@ function readPort(child: ChildProcess, timeoutMs: number, stderr: () => string):
             // The rest of stdout must keep draining, or a chatty plugin blocks on a full pipe.
             child.stdout!.resume();
             if (/^\d+$/.test(line)) resolve(Number(line));
-            else reject(new Error(`plugin's first stdout line is not a port: ${JSON.stringify(line)}${stderrTail(stderr())}`));
+            else
+                reject(
+                    new Error(
+                        `plugin's first stdout line is not a port: ${JSON.stringify(line)}${stderrTail(stderr())}`,
+                    ),
+                );
         };
-        const onExit = (code: number | null, signal: string | null) => fail(`exited (code ${code}, signal ${signal}) before printing its port`);
+        const onExit = (code: number | null, signal: string | null) =>
+            fail(`exited (code ${code}, signal ${signal}) before printing its port`);
         const timer = setTimeout(() => fail(`printed no port within ${timeoutMs} ms`), timeoutMs);
         const cleanup = () => {
             clearTimeout(timer);

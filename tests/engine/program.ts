@@ -3,7 +3,6 @@ import * as path from "node:path";
 import type { ProjectOptions } from "./miniEngine";
 import { MAIN_ROOT } from "./paths";
 
-
 /**
  * Makes a runnable copy of a TypeScript Pulumi program in `workDir`: each .ts transpiled to
  * CommonJS beside it, package.json's main pointed at the JS, and node_modules linking
@@ -20,10 +19,18 @@ export async function prepareProgram(sourceDir: string, workDir: string): Promis
             const out = ts.transpileModule(await readFile(from, "utf8"), {
                 fileName: name,
                 reportDiagnostics: true,
-                compilerOptions: { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2022, esModuleInterop: true, sourceMap: false },
+                compilerOptions: {
+                    module: ts.ModuleKind.CommonJS,
+                    target: ts.ScriptTarget.ES2022,
+                    esModuleInterop: true,
+                    sourceMap: false,
+                },
             });
             const errors = (out.diagnostics ?? []).filter((d) => d.category === ts.DiagnosticCategory.Error);
-            if (errors.length) throw new Error(`${from}: ${errors.map((d) => ts.flattenDiagnosticMessageText(d.messageText, "\n")).join("; ")}`);
+            if (errors.length)
+                throw new Error(
+                    `${from}: ${errors.map((d) => ts.flattenDiagnosticMessageText(d.messageText, "\n")).join("; ")}`,
+                );
             await writeFile(path.join(workDir, name.replace(/\.ts$/, ".js")), out.outputText);
         } else if (name === "package.json") {
             const pkg = JSON.parse(await readFile(from, "utf8"));
@@ -41,19 +48,32 @@ export async function prepareProgram(sourceDir: string, workDir: string): Promis
 export async function linkPackages(dir: string): Promise<void> {
     await mkdir(path.join(dir, "node_modules", "@pulumi"), { recursive: true });
     await symlink(MAIN_ROOT, path.join(dir, "node_modules", "pulumi-qemu"), "dir");
-    await symlink(path.join(MAIN_ROOT, "node_modules", "@pulumi", "pulumi"), path.join(dir, "node_modules", "@pulumi", "pulumi"), "dir");
+    await symlink(
+        path.join(MAIN_ROOT, "node_modules", "@pulumi", "pulumi"),
+        path.join(dir, "node_modules", "@pulumi", "pulumi"),
+        "dir",
+    );
 }
 
 /**
  * examples/fleet made ready in `work` as a user's project: the program, a shared folder with
  * hello.txt (the VMs' 9p share), state under `work`, the provider's state in `work/qs`.
  */
-export async function fleetProject(work: string, stack: string): Promise<{ opts: ProjectOptions; shared: string; stateDir: string }> {
+export async function fleetProject(
+    work: string,
+    stack: string,
+): Promise<{ opts: ProjectOptions; shared: string; stateDir: string }> {
     const shared = path.join(work, "shared");
     await mkdir(shared);
     await writeFile(path.join(shared, "hello.txt"), "hello\n");
     const dir = await prepareProgram(path.join(MAIN_ROOT, "examples", "fleet"), path.join(work, "program"));
     const stateDir = path.join(work, "qs");
-    const opts = { dir, project: "qemu-fleet", stack, statePath: path.join(work, "state.json"), env: { PULUMI_QEMU_STATE_DIR: stateDir } };
+    const opts = {
+        dir,
+        project: "qemu-fleet",
+        stack,
+        statePath: path.join(work, "state.json"),
+        env: { PULUMI_QEMU_STATE_DIR: stateDir },
+    };
     return { opts, shared, stateDir };
 }

@@ -41,17 +41,24 @@ export function danglingNames(schema: Json): string[] {
         check(`resources.${token}.required`, r.required, r.properties);
         check(`resources.${token}.requiredInputs`, r.requiredInputs, r.inputProperties);
     }
-    for (const [token, t] of Object.entries<Json>(schema.types ?? {})) check(`types.${token}.required`, t.required, t.properties);
-    for (const m of JSON.stringify(schema).matchAll(/"\$ref":"#\/types\/([^"]+)"/g)) if (!(m[1] in (schema.types ?? {}))) bad.push(`$ref to undefined type ${m[1]}`);
+    for (const [token, t] of Object.entries<Json>(schema.types ?? {}))
+        check(`types.${token}.required`, t.required, t.properties);
+    for (const m of JSON.stringify(schema).matchAll(/"\$ref":"#\/types\/([^"]+)"/g))
+        if (!(m[1] in (schema.types ?? {}))) bad.push(`$ref to undefined type ${m[1]}`);
     return bad;
 }
 
 /** ajv's complaints about `schema` against the package metaschema, one line each; empty when valid. */
 export function metaschemaErrors(schema: Json): string[] {
     const Ajv2020 = require("ajv/dist/2020").default;
-    const metaschema = JSON.parse(readFileSync(path.join(__dirname, "..", "fixtures", "package-schema", "metaschema.json"), "utf8"));
+    const metaschema = JSON.parse(
+        readFileSync(path.join(__dirname, "..", "fixtures", "package-schema", "metaschema.json"), "utf8"),
+    );
     const ajv = new Ajv2020({ allErrors: true, strict: false });
     const validate = ajv.compile(metaschema);
     if (validate(schema)) return [];
-    return (validate.errors ?? []).map((e: { instancePath: string; message?: string; params?: unknown }) => `${e.instancePath || "/"} ${e.message} ${JSON.stringify(e.params)}`);
+    return (validate.errors ?? []).map(
+        (e: { instancePath: string; message?: string; params?: unknown }) =>
+            `${e.instancePath || "/"} ${e.message} ${JSON.stringify(e.params)}`,
+    );
 }

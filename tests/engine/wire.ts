@@ -3,14 +3,29 @@
  * string, a secret an object tagged with the signature key.
  */
 
-import { containsSecrets, isSecret, makeSecret, SIG_KEY, stripSecrets, type Props } from "../../provider/plugin/secrets";
+import {
+    containsSecrets,
+    isSecret,
+    makeSecret,
+    SIG_KEY,
+    stripSecrets,
+    type Props,
+} from "../../provider/plugin/secrets";
 
 import { UNKNOWN } from "../../provider/resources/common";
 
 export { UNKNOWN };
 
 // The secret wire form is the plugin's own code; the engine's side of it is emulated below.
-export { containsSecrets, isSecret, makeSecret, stripSecrets, SIG_KEY, SECRET_SIG, type Props } from "../../provider/plugin/secrets";
+export {
+    containsSecrets,
+    isSecret,
+    makeSecret,
+    stripSecrets,
+    SIG_KEY,
+    SECRET_SIG,
+    type Props,
+} from "../../provider/plugin/secrets";
 
 /** A plain object: not an array, not a signature-tagged value. */
 export function isPlainObject(value: unknown): value is Props {

@@ -128,7 +128,10 @@ interface Done extends BuildRecord {
 
 async function buildOrReuse(opts: DebianOptions): Promise<DebianGuest> {
     const started = Date.now();
-    const log = opts.log ?? ((line: string) => process.stderr.write(`[debian-guest ${((Date.now() - started) / 1000).toFixed(1)}s] ${line}\n`));
+    const log =
+        opts.log ??
+        ((line: string) =>
+            process.stderr.write(`[debian-guest ${((Date.now() - started) / 1000).toFixed(1)}s] ${line}\n`));
     const { dir, done, built } = await cachedBuild<Done>({
         root: opts.cacheRoot,
         prefix: "debian",
@@ -178,7 +181,10 @@ async function build(dir: string, release: string, log: (line: string) => void):
  * The recipe's root filesystem, made by mmdebstrap (as root: owners and device nodes are real)
  * into `rootfs`, which must not exist or be empty. Returns its kernel and initrd.
  */
-export async function mmdebstrapRootfs(rootfs: string, log: (line: string) => void): Promise<{ kernel: string; initrd: string }> {
+export async function mmdebstrapRootfs(
+    rootfs: string,
+    log: (line: string) => void,
+): Promise<{ kernel: string; initrd: string }> {
     requireRootForBuild("the Debian guest");
     const r = DEBIAN_RECIPE;
     const moduleLines = r.initramfsModules.join("\\n");

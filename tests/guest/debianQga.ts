@@ -40,19 +40,48 @@ export async function bootDebianQga(work: string, name = "debian-qga"): Promise<
         for (const i of images) await removeImage(i).catch(() => undefined);
     };
     try {
-        const overlay = await createDiskImage({ stateDir, source: { kind: "overlay", backing: guest.image, backingFormat: "raw", backingInputHash: guest.inputHash } });
+        const overlay = await createDiskImage({
+            stateDir,
+            source: { kind: "overlay", backing: guest.image, backingFormat: "raw", backingInputHash: guest.inputHash },
+        });
         images.push(overlay);
-        const userData = { hostname: name, users: [{ name: "tester", shell: "/bin/bash", ssh_authorized_keys: [publicKey] }] };
-        const seed = await createDiskImage({ stateDir, source: { kind: "cloudInit", userData, metaData: { "local-hostname": name } } });
+        const userData = {
+            hostname: name,
+            users: [{ name: "tester", shell: "/bin/bash", ssh_authorized_keys: [publicKey] }],
+        };
+        const seed = await createDiskImage({
+            stateDir,
+            source: { kind: "cloudInit", userData, metaData: { "local-hostname": name } },
+        });
         images.push(seed);
         const sshPort = await freePort();
         const made = await vmResource.create({
             stateDir,
             vm: debianVm(guest, name, overlay, seed, { agent: "qga", portForwards: [{ host: sshPort, guest: 22 }] }),
-            ready: { serialPattern: "/Cloud-init v\\. \\S+ finished at/", agent: true, tcpPort: sshPort, timeoutSeconds: 600 },
+            ready: {
+                serialPattern: "/Cloud-init v\\. \\S+ finished at/",
+                agent: true,
+                tcpPort: sshPort,
+                timeoutSeconds: 600,
+            },
         });
         outs = made.outs as VirtualMachineOutputs;
-        const sshArgs = ["-i", key, "-p", String(sshPort), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "ConnectTimeout=15", "-o", "LogLevel=ERROR"];
+        const sshArgs = [
+            "-i",
+            key,
+            "-p",
+            String(sshPort),
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ConnectTimeout=15",
+            "-o",
+            "LogLevel=ERROR",
+        ];
         return { outs, id: made.id as string, sshPort, key, sshArgs, stop };
     } catch (err) {
         await stop();

@@ -1,5 +1,17 @@
 import { constants } from "node:fs";
-import { access, chmod, copyFile, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import {
+    access,
+    chmod,
+    copyFile,
+    mkdir,
+    mkdtemp,
+    readdir,
+    readFile,
+    rename,
+    rm,
+    stat,
+    writeFile,
+} from "node:fs/promises";
 import * as path from "node:path";
 import execa from "execa";
 import { hashValue, sha256Hex } from "../../provider/core/hash";
@@ -92,17 +104,26 @@ async function qemuGaFiles(): Promise<string[]> {
 export function guestKernelArguments(opts: GuestOptions = {}): string[] {
     const args = ["console=ttyS0", "panic=-1"];
     for (const m of opts.mounts ?? []) {
-        for (const [field, value] of [["tag", m.tag], ["at", m.at]] as const) {
+        for (const [field, value] of [
+            ["tag", m.tag],
+            ["at", m.at],
+        ] as const) {
             if (!/^[^\s,"]+$/.test(value)) {
-                throw new Error(`guestKernelArguments: mount ${field} ${JSON.stringify(value)} must be non-empty without spaces, commas or quotes`);
+                throw new Error(
+                    `guestKernelArguments: mount ${field} ${JSON.stringify(value)} must be non-empty without spaces, commas or quotes`,
+                );
             }
         }
-        if (!m.at.startsWith("/")) throw new Error(`guestKernelArguments: mount point ${JSON.stringify(m.at)} must be absolute`);
+        if (!m.at.startsWith("/"))
+            throw new Error(`guestKernelArguments: mount point ${JSON.stringify(m.at)} must be absolute`);
         args.push(`pq_mount=${m.tag},${m.at}${m.readOnly ? ",ro" : ""}`);
     }
     if (opts.shellAgent === false) args.push("pq_shell_agent=off");
     if (opts.name !== undefined) {
-        if (!/^[^\s"]+$/.test(opts.name)) throw new Error(`guestKernelArguments: name ${JSON.stringify(opts.name)} must be non-empty without spaces or quotes`);
+        if (!/^[^\s"]+$/.test(opts.name))
+            throw new Error(
+                `guestKernelArguments: name ${JSON.stringify(opts.name)} must be non-empty without spaces or quotes`,
+            );
         args.push(`pq_name=${opts.name}`);
     }
     return args;
@@ -118,7 +139,11 @@ export function moduleLoadOrder(modulesDep: string, wanted: readonly string[]): 
         const colon = line.indexOf(":");
         if (colon < 0) continue;
         const file = line.slice(0, colon).trim();
-        const deps = line.slice(colon + 1).trim().split(/\s+/).filter(Boolean);
+        const deps = line
+            .slice(colon + 1)
+            .trim()
+            .split(/\s+/)
+            .filter(Boolean);
         byName.set(moduleName(file), { file, deps: deps.map(moduleName) });
     }
     const order: { name: string; file: string }[] = [];
@@ -127,7 +152,10 @@ export function moduleLoadOrder(modulesDep: string, wanted: readonly string[]): 
     const visit = (name: string, wantedBy: string) => {
         if (done.has(name)) return;
         const entry = byName.get(name);
-        if (!entry) throw new Error(`module ${name} (needed by ${wantedBy}) is not in modules.dep; is the kernel's module tree complete? ${APT_HINT}`);
+        if (!entry)
+            throw new Error(
+                `module ${name} (needed by ${wantedBy}) is not in modules.dep; is the kernel's module tree complete? ${APT_HINT}`,
+            );
         if (visiting.has(name)) throw new Error(`modules.dep has a dependency cycle through ${name}`);
         visiting.add(name);
         for (const dep of entry.deps) visit(dep, name);
@@ -199,7 +227,9 @@ async function installedKernelVersion(): Promise<string> {
     try {
         depends = (await execa("dpkg-query", ["-W", "-f=${Depends}", "linux-image-amd64"])).stdout;
     } catch (err) {
-        throw new Error(`the test guest needs Debian's generic kernel package, which dpkg-query cannot find (${(err as Error).message.split("\n")[0]}); install it: ${APT_HINT}`);
+        throw new Error(
+            `the test guest needs Debian's generic kernel package, which dpkg-query cannot find (${(err as Error).message.split("\n")[0]}); install it: ${APT_HINT}`,
+        );
     }
     const m = /linux-image-(\d[^\s,(]*-amd64)\b/.exec(depends);
     if (!m) throw new Error(`cannot find the kernel ABI in linux-image-amd64's Depends: ${JSON.stringify(depends)}`);
@@ -218,13 +248,15 @@ async function mustRead(file: string, what: string, pkg: string): Promise<void> 
 async function readStaticBusybox(): Promise<Buffer> {
     await mustRead(BUSYBOX, "busybox", "busybox-static");
     const bin = await readFile(BUSYBOX);
-    if (hasInterpreter(bin)) throw new Error(`${BUSYBOX} is dynamically linked; the test guest needs busybox-static: ${APT_HINT}`);
+    if (hasInterpreter(bin))
+        throw new Error(`${BUSYBOX} is dynamically linked; the test guest needs busybox-static: ${APT_HINT}`);
     return bin;
 }
 
 /** Whether a 64-bit little-endian ELF has a PT_INTERP program header, i.e. is dynamically linked. */
 function hasInterpreter(elf: Buffer): boolean {
-    if (elf.readUInt32BE(0) !== 0x7f454c46 || elf[4] !== 2) throw new Error(`${BUSYBOX} is not a 64-bit ELF executable`);
+    if (elf.readUInt32BE(0) !== 0x7f454c46 || elf[4] !== 2)
+        throw new Error(`${BUSYBOX} is not a 64-bit ELF executable`);
     const phoff = Number(elf.readBigUInt64LE(0x20));
     const phentsize = elf.readUInt16LE(0x36);
     const phnum = elf.readUInt16LE(0x38);
@@ -246,7 +278,9 @@ async function uncompressedKernel(bz: Buffer, file: string): Promise<Buffer> {
     const length = bz.readUInt32LE(0x24c);
     const payload = bz.subarray(start, start + length - 4);
     if (payload.subarray(0, 6).toString("latin1") !== "\xfd7zXZ\x00") {
-        throw new Error(`${file}: the kernel payload is not xz-compressed; this builder only knows Debian's xz kernels`);
+        throw new Error(
+            `${file}: the kernel payload is not xz-compressed; this builder only knows Debian's xz kernels`,
+        );
     }
     let out: Buffer;
     try {
@@ -282,7 +316,8 @@ async function buildInitramfs(
         await copyFile(f, path.join(root, f));
         await chmod(path.join(root, f), 0o755);
     }
-    for (const m of modules) await copyFile(path.join(moduleDir, m.file), path.join(root, "lib", "modules", `${m.name}.ko`));
+    for (const m of modules)
+        await copyFile(path.join(moduleDir, m.file), path.join(root, "lib", "modules", `${m.name}.ko`));
     await writeFile(path.join(root, "etc", "pq-modules"), modules.map((m) => m.name).join("\n") + "\n");
 
     const entries = await listTree(root);

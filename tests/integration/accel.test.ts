@@ -24,7 +24,9 @@ beforeAll(async () => {
     try {
         await access(QEMU_PATH, constants.X_OK);
     } catch {
-        throw new Error(`${QEMU_PATH} is missing; install it: sudo apt-get install --no-install-recommends qemu-system-x86`);
+        throw new Error(
+            `${QEMU_PATH} is missing; install it: sudo apt-get install --no-install-recommends qemu-system-x86`,
+        );
     }
     work = await mkdtemp(path.join(os.tmpdir(), "pq-accel-"));
 });
@@ -50,7 +52,9 @@ test("the KVM probe agrees with the CPU flags and the device access of this host
 describe("on a host without hardware virtualization", () => {
     beforeAll(async () => {
         if (await kvmReallyOffered()) {
-            throw new Error("this host offers vmx/svm and an openable /dev/kvm; these tests describe a host without them");
+            throw new Error(
+                "this host offers vmx/svm and an openable /dev/kvm; these tests describe a host without them",
+            );
         }
     });
 
@@ -58,7 +62,10 @@ describe("on a host without hardware virtualization", () => {
         const started = Date.now();
         const v = await resolveAccel("auto", { qemu: QEMU_PATH, cacheDir: path.join(work, "auto") });
         expect(v.accel).toBe("tcg");
-        const deviceOpens = await open("/dev/kvm", "r+").then((fh) => fh.close().then(() => true), () => false);
+        const deviceOpens = await open("/dev/kvm", "r+").then(
+            (fh) => fh.close().then(() => true),
+            () => false,
+        );
         expect(v.reason).toMatch(deviceOpens ? /neither vmx nor svm/ : /\/dev\/kvm/);
         expect(Date.now() - started).toBeLessThan(5000);
     });
@@ -73,7 +80,10 @@ describe("on a host without hardware virtualization", () => {
 });
 
 test("tcg is granted without probing", async () => {
-    expect(await resolveAccel("tcg", { cacheDir: path.join(work, "never-created") })).toEqual({ accel: "tcg", reason: "accel tcg was requested" });
+    expect(await resolveAccel("tcg", { cacheDir: path.join(work, "never-created") })).toEqual({
+        accel: "tcg",
+        reason: "accel tcg was requested",
+    });
     await expect(stat(path.join(work, "never-created"))).rejects.toMatchObject({ code: "ENOENT" });
 });
 
@@ -94,15 +104,24 @@ test("the verdict is cached per boot and QEMU binary, in a private file that lat
     // with it, it read the file instead of deciding (and probing) again.
     const planted = path.join(work, "planted");
     await mkdir(planted, { mode: 0o700 });
-    await writeFile(path.join(planted, "accel.json"), JSON.stringify({ key: saved.key, verdict: { accel: "tcg", reason: "planted verdict" } }));
+    await writeFile(
+        path.join(planted, "accel.json"),
+        JSON.stringify({ key: saved.key, verdict: { accel: "tcg", reason: "planted verdict" } }),
+    );
     const started = Date.now();
-    expect(await resolveAccel("auto", { qemu: QEMU_PATH, cacheDir: planted })).toEqual({ accel: "tcg", reason: "planted verdict" });
+    expect(await resolveAccel("auto", { qemu: QEMU_PATH, cacheDir: planted })).toEqual({
+        accel: "tcg",
+        reason: "planted verdict",
+    });
     expect(Date.now() - started).toBeLessThan(200);
 
     // A verdict from another boot is ignored and replaced.
     const stale = path.join(work, "stale");
     await mkdir(stale, { mode: 0o700 });
-    await writeFile(path.join(stale, "accel.json"), JSON.stringify({ key: { ...saved.key, bootId: "another-boot" }, verdict: { accel: "kvm", reason: "stale" } }));
+    await writeFile(
+        path.join(stale, "accel.json"),
+        JSON.stringify({ key: { ...saved.key, bootId: "another-boot" }, verdict: { accel: "kvm", reason: "stale" } }),
+    );
     expect(await resolveAccel("auto", { qemu: QEMU_PATH, cacheDir: stale })).toEqual(first);
     expect(JSON.parse(await readFile(path.join(stale, "accel.json"), "utf8")).key.bootId).toBe(saved.key.bootId);
 });

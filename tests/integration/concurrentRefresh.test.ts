@@ -27,7 +27,9 @@ function readInChild(id: string, props: unknown): Promise<string> {
     const module = path.join(MAIN_ROOT, "bin", "provider", "resources", "virtualMachine.js");
     const script = `require(${JSON.stringify(module)}).read(process.argv[1], JSON.parse(process.argv[2])).then((r) => console.log(r.props.status), (e) => console.log("error " + e.message));`;
     return new Promise((resolve) => {
-        const child = spawn(process.execPath, ["-e", script, id, JSON.stringify(props)], { stdio: ["ignore", "pipe", "pipe"] });
+        const child = spawn(process.execPath, ["-e", script, id, JSON.stringify(props)], {
+            stdio: ["ignore", "pipe", "pipe"],
+        });
         let out = "";
         child.stdout.on("data", (d) => (out += d));
         child.stderr.on("data", (d) => (out += d));
@@ -38,8 +40,17 @@ function readInChild(id: string, props: unknown): Promise<string> {
 
 test("40 refreshes in 40 processes and 40 reads in one all see the VM running", async () => {
     const guest = await ensureTestGuest();
-    const vm = { accel: "tcg", kernel: guest.kernel, initrd: guest.initrd, kernelArguments: guestKernelArguments({ name: "busy" }) };
-    const { id, outs } = await vmResource.create({ vm, stateDir: path.join(dir, "state"), ready: { serialPattern: "PQ-GUEST-READY", timeoutSeconds: 120 } });
+    const vm = {
+        accel: "tcg",
+        kernel: guest.kernel,
+        initrd: guest.initrd,
+        kernelArguments: guestKernelArguments({ name: "busy" }),
+    };
+    const { id, outs } = await vmResource.create({
+        vm,
+        stateDir: path.join(dir, "state"),
+        ready: { serialPattern: "PQ-GUEST-READY", timeoutSeconds: 120 },
+    });
     try {
         const children = await Promise.all(Array.from({ length: 40 }, () => readInChild(id, outs)));
         expect(children).toEqual(Array(40).fill("running"));

@@ -42,12 +42,18 @@ afterAll(async () => {
 /** Runs one lifecycle call of the compiled package in a child process that we can kill -9. */
 function providerProcess(module: string, fn: string, inputs: unknown): ChildProcess {
     const script = `require(${JSON.stringify(path.join(MAIN_ROOT, "bin", "provider", "resources", module))}).${fn}(JSON.parse(process.argv[1])).then(() => console.log("finished"), (e) => { console.error(e); process.exit(1); });`;
-    const child = spawn(process.execPath, ["-e", script, JSON.stringify(inputs)], { stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(process.execPath, ["-e", script, JSON.stringify(inputs)], {
+        stdio: ["ignore", "pipe", "pipe"],
+    });
     children.push(child);
     return child;
 }
 
-async function until<T>(what: string, timeoutMs: number, probe: () => T | undefined | Promise<T | undefined>): Promise<T> {
+async function until<T>(
+    what: string,
+    timeoutMs: number,
+    probe: () => T | undefined | Promise<T | undefined>,
+): Promise<T> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
         const v = await probe();
@@ -68,12 +74,24 @@ function killed(child: ChildProcess): Promise<void> {
 test("a provider killed after QEMU detached leaves an orphan that the next create stops, freeing its port", async () => {
     const stateDir = path.join(dir, "vm-state");
     const port = await freePort();
-    const vm = { name: "orphan", accel: "tcg", kernel: guest.kernel, initrd: guest.initrd, kernelArguments: guestKernelArguments({ name: "orphan" }), portForwards: [{ host: port, guest: 80 }] };
+    const vm = {
+        name: "orphan",
+        accel: "tcg",
+        kernel: guest.kernel,
+        initrd: guest.initrd,
+        kernelArguments: guestKernelArguments({ name: "orphan" }),
+        portForwards: [{ host: port, guest: 80 }],
+    };
     // A pattern the guest never prints keeps the create waiting long after QEMU has detached.
-    const child = providerProcess("virtualMachine.js", "create", { vm, stateDir, ready: { serialPattern: "never printed", timeoutSeconds: 600 } });
+    const child = providerProcess("virtualMachine.js", "create", {
+        vm,
+        stateDir,
+        ready: { serialPattern: "never printed", timeoutSeconds: 600 },
+    });
     const vms = path.join(stateDir, "vms");
     const pidfile = await until("the orphan's pidfile", 60_000, () => {
-        for (const d of existsSync(vms) ? readdirSync(vms) : []) if (existsSync(path.join(vms, d, "qemu.pid"))) return path.join(vms, d, "qemu.pid");
+        for (const d of existsSync(vms) ? readdirSync(vms) : [])
+            if (existsSync(path.join(vms, d, "qemu.pid"))) return path.join(vms, d, "qemu.pid");
         return undefined;
     });
     await until("QEMU to run", 10_000, () => (processesMentioning(pidfile).length > 0 ? true : undefined));
@@ -81,7 +99,11 @@ test("a provider killed after QEMU detached leaves an orphan that the next creat
     // The orphan: QEMU runs on, holding the port, with no Pulumi state that knows it.
     expect(processesMentioning(pidfile).length).toBeGreaterThan(0);
 
-    const { outs } = await vmResource.create({ vm, stateDir, ready: { serialPattern: "PQ-GUEST-READY", timeoutSeconds: 120 } });
+    const { outs } = await vmResource.create({
+        vm,
+        stateDir,
+        ready: { serialPattern: "PQ-GUEST-READY", timeoutSeconds: 120 },
+    });
     made.push(outs);
     expect(processesMentioning(pidfile)).toEqual([]);
     expect(existsSync(path.dirname(pidfile))).toBe(false);
@@ -92,8 +114,18 @@ test("a provider killed after QEMU detached leaves an orphan that the next creat
 
 test("a VM found dead by refresh keeps only its serial log, for a day, then the sweep removes it", async () => {
     const stateDir = path.join(dir, "dead-state");
-    const vm = { name: "dies", accel: "tcg", kernel: guest.kernel, initrd: guest.initrd, kernelArguments: guestKernelArguments({ name: "dies" }) };
-    const { id, outs } = await vmResource.create({ vm, stateDir, ready: { serialPattern: "PQ-GUEST-READY", timeoutSeconds: 120 } });
+    const vm = {
+        name: "dies",
+        accel: "tcg",
+        kernel: guest.kernel,
+        initrd: guest.initrd,
+        kernelArguments: guestKernelArguments({ name: "dies" }),
+    };
+    const { id, outs } = await vmResource.create({
+        vm,
+        stateDir,
+        ready: { serialPattern: "PQ-GUEST-READY", timeoutSeconds: 120 },
+    });
     made.push(outs);
     process.kill(outs.pid, "SIGKILL");
     await until("QEMU to be gone", 10_000, () => (processesMentioning(outs.pidfile).length === 0 ? true : undefined));
@@ -112,7 +144,11 @@ test("a provider killed while building a directory image leaves a partial that t
     // Enough files that mkfs.ext4 and the re-hash take a while.
     for (let i = 0; i < 800; i++) await writeFile(path.join(src, `f${i}`), Buffer.alloc(256 * 1024, i));
     const target = path.join(dir, "images", "tree.raw");
-    const inputs = { stateDir: path.join(dir, "img-state"), path: target, source: { kind: "directory", path: src, size: "256M" } };
+    const inputs = {
+        stateDir: path.join(dir, "img-state"),
+        path: target,
+        source: { kind: "directory", path: src, size: "256M" },
+    };
     const child = providerProcess("diskImage.js", "createDiskImage", inputs);
     const partial = await until("the partial image", 60_000, () => {
         const names = existsSync(path.dirname(target)) ? readdirSync(path.dirname(target)) : [];
@@ -122,7 +158,9 @@ test("a provider killed while building a directory image leaves a partial that t
     const partialPath = path.join(path.dirname(target), partial);
     await until("mkfs.ext4 at work", 60_000, () => (processesMentioning(partialPath).length > 0 ? true : undefined));
     await killed(child);
-    await until("mkfs.ext4 to die with the provider", 5_000, () => (processesMentioning(partialPath).length === 0 ? true : undefined));
+    await until("mkfs.ext4 to die with the provider", 5_000, () =>
+        processesMentioning(partialPath).length === 0 ? true : undefined,
+    );
     expect(readdirSync(path.dirname(target))).toContain(partial);
     expect(existsSync(sidecarPath(target))).toBe(true);
 
@@ -138,20 +176,38 @@ test("killed between linking an image and recording it: the next create knows th
     await writeFile(target, "an image linked by a create that was then killed");
     // The record such a create leaves: `linking`, naming the file's identity, by a creator long gone.
     const gone = { pid: 4194303, startTime: "1", bootId: await readBootId() };
-    await writeIntent(target, { state: "linking", inputHash: "ab".repeat(32), partial: partialName(target, "0123456789ab"), stamp: await statStamp(target) });
+    await writeIntent(target, {
+        state: "linking",
+        inputHash: "ab".repeat(32),
+        partial: partialName(target, "0123456789ab"),
+        stamp: await statStamp(target),
+    });
     const record = JSON.parse(require("node:fs").readFileSync(sidecarPath(target), "utf8"));
     await writeFile(sidecarPath(target), JSON.stringify({ ...record, creator: gone }));
 
-    const img = await diskImage.createDiskImage({ stateDir: path.join(dir, "linked-state"), path: target, source: { kind: "blank", size: "1M", format: "qcow2" } });
+    const img = await diskImage.createDiskImage({
+        stateDir: path.join(dir, "linked-state"),
+        path: target,
+        source: { kind: "blank", size: "1M", format: "qcow2" },
+    });
     expect(img.format).toBe("qcow2");
     // A file at the path that the record does not name is someone else's, and is refused.
     await diskImage.removeImage(img);
     await writeFile(target, "the user's own file");
     await utimes(target, new Date(), new Date());
-    await writeIntent(target, { state: "linking", inputHash: "ab".repeat(32), partial: partialName(target, "0123456789ab"), stamp: { dev: "0", ino: "0", size: "0", mtimeNs: "0", ctimeNs: "0", birthNs: "0" } });
+    await writeIntent(target, {
+        state: "linking",
+        inputHash: "ab".repeat(32),
+        partial: partialName(target, "0123456789ab"),
+        stamp: { dev: "0", ino: "0", size: "0", mtimeNs: "0", ctimeNs: "0", birthNs: "0" },
+    });
     const again = JSON.parse(require("node:fs").readFileSync(sidecarPath(target), "utf8"));
     await writeFile(sidecarPath(target), JSON.stringify({ ...again, creator: gone }));
-    await expect(diskImage.createDiskImage({ stateDir: path.join(dir, "linked-state"), path: target, source: { kind: "blank", size: "1M", format: "qcow2" } })).rejects.toThrow(
-        /already exists and it was not created by pulumi-qemu/,
-    );
+    await expect(
+        diskImage.createDiskImage({
+            stateDir: path.join(dir, "linked-state"),
+            path: target,
+            source: { kind: "blank", size: "1M", format: "qcow2" },
+        }),
+    ).rejects.toThrow(/already exists and it was not created by pulumi-qemu/);
 });

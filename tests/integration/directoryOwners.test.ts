@@ -15,7 +15,8 @@ import { createDiskImage, diffImage } from "../../provider/resources/diskImage";
 let work: string;
 
 beforeAll(() => {
-    if (process.getuid?.() !== 0) throw new Error("these tests make device nodes and chown files: run them as root (CI does)");
+    if (process.getuid?.() !== 0)
+        throw new Error("these tests make device nodes and chown files: run them as root (CI does)");
 });
 
 beforeEach(async () => {
@@ -54,7 +55,10 @@ describe('directory images with owners: "preserve"', () => {
     test("owners, setuid/setgid, hard links, symlinks, device nodes and pipes are in the image", async () => {
         const root = path.join(work, "root");
         await systemTree(root);
-        const img = await createDiskImage({ stateDir: path.join(work, "state"), source: { kind: "directory", path: root, size: "8M", owners: "preserve" } });
+        const img = await createDiskImage({
+            stateDir: path.join(work, "state"),
+            source: { kind: "directory", path: root, size: "8M", owners: "preserve" },
+        });
 
         expect(await debugfsStat(img.path, "/home/u")).toMatch(/User:\s+1000\s+Group:\s+1000/);
         expect(await debugfsStat(img.path, "/home/u/notes")).toMatch(/User:\s+1000\s+Group:\s+42/);
@@ -64,7 +68,9 @@ describe('directory images with owners: "preserve"', () => {
         const wall = await debugfsStat(img.path, "/usr/bin/wall");
         expect(wall).toMatch(/User:\s+0\s+Group:\s+5\b/);
         expect(wall).toMatch(/Mode:\s+02755/);
-        expect(await debugfsStat(img.path, "/usr/bin/su-again")).toMatch(new RegExp(`Inode: ${/Inode: (\d+)/.exec(su)![1]}\\b`));
+        expect(await debugfsStat(img.path, "/usr/bin/su-again")).toMatch(
+            new RegExp(`Inode: ${/Inode: (\d+)/.exec(su)![1]}\\b`),
+        );
         expect(await debugfsStat(img.path, "/bin")).toMatch(/Type: symlink/);
         const nul = await debugfsStat(img.path, "/dev/null");
         expect(nul).toMatch(/Type: character special/);
@@ -83,25 +89,42 @@ describe('directory images with owners: "preserve"', () => {
         // The same tree elsewhere gives the same bytes; another owner is another image.
         const again = path.join(work, "again");
         await systemTree(again);
-        const img2 = await createDiskImage({ stateDir: path.join(work, "state2"), source: { kind: "directory", path: again, size: "8M", owners: "preserve" } });
+        const img2 = await createDiskImage({
+            stateDir: path.join(work, "state2"),
+            source: { kind: "directory", path: again, size: "8M", owners: "preserve" },
+        });
         expect(img2.inputHash).toBe(img.inputHash);
-        const digest = async (f: string) => createHash("sha256").update(await readFile(f)).digest("hex");
+        const digest = async (f: string) =>
+            createHash("sha256")
+                .update(await readFile(f))
+                .digest("hex");
         expect(await digest(img2.path)).toBe(await digest(img.path));
         await chown(path.join(again, "home", "u", "notes"), 1001, 42);
-        const news = { stateDir: path.join(work, "state2"), source: { kind: "directory", path: again, size: "8M", owners: "preserve" } };
+        const news = {
+            stateDir: path.join(work, "state2"),
+            source: { kind: "directory", path: again, size: "8M", owners: "preserve" },
+        };
         expect(await diffImage(img2.path, img2, news)).toMatchObject({ changes: true, replaces: ["source"] });
     });
 
     test("by default owners are still root's and a device node is still refused, naming the option", async () => {
         const root = path.join(work, "root");
         await systemTree(root);
-        const err = await createDiskImage({ stateDir: path.join(work, "state"), source: { kind: "directory", path: root, size: "8M" } }).catch((e: unknown) => e);
+        const err = await createDiskImage({
+            stateDir: path.join(work, "state"),
+            source: { kind: "directory", path: root, size: "8M" },
+        }).catch((e: unknown) => e);
         expect(err).toBeInstanceOf(InputError);
         expect((err as InputError).problems[0].property).toBe("source.path");
-        expect((err as Error).message).toMatch(/dev\/(initctl|null|vdz) is a (named pipe|character device|block device).*owners: "preserve"/);
+        expect((err as Error).message).toMatch(
+            /dev\/(initctl|null|vdz) is a (named pipe|character device|block device).*owners: "preserve"/,
+        );
 
         await rm(path.join(root, "dev"), { recursive: true });
-        const img = await createDiskImage({ stateDir: path.join(work, "state"), source: { kind: "directory", path: root, size: "8M" } });
+        const img = await createDiskImage({
+            stateDir: path.join(work, "state"),
+            source: { kind: "directory", path: root, size: "8M" },
+        });
         expect(await debugfsStat(img.path, "/home/u/notes")).toMatch(/User:\s+0\s+Group:\s+0/);
         expect(await debugfsStat(img.path, "/usr/bin/su")).toMatch(/Mode:\s+04755/);
     });

@@ -1,6 +1,19 @@
 import execa from "execa";
 import { createHash } from "node:crypto";
-import { chmod, chown, link, mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, utimes, writeFile } from "node:fs/promises";
+import {
+    chmod,
+    chown,
+    link,
+    mkdir,
+    mkdtemp,
+    readdir,
+    readFile,
+    rm,
+    stat,
+    symlink,
+    utimes,
+    writeFile,
+} from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
 import { InputError } from "../../provider/core/validation";
@@ -44,7 +57,9 @@ async function qemuInfo(file: string): Promise<Info> {
 }
 
 async function sha256(file: string): Promise<string> {
-    return createHash("sha256").update(await readFile(file)).digest("hex");
+    return createHash("sha256")
+        .update(await readFile(file))
+        .digest("hex");
 }
 
 /** BLAKE3 by the reference tool, which the provider's content digests must match. */
@@ -77,13 +92,17 @@ async function expectFieldError(p: Promise<unknown>, property: string, reason: R
     } catch (err) {
         caught = err;
     }
-    if (!(caught instanceof InputError)) throw new Error(`expected an InputError on ${property}, got ${caught instanceof Error ? caught.stack : String(caught)}`);
+    if (!(caught instanceof InputError))
+        throw new Error(
+            `expected an InputError on ${property}, got ${caught instanceof Error ? caught.stack : String(caught)}`,
+        );
     const problem = caught.problems.find((x) => x.property === property);
     if (!problem) throw new Error(`no problem reported for ${property}: ${caught.message}`);
     expect(problem.reason).toMatch(reason);
 }
 
-const make = (inputs: Omit<DiskImageInputs, "stateDir">, counter?: ReadCounter) => createDiskImage({ stateDir, ...inputs }, { counter });
+const make = (inputs: Omit<DiskImageInputs, "stateDir">, counter?: ReadCounter) =>
+    createDiskImage({ stateDir, ...inputs }, { counter });
 const diffOf = (olds: DiskImageOutputs, news: Omit<DiskImageInputs, "stateDir">, counter?: ReadCounter) =>
     diffImage(olds.path, olds, { stateDir, ...news }, { counter });
 
@@ -106,17 +125,30 @@ describe("blank images", () => {
         expect(info["virtual-size"]).toBe(100000256);
         expect(q.virtualSizeBytes).toBe(100000256);
         expect(q.sizeRequested).toBe(100000256);
-        expect(await diffOf(q, { source: { kind: "blank", size: 100000256, format: "qcow2" } })).toEqual({ changes: false });
+        expect(await diffOf(q, { source: { kind: "blank", size: 100000256, format: "qcow2" } })).toEqual({
+            changes: false,
+        });
         expect(JSON.stringify(q)).not.toContain("undefined");
         expect(Object.values(q).includes(undefined)).toBe(false);
     });
 
     test("the same size written another way is no change; another size or format replaces", async () => {
         const img = await make({ source: { kind: "blank", size: "1G", format: "qcow2" } });
-        expect(await diffOf(img, { source: { kind: "blank", size: 1024 ** 3, format: "qcow2" } })).toEqual({ changes: false });
-        expect(await diffOf(img, { source: { kind: "blank", size: "1024MiB", format: "qcow2" } })).toEqual({ changes: false });
-        expect(await diffOf(img, { source: { kind: "blank", size: "2G", format: "qcow2" } })).toMatchObject({ changes: true, replaces: ["source"], deleteBeforeReplace: false });
-        expect(await diffOf(img, { source: { kind: "blank", size: "1G", format: "raw" } })).toMatchObject({ changes: true, replaces: ["source"] });
+        expect(await diffOf(img, { source: { kind: "blank", size: 1024 ** 3, format: "qcow2" } })).toEqual({
+            changes: false,
+        });
+        expect(await diffOf(img, { source: { kind: "blank", size: "1024MiB", format: "qcow2" } })).toEqual({
+            changes: false,
+        });
+        expect(await diffOf(img, { source: { kind: "blank", size: "2G", format: "qcow2" } })).toMatchObject({
+            changes: true,
+            replaces: ["source"],
+            deleteBeforeReplace: false,
+        });
+        expect(await diffOf(img, { source: { kind: "blank", size: "1G", format: "raw" } })).toMatchObject({
+            changes: true,
+            replaces: ["source"],
+        });
     });
 
     test("two resources with the same inputs get two files", async () => {
@@ -131,8 +163,15 @@ describe("blank images", () => {
         const img = await make({ source: { kind: "blank", size: "1M", format: "qcow2" }, path: p });
         expect(img.path).toBe(p);
         expect(img.pathDefaulted).toBe(false);
-        expect(await diffOf(img, { source: { kind: "blank", size: "1M", format: "qcow2" }, path: p })).toEqual({ changes: false });
-        expect(await diffOf(img, { source: { kind: "blank", size: "1M", format: "qcow2" }, path: path.join(work, "other.qcow2") })).toMatchObject({
+        expect(await diffOf(img, { source: { kind: "blank", size: "1M", format: "qcow2" }, path: p })).toEqual({
+            changes: false,
+        });
+        expect(
+            await diffOf(img, {
+                source: { kind: "blank", size: "1M", format: "qcow2" },
+                path: path.join(work, "other.qcow2"),
+            }),
+        ).toMatchObject({
             changes: true,
             replaces: ["path"],
             deleteBeforeReplace: false,
@@ -143,7 +182,10 @@ describe("blank images", () => {
             deleteBeforeReplace: true,
         });
         // Dropping the explicit path moves the image under the state directory.
-        expect(await diffOf(img, { source: { kind: "blank", size: "1M", format: "qcow2" } })).toMatchObject({ changes: true, replaces: ["path"] });
+        expect(await diffOf(img, { source: { kind: "blank", size: "1M", format: "qcow2" } })).toMatchObject({
+            changes: true,
+            replaces: ["path"],
+        });
     });
 });
 
@@ -174,7 +216,10 @@ describe("file imports", () => {
         await writeFile(moved, Buffer.alloc(1024 * 1024, 1));
         expect(await diffOf(img, { source: { kind: "file", path: moved } })).toEqual({ changes: false });
         await writeFile(src, Buffer.alloc(1024 * 1024, 2));
-        expect(await diffOf(img, { source: { kind: "file", path: src } })).toMatchObject({ changes: true, replaces: ["source"] });
+        expect(await diffOf(img, { source: { kind: "file", path: src } })).toMatchObject({
+            changes: true,
+            replaces: ["source"],
+        });
     });
 
     test("a qcow2 with a backing file is flattened into a standalone image", async () => {
@@ -193,12 +238,23 @@ describe("file imports", () => {
         expect(await sha256(flat)).toBe(await sha256(base));
         // The layer below is part of what the import is made from.
         await writeFile(base, Buffer.alloc(1024 * 1024, 8));
-        expect(await diffOf(img, { source: { kind: "file", path: top } })).toMatchObject({ changes: true, replaces: ["source"] });
+        expect(await diffOf(img, { source: { kind: "file", path: top } })).toMatchObject({
+            changes: true,
+            replaces: ["source"],
+        });
     });
 
     test("a missing source, a directory, and a file qemu-img cannot read are field errors, and nothing is left", async () => {
-        await expectFieldError(make({ source: { kind: "file", path: path.join(work, "nope.img") } }), "source.path", /nope\.img does not exist/);
-        await expectFieldError(make({ source: { kind: "file", path: work } }), "source.path", /is a directory; a disk image must be a regular file/);
+        await expectFieldError(
+            make({ source: { kind: "file", path: path.join(work, "nope.img") } }),
+            "source.path",
+            /nope\.img does not exist/,
+        );
+        await expectFieldError(
+            make({ source: { kind: "file", path: work } }),
+            "source.path",
+            /is a directory; a disk image must be a regular file/,
+        );
         const bad = path.join(work, "bad.qcow2");
         // A qcow2 header whose size field is absurd: qemu-img's own complaint must reach the user.
         const header = Buffer.alloc(512);
@@ -206,7 +262,11 @@ describe("file imports", () => {
         header.writeUInt32BE(3, 4);
         header.writeUInt32BE(99, 20); // cluster_bits out of range
         await writeFile(bad, header);
-        await expectFieldError(make({ source: { kind: "file", path: bad, format: "qcow2" } }), "source.path", /cannot be opened as a disk image: qemu-img: .*[Cc]luster size/);
+        await expectFieldError(
+            make({ source: { kind: "file", path: bad, format: "qcow2" } }),
+            "source.path",
+            /cannot be opened as a disk image: qemu-img: .*[Cc]luster size/,
+        );
         expect(await listing(path.join(stateDir, "images"))).toEqual([]);
     });
 });
@@ -215,12 +275,12 @@ describe("directory images", () => {
     async function tree(root: string, when: Date, owner: number): Promise<void> {
         await mkdir(path.join(root, "etc", "deep"), { recursive: true });
         await writeFile(path.join(root, "etc", "hostname"), "guest\n");
-        await writeFile(path.join(root, "etc", "deep", "we\"ird name"), "quoted\n");
+        await writeFile(path.join(root, "etc", "deep", 'we"ird name'), "quoted\n");
         await writeFile(path.join(root, "big"), Buffer.alloc(2 * 1024 * 1024, 5));
         await chmod(path.join(root, "big"), 0o600);
         await symlink("etc/hostname", path.join(root, "link"));
         await link(path.join(root, "etc", "hostname"), path.join(root, "hard"));
-        for (const p of ["etc/hostname", "etc/deep/we\"ird name", "big", "etc/deep", "etc", ""]) {
+        for (const p of ["etc/hostname", 'etc/deep/we"ird name', "big", "etc/deep", "etc", ""]) {
             await chown(path.join(root, p), owner, owner);
             await utimes(path.join(root, p), when, when);
         }
@@ -275,16 +335,32 @@ describe("directory images", () => {
         const d = path.join(work, "d");
         await mkdir(d);
         await writeFile(path.join(d, "big"), Buffer.alloc(3 * 1024 * 1024, 1));
-        await expectFieldError(make({ source: { kind: "directory", path: d, size: "2M" } }), "source.size", /too small for .* holds 3 MiB/);
+        await expectFieldError(
+            make({ source: { kind: "directory", path: d, size: "2M" } }),
+            "source.size",
+            /too small for .* holds 3 MiB/,
+        );
         // Room for the data but not for the filesystem around it: mkfs's own words, on the same field.
-        await expectFieldError(make({ source: { kind: "directory", path: d, size: "3080K" } }), "source.size", /does not hold|too small/);
-        await expectFieldError(make({ source: { kind: "directory", path: path.join(work, "none"), size: "2M" } }), "source.path", /does not exist/);
+        await expectFieldError(
+            make({ source: { kind: "directory", path: d, size: "3080K" } }),
+            "source.size",
+            /does not hold|too small/,
+        );
+        await expectFieldError(
+            make({ source: { kind: "directory", path: path.join(work, "none"), size: "2M" } }),
+            "source.path",
+            /does not exist/,
+        );
         const s = path.join(work, "s");
         await mkdir(s);
         const server = require("node:net").createServer();
         await new Promise<void>((r) => server.listen(path.join(s, "sock"), r));
         try {
-            await expectFieldError(make({ source: { kind: "directory", path: s, size: "4M" } }), "source.path", /sock is a socket/);
+            await expectFieldError(
+                make({ source: { kind: "directory", path: s, size: "4M" } }),
+                "source.path",
+                /sock is a socket/,
+            );
         } finally {
             server.close();
         }
@@ -306,7 +382,12 @@ describe("overlays", () => {
         expect(o.backingFormat).toBe("raw");
         expect(o.virtualSizeBytes).toBe(8 * 1024 ** 2);
         const info = await qemuInfo(o.path);
-        expect(info).toMatchObject({ format: "qcow2", "backing-filename": b.path, "backing-filename-format": "raw", "virtual-size": 8 * 1024 ** 2 });
+        expect(info).toMatchObject({
+            format: "qcow2",
+            "backing-filename": b.path,
+            "backing-filename-format": "raw",
+            "virtual-size": 8 * 1024 ** 2,
+        });
         // The base was made by us: its identity comes from its sidecar, without reading it.
         expect(o.backingIdentityFrom).toBe("sidecar");
         expect(o.backingInputHash).toBe(b.inputHash);
@@ -316,7 +397,9 @@ describe("overlays", () => {
         const grown = await make({ source: { kind: "overlay", backing: b.path, backingFormat: "raw", size: "16M" } });
         expect((await qemuInfo(grown.path))["virtual-size"]).toBe(16 * 1024 ** 2);
         // Spelling out the detected backing format is no change.
-        expect(await diffOf(o, { source: { kind: "overlay", backing: b.path, backingFormat: "raw" } })).toEqual({ changes: false });
+        expect(await diffOf(o, { source: { kind: "overlay", backing: b.path, backingFormat: "raw" } })).toEqual({
+            changes: false,
+        });
     });
 
     test("the explicit backingInputHash, the sidecar and the content each give the backing's identity", async () => {
@@ -326,9 +409,13 @@ describe("overlays", () => {
         const found = await make({ source: { kind: "overlay", backing: b.path } });
         // Wired or found, the overlay is the same image.
         expect(wired.inputHash).toBe(found.inputHash);
-        expect(await diffOf(found, { source: { kind: "overlay", backing: b.path, backingInputHash: b.inputHash } })).toEqual({ changes: false });
+        expect(
+            await diffOf(found, { source: { kind: "overlay", backing: b.path, backingInputHash: b.inputHash } }),
+        ).toEqual({ changes: false });
         // A rebuilt base has another inputHash: every overlay on it is replaced.
-        expect(await diffOf(wired, { source: { kind: "overlay", backing: b.path, backingInputHash: "ab".repeat(32) } })).toMatchObject({ changes: true, replaces: ["source"] });
+        expect(
+            await diffOf(wired, { source: { kind: "overlay", backing: b.path, backingInputHash: "ab".repeat(32) } }),
+        ).toMatchObject({ changes: true, replaces: ["source"] });
 
         const foreign = path.join(work, "foreign.raw");
         await writeFile(foreign, Buffer.alloc(1024 * 1024, 3));
@@ -351,7 +438,9 @@ describe("overlays", () => {
         // Even when the user wires an identity that did not change, the changed file is not used silently.
         const wired = await make({ source: { kind: "overlay", backing: b.path, backingInputHash: b.inputHash } });
         await writeFile(b.path, Buffer.alloc(8 * 1024 * 1024, 2));
-        expect(await diffOf(wired, { source: { kind: "overlay", backing: b.path, backingInputHash: b.inputHash } })).toMatchObject({ changes: true, replaces: ["source"] });
+        expect(
+            await diffOf(wired, { source: { kind: "overlay", backing: b.path, backingInputHash: b.inputHash } }),
+        ).toMatchObject({ changes: true, replaces: ["source"] });
         await rm(b.path);
         expect((await readImage(o.path, o)).props!.drift).toMatch(/backing file .* is gone/);
     });
@@ -362,37 +451,75 @@ describe("overlays", () => {
         const o = await make({ source: { kind: "overlay", backing: b.path } });
         expect((await readImage(o.path, o)).props!.drift).toBeUndefined();
         await execa("qemu-img", ["rebase", "-u", "-b", other.path, "-F", "raw", o.path]);
-        expect((await readImage(o.path, o)).props!.drift).toMatch(new RegExp(`now names ${other.path.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")} backing file instead of`));
+        expect((await readImage(o.path, o)).props!.drift).toMatch(
+            new RegExp(`now names ${other.path.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")} backing file instead of`),
+        );
     });
 
     test("an overlay whose header was overwritten, or names a backing file that is not UTF-8, is drift on refresh, not a failure", async () => {
         const b = await base();
         const o = await make({ source: { kind: "overlay", backing: b.path } });
         // execa passes arguments as UTF-8 strings; printf gives qemu-img the raw byte 0xff (-u: the file need not exist).
-        await execa("sh", ["-c", `qemu-img rebase -u -b "$(printf '%s-\\377' "$1")" -F raw "$2"`, "sh", b.path, o.path]);
-        expect((await readImage(o.path, o)).props!.drift).toMatch(/is not a qcow2 header we can read: a backing file name that is not UTF-8/);
+        await execa("sh", [
+            "-c",
+            `qemu-img rebase -u -b "$(printf '%s-\\377' "$1")" -F raw "$2"`,
+            "sh",
+            b.path,
+            o.path,
+        ]);
+        expect((await readImage(o.path, o)).props!.drift).toMatch(
+            /is not a qcow2 header we can read: a backing file name that is not UTF-8/,
+        );
         await writeFile(o.path, "junk where the header was, long enough to be read as one", { flag: "r+" });
-        expect((await readImage(o.path, o)).props!.drift).toMatch(/is not a qcow2 header we can read: magic 0x6a756e6b/);
+        expect((await readImage(o.path, o)).props!.drift).toMatch(
+            /is not a qcow2 header we can read: magic 0x6a756e6b/,
+        );
     });
 
     test("loops, a missing backing, a smaller size and an unknown backing format are field errors", async () => {
         const self = path.join(work, "self.qcow2");
-        await expectFieldError(make({ source: { kind: "overlay", backing: self }, path: self }), "source.backing", /own path/);
+        await expectFieldError(
+            make({ source: { kind: "overlay", backing: self }, path: self }),
+            "source.backing",
+            /own path/,
+        );
         // a ← b, then ask for a new a over b: b's chain already names a.
         const a = path.join(work, "a.qcow2");
         await execa("qemu-img", ["create", "-q", "-f", "qcow2", a, "1M"]);
         const b = await make({ source: { kind: "overlay", backing: a }, path: path.join(work, "b.qcow2") });
-        await expectFieldError(make({ source: { kind: "overlay", backing: b.path }, path: a }), "source.backing", /chain would loop/);
+        await expectFieldError(
+            make({ source: { kind: "overlay", backing: b.path }, path: a }),
+            "source.backing",
+            /chain would loop/,
+        );
         // A chain that already loops on disk: found by reading the headers, before qemu-img opens anything.
         await execa("qemu-img", ["rebase", "-u", "-b", b.path, "-F", "qcow2", a]);
-        await expectFieldError(make({ source: { kind: "overlay", backing: b.path } }), "source.backing", /the backing chain loops at .*b\.qcow2/);
-        await expectFieldError(make({ source: { kind: "overlay", backing: path.join(work, "gone.raw") } }), "source.backing", /does not exist/);
+        await expectFieldError(
+            make({ source: { kind: "overlay", backing: b.path } }),
+            "source.backing",
+            /the backing chain loops at .*b\.qcow2/,
+        );
+        await expectFieldError(
+            make({ source: { kind: "overlay", backing: path.join(work, "gone.raw") } }),
+            "source.backing",
+            /does not exist/,
+        );
         const big = await base("8M");
-        await expectFieldError(make({ source: { kind: "overlay", backing: big.path, size: "4M" } }), "source.size", /smaller than the backing image \(8 MiB\)/);
+        await expectFieldError(
+            make({ source: { kind: "overlay", backing: big.path, size: "4M" } }),
+            "source.size",
+            /smaller than the backing image \(8 MiB\)/,
+        );
         const vdi = path.join(work, "x.vdi");
         await execa("qemu-img", ["create", "-q", "-f", "vdi", vdi, "1M"]);
-        await expectFieldError(make({ source: { kind: "overlay", backing: vdi } }), "source.backingFormat", /vdi image; only "raw" and "qcow2"/);
-        expect((await listing(path.join(stateDir, "images"))).filter((n) => !n.startsWith(path.basename(big.path)))).toEqual([]);
+        await expectFieldError(
+            make({ source: { kind: "overlay", backing: vdi } }),
+            "source.backingFormat",
+            /vdi image; only "raw" and "qcow2"/,
+        );
+        expect(
+            (await listing(path.join(stateDir, "images"))).filter((n) => !n.startsWith(path.basename(big.path))),
+        ).toEqual([]);
     });
 });
 
@@ -400,7 +527,11 @@ describe("drift, safety and delete", () => {
     test("an existing foreign file at path is refused by name and left byte for byte", async () => {
         const p = path.join(work, "mine.img");
         await writeFile(p, "precious");
-        await expectFieldError(make({ source: { kind: "blank", size: "1M", format: "raw" }, path: p }), "path", /mine\.img already exists and it was not created by pulumi-qemu/);
+        await expectFieldError(
+            make({ source: { kind: "blank", size: "1M", format: "raw" }, path: p }),
+            "path",
+            /mine\.img already exists and it was not created by pulumi-qemu/,
+        );
         expect(await readFile(p, "utf8")).toBe("precious");
         expect(await listing(work)).toEqual(["mine.img", "state"]);
     });
@@ -417,7 +548,10 @@ describe("drift, safety and delete", () => {
         expect(r.props!.drift).toMatch(/content changed/);
         expect(r.props!.contentFingerprint).toBe(img.contentFingerprint);
         expect(r.props!.foundFingerprint).not.toBe(img.contentFingerprint);
-        expect(await diffOf(img, { source: { kind: "directory", path: d, size: "4M" } })).toMatchObject({ changes: true, replaces: ["source"] });
+        expect(await diffOf(img, { source: { kind: "directory", path: d, size: "4M" } })).toMatchObject({
+            changes: true,
+            replaces: ["source"],
+        });
     });
 
     test("a guest writing into a blank image is not drift: that is what it is for", async () => {
@@ -431,7 +565,10 @@ describe("drift, safety and delete", () => {
         const img = await make({ source: { kind: "blank", size: "1M", format: "raw" } });
         await rm(img.path);
         expect(await readImage(img.path, img)).toEqual({ id: "", props: {} });
-        expect(await diffOf(img, { source: { kind: "blank", size: "1M", format: "raw" } })).toMatchObject({ changes: true, replaces: ["source"] });
+        expect(await diffOf(img, { source: { kind: "blank", size: "1M", format: "raw" } })).toMatchObject({
+            changes: true,
+            replaces: ["source"],
+        });
     });
 
     test("delete removes what create made, is fine with a missing file, and keeps a file that replaced ours", async () => {
@@ -451,7 +588,9 @@ describe("drift, safety and delete", () => {
 
     test("a failing qemu-img leaves nothing and reports its own message", async () => {
         // ext4 holds no file over 16 TiB: qemu-img refuses, and the partial file must not stay.
-        await expect(make({ source: { kind: "blank", size: "17T", format: "raw" } })).rejects.toThrow(/qemu-img create .* failed: qemu-img: .*too large for file format 'raw'/);
+        await expect(make({ source: { kind: "blank", size: "17T", format: "raw" } })).rejects.toThrow(
+            /qemu-img create .* failed: qemu-img: .*too large for file format 'raw'/,
+        );
         expect(await listing(path.join(stateDir, "images"))).toEqual([]);
     });
 });
@@ -462,7 +601,10 @@ describe("check and unknown values", () => {
         expect(r.failures).toEqual(
             expect.arrayContaining([
                 expect.objectContaining({ property: "source.size", reason: expect.stringContaining('"-1G"') }),
-                expect.objectContaining({ property: "source.format", reason: expect.stringContaining('"raw" or "qcow2"') }),
+                expect.objectContaining({
+                    property: "source.format",
+                    reason: expect.stringContaining('"raw" or "qcow2"'),
+                }),
             ]),
         );
         expect((await check({}, { source: { kind: "blank", size: "1G", format: "raw" } })).failures).toBeUndefined();
@@ -471,9 +613,18 @@ describe("check and unknown values", () => {
     test("unknown values pass check and make diff replace without touching the disk", async () => {
         const news = { source: { kind: "overlay", backing: UNKNOWN, backingInputHash: UNKNOWN } };
         expect(await check({}, news)).toEqual({ inputs: news });
-        const olds = { path: "/nonexistent/x.qcow2", inputHash: "00", stateDir: "/nonexistent" } as unknown as DiskImageOutputs;
-        expect(await diffImage("x", olds, { ...news, stateDir: "/nonexistent/state" })).toEqual({ changes: true, replaces: ["source"] });
-        expect(await diffImage("x", olds, { source: { kind: "blank", size: 512, format: "raw" }, path: UNKNOWN })).toEqual({ changes: true, replaces: ["path"] });
+        const olds = {
+            path: "/nonexistent/x.qcow2",
+            inputHash: "00",
+            stateDir: "/nonexistent",
+        } as unknown as DiskImageOutputs;
+        expect(await diffImage("x", olds, { ...news, stateDir: "/nonexistent/state" })).toEqual({
+            changes: true,
+            replaces: ["source"],
+        });
+        expect(
+            await diffImage("x", olds, { source: { kind: "blank", size: 512, format: "raw" }, path: UNKNOWN }),
+        ).toEqual({ changes: true, replaces: ["path"] });
         expect(await exists("/nonexistent")).toBe(false);
     });
 });

@@ -31,7 +31,9 @@ afterAll(async () => {
 });
 
 async function sha256(file: string): Promise<string> {
-    return createHash("sha256").update(await readFile(file)).digest("hex");
+    return createHash("sha256")
+        .update(await readFile(file))
+        .digest("hex");
 }
 
 async function waitForSerial(log: string, marker: string, timeoutMs: number): Promise<string> {
@@ -39,8 +41,10 @@ async function waitForSerial(log: string, marker: string, timeoutMs: number): Pr
     for (;;) {
         const text = await readFile(log, "latin1").catch(() => "");
         if (text.includes(marker)) return text;
-        if (qemu?.exitCode !== null && qemu?.exitCode !== undefined) throw new Error(`QEMU exited (${qemu.exitCode}) before ${marker}\n${text.slice(-3000)}`);
-        if (Date.now() > deadline) throw new Error(`no ${marker} on the serial console within ${timeoutMs} ms\n${text.slice(-3000)}`);
+        if (qemu?.exitCode !== null && qemu?.exitCode !== undefined)
+            throw new Error(`QEMU exited (${qemu.exitCode}) before ${marker}\n${text.slice(-3000)}`);
+        if (Date.now() > deadline)
+            throw new Error(`no ${marker} on the serial console within ${timeoutMs} ms\n${text.slice(-3000)}`);
         await new Promise((r) => setTimeout(r, 200));
     }
 }
@@ -52,8 +56,14 @@ test("a guest writes through an overlay: the base is unchanged and the overlay g
     await mkdir(content);
     await writeFile(path.join(content, "hello.txt"), "hello from the base image\n");
 
-    const base = await createDiskImage({ stateDir, source: { kind: "directory", path: content, size: "16M", label: "base" } });
-    const overlay = await createDiskImage({ stateDir, source: { kind: "overlay", backing: base.path, backingInputHash: base.inputHash } });
+    const base = await createDiskImage({
+        stateDir,
+        source: { kind: "directory", path: content, size: "16M", label: "base" },
+    });
+    const overlay = await createDiskImage({
+        stateDir,
+        source: { kind: "overlay", backing: base.path, backingInputHash: base.inputHash },
+    });
     const baseHash = await sha256(base.path);
     const baseStat = await stat(base.path, { bigint: true });
     const overlayBefore = await stat(overlay.path);
@@ -72,23 +82,45 @@ test("a guest writes through an overlay: the base is unchanged and the overlay g
     const log = path.join(work, "serial.log");
     const append = [...guestKernelArguments({ name: "disk", mounts: [{ tag: "pqshare", at: "/pq" }] })].join(" ");
     const argv = [
-        "-accel", "tcg", "-m", "256", "-no-reboot", "-display", "none", "-serial", `file:${log}`,
-        "-kernel", guest.kernel, "-initrd", guest.initrd, "-append", append,
-        "-drive", `file=${overlay.path},format=qcow2,if=virtio`,
-        "-virtfs", `local,path=${share},security_model=none,mount_tag=pqshare`,
-        "-nic", "none",
+        "-accel",
+        "tcg",
+        "-m",
+        "256",
+        "-no-reboot",
+        "-display",
+        "none",
+        "-serial",
+        `file:${log}`,
+        "-kernel",
+        guest.kernel,
+        "-initrd",
+        guest.initrd,
+        "-append",
+        append,
+        "-drive",
+        `file=${overlay.path},format=qcow2,if=virtio`,
+        "-virtfs",
+        `local,path=${share},security_model=none,mount_tag=pqshare`,
+        "-nic",
+        "none",
     ];
     qemu = execa("qemu-system-x86_64", argv, { stdin: "ignore", reject: false });
     const t0 = Date.now();
     const serial = await waitForSerial(log, DONE, 240_000);
-    console.log(`guest wrote ${WRITE_MIB} MiB through the overlay ${((Date.now() - t0) / 1000).toFixed(1)} s after QEMU started`);
+    console.log(
+        `guest wrote ${WRITE_MIB} MiB through the overlay ${((Date.now() - t0) / 1000).toFixed(1)} s after QEMU started`,
+    );
     expect(serial).toContain("hello from the base image");
     qemu.kill("SIGKILL");
     await qemu;
 
     expect(await sha256(base.path)).toBe(baseHash);
     const baseAfter = await stat(base.path, { bigint: true });
-    expect([baseAfter.mtimeNs, baseAfter.ctimeNs, baseAfter.size]).toEqual([baseStat.mtimeNs, baseStat.ctimeNs, baseStat.size]);
+    expect([baseAfter.mtimeNs, baseAfter.ctimeNs, baseAfter.size]).toEqual([
+        baseStat.mtimeNs,
+        baseStat.ctimeNs,
+        baseStat.size,
+    ]);
     const overlayAfter = await stat(overlay.path);
     expect(overlayAfter.size - overlayBefore.size).toBeGreaterThanOrEqual(WRITE_MIB * 1024 * 1024);
     const compare = await execa("qemu-img", ["compare", "-U", base.path, overlay.path], { reject: false });

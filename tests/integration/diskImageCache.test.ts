@@ -3,7 +3,14 @@ import { mkdtemp, rm, truncate, utimes, writeFile } from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
 import { digestFile } from "../../provider/host/files/fileDigest";
-import { HASH_CACHE_FILE, HashCache, hashFileCached, statStamp, waitOutRacyWindow, type ReadCounter } from "../../provider/host/files/fileHash";
+import {
+    HASH_CACHE_FILE,
+    HashCache,
+    hashFileCached,
+    statStamp,
+    waitOutRacyWindow,
+    type ReadCounter,
+} from "../../provider/host/files/fileHash";
 import { createDiskImage, diffImage, readImage } from "../../provider/resources/diskImage";
 
 /**
@@ -64,7 +71,9 @@ test("a 1 GiB file is read once; the reloaded cache answers without reading; any
     const [again, warmMs] = await ms(async () => hashFileCached(file, await HashCache.load(cacheFile), "blake3", c3));
     expect(again).toEqual({ digest: expected, stamp: first.stamp, cached: true });
     expect(c3).toEqual({ files: 0, bytes: 0 });
-    console.log(`1 GiB (sparse): hash ${coldMs.toFixed(0)} ms, cached re-hash (cache file reloaded) ${warmMs.toFixed(2)} ms`);
+    console.log(
+        `1 GiB (sparse): hash ${coldMs.toFixed(0)} ms, cached re-hash (cache file reloaded) ${warmMs.toFixed(2)} ms`,
+    );
 
     // Same size, mtime put back as it was: ctime still moves, so the change is seen.
     const stamp = new Date(Number(BigInt(first.stamp.mtimeNs) / 1_000_000n));
@@ -96,7 +105,9 @@ test("a file truncated while b3sum hashes it is reported as changed, and nothing
     const cache = await HashCache.load(path.join(work, "shrink-cache.json"));
     const before = await statStamp(file);
     // Under b3sum's mapping a truncate is SIGBUS; if b3sum had already finished, the stamp check sees it.
-    const shrink = new Promise<void>((resolve, reject) => setTimeout(() => truncate(file, 1024 * 1024).then(resolve, reject), 30));
+    const shrink = new Promise<void>((resolve, reject) =>
+        setTimeout(() => truncate(file, 1024 * 1024).then(resolve, reject), 30),
+    );
     await expect(hashFileCached(file, cache, "blake3")).rejects.toThrow(/changed while it was being hashed/);
     await shrink;
     expect(cache.lookup(before, "blake3")).toBeUndefined();
@@ -111,7 +122,9 @@ test.each([
 ])("a %s import: once created, a no-op diff and a read read no image byte", async (label, bytes) => {
     const src = await sparse(`import-src-${bytes}.raw`, bytes);
     const cCreate = counter();
-    const [img, createMs] = await ms(() => createDiskImage({ stateDir, source: { kind: "file", path: src } }, { counter: cCreate }));
+    const [img, createMs] = await ms(() =>
+        createDiskImage({ stateDir, source: { kind: "file", path: src } }, { counter: cCreate }),
+    );
     // The source once, the new image once for its fingerprint.
     expect(cCreate.bytes).toBe(2 * bytes);
     const news = { stateDir, source: { kind: "file", path: src } };
@@ -153,7 +166,14 @@ test("a just-made file stamped in the future (a server clock ahead) is not waite
 test("a cache file that is not an object, or has broken entries, is an empty cache", async () => {
     const file = path.join(work, "broken-cache.json");
     const probe = await sparse("probe.bin", 1024);
-    for (const body of ["null", "[]", '{"version":2,"entries":null}', '{"version":2,"entries":{"x":null}}', '{"version":1,"entries":{"1:2":null}}', "{torn"]) {
+    for (const body of [
+        "null",
+        "[]",
+        '{"version":2,"entries":null}',
+        '{"version":2,"entries":{"x":null}}',
+        '{"version":1,"entries":{"1:2":null}}',
+        "{torn",
+    ]) {
         await writeFile(file, body);
         const cache = await HashCache.load(file);
         const h = await hashFileCached(probe, cache, "blake3");
@@ -169,13 +189,21 @@ test.each([
 ])("an overlay over a %s base the provider made reads nothing of the base", async (label, bytes) => {
     const base = await createDiskImage({ stateDir, source: { kind: "blank", size: bytes, format: "raw" } });
     const c = counter();
-    const [overlay, overlayMs] = await ms(() => createDiskImage({ stateDir, source: { kind: "overlay", backing: base.path } }, { counter: c }));
+    const [overlay, overlayMs] = await ms(() =>
+        createDiskImage({ stateDir, source: { kind: "overlay", backing: base.path } }, { counter: c }),
+    );
     expect(c).toEqual({ files: 0, bytes: 0 });
     expect(overlay.backingIdentityFrom).toBe("sidecar");
     expect(overlay.virtualSizeBytes).toBe(bytes);
-    const [, diffMs] = await ms(() => diffImage(overlay.path, overlay, { stateDir, source: { kind: "overlay", backing: base.path } }, { counter: c }));
+    const [, diffMs] = await ms(() =>
+        diffImage(overlay.path, overlay, { stateDir, source: { kind: "overlay", backing: base.path } }, { counter: c }),
+    );
     expect(c).toEqual({ files: 0, bytes: 0 });
     const raw = path.join(work, `raw-overlay-${bytes}.qcow2`);
-    const [, qemuImgMs] = await ms(() => execa("qemu-img", ["create", "-q", "-f", "qcow2", "-b", base.path, "-F", "raw", raw]));
-    console.log(`overlay over ${label}: createDiskImage ${overlayMs.toFixed(0)} ms, no-op diff ${diffMs.toFixed(0)} ms, bare qemu-img create ${qemuImgMs.toFixed(0)} ms`);
+    const [, qemuImgMs] = await ms(() =>
+        execa("qemu-img", ["create", "-q", "-f", "qcow2", "-b", base.path, "-F", "raw", raw]),
+    );
+    console.log(
+        `overlay over ${label}: createDiskImage ${overlayMs.toFixed(0)} ms, no-op diff ${diffMs.toFixed(0)} ms, bare qemu-img create ${qemuImgMs.toFixed(0)} ms`,
+    );
 });

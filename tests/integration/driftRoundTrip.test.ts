@@ -33,7 +33,11 @@ async function refresh(state: DiskImageOutputs): Promise<DiskImageOutputs> {
 }
 
 /** The round trip for one kind of image and one way of tampering with it. */
-async function roundTrip(inputs: Omit<DiskImageInputs, "stateDir">, tamper: (img: DiskImageOutputs) => Promise<void>, drift: RegExp): Promise<void> {
+async function roundTrip(
+    inputs: Omit<DiskImageInputs, "stateDir">,
+    tamper: (img: DiskImageOutputs) => Promise<void>,
+    drift: RegExp,
+): Promise<void> {
     const news = { stateDir, ...inputs };
     const created = await diskImage.createDiskImage(news);
     expect(await refresh(created)).toEqual(created);
@@ -61,7 +65,10 @@ async function roundTrip(inputs: Omit<DiskImageInputs, "stateDir">, tamper: (img
     expect(await diskImage.diff(clean.path, clean, news)).toEqual({ changes: false });
 }
 
-const flipBytes = (img: DiskImageOutputs) => execa("dd", ["if=/dev/urandom", `of=${img.path}`, "bs=4096", "count=1", "seek=64", "conv=notrunc"]).then(() => undefined);
+const flipBytes = (img: DiskImageOutputs) =>
+    execa("dd", ["if=/dev/urandom", `of=${img.path}`, "bs=4096", "count=1", "seek=64", "conv=notrunc"]).then(
+        () => undefined,
+    );
 
 test("a file image whose bytes changed is replaced after a refresh", async () => {
     const src = path.join(work, "src.raw");
@@ -77,32 +84,58 @@ test("a directory image whose bytes changed is replaced after a refresh", async 
 });
 
 test("a blank qcow2 image overwritten with junk is seen and replaced after a refresh", async () => {
-    const junk = (img: DiskImageOutputs) => writeFile(img.path, "junk where the qcow2 header was, long enough to be read as one", { flag: "r+" });
-    await roundTrip({ source: { kind: "blank", size: "1M", format: "qcow2" } }, junk, /is not a qcow2 header we can read/);
+    const junk = (img: DiskImageOutputs) =>
+        writeFile(img.path, "junk where the qcow2 header was, long enough to be read as one", { flag: "r+" });
+    await roundTrip(
+        { source: { kind: "blank", size: "1M", format: "qcow2" } },
+        junk,
+        /is not a qcow2 header we can read/,
+    );
 });
 
 test("a blank qcow2 image resized behind our back is drift that sticks", async () => {
     const grow = (img: DiskImageOutputs) => execa("qemu-img", ["resize", "-q", img.path, "2M"]).then(() => undefined);
-    await roundTrip({ source: { kind: "blank", size: "1M", format: "qcow2" } }, grow, /virtual size of 2097152 bytes, created as 1048576/);
+    await roundTrip(
+        { source: { kind: "blank", size: "1M", format: "qcow2" } },
+        grow,
+        /virtual size of 2097152 bytes, created as 1048576/,
+    );
 });
 
 test("a blank raw image truncated behind our back is drift that sticks", async () => {
-    await roundTrip({ source: { kind: "blank", size: "1M", format: "raw" } }, (img) => truncate(img.path, 4096), /now 4096 bytes long, created as 1048576/);
+    await roundTrip(
+        { source: { kind: "blank", size: "1M", format: "raw" } },
+        (img) => truncate(img.path, 4096),
+        /now 4096 bytes long, created as 1048576/,
+    );
 });
 
 test("an overlay whose backing file changed is replaced after a refresh, wired or not", async () => {
     const base = await diskImage.createDiskImage({ stateDir, source: { kind: "blank", size: "1M", format: "raw" } });
     const changeBase = () => writeFile(base.path, Buffer.alloc(1024 * 1024, 9));
-    await roundTrip({ source: { kind: "overlay", backing: base.path, backingInputHash: base.inputHash } }, changeBase, /backing file .* changed since the overlay was made/);
-    await roundTrip({ source: { kind: "overlay", backing: base.path } }, changeBase, /backing file .* changed since the overlay was made/);
+    await roundTrip(
+        { source: { kind: "overlay", backing: base.path, backingInputHash: base.inputHash } },
+        changeBase,
+        /backing file .* changed since the overlay was made/,
+    );
+    await roundTrip(
+        { source: { kind: "overlay", backing: base.path } },
+        changeBase,
+        /backing file .* changed since the overlay was made/,
+    );
 });
 
 test("an overlay rebased behind our back is replaced after a refresh", async () => {
     const base = await diskImage.createDiskImage({ stateDir, source: { kind: "blank", size: "1M", format: "raw" } });
     const other = path.join(work, "other.raw");
     await writeFile(other, Buffer.alloc(1024 * 1024));
-    const rebase = (img: DiskImageOutputs) => execa("qemu-img", ["rebase", "-u", "-b", other, "-F", "raw", img.path]).then(() => undefined);
-    await roundTrip({ source: { kind: "overlay", backing: base.path } }, rebase, /now names .*other\.raw backing file instead of/);
+    const rebase = (img: DiskImageOutputs) =>
+        execa("qemu-img", ["rebase", "-u", "-b", other, "-F", "raw", img.path]).then(() => undefined);
+    await roundTrip(
+        { source: { kind: "overlay", backing: base.path } },
+        rebase,
+        /now names .*other\.raw backing file instead of/,
+    );
 });
 
 test("an edited launcher stays drifted over two refreshes and is rewritten by the next up", async () => {

@@ -4,7 +4,14 @@ import { chmod, mkdtemp, rm, writeFile } from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
 import { b3sumFile, b3sumUsable, BLAKE3_OF_NOTHING } from "../../provider/host/files/b3sum";
-import { B3SUM_FROM_BYTES, digestFile, READ_BUFFER_BYTES, READ_WHOLE_UP_TO_BYTES, readWholeSync, type ReadCounter } from "../../provider/host/files/fileDigest";
+import {
+    B3SUM_FROM_BYTES,
+    digestFile,
+    READ_BUFFER_BYTES,
+    READ_WHOLE_UP_TO_BYTES,
+    readWholeSync,
+    type ReadCounter,
+} from "../../provider/host/files/fileDigest";
 
 /**
  * Every way the provider takes a content digest gives the digest of the reference tools, at the
@@ -23,7 +30,21 @@ afterAll(async () => {
 });
 
 const KiB = 1024;
-const SIZES = [0, 1, KiB - 1, KiB, KiB + 1, 64 * KiB + 1, READ_WHOLE_UP_TO_BYTES, READ_WHOLE_UP_TO_BYTES + 1, READ_BUFFER_BYTES - 1, READ_BUFFER_BYTES, READ_BUFFER_BYTES + 1, 2 * READ_BUFFER_BYTES + 3, B3SUM_FROM_BYTES + 5];
+const SIZES = [
+    0,
+    1,
+    KiB - 1,
+    KiB,
+    KiB + 1,
+    64 * KiB + 1,
+    READ_WHOLE_UP_TO_BYTES,
+    READ_WHOLE_UP_TO_BYTES + 1,
+    READ_BUFFER_BYTES - 1,
+    READ_BUFFER_BYTES,
+    READ_BUFFER_BYTES + 1,
+    2 * READ_BUFFER_BYTES + 3,
+    B3SUM_FROM_BYTES + 5,
+];
 
 async function fileOf(bytes: number): Promise<string> {
     const file = path.join(work, `data-${bytes}.bin`);
@@ -39,18 +60,21 @@ test("b3sum on this machine is a working BLAKE3 (the tests below compare against
     expect(await b3sumUsable()).toBe(true);
 });
 
-test.each(SIZES)("%i bytes: b3sum, the native addon, JavaScript and the automatic choice agree with the b3sum CLI; sha256 with sha256sum", async (bytes) => {
-    const file = await fileOf(bytes);
-    const expected = await tool("b3sum", file);
-    for (const via of ["b3sum", "native", "javascript"] as const) {
-        const counter: ReadCounter = { files: 0, bytes: 0 };
-        const got = await digestFile(file, "blake3", { via, counter });
-        expect({ via, digest: got.digest, bytes: got.bytes }).toEqual({ via, digest: expected, bytes });
-        expect(counter).toEqual({ files: 1, bytes });
-    }
-    expect((await digestFile(file, "blake3")).digest).toBe(expected);
-    expect((await digestFile(file, "sha256")).digest).toBe(await tool("sha256sum", file));
-});
+test.each(SIZES)(
+    "%i bytes: b3sum, the native addon, JavaScript and the automatic choice agree with the b3sum CLI; sha256 with sha256sum",
+    async (bytes) => {
+        const file = await fileOf(bytes);
+        const expected = await tool("b3sum", file);
+        for (const via of ["b3sum", "native", "javascript"] as const) {
+            const counter: ReadCounter = { files: 0, bytes: 0 };
+            const got = await digestFile(file, "blake3", { via, counter });
+            expect({ via, digest: got.digest, bytes: got.bytes }).toEqual({ via, digest: expected, bytes });
+            expect(counter).toEqual({ files: 1, bytes });
+        }
+        expect((await digestFile(file, "blake3")).digest).toBe(expected);
+        expect((await digestFile(file, "sha256")).digest).toBe(await tool("sha256sum", file));
+    },
+);
 
 test("the empty-input digest the probe checks is BLAKE3's", async () => {
     expect((await execa("b3sum", ["--no-names"], { input: "" })).stdout.trim()).toBe(BLAKE3_OF_NOTHING);
@@ -59,7 +83,10 @@ test("the empty-input digest the probe checks is BLAKE3's", async () => {
 test("a b3sum that is missing, fails, or prints another hash is not used", async () => {
     expect(await b3sumUsable(path.join(work, "no-such-b3sum"))).toBe(false);
     const liar = path.join(work, "liar-b3sum");
-    await writeFile(liar, "#!/bin/sh\ncat >/dev/null\necho 0000000000000000000000000000000000000000000000000000000000000000\n");
+    await writeFile(
+        liar,
+        "#!/bin/sh\ncat >/dev/null\necho 0000000000000000000000000000000000000000000000000000000000000000\n",
+    );
     await chmod(liar, 0o755);
     expect(await b3sumUsable(liar)).toBe(false);
     const failing = path.join(work, "failing-b3sum");
@@ -87,7 +114,10 @@ test("a file name starting with a dash is hashed as a file, not read as an optio
  * b3sum probe is asked again), and optionally without the native addon, as on a platform npm
  * has no prebuilt one for — the one thing this machine cannot be made to lack for real.
  */
-async function withoutB3sum<T>(opts: { addon: boolean }, fn: (m: typeof import("../../provider/host/files/fileDigest")) => Promise<T>): Promise<T> {
+async function withoutB3sum<T>(
+    opts: { addon: boolean },
+    fn: (m: typeof import("../../provider/host/files/fileDigest")) => Promise<T>,
+): Promise<T> {
     const savedPath = process.env.PATH;
     let m!: typeof import("../../provider/host/files/fileDigest");
     jest.isolateModules(() => {
@@ -130,7 +160,9 @@ test("without b3sum or the addon, JavaScript gives the same digest and a big fil
             expect(stderr).not.toHaveBeenCalled();
             expect((await m.digestFile(big, "blake3")).digest).toBe(bigWant);
             expect(stderr).toHaveBeenCalledTimes(1);
-            expect(String(stderr.mock.calls[0][0])).toMatch(/BLAKE3 in JavaScript, which is slow.*apt-get install b3sum/);
+            expect(String(stderr.mock.calls[0][0])).toMatch(
+                /BLAKE3 in JavaScript, which is slow.*apt-get install b3sum/,
+            );
             // Once per process, not once per file.
             await m.digestFile(big, "blake3");
             expect(stderr).toHaveBeenCalledTimes(1);
@@ -159,6 +191,7 @@ test("a small file that grew past its stat size is not read whole but streamed, 
     expect(readWholeSync(file, 50)).toBeUndefined();
     // A size smaller than the file is what a caller's stat taken before the file grew would say.
     const expected = await tool("b3sum", file);
-    for (const via of ["native", "javascript"] as const) expect(await digestFile(file, "blake3", { via, size: 50 })).toEqual({ digest: expected, bytes: 100 });
+    for (const via of ["native", "javascript"] as const)
+        expect(await digestFile(file, "blake3", { via, size: 50 })).toEqual({ digest: expected, bytes: 100 });
     expect((await digestFile(file, "sha256", { size: 50 })).digest).toBe(await tool("sha256sum", file));
 });

@@ -32,7 +32,8 @@ async function problemOf(p: Promise<unknown>): Promise<{ property: string; reaso
         () => undefined,
         (e: unknown) => e,
     );
-    if (!(err instanceof InputError)) throw new Error(`expected an InputError, got ${err instanceof Error ? err.stack : String(err)}`);
+    if (!(err instanceof InputError))
+        throw new Error(`expected an InputError, got ${err instanceof Error ? err.stack : String(err)}`);
     return err.problems[0];
 }
 
@@ -40,12 +41,25 @@ test("a full disk during a directory image or an import is reported as the files
     const src = path.join(work, "src");
     await mkdir(src);
     await writeFile(path.join(src, "big"), Buffer.alloc(6 * 1024 * 1024, 1));
-    const dirImage = await problemOf(diskImage.createDiskImage({ stateDir: path.join(work, "state"), path: path.join(full, "tree.raw"), source: { kind: "directory", path: src, size: "64M" } }));
+    const dirImage = await problemOf(
+        diskImage.createDiskImage({
+            stateDir: path.join(work, "state"),
+            path: path.join(full, "tree.raw"),
+            source: { kind: "directory", path: src, size: "64M" },
+        }),
+    );
     expect(dirImage.property).toBe("path");
-    expect(dirImage.reason).toMatch(new RegExp(`the filesystem holding ${full} ran out of space \\(it has [0-9.]+ [KM]iB free of 4 MiB now`));
+    expect(dirImage.reason).toMatch(
+        new RegExp(`the filesystem holding ${full} ran out of space \\(it has [0-9.]+ [KM]iB free of 4 MiB now`),
+    );
     expect(dirImage.reason).not.toMatch(/source\.size .* too small|does not hold/);
 
-    const imported = await problemOf(diskImage.createDiskImage({ stateDir: path.join(full, "state"), source: { kind: "file", path: path.join(src, "big") } }));
+    const imported = await problemOf(
+        diskImage.createDiskImage({
+            stateDir: path.join(full, "state"),
+            source: { kind: "file", path: path.join(src, "big") },
+        }),
+    );
     expect(imported.property).toBe("stateDir");
     expect(imported.reason).toMatch(/ran out of space .*No space left on device/);
     expect((await readdir(full)).filter((n) => n !== "state")).toEqual([]);
@@ -54,15 +68,34 @@ test("a full disk during a directory image or an import is reported as the files
 
 test("paths that cannot be are errors on their field, not raw ENAMETOOLONG or ENOTDIR", async () => {
     const blank = { kind: "blank", size: "1M", format: "raw" };
-    const long = await problemOf(diskImage.createDiskImage({ stateDir: path.join(work, "s"), path: path.join(work, "x".repeat(300)), source: blank }));
-    expect(long).toEqual({ property: "path", reason: expect.stringMatching(/^path .*x… is too long for the filesystem .*\(ENAMETOOLONG\)$/) });
+    const long = await problemOf(
+        diskImage.createDiskImage({
+            stateDir: path.join(work, "s"),
+            path: path.join(work, "x".repeat(300)),
+            source: blank,
+        }),
+    );
+    expect(long).toEqual({
+        property: "path",
+        reason: expect.stringMatching(/^path .*x… is too long for the filesystem .*\(ENAMETOOLONG\)$/),
+    });
     expect(long.reason.length).toBeLessThan(400);
 
     const file = path.join(work, "a-file");
     await writeFile(file, "");
-    const notDir = await problemOf(diskImage.createDiskImage({ stateDir: path.join(work, "s"), path: path.join(file, "disk.raw"), source: blank }));
-    expect(notDir).toEqual({ property: "path", reason: expect.stringMatching(/goes through something that is not a directory \(ENOTDIR\)$/) });
+    const notDir = await problemOf(
+        diskImage.createDiskImage({ stateDir: path.join(work, "s"), path: path.join(file, "disk.raw"), source: blank }),
+    );
+    expect(notDir).toEqual({
+        property: "path",
+        reason: expect.stringMatching(/goes through something that is not a directory \(ENOTDIR\)$/),
+    });
 
-    const stateUnderFile = await problemOf(runScript.create({ vm: { kernel: "/boot/vmlinuz" }, stateDir: path.join(file, "state") }));
-    expect(stateUnderFile).toEqual({ property: "stateDir", reason: expect.stringMatching(/state cannot be created: .*a-file is a file, not a directory$/) });
+    const stateUnderFile = await problemOf(
+        runScript.create({ vm: { kernel: "/boot/vmlinuz" }, stateDir: path.join(file, "state") }),
+    );
+    expect(stateUnderFile).toEqual({
+        property: "stateDir",
+        reason: expect.stringMatching(/state cannot be created: .*a-file is a file, not a directory$/),
+    });
 });

@@ -78,7 +78,9 @@ describe("deadlines on external tools", () => {
     test("qemu-img convert reading a FIFO is stopped by the stall detector (no total deadline on data copies)", async () => {
         const fifo = path.join(dir, "source.fifo");
         await execa("mkfifo", [fifo]);
-        const err = await convertImage(fifo, "raw", path.join(dir, "out.qcow2"), "qcow2", "qemu-img", { stallMs: 1500 }).catch((e) => e);
+        const err = await convertImage(fifo, "raw", path.join(dir, "out.qcow2"), "qcow2", "qemu-img", {
+            stallMs: 1500,
+        }).catch((e) => e);
         expect(err).toBeInstanceOf(QemuImgError);
         expect((err as QemuImgError).stderr).toMatch(/read and wrote nothing for 1.5 s/);
     }, 30_000);
@@ -90,14 +92,18 @@ describe("deadlines on external tools", () => {
         const r = await runTool(process.execPath, ["-e", worker], { stallMs: 1000 });
         expect(r.exitCode).toBe(0);
         expect(Date.now() - t0).toBeGreaterThan(2000); // it did run past the stall limit
-        await expect(runTool("sleep", ["30"], { stallMs: 1000 })).rejects.toThrow(/sleep 30 read and wrote nothing for 1 s/);
+        await expect(runTool("sleep", ["30"], { stallMs: 1000 })).rejects.toThrow(
+            /sleep 30 read and wrote nothing for 1 s/,
+        );
     }, 30_000);
 
     test("runTool reports a missing tool as spawn does, and a deadline as a ToolTimeoutError", async () => {
         const missing = await runTool("pulumi-qemu-no-such-tool", ["x"]);
         expect(missing.spawnError).toMatch(/ENOENT/);
         await expect(runTool("sleep", ["30"], { timeoutMs: 300 })).rejects.toThrow(ToolTimeoutError);
-        await expect(runTool("sleep", ["30"], { timeoutMs: 300 })).rejects.toThrow(/sleep 30 did not finish within 0.3 s and was stopped/);
+        await expect(runTool("sleep", ["30"], { timeoutMs: 300 })).rejects.toThrow(
+            /sleep 30 did not finish within 0.3 s and was stopped/,
+        );
     });
 
     test("setpriv is on this host (util-linux) and a tool dies with the provider that started it, even on kill -9", async () => {
@@ -112,7 +118,11 @@ describe("deadlines on external tools", () => {
         );
         let tool: { pid: number; comm: string } | undefined;
         try {
-            await until("qemu-img to start under the provider", () => (tool = childrenOf(provider.pid!).find((c) => c.comm === "qemu-img")) !== undefined, 20_000);
+            await until(
+                "qemu-img to start under the provider",
+                () => (tool = childrenOf(provider.pid!).find((c) => c.comm === "qemu-img")) !== undefined,
+                20_000,
+            );
             process.kill(provider.pid!, "SIGKILL");
             await provider;
             await until(`qemu-img (pid ${tool!.pid}) to die with its parent`, () => !alive(tool!.pid), 5000);
@@ -133,7 +143,13 @@ describe("debugfs commands on stdin", () => {
         const saved = process.env.TMPDIR;
         process.env.TMPDIR = path.join(dir, "no-such-tmp"); // os.tmpdir() follows it: a temp file there would fail
         try {
-            await buildExt4({ sourceDir: src, imageFile: image, uuid: "0e4bd5b3-4fa4-4c8b-9e2e-0b4b1b7f6a11", hashSeed: "5b1f0c39-1c0c-4a4f-8a41-c5b9f26a3d20", paths: ["sub", "sub/a file"] });
+            await buildExt4({
+                sourceDir: src,
+                imageFile: image,
+                uuid: "0e4bd5b3-4fa4-4c8b-9e2e-0b4b1b7f6a11",
+                hashSeed: "5b1f0c39-1c0c-4a4f-8a41-c5b9f26a3d20",
+                paths: ["sub", "sub/a file"],
+            });
         } finally {
             process.env.TMPDIR = saved;
         }
@@ -148,7 +164,9 @@ describe("special files refused as images and backing files", () => {
     test("a FIFO, a socket and a device are refused with the field named; a regular file passes", async () => {
         const fifo = path.join(dir, "p");
         await execa("mkfifo", [fifo]);
-        await expect(requireRegularFile(fifo, "source.path")).rejects.toThrow(/^source\.path: source\.path .*\/p is a FIFO \(named pipe\); a disk image must be a regular file/);
+        await expect(requireRegularFile(fifo, "source.path")).rejects.toThrow(
+            /^source\.path: source\.path .*\/p is a FIFO \(named pipe\); a disk image must be a regular file/,
+        );
         const sock = path.join(dir, "s.sock");
         const server = net.createServer().listen(sock);
         await new Promise((r) => server.once("listening", r));
@@ -191,19 +209,31 @@ describe("special files refused as images and backing files", () => {
 
 describe("impossible state directories", () => {
     test("under /proc, /sys, /dev, on a pseudo filesystem or below a file: refused, naming the field; a real one passes", async () => {
-        await expect(refuseImpossibleStateDir("/proc/self/pulumi")).rejects.toThrow(/^stateDir: stateDir \/proc\/self\/pulumi is under \/proc/);
-        await expect(refuseImpossibleStateDir("/sys/kernel/x", "vm.stateDir")).rejects.toThrow(/^vm\.stateDir: .* is under \/sys/);
+        await expect(refuseImpossibleStateDir("/proc/self/pulumi")).rejects.toThrow(
+            /^stateDir: stateDir \/proc\/self\/pulumi is under \/proc/,
+        );
+        await expect(refuseImpossibleStateDir("/sys/kernel/x", "vm.stateDir")).rejects.toThrow(
+            /^vm\.stateDir: .* is under \/sys/,
+        );
         await expect(refuseImpossibleStateDir("/dev/shm/../null/x")).rejects.toThrow(/is under \/dev/);
         const file = path.join(dir, "a-file");
         await writeFile(file, "");
-        await expect(refuseImpossibleStateDir(path.join(file, "state"))).rejects.toThrow(new RegExp(`${file} is a file, not a directory`));
+        await expect(refuseImpossibleStateDir(path.join(file, "state"))).rejects.toThrow(
+            new RegExp(`${file} is a file, not a directory`),
+        );
         // Reached through a symbolic link, /proc is not under "/proc" by name: statfs finds it.
         const procLink = path.join(dir, "proc-here");
         await symlink("/proc", procLink);
-        await expect(refuseImpossibleStateDir(path.join(procLink, "pulumi-qemu"))).rejects.toThrow(/is on a proc filesystem \(at .*proc-here\)/);
+        await expect(refuseImpossibleStateDir(path.join(procLink, "pulumi-qemu"))).rejects.toThrow(
+            /is on a proc filesystem \(at .*proc-here\)/,
+        );
         await symlink("/sys", path.join(dir, "sys-here"));
-        await expect(refuseImpossibleStateDir(path.join(dir, "sys-here", "state"))).rejects.toThrow(/is on a sysfs filesystem/);
-        await expect(refuseImpossibleStateDir(path.join(dir, "new", "state"))).resolves.toBe(path.join(dir, "new", "state"));
+        await expect(refuseImpossibleStateDir(path.join(dir, "sys-here", "state"))).rejects.toThrow(
+            /is on a sysfs filesystem/,
+        );
+        await expect(refuseImpossibleStateDir(path.join(dir, "new", "state"))).resolves.toBe(
+            path.join(dir, "new", "state"),
+        );
         expect((await readdir(dir)).sort()).toEqual(["a-file", "proc-here", "sys-here"]); // nothing created
     });
 });

@@ -18,14 +18,20 @@ afterAll(async () => {
 
 async function qemuImgSays(file: string, format: string): Promise<{ virtualSize: number; backingFilename?: string }> {
     const info = JSON.parse((await execa("qemu-img", ["info", "-U", "--output=json", "-f", format, file])).stdout);
-    return { virtualSize: info["virtual-size"], ...(info["backing-filename"] !== undefined ? { backingFilename: info["backing-filename"] } : {}) };
+    return {
+        virtualSize: info["virtual-size"],
+        ...(info["backing-filename"] !== undefined ? { backingFilename: info["backing-filename"] } : {}),
+    };
 }
 
 /**
  * What qemu-img says of the header, and, for qcow2, where the image's own tables end, which no
  * file qemu-img made stops short of (a shorter one was truncated: drift).
  */
-async function readAndCheckTables(file: string, format: "raw" | "qcow2"): Promise<{ virtualSize: number; backingFilename?: string }> {
+async function readAndCheckTables(
+    file: string,
+    format: "raw" | "qcow2",
+): Promise<{ virtualSize: number; backingFilename?: string }> {
     const { metadataEnd, ...header } = await readImageHeader(file, format);
     if (format === "qcow2") {
         expect(metadataEnd).toBeGreaterThan(0);
@@ -55,7 +61,20 @@ test.each([
     await writeFile(base, Buffer.alloc(1024 * 1024));
     for (const compat of ["1.1", "0.10"]) {
         const overlay = path.join(work, `overlay-${compat}-${rel.length}.qcow2`);
-        await execa("qemu-img", ["create", "-q", "-f", "qcow2", "-o", `compat=${compat}`, "-b", base, "-F", "raw", overlay, "5M"]);
+        await execa("qemu-img", [
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-o",
+            `compat=${compat}`,
+            "-b",
+            base,
+            "-F",
+            "raw",
+            overlay,
+            "5M",
+        ]);
         const got = await readAndCheckTables(overlay, "qcow2");
         expect(got).toEqual(await qemuImgSays(overlay, "qcow2"));
         expect(got).toEqual({ virtualSize: 5 * 1024 * 1024, backingFilename: base });

@@ -26,7 +26,10 @@ describe("a guest booted from buildQemuArgv + renderLauncher", () => {
         // A space and a comma: the comma must reach QEMU as ",," and the space survive the shell.
         share = path.join(dir, "shared dir, with comma");
         await mkdir(share);
-        await writeFile(path.join(share, "pq-init.sh"), "echo written-by-guest > /mnt/share/from-guest.txt\nsync\necho pq-init-done\n");
+        await writeFile(
+            path.join(share, "pq-init.sh"),
+            "echo written-by-guest > /mnt/share/from-guest.txt\nsync\necho pq-init-done\n",
+        );
         port = await freePort();
 
         const guest = await ensureTestGuest();
@@ -35,7 +38,10 @@ describe("a guest booted from buildQemuArgv + renderLauncher", () => {
             accel: "auto",
             kernel: guest.kernel,
             initrd: guest.initrd,
-            kernelArguments: guestKernelArguments({ name: "launcher-test", mounts: [{ tag: mountTag(share), at: "/mnt/share" }] }),
+            kernelArguments: guestKernelArguments({
+                name: "launcher-test",
+                mounts: [{ tag: mountTag(share), at: "/mnt/share" }],
+            }),
             shares: [{ source: share }],
             portForwards: [{ host: port, guest: 80 }],
         });

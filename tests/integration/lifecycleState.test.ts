@@ -55,19 +55,33 @@ describe.each(calls)("%s", (name, call) => {
         const [resource, operation] = name.split(" ");
         if (operation === "read" && _kind !== "partial") {
             // Read with no state is an import: refused as one, saying what can be adopted.
-            const byPath = { DiskImage: "the image file's absolute path", RunScript: "the launcher's absolute path", VirtualMachine: "its id, like vm-AbC123" }[resource];
-            expect(message).toMatch(byPath ? new RegExp(`^import of ${resource} "id": the id of a ${resource} is ${byPath}`) : new RegExp(`^import of a ${resource}: pulumi-qemu cannot adopt an existing ${resource}`));
+            const byPath = {
+                DiskImage: "the image file's absolute path",
+                RunScript: "the launcher's absolute path",
+                VirtualMachine: "its id, like vm-AbC123",
+            }[resource];
+            expect(message).toMatch(
+                byPath
+                    ? new RegExp(`^import of ${resource} "id": the id of a ${resource} is ${byPath}`)
+                    : new RegExp(`^import of a ${resource}: pulumi-qemu cannot adopt an existing ${resource}`),
+            );
             expect(message).toMatch(/Nothing was touched/);
             return;
         }
         expect(message).toMatch(new RegExp(`^${operation} of this ${resource}: its state (is empty|lacks )`));
-        expect(message).toMatch(/Nothing was touched. Remove the resource from the stack's state \(`pulumi state delete URN`\)/);
+        expect(message).toMatch(
+            /Nothing was touched. Remove the resource from the stack's state \(`pulumi state delete URN`\)/,
+        );
     });
 });
 
 test("a GuestCommand given its VM by id needs what the id resolved to (vmTarget) in its state", async () => {
     const props = { vm: "vm-abc123", create: "true", exitCode: 0, vmIdentity: "x", stdout: "", stderr: "" };
-    for (const call of [() => guestCommand.read("id", props), () => guestCommand.remove("id", props), () => guestCommand.update("id", props, commandNews)]) {
+    for (const call of [
+        () => guestCommand.read("id", props),
+        () => guestCommand.remove("id", props),
+        () => guestCommand.update("id", props, commandNews),
+    ]) {
         const err = await call().catch((e) => e);
         expect(err).toBeInstanceOf(StateError);
         expect((err as Error).message).toMatch(/of this GuestCommand: its state lacks vmTarget,/);

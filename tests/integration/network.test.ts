@@ -48,14 +48,21 @@ test("a network is a running switch in owner-only directories, with a default /2
     expect(outs.netmask).toBe("255.255.255.0");
     expect(outs.switchIdentity).toBe(`${outs.bootId}/${outs.pid}/${outs.processStartTime}`);
     expect(isRunning(outs.pid)).toBe(true);
-    expect(readFileSync(`/proc/${outs.pid}/cmdline`, "utf8").split("\0")).toEqual(expect.arrayContaining(["vde_switch", outs.pidfile]));
-    for (const d of [stateDir, path.join(stateDir, "networks"), outs.networkDir, outs.switchDir]) expect(mode(d)).toBe(0o700);
+    expect(readFileSync(`/proc/${outs.pid}/cmdline`, "utf8").split("\0")).toEqual(
+        expect.arrayContaining(["vde_switch", outs.pidfile]),
+    );
+    for (const d of [stateDir, path.join(stateDir, "networks"), outs.networkDir, outs.switchDir])
+        expect(mode(d)).toBe(0o700);
     expect(mode(path.join(outs.switchDir, "ctl"))).toBe(0o600);
     expect(mode(path.join(outs.networkDir, "network.json"))).toBe(0o600);
     expect(await network.read(id, outs)).toEqual({ id, props: outs });
     // No input changed: no diff.
     expect(await network.diff(id, outs, { name: "lan", stateDir })).toEqual({ changes: false });
-    expect(await network.diff(id, outs, { name: "lan", stateDir, subnet: "10.9.9.0/24" })).toMatchObject({ changes: true, replaces: ["subnet"], deleteBeforeReplace: true });
+    expect(await network.diff(id, outs, { name: "lan", stateDir, subnet: "10.9.9.0/24" })).toMatchObject({
+        changes: true,
+        replaces: ["subnet"],
+        deleteBeforeReplace: true,
+    });
 
     await network.remove(id, outs);
     expect(isRunning(outs.pid)).toBe(false);
@@ -64,17 +71,36 @@ test("a network is a running switch in owner-only directories, with a default /2
 
 test("only the owner can attach: a process running as nobody is refused, the owner is not", async () => {
     const { outs } = await createNet({ stateDir: path.join(dir, "private") });
-    const asNobody = await execa("setpriv", ["--reuid", "nobody", "--regid", "nogroup", "--clear-groups", "vde_plug", outs.switchDir], {
-        reject: false,
-        timeout: 10000,
-        stdin: "ignore",
-    });
+    const asNobody = await execa(
+        "setpriv",
+        ["--reuid", "nobody", "--regid", "nogroup", "--clear-groups", "vde_plug", outs.switchDir],
+        {
+            reject: false,
+            timeout: 10000,
+            stdin: "ignore",
+        },
+    );
     expect(asNobody.exitCode).not.toBe(0);
     expect(asNobody.stderr).toMatch(/Permission denied/);
     // Nor can a QEMU of theirs plug a NIC into it.
     const qemuAsNobody = await execa(
         "setpriv",
-        ["--reuid", "nobody", "--regid", "nogroup", "--clear-groups", "qemu-system-x86_64", "-accel", "tcg", "-display", "none", "-nodefaults", "-S", "-netdev", `vde,id=n0,sock=${outs.switchDir}`],
+        [
+            "--reuid",
+            "nobody",
+            "--regid",
+            "nogroup",
+            "--clear-groups",
+            "qemu-system-x86_64",
+            "-accel",
+            "tcg",
+            "-display",
+            "none",
+            "-nodefaults",
+            "-S",
+            "-netdev",
+            `vde,id=n0,sock=${outs.switchDir}`,
+        ],
         // Were it let in, this paused QEMU would run until the timeout kills it.
         { reject: false, timeout: 20000, killSignal: "SIGKILL", stdin: "ignore" },
     );
@@ -104,7 +130,10 @@ test("bad inputs fail check naming the field", async () => {
     const r = await network.check({}, { subnet: "10.1.2.3/24", name: "a/b", __provider: "…" });
     expect(r.failures).toEqual(
         expect.arrayContaining([
-            { property: "subnet", reason: expect.stringMatching(/host bits set; write its network address, 10\.1\.2\.0\/24/) },
+            {
+                property: "subnet",
+                reason: expect.stringMatching(/host bits set; write its network address, 10\.1\.2\.0\/24/),
+            },
             { property: "name", reason: expect.stringMatching(/letters, digits/) },
         ]),
     );

@@ -23,7 +23,10 @@ import { isRunning } from "../support/process";
 let dir: string;
 let stateDir: string;
 let guest: { kernel: string; initrd: string };
-const vms = new Map<string, { id: string; outs: VirtualMachineOutputs; inputs: vmResource.VirtualMachineInputs; share: string }>();
+const vms = new Map<
+    string,
+    { id: string; outs: VirtualMachineOutputs; inputs: vmResource.VirtualMachineInputs; share: string }
+>();
 const nets: NetworkOutputs[] = [];
 
 const PROBE_SCRIPT = `#!/bin/sh
@@ -63,7 +66,10 @@ async function makeNet(name: string, subnet?: string): Promise<{ id: string; out
     return { id: r.id, outs: r.outs as NetworkOutputs };
 }
 
-async function inputsFor(name: string, networks: { network: string }[]): Promise<{ inputs: vmResource.VirtualMachineInputs; share: string }> {
+async function inputsFor(
+    name: string,
+    networks: { network: string }[],
+): Promise<{ inputs: vmResource.VirtualMachineInputs; share: string }> {
     const share = path.join(dir, `share-${name}`);
     await mkdir(share, { recursive: true });
     await writeFile(path.join(share, "pq-init.sh"), PROBE_SCRIPT);
@@ -77,7 +83,10 @@ async function inputsFor(name: string, networks: { network: string }[]): Promise
         portForwards: [{ guest: 80 }],
         networks,
     };
-    return { inputs: { vm, ready: { serialPattern: READY_MARKER, tcpPort: 80, timeoutSeconds: 400 }, stateDir }, share };
+    return {
+        inputs: { vm, ready: { serialPattern: READY_MARKER, tcpPort: 80, timeoutSeconds: 400 }, stateDir },
+        share,
+    };
 }
 
 async function createVm(name: string, networks: { network: string }[]) {
@@ -144,14 +153,39 @@ test("VMs on two networks: members reach each other, outsiders reach nothing, on
         go("b1", [ip("a1"), ip("a2"), ip("a3")]),
         go("ab", [ip("a1"), ip("a2"), ip("a3"), ip("b1")]),
     ]);
-    const seen = Object.fromEntries(await Promise.all(["a1", "a2", "a3", "b1", "ab"].map(async (n) => [n, await results(n, 180_000)] as const)));
+    const seen = Object.fromEntries(
+        await Promise.all(["a1", "a2", "a3", "b1", "ab"].map(async (n) => [n, await results(n, 180_000)] as const)),
+    );
     console.log(JSON.stringify(seen, null, 1));
     const page = (n: string) => `pulumi-qemu test guest ${n}`;
-    expect(seen.a1).toEqual([`ping ${ip("a2")} ok`, `http ${ip("a2")} ${page("a2")}`, `arp0 ${ip("a2")} ok`, `ping ${ip("a3")} ok`, `http ${ip("a3")} ${page("a3")}`, `arp0 ${ip("a3")} ok`]);
-    expect(seen.a2).toEqual([`ping ${ip("a1")} ok`, `http ${ip("a1")} ${page("a1")}`, `arp0 ${ip("a1")} ok`, `ping ${ip("a3")} ok`, `http ${ip("a3")} ${page("a3")}`, `arp0 ${ip("a3")} ok`]);
-    expect(seen.a3).toEqual([`ping ${ip("a1")} ok`, `http ${ip("a1")} ${page("a1")}`, `arp0 ${ip("a1")} ok`, `ping ${ip("ab")} ok`, `http ${ip("ab")} ${page("ab")}`, `arp0 ${ip("ab")} ok`]);
+    expect(seen.a1).toEqual([
+        `ping ${ip("a2")} ok`,
+        `http ${ip("a2")} ${page("a2")}`,
+        `arp0 ${ip("a2")} ok`,
+        `ping ${ip("a3")} ok`,
+        `http ${ip("a3")} ${page("a3")}`,
+        `arp0 ${ip("a3")} ok`,
+    ]);
+    expect(seen.a2).toEqual([
+        `ping ${ip("a1")} ok`,
+        `http ${ip("a1")} ${page("a1")}`,
+        `arp0 ${ip("a1")} ok`,
+        `ping ${ip("a3")} ok`,
+        `http ${ip("a3")} ${page("a3")}`,
+        `arp0 ${ip("a3")} ok`,
+    ]);
+    expect(seen.a3).toEqual([
+        `ping ${ip("a1")} ok`,
+        `http ${ip("a1")} ${page("a1")}`,
+        `arp0 ${ip("a1")} ok`,
+        `ping ${ip("ab")} ok`,
+        `http ${ip("ab")} ${page("ab")}`,
+        `arp0 ${ip("ab")} ok`,
+    ]);
     // Not by IP, and not even by an Ethernet broadcast on its own segment.
-    expect(seen.b1).toEqual(["a1", "a2", "a3"].flatMap((n) => [`ping ${ip(n)} fail`, `http ${ip(n)} fail`, `arp0 ${ip(n)} fail`]));
+    expect(seen.b1).toEqual(
+        ["a1", "a2", "a3"].flatMap((n) => [`ping ${ip(n)} fail`, `http ${ip(n)} fail`, `arp0 ${ip(n)} fail`]),
+    );
     // ab's pqnet0 is on A: a1..a3 answer ARP there; b1 is reached over pqnet1 (B) by IP.
     expect(seen.ab).toEqual([
         ...["a1", "a2", "a3"].flatMap((n) => [`ping ${ip(n)} ok`, `http ${ip(n)} ${page(n)}`, `arp0 ${ip(n)} ok`]),
@@ -168,7 +202,10 @@ test("auto host ports: five distinct ports, each serving its VM, stable over a n
     for (const [i, n] of names.entries()) {
         const outs = vms.get(n)!.outs;
         expect(outs.endpoints).toEqual({ "80": `127.0.0.1:${ports[i]}` });
-        expect(await httpGet(`http://${outs.endpoints!["80"]}/`)).toMatchObject({ status: 200, body: `pulumi-qemu test guest ${n}\n` });
+        expect(await httpGet(`http://${outs.endpoints!["80"]}/`)).toMatchObject({
+            status: 200,
+            body: `pulumi-qemu test guest ${n}\n`,
+        });
         // Same inputs again: nothing to do, whatever port was picked.
         expect(await vmResource.diff(vms.get(n)!.id, outs, vms.get(n)!.inputs)).toEqual({ changes: false });
         expect(outs.argvHash).not.toContain(String(ports[i]));
@@ -188,17 +225,30 @@ test("a switch killed with SIGKILL: the network reads as gone, its VMs report dr
         return r;
     };
     // Refreshed before the network: its switch is found dead.
-    const early = await refreshVm("b1", /^networks\[0\]: the switch of network netb-\w+ is gone \(.*\); the next up replaces this VM$/);
+    const early = await refreshVm(
+        "b1",
+        /^networks\[0\]: the switch of network netb-\w+ is gone \(.*\); the next up replaces this VM$/,
+    );
     expect(await network.read(path.basename(b.networkDir), b)).toEqual({ id: "", props: {} });
     // Refreshed after it: the network's files went with it.
-    const late = await refreshVm("ab", /^networks\[1\]: network netb-\w+ no longer exists \(its record is gone\); the next up replaces this VM$/);
+    const late = await refreshVm(
+        "ab",
+        /^networks\[1\]: network netb-\w+ no longer exists \(its record is gone\); the next up replaces this VM$/,
+    );
 
-    for (const [n, r] of [["b1", early], ["ab", late]] as const) {
+    for (const [n, r] of [
+        ["b1", early],
+        ["ab", late],
+    ] as const) {
         const v = vms.get(n)!;
         // Drift survives a second refresh and makes the next diff a replacement.
         const again = await vmResource.read(v.id, r.props as VirtualMachineOutputs);
         expect(again.props!.networkDrift).toBe(r.props!.networkDrift);
-        expect(await vmResource.diff(v.id, r.props as VirtualMachineOutputs, v.inputs)).toMatchObject({ changes: true, replaces: ["vm"], deleteBeforeReplace: true });
+        expect(await vmResource.diff(v.id, r.props as VirtualMachineOutputs, v.inputs)).toMatchObject({
+            changes: true,
+            replaces: ["vm"],
+            deleteBeforeReplace: true,
+        });
     }
     for (const n of ["a1", "a2", "a3"]) {
         const v = vms.get(n)!;

@@ -45,14 +45,35 @@ function pack(args: string[], cwd = MAIN_ROOT): PackResult {
 test("npm pack ships only what runs, within its size budget", () => {
     const result = pack(["--dry-run"]);
     const paths = result.files.map((f) => f.path);
-    const forbidden = paths.filter((p) => /^(bin\/(tests|bench|scripts|\.cache)\/|\.cache\/|tests\/|bench\/)/.test(p) || p.includes("/.cache/"));
+    const forbidden = paths.filter(
+        (p) => /^(bin\/(tests|bench|scripts|\.cache)\/|\.cache\/|tests\/|bench\/)/.test(p) || p.includes("/.cache/"),
+    );
     expect(forbidden).toEqual([]);
-    expect(paths).toEqual(expect.arrayContaining(["package.json", "README.md", "PulumiPlugin.yaml", "bin/provider/plugin/main.js", "bin/sdk/index.js", "bin/sdk/index.d.ts"]));
-    for (const p of paths) expect(p).toMatch(/^(bin\/(provider|sdk)\/|docs\/[\w-]+\.md$|package\.json$|README\.md$|PulumiPlugin\.yaml$|LICENSE$)/);
-    const biggest = [...result.files].sort((a, b) => b.size - a.size).slice(0, 5).map((f) => `${f.path} ${f.size}`);
-    console.log(`npm pack: ${paths.length} files, ${result.unpackedSize} bytes unpacked (budget ${UNPACKED_BUDGET_BYTES}); biggest: ${biggest.join(", ")}`);
+    expect(paths).toEqual(
+        expect.arrayContaining([
+            "package.json",
+            "README.md",
+            "PulumiPlugin.yaml",
+            "bin/provider/plugin/main.js",
+            "bin/sdk/index.js",
+            "bin/sdk/index.d.ts",
+        ]),
+    );
+    for (const p of paths)
+        expect(p).toMatch(
+            /^(bin\/(provider|sdk)\/|docs\/[\w-]+\.md$|package\.json$|README\.md$|PulumiPlugin\.yaml$|LICENSE$)/,
+        );
+    const biggest = [...result.files]
+        .sort((a, b) => b.size - a.size)
+        .slice(0, 5)
+        .map((f) => `${f.path} ${f.size}`);
+    console.log(
+        `npm pack: ${paths.length} files, ${result.unpackedSize} bytes unpacked (budget ${UNPACKED_BUDGET_BYTES}); biggest: ${biggest.join(", ")}`,
+    );
     if (result.unpackedSize > UNPACKED_BUDGET_BYTES) {
-        throw new Error(`the package unpacks to ${result.unpackedSize} bytes, over its budget of ${UNPACKED_BUDGET_BYTES}; biggest files: ${biggest.join(", ")}`);
+        throw new Error(
+            `the package unpacks to ${result.unpackedSize} bytes, over its budget of ${UNPACKED_BUDGET_BYTES}; biggest files: ${biggest.join(", ")}`,
+        );
     }
 });
 
@@ -60,7 +81,10 @@ test("the test guest caches at the checkout's root, also when run compiled from 
     const compiled = path.join(MAIN_ROOT, "bin", "tests", "guest", "testGuest.js");
     const env = { ...process.env };
     delete env.PQ_TEST_GUEST_CACHE;
-    const r = await execa(process.execPath, ["-e", `console.log(require(${JSON.stringify(compiled)}).CACHE_ROOT)`], { env, extendEnv: false });
+    const r = await execa(process.execPath, ["-e", `console.log(require(${JSON.stringify(compiled)}).CACHE_ROOT)`], {
+        env,
+        extendEnv: false,
+    });
     expect(r.stdout).toBe(path.join(MAIN_ROOT, ".cache", "test-guest"));
 });
 
@@ -91,10 +115,16 @@ describe("the packed package", () => {
         engine = await startEngineServer();
         plugin = await startPlugin("qemu", process.execPath, [path.join(root, main!), engine.address], { cwd: root });
         const schema = JSON.parse(await plugin.getSchema());
-        expect(Object.keys(schema.resources)).toEqual(expect.arrayContaining(["qemu:index:DiskImage", "qemu:index:VirtualMachine"]));
+        expect(Object.keys(schema.resources)).toEqual(
+            expect.arrayContaining(["qemu:index:DiskImage", "qemu:index:VirtualMachine"]),
+        );
         expect(schema.version).toBe(JSON.parse(readFileSync(path.join(MAIN_ROOT, "package.json"), "utf8")).version);
         // A check that runs real validation code from the packed tree.
-        const bad = await plugin.check("urn:pulumi:s::p::qemu:index:DiskImage::img", {}, { source: { kind: "blank", size: "1G", format: "vmdk" } });
+        const bad = await plugin.check(
+            "urn:pulumi:s::p::qemu:index:DiskImage::img",
+            {},
+            { source: { kind: "blank", size: "1G", format: "vmdk" } },
+        );
         expect(bad.failures.map((f) => f.property)).toEqual(["source.format"]);
     }, 60_000);
 
@@ -104,7 +134,13 @@ describe("the packed package", () => {
         const consumer = path.join(dir, "consumer");
         await mkdir(path.join(consumer, "node_modules"), { recursive: true });
         await symlink(root, path.join(consumer, "node_modules", "pulumi-qemu"));
-        const r = await execa(process.execPath, ["-e", `const m = require("pulumi-qemu"); console.log(Object.keys(m).sort().join(","))`], { cwd: consumer, timeout: 30_000 });
-        expect(r.stdout.split(",")).toEqual(expect.arrayContaining(["DiskImage", "Host", "RunScript", "VirtualMachine", "parseVmSpec"]));
+        const r = await execa(
+            process.execPath,
+            ["-e", `const m = require("pulumi-qemu"); console.log(Object.keys(m).sort().join(","))`],
+            { cwd: consumer, timeout: 30_000 },
+        );
+        expect(r.stdout.split(",")).toEqual(
+            expect.arrayContaining(["DiskImage", "Host", "RunScript", "VirtualMachine", "parseVmSpec"]),
+        );
     }, 60_000);
 });

@@ -24,8 +24,18 @@ beforeAll(async () => {
     dir = await mkdtemp(path.join(os.tmpdir(), "pq-qga-"));
     const guest = await ensureTestGuest({ qemuGa: true });
     // The shell agent stays off: everything here goes through qemu-ga.
-    const vm = { name: "qga", accel: "tcg", agent: "qga", memoryMiB: 384, network: "none", kernel: guest.kernel, initrd: guest.initrd, kernelArguments: guestKernelArguments({ name: "qga", shellAgent: false }) };
-    outs = (await vmResource.create({ vm, ready: { agent: true, timeoutSeconds: 120 }, stateDir: path.join(dir, "s") })).outs as VirtualMachineOutputs;
+    const vm = {
+        name: "qga",
+        accel: "tcg",
+        agent: "qga",
+        memoryMiB: 384,
+        network: "none",
+        kernel: guest.kernel,
+        initrd: guest.initrd,
+        kernelArguments: guestKernelArguments({ name: "qga", shellAgent: false }),
+    };
+    outs = (await vmResource.create({ vm, ready: { agent: true, timeoutSeconds: 120 }, stateDir: path.join(dir, "s") }))
+        .outs as VirtualMachineOutputs;
     machine = attach(outs);
 }, 300_000);
 
@@ -46,8 +56,12 @@ test("exit codes 0, 1, 255 and a signal; stdout and stderr apart; env", async ()
     expect((await machine.execute("exit 1")).exitCode).toBe(1);
     expect((await machine.execute("exit 255")).exitCode).toBe(255);
     expect((await machine.execute("kill -TERM $$")).exitCode).toBe(143);
-    expect(await machine.execute("echo out; echo err >&2; exit 7")).toMatchObject({ exitCode: 7, stdout: "out\n", stderr: "err\n" });
-    expect(await machine.succeed(`printf '%s' "$V"`, { env: { V: "it's\n\"q\"" } })).toBe("it's\n\"q\"");
+    expect(await machine.execute("echo out; echo err >&2; exit 7")).toMatchObject({
+        exitCode: 7,
+        stdout: "out\n",
+        stderr: "err\n",
+    });
+    expect(await machine.succeed(`printf '%s' "$V"`, { env: { V: 'it\'s\n"q"' } })).toBe('it\'s\n"q"');
 }, 60_000);
 
 test("1 MiB of random binary through stdin and back", async () => {
@@ -106,7 +120,12 @@ test("a paused VM: the error names the pause; after cont guest-sync-delimited re
 test("two callers are serialised; waitForOpenPort works over qga too", async () => {
     const other = attach(outs);
     try {
-        const run = (m: Machine, who: string) => Promise.all(Array.from({ length: 8 }, (_, i) => m.succeed(`echo ${who}${i}`).then((o) => expect(o).toBe(`${who}${i}\n`))));
+        const run = (m: Machine, who: string) =>
+            Promise.all(
+                Array.from({ length: 8 }, (_, i) =>
+                    m.succeed(`echo ${who}${i}`).then((o) => expect(o).toBe(`${who}${i}\n`)),
+                ),
+            );
         await Promise.all([run(machine, "a"), run(other, "b")]);
     } finally {
         other.close();

@@ -25,7 +25,9 @@ beforeAll(async () => {
     work = await mkdtemp(path.join(os.tmpdir(), "pq-qgadeb-"));
     const t0 = Date.now();
     deb = await bootDebianQga(work, "qga-debian");
-    console.log(`Debian with qga: ready (cloud-init final stage, qemu-ga answering, sshd's port) in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+    console.log(
+        `Debian with qga: ready (cloud-init final stage, qemu-ga answering, sshd's port) in ${((Date.now() - t0) / 1000).toFixed(1)} s`,
+    );
     machine = attach(deb.outs);
 }, 10 * 60_000);
 
@@ -38,7 +40,9 @@ afterAll(async () => {
 test("the agent is Debian's qemu-guest-agent service on org.qemu.guest_agent.0", async () => {
     expect(deb.outs.agent).toBe("qga");
     expect(await machine.succeed("cat /sys/class/virtio-ports/*/name")).toBe("org.qemu.guest_agent.0\n");
-    expect(await machine.succeed("systemctl is-active qemu-guest-agent; . /etc/os-release; echo $ID $VERSION_ID")).toBe("active\ndebian 12\n");
+    expect(await machine.succeed("systemctl is-active qemu-guest-agent; . /etc/os-release; echo $ID $VERSION_ID")).toBe(
+        "active\ndebian 12\n",
+    );
 }, 60_000);
 
 test("exit codes 0, 1, 255 and a signal; stdout and stderr apart; env", async () => {
@@ -46,9 +50,15 @@ test("exit codes 0, 1, 255 and a signal; stdout and stderr apart; env", async ()
     expect((await machine.execute("exit 1")).exitCode).toBe(1);
     expect((await machine.execute("exit 255")).exitCode).toBe(255);
     expect((await machine.execute("kill -TERM $$")).exitCode).toBe(143);
-    expect(await machine.execute("echo out; echo err >&2; exit 7")).toMatchObject({ exitCode: 7, stdout: "out\n", stderr: "err\n" });
-    expect(await machine.succeed(`printf '%s' "$V"`, { env: { V: "it's\n\"q\"" } })).toBe("it's\n\"q\"");
-    await expect(machine.succeed("echo nope >&2; exit 3")).rejects.toThrow('command "echo nope >&2; exit 3" exited 3; stderr: "nope\\n"');
+    expect(await machine.execute("echo out; echo err >&2; exit 7")).toMatchObject({
+        exitCode: 7,
+        stdout: "out\n",
+        stderr: "err\n",
+    });
+    expect(await machine.succeed(`printf '%s' "$V"`, { env: { V: 'it\'s\n"q"' } })).toBe('it\'s\n"q"');
+    await expect(machine.succeed("echo nope >&2; exit 3")).rejects.toThrow(
+        'command "echo nope >&2; exit 3" exited 3; stderr: "nope\\n"',
+    );
 }, 60_000);
 
 test("1 MiB of random binary through stdin and back", async () => {
@@ -64,7 +74,9 @@ test("a command past its timeout is killed in the guest; the next command works"
     expect(err.kind).toBe("timeout");
     expect(err.message).toMatch(/did not finish within 2 s and was killed/);
     // Every process's command line, read from /proc (not relying on procps being in the image): no `sleep 300` left.
-    const processes = await machine.succeed("for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline 2>/dev/null; echo; done");
+    const processes = await machine.succeed(
+        "for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline 2>/dev/null; echo; done",
+    );
     expect(processes).toMatch(/^\/usr\/sbin\/qemu-ga/m);
     expect(processes).not.toMatch(/^sleep 300/m);
     expect(await machine.succeed("echo after")).toBe("after\n");
@@ -77,7 +89,9 @@ test("copy 8 MiB in and out with guest-file-*, BLAKE3 matching; the guest sees t
     await writeFile(src, data);
     await machine.copyToGuest(src, "/tmp/copied.bin");
     // Checked inside too (Debian has sha256sum, not b3sum), so a copy that went wrong both ways cannot pass.
-    expect(await machine.succeed("sha256sum /tmp/copied.bin | cut -d' ' -f1")).toBe(createHash("sha256").update(data).digest("hex") + "\n");
+    expect(await machine.succeed("sha256sum /tmp/copied.bin | cut -d' ' -f1")).toBe(
+        createHash("sha256").update(data).digest("hex") + "\n",
+    );
     await machine.succeed("head -c 1000 /dev/urandom >> /tmp/copied.bin");
     await machine.copyFromGuest("/tmp/copied.bin", back);
     const guestHash = (await machine.succeed("sha256sum /tmp/copied.bin | cut -d' ' -f1")).trim();
@@ -94,7 +108,14 @@ test("copy 8 MiB in and out with guest-file-*, BLAKE3 matching; the guest sees t
 }, 180_000);
 
 test("GuestCommand with the VM given by id runs over Debian's qemu-ga", async () => {
-    const inputs = { vm: deb.id, stateDir: path.join(work, "state"), create: "echo $WHO > /tmp/gc-deb; cat /tmp/gc-deb", delete: "rm /tmp/gc-deb", check: "test -f /tmp/gc-deb", environment: { WHO: "debian" } };
+    const inputs = {
+        vm: deb.id,
+        stateDir: path.join(work, "state"),
+        create: "echo $WHO > /tmp/gc-deb; cat /tmp/gc-deb",
+        delete: "rm /tmp/gc-deb",
+        check: "test -f /tmp/gc-deb",
+        environment: { WHO: "debian" },
+    };
     expect((await gc.check({}, inputs)).failures ?? []).toEqual([]);
     const made = await gc.create(inputs);
     const outs = made.outs as GuestCommandOutputs;

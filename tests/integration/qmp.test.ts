@@ -34,14 +34,35 @@ afterAll(async () => {
 });
 
 let seq = 0;
-async function bareQemu(): Promise<{ identity: ProcessIdentity; pidfile: string; qmpSocket: string; serialLog: string }> {
+async function bareQemu(): Promise<{
+    identity: ProcessIdentity;
+    pidfile: string;
+    qmpSocket: string;
+    serialLog: string;
+}> {
     const sub = await mkdtemp(path.join(dir, `q${seq++}-`));
     const pidfile = path.join(sub, "qemu.pid");
     const qmpSocket = path.join(sub, "qmp.sock");
     const serialLog = path.join(sub, "serial.log");
     const identity = await startDaemonized(
-        ["qemu-system-x86_64", "-accel", "tcg", "-m", "64", "-nic", "none", "-display", "none",
-            "-serial", `file:${serialLog}`, "-daemonize", "-pidfile", pidfile, "-qmp", `unix:${qmpSocket},server=on,wait=off`],
+        [
+            "qemu-system-x86_64",
+            "-accel",
+            "tcg",
+            "-m",
+            "64",
+            "-nic",
+            "none",
+            "-display",
+            "none",
+            "-serial",
+            `file:${serialLog}`,
+            "-daemonize",
+            "-pidfile",
+            pidfile,
+            "-qmp",
+            `unix:${qmpSocket},server=on,wait=off`,
+        ],
         pidfile,
     );
     const t = { identity, pidfile, qmpSocket, serialLog };
@@ -109,7 +130,9 @@ test("a live process that is not our QEMU is never signalled", async () => {
     expect(identity).toBeDefined();
     const notOurs = await checkOurDaemon(identity!, path.join(dir, "some-vm", "qemu.pid"));
     expect(notOurs).toMatchObject({ alive: false, reason: expect.stringMatching(/not the QEMU/) });
-    expect(await stopQemu({ identity: identity!, pidfile: path.join(dir, "x.pid"), qmpSocket: path.join(dir, "x.sock") })).toBe("not-running");
+    expect(
+        await stopQemu({ identity: identity!, pidfile: path.join(dir, "x.pid"), qmpSocket: path.join(dir, "x.sock") }),
+    ).toBe("not-running");
     // A recorded start time that differs is a reused pid.
     const reused = await checkOurDaemon({ ...identity!, startTime: "1" }, path.join(dir, "x.pid"));
     expect(reused).toMatchObject({ alive: false, reason: expect.stringMatching(/another process/) });
@@ -126,13 +149,19 @@ test("a zombie counts as gone", async () => {
     await new Promise((r) => setTimeout(r, 400));
     expect((await readProcStat(zpid))?.state).toBe("Z");
     expect(await identify(zpid)).toBeUndefined();
-    expect(await checkOurDaemon(identity!, "/nonexistent")).toMatchObject({ alive: false, reason: expect.stringMatching(/state Z/) });
+    expect(await checkOurDaemon(identity!, "/nonexistent")).toMatchObject({
+        alive: false,
+        reason: expect.stringMatching(/state Z/),
+    });
 });
 
 test("QEMU refusing its command line fails with QEMU's own message and leaves no process", async () => {
     const sub = await mkdtemp(path.join(dir, "bad-"));
     const pidfile = path.join(sub, "qemu.pid");
-    const err = await startDaemonized(["qemu-system-x86_64", "-accel", "tcg", "-no-such-option", "-daemonize", "-pidfile", pidfile], pidfile).catch((e: unknown) => e);
+    const err = await startDaemonized(
+        ["qemu-system-x86_64", "-accel", "tcg", "-no-such-option", "-daemonize", "-pidfile", pidfile],
+        pidfile,
+    ).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(QemuStartError);
     expect((err as Error).message).toMatch(/exited with status 1: .*-no-such-option: invalid option/);
     expect(existsSync(pidfile)).toBe(false);

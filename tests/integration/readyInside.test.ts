@@ -24,7 +24,15 @@ afterAll(async () => {
 }, 60_000);
 
 function spec(name: string, opts: { shellAgent?: boolean; agent?: string } = {}) {
-    return { name, accel: "tcg", agent: opts.agent ?? "shell", network: "none", kernel: guest.kernel, initrd: guest.initrd, kernelArguments: guestKernelArguments({ name, shellAgent: opts.shellAgent }) };
+    return {
+        name,
+        accel: "tcg",
+        agent: opts.agent ?? "shell",
+        network: "none",
+        kernel: guest.kernel,
+        initrd: guest.initrd,
+        kernelArguments: guestKernelArguments({ name, shellAgent: opts.shellAgent }),
+    };
 }
 
 test("ready once the agent answers, a command exits 0 and a port listens inside the guest", async () => {
@@ -52,7 +60,9 @@ test("ready once the agent answers, a command exits 0 and a port listens inside 
 
 test("a guest whose agent never starts: ready times out naming the agent, and nothing is left", async () => {
     const stateDir = path.join(dir, "t");
-    const err = (await vmResource.create({ vm: spec("silent", { shellAgent: false }), ready: { agent: true, timeoutSeconds: 20 }, stateDir }).catch((e) => e)) as Error;
+    const err = (await vmResource
+        .create({ vm: spec("silent", { shellAgent: false }), ready: { agent: true, timeoutSeconds: 20 }, stateDir })
+        .catch((e) => e)) as Error;
     expect(err).toBeInstanceOf(Error);
     expect(err.message).toMatch(/not ready within 20 s \(waiting for the guest agent to answer/);
     expect(err.message).toMatch(/PQ-GUEST-READY/);

@@ -26,7 +26,10 @@ test("a catastrophic serialPattern times out on time instead of stalling the pro
     const share = path.join(dir, "share");
     await mkdir(share);
     // 60 a's then "!": 2^60 ways to split them for a backtracking engine; one pass for RE2.
-    await writeFile(path.join(share, "pq-init.sh"), `i=0; s=; while [ $i -lt 60 ]; do s="\${s}a"; i=$((i+1)); done; echo "$s!"\n`);
+    await writeFile(
+        path.join(share, "pq-init.sh"),
+        `i=0; s=; while [ $i -lt 60 ]; do s="\${s}a"; i=$((i+1)); done; echo "$s!"\n`,
+    );
     const vm = {
         accel: "tcg",
         kernel: guest.kernel,
@@ -39,10 +42,12 @@ test("a catastrophic serialPattern times out on time instead of stalling the pro
     const timer = setInterval(() => ticks++, 100);
     const t0 = Date.now();
     try {
-        const failure = await vmResource.create({ vm, stateDir, ready: { serialPattern: "/(a+)+$/", timeoutSeconds: 20 } }).then(
-            () => "created",
-            (err: Error) => err.message,
-        );
+        const failure = await vmResource
+            .create({ vm, stateDir, ready: { serialPattern: "/(a+)+$/", timeoutSeconds: 20 } })
+            .then(
+                () => "created",
+                (err: Error) => err.message,
+            );
         expect(failure).toMatch(/not ready within 20 s \(waiting for serialPattern/);
         // The console did carry the run of a's (the error shows its last lines).
         expect(failure).toContain(`${"a".repeat(60)}!`);

@@ -41,8 +41,20 @@ beforeAll(async () => {
     // The far host has its own copy of the guest files; its QEMU never reads ours.
     const kernel = far.give(guest.kernel, "vmlinuz");
     const initrd = far.give(guest.initrd, "initrd.img");
-    const spec = { name: "far", accel: "tcg", agent: "shell", network: "user", kernel, initrd, kernelArguments: guestKernelArguments({ name: "far" }) };
-    const made = await vmResource.create({ vm: spec, ready: { serialPattern: READY_MARKER, timeoutSeconds: 180 }, host: far.host });
+    const spec = {
+        name: "far",
+        accel: "tcg",
+        agent: "shell",
+        network: "user",
+        kernel,
+        initrd,
+        kernelArguments: guestKernelArguments({ name: "far" }),
+    };
+    const made = await vmResource.create({
+        vm: spec,
+        ready: { serialPattern: READY_MARKER, timeoutSeconds: 180 },
+        host: far.host,
+    });
     vm = made.outs as RemoteVm;
     vmId = made.id as string;
     machine = attach(vm);
@@ -143,7 +155,7 @@ test("after the SSH connection is closed, the next call makes a new one and new 
     const connection = connectionFor(parseHost(far.host)!);
     execFileSync("ssh", [...connection.options(), "-O", "exit", "--", "127.0.0.1"], { stdio: "ignore" });
     // The master acknowledges before it is gone: wait until it has removed its socket.
-    for (const deadline = Date.now() + 5000; existsSync(connection.controlPath()); ) {
+    for (const deadline = Date.now() + 5000; existsSync(connection.controlPath());) {
         if (Date.now() > deadline) throw new Error("the SSH master did not exit within 5 s");
         await new Promise((r) => setTimeout(r, 50));
     }
@@ -153,9 +165,19 @@ test("after the SSH connection is closed, the next call makes a new one and new 
 
 test("snapshots of a far VM are taken, listed, restored and deleted there, through its host's runner", async () => {
     // Snapshots need a writable qcow2 disk: a far VM with one, made on the far host.
-    const img = (await diskImage.create({ source: { kind: "blank", size: "32M", format: "qcow2" }, host: far.host })).outs as diskImage.DiskImageOutputs;
+    const img = (await diskImage.create({ source: { kind: "blank", size: "32M", format: "qcow2" }, host: far.host }))
+        .outs as diskImage.DiskImageOutputs;
     const made = await vmResource.create({
-        vm: { name: "far-snap", accel: "tcg", agent: "shell", network: "user", kernel: (vm!.vm as { kernel: string }).kernel, initrd: (vm!.vm as { initrd: string }).initrd, kernelArguments: guestKernelArguments({ name: "far-snap" }), disks: [{ path: img.path, format: "qcow2", inputHash: img.inputHash }] },
+        vm: {
+            name: "far-snap",
+            accel: "tcg",
+            agent: "shell",
+            network: "user",
+            kernel: (vm!.vm as { kernel: string }).kernel,
+            initrd: (vm!.vm as { initrd: string }).initrd,
+            kernelArguments: guestKernelArguments({ name: "far-snap" }),
+            disks: [{ path: img.path, format: "qcow2", inputHash: img.inputHash }],
+        },
         ready: { agent: true, timeoutSeconds: 180 },
         host: far.host,
     });
@@ -183,7 +205,12 @@ test("snapshots of a far VM are taken, listed, restored and deleted there, throu
 }, 240_000);
 
 test("a GuestCommand placed on the VM's host runs there through the runner", async () => {
-    const inputs = { vm: vm!, host: far.host, create: "echo made > /tmp/gc-far; cat /www/index.html", delete: "rm /tmp/gc-far" };
+    const inputs = {
+        vm: vm!,
+        host: far.host,
+        create: "echo made > /tmp/gc-far; cat /www/index.html",
+        delete: "rm /tmp/gc-far",
+    };
     const checked = await gc.check({}, inputs);
     expect(checked.failures ?? []).toEqual([]);
     const made = await gc.create(checked.inputs);
@@ -212,11 +239,15 @@ test("attach to a VM whose host cannot be reached says so, naming the host", asy
     const gone = `ssh://${far.user}@127.0.0.1:${await freePort()}`;
     const m = attach({ ...vm!, host: gone });
     try {
-        await expect(m.execute("true")).rejects.toThrow(new RegExp(`host ${gone.replace(/[.]/g, "\\.")} is unreachable`));
+        await expect(m.execute("true")).rejects.toThrow(
+            new RegExp(`host ${gone.replace(/[.]/g, "\\.")} is unreachable`),
+        );
         await expect(m.consoleText()).rejects.toThrow(new RegExp(`host ${gone.replace(/[.]/g, "\\.")} is unreachable`));
         await expect(m.nics()).rejects.toThrow(new RegExp(`host ${gone.replace(/[.]/g, "\\.")} is unreachable`));
         // A console tail inside another error says so rather than throwing.
-        expect(await siteOf({ ...vm!, host: gone }).serialTail()).toMatch(new RegExp(`cannot be read: host ${gone.replace(/[.]/g, "\\.")} is unreachable`));
+        expect(await siteOf({ ...vm!, host: gone }).serialTail()).toMatch(
+            new RegExp(`cannot be read: host ${gone.replace(/[.]/g, "\\.")} is unreachable`),
+        );
     } finally {
         m.close();
     }
@@ -228,12 +259,19 @@ test("shutdown over the far host: QMP powerdown, then QEMU's exit seen in the fa
     const identity = { pid: vm!.pid, startTime: vm!.processStartTime, bootId: vm!.bootId };
     // Judged from the far host's /proc: running now, and not when another pidfile is asked for.
     expect(await site.liveness(identity, vm!.pidfile)).toEqual({ alive: true });
-    expect(await site.liveness(identity, "/no/such.pid")).toEqual({ alive: false, reason: expect.stringMatching(/not the QEMU that writes \/no\/such\.pid/) });
+    expect(await site.liveness(identity, "/no/such.pid")).toEqual({
+        alive: false,
+        reason: expect.stringMatching(/not the QEMU that writes \/no\/such\.pid/),
+    });
     expect(await site.serialTail()).toContain(READY_MARKER);
     await m.shutdown({ timeoutSeconds: 90 });
     expect(await site.liveness(identity, vm!.pidfile)).toMatchObject({ alive: false });
-    expect(far.asFarUser(`test -e /proc/${vm!.pid} && cat /proc/${vm!.pid}/cmdline | tr '\\0' ' ' || true`)).not.toContain(vm!.pidfile);
+    expect(
+        far.asFarUser(`test -e /proc/${vm!.pid} && cat /proc/${vm!.pid}/cmdline | tr '\\0' ' ' || true`),
+    ).not.toContain(vm!.pidfile);
     // The channel now says the guest is gone, judged on the far host.
-    const err = await attach(vm!).execute("true").catch((e) => e);
+    const err = await attach(vm!)
+        .execute("true")
+        .catch((e) => e);
     expect(err.message).toMatch(/guest is gone|QEMU is not running/);
 }, 120_000);

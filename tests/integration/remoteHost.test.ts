@@ -48,7 +48,12 @@ afterAll(async () => {
 const farState = () => `${far.home}/.local/state/pulumi-qemu`;
 const ownerOf = (file: string) => execFileSync("stat", ["-c", "%U %a", file], { encoding: "utf8" }).trim();
 // Zombies (this container's init may not reap) count as gone.
-const farQemuPids = () => execFileSync("sh", ["-c", `pgrep -u ${far.user} -f qemu-system || true`], { encoding: "utf8" }).split("\n").filter(Boolean).map(Number).filter(isRunning);
+const farQemuPids = () =>
+    execFileSync("sh", ["-c", `pgrep -u ${far.user} -f qemu-system || true`], { encoding: "utf8" })
+        .split("\n")
+        .filter(Boolean)
+        .map(Number)
+        .filter(isRunning);
 
 function guestVm(name: string) {
     return { name, accel: "tcg", memoryMiB: 256, kernel, initrd, kernelArguments: guestKernelArguments({ name }) };
@@ -89,7 +94,10 @@ test("an overlay chain on the far host: made and hashed there, the same input ha
     expect(farBase.inputHash).toBe(hereBase.inputHash);
     expect(farBase.contentFingerprint).toBe(hereBase.contentFingerprint);
 
-    const farOverlay = await makeImage({ source: { kind: "overlay", backing: farBase.path, backingFormat: "raw" }, host: far.host });
+    const farOverlay = await makeImage({
+        source: { kind: "overlay", backing: farBase.path, backingFormat: "raw" },
+        host: far.host,
+    });
     expect(ownerOf(farOverlay.path)).toBe(`${far.user} 600`);
     const info = JSON.parse(far.asFarUser(`qemu-img info --output=json ${farOverlay.path}`));
     expect(info["backing-filename"]).toBe(farBase.path);
@@ -112,13 +120,22 @@ test("an overlay chain on the far host: made and hashed there, the same input ha
     expect(d.replaces).toEqual(expect.arrayContaining(["source"]));
 
     // Moving an image to another host is a new image there.
-    expect(await diskImage.diff(hereBase.path, hereBase, { source: { kind: "file", path: base }, stateDir: localState, host: far.host })).toEqual({ changes: true, replaces: ["host"] });
+    expect(
+        await diskImage.diff(hereBase.path, hereBase, {
+            source: { kind: "file", path: base },
+            stateDir: localState,
+            host: far.host,
+        }),
+    ).toEqual({ changes: true, replaces: ["host"] });
 });
 
 test("a VM on the far host: ready, same argvHash as here, no-op diff without the host, kill -9 and refresh, delete", async () => {
     const vm = guestVm("far-one");
     const ready = { serialPattern: READY_MARKER, timeoutSeconds: 150 };
-    const [there, here] = await Promise.all([makeVm({ vm, ready, host: far.host }), makeVm({ vm, ready, stateDir: localState })]);
+    const [there, here] = await Promise.all([
+        makeVm({ vm, ready, host: far.host }),
+        makeVm({ vm, ready, stateDir: localState }),
+    ]);
     expect(there).toMatchObject({ status: "running", host: far.url, accel: "tcg" });
     expect(there.vmDir.startsWith(`${farState()}/vms/`)).toBe(true);
     // QEMU runs as the far user: it was started there, not here.
@@ -136,7 +153,10 @@ test("a VM on the far host: ready, same argvHash as here, no-op diff without the
     await waitFor(() => !farQemuPids().includes(there.pid), 10_000, "QEMU to die");
     const gone = await vmResource.read(path.basename(there.vmDir), there);
     expect(gone.id).toBe("");
-    expect(far.asFarUser(`ls ${there.vmDir}`).split("\n").filter(Boolean).sort()).toEqual(["record.json", "serial.log"]);
+    expect(far.asFarUser(`ls ${there.vmDir}`).split("\n").filter(Boolean).sort()).toEqual([
+        "record.json",
+        "serial.log",
+    ]);
 
     const again = await makeVm(inputs);
     expect(again.status).toBe("running");
@@ -147,18 +167,30 @@ test("a VM on the far host: ready, same argvHash as here, no-op diff without the
 });
 
 test("a network of two VMs and a launcher on the far host: the switch and QEMUs run there, the VMs reach each other over it", async () => {
-    const net = await networkResource.create((await networkResource.check({}, { name: "far-lan", host: far.host })).inputs);
+    const net = await networkResource.create(
+        (await networkResource.check({}, { name: "far-lan", host: far.host })).inputs,
+    );
     const netOuts = net.outs as networkResource.NetworkOutputs;
     try {
         expect(netOuts.host).toBe(far.url);
         expect(netOuts.switchDir.startsWith(`${farState()}/networks/`)).toBe(true);
-        expect(execFileSync("ps", ["-o", "user=,comm=", "-p", String(netOuts.pid)], { encoding: "utf8" }).trim()).toMatch(new RegExp(`^${far.user}\\s+vde_switch`));
+        expect(
+            execFileSync("ps", ["-o", "user=,comm=", "-p", String(netOuts.pid)], { encoding: "utf8" }).trim(),
+        ).toMatch(new RegExp(`^${far.user}\\s+vde_switch`));
         // The second VM checks the first over the network at boot (the test guest's pq_check), and is ready once it answered.
-        const a = await makeVm({ vm: { ...guestVm("far-a"), networks: [{ network: net.id }] }, ready: { serialPattern: READY_MARKER, timeoutSeconds: 150 }, host: far.host });
+        const a = await makeVm({
+            vm: { ...guestVm("far-a"), networks: [{ network: net.id }] },
+            ready: { serialPattern: READY_MARKER, timeoutSeconds: 150 },
+            host: far.host,
+        });
         const ip = a.nics![0].ipv4;
         const vmB = guestVm("far-b");
         const b = await makeVm({
-            vm: { ...vmB, kernelArguments: [...vmB.kernelArguments, `pq_check=${ip}`], networks: [{ network: net.id }] },
+            vm: {
+                ...vmB,
+                kernelArguments: [...vmB.kernelArguments, `pq_check=${ip}`],
+                networks: [{ network: net.id }],
+            },
             ready: { serialPattern: "/pq-check: done, 1 ok, 0 failed/", timeoutSeconds: 150 },
             host: far.host,
         });
@@ -166,13 +198,19 @@ test("a network of two VMs and a launcher on the far host: the switch and QEMUs 
         expect((await networkResource.read(net.id, netOuts)).props).toMatchObject({ host: far.url, pid: netOuts.pid });
 
         // A launcher written there, for the same VM as here: same argvHash, owner-only on the far host.
-        const launcherThere = await runScript.create((await runScript.check({}, { vm: guestVm("far-launch"), host: far.host })).inputs);
-        const launcherHere = await runScript.create((await runScript.check({}, { vm: guestVm("far-launch"), stateDir: localState })).inputs);
+        const launcherThere = await runScript.create(
+            (await runScript.check({}, { vm: guestVm("far-launch"), host: far.host })).inputs,
+        );
+        const launcherHere = await runScript.create(
+            (await runScript.check({}, { vm: guestVm("far-launch"), stateDir: localState })).inputs,
+        );
         expect(launcherThere.outs.argvHash).toBe(launcherHere.outs.argvHash);
         expect(ownerOf(launcherThere.outs.path)).toBe(`${far.user} 500`);
         await runScript.remove(launcherThere.id, launcherThere.outs);
         await runScript.remove(launcherHere.id, launcherHere.outs);
-        expect(far.asFarUser(`test -e ${launcherThere.outs.path} && echo present || echo absent`).trim()).toBe("absent");
+        expect(far.asFarUser(`test -e ${launcherThere.outs.path} && echo present || echo absent`).trim()).toBe(
+            "absent",
+        );
 
         await vmResource.remove("", b);
         await vmResource.remove("", a);
@@ -195,12 +233,17 @@ test("host unreachable: hash diffs still answer, host-bound calls say so naming 
         const unreachable = new RegExp(`host ${far.url.replace(/[.]/g, "\\.")} is unreachable`);
         await expect(vmResource.read(id, outs)).rejects.toThrow(unreachable);
         await expect(diskImage.read(img.path, img)).rejects.toThrow(unreachable);
-        await expect(diskImage.diff(img.path, img, { source: { kind: "blank", size: "8M", format: "qcow2" }, host: far.host })).rejects.toThrow(unreachable);
+        await expect(
+            diskImage.diff(img.path, img, { source: { kind: "blank", size: "8M", format: "qcow2" }, host: far.host }),
+        ).rejects.toThrow(unreachable);
         // Preview of what needs no host goes on.
         expect(await vmResource.diff(id, outs, inputs)).toEqual({ changes: false });
         expect((await vmResource.check({}, inputs)).failures ?? []).toEqual([]);
         // What needs no host is still judged here: only the networks' records wait for the host.
-        const bad = await vmResource.check({}, { ...inputs, vm: { ...vm, memoryMiB: -1, networks: [{ network: "net-abc" }] } });
+        const bad = await vmResource.check(
+            {},
+            { ...inputs, vm: { ...vm, memoryMiB: -1, networks: [{ network: "net-abc" }] } },
+        );
         expect(bad.failures).toEqual([expect.objectContaining({ property: "vm.memoryMiB" })]);
         await expect(vmResource.create(inputs)).rejects.toThrow(unreachable);
     } finally {
@@ -214,7 +257,11 @@ test("host unreachable: hash diffs still answer, host-bound calls say so naming 
 
 test("a connection dropped in the middle of a create leaves an orphan the next call on that host cleans", async () => {
     const before = new Set(farQemuPids());
-    const stuck = vmResource.create({ vm: guestVm("far-dropped"), ready: { serialPattern: "this never appears", timeoutSeconds: 120 }, host: far.host });
+    const stuck = vmResource.create({
+        vm: guestVm("far-dropped"),
+        ready: { serialPattern: "this never appears", timeoutSeconds: 120 },
+        host: far.host,
+    });
     const settled = stuck.then(
         () => "created",
         (err: Error) => err.message,
@@ -224,17 +271,37 @@ test("a connection dropped in the middle of a create leaves an orphan the next c
     // daemon, only from the pidfile, which the daemon alone writes.
     const vmDirOf = (pid: number) => /(\/\S+\/vms\/vm-[A-Za-z0-9]+)\//.exec(cmdline(pid))?.[1];
     let orphanDir: string | undefined;
-    await waitFor(() => (orphanDir = farQemuPids().filter((p) => !before.has(p)).map(vmDirOf).find((d) => d !== undefined)) !== undefined, 60_000, "QEMU to start on the far host");
+    await waitFor(
+        () =>
+            (orphanDir = farQemuPids()
+                .filter((p) => !before.has(p))
+                .map(vmDirOf)
+                .find((d) => d !== undefined)) !== undefined,
+        60_000,
+        "QEMU to start on the far host",
+    );
     let orphan = 0;
     const daemonPid = () => Number(far.asFarUser(`cat ${orphanDir}/qemu.pid 2>/dev/null || true`).trim()) || 0;
-    await waitFor(() => (orphan = daemonPid()) !== 0 && farQemuPids().includes(orphan), 60_000, "QEMU to write its pidfile once daemonized");
+    await waitFor(
+        () => (orphan = daemonPid()) !== 0 && farQemuPids().includes(orphan),
+        60_000,
+        "QEMU to write its pidfile once daemonized",
+    );
     dropConnections();
     expect(await settled).toMatch(/host ssh:\/\/pqfar@127\.0\.0\.1:\d+ .*(unreachable|connection lost|runner stopped)/);
     // The runner went with its connection; its QEMU is left with a creator that is gone.
     expect(farQemuPids()).toContain(orphan);
 
-    const next = await makeVm({ vm: guestVm("far-next"), ready: { serialPattern: READY_MARKER, timeoutSeconds: 150 }, host: far.host });
-    await waitFor(() => !farQemuPids().includes(orphan), 20_000, "the orphaned QEMU to be stopped by the next create's sweep");
+    const next = await makeVm({
+        vm: guestVm("far-next"),
+        ready: { serialPattern: READY_MARKER, timeoutSeconds: 150 },
+        host: far.host,
+    });
+    await waitFor(
+        () => !farQemuPids().includes(orphan),
+        20_000,
+        "the orphaned QEMU to be stopped by the next create's sweep",
+    );
     // A killed create's directory goes with its QEMU (a VM found dead would keep its serial log for a day).
     expect(far.asFarUser(`test -e ${orphanDir} && echo present || echo absent`).trim()).toBe("absent");
     await vmResource.remove("", next);
@@ -242,7 +309,10 @@ test("a connection dropped in the middle of a create leaves an orphan the next c
 
 test("a runner cached damaged (an upload cut short) is replaced, never run; progress of a far call reaches that call's own sink", async () => {
     const cache = `${far.home}/.cache/pulumi-qemu/runner`;
-    const cached = far.asFarUser(`ls ${cache}`).split("\n").filter((f) => f.endsWith(".js"));
+    const cached = far
+        .asFarUser(`ls ${cache}`)
+        .split("\n")
+        .filter((f) => f.endsWith(".js"));
     expect(cached).toHaveLength(1);
     far.asFarUser(`head -c 1000 ${cache}/${cached[0]} > ${cache}/cut && mv ${cache}/cut ${cache}/${cached[0]}`);
     // Another set of key files is another connection, so a new runner is started (and the progress interval read again).
@@ -254,12 +324,25 @@ test("a runner cached damaged (an upload cut short) is replaced, never run; prog
         copyFileSync(far.knownHosts, knownHosts);
         const host = { ...far.host, knownHosts };
         const heard: Record<string, string[]> = { vm: [], image: [] };
-        const sink = (who: string) => ({ status: (m: string) => heard[who].push(m), warning: (m: string) => heard[who].push(`warning: ${m}`) });
+        const sink = (who: string) => ({
+            status: (m: string) => heard[who].push(m),
+            warning: (m: string) => heard[who].push(`warning: ${m}`),
+        });
         const [vm] = await Promise.all([
-            withProgress(sink("vm"), () => makeVm({ vm: guestVm("far-progress"), ready: { serialPattern: READY_MARKER, timeoutSeconds: 150 }, host })),
-            withProgress(sink("image"), () => makeImage({ source: { kind: "blank", size: "8M", format: "qcow2" }, host })),
+            withProgress(sink("vm"), () =>
+                makeVm({
+                    vm: guestVm("far-progress"),
+                    ready: { serialPattern: READY_MARKER, timeoutSeconds: 150 },
+                    host,
+                }),
+            ),
+            withProgress(sink("image"), () =>
+                makeImage({ source: { kind: "blank", size: "8M", format: "qcow2" }, host }),
+            ),
         ]);
-        expect(far.asFarUser(`sha256sum < ${cache}/${cached[0]} | cut -c1-32`).trim()).toBe(cached[0].replace(/\.js$/, ""));
+        expect(far.asFarUser(`sha256sum < ${cache}/${cached[0]} | cut -c1-32`).trim()).toBe(
+            cached[0].replace(/\.js$/, ""),
+        );
         // The VM's wait reported itself (every second here) to the VM's sink, and to no other.
         expect(heard.vm.some((m) => /serialPattern/.test(m))).toBe(true);
         expect(heard.image.filter((m) => /serialPattern/.test(m))).toEqual([]);
@@ -283,8 +366,12 @@ test("an unknown host key, a wrong client key and a missing key file are refused
         );
         const otherKey = path.join(dir, "other_key");
         execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", otherKey]);
-        await expect(diskImage.create({ source, host: { ...far.host, identityFile: otherKey } })).rejects.toThrow(/authentication failed .*host\.identityFile/);
-        await expect(diskImage.create({ source, host: { ...far.host, identityFile: path.join(dir, "nope") } })).rejects.toThrow(/host\.identityFile: cannot read .*nope \(ENOENT\)/);
+        await expect(diskImage.create({ source, host: { ...far.host, identityFile: otherKey } })).rejects.toThrow(
+            /authentication failed .*host\.identityFile/,
+        );
+        await expect(
+            diskImage.create({ source, host: { ...far.host, identityFile: path.join(dir, "nope") } }),
+        ).rejects.toThrow(/host\.identityFile: cannot read .*nope \(ENOENT\)/);
         expect(far.asFarUser(`ls ${farState()}/images 2>/dev/null || true`)).toBe(before);
     } finally {
         await rm(dir, { recursive: true, force: true });

@@ -32,7 +32,13 @@ afterAll(async () => {
 });
 
 function guestVm(extra: Record<string, unknown> = {}) {
-    return { accel: "tcg", kernel: guest.kernel, initrd: guest.initrd, kernelArguments: guestKernelArguments({ name: "runscript" }), ...extra };
+    return {
+        accel: "tcg",
+        kernel: guest.kernel,
+        initrd: guest.initrd,
+        kernelArguments: guestKernelArguments({ name: "runscript" }),
+        ...extra,
+    };
 }
 
 test("the launcher it writes boots the test guest when run by hand", async () => {
@@ -66,7 +72,10 @@ test("diff: a default spelled out is no change; an argv change or a new path rep
     const inputs = { vm: guestVm(), stateDir };
     const { id, outs } = await runScript.create(inputs);
     try {
-        const spelled = { vm: guestVm({ memoryMiB: 256, cpus: 1, network: "user", disks: [], volatile: false }), stateDir };
+        const spelled = {
+            vm: guestVm({ memoryMiB: 256, cpus: 1, network: "user", disks: [], volatile: false }),
+            stateDir,
+        };
         expect(await runScript.diff(id, outs, spelled)).toEqual({ changes: false });
         // A bigger VM gets a new default file of its own, so the new file can be written before the old goes.
         expect(await runScript.diff(id, outs, { vm: guestVm({ memoryMiB: 512 }), stateDir })).toEqual({
@@ -80,7 +89,10 @@ test("diff: a default spelled out is no change; an argv change or a new path rep
             replaces: ["vm", "path"],
             deleteBeforeReplace: true,
         });
-        expect(await runScript.diff(id, outs, { vm: guestVm(), path: path.join(dir, "elsewhere.sh") })).toMatchObject({ changes: true, replaces: ["path"] });
+        expect(await runScript.diff(id, outs, { vm: guestVm(), path: path.join(dir, "elsewhere.sh") })).toMatchObject({
+            changes: true,
+            replaces: ["path"],
+        });
         // A preview with unknowns decides without failing.
         const unknown = { vm: guestVm({ kernel: UNKNOWN }), stateDir };
         expect(await runScript.check({}, unknown)).toEqual({ inputs: unknown });
@@ -143,7 +155,9 @@ test("a file it did not write is neither overwritten nor deleted", async () => {
     const mine = path.join(dir, "users-own.sh");
     await writeFile(mine, "#!/bin/sh\necho the user's script\n");
     const inputs = { vm: guestVm(), path: mine };
-    await expect(runScript.create(inputs)).rejects.toThrow(/refusing to overwrite .*users-own\.sh: it was not written by pulumi-qemu/);
+    await expect(runScript.create(inputs)).rejects.toThrow(
+        /refusing to overwrite .*users-own\.sh: it was not written by pulumi-qemu/,
+    );
     expect(await readFile(mine, "utf8")).toBe("#!/bin/sh\necho the user's script\n");
 
     // Replaced by the user after create: read reports it, update refuses, delete leaves it.
@@ -163,7 +177,10 @@ test("a persistent VM's launcher makes its overlay once and keeps it afterwards"
     await writeFile(base, "");
     await truncate(base, 1024 * 1024);
     const overlay = path.join(dir, "vm-overlay.qcow2");
-    const { id, outs } = await runScript.create({ vm: guestVm({ disks: [{ path: base, format: "raw", overlay }] }), stateDir });
+    const { id, outs } = await runScript.create({
+        vm: guestVm({ disks: [{ path: base, format: "raw", overlay }] }),
+        stateDir,
+    });
     try {
         // QEMU's own `-version` exits at once, after the launcher's overlay step ran.
         await execa(outs.path, ["-version"]);
@@ -174,7 +191,10 @@ test("a persistent VM's launcher makes its overlay once and keeps it afterwards"
         const second = await stat(overlay);
         expect([second.ino, second.mtimeMs]).toEqual([first.ino, first.mtimeMs]);
         // A volatile VM writes to a throw-away layer instead, so its launcher makes no overlay.
-        const vol = await runScript.create({ vm: guestVm({ volatile: true, disks: [{ path: base, format: "raw" }] }), stateDir });
+        const vol = await runScript.create({
+            vm: guestVm({ volatile: true, disks: [{ path: base, format: "raw" }] }),
+            stateDir,
+        });
         const volText = await readFile(vol.outs.path, "utf8");
         expect(volText).not.toContain("qemu-img");
         expect(volText).toContain("snapshot=on");

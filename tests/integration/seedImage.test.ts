@@ -5,7 +5,13 @@ import * as os from "node:os";
 import * as path from "node:path";
 import * as YAML from "yaml";
 import { InputError } from "../../provider/core/validation";
-import { createDiskImage, diffImage, readImage, removeImage, type DiskImageOutputs } from "../../provider/resources/diskImage";
+import {
+    createDiskImage,
+    diffImage,
+    readImage,
+    removeImage,
+    type DiskImageOutputs,
+} from "../../provider/resources/diskImage";
 
 /**
  * cloud-init seeds written by the real xorriso, mkfs.fat and mtools, then read back by the tools
@@ -25,12 +31,16 @@ afterEach(async () => {
 
 const USER_DATA = {
     hostname: "seed-test",
-    users: [{ name: "alice", ssh_authorized_keys: ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeKeyForTestsOnly alice@test"] }],
+    users: [
+        { name: "alice", ssh_authorized_keys: ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeKeyForTestsOnly alice@test"] },
+    ],
     write_files: [{ path: "/etc/motd", content: "hello from the seed\n" }],
 };
 
 async function sha256(file: string): Promise<string> {
-    return createHash("sha256").update(await readFile(file)).digest("hex");
+    return createHash("sha256")
+        .update(await readFile(file))
+        .digest("hex");
 }
 
 async function blkid(file: string): Promise<Record<string, string>> {
@@ -49,7 +59,10 @@ async function fatFile(image: string, name: string): Promise<string> {
 }
 
 function seedInputs(stateDir: string, extra: Record<string, unknown> = {}) {
-    return { stateDir, source: { kind: "cloudInit", userData: USER_DATA, metaData: { "local-hostname": "seed-test" }, ...extra } };
+    return {
+        stateDir,
+        source: { kind: "cloudInit", userData: USER_DATA, metaData: { "local-hostname": "seed-test" }, ...extra },
+    };
 }
 
 describe("cloud-init seed images", () => {
@@ -68,7 +81,10 @@ describe("cloud-init seed images", () => {
         expect(userData.startsWith("#cloud-config\n")).toBe(true);
         expect(YAML.parse(userData)).toEqual(USER_DATA);
         const meta = YAML.parse(await isoFile(outs.path, "meta-data"));
-        expect(meta).toEqual({ "instance-id": expect.stringMatching(/^iid-[0-9a-f]{20}$/), "local-hostname": "seed-test" });
+        expect(meta).toEqual({
+            "instance-id": expect.stringMatching(/^iid-[0-9a-f]{20}$/),
+            "local-hostname": "seed-test",
+        });
         // Lowercase names as cloud-init opens them, kept by Rock Ridge (plain ISO 9660 would say USER_DAT.;1).
         const listing = (await execa("isoinfo", ["-R", "-l", "-i", outs.path])).stdout;
         expect(listing).toMatch(/ user-data\b/);
@@ -124,9 +140,14 @@ describe("cloud-init seed images", () => {
 
     test("errors from bad user data never quote it", async () => {
         const secret = "#cloud-config\nchpasswd: { list: 'root:TOPSECRET' \n";
-        const err = await createDiskImage({ stateDir: path.join(work, "state"), source: { kind: "cloudInit", userData: secret } }).catch((e: unknown) => e);
+        const err = await createDiskImage({
+            stateDir: path.join(work, "state"),
+            source: { kind: "cloudInit", userData: secret },
+        }).catch((e: unknown) => e);
         expect(err).toBeInstanceOf(InputError);
-        expect(String((err as Error).message)).toMatch(/source.userData starts with #cloud-config but is not valid YAML/);
+        expect(String((err as Error).message)).toMatch(
+            /source.userData starts with #cloud-config but is not valid YAML/,
+        );
         expect(String((err as Error).message)).not.toContain("TOPSECRET");
     });
 });

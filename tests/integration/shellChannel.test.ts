@@ -23,8 +23,20 @@ let outs: VirtualMachineOutputs;
 let machine: Machine;
 
 async function boot(name: string, extra: Record<string, unknown> = {}): Promise<VirtualMachineOutputs> {
-    const vm = { name, accel: "tcg", agent: "shell", kernel: guest.kernel, initrd: guest.initrd, kernelArguments: guestKernelArguments({ name }), ...extra };
-    const r = await vmResource.create({ vm, ready: { serialPattern: READY_MARKER, timeoutSeconds: 120 }, stateDir: path.join(dir, "state") });
+    const vm = {
+        name,
+        accel: "tcg",
+        agent: "shell",
+        kernel: guest.kernel,
+        initrd: guest.initrd,
+        kernelArguments: guestKernelArguments({ name }),
+        ...extra,
+    };
+    const r = await vmResource.create({
+        vm,
+        ready: { serialPattern: READY_MARKER, timeoutSeconds: 120 },
+        stateDir: path.join(dir, "state"),
+    });
     created.push(r.outs as VirtualMachineOutputs);
     return r.outs as VirtualMachineOutputs;
 }
@@ -83,7 +95,9 @@ test("quotes, newlines, NUL bytes and environment values survive", async () => {
     const r = await machine.execute("od -An -tx1 | tr -s ' \\n' ' '; cat /dev/null", { stdin: withNul });
     expect(r.stdout.trim()).toBe("61 00 62 00 0a 00 ff");
     await expect(machine.execute("echo \0")).rejects.toThrow(/NUL.*stdin/);
-    await expect(machine.execute("env", { env: { "A-B": "x" } })).rejects.toThrow(/not a valid environment variable name/);
+    await expect(machine.execute("env", { env: { "A-B": "x" } })).rejects.toThrow(
+        /not a valid environment variable name/,
+    );
 }, 60_000);
 
 test("a command past its timeout is killed in the guest with its children; the next command works", async () => {
@@ -127,7 +141,15 @@ test("two callers on one channel are serialised, never interleaved", async () =>
     try {
         await machine.succeed("rm -f /tmp/order");
         const run = (m: Machine, who: string) =>
-            Promise.all(Array.from({ length: 15 }, (_, i) => m.succeed(`echo begin ${who}${i} >> /tmp/order; usleep 20000; echo end ${who}${i} >> /tmp/order; echo ${who}${i}`).then((out) => expect(out).toBe(`${who}${i}\n`))));
+            Promise.all(
+                Array.from({ length: 15 }, (_, i) =>
+                    m
+                        .succeed(
+                            `echo begin ${who}${i} >> /tmp/order; usleep 20000; echo end ${who}${i} >> /tmp/order; echo ${who}${i}`,
+                        )
+                        .then((out) => expect(out).toBe(`${who}${i}\n`)),
+                ),
+            );
         await Promise.all([run(machine, "a"), run(other, "b")]);
         const lines = (await machine.succeed("cat /tmp/order")).trim().split("\n");
         expect(lines).toHaveLength(60);
@@ -142,7 +164,9 @@ test("two callers on one channel are serialised, never interleaved", async () =>
 test("waitForOpenPort sees a guest service only once it listens; waits have deadlines", async () => {
     await machine.waitForOpenPort(80, { timeoutSeconds: 10 });
     const t0 = Date.now();
-    await expect(machine.waitForOpenPort(8080, { timeoutSeconds: 2 })).rejects.toThrow(/waitForOpenPort\(8080\): not within 2 s. Listening in the guest: 80/);
+    await expect(machine.waitForOpenPort(8080, { timeoutSeconds: 2 })).rejects.toThrow(
+        /waitForOpenPort\(8080\): not within 2 s. Listening in the guest: 80/,
+    );
     expect(Date.now() - t0).toBeLessThan(10_000);
     await machine.succeed("(sleep 2; httpd -p 8080 -h /www) > /dev/null 2>&1 &");
     await machine.waitForOpenPort(8080, { timeoutSeconds: 30 });
@@ -152,7 +176,9 @@ test("waitForOpenPort sees a guest service only once it listens; waits have dead
 
     await machine.succeed("(sleep 1; touch /tmp/later) &");
     await machine.waitForFile("/tmp/later", { timeoutSeconds: 30 });
-    await expect(machine.waitUntilSucceeds("test -e /tmp/never", { timeoutSeconds: 2 })).rejects.toThrow(/not within 2 s. Last attempt: command "test -e \/tmp\/never" exited 1/);
+    await expect(machine.waitUntilSucceeds("test -e /tmp/never", { timeoutSeconds: 2 })).rejects.toThrow(
+        /not within 2 s. Last attempt: command "test -e \/tmp\/never" exited 1/,
+    );
     expect((await machine.waitUntilFails("test -e /tmp/never", { timeoutSeconds: 5 })).exitCode).toBe(1);
 
     await machine.succeed("echo console-marker-$((6 * 7)) > /dev/console");
@@ -193,7 +219,9 @@ test("output over 16 MiB is refused in memory, never truncated, and streams to a
 
 test("a stdoutFile that cannot be written: a clear error, and the channel stays in step", async () => {
     const err = await machine.execute("echo x", { stdoutFile: path.join(dir, "no-such-dir", "out") }).catch((e) => e);
-    expect(err.message).toMatch(/the command ran \(exit 0\) but its stdout could not go to stdoutFile .*no-such-dir\/out: ENOENT/);
+    expect(err.message).toMatch(
+        /the command ran \(exit 0\) but its stdout could not go to stdoutFile .*no-such-dir\/out: ENOENT/,
+    );
     expect(await machine.succeed("echo in-step")).toBe("in-step\n");
 }, 60_000);
 
@@ -217,7 +245,9 @@ test("setLink takes the NIC's link down and up; screenshot writes a PNG", async 
 
 test("shutdown waits for QEMU to exit; afterwards the channel says the guest is gone", async () => {
     await machine.shutdown({ timeoutSeconds: 60 });
-    const err = await attach(outs).execute("true").catch((e) => e);
+    const err = await attach(outs)
+        .execute("true")
+        .catch((e) => e);
     expect(err).toBeInstanceOf(GuestChannelError);
     expect(err.message).toMatch(/QEMU is gone|guest is gone/);
 }, 90_000);

@@ -33,9 +33,16 @@ afterAll(async () => {
     await rm(dir, { recursive: true, force: true });
 }, 120_000);
 
-async function bootWithDisk(name: string, extra: Record<string, unknown> = {}): Promise<{ outs: VirtualMachineOutputs; disk: string }> {
+async function bootWithDisk(
+    name: string,
+    extra: Record<string, unknown> = {},
+): Promise<{ outs: VirtualMachineOutputs; disk: string }> {
     const stateDir = path.join(dir, `state-${name}`);
-    const img = await diskImage.createDiskImage({ stateDir, path: path.join(dir, `${name}.qcow2`), source: { kind: "blank", size: "64M", format: "qcow2" } });
+    const img = await diskImage.createDiskImage({
+        stateDir,
+        path: path.join(dir, `${name}.qcow2`),
+        source: { kind: "blank", size: "64M", format: "qcow2" },
+    });
     const inputs = {
         vm: {
             name,
@@ -58,7 +65,11 @@ async function bootWithDisk(name: string, extra: Record<string, unknown> = {}): 
 
 async function qcow2Tags(file: string): Promise<string[]> {
     const { stdout } = await execa("qemu-img", ["snapshot", "-U", "-l", file]);
-    return stdout.split("\n").slice(2).map((l) => l.trim().split(/\s+/)[1]).filter(Boolean);
+    return stdout
+        .split("\n")
+        .slice(2)
+        .map((l) => l.trim().split(/\s+/)[1])
+        .filter(Boolean);
 }
 
 /** The disk's first bytes as the disk holds them, not as the guest's page cache remembers them. */
@@ -72,7 +83,9 @@ test("snapshot, change everything, restore: memory, a process, the disk, the clo
     try {
         await m.succeed("echo first > /tmp/marker-a");
         await m.succeed("printf DISK-A | dd of=/dev/vda bs=512 count=1 conv=sync 2>/dev/null; sync");
-        const pid = (await m.succeed("setsid sh -c 'while true; do sleep 1; done' </dev/null >/dev/null 2>&1 & echo $!")).trim();
+        const pid = (
+            await m.succeed("setsid sh -c 'while true; do sleep 1; done' </dev/null >/dev/null 2>&1 & echo $!")
+        ).trim();
         expect(pid).toMatch(/^\d+$/);
 
         const t0 = Date.now();
@@ -86,7 +99,9 @@ test("snapshot, change everything, restore: memory, a process, the disk, the clo
         expect(statSync(path.join(outs.vmDir, "snapshots")).mode & 0o777).toBe(0o700);
         expect(statSync(path.join(outs.vmDir, "snapshots", "clean.json")).mode & 0o777).toBe(0o600);
         // Taking the same name again is refused rather than silently replacing it.
-        await expect(m.snapshot("clean")).rejects.toThrow(/snapshot clean already exists; deleteSnapshot\("clean"\) first/);
+        await expect(m.snapshot("clean")).rejects.toThrow(
+            /snapshot clean already exists; deleteSnapshot\("clean"\) first/,
+        );
 
         const url = `http://127.0.0.1:${outs.ports!["80"]}/`;
         for (let round = 1; round <= 10; round++) {
@@ -136,12 +151,18 @@ test("a damaged snapshot is refused: a tampered record, a qcow2 snapshot gone be
         const text = await readFile(recordA, "utf8");
         await writeFile(recordA, text.replace(/"saveMs": \d+/, '"saveMs": 1'), { mode: 0o600 });
         await m.succeed("echo changed > /tmp/marker");
-        await expect(m.restore("a")).rejects.toThrow(/snapshot a is damaged and was not restored: its record's checksum does not match/);
+        await expect(m.restore("a")).rejects.toThrow(
+            /snapshot a is damaged and was not restored: its record's checksum does not match/,
+        );
         expect((await m.snapshots()).find((s) => s.name === "a")?.damaged).toMatch(/checksum/);
 
         // Someone deletes the qcow2 snapshot under the record.
         await withQmp(outs.qmpSocket, 60_000, async (qmp) => {
-            const [node] = ((await qmp.execute("query-block")) as Array<{ inserted?: { "node-name": string; ro: boolean } }>).filter((d) => d.inserted && !d.inserted.ro).map((d) => d.inserted!["node-name"]);
+            const [node] = (
+                (await qmp.execute("query-block")) as Array<{ inserted?: { "node-name": string; ro: boolean } }>
+            )
+                .filter((d) => d.inserted && !d.inserted.ro)
+                .map((d) => d.inserted!["node-name"]);
             await qmp.execute("snapshot-delete", { "job-id": "t", tag: "pq-snap-b", devices: [node] });
             for (let i = 0; i < 200; i++) {
                 const jobs = (await qmp.execute("query-jobs")) as Array<{ id: string; status: string }>;
@@ -150,7 +171,9 @@ test("a damaged snapshot is refused: a tampered record, a qcow2 snapshot gone be
             }
             await qmp.execute("job-dismiss", { id: "t" });
         });
-        await expect(m.restore("b")).rejects.toThrow(/snapshot b is damaged and was not restored: disk .* has no snapshot pq-snap-b any more/);
+        await expect(m.restore("b")).rejects.toThrow(
+            /snapshot b is damaged and was not restored: disk .* has no snapshot pq-snap-b any more/,
+        );
         // Nothing was restored by either refusal.
         expect(await m.succeed("cat /tmp/marker")).toBe("changed\n");
 
@@ -160,8 +183,17 @@ test("a damaged snapshot is refused: a tampered record, a qcow2 snapshot gone be
 
         // A tag with no record, as an interrupted save would leave: refused by name, gone with the VM.
         await withQmp(outs.qmpSocket, 60_000, async (qmp) => {
-            const [node] = ((await qmp.execute("query-block")) as Array<{ inserted?: { "node-name": string; ro: boolean } }>).filter((d) => d.inserted && !d.inserted.ro).map((d) => d.inserted!["node-name"]);
-            await qmp.execute("snapshot-save", { "job-id": "o", tag: "pq-snap-orphan", vmstate: node, devices: [node] });
+            const [node] = (
+                (await qmp.execute("query-block")) as Array<{ inserted?: { "node-name": string; ro: boolean } }>
+            )
+                .filter((d) => d.inserted && !d.inserted.ro)
+                .map((d) => d.inserted!["node-name"]);
+            await qmp.execute("snapshot-save", {
+                "job-id": "o",
+                tag: "pq-snap-orphan",
+                vmstate: node,
+                devices: [node],
+            });
             for (let i = 0; i < 400; i++) {
                 const jobs = (await qmp.execute("query-jobs")) as Array<{ id: string; status: string }>;
                 if (jobs.find((j) => j.id === "o")?.status === "concluded") break;
@@ -169,7 +201,9 @@ test("a damaged snapshot is refused: a tampered record, a qcow2 snapshot gone be
             }
             await qmp.execute("job-dismiss", { id: "o" });
         });
-        await expect(m.snapshot("orphan")).rejects.toThrow(/already holds a qcow2 snapshot pq-snap-orphan with no record of it/);
+        await expect(m.snapshot("orphan")).rejects.toThrow(
+            /already holds a qcow2 snapshot pq-snap-orphan with no record of it/,
+        );
         expect((await qcow2Tags(disk)).sort()).toEqual(["pq-snap-a", "pq-snap-orphan"]);
     } finally {
         m.close();
@@ -186,31 +220,44 @@ test("a VM with a mounted 9p share asked for a snapshot: a clear refusal naming 
     await mkdir(share, { recursive: true });
     await writeFile(path.join(share, "hello.txt"), "hi\n");
     const stateDir = path.join(dir, "state-shared");
-    const img = await diskImage.createDiskImage({ stateDir, path: path.join(dir, "shared.qcow2"), source: { kind: "blank", size: "64M", format: "qcow2" } });
-    const outs = (await vmResource.create({
-        vm: {
-            name: "shared",
-            accel: "tcg",
-            agent: "shell",
-            network: "none",
-            kernel: guest.kernel,
-            initrd: guest.initrd,
-            kernelArguments: guestKernelArguments({ name: "shared", mounts: [{ tag: "data", at: "/mnt/data" }] }),
-            disks: [{ path: img.path, format: "qcow2", inputHash: img.inputHash }],
-            shares: [{ source: share, mountTag: "data" }],
-        },
-        ready: { agent: true, timeoutSeconds: 150 },
+    const img = await diskImage.createDiskImage({
         stateDir,
-    })).outs as VirtualMachineOutputs;
+        path: path.join(dir, "shared.qcow2"),
+        source: { kind: "blank", size: "64M", format: "qcow2" },
+    });
+    const outs = (
+        await vmResource.create({
+            vm: {
+                name: "shared",
+                accel: "tcg",
+                agent: "shell",
+                network: "none",
+                kernel: guest.kernel,
+                initrd: guest.initrd,
+                kernelArguments: guestKernelArguments({ name: "shared", mounts: [{ tag: "data", at: "/mnt/data" }] }),
+                disks: [{ path: img.path, format: "qcow2", inputHash: img.inputHash }],
+                shares: [{ source: share, mountTag: "data" }],
+            },
+            ready: { agent: true, timeoutSeconds: 150 },
+            stateDir,
+        })
+    ).outs as VirtualMachineOutputs;
     created.push(outs);
     const m = attach(outs);
     try {
         expect(await m.succeed("cat /mnt/data/hello.txt")).toBe("hi\n");
         const err = (await m.snapshot("s").catch((e) => e)) as Error;
-        expect(err.message).toMatch(/^this VM cannot be snapshotted, nothing was written: vm\.shares: a virtio-9p share blocks QEMU from saving/);
+        expect(err.message).toMatch(
+            /^this VM cannot be snapshotted, nothing was written: vm\.shares: a virtio-9p share blocks QEMU from saving/,
+        );
         expect(err.message).toMatch(/copyToGuest or a DiskImage instead/);
         // QEMU itself agrees: the mounted export blocks migration.
-        const blocked = await withQmp(outs.qmpSocket, 10_000, async (qmp) => ((await qmp.execute("query-migrate")) as { "blocked-reasons"?: string[] })["blocked-reasons"]);
+        const blocked = await withQmp(
+            outs.qmpSocket,
+            10_000,
+            async (qmp) =>
+                ((await qmp.execute("query-migrate")) as { "blocked-reasons"?: string[] })["blocked-reasons"],
+        );
         expect(blocked?.join(" ")).toMatch(/9p|VirtFS/i);
         expect(existsSync(path.join(outs.vmDir, "snapshots"))).toBe(false);
         expect(await qcow2Tags(img.path)).toEqual([]);

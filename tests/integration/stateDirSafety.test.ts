@@ -38,7 +38,10 @@ describe("a state directory the provider did not create", () => {
         const shared = path.join(work, "shared");
         await mkdir(shared);
         await chmod(shared, 0o1777);
-        const img = await diskImage.createDiskImage({ stateDir: shared, source: { kind: "blank", size: "1M", format: "raw" } });
+        const img = await diskImage.createDiskImage({
+            stateDir: shared,
+            source: { kind: "blank", size: "1M", format: "raw" },
+        });
         await runScript.create({ vm: { kernel: "/boot/vmlinuz" }, stateDir: shared });
         expect(await modeOf(shared)).toBe(0o1777);
         expect(await modeOf(path.join(shared, "images"))).toBe(0o700);
@@ -50,9 +53,9 @@ describe("a state directory the provider did not create", () => {
         const open = path.join(work, "open");
         await mkdir(open);
         await chmod(open, 0o777);
-        await expect(diskImage.createDiskImage({ stateDir: open, source: { kind: "blank", size: "1M", format: "raw" } })).rejects.toThrow(
-            /stateDir .*open \(mode 0777\) can be written by other users without the sticky bit/,
-        );
+        await expect(
+            diskImage.createDiskImage({ stateDir: open, source: { kind: "blank", size: "1M", format: "raw" } }),
+        ).rejects.toThrow(/stateDir .*open \(mode 0777\) can be written by other users without the sticky bit/);
         expect(await modeOf(open)).toBe(0o777);
         expect(await tree(open)).toEqual([]);
     });
@@ -92,7 +95,9 @@ describe("links planted inside the state directory are refused, never followed",
         await rm(path.join(stateDir, "images"), { recursive: true });
         await symlink(elsewhere, path.join(stateDir, "images"));
 
-        await expect(diskImage.createDiskImage({ stateDir, source: { kind: "blank", size: "1M", format: "raw" } })).rejects.toThrow(/images is a symbolic link/);
+        await expect(
+            diskImage.createDiskImage({ stateDir, source: { kind: "blank", size: "1M", format: "raw" } }),
+        ).rejects.toThrow(/images is a symbolic link/);
         expect(await diskImage.removeImage(img)).toBe("not-ours");
         expect(await tree(elsewhere)).toEqual([name, `${name}.pulumi-qemu.json`]);
         expect(await readFile(path.join(elsewhere, name), "utf8")).toBe("victim");
@@ -104,7 +109,8 @@ describe("links planted inside the state directory are refused, never followed",
         await mkdir(vms, { recursive: true, mode: 0o700 });
         const elsewhere = path.join(work, "elsewhere");
         await mkdir(elsewhere, { mode: 0o700 });
-        for (const f of ["qemu.pid", "qmp.sock", "serial.log", "run-vm.sh"]) await writeFile(path.join(elsewhere, f), "victim");
+        for (const f of ["qemu.pid", "qmp.sock", "serial.log", "run-vm.sh"])
+            await writeFile(path.join(elsewhere, f), "victim");
         const vmDir = path.join(vms, "vm-planted");
         await symlink(elsewhere, vmDir);
         // The record of a VM whose QEMU is long gone (pid 2^22 - 1 is never a live QEMU of ours).
@@ -131,7 +137,11 @@ describe("what the provider writes is owner-only unless asked", () => {
         await mkdir(secret, { mode: 0o700 });
         await writeFile(path.join(secret, "id_ed25519"), "PRIVATE KEY", { mode: 0o600 });
         const target = path.join(work, "out", "deep", "disk.raw");
-        const img = await diskImage.createDiskImage({ stateDir: path.join(work, "state"), path: target, source: { kind: "directory", path: secret, size: "4M" } });
+        const img = await diskImage.createDiskImage({
+            stateDir: path.join(work, "state"),
+            path: target,
+            source: { kind: "directory", path: secret, size: "4M" },
+        });
         expect(await modeOf(img.path)).toBe(0o600);
         expect(img.mode).toBe("0600");
         expect(await modeOf(path.join(work, "out"))).toBe(0o700);
@@ -145,14 +155,28 @@ describe("what the provider writes is owner-only unless asked", () => {
         const img = await diskImage.createDiskImage(inputs);
         expect(await modeOf(img.path)).toBe(0o640);
         expect(await diskImage.diff(img.path, img, inputs)).toEqual({ changes: false });
-        expect(await diskImage.diff(img.path, img, { ...inputs, mode: "0600" })).toMatchObject({ changes: true, replaces: ["mode"] });
-        expect(await diskImage.diff(img.path, img, { ...inputs, mode: undefined })).toMatchObject({ changes: true, replaces: ["mode"] });
+        expect(await diskImage.diff(img.path, img, { ...inputs, mode: "0600" })).toMatchObject({
+            changes: true,
+            replaces: ["mode"],
+        });
+        expect(await diskImage.diff(img.path, img, { ...inputs, mode: undefined })).toMatchObject({
+            changes: true,
+            replaces: ["mode"],
+        });
 
         const bad = async (mode: unknown) => (await diskImage.check({}, { ...inputs, mode })).failures;
-        expect(await bad("0755")).toEqual([expect.objectContaining({ property: "mode", reason: expect.stringContaining("no execute") })]);
-        expect(await bad("0200")).toEqual([expect.objectContaining({ property: "mode", reason: expect.stringContaining("required 0400") })]);
-        expect(await bad(420)).toEqual([expect.objectContaining({ property: "mode", reason: expect.stringContaining("octal digits") })]);
-        expect(await bad("rw-r--r--")).toEqual([expect.objectContaining({ property: "mode", reason: expect.stringContaining("three octal digits") })]);
+        expect(await bad("0755")).toEqual([
+            expect.objectContaining({ property: "mode", reason: expect.stringContaining("no execute") }),
+        ]);
+        expect(await bad("0200")).toEqual([
+            expect.objectContaining({ property: "mode", reason: expect.stringContaining("required 0400") }),
+        ]);
+        expect(await bad(420)).toEqual([
+            expect.objectContaining({ property: "mode", reason: expect.stringContaining("octal digits") }),
+        ]);
+        expect(await bad("rw-r--r--")).toEqual([
+            expect.objectContaining({ property: "mode", reason: expect.stringContaining("three octal digits") }),
+        ]);
     });
 
     test("launchers are 0500 unless asked, a new mode is rewritten in place, and no one else may write one", async () => {

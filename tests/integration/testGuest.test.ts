@@ -28,7 +28,12 @@ function freePort(): Promise<number> {
     });
 }
 
-async function waitFor<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>, context: () => Promise<string>): Promise<T> {
+async function waitFor<T>(
+    what: string,
+    timeoutMs: number,
+    probe: () => Promise<T | undefined>,
+    context: () => Promise<string>,
+): Promise<T> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
         const v = await probe();
@@ -92,30 +97,55 @@ beforeAll(async () => {
 
     const share = path.join(work, "share");
     await execa("mkdir", [share]);
-    await writeFile(path.join(share, "pq-init.sh"), "echo hello-from-guest > /mnt/share/from-guest.txt\ncat /mnt/share/from-guest.txt\n");
+    await writeFile(
+        path.join(share, "pq-init.sh"),
+        "echo hello-from-guest > /mnt/share/from-guest.txt\ncat /mnt/share/from-guest.txt\n",
+    );
     port = await freePort();
 
     const append = guestKernelArguments({ name: "web1", mounts: [{ tag: "share0", at: "/mnt/share" }] }).join(" ");
     const argv = [
-        "-accel", "tcg", "-m", "256", "-display", "none", "-no-reboot",
-        "-serial", `file:${serialLog()}`,
-        "-qmp", `unix:${path.join(work, "qmp.sock")},server=on,wait=off`,
-        "-kernel", guest.kernel, "-initrd", guest.initrd, "-append", append,
-        "-virtfs", `local,path=${share},security_model=none,mount_tag=share0`,
-        "-nic", `user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:${port}-:80`,
+        "-accel",
+        "tcg",
+        "-m",
+        "256",
+        "-display",
+        "none",
+        "-no-reboot",
+        "-serial",
+        `file:${serialLog()}`,
+        "-qmp",
+        `unix:${path.join(work, "qmp.sock")},server=on,wait=off`,
+        "-kernel",
+        guest.kernel,
+        "-initrd",
+        guest.initrd,
+        "-append",
+        append,
+        "-virtfs",
+        `local,path=${share},security_model=none,mount_tag=share0`,
+        "-nic",
+        `user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:${port}-:80`,
     ];
     const launched = Date.now();
     qemu = execa(QEMU, argv, { reject: false, stdio: ["ignore", "pipe", "pipe"] });
     exited = qemu.then((r) => r.exitCode ?? null);
     qemu.catch(() => undefined);
 
-    await waitFor(`the guest's ${READY_MARKER} line`, 90_000, async () => {
-        if (qemu?.exitCode !== null && qemu?.exitCode !== undefined) {
-            const r = await qemu;
-            throw new Error(`QEMU exited with ${r.exitCode} before the guest was ready: ${r.stderr}\n${await serialTail()}`);
-        }
-        return (await readSerial()).includes(READY_MARKER) ? true : undefined;
-    }, serialTail);
+    await waitFor(
+        `the guest's ${READY_MARKER} line`,
+        90_000,
+        async () => {
+            if (qemu?.exitCode !== null && qemu?.exitCode !== undefined) {
+                const r = await qemu;
+                throw new Error(
+                    `QEMU exited with ${r.exitCode} before the guest was ready: ${r.stderr}\n${await serialTail()}`,
+                );
+            }
+            return (await readSerial()).includes(READY_MARKER) ? true : undefined;
+        },
+        serialTail,
+    );
     bootMs = Date.now() - launched;
     console.log(`launch to ${READY_MARKER}: ${bootMs} ms`);
 }, 300_000);
@@ -131,7 +161,19 @@ afterAll(async () => {
 test("modules load after their dependencies", async () => {
     const dep = await readFile(`/lib/modules/${guest.kernelVersion}/modules.dep`, "utf8");
     const names = moduleLoadOrder(dep, ["9p", "virtio_net"]).map((m) => m.name);
-    expect(names).toEqual(expect.arrayContaining(["9pnet", "netfs", "fscache", "9p", "failover", "net_failover", "virtio", "virtio_ring", "virtio_net"]));
+    expect(names).toEqual(
+        expect.arrayContaining([
+            "9pnet",
+            "netfs",
+            "fscache",
+            "9p",
+            "failover",
+            "net_failover",
+            "virtio",
+            "virtio_ring",
+            "virtio_net",
+        ]),
+    );
     expect(names.indexOf("9pnet")).toBeLessThan(names.indexOf("9p"));
     expect(names.indexOf("net_failover")).toBeLessThan(names.indexOf("virtio_net"));
     expect(names.indexOf("failover")).toBeLessThan(names.indexOf("net_failover"));
@@ -151,7 +193,12 @@ test("a script in the share runs and its file reaches the host", async () => {
 });
 
 test("busybox httpd answers on the forwarded port with the guest's name", async () => {
-    const body = await waitFor("an HTTP answer from the guest", 30_000, () => httpGet(`http://127.0.0.1:${port}/`, 2000), serialTail);
+    const body = await waitFor(
+        "an HTTP answer from the guest",
+        30_000,
+        () => httpGet(`http://127.0.0.1:${port}/`, 2000),
+        serialTail,
+    );
     expect(body.trim()).toBe("pulumi-qemu test guest web1");
 });
 
@@ -159,7 +206,10 @@ test("QMP system_powerdown makes QEMU exit within 15 s", async () => {
     const asked = Date.now();
     await qmpPowerdown(path.join(work, "qmp.sock"));
     let timer: NodeJS.Timeout | undefined;
-    const code = await Promise.race([exited, new Promise<"timeout">((r) => (timer = setTimeout(() => r("timeout"), 15_000)))]);
+    const code = await Promise.race([
+        exited,
+        new Promise<"timeout">((r) => (timer = setTimeout(() => r("timeout"), 15_000))),
+    ]);
     clearTimeout(timer);
     if (code === "timeout") throw new Error(`QEMU still runs 15 s after system_powerdown\n${await serialTail()}`);
     console.log(`system_powerdown to QEMU exit: ${Date.now() - asked} ms (exit code ${code})`);

@@ -33,21 +33,32 @@ function bytes(n: number, seed: number): Buffer {
 
 async function goldenTree(root: string): Promise<void> {
     await mkdir(path.join(root, "sub"), { recursive: true });
-    for (let i = 0; i < 40; i++) await writeFile(path.join(root, `f${String(i).padStart(2, "0")}`), bytes(100 + i * 37, i));
+    for (let i = 0; i < 40; i++)
+        await writeFile(path.join(root, `f${String(i).padStart(2, "0")}`), bytes(100 + i * 37, i));
     await writeFile(path.join(root, "sub", "empty"), "");
     await writeFile(path.join(root, "sub", "mid.bin"), bytes(300 * 1000, 1));
     await writeFile(path.join(root, "big.bin"), bytes(2 * 1000 * 1000, 2));
     await link(path.join(root, "f03"), path.join(root, "sub", "hard-f03"));
     await symlink("../f01", path.join(root, "sub", "link"));
-    const modes: [string, number][] = [["", 0o755], ["sub", 0o750], ["f00", 0o600], ["big.bin", 0o644], ["sub/mid.bin", 0o640], ["sub/empty", 0o444]];
+    const modes: [string, number][] = [
+        ["", 0o755],
+        ["sub", 0o750],
+        ["f00", 0o600],
+        ["big.bin", 0o644],
+        ["sub/mid.bin", 0o640],
+        ["sub/empty", 0o444],
+    ];
     for (const [rel, mode] of modes) await chmod(path.join(root, rel), mode);
 }
 
-test.each(["blake3", "sha256"] as const)("the %s tree hash of the golden tree is the one released", async (algorithm) => {
-    const root = path.join(work, `golden-${algorithm}`);
-    await goldenTree(root);
-    const tree = await hashTree(root, await HashCache.load(path.join(work, `cache-${algorithm}.json`)), algorithm);
-    expect(tree.entries).toHaveLength(47);
-    expect(tree.entries.find((e) => e.rel === "sub/hard-f03")).toMatchObject({ type: "file", linkOf: "f03" });
-    expect(tree.treeHash).toBe(GOLDEN[algorithm]);
-});
+test.each(["blake3", "sha256"] as const)(
+    "the %s tree hash of the golden tree is the one released",
+    async (algorithm) => {
+        const root = path.join(work, `golden-${algorithm}`);
+        await goldenTree(root);
+        const tree = await hashTree(root, await HashCache.load(path.join(work, `cache-${algorithm}.json`)), algorithm);
+        expect(tree.entries).toHaveLength(47);
+        expect(tree.entries.find((e) => e.rel === "sub/hard-f03")).toMatchObject({ type: "file", linkOf: "f03" });
+        expect(tree.treeHash).toBe(GOLDEN[algorithm]);
+    },
+);

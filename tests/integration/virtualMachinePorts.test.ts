@@ -1,7 +1,13 @@
 import * as dgram from "node:dgram";
 import * as http from "node:http";
 import * as net from "node:net";
-import { assertHostPortsFree, hostPortProblem, pickFreePort, portProber, tcpAnswers } from "../../provider/host/net/ports";
+import {
+    assertHostPortsFree,
+    hostPortProblem,
+    pickFreePort,
+    portProber,
+    tcpAnswers,
+} from "../../provider/host/net/ports";
 
 /**
  * The host-port checks a VM relies on, against real sockets: what counts as taken, and what
@@ -19,7 +25,9 @@ async function listen(server: net.Server): Promise<number> {
 
 test("a TCP port with a listener is taken; the message names field, address, port and protocol", async () => {
     const port = await listen(net.createServer());
-    expect(await hostPortProblem({ port, address: "127.0.0.1", protocol: "tcp", field: "vm.portForwards[0].host" })).toBe(
+    expect(
+        await hostPortProblem({ port, address: "127.0.0.1", protocol: "tcp", field: "vm.portForwards[0].host" }),
+    ).toBe(
         `vm.portForwards[0].host: host port 127.0.0.1:${port}/tcp is already in use by another process or VM; choose another port`,
     );
     // A listener on loopback also blocks the wildcard address.
@@ -33,15 +41,20 @@ test("UDP ports are checked as UDP", async () => {
     await new Promise<void>((resolve) => sock.bind(0, "127.0.0.1", resolve));
     closers.push(() => sock.close());
     const port = sock.address().port;
-    expect(await hostPortProblem({ port, address: "127.0.0.1", protocol: "udp", field: "vm.portForwards[2].host" })).toMatch(
-        new RegExp(`^vm\\.portForwards\\[2\\]\\.host: host port 127\\.0\\.0\\.1:${port}/udp is already in use`),
-    );
+    expect(
+        await hostPortProblem({ port, address: "127.0.0.1", protocol: "udp", field: "vm.portForwards[2].host" }),
+    ).toMatch(new RegExp(`^vm\\.portForwards\\[2\\]\\.host: host port 127\\.0\\.0\\.1:${port}/udp is already in use`));
 });
 
 test("an address that is not the host's is reported as such", async () => {
-    expect(await hostPortProblem({ port: 40000, address: "192.0.2.1", protocol: "tcp", field: "vm.portForwards[0].hostAddress" })).toBe(
-        "vm.portForwards[0].hostAddress: host address 192.0.2.1 is not an address of this host",
-    );
+    expect(
+        await hostPortProblem({
+            port: 40000,
+            address: "192.0.2.1",
+            protocol: "tcp",
+            field: "vm.portForwards[0].hostAddress",
+        }),
+    ).toBe("vm.portForwards[0].hostAddress: host address 192.0.2.1 is not an address of this host");
 });
 
 test("assertHostPortsFree lists every taken port at once", async () => {
@@ -54,7 +67,9 @@ test("assertHostPortsFree lists every taken port at once", async () => {
             { port: free, address: "127.0.0.1", protocol: "tcp", field: "x[1]" },
             { port: b, address: "127.0.0.1", protocol: "tcp", field: "x[2]" },
         ]),
-    ).rejects.toThrow(new RegExp(`^x\\[0\\]: host port 127\\.0\\.0\\.1:${a}/tcp .*\\nx\\[2\\]: host port 127\\.0\\.0\\.1:${b}/tcp`));
+    ).rejects.toThrow(
+        new RegExp(`^x\\[0\\]: host port 127\\.0\\.0\\.1:${a}/tcp .*\\nx\\[2\\]: host port 127\\.0\\.0\\.1:${b}/tcp`),
+    );
 });
 
 test("a server that accepts and stays silent is not an answer; one that speaks first or answers HTTP is", async () => {

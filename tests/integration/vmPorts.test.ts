@@ -25,17 +25,29 @@ afterAll(async () => {
 });
 
 test("picked ports are free, distinct, apart from explicit ones, and free for UDP when the forward is UDP", async () => {
-    const spec = parseVmSpec({ name: "pick", portForwards: [{ guest: 80 }, { guest: 22 }, { host: 40999, guest: 443 }, { guest: 53, protocol: "udp" }] });
+    const spec = parseVmSpec({
+        name: "pick",
+        portForwards: [{ guest: 80 }, { guest: 22 }, { host: 40999, guest: 443 }, { guest: 53, protocol: "udp" }],
+    });
     const { hostPorts, note } = await pickHostPorts(spec, stateDir);
     expect(note).toBeUndefined();
     expect(Object.keys(hostPorts).sort()).toEqual(["0", "1", "3"]);
     const picked = Object.values(hostPorts);
     expect(new Set([...picked, 40999]).size).toBe(4);
-    expect(await hostPortProblem({ port: hostPorts[0], address: "127.0.0.1", protocol: "tcp", field: "f" })).toBeUndefined();
-    expect(await hostPortProblem({ port: hostPorts[3], address: "127.0.0.1", protocol: "udp", field: "f" })).toBeUndefined();
+    expect(
+        await hostPortProblem({ port: hostPorts[0], address: "127.0.0.1", protocol: "tcp", field: "f" }),
+    ).toBeUndefined();
+    expect(
+        await hostPortProblem({ port: hostPorts[3], address: "127.0.0.1", protocol: "udp", field: "f" }),
+    ).toBeUndefined();
     expect(portOutputs(spec, hostPorts)).toEqual({
         ports: { "80": hostPorts[0], "22": hostPorts[1], "443": 40999, "53/udp": hostPorts[3] },
-        endpoints: { "80": `127.0.0.1:${hostPorts[0]}`, "22": `127.0.0.1:${hostPorts[1]}`, "443": "127.0.0.1:40999", "53/udp": `127.0.0.1:${hostPorts[3]}` },
+        endpoints: {
+            "80": `127.0.0.1:${hostPorts[0]}`,
+            "22": `127.0.0.1:${hostPorts[1]}`,
+            "443": "127.0.0.1:40999",
+            "53/udp": `127.0.0.1:${hostPorts[3]}`,
+        },
     });
 });
 
@@ -44,14 +56,18 @@ test("a VM made again gets its old port back; when that port is taken it gets an
     const first = (await pickHostPorts(spec, stateDir)).hostPorts[0];
     expect((await pickHostPorts(spec, stateDir)).hostPorts[0]).toBe(first);
     // Another VM name does not share the memory.
-    expect((await pickHostPorts(parseVmSpec({ name: "other", portForwards: [{ guest: 80 }] }), stateDir)).hostPorts[0]).not.toBe(first);
+    expect(
+        (await pickHostPorts(parseVmSpec({ name: "other", portForwards: [{ guest: 80 }] }), stateDir)).hostPorts[0],
+    ).not.toBe(first);
 
     const holder = net.createServer();
     await new Promise<void>((resolve) => holder.listen(first, "127.0.0.1", resolve));
     closers.push(() => holder.close());
     const again = await pickHostPorts(spec, stateDir);
     expect(again.hostPorts[0]).not.toBe(first);
-    expect(again.note).toBe(`vm.portForwards[0].host: host port ${first}, used before, is taken; picked ${again.hostPorts[0]}`);
+    expect(again.note).toBe(
+        `vm.portForwards[0].host: host port ${first}, used before, is taken; picked ${again.hostPorts[0]}`,
+    );
     // The new port is remembered from now on.
     holder.close();
     expect((await pickHostPorts(spec, stateDir)).hostPorts[0]).toBe(again.hostPorts[0]);

@@ -36,23 +36,43 @@ afterAll(async () => {
 
 async function killAndRefresh(outs: VirtualMachineOutputs): Promise<void> {
     process.kill(outs.pid, "SIGKILL");
-    expect(await waitUntilGone({ pid: outs.pid, startTime: outs.processStartTime, bootId: outs.bootId }, outs.pidfile, 10_000)).toBe(true);
+    expect(
+        await waitUntilGone(
+            { pid: outs.pid, startTime: outs.processStartTime, bootId: outs.bootId },
+            outs.pidfile,
+            10_000,
+        ),
+    ).toBe(true);
     expect(await vmResource.read("x", outs)).toEqual({ id: "", props: {} });
     live.splice(live.indexOf(outs), 1);
 }
 
 test("kill -9, refresh, up: restored, not booted, and ready; another identity boots cold; a stale snapshot is refused with a warning", async () => {
     const stateDir = path.join(dir, "state");
-    const img = await diskImage.createDiskImage({ stateDir, path: path.join(dir, "warm.qcow2"), source: { kind: "blank", size: "64M", format: "qcow2" } });
+    const img = await diskImage.createDiskImage({
+        stateDir,
+        path: path.join(dir, "warm.qcow2"),
+        source: { kind: "blank", size: "64M", format: "qcow2" },
+    });
     const inputs = (memoryMiB = 256) => ({
         vm: {
-            name: "warm", accel: "tcg", agent: "shell", memoryMiB, kernel: guest.kernel, initrd: guest.initrd,
+            name: "warm",
+            accel: "tcg",
+            agent: "shell",
+            memoryMiB,
+            kernel: guest.kernel,
+            initrd: guest.initrd,
             kernelArguments: guestKernelArguments({ name: "warm" }),
             disks: [{ path: img.path, format: "qcow2", inputHash: img.inputHash }],
             portForwards: [{ guest: 80 }],
         },
         // The kernel makes boot_id on its first read: read it before the snapshot is taken.
-        ready: { agent: true as const, guestPort: 80, command: "cat /proc/sys/kernel/random/boot_id", timeoutSeconds: 150 },
+        ready: {
+            agent: true as const,
+            guestPort: 80,
+            command: "cat /proc/sys/kernel/random/boot_id",
+            timeoutSeconds: 150,
+        },
         stateDir,
         warmStart: true,
     });
@@ -78,7 +98,9 @@ test("kill -9, refresh, up: restored, not booted, and ready; another identity bo
     const second = await create(inputs());
     expect(second.start).toBe("restored");
     expect(second.argvHash).toBe(first.argvHash);
-    console.log(`cold start ready in ${first.readySeconds.toFixed(2)} s, restored in ${second.readySeconds.toFixed(2)} s`);
+    console.log(
+        `cold start ready in ${first.readySeconds.toFixed(2)} s, restored in ${second.readySeconds.toFixed(2)} s`,
+    );
     expect(second.readySeconds).toBeLessThan(first.readySeconds);
     m = attach(second);
     try {
@@ -106,7 +128,9 @@ test("kill -9, refresh, up: restored, not booted, and ready; another identity bo
     // The first identity's record now names a qcow2 snapshot that is no longer there as recorded.
     const again = await create(inputs());
     expect(again.start).toBe("cold");
-    expect(again.startNote).toMatch(/^booted cold: the warm snapshot is damaged \(disk .*warm\.qcow2 holds a different snapshot pq-warm/);
+    expect(again.startNote).toMatch(
+        /^booted cold: the warm snapshot is damaged \(disk .*warm\.qcow2 holds a different snapshot pq-warm/,
+    );
     m = attach(again);
     expect(await m.succeed("cat /proc/sys/kernel/random/boot_id")).not.toBe(bootId);
     m.close();
@@ -118,16 +142,26 @@ test("kill -9, refresh, up: restored, not booted, and ready; another identity bo
     expect((await readdir(warmDir)).sort()).toEqual([`${first.argvHash}.json`, `${other.argvHash}.json`].sort());
     expect(await pruneWarmRecords(stateDir)).toEqual([]);
     await diskImage.removeImage(img);
-    expect((await pruneWarmRecords(stateDir)).sort()).toEqual([`${first.argvHash}.json`, `${other.argvHash}.json`].sort());
+    expect((await pruneWarmRecords(stateDir)).sort()).toEqual(
+        [`${first.argvHash}.json`, `${other.argvHash}.json`].sort(),
+    );
     expect(await readdir(warmDir)).toEqual([]);
 }, 600_000);
 
 test("warmStart on a VM that cannot be snapshotted is refused at check, naming the field", async () => {
-    const r = await vmResource.check({}, { vm: { kernel: guest.kernel, initrd: guest.initrd, shares: [{ source: dir }] }, warmStart: true });
+    const r = await vmResource.check(
+        {},
+        { vm: { kernel: guest.kernel, initrd: guest.initrd, shares: [{ source: dir }] }, warmStart: true },
+    );
     expect(r.failures).toEqual([
-        { property: "vm.shares", reason: expect.stringMatching(/^warmStart snapshots the VM: a virtio-9p share blocks/) },
+        {
+            property: "vm.shares",
+            reason: expect.stringMatching(/^warmStart snapshots the VM: a virtio-9p share blocks/),
+        },
         { property: "vm.disks", reason: expect.stringMatching(/small blank qcow2 DiskImage/) },
     ]);
     const bad = await vmResource.check({}, { vm: { kernel: guest.kernel }, warmStart: "yes" });
-    expect(bad.failures).toEqual([{ property: "warmStart", reason: 'warmStart must be true (or left out), got "yes"' }]);
+    expect(bad.failures).toEqual([
+        { property: "warmStart", reason: 'warmStart must be true (or left out), got "yes"' },
+    ]);
 });

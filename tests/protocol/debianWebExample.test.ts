@@ -48,26 +48,50 @@ beforeAll(async () => {
 }, 20 * 60_000);
 
 afterAll(async () => {
-    if (opts && existsSync(opts.statePath)) await destroy(opts).catch((err) => console.error(`cleanup destroy: ${err.message}`));
+    if (opts && existsSync(opts.statePath))
+        await destroy(opts).catch((err) => console.error(`cleanup destroy: ${err.message}`));
     if (work) await rm(work, { recursive: true, force: true });
 }, 120_000);
 
-test("up boots a Debian web server configured by its seed; a second up changes nothing; destroy stops it", async () => {
-    const first = await up(opts);
-    console.log(`debian-web, 1 VM: up ${first.seconds.toFixed(1)} s`);
-    expect(first.logs.filter((l) => l.severity === "error")).toEqual([]);
-    expect(first.counts.create).toBe(3);
-    const sites = first.outputs.sites as Record<string, string>;
-    expect((await httpGetWhenUp(sites["debian-web-1"], 60_000)).body).toContain("<h1>debian-web-1</h1>");
-    const [, port] = /-p (\d+)/.exec((first.outputs.ssh as Record<string, string>)["debian-web-1"])!;
-    const r = await execa("ssh", ["-i", key, "-p", port, "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR", "web@127.0.0.1", "hostname"], { timeout: 60_000 });
-    expect(r.stdout.trim()).toBe("debian-web-1");
+test(
+    "up boots a Debian web server configured by its seed; a second up changes nothing; destroy stops it",
+    async () => {
+        const first = await up(opts);
+        console.log(`debian-web, 1 VM: up ${first.seconds.toFixed(1)} s`);
+        expect(first.logs.filter((l) => l.severity === "error")).toEqual([]);
+        expect(first.counts.create).toBe(3);
+        const sites = first.outputs.sites as Record<string, string>;
+        expect((await httpGetWhenUp(sites["debian-web-1"], 60_000)).body).toContain("<h1>debian-web-1</h1>");
+        const [, port] = /-p (\d+)/.exec((first.outputs.ssh as Record<string, string>)["debian-web-1"])!;
+        const r = await execa(
+            "ssh",
+            [
+                "-i",
+                key,
+                "-p",
+                port,
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "LogLevel=ERROR",
+                "web@127.0.0.1",
+                "hostname",
+            ],
+            { timeout: 60_000 },
+        );
+        expect(r.stdout.trim()).toBe("debian-web-1");
 
-    const again = await up(opts);
-    expect(again.counts).toMatchObject({ create: 0, update: 0, replace: 0, delete: 0 });
+        const again = await up(opts);
+        expect(again.counts).toMatchObject({ create: 0, update: 0, replace: 0, delete: 0 });
 
-    const state = await loadState(opts.statePath);
-    const vm = state.resources.find((x) => x.type === "pulumi-nodejs:dynamic/qemu:VirtualMachine")!;
-    await destroy(opts);
-    expect(isRunning(Number(vm.outputs.pid))).toBe(false);
-}, 20 * 60_000);
+        const state = await loadState(opts.statePath);
+        const vm = state.resources.find((x) => x.type === "pulumi-nodejs:dynamic/qemu:VirtualMachine")!;
+        await destroy(opts);
+        expect(isRunning(Number(vm.outputs.pid))).toBe(false);
+    },
+    20 * 60_000,
+);

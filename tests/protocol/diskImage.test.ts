@@ -41,10 +41,19 @@ describe.each<PluginKind>(["dynamic", "qemu"])("DiskImage through the %s plugin"
         const checked = await driver.plugin.check(urn, {}, driver.news("DiskImage", inputs));
         expect(checked.failures).toEqual([]);
         const made = await driver.plugin.create(urn, checked.inputs);
-        return { urn, id: made.id, inputs: checked.inputs, props: made.properties, outs: made.properties as unknown as ImageOuts };
+        return {
+            urn,
+            id: made.id,
+            inputs: checked.inputs,
+            props: made.properties,
+            outs: made.properties as unknown as ImageOuts,
+        };
     }
 
-    const blank = (size: string, stateDir = path.join(dir, "state")) => ({ stateDir, source: { kind: "blank", size, format: "raw" } });
+    const blank = (size: string, stateDir = path.join(dir, "state")) => ({
+        stateDir,
+        source: { kind: "blank", size, format: "raw" },
+    });
 
     test("create, no-op diff, replace on a changed size, read after the file is gone, delete", async () => {
         const base = await make("base", blank("16M"));
@@ -53,7 +62,11 @@ describe.each<PluginKind>(["dynamic", "qemu"])("DiskImage through the %s plugin"
         expect(existsSync(base.outs.path)).toBe(true);
 
         const again = await driver.plugin.check(base.urn, base.inputs, driver.news("DiskImage", blank("16M")));
-        expect(await driver.plugin.diff(base.id, base.urn, base.props, again.inputs, base.inputs)).toEqual({ changes: DIFF_NONE, replaces: [], deleteBeforeReplace: false });
+        expect(await driver.plugin.diff(base.id, base.urn, base.props, again.inputs, base.inputs)).toEqual({
+            changes: DIFF_NONE,
+            replaces: [],
+            deleteBeforeReplace: false,
+        });
 
         const bigger = await driver.plugin.check(base.urn, base.inputs, driver.news("DiskImage", blank("32M")));
         const diff = await driver.plugin.diff(base.id, base.urn, base.props, bigger.inputs, base.inputs);
@@ -68,7 +81,9 @@ describe.each<PluginKind>(["dynamic", "qemu"])("DiskImage through the %s plugin"
         expect(existsSync(base.outs.path)).toBe(false);
         expect(existsSync(newOuts.path)).toBe(true);
 
-        expect((await driver.plugin.read(replacement.id, base.urn, replacement.properties, bigger.inputs)).id).toBe(replacement.id);
+        expect((await driver.plugin.read(replacement.id, base.urn, replacement.properties, bigger.inputs)).id).toBe(
+            replacement.id,
+        );
         await unlink(newOuts.path);
         expect((await driver.plugin.read(replacement.id, base.urn, replacement.properties, bigger.inputs)).id).toBe("");
         await driver.plugin.delete(replacement.id, base.urn, replacement.properties, bigger.inputs);
@@ -84,7 +99,11 @@ describe.each<PluginKind>(["dynamic", "qemu"])("DiskImage through the %s plugin"
         const first = await driver.plugin.read(img.id, img.urn, img.props, img.inputs);
         const second = await driver.plugin.read(first.id, img.urn, first.properties, first.inputs ?? img.inputs);
         expect(second.properties.drift).toMatch(/content changed/);
-        const checked = await driver.plugin.check(img.urn, img.inputs, driver.news("DiskImage", { stateDir: path.join(dir, "state"), source: { kind: "file", path: src } }));
+        const checked = await driver.plugin.check(
+            img.urn,
+            img.inputs,
+            driver.news("DiskImage", { stateDir: path.join(dir, "state"), source: { kind: "file", path: src } }),
+        );
         const diff = await driver.plugin.diff(second.id, img.urn, second.properties, checked.inputs, img.inputs);
         expect(diff.changes).toBe(DIFF_SOME);
         expect(diff.replaces).toContain("source");
@@ -105,13 +124,21 @@ describe.each<PluginKind>(["dynamic", "qemu"])("DiskImage through the %s plugin"
         // A preview of a new stack: the base is not made yet, so its path and hash are unknown.
         const previewState = path.join(dir, "preview-state");
         const urn = driver.urn("DiskImage", "preview-overlay");
-        const checked = await driver.plugin.check(urn, {}, driver.news("DiskImage", overlayInputs(UNKNOWN, UNKNOWN, previewState)));
+        const checked = await driver.plugin.check(
+            urn,
+            {},
+            driver.news("DiskImage", overlayInputs(UNKNOWN, UNKNOWN, previewState)),
+        );
         expect(checked.failures).toEqual([]);
         expect((checked.inputs.source as Props).backing).toBe(UNKNOWN);
         expect(existsSync(previewState)).toBe(false);
 
         // A preview of a base about to be replaced: the overlay's diff sees the unknown and replaces.
-        const pending = await driver.plugin.check(overlay.urn, overlay.inputs, driver.news("DiskImage", overlayInputs(UNKNOWN, UNKNOWN)));
+        const pending = await driver.plugin.check(
+            overlay.urn,
+            overlay.inputs,
+            driver.news("DiskImage", overlayInputs(UNKNOWN, UNKNOWN)),
+        );
         expect(pending.failures).toEqual([]);
         const diff = await driver.plugin.diff(overlay.id, overlay.urn, overlay.props, pending.inputs, overlay.inputs);
         expect(diff.changes).toBe(DIFF_SOME);

@@ -37,7 +37,10 @@ beforeAll(async () => {
         config: {
             kernel: guest.kernel,
             initrd: guest.initrd,
-            kernelArguments: guestKernelArguments({ name: "{name}", mounts: [{ tag: mountTag(shared), at: "/mnt/shared", readOnly: true }] }),
+            kernelArguments: guestKernelArguments({
+                name: "{name}",
+                mounts: [{ tag: mountTag(shared), at: "/mnt/shared", readOnly: true }],
+            }),
             sharedDir: shared,
             firstPort: await consecutiveFreePorts(COUNT),
             count: COUNT,
@@ -49,7 +52,8 @@ beforeAll(async () => {
 
 afterAll(async () => {
     // Whatever a failed test left running goes with the stack.
-    if (opts && existsSync(opts.statePath)) await destroy(opts).catch((err) => console.error(`cleanup destroy: ${err.message}`));
+    if (opts && existsSync(opts.statePath))
+        await destroy(opts).catch((err) => console.error(`cleanup destroy: ${err.message}`));
     if (work) await rm(work, { recursive: true, force: true });
 }, 120_000);
 
@@ -93,7 +97,10 @@ test("up starts every VM on its port; a second up changes nothing", async () => 
     expect(isSecret(first.outputs.sharedMountTag)).toBe(false);
     // The client fetched each web VM's page over the private network, by its address there.
     const hosts = String(first.outputs.hosts);
-    const checks = readFileSync(String(first.outputs.clientSerialLog), "utf8").split("\n").filter((l) => l.includes("pq-check:")).map((l) => l.trim());
+    const checks = readFileSync(String(first.outputs.clientSerialLog), "utf8")
+        .split("\n")
+        .filter((l) => l.includes("pq-check:"))
+        .map((l) => l.trim());
     console.log(`private network ${String(first.outputs.lanSubnet)}:\n${hosts}${checks.join("\n")}`);
     for (const name of ["web-1", "web-2"]) {
         const ip = new RegExp(`^(\\S+) ${name}$`, "m").exec(hosts)![1];
@@ -128,7 +135,9 @@ let killedVmDir = "";
 
 test("refresh drops a VM killed behind the engine's back; the next up starts it again", async () => {
     const pids = await vmPids();
-    killedVmDir = String((await loadState(opts.statePath)).resources.find((r) => r.urn.endsWith("::web-2"))!.outputs.vmDir);
+    killedVmDir = String(
+        (await loadState(opts.statePath)).resources.find((r) => r.urn.endsWith("::web-2"))!.outputs.vmDir,
+    );
     process.kill(pids["web-2"], "SIGKILL");
     const until = Date.now() + 10_000;
     while (Date.now() < until && isRunning(pids["web-2"])) await new Promise((r) => setTimeout(r, 100));
@@ -154,7 +163,10 @@ test("a network switch killed behind the engine's back: refresh sees the network
 
     const r = await refresh(opts);
     expect(r.steps.filter((st) => st.op === "delete").map((st) => st.urn.split("::").pop())).toEqual(["lan"]);
-    const drifted = (await loadState(opts.statePath)).resources.filter((res) => res.outputs.networkDrift !== undefined).map((res) => res.urn.split("::").pop()).sort();
+    const drifted = (await loadState(opts.statePath)).resources
+        .filter((res) => res.outputs.networkDrift !== undefined)
+        .map((res) => res.urn.split("::").pop())
+        .sort();
     expect(drifted).toEqual(["client", "web-1", "web-2"]);
 
     const s = await up(opts);
@@ -162,9 +174,14 @@ test("a network switch killed behind the engine's back: refresh sees the network
     // A new network, and every VM that was on the old one replaced onto it.
     expect(s.counts).toMatchObject({ create: 1, replace: COUNT + 1, delete: 0 });
     await expectAnswers(s.outputs);
-    const checks = readFileSync(String(s.outputs.clientSerialLog), "utf8").split("\n").filter((l) => l.includes("pq-check:")).map((l) => l.trim());
+    const checks = readFileSync(String(s.outputs.clientSerialLog), "utf8")
+        .split("\n")
+        .filter((l) => l.includes("pq-check:"))
+        .map((l) => l.trim());
     expect(checks).toContain(`pq-check: done, ${COUNT} ok, 0 failed`);
-    const newLan = (await loadState(opts.statePath)).resources.find((res) => res.type === "pulumi-nodejs:dynamic/qemu:Network")!;
+    const newLan = (await loadState(opts.statePath)).resources.find(
+        (res) => res.type === "pulumi-nodejs:dynamic/qemu:Network",
+    )!;
     expect(newLan.id).not.toBe(lan.id);
     expect(isRunning(Number(newLan.outputs.pid))).toBe(true);
 }, 300_000);
@@ -177,8 +194,11 @@ test("destroy stops every VM and removes every image and VM directory", async ()
     expect((await loadState(opts.statePath)).resources).toEqual([]);
     // Only the killed VM's directory stays, as the provider keeps it for a post-mortem once refresh forgot it.
     expect(readdirSync(path.join(stateDir, "vms"))).toEqual([path.basename(killedVmDir)]);
-    const left = readdirSync(stateDir, { recursive: true, withFileTypes: true }).filter((e) => e.isFile()).map((e) => path.relative(stateDir, path.join(e.parentPath, e.name)));
+    const left = readdirSync(stateDir, { recursive: true, withFileTypes: true })
+        .filter((e) => e.isFile())
+        .map((e) => path.relative(stateDir, path.join(e.parentPath, e.name)));
     console.log(`left in the state directory after destroy: ${JSON.stringify(left)}`);
-    expect(left.filter((f) => !f.startsWith(path.join("vms", path.basename(killedVmDir))) && !f.endsWith(".json"))).toEqual([]);
+    expect(
+        left.filter((f) => !f.startsWith(path.join("vms", path.basename(killedVmDir))) && !f.endsWith(".json")),
+    ).toEqual([]);
 }, 120_000);
-

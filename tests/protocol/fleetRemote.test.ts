@@ -51,14 +51,17 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-    if (opts && existsSync(opts.statePath)) await destroy(opts).catch((err) => console.error(`cleanup destroy: ${err.message}`));
+    if (opts && existsSync(opts.statePath))
+        await destroy(opts).catch((err) => console.error(`cleanup destroy: ${err.message}`));
     await far?.stop();
     if (work) await rm(work, { recursive: true, force: true });
 });
 
 const changes = (s: RunSummary) => s.counts.create + s.counts.update + s.counts.replace + s.counts.delete;
 const noErrors = (s: RunSummary) => expect(s.logs.filter((l) => l.severity === "error")).toEqual([]);
-const farVm = async () => (await loadState(opts.statePath)).resources.find((r) => r.urn.endsWith("::far-1"))?.outputs as Record<string, any> | undefined;
+const farVm = async () =>
+    (await loadState(opts.statePath)).resources.find((r) => r.urn.endsWith("::far-1"))?.outputs as
+        Record<string, any> | undefined;
 /** Who runs `pid`; "" when nothing does (a zombie waiting for a reaper counts as gone). */
 const ownerOf = (pid: number) => {
     if (!isRunning(pid)) return "";
@@ -85,7 +88,9 @@ test("preview plans the far VM with the rest; up starts it on the far host; a se
     expect(String(vm.vmDir).startsWith(`${far.home}/.local/state/pulumi-qemu/vms/`)).toBe(true);
     // Its port is forwarded on the far host's loopback (which, here, is this machine's): the guest's web page answers.
     expect(JSON.stringify(first.outputs.far)).toContain(`127.0.0.1:${vm.ports["80"]}`);
-    expect((await httpGetWhenUp(`http://127.0.0.1:${vm.ports["80"]}/`, 20_000)).body).toContain("pulumi-qemu test guest far-1");
+    expect((await httpGetWhenUp(`http://127.0.0.1:${vm.ports["80"]}/`, 20_000)).body).toContain(
+        "pulumi-qemu test guest far-1",
+    );
 
     const again = await up(opts);
     noErrors(again);
@@ -103,9 +108,13 @@ test("with the far host unreachable: preview still plans no change, refresh fail
         noErrors(planned);
         expect(changes(planned)).toBe(0);
         // The far VM's check could judge only what needs no host, and says so.
-        expect(planned.logs.some((l) => l.severity === "warning" && l.message.includes(`host ${far.url} is unreachable`))).toBe(true);
+        expect(
+            planned.logs.some((l) => l.severity === "warning" && l.message.includes(`host ${far.url} is unreachable`)),
+        ).toBe(true);
 
-        await expect(refresh(opts)).rejects.toThrow(new RegExp(`host ${far.url.replace(/[.]/g, "\\.")} is unreachable`));
+        await expect(refresh(opts)).rejects.toThrow(
+            new RegExp(`host ${far.url.replace(/[.]/g, "\\.")} is unreachable`),
+        );
         expect(readFileSync(opts.statePath, "utf8")).toBe(stateBefore);
     } finally {
         await far.resume();

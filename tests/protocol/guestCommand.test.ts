@@ -27,8 +27,20 @@ describe.each<PluginKind>(["qemu", "dynamic"])("GuestCommand through the %s plug
     beforeAll(async () => {
         const guest = await ensureTestGuest();
         dir = await mkdtemp(path.join(os.tmpdir(), `pq-pgc-${kind[0]}-`));
-        const spec = { name: `pgc-${kind}`, accel: "tcg", agent: "shell", network: "none", kernel: guest.kernel, initrd: guest.initrd, kernelArguments: guestKernelArguments({ name: "pgc" }) };
-        const madeVm = await vmResource.create({ vm: spec, ready: { serialPattern: READY_MARKER, timeoutSeconds: 120 }, stateDir: path.join(dir, "s") });
+        const spec = {
+            name: `pgc-${kind}`,
+            accel: "tcg",
+            agent: "shell",
+            network: "none",
+            kernel: guest.kernel,
+            initrd: guest.initrd,
+            kernelArguments: guestKernelArguments({ name: "pgc" }),
+        };
+        const madeVm = await vmResource.create({
+            vm: spec,
+            ready: { serialPattern: READY_MARKER, timeoutSeconds: 120 },
+            stateDir: path.join(dir, "s"),
+        });
         vm = madeVm.outs as VirtualMachineOutputs;
         vmId = madeVm.id as string;
         driver = await openDriver(kind);
@@ -68,17 +80,40 @@ describe.each<PluginKind>(["qemu", "dynamic"])("GuestCommand through the %s plug
             expect(outs.exitCode).toBe(0);
 
             const again = await driver.plugin.check(urn, inputs, sent);
-            const noop = await driver.plugin.diff(made.id, urn, forProvider(driver.acceptSecrets, outs), again.inputs, forProvider(driver.acceptSecrets, inputs));
+            const noop = await driver.plugin.diff(
+                made.id,
+                urn,
+                forProvider(driver.acceptSecrets, outs),
+                again.inputs,
+                forProvider(driver.acceptSecrets, inputs),
+            );
             expect(noop.changes).toBe(DIFF_NONE);
 
             await machine.succeed("rm /tmp/step");
-            const read = await driver.plugin.read(made.id, urn, forProvider(driver.acceptSecrets, outs), forProvider(driver.acceptSecrets, inputs));
+            const read = await driver.plugin.read(
+                made.id,
+                urn,
+                forProvider(driver.acceptSecrets, outs),
+                forProvider(driver.acceptSecrets, inputs),
+            );
             expect(read.id).toBe(made.id);
             expect(read.properties.drift).toMatch(/check exited 1/);
-            const drifted = await driver.plugin.diff(made.id, urn, read.properties, again.inputs, forProvider(driver.acceptSecrets, inputs));
+            const drifted = await driver.plugin.diff(
+                made.id,
+                urn,
+                read.properties,
+                again.inputs,
+                forProvider(driver.acceptSecrets, inputs),
+            );
             expect(drifted.changes).toBe(DIFF_SOME);
 
-            const updated = await driver.plugin.update(made.id, urn, read.properties, again.inputs, forProvider(driver.acceptSecrets, inputs));
+            const updated = await driver.plugin.update(
+                made.id,
+                urn,
+                read.properties,
+                again.inputs,
+                forProvider(driver.acceptSecrets, inputs),
+            );
             expect(updated.properties.drift).toBeUndefined();
             expect(await machine.succeed("cat /tmp/step")).toBe("configured-tok123\n");
 
@@ -92,7 +127,13 @@ describe.each<PluginKind>(["qemu", "dynamic"])("GuestCommand through the %s plug
 
     test("vm given by id (with stateDir): create, refresh and delete reach the same guest", async () => {
         const urn = driver.urn("GuestCommand", "by-id");
-        const news: Props = driver.news("GuestCommand", { vm: vmId, stateDir: path.join(dir, "s"), create: "echo by-id > /tmp/by-id", delete: "rm /tmp/by-id", check: "test -f /tmp/by-id" });
+        const news: Props = driver.news("GuestCommand", {
+            vm: vmId,
+            stateDir: path.join(dir, "s"),
+            create: "echo by-id > /tmp/by-id",
+            delete: "rm /tmp/by-id",
+            check: "test -f /tmp/by-id",
+        });
         const checked = await driver.plugin.check(urn, {}, forProvider(driver.acceptSecrets, news));
         expect(checked.failures).toEqual([]);
         const made = await driver.plugin.create(urn, checked.inputs);
@@ -105,7 +146,11 @@ describe.each<PluginKind>(["qemu", "dynamic"])("GuestCommand through the %s plug
             expect(read.properties.drift).toBeUndefined();
             await driver.plugin.delete(made.id, urn, made.properties, checked.inputs);
             expect(await machine.succeed("test -e /tmp/by-id || echo removed")).toBe("removed\n");
-            const bad = await driver.plugin.check(urn, {}, forProvider(driver.acceptSecrets, driver.news("GuestCommand", { vm: "../etc", create: "true" })));
+            const bad = await driver.plugin.check(
+                urn,
+                {},
+                forProvider(driver.acceptSecrets, driver.news("GuestCommand", { vm: "../etc", create: "true" })),
+            );
             expect(bad.failures.map((f: { property: string }) => f.property)).toContain("vm");
             expect(driver.engine.errors()).toEqual([]);
         } finally {

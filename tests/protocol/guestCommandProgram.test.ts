@@ -42,12 +42,15 @@ beforeAll(async () => {
 }, 180_000);
 
 afterAll(async () => {
-    if (opts && existsSync(opts.statePath)) await destroy(opts).catch((err) => console.error(`cleanup destroy: ${err.message}`));
+    if (opts && existsSync(opts.statePath))
+        await destroy(opts).catch((err) => console.error(`cleanup destroy: ${err.message}`));
     if (work) await rm(work, { recursive: true, force: true });
 }, 120_000);
 
 function changes(s: RunSummary): number {
-    return Object.entries(s.counts).filter(([op]) => op !== "same").reduce((n, [, c]) => n + c, 0);
+    return Object.entries(s.counts)
+        .filter(([op]) => op !== "same")
+        .reduce((n, [, c]) => n + c, 0);
 }
 
 test("up, no-op up, drift found by check, up again, destroy runs delete", async () => {

@@ -22,21 +22,35 @@ beforeAll(async () => {
     await cp(path.join(__dirname, "fixtures", "files"), dir, { recursive: true });
     await linkPackages(dir);
     require("node:fs").mkdirSync(files);
-    opts = { dir, project: "files", stack: "dev", statePath: path.join(work, "state.json"), config: { dir: files, content: "one" } };
+    opts = {
+        dir,
+        project: "files",
+        stack: "dev",
+        statePath: path.join(work, "state.json"),
+        config: { dir: files, content: "one" },
+    };
 });
 
 afterAll(async () => {
     if (work) await rm(work, { recursive: true, force: true });
 });
 
-const withConfig = (config: Record<string, unknown>, extra: Partial<ProjectOptions> = {}): ProjectOptions => ({ ...opts, ...extra, config: { ...opts.config, ...config } });
+const withConfig = (config: Record<string, unknown>, extra: Partial<ProjectOptions> = {}): ProjectOptions => ({
+    ...opts,
+    ...extra,
+    config: { ...opts.config, ...config },
+});
 
 test("up creates, passes outputs on to dependents and returns the stack outputs", async () => {
     const s = await up(opts);
     expect(s.counts).toEqual({ create: 2, update: 0, replace: 0, delete: 0, same: 0 });
     expect(readFileSync(path.join(files, "first.txt"), "utf8")).toBe("one");
     expect(readFileSync(path.join(files, "second.txt"), "utf8")).toBe(`points at ${files}/first.txt`);
-    expect(s.outputs).toEqual({ firstPath: `${files}/first.txt`, firstContent: "one", secondLength: `points at ${files}/first.txt`.length });
+    expect(s.outputs).toEqual({
+        firstPath: `${files}/first.txt`,
+        firstContent: "one",
+        secondLength: `points at ${files}/first.txt`.length,
+    });
     expect(s.logs.filter((l) => l.severity === "error")).toEqual([]);
     console.log(`mini engine: up of 2 resources took ${s.seconds.toFixed(2)} s`);
 });
@@ -72,7 +86,10 @@ test("a resource the program stops declaring is deleted", async () => {
     const s = await up(withConfig({ content: "two", firstName: "renamed", second: false }));
     expect(s.counts).toMatchObject({ delete: 1, same: 1 });
     expect(await readdir(files)).toEqual(["renamed.txt"]);
-    expect((await loadState(opts.statePath)).resources.map((r) => r.urn.split("::").pop())).toEqual(["files-dev", "first"]);
+    expect((await loadState(opts.statePath)).resources.map((r) => r.urn.split("::").pop())).toEqual([
+        "files-dev",
+        "first",
+    ]);
 });
 
 test("refresh drops a resource whose file is gone", async () => {

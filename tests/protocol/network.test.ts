@@ -35,22 +35,52 @@ describe.each<PluginKind>(["dynamic", "qemu"])("Network through the %s plugin", 
         const urn = driver.urn("Network", `lan-${kind}`);
         const stateDir = path.join(dir, "s");
         const bad = await driver.plugin.check(urn, {}, driver.news("Network", { stateDir, subnet: "10.5.5.5/24" }));
-        expect(bad.failures).toEqual([{ property: "subnet", reason: expect.stringMatching(/host bits set; write its network address, 10\.5\.5\.0\/24/) }]);
+        expect(bad.failures).toEqual([
+            {
+                property: "subnet",
+                reason: expect.stringMatching(/host bits set; write its network address, 10\.5\.5\.0\/24/),
+            },
+        ]);
 
-        const checked = await driver.plugin.check(urn, {}, driver.news("Network", { stateDir, name: "lan", subnet: "10.55.0.0/24" }));
+        const checked = await driver.plugin.check(
+            urn,
+            {},
+            driver.news("Network", { stateDir, name: "lan", subnet: "10.55.0.0/24" }),
+        );
         expect(checked.failures).toEqual([]);
         const made = await driver.plugin.create(urn, checked.inputs);
-        const outs = made.properties as unknown as { pid: number; subnet: string; switchDir: string; networkDir: string };
+        const outs = made.properties as unknown as {
+            pid: number;
+            subnet: string;
+            switchDir: string;
+            networkDir: string;
+        };
         started.push(outs.pid);
         expect(made.id).toMatch(/^lan-/);
         expect(outs.subnet).toBe("10.55.0.0/24");
         expect(isRunning(outs.pid)).toBe(true);
         expect(existsSync(path.join(outs.switchDir, "ctl"))).toBe(true);
 
-        const same = await driver.plugin.check(urn, checked.inputs, driver.news("Network", { stateDir, name: "lan", subnet: "10.55.0.0/24" }));
-        expect(await driver.plugin.diff(made.id, urn, made.properties, same.inputs, checked.inputs)).toEqual({ changes: DIFF_NONE, replaces: [], deleteBeforeReplace: false });
-        const moved = await driver.plugin.check(urn, checked.inputs, driver.news("Network", { stateDir, name: "lan", subnet: "10.56.0.0/24" }));
-        expect(await driver.plugin.diff(made.id, urn, made.properties, moved.inputs, checked.inputs)).toEqual({ changes: DIFF_SOME, replaces: ["subnet"], deleteBeforeReplace: true });
+        const same = await driver.plugin.check(
+            urn,
+            checked.inputs,
+            driver.news("Network", { stateDir, name: "lan", subnet: "10.55.0.0/24" }),
+        );
+        expect(await driver.plugin.diff(made.id, urn, made.properties, same.inputs, checked.inputs)).toEqual({
+            changes: DIFF_NONE,
+            replaces: [],
+            deleteBeforeReplace: false,
+        });
+        const moved = await driver.plugin.check(
+            urn,
+            checked.inputs,
+            driver.news("Network", { stateDir, name: "lan", subnet: "10.56.0.0/24" }),
+        );
+        expect(await driver.plugin.diff(made.id, urn, made.properties, moved.inputs, checked.inputs)).toEqual({
+            changes: DIFF_SOME,
+            replaces: ["subnet"],
+            deleteBeforeReplace: true,
+        });
 
         const live = await driver.plugin.read(made.id, urn, made.properties, checked.inputs);
         expect(live.id).toBe(made.id);

@@ -34,12 +34,18 @@ describe.each<PluginKind>(["qemu", "dynamic"])("progress through the %s plugin",
         const stateDir = path.join(dir, "s");
         const name = `prog-${kind}`;
         const urn = driver.urn("VirtualMachine", name);
-        const inputs = { stateDir, vm: { name, accel: "auto", memoryMiB: 64 }, ready: { serialPattern: PATTERN, timeoutSeconds: 4 } };
+        const inputs = {
+            stateDir,
+            vm: { name, accel: "auto", memoryMiB: 64 },
+            ready: { serialPattern: PATTERN, timeoutSeconds: 4 },
+        };
         const checked = await driver.plugin.check(urn, {}, driver.news("VirtualMachine", inputs));
         expect(checked.failures).toEqual([]);
         await expect(driver.plugin.create(urn, checked.inputs)).rejects.toThrow(/not ready within 4 s/);
 
-        const waits = driver.engine.logs.filter((l) => l.message.includes(`waiting for serialPattern "${PATTERN}" on the console`));
+        const waits = driver.engine.logs.filter((l) =>
+            l.message.includes(`waiting for serialPattern "${PATTERN}" on the console`),
+        );
         expect(waits.length).toBeGreaterThanOrEqual(2);
         for (const w of waits) {
             expect(w.severity).toBe("info");
@@ -51,12 +57,19 @@ describe.each<PluginKind>(["qemu", "dynamic"])("progress through the %s plugin",
         if (kind === "qemu") {
             expect(waits.every((w) => w.urn === urn && w.ephemeral)).toBe(true);
         } else {
-            expect(waits.every((w) => w.urn === "" && !w.ephemeral && w.message.startsWith(`pulumi-qemu VirtualMachine "${name}": `))).toBe(true);
+            expect(
+                waits.every(
+                    (w) =>
+                        w.urn === "" && !w.ephemeral && w.message.startsWith(`pulumi-qemu VirtualMachine "${name}": `),
+                ),
+            ).toBe(true);
         }
 
         // accel "auto" on a host without working KVM: a warning saying why, kept (not a status line).
         const verdict = await resolveAccel("auto", { cacheDir: stateDir });
-        const kvmWarnings = driver.engine.logs.filter((l) => l.severity === "warning" && l.message.includes("KVM is not usable"));
+        const kvmWarnings = driver.engine.logs.filter(
+            (l) => l.severity === "warning" && l.message.includes("KVM is not usable"),
+        );
         if (verdict.accel === "tcg") {
             expect(kvmWarnings).toHaveLength(1);
             expect(kvmWarnings[0].message).toContain(verdict.reason);
@@ -86,11 +99,17 @@ describe("progress through our plugin hides secrets", () => {
     test("a secret serialPattern shows as [secret] in the status lines, as in the error", async () => {
         const secret = "hunter2-never-printed";
         const urn = driver.urn("VirtualMachine", "secretive");
-        const inputs = { stateDir: path.join(dir, "s"), vm: { name: "secretive", accel: "tcg", memoryMiB: 64 }, ready: { serialPattern: makeSecret(secret), timeoutSeconds: 3 } };
+        const inputs = {
+            stateDir: path.join(dir, "s"),
+            vm: { name: "secretive", accel: "tcg", memoryMiB: 64 },
+            ready: { serialPattern: makeSecret(secret), timeoutSeconds: 3 },
+        };
         const checked = await driver.plugin.check(urn, {}, driver.news("VirtualMachine", inputs));
         expect(checked.failures).toEqual([]);
         await expect(driver.plugin.create(urn, checked.inputs)).rejects.toThrow(/not ready within 3 s/);
-        const waits = driver.engine.logs.filter((l) => l.urn === urn && l.message.startsWith("waiting for serialPattern"));
+        const waits = driver.engine.logs.filter(
+            (l) => l.urn === urn && l.message.startsWith("waiting for serialPattern"),
+        );
         expect(waits.length).toBeGreaterThanOrEqual(1);
         expect(waits.every((w) => w.message.includes('"[secret]"'))).toBe(true);
         expect(driver.engine.logs.some((l) => l.message.includes(secret))).toBe(false);
@@ -117,7 +136,14 @@ describe("progress of a directory image through our plugin", () => {
         await mkdir(tree);
         for (let i = 0; i < 64; i++) await writeFile(path.join(tree, `f${i}`), Buffer.alloc(128 * 1024, i));
         const urn = driver.urn("DiskImage", "rootfs");
-        const checked = await driver.plugin.check(urn, {}, driver.news("DiskImage", { stateDir: path.join(dir, "s"), source: { kind: "directory", path: tree, size: "64M" } }));
+        const checked = await driver.plugin.check(
+            urn,
+            {},
+            driver.news("DiskImage", {
+                stateDir: path.join(dir, "s"),
+                source: { kind: "directory", path: tree, size: "64M" },
+            }),
+        );
         expect(checked.failures).toEqual([]);
         const made = await driver.plugin.create(urn, checked.inputs);
         const building = driver.engine.logs.filter((l) => l.message.startsWith(`building the ext4 image of ${tree} (`));

@@ -28,7 +28,14 @@ describe.each<PluginKind>(["dynamic", "qemu"])("RunScript through the %s plugin"
     });
 
     const inputs = (memoryMiB: number) => ({
-        vm: { name: "proto", accel: "tcg", memoryMiB, kernel: guest.kernel, initrd: guest.initrd, kernelArguments: ["console=ttyS0"] },
+        vm: {
+            name: "proto",
+            accel: "tcg",
+            memoryMiB,
+            kernel: guest.kernel,
+            initrd: guest.initrd,
+            kernelArguments: ["console=ttyS0"],
+        },
         stateDir: path.join(dir, "state"),
     });
 
@@ -86,7 +93,11 @@ describe.each<PluginKind>(["dynamic", "qemu"])("RunScript through the %s plugin"
         // An existing launcher whose kernel becomes unknown: the engine asks Diff with the unknown.
         const real = await driver.plugin.check(urn, {}, driver.news("RunScript", inputs(128)));
         const made = await driver.plugin.create(urn, real.inputs);
-        const withUnknown = await driver.plugin.check(urn, real.inputs, driver.news("RunScript", { ...inputs(128), vm: { ...inputs(128).vm, kernel: UNKNOWN } }));
+        const withUnknown = await driver.plugin.check(
+            urn,
+            real.inputs,
+            driver.news("RunScript", { ...inputs(128), vm: { ...inputs(128).vm, kernel: UNKNOWN } }),
+        );
         const diff = await driver.plugin.diff(made.id, urn, made.properties, withUnknown.inputs, real.inputs);
         expect(diff.changes).toBe(DIFF_SOME);
         expect(diff.replaces).toContain("vm");

@@ -20,15 +20,48 @@ afterAll(async () => {
 });
 
 const EXPECTED: Record<string, { inputs: string[]; outputs: string[] }> = {
-    "qemu:index:DiskImage": { inputs: ["path", "stateDir", "source"], outputs: ["path", "format", "virtualSizeBytes", "inputHash", "backingPath"] },
+    "qemu:index:DiskImage": {
+        inputs: ["path", "stateDir", "source"],
+        outputs: ["path", "format", "virtualSizeBytes", "inputHash", "backingPath"],
+    },
     "qemu:index:RunScript": { inputs: ["vm", "path", "stateDir"], outputs: ["path", "argv", "argvHash"] },
     "qemu:index:VirtualMachine": {
         inputs: ["vm", "ready", "stateDir", "warmStart"],
-        outputs: ["pid", "qmpSocket", "serialLog", "launcherPath", "argvHash", "status", "accel", "startedAt", "nics", "hosts", "networkDrift", "ports", "endpoints", "start", "startNote"],
+        outputs: [
+            "pid",
+            "qmpSocket",
+            "serialLog",
+            "launcherPath",
+            "argvHash",
+            "status",
+            "accel",
+            "startedAt",
+            "nics",
+            "hosts",
+            "networkDrift",
+            "ports",
+            "endpoints",
+            "start",
+            "startNote",
+        ],
     },
-    "qemu:index:Network": { inputs: ["name", "subnet", "stateDir"], outputs: ["subnet", "netmask", "switchDir", "switchIdentity"] },
+    "qemu:index:Network": {
+        inputs: ["name", "subnet", "stateDir"],
+        outputs: ["subnet", "netmask", "switchDir", "switchIdentity"],
+    },
     "qemu:index:GuestCommand": {
-        inputs: ["vm", "stateDir", "create", "update", "delete", "check", "environment", "stdin", "triggers", "timeoutSeconds"],
+        inputs: [
+            "vm",
+            "stateDir",
+            "create",
+            "update",
+            "delete",
+            "check",
+            "environment",
+            "stdin",
+            "triggers",
+            "timeoutSeconds",
+        ],
         outputs: ["stdout", "stderr", "exitCode", "vmIdentity", "vmTarget"],
     },
 };

@@ -31,7 +31,12 @@ describe.each<PluginKind>(["dynamic", "qemu"])("a secret input through the %s pl
         const launcher = path.join(dir, "run-secret.sh");
         const news: Props = driver.news("RunScript", {
             path: makeSecret(launcher),
-            vm: { name: makeSecret("hidden-name"), accel: "tcg", kernel: "/boot/vmlinuz", kernelArguments: ["console=ttyS0"] },
+            vm: {
+                name: makeSecret("hidden-name"),
+                accel: "tcg",
+                kernel: "/boot/vmlinuz",
+                kernelArguments: ["console=ttyS0"],
+            },
         });
         const sent = forProvider(driver.acceptSecrets, news);
         const checked = await driver.plugin.check(urn, {}, sent);
@@ -49,9 +54,16 @@ describe.each<PluginKind>(["dynamic", "qemu"])("a secret input through the %s pl
         // Our plugin marks them; the dynamic one cannot (it refuses secrets, and the engine only
         // re-marks outputs named like a secret input) — the README says to use additionalSecretOutputs.
         if (kind === "qemu") expect(argvSecret).toBe(true);
-        console.log(`${kind} plugin: argv (holds the secret name) comes back ${argvSecret ? "secret" : "in plain text"}; id ${made.id === launcher ? "is the secret path, in plain text" : made.id}`);
+        console.log(
+            `${kind} plugin: argv (holds the secret name) comes back ${argvSecret ? "secret" : "in plain text"}; id ${made.id === launcher ? "is the secret path, in plain text" : made.id}`,
+        );
 
-        await driver.plugin.delete(made.id, urn, forProvider(driver.acceptSecrets, outs), forProvider(driver.acceptSecrets, inputs));
+        await driver.plugin.delete(
+            made.id,
+            urn,
+            forProvider(driver.acceptSecrets, outs),
+            forProvider(driver.acceptSecrets, inputs),
+        );
         expect(driver.engine.errors()).toEqual([]);
     });
 });
@@ -74,7 +86,9 @@ describe("our plugin hides secret values in check failures and errors", () => {
 
     test("check failures and errors never show a secret value in clear", async () => {
         const urn = driver.urn("RunScript", "leaky");
-        const badName = driver.news("RunScript", { vm: { name: makeSecret("hidden\nname-value"), kernel: "/boot/vmlinuz" } });
+        const badName = driver.news("RunScript", {
+            vm: { name: makeSecret("hidden\nname-value"), kernel: "/boot/vmlinuz" },
+        });
         const checked = await driver.plugin.check(urn, {}, forProvider(driver.acceptSecrets, badName));
         expect(checked.failures.map((f) => f.property)).toEqual(["vm.name"]);
         expect(JSON.stringify(checked.failures)).not.toContain("name-value");

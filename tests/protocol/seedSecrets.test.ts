@@ -30,7 +30,11 @@ describe.each<PluginKind>(["dynamic", "qemu"])("a secret cloud-init seed through
         const urn = driver.urn("DiskImage", "seed");
         const news: Props = driver.news("DiskImage", {
             stateDir: path.join(dir, "state"),
-            source: { kind: "cloudInit", userData: makeSecret({ chpasswd: { list: SECRET_TEXT, expire: false } }), metaData: { "local-hostname": "s" } },
+            source: {
+                kind: "cloudInit",
+                userData: makeSecret({ chpasswd: { list: SECRET_TEXT, expire: false } }),
+                metaData: { "local-hostname": "s" },
+            },
         });
         const sent = forProvider(driver.acceptSecrets, news);
         const checked = await driver.plugin.check(urn, {}, sent);
@@ -41,7 +45,12 @@ describe.each<PluginKind>(["dynamic", "qemu"])("a secret cloud-init seed through
         expect(isSecret((outs.source as Props).userData)).toBe(true);
         expect((await stat(made.id)).mode & 0o777).toBe(0o600);
         expect(made.id).not.toContain(SECRET_TEXT);
-        await driver.plugin.delete(made.id, urn, forProvider(driver.acceptSecrets, outs), forProvider(driver.acceptSecrets, inputs));
+        await driver.plugin.delete(
+            made.id,
+            urn,
+            forProvider(driver.acceptSecrets, outs),
+            forProvider(driver.acceptSecrets, inputs),
+        );
         expect(driver.engine.errors()).toEqual([]);
     });
 

@@ -29,7 +29,6 @@ interface VmOuts {
     vmDir: string;
 }
 
-
 describe.each<PluginKind>(["dynamic", "qemu"])("VirtualMachine through the %s plugin", (kind) => {
     let driver: Driver;
     let dir: string;
@@ -54,7 +53,15 @@ describe.each<PluginKind>(["dynamic", "qemu"])("VirtualMachine through the %s pl
         const port = await freePort();
         const inputs = (memoryMiB: number, timeoutSeconds: number) => ({
             stateDir: path.join(dir, "s"),
-            vm: { name, accel: "tcg", memoryMiB, kernel: guest.kernel, initrd: guest.initrd, kernelArguments: guestKernelArguments({ name }), portForwards: [{ host: port, guest: 80 }] },
+            vm: {
+                name,
+                accel: "tcg",
+                memoryMiB,
+                kernel: guest.kernel,
+                initrd: guest.initrd,
+                kernelArguments: guestKernelArguments({ name }),
+                portForwards: [{ host: port, guest: 80 }],
+            },
             ready: { serialPattern: READY_MARKER, tcpPort: port, timeoutSeconds },
         });
         const urn = driver.urn("VirtualMachine", name);
@@ -71,7 +78,11 @@ describe.each<PluginKind>(["dynamic", "qemu"])("VirtualMachine through the %s pl
         expect((await httpGet(`http://127.0.0.1:${port}/`)).body).toContain(`pulumi-qemu test guest ${name}`);
 
         const same = await driver.plugin.check(urn, checked.inputs, driver.news("VirtualMachine", inputs(256, 180)));
-        expect(await driver.plugin.diff(made.id, urn, made.properties, same.inputs, checked.inputs)).toEqual({ changes: DIFF_NONE, replaces: [], deleteBeforeReplace: false });
+        expect(await driver.plugin.diff(made.id, urn, made.properties, same.inputs, checked.inputs)).toEqual({
+            changes: DIFF_NONE,
+            replaces: [],
+            deleteBeforeReplace: false,
+        });
 
         const patient = await driver.plugin.check(urn, checked.inputs, driver.news("VirtualMachine", inputs(256, 240)));
         const readyDiff = await driver.plugin.diff(made.id, urn, made.properties, patient.inputs, checked.inputs);

@@ -1,5 +1,15 @@
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
-import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import {
+    chmodSync,
+    chownSync,
+    copyFileSync,
+    existsSync,
+    mkdirSync,
+    mkdtempSync,
+    readFileSync,
+    rmSync,
+    writeFileSync,
+} from "node:fs";
 import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -48,8 +58,12 @@ export interface FarHost {
 const SSHD = "/usr/sbin/sshd";
 
 export async function startFarHost(): Promise<FarHost> {
-    if (process.getuid?.() !== 0) throw new Error("the far-host tests need root: they create the unprivileged user pqfar that sshd logs in (CI runs as root)");
-    if (!existsSync(SSHD)) throw new Error(`${SSHD} is missing: apt-get install openssh-server (scripts/setup.sh installs it)`);
+    if (process.getuid?.() !== 0)
+        throw new Error(
+            "the far-host tests need root: they create the unprivileged user pqfar that sshd logs in (CI runs as root)",
+        );
+    if (!existsSync(SSHD))
+        throw new Error(`${SSHD} is missing: apt-get install openssh-server (scripts/setup.sh installs it)`);
     const user = FAR_USER;
     // One far host per user at a time: starting one wipes the user's state and stopping one kills
     // the user's processes, so test files run in parallel (jest without --runInBand) take turns.
@@ -57,9 +71,13 @@ export async function startFarHost(): Promise<FarHost> {
     ensureUser();
     const home = `/home/${FAR_USER}`;
     // A clean far host each run: no state, runner cache or keys from an earlier one.
-    execFileSync("sh", ["-c", `pkill -KILL -u ${FAR_USER} || true; rm -rf ${home}/.local ${home}/.cache ${home}/.ssh ${home}/files`]);
+    execFileSync("sh", [
+        "-c",
+        `pkill -KILL -u ${FAR_USER} || true; rm -rf ${home}/.local ${home}/.cache ${home}/.ssh ${home}/files`,
+    ]);
     const dir = mkdtempSync(path.join(os.tmpdir(), "pq-far-"));
-    const keygen = (file: string) => execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "pq-test", "-f", file]);
+    const keygen = (file: string) =>
+        execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "pq-test", "-f", file]);
     keygen(path.join(dir, "host_key"));
     keygen(path.join(dir, "client_key"));
     const port = await freePort();
@@ -69,7 +87,9 @@ export async function startFarHost(): Promise<FarHost> {
 
     const sshDir = path.join(home, ".ssh");
     mkdirSync(sshDir, { recursive: true, mode: 0o700 });
-    writeFileSync(path.join(sshDir, "authorized_keys"), readFileSync(path.join(dir, "client_key.pub")), { mode: 0o600 });
+    writeFileSync(path.join(sshDir, "authorized_keys"), readFileSync(path.join(dir, "client_key.pub")), {
+        mode: 0o600,
+    });
     const { uid, gid } = ids();
     chownSync(sshDir, uid, gid);
     chownSync(path.join(sshDir, "authorized_keys"), uid, gid);
@@ -134,11 +154,15 @@ export async function startFarHost(): Promise<FarHost> {
             return target;
         },
         asFarUser(command) {
-            return execFileSync("setpriv", ["--reuid", String(uid), "--regid", String(gid), "--init-groups", "--", "sh", "-c", command], {
-                encoding: "utf8",
-                env: { HOME: home, PATH: "/usr/local/bin:/usr/bin:/bin" },
-                cwd: "/",
-            });
+            return execFileSync(
+                "setpriv",
+                ["--reuid", String(uid), "--regid", String(gid), "--init-groups", "--", "sh", "-c", command],
+                {
+                    encoding: "utf8",
+                    env: { HOME: home, PATH: "/usr/local/bin:/usr/bin:/bin" },
+                    cwd: "/",
+                },
+            );
         },
         pause: halt,
         resume: start,
@@ -158,14 +182,33 @@ export async function startFarHost(): Promise<FarHost> {
 
 /** An exclusive flock(1) on `file`, held by a child process until it is killed (or we die: pdeathsig). */
 async function holdLock(file: string, deadlineMs: number): Promise<ChildProcess> {
-    const holder = spawn("setpriv", ["--pdeathsig", "KILL", "--", "flock", "--exclusive", "--timeout", String(Math.ceil(deadlineMs / 1000)), file, "sh", "-c", "echo locked; exec cat"], {
-        stdio: ["pipe", "pipe", "pipe"],
-    });
+    const holder = spawn(
+        "setpriv",
+        [
+            "--pdeathsig",
+            "KILL",
+            "--",
+            "flock",
+            "--exclusive",
+            "--timeout",
+            String(Math.ceil(deadlineMs / 1000)),
+            file,
+            "sh",
+            "-c",
+            "echo locked; exec cat",
+        ],
+        {
+            stdio: ["pipe", "pipe", "pipe"],
+        },
+    );
     const got = await new Promise<boolean>((resolve) => {
         holder.stdout!.once("data", () => resolve(true));
         holder.once("exit", () => resolve(false));
     });
-    if (!got) throw new Error(`could not lock ${file} within ${deadlineMs / 1000} s: another far host of this user is still running`);
+    if (!got)
+        throw new Error(
+            `could not lock ${file} within ${deadlineMs / 1000} s: another far host of this user is still running`,
+        );
     return holder;
 }
 
@@ -201,12 +244,18 @@ function accepts(port: number): Promise<boolean> {
  * The test guest's kernel and initrd at one path both sides can read (a 0755 directory, 0644
  * files), so a VM spec is the same text here and on the far host. Remove `dir` when done.
  */
-export async function sharedGuestFiles(guest: { kernel: string; initrd: string }): Promise<{ dir: string; kernel: string; initrd: string }> {
+export async function sharedGuestFiles(guest: {
+    kernel: string;
+    initrd: string;
+}): Promise<{ dir: string; kernel: string; initrd: string }> {
     const dir = mkdtempSync(path.join(os.tmpdir(), "pq-far-guest-"));
     chmodSync(dir, 0o755);
     const kernel = path.join(dir, "vmlinuz");
     const initrd = path.join(dir, "initrd");
-    for (const [from, to] of [[guest.kernel, kernel], [guest.initrd, initrd]]) {
+    for (const [from, to] of [
+        [guest.kernel, kernel],
+        [guest.initrd, initrd],
+    ]) {
         copyFileSync(from, to);
         chmodSync(to, 0o644);
     }

@@ -23,7 +23,8 @@ export function startWatched(command: string, args: string[], opts: { cwd?: stri
             const until = Date.now() + timeoutMs;
             const seen = () => (typeof marker === "string" ? out.includes(marker) : marker.test(out));
             while (!seen()) {
-                if (child.exitCode !== null) throw new Error(`${command} exited (${child.exitCode}) before ${marker}:\n${out.slice(-3000)}`);
+                if (child.exitCode !== null)
+                    throw new Error(`${command} exited (${child.exitCode}) before ${marker}:\n${out.slice(-3000)}`);
                 if (Date.now() > until) throw new Error(`no ${marker} within ${timeoutMs} ms:\n${out.slice(-3000)}`);
                 await new Promise((r) => setTimeout(r, 100));
             }

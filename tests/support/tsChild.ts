@@ -6,8 +6,16 @@ import { MAIN_ROOT } from "../engine/paths";
  * child node process killed after `timeoutMs`. For code that may block the event loop for good —
  * a backtracking regex — which a test in the same process could never time out.
  */
-export async function runInChild(body: string, timeoutMs: number): Promise<{ stdout: string; timedOut: boolean; stderr: string; exitCode?: number }> {
-    const r = await execa(process.execPath, childArgs(body), { cwd: ROOT, reject: false, timeout: timeoutMs, killSignal: "SIGKILL" });
+export async function runInChild(
+    body: string,
+    timeoutMs: number,
+): Promise<{ stdout: string; timedOut: boolean; stderr: string; exitCode?: number }> {
+    const r = await execa(process.execPath, childArgs(body), {
+        cwd: ROOT,
+        reject: false,
+        timeout: timeoutMs,
+        killSignal: "SIGKILL",
+    });
     return { stdout: r.stdout, stderr: r.stderr, timedOut: r.timedOut, exitCode: r.exitCode };
 }
 

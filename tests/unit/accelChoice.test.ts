@@ -45,7 +45,10 @@ describe("decideAutoAccel", () => {
 
 describe("applyRequest", () => {
     const works = { accel: "kvm" as const, reason: "KVM works" };
-    const broken = { accel: "tcg" as const, reason: "KVM unusable: the CPU flags in /proc/cpuinfo show neither vmx nor svm" };
+    const broken = {
+        accel: "tcg" as const,
+        reason: "KVM unusable: the CPU flags in /proc/cpuinfo show neither vmx nor svm",
+    };
     test("auto follows the verdict", () => {
         expect(applyRequest("auto", works)).toEqual({ kind: "use", verdict: works });
         expect(applyRequest("auto", broken)).toEqual({ kind: "use", verdict: broken });

@@ -1,5 +1,10 @@
 import * as YAML from "yaml";
-import { MAX_SEED_BYTES, renderYaml, yamlMappingProblem, type CloudInitSourceSpec } from "../../provider/core/cloudInitSeed";
+import {
+    MAX_SEED_BYTES,
+    renderYaml,
+    yamlMappingProblem,
+    type CloudInitSourceSpec,
+} from "../../provider/core/cloudInitSeed";
 import { imageFormat, imageInputHash, parseDiskImageSpec } from "../../provider/resources/diskImage/spec";
 import { InputError } from "../../provider/core/validation";
 
@@ -33,7 +38,11 @@ describe("cloud-init seeds: rendering", () => {
         const s = seed({ userData: { runcmd: ["b", "a"], hostname: "web", users: [{ name: "u", groups: "sudo" }] } });
         const text = file(s, "user-data")!;
         expect(text.startsWith("#cloud-config\n")).toBe(true);
-        expect(YAML.parse(text)).toEqual({ hostname: "web", runcmd: ["b", "a"], users: [{ name: "u", groups: "sudo" }] });
+        expect(YAML.parse(text)).toEqual({
+            hostname: "web",
+            runcmd: ["b", "a"],
+            users: [{ name: "u", groups: "sudo" }],
+        });
         expect(text.indexOf("hostname:")).toBeLessThan(text.indexOf("runcmd:"));
         expect(s.format).toBe("iso");
         expect(imageFormat(s)).toBe("raw");
@@ -66,13 +75,18 @@ describe("cloud-init seeds: rendering", () => {
         expect(a.instanceId).toMatch(/^iid-[0-9a-f]{20}$/);
         expect(YAML.parse(file(a, "meta-data")!)).toEqual({ "instance-id": a.instanceId });
         expect(b.instanceId).not.toBe(a.instanceId);
-        expect(seed({ userData: { hostname: "a" }, metaData: { "local-hostname": "x" } }).instanceId).not.toBe(a.instanceId);
+        expect(seed({ userData: { hostname: "a" }, metaData: { "local-hostname": "x" } }).instanceId).not.toBe(
+            a.instanceId,
+        );
         expect(seed({ userData: { hostname: "a" }, format: "vfat" }).instanceId).not.toBe(a.instanceId);
         expect(seed({ userData: { hostname: "a" } }).instanceId).toBe(a.instanceId);
     });
 
     test("an explicit instance-id and local-hostname are written as given", () => {
-        const s = seed({ userData: "#cloud-config\n{}\n", metaData: { "instance-id": "i-1", "local-hostname": "web-1" } });
+        const s = seed({
+            userData: "#cloud-config\n{}\n",
+            metaData: { "instance-id": "i-1", "local-hostname": "web-1" },
+        });
         expect(s.instanceId).toBe("i-1");
         expect(YAML.parse(file(s, "meta-data")!)).toEqual({ "instance-id": "i-1", "local-hostname": "web-1" });
     });
@@ -83,11 +97,17 @@ describe("cloud-init seeds: rendering", () => {
         expect(s.files.map((f) => f.name)).toEqual(["meta-data", "network-config", "user-data", "vendor-data"]);
         expect(YAML.parse(file(s, "network-config")!)).toEqual(net);
         expect(file(s, "vendor-data")!.startsWith("#cloud-config\n")).toBe(true);
-        expect(seed({ userData: {}, networkConfig: { network: { version: 2 } } }).files.map((f) => f.name)).toContain("network-config");
+        expect(seed({ userData: {}, networkConfig: { network: { version: 2 } } }).files.map((f) => f.name)).toContain(
+            "network-config",
+        );
     });
 
     test("renderYaml quotes what YAML 1.1 would otherwise read as booleans", () => {
-        expect(YAML.parse(renderYaml({ a: "yes", b: "on", c: "no" }), { version: "1.1" })).toEqual({ a: "yes", b: "on", c: "no" });
+        expect(YAML.parse(renderYaml({ a: "yes", b: "on", c: "no" }), { version: "1.1" })).toEqual({
+            a: "yes",
+            b: "on",
+            c: "no",
+        });
     });
 });
 
@@ -106,7 +126,11 @@ describe("cloud-init seeds: identity", () => {
 
     test("user data does not appear in the inputHash's preimage in the clear", () => {
         const s = seed({ userData: { chpasswd: { list: "root:SECRET-PASSWORD" } } });
-        const pre = JSON.stringify((require("../../provider/core/cloudInitSeed") as typeof import("../../provider/core/cloudInitSeed")).seedSpecForHash(s));
+        const pre = JSON.stringify(
+            (
+                require("../../provider/core/cloudInitSeed") as typeof import("../../provider/core/cloudInitSeed")
+            ).seedSpecForHash(s),
+        );
         expect(pre).not.toContain("SECRET-PASSWORD");
     });
 });
@@ -136,13 +160,20 @@ describe("cloud-init seeds: bad input", () => {
         expect(problems({ userData: "", metaData: { "instance-id": 7 } })).toEqual([
             { property: "source.metaData.instance-id", reason: "metaData.instance-id must be a string (got 7)" },
         ]);
-        expect(problems({ userData: "", metaData: { "local-hostname": "-bad" } })[0].property).toBe("source.metaData.local-hostname");
+        expect(problems({ userData: "", metaData: { "local-hostname": "-bad" } })[0].property).toBe(
+            "source.metaData.local-hostname",
+        );
         expect(problems({ userData: "", metaData: "x" })[0].property).toBe("source.metaData");
     });
 
     test("networkConfig must be version 2; format iso or vfat; unknown keys refused", () => {
-        expect(problems({ userData: "", networkConfig: { version: 1, config: [] } })[0]).toMatchObject({ property: "source.networkConfig" });
-        expect(problems({ userData: "", format: "udf" })[0]).toMatchObject({ property: "source.format", reason: expect.stringMatching(/"iso".*"vfat"/) });
+        expect(problems({ userData: "", networkConfig: { version: 1, config: [] } })[0]).toMatchObject({
+            property: "source.networkConfig",
+        });
+        expect(problems({ userData: "", format: "udf" })[0]).toMatchObject({
+            property: "source.format",
+            reason: expect.stringMatching(/"iso".*"vfat"/),
+        });
         expect(problems({ userData: "", userdata: "" })[0].reason).toMatch(/userdata/);
     });
 
@@ -153,6 +184,8 @@ describe("cloud-init seeds: bad input", () => {
         expect(p[0].reason).toMatch(/add up to \d+ bytes, more than the 1048576-byte \(1 MiB\) limit/);
         expect(p[0].reason).not.toContain("xxxx");
         // Just under the limit is fine.
-        expect(() => seed({ userData: "x".repeat(MAX_SEED_BYTES - 100), metaData: { "instance-id": "i" } })).not.toThrow();
+        expect(() =>
+            seed({ userData: "x".repeat(MAX_SEED_BYTES - 100), metaData: { "instance-id": "i" } }),
+        ).not.toThrow();
     });
 });

@@ -19,16 +19,35 @@ describe("parseDiskImageSpec", () => {
             sizeBytes: 1024 ** 3,
             format: "qcow2",
         });
-        expect(parseDiskImageSpec({ source: { kind: "file", path: "/a/../b.img" } }).source).toEqual({ kind: "file", path: "/b.img", format: undefined });
-        expect(parseDiskImageSpec({ source: { kind: "directory", path: "/d", size: 64 * 1024 ** 2, label: "root" } }).source).toEqual({
+        expect(parseDiskImageSpec({ source: { kind: "file", path: "/a/../b.img" } }).source).toEqual({
+            kind: "file",
+            path: "/b.img",
+            format: undefined,
+        });
+        expect(
+            parseDiskImageSpec({ source: { kind: "directory", path: "/d", size: 64 * 1024 ** 2, label: "root" } })
+                .source,
+        ).toEqual({
             kind: "directory",
             path: "/d",
             sizeBytes: 64 * 1024 ** 2,
             fsType: "ext4",
             label: "root",
         });
-        expect(parseDiskImageSpec({ source: { kind: "overlay", backing: "/b.raw", backingFormat: "raw" }, path: "/o.qcow2", stateDir: "/s" })).toEqual({
-            source: { kind: "overlay", backing: "/b.raw", backingFormat: "raw", sizeBytes: undefined, backingInputHash: undefined },
+        expect(
+            parseDiskImageSpec({
+                source: { kind: "overlay", backing: "/b.raw", backingFormat: "raw" },
+                path: "/o.qcow2",
+                stateDir: "/s",
+            }),
+        ).toEqual({
+            source: {
+                kind: "overlay",
+                backing: "/b.raw",
+                backingFormat: "raw",
+                sizeBytes: undefined,
+                backingInputHash: undefined,
+            },
             path: "/o.qcow2",
             stateDir: "/s",
             mode: 0o600,
@@ -36,7 +55,13 @@ describe("parseDiskImageSpec", () => {
     });
 
     test("keys Pulumi adds next to the inputs (__provider, output names) are ignored", () => {
-        expect(() => parseDiskImageSpec({ source: { kind: "blank", size: 512, format: "raw" }, __provider: "x", inputHash: undefined } as never)).not.toThrow();
+        expect(() =>
+            parseDiskImageSpec({
+                source: { kind: "blank", size: 512, format: "raw" },
+                __provider: "x",
+                inputHash: undefined,
+            } as never),
+        ).not.toThrow();
     });
 
     test.each([
@@ -47,12 +72,28 @@ describe("parseDiskImageSpec", () => {
         [{ source: { kind: "blank", format: "raw" } }, "source.size", /size must be/],
         [{ source: { kind: "floppy" } }, "source.kind", /kind must be one of "blank", "file", "directory", "overlay"/],
         [{ source: { kind: "file", path: "relative.img" } }, "source.path", /absolute/],
-        [{ source: { kind: "file", path: "/x", sise: 3 } }, "source.sise", /"sise" is not a key of source \(it takes: kind, path, format\)$/],
+        [
+            { source: { kind: "file", path: "/x", sise: 3 } },
+            "source.sise",
+            /"sise" is not a key of source \(it takes: kind, path, format\)$/,
+        ],
         [{ source: { kind: "directory", path: "/d", size: "1M", fsType: "xfs" } }, "source.fsType", /"ext4"/],
-        [{ source: { kind: "directory", path: "/d", size: "1M", label: "a-label-that-is-too-long" } }, "source.label", /16 bytes/],
-        [{ source: { kind: "overlay", backing: "/b", backingInputHash: "XYZ" } }, "source.backingInputHash", /hex digest/],
+        [
+            { source: { kind: "directory", path: "/d", size: "1M", label: "a-label-that-is-too-long" } },
+            "source.label",
+            /16 bytes/,
+        ],
+        [
+            { source: { kind: "overlay", backing: "/b", backingInputHash: "XYZ" } },
+            "source.backingInputHash",
+            /hex digest/,
+        ],
         [{ source: { kind: "overlay", backing: "/b", size: "1.1K" } }, "source.size", /whole number of bytes/],
-        [{ source: { kind: "overlay", backing: "/img/x.qcow2" }, path: "/img/./x.qcow2" }, "source.backing", /own path/],
+        [
+            { source: { kind: "overlay", backing: "/img/x.qcow2" }, path: "/img/./x.qcow2" },
+            "source.backing",
+            /own path/,
+        ],
         [{ source: { kind: "file", path: "/img/x.raw" }, path: "/img/x.raw" }, "source.path", /own path/],
         [{ source: { kind: "blank", size: 512, format: "raw" }, path: "rel" }, "path", /absolute/],
         [{ source: { kind: "blank", size: 512, format: "raw" }, stateDir: "" }, "stateDir", /empty/],
@@ -67,10 +108,13 @@ describe("parseDiskImageSpec", () => {
 });
 
 describe("imageInputHash", () => {
-    const blank = (size: string | number) => parseDiskImageSpec({ source: { kind: "blank", size, format: "raw" } }).source;
+    const blank = (size: string | number) =>
+        parseDiskImageSpec({ source: { kind: "blank", size, format: "raw" } }).source;
 
     test("the same size however written is the same image; another size is another", () => {
-        expect(imageInputHash(blank("1G"), { kind: "blank" })).toBe(imageInputHash(blank(1024 ** 3), { kind: "blank" }));
+        expect(imageInputHash(blank("1G"), { kind: "blank" })).toBe(
+            imageInputHash(blank(1024 ** 3), { kind: "blank" }),
+        );
         expect(imageInputHash(blank("1G"), { kind: "blank" })).toBe(imageInputHash(blank("1024M"), { kind: "blank" }));
         expect(imageInputHash(blank("1G"), { kind: "blank" })).not.toBe(imageInputHash(blank("2G"), { kind: "blank" }));
     });
@@ -93,15 +137,22 @@ describe("imageInputHash", () => {
     });
 
     test("a directory's label and tree are part of it", () => {
-        const d = (label?: string) => parseDiskImageSpec({ source: { kind: "directory", path: "/d", size: "8M", label } }).source;
+        const d = (label?: string) =>
+            parseDiskImageSpec({ source: { kind: "directory", path: "/d", size: "8M", label } }).source;
         const t = (h: string) => ({ kind: "directory" as const, treeHash: h });
-        expect(imageInputHash(d(), t("1"))).toBe(imageInputHash(parseDiskImageSpec({ source: { kind: "directory", path: "/d", size: "8M", fsType: "ext4" } }).source, t("1")));
+        expect(imageInputHash(d(), t("1"))).toBe(
+            imageInputHash(
+                parseDiskImageSpec({ source: { kind: "directory", path: "/d", size: "8M", fsType: "ext4" } }).source,
+                t("1"),
+            ),
+        );
         expect(imageInputHash(d(), t("1"))).not.toBe(imageInputHash(d("x"), t("1")));
         expect(imageInputHash(d(), t("1"))).not.toBe(imageInputHash(d(), t("2")));
     });
 
     test('owners "root" is the default and hashes as before; "preserve" is another image', () => {
-        const d = (owners?: string) => parseDiskImageSpec({ source: { kind: "directory", path: "/d", size: "8M", owners } }).source;
+        const d = (owners?: string) =>
+            parseDiskImageSpec({ source: { kind: "directory", path: "/d", size: "8M", owners } }).source;
         const t = { kind: "directory" as const, treeHash: "1" };
         expect(d("root")).toEqual(d());
         expect(d("preserve")).toMatchObject({ owners: "preserve" });
@@ -113,13 +164,17 @@ describe("imageInputHash", () => {
     });
 
     test("content of another kind is a programming error", () => {
-        expect(() => imageInputHash(blank(512), { kind: "directory", treeHash: "x" })).toThrow(/blank source with directory content/);
+        expect(() => imageInputHash(blank(512), { kind: "directory", treeHash: "x" })).toThrow(
+            /blank source with directory content/,
+        );
     });
 });
 
 describe("names and identifiers", () => {
     test("default path sits under images/ and carries the hash prefix", () => {
-        expect(defaultImagePath("/s", "0123456789abcdef0123", "qcow2", "k3j2")).toBe("/s/images/0123456789abcdef-k3j2.qcow2");
+        expect(defaultImagePath("/s", "0123456789abcdef0123", "qcow2", "k3j2")).toBe(
+            "/s/images/0123456789abcdef-k3j2.qcow2",
+        );
         expect(() => defaultImagePath("/s", "0123456789abcdef", "raw", "../x")).toThrow(/nonce/);
         expect(sidecarPath("/s/a.raw")).toBe("/s/a.raw.pulumi-qemu.json");
     });

@@ -23,7 +23,9 @@ test("PPM to PNG keeps size and pixels", () => {
     expect(png.readUInt32BE(20)).toBe(2);
     const idatLen = png.readUInt32BE(33);
     expect(png.subarray(37, 41).toString()).toBe("IDAT");
-    expect(inflateSync(png.subarray(41, 41 + idatLen))).toEqual(Buffer.from([0, 255, 0, 0, 0, 255, 0, 0, 0, 0, 255, 1, 2, 3]));
+    expect(inflateSync(png.subarray(41, 41 + idatLen))).toEqual(
+        Buffer.from([0, 255, 0, 0, 0, 255, 0, 0, 0, 0, 255, 1, 2, 3]),
+    );
     expect(crc32(Buffer.from("123456789"))).toBe(0xcbf43926);
     expect(() => parsePpm(Buffer.from("P3\n1 1\n255\n"))).toThrow(/P6/);
     expect(() => parsePpm(Buffer.from("P6\n2 2\n255\nabc"))).toThrow(/truncated/);

@@ -4,7 +4,9 @@ import { execFileSync } from "node:child_process";
 describe("hashing of values", () => {
     test("sha256Hex matches coreutils sha256sum", () => {
         const text = "pulumi-qemu ✓\n";
-        const expected = execFileSync("sha256sum", { input: Buffer.from(text, "utf8") }).toString().split(" ")[0];
+        const expected = execFileSync("sha256sum", { input: Buffer.from(text, "utf8") })
+            .toString()
+            .split(" ")[0];
         expect(sha256Hex(text)).toBe(expected);
     });
 

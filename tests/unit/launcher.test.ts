@@ -12,7 +12,42 @@ function roundTrip(args: string[]): string[] {
 
 /** A deterministic generator so a failure can be reproduced from its seed. */
 function* strings(seed: number, count: number): Generator<string> {
-    const alphabet = ["a", "Z", "0", " ", "\t", "'", '"', "$", "`", "\\", "!", "*", "?", "[", "]", "{", "}", "~", "#", "&", ";", "|", "<", ">", "(", ")", ",", "=", "%", "é", "→", "$(id)", "${HOME}", "'\\''"];
+    const alphabet = [
+        "a",
+        "Z",
+        "0",
+        " ",
+        "\t",
+        "'",
+        '"',
+        "$",
+        "`",
+        "\\",
+        "!",
+        "*",
+        "?",
+        "[",
+        "]",
+        "{",
+        "}",
+        "~",
+        "#",
+        "&",
+        ";",
+        "|",
+        "<",
+        ">",
+        "(",
+        ")",
+        ",",
+        "=",
+        "%",
+        "é",
+        "→",
+        "$(id)",
+        "${HOME}",
+        "'\\''",
+    ];
     let x = seed;
     const next = () => (x = (x * 1103515245 + 12345) & 0x7fffffff);
     for (let i = 0; i < count; i++) {
@@ -55,9 +90,17 @@ describe("renderLauncher", () => {
                 { path: "/img/data.qcow2", format: "qcow2" },
             ],
         });
-        expect(steps).toEqual([{ base: "/img/base raw", baseFormat: "raw", overlay: "/state/o'v.qcow2", qemuImg: "qemu-img" }]);
+        expect(steps).toEqual([
+            { base: "/img/base raw", baseFormat: "raw", overlay: "/state/o'v.qcow2", qemuImg: "qemu-img" },
+        ]);
         const text = renderLauncher(["true"], { overlays: steps });
         expect(text).toContain(`[ -e '/state/o'\\''v.qcow2' ] || qemu-img \\\n    create`);
-        expect(overlaySteps({ qemuImg: "qemu-img", volatile: true, disks: [{ path: "/a", format: "raw", overlay: "/b" }] })).toEqual([]);
+        expect(
+            overlaySteps({
+                qemuImg: "qemu-img",
+                volatile: true,
+                disks: [{ path: "/a", format: "raw", overlay: "/b" }],
+            }),
+        ).toEqual([]);
     });
 });

@@ -5,11 +5,27 @@ import { launcherArgv } from "../../provider/core/launcher";
 
 test.each([
     [["qemu-system-x86_64", "-accel", "tcg", "-m", "256"]],
-    [["/usr/bin/qemu", "-append", "console=ttyS0 root=/dev/vda quiet", "-name", "it's mine", "-drive", "file=/a b/c.qcow2,format=qcow2"]],
+    [
+        [
+            "/usr/bin/qemu",
+            "-append",
+            "console=ttyS0 root=/dev/vda quiet",
+            "-name",
+            "it's mine",
+            "-drive",
+            "file=/a b/c.qcow2,format=qcow2",
+        ],
+    ],
     [["qemu", "", "''", "a'b'c", "$HOME", "back\\slash"]],
 ])("round trip of %j", (argv) => {
     expect(launcherArgv(renderLauncher(argv))).toEqual(argv);
-    expect(launcherArgv(renderLauncher(argv, { overlays: [{ base: "/b.raw", baseFormat: "raw", overlay: "/o 1.qcow2", qemuImg: "qemu-img" }] }))).toEqual(argv);
+    expect(
+        launcherArgv(
+            renderLauncher(argv, {
+                overlays: [{ base: "/b.raw", baseFormat: "raw", overlay: "/o 1.qcow2", qemuImg: "qemu-img" }],
+            }),
+        ),
+    ).toEqual(argv);
 });
 
 test("text without our exec line reads as nothing", () => {

@@ -19,7 +19,10 @@ describe("base32Lower (RFC 4648, lowercase, unpadded)", () => {
     test("agrees with an independent bit-by-bit encoder on random bytes", () => {
         const alphabet = "abcdefghijklmnopqrstuvwxyz234567";
         for (let n = 0; n < 200; n++) {
-            const bytes = createHash("sha256").update(String(n)).digest().subarray(0, n % 33);
+            const bytes = createHash("sha256")
+                .update(String(n))
+                .digest()
+                .subarray(0, n % 33);
             const bits = [...bytes].map((b) => b.toString(2).padStart(8, "0")).join("");
             const padded = bits.padEnd(Math.ceil(bits.length / 5) * 5, "0");
             let expected = "";

@@ -130,29 +130,58 @@ describe("addresses and MACs", () => {
     test("hosts text and map; merged fleets keep every line and the first address per name", () => {
         const a = renderHosts([{ hostname: "web1", address: "10.77.1.5" }]);
         expect(a).toEqual({ text: "10.77.1.5 web1\n", names: { web1: "10.77.1.5" } });
-        const b = renderHosts([{ hostname: "db", address: "10.77.1.9" }, { hostname: "db", address: "10.88.0.9" }]);
+        const b = renderHosts([
+            { hostname: "db", address: "10.77.1.9" },
+            { hostname: "db", address: "10.88.0.9" },
+        ]);
         expect(b.names).toEqual({ db: "10.77.1.9" });
-        expect(mergeHosts([a, b])).toEqual({ text: "10.77.1.5 web1\n10.77.1.9 db\n10.88.0.9 db\n", names: { web1: "10.77.1.5", db: "10.77.1.9" } });
+        expect(mergeHosts([a, b])).toEqual({
+            text: "10.77.1.5 web1\n10.77.1.9 db\n10.88.0.9 db\n",
+            names: { web1: "10.77.1.5", db: "10.77.1.9" },
+        });
     });
 });
 
 describe("vm.networks in the spec", () => {
-    const nic: NicPlan = { sock: "/state/networks/lan-x,y/switch", mac: "02:aa:0a:4d:01:05", ipv4: "10.77.1.5", netmask: "255.255.255.0", hostname: "web1" };
+    const nic: NicPlan = {
+        sock: "/state/networks/lan-x,y/switch",
+        mac: "02:aa:0a:4d:01:05",
+        ipv4: "10.77.1.5",
+        netmask: "255.255.255.0",
+        hostname: "web1",
+    };
     const kernelVm = { name: "web1", kernel: "/k", kernelArguments: ["quiet"] };
 
     test("without networks the argv and its hash are exactly those of 0.2.0", () => {
         // Golden values computed with the code before networks existed. Those VMs predate onReboot too,
         // so they are kept through acceptedArgvHashes (a program that leaves onReboot out).
-        expect(acceptedArgvHashes(parseVmSpec({}), {})).toContain("f5b657a0ed9268f0346e1b70df42d357d1c936d5f4d8f0456219f06bf1f13f41");
+        expect(acceptedArgvHashes(parseVmSpec({}), {})).toContain(
+            "f5b657a0ed9268f0346e1b70df42d357d1c936d5f4d8f0456219f06bf1f13f41",
+        );
         const fullVm = {
-            name: "web,1", memoryMiB: 512, cpus: 2, kernel: "/boot/vmlinuz", initrd: "/boot/initrd.img",
+            name: "web,1",
+            memoryMiB: 512,
+            cpus: 2,
+            kernel: "/boot/vmlinuz",
+            initrd: "/boot/initrd.img",
             kernelArguments: ["quiet", "root=/dev/vda"],
-            disks: [{ path: "/img/base,raw", format: "raw", readOnly: true }, { path: "/img/root.raw", format: "raw", overlay: "/state/root, ov.qcow2" }],
-            shares: [{ source: "/srv/a share,with comma", readOnly: true }, { source: "/srv/rw", mountTag: "data" }],
-            portForwards: [{ host: 8080, guest: 80 }, { host: 5353, guest: 53, protocol: "udp", hostAddress: "0.0.0.0" }],
+            disks: [
+                { path: "/img/base,raw", format: "raw", readOnly: true },
+                { path: "/img/root.raw", format: "raw", overlay: "/state/root, ov.qcow2" },
+            ],
+            shares: [
+                { source: "/srv/a share,with comma", readOnly: true },
+                { source: "/srv/rw", mountTag: "data" },
+            ],
+            portForwards: [
+                { host: 8080, guest: 80 },
+                { host: 5353, guest: 53, protocol: "udp", hostAddress: "0.0.0.0" },
+            ],
             extraArgs: ["-S"],
         };
-        expect(acceptedArgvHashes(parseVmSpec(fullVm), fullVm)).toContain("bb6c20bedadb049690baa5d524b1e2b22c48f834314681dd1042592219d03c70");
+        expect(acceptedArgvHashes(parseVmSpec(fullVm), fullVm)).toContain(
+            "bb6c20bedadb049690baa5d524b1e2b22c48f834314681dd1042592219d03c70",
+        );
         expect(parseVmSpec({}).networks).toBeUndefined();
     });
 
@@ -163,7 +192,9 @@ describe("vm.networks in the spec", () => {
         expect(valuesOf(argv, "-netdev")).toEqual(["vde,id=pqnet0,sock=/state/networks/lan-x,,y/switch"]);
         expect(valuesOf(argv, "-device")).toContain("virtio-net-pci,netdev=pqnet0,mac=02:aa:0a:4d:01:05");
         expect(argv.indexOf("-netdev")).toBeGreaterThan(argv.indexOf("-nic"));
-        expect(valuesOf(argv, "-append")).toEqual(["console=ttyS0 quiet ifname=pqnet0:02:aa:0a:4d:01:05 ip=10.77.1.5:::255.255.255.0:web1:pqnet0:off"]);
+        expect(valuesOf(argv, "-append")).toEqual([
+            "console=ttyS0 quiet ifname=pqnet0:02:aa:0a:4d:01:05 ip=10.77.1.5:::255.255.255.0:web1:pqnet0:off",
+        ]);
     });
 
     test("network none keeps the private NICs", () => {
@@ -174,7 +205,9 @@ describe("vm.networks in the spec", () => {
     });
 
     test("an argv for networks cannot be built without the resolved NICs", () => {
-        expect(() => buildQemuArgv(parseVmSpec({ ...kernelVm, networks: [{ network: "lan-x" }] }), TCG)).toThrow(/vm\.networks: .*only a VirtualMachine/);
+        expect(() => buildQemuArgv(parseVmSpec({ ...kernelVm, networks: [{ network: "lan-x" }] }), TCG)).toThrow(
+            /vm\.networks: .*only a VirtualMachine/,
+        );
     });
 
     test("the hash sees the network and what was asked, not the socket path or the address picked", () => {
@@ -182,22 +215,50 @@ describe("vm.networks in the spec", () => {
         const h = specArgvHash(spec);
         expect(specArgvHash(parseVmSpec({ ...kernelVm, networks: [{ network: "lan-x" }] }))).toBe(h);
         expect(specArgvHash(parseVmSpec({ ...kernelVm, networks: [{ network: "lan-y" }] }))).not.toBe(h);
-        expect(specArgvHash(parseVmSpec({ ...kernelVm, networks: [{ network: "lan-x", ipv4: "10.77.1.5" }] }))).not.toBe(h);
-        expect(specArgvHash(parseVmSpec({ ...kernelVm, networks: [{ network: "lan-x", mac: "02:00:00:00:00:01" }] }))).not.toBe(h);
+        expect(
+            specArgvHash(parseVmSpec({ ...kernelVm, networks: [{ network: "lan-x", ipv4: "10.77.1.5" }] })),
+        ).not.toBe(h);
+        expect(
+            specArgvHash(parseVmSpec({ ...kernelVm, networks: [{ network: "lan-x", mac: "02:00:00:00:00:01" }] })),
+        ).not.toBe(h);
         expect(specArgvHash(parseVmSpec(kernelVm))).not.toBe(h);
     });
 
     test("bad NICs are refused naming the field", () => {
         expect(problemsOf({ networks: [{ network: "lan-x" }] })).toMatch(/vm\.name: a VM on networks needs a name/);
-        expect(problemsOf({ name: "a", networks: [{ network: "lan-x", mac: "03:00:00:00:00:01" }] })).toMatch(/vm\.networks\[0\]\.mac: mac 03:00:00:00:00:01 is a multicast address/);
-        expect(problemsOf({ name: "a", networks: [{ network: "lan-x", mac: "zz" }] })).toMatch(/vm\.networks\[0\]\.mac: mac must be six hex pairs/);
-        expect(problemsOf({ name: "a", networks: [{ network: "lan-x", ipv4: "10.1.2" }] })).toMatch(/vm\.networks\[0\]\.ipv4: ipv4 must be an IPv4 address/);
-        expect(problemsOf({ name: "a", networks: [{ network: "lan-x", mac: "02:00:00:00:00:01" }, { network: "lan-y", mac: "02:00:00:00:00:01" }] })).toMatch(
-            /vm\.networks\[1\]\.mac: mac 02:00:00:00:00:01 is already used by networks\[0\]/,
+        expect(problemsOf({ name: "a", networks: [{ network: "lan-x", mac: "03:00:00:00:00:01" }] })).toMatch(
+            /vm\.networks\[0\]\.mac: mac 03:00:00:00:00:01 is a multicast address/,
         );
-        expect(problemsOf({ name: "a", networks: [{ network: "lan-x", ipv4: "10.0.0.5" }, { network: "lan-x", ipv4: "10.0.0.5" }] })).toMatch(/vm\.networks\[1\]\.ipv4: ipv4 10\.0\.0\.5 on network lan-x is already taken/);
-        expect(problemsOf({ name: "web_1", networks: [{ network: "lan-x" }] })).toMatch(/vm\.networks\[0\]\.hostname: the VM's name "web_1" is not a valid hostname/);
-        expect(problemsOf({ name: "a", networks: [{ network: "../etc" }] })).toMatch(/vm\.networks\[0\]\.network: network must be a Network's id/);
+        expect(problemsOf({ name: "a", networks: [{ network: "lan-x", mac: "zz" }] })).toMatch(
+            /vm\.networks\[0\]\.mac: mac must be six hex pairs/,
+        );
+        expect(problemsOf({ name: "a", networks: [{ network: "lan-x", ipv4: "10.1.2" }] })).toMatch(
+            /vm\.networks\[0\]\.ipv4: ipv4 must be an IPv4 address/,
+        );
+        expect(
+            problemsOf({
+                name: "a",
+                networks: [
+                    { network: "lan-x", mac: "02:00:00:00:00:01" },
+                    { network: "lan-y", mac: "02:00:00:00:00:01" },
+                ],
+            }),
+        ).toMatch(/vm\.networks\[1\]\.mac: mac 02:00:00:00:00:01 is already used by networks\[0\]/);
+        expect(
+            problemsOf({
+                name: "a",
+                networks: [
+                    { network: "lan-x", ipv4: "10.0.0.5" },
+                    { network: "lan-x", ipv4: "10.0.0.5" },
+                ],
+            }),
+        ).toMatch(/vm\.networks\[1\]\.ipv4: ipv4 10\.0\.0\.5 on network lan-x is already taken/);
+        expect(problemsOf({ name: "web_1", networks: [{ network: "lan-x" }] })).toMatch(
+            /vm\.networks\[0\]\.hostname: the VM's name "web_1" is not a valid hostname/,
+        );
+        expect(problemsOf({ name: "a", networks: [{ network: "../etc" }] })).toMatch(
+            /vm\.networks\[0\]\.network: network must be a Network's id/,
+        );
         expect(problemsOf({ name: "a", networks: [{ network: "lan-x", extra: 1 }] })).toMatch(/vm\.networks\[0\]/);
     });
 });
@@ -211,7 +272,16 @@ describe("auto host ports", () => {
         const h = specArgvHash(spec);
         expect(specArgvHash(parseVmSpec({ portForwards: [{ guest: 80 }, { host: 2222, guest: 22 }] }))).toBe(h);
         // An explicit port is a different VM.
-        expect(specArgvHash(parseVmSpec({ portForwards: [{ host: 40123, guest: 80 }, { host: 2222, guest: 22 }] }))).not.toBe(h);
+        expect(
+            specArgvHash(
+                parseVmSpec({
+                    portForwards: [
+                        { host: 40123, guest: 80 },
+                        { host: 2222, guest: 22 },
+                    ],
+                }),
+            ),
+        ).not.toBe(h);
     });
 
     test("two auto forwards are not a duplicate host port", () => {

@@ -8,7 +8,10 @@ import { humanBytes, progress, whileWorking, withProgress, type ProgressSink } f
 
 function collector() {
     const lines: { kind: "status" | "warning"; message: string }[] = [];
-    const sink: ProgressSink = { status: (m) => lines.push({ kind: "status", message: m }), warning: (m) => lines.push({ kind: "warning", message: m }) };
+    const sink: ProgressSink = {
+        status: (m) => lines.push({ kind: "status", message: m }),
+        warning: (m) => lines.push({ kind: "warning", message: m }),
+    };
     return { lines, sink };
 }
 
@@ -26,7 +29,12 @@ afterAll(() => {
 
 test("without a sink nothing is reported and work runs as is", async () => {
     progress("nobody hears this");
-    expect(await whileWorking(() => "never built", async () => 42)).toBe(42);
+    expect(
+        await whileWorking(
+            () => "never built",
+            async () => 42,
+        ),
+    ).toBe(42);
 });
 
 test("two calls at once each report to their own sink, through awaits", async () => {
@@ -48,7 +56,12 @@ test("two calls at once each report to their own sink, through awaits", async ()
 
 test("whileWorking reports every interval while work runs, and stops when it ends", async () => {
     const c = collector();
-    await withProgress(c.sink, () => whileWorking((s) => `busy ${s}`, () => sleep(400)));
+    await withProgress(c.sink, () =>
+        whileWorking(
+            (s) => `busy ${s}`,
+            () => sleep(400),
+        ),
+    );
     const count = c.lines.length;
     expect(count).toBeGreaterThanOrEqual(3);
     expect(c.lines.every((l) => l.kind === "status" && /^busy \d+$/.test(l.message))).toBe(true);
@@ -72,13 +85,23 @@ describe("hashing a big file", () => {
         // JavaScript BLAKE3: the slowest engine, so the read takes several intervals here.
         await withProgress(c.sink, () => digestFile(file, "blake3", { via: "javascript" }));
         expect(c.lines.length).toBeGreaterThanOrEqual(1);
-        const shares = c.lines.map((l) => Number(new RegExp(`^hashing ${file.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&")} \\(48 MiB\\): (\\d+) % after \\d+ s$`).exec(l.message)?.[1]));
+        const shares = c.lines.map((l) =>
+            Number(
+                new RegExp(
+                    `^hashing ${file.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&")} \\(48 MiB\\): (\\d+) % after \\d+ s$`,
+                ).exec(l.message)?.[1],
+            ),
+        );
         expect(shares.every((n) => n >= 0 && n <= 100)).toBe(true);
     });
 
     test("status lines read as a user expects", () => {
-        expect(hashingStatus("/x.img", 20 * 1024 ** 3, 9 * 1024 ** 3, 12)).toBe("hashing /x.img (20 GiB): 45 % after 12 s");
-        expect(hashingStatus("/x.img", 20 * 1024 ** 3, undefined, 12)).toBe("hashing /x.img (20 GiB, with b3sum): 12 s");
+        expect(hashingStatus("/x.img", 20 * 1024 ** 3, 9 * 1024 ** 3, 12)).toBe(
+            "hashing /x.img (20 GiB): 45 % after 12 s",
+        );
+        expect(hashingStatus("/x.img", 20 * 1024 ** 3, undefined, 12)).toBe(
+            "hashing /x.img (20 GiB, with b3sum): 12 s",
+        );
         expect(humanBytes(512)).toBe("512 bytes");
         expect(humanBytes(1536)).toBe("1.5 KiB");
     });

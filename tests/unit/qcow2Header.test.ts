@@ -1,7 +1,13 @@
 import { backingName, parseQcow2Header, QCOW2_MAGIC } from "../../provider/core/qcow2Header";
 
 /** Headers laid out by hand from QEMU's qcow2 spec; real qemu-img images are in tests/integration/imageHeader.test.ts. */
-function header(fields: { magic?: number; version?: number; backingOffset?: bigint; backingSize?: number; size?: bigint }): Uint8Array {
+function header(fields: {
+    magic?: number;
+    version?: number;
+    backingOffset?: bigint;
+    backingSize?: number;
+    size?: bigint;
+}): Uint8Array {
     const b = new Uint8Array(104);
     const v = new DataView(b.buffer);
     v.setUint32(0, fields.magic ?? QCOW2_MAGIC);
@@ -22,13 +28,23 @@ describe("parseQcow2Header", () => {
             backingFileSize: 15,
             metadataEnd: 0, // no tables laid out in this hand-made header
         });
-        expect(parseQcow2Header(header({ version: 2, size: 3n << 30n }))).toEqual({ version: 2, virtualSize: 3 * 2 ** 30, backingFileOffset: 0, backingFileSize: 0, metadataEnd: 0 });
+        expect(parseQcow2Header(header({ version: 2, size: 3n << 30n }))).toEqual({
+            version: 2,
+            virtualSize: 3 * 2 ** 30,
+            backingFileOffset: 0,
+            backingFileSize: 0,
+            metadataEnd: 0,
+        });
     });
 
     test.each([
         ["another magic", header({ magic: 0x7f454c46 }), /magic 0x7f454c46/],
         ["version 1", header({ version: 1 }), /version 1/],
-        ["a backing name longer than the spec allows", header({ backingOffset: 512n, backingSize: 1024 }), /backing_file_size 1024/],
+        [
+            "a backing name longer than the spec allows",
+            header({ backingOffset: 512n, backingSize: 1024 }),
+            /backing_file_size 1024/,
+        ],
         ["a backing offset without a size", header({ backingOffset: 512n }), /backing_file_offset 512 with size 0/],
         ["a size past 2^53", header({ size: 1n << 60n }), /size 1152921504606846976/],
         ["a file shorter than the fields", header({}).subarray(0, 20), /only 20 bytes/],

@@ -22,8 +22,14 @@ describe("buildQemuArgv", () => {
             { path: "/img/base,raw", format: "raw", readOnly: true },
             { path: "/img/root.raw", format: "raw", overlay: "/state/root, ov.qcow2" },
         ],
-        shares: [{ source: "/srv/a share,with comma", readOnly: true }, { source: "/srv/rw", mountTag: "data" }],
-        portForwards: [{ host: 8080, guest: 80 }, { host: 5353, guest: 53, protocol: "udp", hostAddress: "0.0.0.0" }],
+        shares: [
+            { source: "/srv/a share,with comma", readOnly: true },
+            { source: "/srv/rw", mountTag: "data" },
+        ],
+        portForwards: [
+            { host: 8080, guest: 80 },
+            { host: 5353, guest: 53, protocol: "udp", hostAddress: "0.0.0.0" },
+        ],
         extraArgs: ["-S"],
     });
 
@@ -59,7 +65,9 @@ describe("buildQemuArgv", () => {
             "file=/state/root,, ov.qcow2,format=qcow2,if=virtio",
         ]);
         const volatile = parseVmSpec({ volatile: true, disks: [{ path: "/img/a.qcow2", format: "qcow2" }] });
-        expect(valuesOf(buildQemuArgv(volatile, TCG), "-drive")).toEqual(["file=/img/a.qcow2,format=qcow2,if=virtio,snapshot=on"]);
+        expect(valuesOf(buildQemuArgv(volatile, TCG), "-drive")).toEqual([
+            "file=/img/a.qcow2,format=qcow2,if=virtio,snapshot=on",
+        ]);
     });
 
     test("user networking with loopback port forwards, or none", () => {
@@ -70,7 +78,11 @@ describe("buildQemuArgv", () => {
     });
 
     test("a daemon gets a pidfile, an escaped QMP socket and a serial log instead of -nographic", () => {
-        const argv = buildQemuArgv(full, TCG, { pidfile: "/run/a,b/qemu.pid", qmpSocket: "/run/a,b/qmp.sock", serialLog: "/run/a,b/serial.log" });
+        const argv = buildQemuArgv(full, TCG, {
+            pidfile: "/run/a,b/qemu.pid",
+            qmpSocket: "/run/a,b/qmp.sock",
+            serialLog: "/run/a,b/serial.log",
+        });
         expect(argv).not.toContain("-nographic");
         expect(argv).toContain("-daemonize");
         expect(valuesOf(argv, "-pidfile")).toEqual(["/run/a,b/qemu.pid"]);
@@ -86,7 +98,9 @@ describe("buildQemuArgv", () => {
             "file=/state/root,, ov.qcow2,format=qcow2,if=virtio,node-name=pq-disk1,file.node-name=pq-disk1-file",
         ]);
         const volatile = parseVmSpec({ volatile: true, disks: [{ path: "/img/a.qcow2", format: "qcow2" }] });
-        expect(valuesOf(buildQemuArgv(volatile, TCG, daemon), "-drive")).toEqual(["file=/img/a.qcow2,format=qcow2,if=virtio,snapshot=on"]);
+        expect(valuesOf(buildQemuArgv(volatile, TCG, daemon), "-drive")).toEqual([
+            "file=/img/a.qcow2,format=qcow2,if=virtio,snapshot=on",
+        ]);
         // A launcher (no daemon) is as before, and so is the hash, which is made without the daemon
         // (network.test.ts pins its values): VMs started before keep their identity.
         expect(valuesOf(buildQemuArgv(full, TCG), "-drive").join(" ")).not.toContain("node-name");
@@ -111,7 +125,9 @@ describe("specArgvHash", () => {
     });
 
     test("a default spelled out is no change; a real change is", () => {
-        expect(specArgvHash(parseVmSpec({}))).toBe(specArgvHash(parseVmSpec({ memoryMiB: 256, cpus: 1, accel: "auto", portForwards: [] })));
+        expect(specArgvHash(parseVmSpec({}))).toBe(
+            specArgvHash(parseVmSpec({ memoryMiB: 256, cpus: 1, accel: "auto", portForwards: [] })),
+        );
         expect(specArgvHash(parseVmSpec({}))).not.toBe(specArgvHash(parseVmSpec({ memoryMiB: 512 })));
         expect(specArgvHash(parseVmSpec({ accel: "tcg" }))).not.toBe(specArgvHash(parseVmSpec({})));
     });
@@ -130,22 +146,43 @@ describe("specArgvHash", () => {
 });
 
 describe("agent channel", () => {
-    const daemon = { pidfile: "/s/vm/qemu.pid", qmpSocket: "/s/vm/qmp.sock", serialLog: "/s/vm/serial.log", agentSocket: "/s/v,m/agent.sock" };
+    const daemon = {
+        pidfile: "/s/vm/qemu.pid",
+        qmpSocket: "/s/vm/qmp.sock",
+        serialLog: "/s/vm/serial.log",
+        agentSocket: "/s/v,m/agent.sock",
+    };
 
     test('the default "none" leaves argv and hash as they were before agents existed', () => {
         // Computed on the commit before vm.agent was added. Those VMs also predate onReboot: kept (acceptedArgvHashes).
-        expect(acceptedArgvHashes(parseVmSpec({}), {})).toContain("f5b657a0ed9268f0346e1b70df42d357d1c936d5f4d8f0456219f06bf1f13f41");
+        expect(acceptedArgvHashes(parseVmSpec({}), {})).toContain(
+            "f5b657a0ed9268f0346e1b70df42d357d1c936d5f4d8f0456219f06bf1f13f41",
+        );
         const vm = { kernel: "/k", memoryMiB: 512, portForwards: [{ host: 8080, guest: 80 }] };
-        expect(acceptedArgvHashes(parseVmSpec(vm), vm)).toContain("05e126fa8cb9fb251ad0ed5ce2fb1b5a3ffafb2f25f6d275c97adbe2010a28fd");
-        expect(buildQemuArgv(parseVmSpec({ agent: "none" }), TCG, daemon)).toEqual(buildQemuArgv(parseVmSpec({}), TCG, daemon));
+        expect(acceptedArgvHashes(parseVmSpec(vm), vm)).toContain(
+            "05e126fa8cb9fb251ad0ed5ce2fb1b5a3ffafb2f25f6d275c97adbe2010a28fd",
+        );
+        expect(buildQemuArgv(parseVmSpec({ agent: "none" }), TCG, daemon)).toEqual(
+            buildQemuArgv(parseVmSpec({}), TCG, daemon),
+        );
         expect(buildQemuArgv(parseVmSpec({}), TCG, daemon).join(" ")).not.toContain("virtserialport");
     });
 
     test("shell and qga get a virtio-serial port on a server socket in the VM's directory, each with its own name", () => {
-        for (const [agent, name] of [["shell", "org.pulumi-qemu.shell.0"], ["qga", "org.qemu.guest_agent.0"]] as const) {
+        for (const [agent, name] of [
+            ["shell", "org.pulumi-qemu.shell.0"],
+            ["qga", "org.qemu.guest_agent.0"],
+        ] as const) {
             const argv = buildQemuArgv(parseVmSpec({ agent }), TCG, daemon);
-            expect(valuesOf(argv, "-chardev")).toEqual(["socket,id=pq-agent,path=/s/v,,m/agent.sock,server=on,wait=off"]);
-            expect(valuesOf(argv, "-device")).toEqual(expect.arrayContaining(["virtio-serial-pci,id=pq-vser", `virtserialport,bus=pq-vser.0,chardev=pq-agent,name=${name}`]));
+            expect(valuesOf(argv, "-chardev")).toEqual([
+                "socket,id=pq-agent,path=/s/v,,m/agent.sock,server=on,wait=off",
+            ]);
+            expect(valuesOf(argv, "-device")).toEqual(
+                expect.arrayContaining([
+                    "virtio-serial-pci,id=pq-vser",
+                    `virtserialport,bus=pq-vser.0,chardev=pq-agent,name=${name}`,
+                ]),
+            );
         }
     });
 
@@ -155,7 +192,9 @@ describe("agent channel", () => {
         const qga = specArgvHash(parseVmSpec({ agent: "qga" }));
         expect(new Set([none, shell, qga]).size).toBe(3);
         // A foreground launcher has no private directory: its socket goes to the working directory.
-        expect(valuesOf(buildQemuArgv(parseVmSpec({ agent: "shell" }), TCG), "-chardev")).toEqual(["socket,id=pq-agent,path=agent.sock,server=on,wait=off"]);
+        expect(valuesOf(buildQemuArgv(parseVmSpec({ agent: "shell" }), TCG), "-chardev")).toEqual([
+            "socket,id=pq-agent,path=agent.sock,server=on,wait=off",
+        ]);
     });
 
     test("a wrong agent kind is refused naming the field", () => {

@@ -12,7 +12,8 @@ import { QmpClient, QmpCommandError, queryStatus } from "../../provider/host/qem
 
 type Handler = (msg: any, sock: net.Socket) => void;
 
-const GREETING = JSON.stringify({ QMP: { version: { qemu: { major: 7, minor: 2, micro: 0 } }, capabilities: [] } }) + "\r\n";
+const GREETING =
+    JSON.stringify({ QMP: { version: { qemu: { major: 7, minor: 2, micro: 0 } }, capabilities: [] } }) + "\r\n";
 
 let dir: string;
 const servers: net.Server[] = [];
@@ -84,7 +85,10 @@ test("replies arriving out of order go to the right callers", async () => {
     const sock = await peer((msg, s) => {
         held.push(msg);
         if (held.length === 2) {
-            s.write(line({ return: held[1].arguments.v, id: held[1].id }) + line({ return: held[0].arguments.v, id: held[0].id }));
+            s.write(
+                line({ return: held[1].arguments.v, id: held[1].id }) +
+                    line({ return: held[0].arguments.v, id: held[0].id }),
+            );
         }
     });
     const c = await QmpClient.connect(sock);
@@ -111,7 +115,9 @@ test("a command with no reply times out, and the connection stays usable", async
     });
     const c = await QmpClient.connect(sock);
     const t0 = Date.now();
-    await expect(c.execute("silent", undefined, { timeoutMs: 150 })).rejects.toThrow("QMP silent got no reply within 150 ms");
+    await expect(c.execute("silent", undefined, { timeoutMs: 150 })).rejects.toThrow(
+        "QMP silent got no reply within 150 ms",
+    );
     expect(Date.now() - t0).toBeLessThan(1000);
     await expect(c.execute("ok")).resolves.toEqual({});
     c.close();
@@ -120,7 +126,9 @@ test("a command with no reply times out, and the connection stays usable", async
 test("a peer that never greets makes connect fail within its timeout", async () => {
     const sock = await peer(() => undefined, { greeting: null });
     const t0 = Date.now();
-    await expect(QmpClient.connect(sock, { connectTimeoutMs: 200 })).rejects.toThrow(/greeting.*timed out after 200 ms/);
+    await expect(QmpClient.connect(sock, { connectTimeoutMs: 200 })).rejects.toThrow(
+        /greeting.*timed out after 200 ms/,
+    );
     expect(Date.now() - t0).toBeLessThan(1500);
 });
 
@@ -131,7 +139,10 @@ test("a missing socket fails connect with the path in the message", async () => 
 test("a hang-up rejects pending commands and resolves waitForClose", async () => {
     const sock = await peer((msg, s) => {
         if (msg.execute === "quit") {
-            s.write(line({ return: {}, id: msg.id }) + line({ event: "SHUTDOWN", data: { guest: false, reason: "host-qmp-quit" } }));
+            s.write(
+                line({ return: {}, id: msg.id }) +
+                    line({ event: "SHUTDOWN", data: { guest: false, reason: "host-qmp-quit" } }),
+            );
             s.end();
         }
         // "hang" gets no reply: the hang-up must reject it

@@ -23,17 +23,27 @@ test("the checks catch a missing description, a malformed property and a danglin
     const s = schema();
     delete s.types["qemu:index:Ready"].properties.timeoutSeconds.description;
     s.resources["qemu:index:DiskImage"].properties.drift.description = "";
-    expect(undocumented(s)).toEqual(["resources.qemu:index:DiskImage.properties.drift", "types.qemu:index:Ready.properties.timeoutSeconds"]);
+    expect(undocumented(s)).toEqual([
+        "resources.qemu:index:DiskImage.properties.drift",
+        "types.qemu:index:Ready.properties.timeoutSeconds",
+    ]);
 
     const bad = schema();
     bad.resources["qemu:index:VirtualMachine"].properties.pid.type = "int"; // not a Pulumi primitive
     bad.resources["qemu:index:Network"].inputProperties.name.descripton = "typo"; // unknown key
     const errors = metaschemaErrors(bad);
     expect(errors.some((e) => e.includes("/resources/qemu:index:VirtualMachine/properties/pid"))).toBe(true);
-    expect(errors.some((e) => e.includes("/resources/qemu:index:Network/inputProperties/name") && e.includes("descripton"))).toBe(true);
+    expect(
+        errors.some(
+            (e) => e.includes("/resources/qemu:index:Network/inputProperties/name") && e.includes("descripton"),
+        ),
+    ).toBe(true);
 
     const dangling = schema();
     dangling.resources["qemu:index:RunScript"].required.push("nope");
     dangling.types["qemu:index:Disk"].properties.path = { $ref: "#/types/qemu:index:Missing", description: "x y z" };
-    expect(danglingNames(dangling)).toEqual(["resources.qemu:index:RunScript.required: nope", "$ref to undefined type qemu:index:Missing"]);
+    expect(danglingNames(dangling)).toEqual([
+        "resources.qemu:index:RunScript.required: nope",
+        "$ref to undefined type qemu:index:Missing",
+    ]);
 });

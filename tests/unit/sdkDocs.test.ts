@@ -15,7 +15,10 @@ function undocumentedMembers(file: string): { checked: number; missing: string[]
     const source = ts.createSourceFile(file, readFileSync(file, "utf8"), ts.ScriptTarget.Latest, true);
     const missing: string[] = [];
     let checked = 0;
-    const hasDoc = (node: ts.Node) => ts.getJSDocCommentsAndTags(node).some((d) => ts.isJSDoc(d) && (typeof d.comment === "string" ? d.comment.trim() : d.comment?.length));
+    const hasDoc = (node: ts.Node) =>
+        ts
+            .getJSDocCommentsAndTags(node)
+            .some((d) => ts.isJSDoc(d) && (typeof d.comment === "string" ? d.comment.trim() : d.comment?.length));
     const visitMembers = (owner: string, members: ts.NodeArray<ts.TypeElement | ts.ClassElement>) => {
         for (const m of members) {
             if (!(ts.isPropertySignature(m) || ts.isPropertyDeclaration(m))) continue;
@@ -28,10 +31,13 @@ function undocumentedMembers(file: string): { checked: number; missing: string[]
         }
     };
     const visit = (node: ts.Node) => {
-        if (ts.isInterfaceDeclaration(node) && node.name.text !== "DeepInput") visitMembers(node.name.text, node.members);
+        if (ts.isInterfaceDeclaration(node) && node.name.text !== "DeepInput")
+            visitMembers(node.name.text, node.members);
         if (ts.isClassDeclaration(node) && node.name) visitMembers(node.name.text, node.members);
         if (ts.isTypeAliasDeclaration(node) && node.name.text === "DiskImageSource" && ts.isUnionTypeNode(node.type)) {
-            for (const t of node.type.types) if (ts.isTypeLiteralNode(t)) visitMembers(`DiskImageSource(${t.members[0]?.getText(source)})`, t.members);
+            for (const t of node.type.types)
+                if (ts.isTypeLiteralNode(t))
+                    visitMembers(`DiskImageSource(${t.members[0]?.getText(source)})`, t.members);
         }
         ts.forEachChild(node, visit);
     };

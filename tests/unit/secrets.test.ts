@@ -1,16 +1,27 @@
 import { isSecret, makeSecret, protectOutputs, secretTexts, stripSecrets } from "../../provider/plugin/secrets";
 
 describe("secrets through our plugin", () => {
-    const inputs = { path: makeSecret("/srv/secret.sh"), vm: { name: makeSecret("hidden"), memoryMiB: 256, disks: [{ path: "/img/a" }] } };
+    const inputs = {
+        path: makeSecret("/srv/secret.sh"),
+        vm: { name: makeSecret("hidden"), memoryMiB: 256, disks: [{ path: "/img/a" }] },
+    };
 
     test("inputs are unwrapped for the lifecycle code", () => {
-        expect(stripSecrets(inputs)).toEqual({ path: "/srv/secret.sh", vm: { name: "hidden", memoryMiB: 256, disks: [{ path: "/img/a" }] } });
+        expect(stripSecrets(inputs)).toEqual({
+            path: "/srv/secret.sh",
+            vm: { name: "hidden", memoryMiB: 256, disks: [{ path: "/img/a" }] },
+        });
         expect([...secretTexts(inputs)].sort()).toEqual(["/srv/secret.sh", "hidden"]);
     });
 
     test("outputs mirroring an input are marked where the secret was; outputs holding its text as a whole", () => {
         const outs = protectOutputs(
-            { path: "/srv/secret.sh", vm: { name: "hidden", memoryMiB: 256, disks: [{ path: "/img/a" }] }, argv: ["qemu", "-name", "hidden"], argvHash: "ab12" },
+            {
+                path: "/srv/secret.sh",
+                vm: { name: "hidden", memoryMiB: 256, disks: [{ path: "/img/a" }] },
+                argv: ["qemu", "-name", "hidden"],
+                argvHash: "ab12",
+            },
             inputs,
         );
         expect(isSecret(outs.path)).toBe(true);

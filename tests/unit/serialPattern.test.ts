@@ -1,5 +1,11 @@
 import * as path from "node:path";
-import { cleanConsole, ConsoleScanner, parseSerialPattern, serialMatcher, serialPatternProblem } from "../../provider/core/serialPattern";
+import {
+    cleanConsole,
+    ConsoleScanner,
+    parseSerialPattern,
+    serialMatcher,
+    serialPatternProblem,
+} from "../../provider/core/serialPattern";
 import { runInChild } from "../support/tsChild";
 
 const MODULE = path.resolve(__dirname, "../../provider/core/serialPattern.ts");
@@ -59,8 +65,21 @@ describe("ConsoleScanner: incremental search", () => {
     /** Console output as SeaBIOS and Linux give it: colours, clears, CRLF, and UTF-8 text. */
     function consoleText(n: number, seed: number): string {
         let x = seed;
-        const rnd = () => ((x = (x * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff);
-        const parts = ["boot ", "é", "\x1b[1;32m", "\x1b[0m", "\r\n", "\x1bc", "\x1b[2J", "[  OK  ] ", "login", ": ", "\x1b[?25l", "abc"];
+        const rnd = () => (x = (x * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff;
+        const parts = [
+            "boot ",
+            "é",
+            "\x1b[1;32m",
+            "\x1b[0m",
+            "\r\n",
+            "\x1bc",
+            "\x1b[2J",
+            "[  OK  ] ",
+            "login",
+            ": ",
+            "\x1b[?25l",
+            "abc",
+        ];
         let s = "";
         for (let i = 0; i < n; i++) s += parts[Math.floor(rnd() * parts.length)];
         return s;
@@ -69,14 +88,24 @@ describe("ConsoleScanner: incremental search", () => {
     function cuts(s: string, pieces: number, seed: number): string[] {
         const at = new Set<number>();
         let x = seed;
-        while (at.size < pieces) at.add(((x = (x * 69069 + 1) >>> 0) % s.length));
+        while (at.size < pieces) at.add((x = (x * 69069 + 1) >>> 0) % s.length);
         const sorted = [...at].sort((a, b) => a - b);
         return sorted.map((p, i) => s.slice(i === 0 ? 0 : sorted[i - 1], p)).concat(s.slice(sorted[sorted.length - 1]));
     }
 
     test("cut anywhere, even inside an escape sequence, it finds what re-reading the whole log at each poll finds", () => {
         const text = consoleText(3000, 7);
-        const patterns = ["login: abc", "/OK  \\] login/", "/^boot/", "/^boot/m", "/abc$/", "/\\bogin/", "/é+boot/", "/login:\\s*\\x1b/", "/zzz/"];
+        const patterns = [
+            "login: abc",
+            "/OK  \\] login/",
+            "/^boot/",
+            "/^boot/m",
+            "/abc$/",
+            "/\\bogin/",
+            "/é+boot/",
+            "/login:\\s*\\x1b/",
+            "/zzz/",
+        ];
         let someFound = 0;
         for (const pattern of patterns) {
             const whole = serialMatcher(pattern);

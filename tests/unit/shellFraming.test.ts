@@ -1,5 +1,11 @@
 import { randomBytes } from "node:crypto";
-import { encodeRequestHead, ReplyParser, shellQuote, shellScript, type ReplyHeader } from "../../provider/core/shellFraming";
+import {
+    encodeRequestHead,
+    ReplyParser,
+    shellQuote,
+    shellScript,
+    type ReplyHeader,
+} from "../../provider/core/shellFraming";
 
 const NONCE = "0123456789abcdef0123456789abcdef";
 const OTHER = "ffffffffffffffffffffffffffffffff";
@@ -14,7 +20,13 @@ function reply(nonce: string, status: string, code: number, out: Buffer, err: Bu
 }
 
 function parseAll(nonce: string, chunks: Buffer[]) {
-    const got = { header: undefined as ReplyHeader | undefined, out: [] as Buffer[], err: [] as Buffer[], done: false, acks: 0 };
+    const got = {
+        header: undefined as ReplyHeader | undefined,
+        out: [] as Buffer[],
+        err: [] as Buffer[],
+        done: false,
+        acks: 0,
+    };
     const p = new ReplyParser(nonce, {
         ack: () => got.acks++,
         header: (h) => (got.header = h),
@@ -29,7 +41,7 @@ function parseAll(nonce: string, chunks: Buffer[]) {
 /** Splits into chunks at random places, including 1-byte ones. */
 function randomChunks(buf: Buffer): Buffer[] {
     const out: Buffer[] = [];
-    for (let at = 0; at < buf.length; ) {
+    for (let at = 0; at < buf.length;) {
         const n = 1 + Math.floor(Math.random() * Math.min(97, buf.length - at));
         out.push(buf.subarray(at, at + n));
         at += n;
@@ -45,9 +57,15 @@ describe("request", () => {
     });
 
     test("bad nonce or counts are refused", () => {
-        expect(() => encodeRequestHead({ nonce: "x", script: Buffer.alloc(0), stdinBytes: 0, timeoutSeconds: 1 })).toThrow(/nonce/);
-        expect(() => encodeRequestHead({ nonce: NONCE, script: Buffer.alloc(0), stdinBytes: -1, timeoutSeconds: 1 })).toThrow(/stdinBytes/);
-        expect(() => encodeRequestHead({ nonce: NONCE, script: Buffer.alloc(0), stdinBytes: 0, timeoutSeconds: 1.5 })).toThrow(/timeoutSeconds/);
+        expect(() =>
+            encodeRequestHead({ nonce: "x", script: Buffer.alloc(0), stdinBytes: 0, timeoutSeconds: 1 }),
+        ).toThrow(/nonce/);
+        expect(() =>
+            encodeRequestHead({ nonce: NONCE, script: Buffer.alloc(0), stdinBytes: -1, timeoutSeconds: 1 }),
+        ).toThrow(/stdinBytes/);
+        expect(() =>
+            encodeRequestHead({ nonce: NONCE, script: Buffer.alloc(0), stdinBytes: 0, timeoutSeconds: 1.5 }),
+        ).toThrow(/timeoutSeconds/);
     });
 
     test("environment becomes quoted exports; names and NULs are checked", () => {
@@ -66,7 +84,12 @@ describe("ReplyParser", () => {
         for (let i = 0; i < 20; i++) {
             const r = parseAll(NONCE, randomChunks(reply(NONCE, "exited", 255, out, err)));
             expect(r.done).toBe(true);
-            expect(r.header).toEqual({ status: "exited", exitCode: 255, stdoutBytes: out.length, stderrBytes: err.length });
+            expect(r.header).toEqual({
+                status: "exited",
+                exitCode: 255,
+                stdoutBytes: out.length,
+                stderrBytes: err.length,
+            });
             expect(r.stdout.equals(out)).toBe(true);
             expect(r.stderr.equals(err)).toBe(true);
         }
@@ -85,7 +108,13 @@ describe("ReplyParser", () => {
 
     test("no reply yet is not done; a wrong header or trailer is an error", () => {
         expect(parseAll(NONCE, [Buffer.from(`PQSH1 ACK ${NONCE}\nPQSH1 RET`)]).done).toBe(false);
-        expect(() => parseAll(NONCE, [Buffer.from(`PQSH1 ACK ${NONCE}\nPQSH1 RET ${OTHER} exited 0 0 0\n`)])).toThrow(/malformed reply header/);
-        expect(() => parseAll(NONCE, [Buffer.from(`PQSH1 ACK ${NONCE}\nPQSH1 RET ${NONCE} exited 0 1 0\nxyPQSH1 END ${NONCE}\n`)])).toThrow(/trailer/);
+        expect(() => parseAll(NONCE, [Buffer.from(`PQSH1 ACK ${NONCE}\nPQSH1 RET ${OTHER} exited 0 0 0\n`)])).toThrow(
+            /malformed reply header/,
+        );
+        expect(() =>
+            parseAll(NONCE, [
+                Buffer.from(`PQSH1 ACK ${NONCE}\nPQSH1 RET ${NONCE} exited 0 1 0\nxyPQSH1 END ${NONCE}\n`),
+            ]),
+        ).toThrow(/trailer/);
     });
 });

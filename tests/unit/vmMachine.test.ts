@@ -19,7 +19,9 @@ test('"pc", QEMU\'s own default, stays implicit: a VM made before the field keep
 test('"q35" and "microvm" each name their machine, and another machine is another hash', () => {
     const q35 = buildQemuArgv(parseVmSpec({ ...base, machine: "q35" }), { accel: "tcg" });
     expect(q35.join(" ")).toContain("-machine q35");
-    expect(q35.join(" ")).toContain("-nic user,model=virtio-net-pci,mac=52:54:00:12:34:56,hostfwd=tcp:127.0.0.1:8080-:80");
+    expect(q35.join(" ")).toContain(
+        "-nic user,model=virtio-net-pci,mac=52:54:00:12:34:56,hostfwd=tcp:127.0.0.1:8080-:80",
+    );
     const micro = buildQemuArgv(parseVmSpec({ ...base, machine: "microvm", accel: "kvm" }), { accel: "kvm" });
     // microvm plugs no -nic: the user-mode NIC is a netdev and a device on its PCIe bus.
     expect(micro.join(" ")).toContain("-machine microvm,pcie=on");

@@ -52,14 +52,27 @@ export interface DigestOptions {
 /** Files from this size get progress lines while hashed (at disk speed, about a tenth of a second). */
 const PROGRESS_FROM_BYTES = 16 * 1024 * 1024;
 
-export async function digestFile(file: string, algorithm: DigestAlgorithm, opts: DigestOptions = {}): Promise<{ digest: string; bytes: number }> {
+export async function digestFile(
+    file: string,
+    algorithm: DigestAlgorithm,
+    opts: DigestOptions = {},
+): Promise<{ digest: string; bytes: number }> {
     const size = opts.size ?? (await stat(file)).size;
     const engine = algorithm === "sha256" ? "sha256" : (opts.via ?? (await pickEngine(file, size)));
     // b3sum maps the file and reads all of it: that is what the counter is for.
     const done = { bytes: 0 };
-    const hash = () => (engine === "b3sum" ? b3sumFile(file).then((digest) => ({ digest, bytes: size })) : readDigest(file, size, hasherFor(engine), done));
+    const hash = () =>
+        engine === "b3sum"
+            ? b3sumFile(file).then((digest) => ({ digest, bytes: size }))
+            : readDigest(file, size, hasherFor(engine), done);
     // Only a big file can take long enough to report on; a tree's thousands of small ones skip the timer.
-    const result = size >= PROGRESS_FROM_BYTES ? await whileWorking((elapsed) => hashingStatus(file, size, engine === "b3sum" ? undefined : done.bytes, elapsed), hash) : await hash();
+    const result =
+        size >= PROGRESS_FROM_BYTES
+            ? await whileWorking(
+                  (elapsed) => hashingStatus(file, size, engine === "b3sum" ? undefined : done.bytes, elapsed),
+                  hash,
+              )
+            : await hash();
     if (opts.counter) {
         opts.counter.files += 1;
         opts.counter.bytes += result.bytes;
@@ -88,7 +101,8 @@ function hasherFor(engine: "sha256" | "native" | "javascript"): Hasher {
         }
         case "native": {
             const addon = nativeBlake3();
-            if (!addon) throw new Error(`@napi-rs/blake-hash has no prebuilt addon for ${process.platform}-${process.arch}`);
+            if (!addon)
+                throw new Error(`@napi-rs/blake-hash has no prebuilt addon for ${process.platform}-${process.arch}`);
             const h = new addon.Blake3Hasher();
             return { update: (d) => void h.update(d), hex: () => h.digest("hex") };
         }
@@ -115,8 +129,14 @@ function nativeBlake3(): typeof import("@napi-rs/blake-hash") | null {
 }
 
 /** "hashing /x.img (20 GiB): 45 % after 12 s"; b3sum says nothing of how far it got, so only the time then. */
-export function hashingStatus(file: string, size: number, bytesDone: number | undefined, elapsedSeconds: number): string {
-    const share = bytesDone !== undefined && size > 0 ? `${Math.min(100, Math.floor((bytesDone / size) * 100))} % after ` : "";
+export function hashingStatus(
+    file: string,
+    size: number,
+    bytesDone: number | undefined,
+    elapsedSeconds: number,
+): string {
+    const share =
+        bytesDone !== undefined && size > 0 ? `${Math.min(100, Math.floor((bytesDone / size) * 100))} % after ` : "";
     return `hashing ${file} (${humanBytes(size)}${bytesDone === undefined ? ", with b3sum" : ""}): ${share}${elapsedSeconds} s`;
 }
 
@@ -133,7 +153,12 @@ function warnSlowBlake3(file: string): void {
 }
 
 /** `size` as stat saw it; the file is read to its end whatever that turns out to be. */
-async function readDigest(file: string, size: number, hasher: Hasher, done?: { bytes: number }): Promise<{ digest: string; bytes: number }> {
+async function readDigest(
+    file: string,
+    size: number,
+    hasher: Hasher,
+    done?: { bytes: number },
+): Promise<{ digest: string; bytes: number }> {
     if (size > READ_WHOLE_UP_TO_BYTES) return streamDigest(file, hasher, size, done);
     const whole = readWholeSync(file, size);
     // A file that grew past what stat said is streamed instead of pulled into memory.
@@ -160,7 +185,12 @@ export function readWholeSync(file: string, size: number): Buffer | undefined {
 }
 
 /** Two buffers alternate so the next read runs on libuv's pool while this one is hashed. */
-async function streamDigest(file: string, hasher: Hasher, size: number, done?: { bytes: number }): Promise<{ digest: string; bytes: number }> {
+async function streamDigest(
+    file: string,
+    hasher: Hasher,
+    size: number,
+    done?: { bytes: number },
+): Promise<{ digest: string; bytes: number }> {
     // Buffers no bigger than the file was: a tree holds many files of a few hundred KiB.
     const bufferBytes = Math.min(READ_BUFFER_BYTES, Math.max(READ_WHOLE_UP_TO_BYTES, size));
     const fh = await open(file, "r");

@@ -28,7 +28,14 @@ export interface FileStamp {
 }
 
 export function stampOf(st: BigIntStats): FileStamp {
-    return { dev: String(st.dev), ino: String(st.ino), size: String(st.size), mtimeNs: String(st.mtimeNs), ctimeNs: String(st.ctimeNs), birthNs: String(st.birthtimeNs) };
+    return {
+        dev: String(st.dev),
+        ino: String(st.ino),
+        size: String(st.size),
+        mtimeNs: String(st.mtimeNs),
+        ctimeNs: String(st.ctimeNs),
+        birthNs: String(st.birthtimeNs),
+    };
 }
 
 /** The same file (not necessarily the same content): what a path must still point at for us to delete it. */
@@ -135,7 +142,14 @@ export class HashCache {
     }
 
     remember(stamp: FileStamp, algorithm: DigestAlgorithm, digest: string): void {
-        const entry = { size: stamp.size, mtimeNs: stamp.mtimeNs, ctimeNs: stamp.ctimeNs, birthNs: stamp.birthNs, digest, used: Date.now() };
+        const entry = {
+            size: stamp.size,
+            mtimeNs: stamp.mtimeNs,
+            ctimeNs: stamp.ctimeNs,
+            birthNs: stamp.birthNs,
+            digest,
+            used: Date.now(),
+        };
         this.entries[cacheKey(stamp, algorithm)] = entry;
         this.dirty[cacheKey(stamp, algorithm)] = entry;
     }
@@ -173,7 +187,10 @@ async function readCacheEntries(file: string): Promise<Record<string, CacheEntry
     }
     // A cache from a newer version, or a torn or foreign one, is only a cache: start afresh.
     if (!isRecord(parsed) || !isRecord(parsed.entries)) return {};
-    if (parsed.version === 2) return Object.fromEntries(Object.entries(parsed.entries).filter(([, e]) => isRecord(e))) as CacheFile["entries"];
+    if (parsed.version === 2)
+        return Object.fromEntries(
+            Object.entries(parsed.entries).filter(([, e]) => isRecord(e)),
+        ) as CacheFile["entries"];
     // Kept across the upgrade: 0.1's images are still compared by SHA-256, and re-reading them costs seconds per GiB.
     if (parsed.version === 1) return fromV1(parsed.entries as CacheFileV1["entries"]);
     return {};
@@ -201,13 +218,19 @@ export interface HashedFile {
 }
 
 /** The content digest of `file`, from the cache when its stamp is unchanged, else read and remembered. */
-export async function hashFileCached(file: string, cache: HashCache, algorithm: DigestAlgorithm, counter?: ReadCounter): Promise<HashedFile> {
+export async function hashFileCached(
+    file: string,
+    cache: HashCache,
+    algorithm: DigestAlgorithm,
+    counter?: ReadCounter,
+): Promise<HashedFile> {
     const before = await stat(file, { bigint: true });
     if (!before.isFile()) throw new Error(`${file} is not a regular file`);
     const stamp = stampOf(before);
     const known = cache.lookup(stamp, algorithm);
     if (known) return { digest: known, stamp, cached: true };
-    const changed = (cause?: unknown) => new Error(`${file} changed while it was being hashed; try again once nothing writes to it`, { cause });
+    const changed = (cause?: unknown) =>
+        new Error(`${file} changed while it was being hashed; try again once nothing writes to it`, { cause });
     let digest: string;
     try {
         ({ digest } = await digestFile(file, algorithm, { counter, size: Number(before.size) }));
@@ -266,17 +289,28 @@ const CACHE_FILES_FROM_BYTES = 1024 * 1024;
  * contents, symlink targets and hard links. Owners and timestamps are left out because the
  * image builder fixes them. Anything mkfs could not copy faithfully is refused by name.
  */
-export async function hashTree(root: string, cache: HashCache, algorithm: DigestAlgorithm, counter?: ReadCounter, opts: TreeOptions = {}): Promise<HashedTree> {
+export async function hashTree(
+    root: string,
+    cache: HashCache,
+    algorithm: DigestAlgorithm,
+    counter?: ReadCounter,
+    opts: TreeOptions = {},
+): Promise<HashedTree> {
     const rootStat = await stat(root, { bigint: true });
     if (!rootStat.isDirectory()) throw new Error(`${root} is not a directory`);
     const owned = (st: BigIntStats) => (opts.owners ? { uid: Number(st.uid), gid: Number(st.gid) } : {});
-    const entries: TreeEntry[] = [{ rel: "", type: "directory", mode: Number(rootStat.mode & 0o7777n), ...owned(rootStat) }];
+    const entries: TreeEntry[] = [
+        { rel: "", type: "directory", mode: Number(rootStat.mode & 0o7777n), ...owned(rootStat) },
+    ];
     const seen = new Map<string, string>();
     let dataBytes = 0;
     const walk = async (dirRel: string): Promise<void> => {
         const names = (await readdir(path.join(root, dirRel))).sort();
         const broken = names.find((name) => /[\n\r]/.test(name));
-        if (broken !== undefined) throw new Error(`${path.join(root, dirRel, broken)}: file names with line breaks cannot be copied into an image`);
+        if (broken !== undefined)
+            throw new Error(
+                `${path.join(root, dirRel, broken)}: file names with line breaks cannot be copied into an image`,
+            );
         const stats = await lstatAll(names.map((name) => path.join(root, dirRel, name)));
         for (const [i, name] of names.entries()) {
             const rel = dirRel ? `${dirRel}/${name}` : name;
@@ -298,15 +332,28 @@ export async function hashTree(root: string, cache: HashCache, algorithm: Digest
                 }
                 if (st.nlink > 1n) seen.set(key, rel);
                 const size = Number(st.size);
-                const digest = size >= CACHE_FILES_FROM_BYTES ? (await hashFileCached(full, cache, algorithm, counter)).digest : (await digestFile(full, algorithm, { counter, size })).digest;
+                const digest =
+                    size >= CACHE_FILES_FROM_BYTES
+                        ? (await hashFileCached(full, cache, algorithm, counter)).digest
+                        : (await digestFile(full, algorithm, { counter, size })).digest;
                 entries.push({ rel, type: "file", mode, size, ...digestByName(algorithm, digest), ...owned(st) });
                 dataBytes += Math.ceil(size / 4096) * 4096;
             } else if (opts.owners && (st.isCharacterDevice() || st.isBlockDevice() || st.isFIFO())) {
                 const type = st.isCharacterDevice() ? "char" : st.isBlockDevice() ? "block" : "fifo";
-                entries.push({ rel, type, mode, ...owned(st), ...(type === "fifo" ? {} : { rdev: deviceNumbers(st.rdev) }) });
+                entries.push({
+                    rel,
+                    type,
+                    mode,
+                    ...owned(st),
+                    ...(type === "fifo" ? {} : { rdev: deviceNumbers(st.rdev) }),
+                });
             } else {
-                const also = opts.owners ? ", device nodes and named pipes" : ' (and, with owners: "preserve", device nodes and named pipes)';
-                throw new Error(`${full} is a ${kindOf(st)}; a directory image holds only directories, regular files and symbolic links${also}`);
+                const also = opts.owners
+                    ? ", device nodes and named pipes"
+                    : ' (and, with owners: "preserve", device nodes and named pipes)';
+                throw new Error(
+                    `${full} is a ${kindOf(st)}; a directory image holds only directories, regular files and symbolic links${also}`,
+                );
             }
         }
     };
@@ -320,7 +367,8 @@ export async function hashTree(root: string, cache: HashCache, algorithm: Digest
  */
 async function lstatAll(files: string[], atOnce = 32): Promise<BigIntStats[]> {
     const out: BigIntStats[] = [];
-    for (let i = 0; i < files.length; i += atOnce) out.push(...(await Promise.all(files.slice(i, i + atOnce).map((f) => lstat(f, { bigint: true })))));
+    for (let i = 0; i < files.length; i += atOnce)
+        out.push(...(await Promise.all(files.slice(i, i + atOnce).map((f) => lstat(f, { bigint: true })))));
     return out;
 }
 

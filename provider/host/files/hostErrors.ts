@@ -25,7 +25,9 @@ export function isOutOfSpace(err: unknown): boolean {
 }
 
 /** The nearest existing directory at or above `p`, where statfs can be asked. */
-async function nearestExisting(p: string): Promise<{ dir: string; fs: Awaited<ReturnType<typeof statfs>> } | undefined> {
+async function nearestExisting(
+    p: string,
+): Promise<{ dir: string; fs: Awaited<ReturnType<typeof statfs>> } | undefined> {
     for (let dir = p; ; dir = path.dirname(dir)) {
         try {
             return { dir, fs: await statfs(dir) };
@@ -62,10 +64,16 @@ export async function explainHostFileError(err: unknown, field: string, file: st
     if (err instanceof InputError) return err;
     const cause = ((err as Error)?.message ?? String(err)).trim().split("\n")[0].slice(0, 300);
     if (isOutOfSpace(err)) {
-        return new InputError([{ property: field, reason: `${await fullMessage(path.dirname(file))}; free some space there or choose another ${field} (${cause})` }]);
+        return new InputError([
+            {
+                property: field,
+                reason: `${await fullMessage(path.dirname(file))}; free some space there or choose another ${field} (${cause})`,
+            },
+        ]);
     }
     // mkdir -p reports a file in the way as EEXIST.
-    const code = codeOf(err) === "EEXIST" && (err as NodeJS.ErrnoException).syscall === "mkdir" ? "ENOTDIR" : codeOf(err);
+    const code =
+        codeOf(err) === "EEXIST" && (err as NodeJS.ErrnoException).syscall === "mkdir" ? "ENOTDIR" : codeOf(err);
     const problem = PATH_PROBLEMS[code ?? ""];
     if (problem) {
         const shown = file.length > 200 ? `${file.slice(0, 200)}…` : file;

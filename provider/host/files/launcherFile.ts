@@ -33,7 +33,11 @@ export async function inspectLauncherFile(file: string): Promise<LauncherFileSta
         if ((err as NodeJS.ErrnoException).code === "ENOENT") return { state: "missing" };
         throw err;
     }
-    if (!st.isFile()) return { state: "foreign", kind: st.isSymbolicLink() ? "symbolic link" : st.isDirectory() ? "directory" : "special file" };
+    if (!st.isFile())
+        return {
+            state: "foreign",
+            kind: st.isSymbolicLink() ? "symbolic link" : st.isDirectory() ? "directory" : "special file",
+        };
     const content = await readFile(file, "utf8");
     return { state: "present", contentHash: sha256Hex(content), ours: isOurLauncherText(content) };
 }
@@ -44,12 +48,20 @@ export async function inspectLauncherFile(file: string): Promise<LauncherFileSta
  * Refuses when `file` exists and was not written by pulumi-qemu. Returns the content's hash,
  * which is what drift is judged by later.
  */
-export async function writeLauncherFile(file: string, content: string, mode = LAUNCHER_MODE): Promise<{ contentHash: string }> {
-    if (!isOurLauncherText(content)) throw new Error("writeLauncherFile: content lacks the pulumi-qemu launcher header");
+export async function writeLauncherFile(
+    file: string,
+    content: string,
+    mode = LAUNCHER_MODE,
+): Promise<{ contentHash: string }> {
+    if (!isOurLauncherText(content))
+        throw new Error("writeLauncherFile: content lacks the pulumi-qemu launcher header");
     const existing = await inspectLauncherFile(file);
-    if (existing.state === "foreign") throw new Error(`refusing to replace ${file}: it is a ${existing.kind}, not a launcher pulumi-qemu wrote`);
+    if (existing.state === "foreign")
+        throw new Error(`refusing to replace ${file}: it is a ${existing.kind}, not a launcher pulumi-qemu wrote`);
     if (existing.state === "present" && !existing.ours) {
-        throw new Error(`refusing to overwrite ${file}: it was not written by pulumi-qemu (no launcher header); move it away or choose another path`);
+        throw new Error(
+            `refusing to overwrite ${file}: it was not written by pulumi-qemu (no launcher header); move it away or choose another path`,
+        );
     }
     const dir = path.dirname(file);
     await mkdir(dir, { recursive: true, mode: 0o700 });

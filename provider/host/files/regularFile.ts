@@ -1,7 +1,13 @@
 import type { Stats } from "node:fs";
 import { open, stat } from "node:fs/promises";
 import * as path from "node:path";
-import { backingName, HEADER_READ_BYTES, parseQcow2Header, QCOW2_MAGIC, Qcow2HeaderError } from "../../core/qcow2Header";
+import {
+    backingName,
+    HEADER_READ_BYTES,
+    parseQcow2Header,
+    QCOW2_MAGIC,
+    Qcow2HeaderError,
+} from "../../core/qcow2Header";
 import { InputError } from "../../core/validation";
 
 /**
@@ -38,12 +44,16 @@ export async function requireRegularFile(file: string, field: string, role = "a 
     } catch (err) {
         const code = (err as NodeJS.ErrnoException).code;
         if (code === "ENOENT") throw problem(field, `${field} ${file} does not exist`);
-        if (code === "ENOTDIR") throw problem(field, `${field} ${file} does not exist (a part of the path is not a directory)`);
+        if (code === "ENOTDIR")
+            throw problem(field, `${field} ${file} does not exist (a part of the path is not a directory)`);
         if (code === "ENAMETOOLONG") throw problem(field, `${field} is too long a path for this host`);
         throw problem(field, `${field} ${file} cannot be read: ${(err as Error).message}`);
     }
     if (!st.isFile()) {
-        throw problem(field, `${field} ${file} is ${fileTypeName(st)}; ${role} must be a regular file (a FIFO, socket or device would block or be read without end)`);
+        throw problem(
+            field,
+            `${field} ${file} is ${fileTypeName(st)}; ${role} must be a regular file (a FIFO, socket or device would block or be read without end)`,
+        );
     }
 }
 
@@ -71,8 +81,13 @@ export async function preflightBackingChain(top: string, field: string, format?:
     let fmt: "raw" | "qcow2" | undefined = format;
     for (;;) {
         if (files.includes(file)) throw problem(field, `${field} ${top}: the backing chain loops at ${file}`);
-        if (files.length >= MAX_CHAIN_DEPTH) throw problem(field, `${field} ${top}: the backing chain is more than ${MAX_CHAIN_DEPTH} files deep`);
-        await requireRegularFile(file, field, files.length === 0 ? "a disk image" : `a backing file (under ${files[files.length - 1]})`);
+        if (files.length >= MAX_CHAIN_DEPTH)
+            throw problem(field, `${field} ${top}: the backing chain is more than ${MAX_CHAIN_DEPTH} files deep`);
+        await requireRegularFile(
+            file,
+            field,
+            files.length === 0 ? "a disk image" : `a backing file (under ${files[files.length - 1]})`,
+        );
         files.push(file);
         if (fmt === "raw") return files;
         const next = await qcow2Backing(file);

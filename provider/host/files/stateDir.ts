@@ -76,10 +76,18 @@ export async function ensureOwnDir(dir: string): Promise<string> {
 /** Refuses `dir` unless it is a real directory of this user's that no one else can enter. */
 export async function assertOwnDir(dir: string): Promise<void> {
     const problem = ownDirProblem(await lstat(dir));
-    if (problem) throw new StateDirError(`${dir} ${problem}; pulumi-qemu keeps its files there and will not use it. Move it away (pulumi-qemu makes a new one), or choose another stateDir`);
+    if (problem)
+        throw new StateDirError(
+            `${dir} ${problem}; pulumi-qemu keeps its files there and will not use it. Move it away (pulumi-qemu makes a new one), or choose another stateDir`,
+        );
 }
 
-function ownDirProblem(st: { isSymbolicLink(): boolean; isDirectory(): boolean; uid: number; mode: number }): string | undefined {
+function ownDirProblem(st: {
+    isSymbolicLink(): boolean;
+    isDirectory(): boolean;
+    uid: number;
+    mode: number;
+}): string | undefined {
     if (st.isSymbolicLink()) return "is a symbolic link";
     if (!st.isDirectory()) return "is not a directory";
     const uid = myUid();
@@ -95,7 +103,8 @@ function ownDirProblem(st: { isSymbolicLink(): boolean; isDirectory(): boolean; 
  */
 export async function ownDirChain(root: string, dir: string): Promise<{ ok: true } | { ok: false; why: string }> {
     const rel = path.relative(root, dir);
-    if (rel === "" || rel.startsWith("..") || path.isAbsolute(rel)) return { ok: false, why: `${dir} is not under the state directory ${root}` };
+    if (rel === "" || rel.startsWith("..") || path.isAbsolute(rel))
+        return { ok: false, why: `${dir} is not under the state directory ${root}` };
     let cur = root;
     for (const part of rel.split(path.sep)) {
         cur = path.join(cur, part);

@@ -39,14 +39,21 @@ const PSEUDO_TREES = ["/proc", "/sys", "/dev"];
 export async function refuseImpossibleStateDir(dir: string, field = "stateDir"): Promise<string> {
     const resolved = path.resolve(dir);
     const tree = PSEUDO_TREES.find((t) => resolved === t || resolved.startsWith(`${t}/`));
-    if (tree) throw problem(field, `${field} ${resolved} is under ${tree}, which holds the kernel's own files: choose a directory on a real filesystem (for example under your home directory)`);
+    if (tree)
+        throw problem(
+            field,
+            `${field} ${resolved} is under ${tree}, which holds the kernel's own files: choose a directory on a real filesystem (for example under your home directory)`,
+        );
 
     const { ancestor, isDir } = await nearestExisting(resolved);
     if (!isDir) throw problem(field, `${field} ${resolved} cannot be created: ${ancestor} is a file, not a directory`);
     const fs = await statfs(ancestor);
     const kind = PSEUDO_FILESYSTEMS.get(Number(fs.type));
     if (kind) {
-        throw problem(field, `${field} ${resolved} is on a ${kind} filesystem (at ${ancestor}), where files cannot be kept: choose a directory on a real filesystem`);
+        throw problem(
+            field,
+            `${field} ${resolved} is on a ${kind} filesystem (at ${ancestor}), where files cannot be kept: choose a directory on a real filesystem`,
+        );
     }
     return resolved;
 }

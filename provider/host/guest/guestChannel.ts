@@ -45,7 +45,11 @@ export const MAX_IN_MEMORY_OUTPUT = 16 * 1024 * 1024;
 export type ChannelErrorKind = "timeout" | "unanswered" | "closed" | "too-large" | "protocol" | "busy";
 
 export class GuestChannelError extends Error {
-    constructor(readonly kind: ChannelErrorKind, message: string, readonly partial?: { stdout: Buffer; stderr: Buffer }) {
+    constructor(
+        readonly kind: ChannelErrorKind,
+        message: string,
+        readonly partial?: { stdout: Buffer; stderr: Buffer },
+    ) {
         super(message);
         this.name = "GuestChannelError";
     }

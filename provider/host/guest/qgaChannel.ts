@@ -66,14 +66,21 @@ class QgaConnection {
     private waiter: (() => void) | undefined;
     closed: Error | undefined;
 
-    private constructor(private readonly socket: net.Socket, readonly socketPath: string) {
+    private constructor(
+        private readonly socket: net.Socket,
+        readonly socketPath: string,
+    ) {
         socket.on("data", (chunk: Buffer) => this.receive(chunk));
         const fail = (err: Error) => {
             this.closed ??= err;
             this.waiter?.();
         };
-        socket.on("error", (err) => fail(new GuestChannelError("closed", `agent socket ${socketPath}: ${err.message}`)));
-        socket.on("close", () => fail(new GuestChannelError("closed", `the connection to the agent socket ${socketPath} closed`)));
+        socket.on("error", (err) =>
+            fail(new GuestChannelError("closed", `agent socket ${socketPath}: ${err.message}`)),
+        );
+        socket.on("close", () =>
+            fail(new GuestChannelError("closed", `the connection to the agent socket ${socketPath} closed`)),
+        );
     }
 
     static connect(socketPath: string): Promise<QgaConnection> {
@@ -81,12 +88,22 @@ class QgaConnection {
             const socket = net.createConnection({ path: socketPath });
             const timer = setTimeout(() => {
                 socket.destroy();
-                reject(new GuestChannelError("unanswered", `could not connect to the agent socket ${socketPath} within ${CONNECT_TIMEOUT_MS} ms`));
+                reject(
+                    new GuestChannelError(
+                        "unanswered",
+                        `could not connect to the agent socket ${socketPath} within ${CONNECT_TIMEOUT_MS} ms`,
+                    ),
+                );
             }, CONNECT_TIMEOUT_MS);
             socket.once("error", (err: NodeJS.ErrnoException) => {
                 clearTimeout(timer);
                 const hint = err.code === "ENOENT" ? " (no such socket: is the VM running, with vm.agent set?)" : "";
-                reject(new GuestChannelError("closed", `cannot connect to the agent socket ${socketPath}: ${err.message}${hint}`));
+                reject(
+                    new GuestChannelError(
+                        "closed",
+                        `cannot connect to the agent socket ${socketPath}: ${err.message}${hint}`,
+                    ),
+                );
             });
             socket.once("connect", () => {
                 clearTimeout(timer);
@@ -137,7 +154,12 @@ class QgaConnection {
     async sync(): Promise<void> {
         const id = randomInt(1, 2 ** 31);
         const done = new Promise<void>((resolve) => (this.syncWaiter = { id, resolve }));
-        this.socket.write(Buffer.concat([Buffer.from([0xff]), Buffer.from(JSON.stringify({ execute: "guest-sync-delimited", arguments: { id } }) + "\n")]));
+        this.socket.write(
+            Buffer.concat([
+                Buffer.from([0xff]),
+                Buffer.from(JSON.stringify({ execute: "guest-sync-delimited", arguments: { id } }) + "\n"),
+            ]),
+        );
         await this.within(done, SYNC_TIMEOUT_MS, "to guest-sync-delimited");
     }
 
@@ -146,7 +168,11 @@ class QgaConnection {
         if (this.closed) throw this.closed;
         this.socket.write(JSON.stringify(args ? { execute: command, arguments: args } : { execute: command }) + "\n");
         const reply = await this.within(this.next(), Math.max(1, deadline - Date.now()), `to ${command}`);
-        if (reply.error) throw new GuestChannelError("protocol", `qemu-ga ${command} failed: ${reply.error.class}: ${reply.error.desc}`);
+        if (reply.error)
+            throw new GuestChannelError(
+                "protocol",
+                `qemu-ga ${command} failed: ${reply.error.class}: ${reply.error.desc}`,
+            );
         return reply.return;
     }
 
@@ -162,7 +188,16 @@ class QgaConnection {
 
     private within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
         return new Promise<T>((resolve, reject) => {
-            const timer = setTimeout(() => reject(new GuestChannelError("unanswered", `qemu-ga on ${this.socketPath} did not answer ${what} within ${ms} ms`)), ms);
+            const timer = setTimeout(
+                () =>
+                    reject(
+                        new GuestChannelError(
+                            "unanswered",
+                            `qemu-ga on ${this.socketPath} did not answer ${what} within ${ms} ms`,
+                        ),
+                    ),
+                ms,
+            );
             p.then(
                 (v) => (clearTimeout(timer), resolve(v)),
                 (e) => (clearTimeout(timer), reject(e)),
@@ -189,7 +224,10 @@ const noSetsid = new Set<string>();
 export class QgaChannel implements GuestChannel {
     readonly kind = "qga" as const;
 
-    constructor(readonly socketPath: string, private readonly opts: QgaChannelOptions = {}) {}
+    constructor(
+        readonly socketPath: string,
+        private readonly opts: QgaChannelOptions = {},
+    ) {}
 
     execute(command: string, opts: ExecOptions = {}): Promise<ExecResult> {
         const script = shellScript(command, opts.env).toString("utf8");
@@ -208,8 +246,16 @@ export class QgaChannel implements GuestChannel {
                     const buf = Buffer.alloc(FILE_CHUNK);
                     const { bytesRead } = await fh.read(buf, 0, buf.length);
                     if (bytesRead === 0) break;
-                    const w = await conn.execute("guest-file-write", { handle, "buf-b64": buf.subarray(0, bytesRead).toString("base64") }, deadline);
-                    if (w.count !== bytesRead) throw new GuestChannelError("protocol", `guest-file-write wrote ${w.count} of ${bytesRead} bytes to ${guestPath}`);
+                    const w = await conn.execute(
+                        "guest-file-write",
+                        { handle, "buf-b64": buf.subarray(0, bytesRead).toString("base64") },
+                        deadline,
+                    );
+                    if (w.count !== bytesRead)
+                        throw new GuestChannelError(
+                            "protocol",
+                            `guest-file-write wrote ${w.count} of ${bytesRead} bytes to ${guestPath}`,
+                        );
                 }
             } finally {
                 await fh.close();
@@ -220,7 +266,9 @@ export class QgaChannel implements GuestChannel {
 
     /** Copies a guest file to the host (created 0600) with guest-file-open/read/close. */
     copyOut(guestPath: string, hostPath: string): Promise<void> {
-        return this.session(async (conn) => void (await this.readGuestFile(conn, guestPath, hostPath, Date.now() + 600_000)));
+        return this.session(
+            async (conn) => void (await this.readGuestFile(conn, guestPath, hostPath, Date.now() + 600_000)),
+        );
     }
 
     close(): void {
@@ -249,7 +297,11 @@ export class QgaChannel implements GuestChannel {
                 clean = true;
                 return result;
             } catch (err) {
-                if (err instanceof GuestChannelError && (err.kind === "unanswered" || err.kind === "closed") && this.opts.diagnose) {
+                if (
+                    err instanceof GuestChannelError &&
+                    (err.kind === "unanswered" || err.kind === "closed") &&
+                    this.opts.diagnose
+                ) {
                     const why = await this.opts.diagnose().catch((e: Error) => `(could not tell why: ${e.message})`);
                     throw new GuestChannelError(err.kind, `${err.message}. ${why}`, err.partial);
                 }
@@ -277,7 +329,9 @@ export class QgaChannel implements GuestChannel {
         const spawn = (withSetsid: boolean) =>
             conn.execute(
                 "guest-exec",
-                withSetsid ? { path: "setsid", arg: ["/bin/sh", "-c", shScript], "capture-output": true, ...input } : { path: "/bin/sh", arg: ["-c", shScript], "capture-output": true, ...input },
+                withSetsid
+                    ? { path: "setsid", arg: ["/bin/sh", "-c", shScript], "capture-output": true, ...input }
+                    : { path: "/bin/sh", arg: ["-c", shScript], "capture-output": true, ...input },
                 hostDeadline,
             );
         let pid: number;
@@ -287,7 +341,12 @@ export class QgaChannel implements GuestChannel {
                 ({ pid } = await spawn(true));
             } catch (err) {
                 // qemu-ga could not spawn setsid (g_spawn: "No such file or directory"): this guest has none.
-                if (!(err instanceof GuestChannelError && err.kind === "protocol" && /setsid|No such file|not found/i.test(err.message))) throw err;
+                if (!(
+                    err instanceof GuestChannelError &&
+                    err.kind === "protocol" &&
+                    /setsid|No such file|not found/i.test(err.message)
+                ))
+                    throw err;
                 noSetsid.add(this.socketPath);
                 ({ pid } = await spawn(false));
             }
@@ -299,29 +358,54 @@ export class QgaChannel implements GuestChannel {
             if (st.exited) {
                 const stdout = Buffer.from(st["out-data"] ?? "", "base64");
                 const stderr = Buffer.from(st["err-data"] ?? "", "base64");
-                if (st["out-truncated"] || st["err-truncated"] || stdout.length > maxOutput || stderr.length > maxOutput) {
-                    throw new GuestChannelError("too-large", `the command's ${st["out-truncated"] || stdout.length > maxOutput ? "stdout" : "stderr"} is over the ${maxOutput}-byte limit for output held in memory (qemu-ga truncates there); pass stdoutFile to stream stdout to a file. Nothing was truncated silently: no result was returned`);
+                if (
+                    st["out-truncated"] ||
+                    st["err-truncated"] ||
+                    stdout.length > maxOutput ||
+                    stderr.length > maxOutput
+                ) {
+                    throw new GuestChannelError(
+                        "too-large",
+                        `the command's ${st["out-truncated"] || stdout.length > maxOutput ? "stdout" : "stderr"} is over the ${maxOutput}-byte limit for output held in memory (qemu-ga truncates there); pass stdoutFile to stream stdout to a file. Nothing was truncated silently: no result was returned`,
+                    );
                 }
                 // A signal shows as the shell would report it: 128 + its number.
-                const exitCode = st.signal !== undefined && st.signal !== 0 ? 128 + st.signal : st.exitcode ?? 0;
+                const exitCode = st.signal !== undefined && st.signal !== 0 ? 128 + st.signal : (st.exitcode ?? 0);
                 let stdoutBytes = stdout.length;
                 if (outFile) {
                     stdoutBytes = await this.readGuestFile(conn, outFile, opts.stdoutFile!, hostDeadline + 600_000);
-                    await conn.execute("guest-exec", { path: "/bin/rm", arg: ["-f", outFile] }, hostDeadline + 60_000).catch(() => undefined);
+                    await conn
+                        .execute("guest-exec", { path: "/bin/rm", arg: ["-f", outFile] }, hostDeadline + 60_000)
+                        .catch(() => undefined);
                 }
                 return { exitCode, stdout: outFile ? Buffer.alloc(0) : stdout, stderr, stdoutBytes };
             }
             if (Date.now() >= guestDeadline) {
                 // qemu-ga cannot kill what it started; a second command can.
-                await conn.execute("guest-exec", { path: "/bin/sh", arg: ["-c", `kill -KILL -${pid} 2>/dev/null || kill -KILL ${pid}`] }, Date.now() + 10_000).catch(() => undefined);
-                throw new GuestChannelError("timeout", `the command did not finish within ${timeoutSeconds} s and was killed in the guest (pid ${pid})`, { stdout: Buffer.alloc(0), stderr: Buffer.alloc(0) });
+                await conn
+                    .execute(
+                        "guest-exec",
+                        { path: "/bin/sh", arg: ["-c", `kill -KILL -${pid} 2>/dev/null || kill -KILL ${pid}`] },
+                        Date.now() + 10_000,
+                    )
+                    .catch(() => undefined);
+                throw new GuestChannelError(
+                    "timeout",
+                    `the command did not finish within ${timeoutSeconds} s and was killed in the guest (pid ${pid})`,
+                    { stdout: Buffer.alloc(0), stderr: Buffer.alloc(0) },
+                );
             }
             await new Promise((r) => setTimeout(r, wait));
             if (Date.now() - started >= POLL_FAST_FOR_MS) wait = Math.min(POLL_MAX_MS, Math.max(10, wait * 2));
         }
     }
 
-    private async readGuestFile(conn: QgaConnection, guestPath: string, hostPath: string, deadline: number): Promise<number> {
+    private async readGuestFile(
+        conn: QgaConnection,
+        guestPath: string,
+        hostPath: string,
+        deadline: number,
+    ): Promise<number> {
         const handle = await conn.execute("guest-file-open", { path: guestPath, mode: "r" }, deadline);
         const fd = openSync(hostPath, "w", 0o600);
         let total = 0;
@@ -364,7 +448,10 @@ async function stdinBytes(stdin: ExecOptions["stdin"]): Promise<Buffer> {
     if (typeof stdin === "string") return Buffer.from(stdin, "utf8");
     if (Buffer.isBuffer(stdin)) return stdin;
     const size = await stdinFileSize(stdin.file);
-    if (size > 64 * 1024 * 1024) throw new Error(`stdin.file ${stdin.file} is ${size} bytes: qemu-ga takes stdin in one message; copy the file in with copyToGuest instead`);
+    if (size > 64 * 1024 * 1024)
+        throw new Error(
+            `stdin.file ${stdin.file} is ${size} bytes: qemu-ga takes stdin in one message; copy the file in with copyToGuest instead`,
+        );
     const fh = await open(stdin.file, "r");
     try {
         return await fh.readFile();

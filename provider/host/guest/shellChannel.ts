@@ -41,7 +41,10 @@ class Connection {
     closed: Error | undefined;
     private closeWaiters = new Set<(err: Error) => void>();
 
-    private constructor(readonly socket: net.Socket, readonly socketPath: string) {
+    private constructor(
+        readonly socket: net.Socket,
+        readonly socketPath: string,
+    ) {
         socket.on("data", (chunk: Buffer) => {
             // Data while no request waits is a stale reply: dropped, as the next ACK scan would.
             this.sink?.(chunk);
@@ -61,12 +64,27 @@ class Connection {
             const socket = net.createConnection({ path: socketPath });
             const timer = setTimeout(() => {
                 socket.destroy();
-                reject(new GuestChannelError("unanswered", `could not connect to the agent socket ${socketPath} within ${CONNECT_TIMEOUT_MS} ms`));
+                reject(
+                    new GuestChannelError(
+                        "unanswered",
+                        `could not connect to the agent socket ${socketPath} within ${CONNECT_TIMEOUT_MS} ms`,
+                    ),
+                );
             }, CONNECT_TIMEOUT_MS);
             socket.once("error", (err: NodeJS.ErrnoException) => {
                 clearTimeout(timer);
-                const hint = err.code === "ENOENT" ? " (no such socket: is the VM running, with vm.agent set?)" : err.code === "ECONNREFUSED" ? " (nobody listens: QEMU is gone)" : "";
-                reject(new GuestChannelError("closed", `cannot connect to the agent socket ${socketPath}: ${err.message}${hint}`));
+                const hint =
+                    err.code === "ENOENT"
+                        ? " (no such socket: is the VM running, with vm.agent set?)"
+                        : err.code === "ECONNREFUSED"
+                          ? " (nobody listens: QEMU is gone)"
+                          : "";
+                reject(
+                    new GuestChannelError(
+                        "closed",
+                        `cannot connect to the agent socket ${socketPath}: ${err.message}${hint}`,
+                    ),
+                );
             });
             socket.once("connect", () => {
                 clearTimeout(timer);
@@ -132,7 +150,10 @@ export class ShellChannel implements GuestChannel {
     readonly kind = "shell" as const;
     private open = true;
 
-    constructor(readonly socketPath: string, private readonly opts: ShellChannelOptions = {}) {
+    constructor(
+        readonly socketPath: string,
+        private readonly opts: ShellChannelOptions = {},
+    ) {
         const entry = shared.get(socketPath) ?? { connection: undefined, users: 0 };
         entry.users++;
         shared.set(socketPath, entry);
@@ -146,7 +167,12 @@ export class ShellChannel implements GuestChannel {
             try {
                 return await this.run(await connectionFor(this.socketPath), script, opts);
             } catch (err) {
-                if (err instanceof GuestChannelError && err.kind !== "timeout" && err.kind !== "too-large" && this.opts.diagnose) {
+                if (
+                    err instanceof GuestChannelError &&
+                    err.kind !== "timeout" &&
+                    err.kind !== "too-large" &&
+                    this.opts.diagnose
+                ) {
                     const why = await this.opts.diagnose().catch((e: Error) => `(could not tell why: ${e.message})`);
                     throw new GuestChannelError(err.kind, `${err.message}. ${why}`, err.partial);
                 }
@@ -166,14 +192,18 @@ export class ShellChannel implements GuestChannel {
         if (entry.users <= 0) {
             clearTimeout(entry.idle);
             shared.delete(this.socketPath);
-            void entry.connection?.then((c) => c.destroy(), () => undefined);
+            void entry.connection?.then(
+                (c) => c.destroy(),
+                () => undefined,
+            );
         }
     }
 
     private async run(conn: Connection, script: Buffer, opts: ExecOptions): Promise<ExecResult> {
         const nonce = randomBytes(16).toString("hex");
         const timeoutSeconds = opts.timeoutSeconds ?? DEFAULT_EXEC_TIMEOUT_SECONDS;
-        if (!Number.isInteger(timeoutSeconds) || timeoutSeconds < 1) throw new Error(`timeoutSeconds must be a whole number of seconds ≥ 1, got ${timeoutSeconds}`);
+        if (!Number.isInteger(timeoutSeconds) || timeoutSeconds < 1)
+            throw new Error(`timeoutSeconds must be a whole number of seconds ≥ 1, got ${timeoutSeconds}`);
         const maxOutput = opts.maxOutputBytes ?? MAX_IN_MEMORY_OUTPUT;
         const stdin = await stdinSource(opts.stdin);
 
@@ -204,8 +234,10 @@ export class ShellChannel implements GuestChannel {
                                 // The output is still read (and dropped) to keep the channel in step.
                                 tooLarge = `stdout could not go to stdoutFile ${opts.stdoutFile}: ${(e as Error).message}`;
                             }
-                        } else if (h.stdoutBytes > maxOutput) tooLarge = `stdout is ${h.stdoutBytes} bytes, over the ${maxOutput}-byte limit for output held in memory; pass stdoutFile to stream it to a file`;
-                        if (h.stderrBytes > maxOutput) tooLarge = `stderr is ${h.stderrBytes} bytes, over the ${maxOutput}-byte limit for output held in memory`;
+                        } else if (h.stdoutBytes > maxOutput)
+                            tooLarge = `stdout is ${h.stdoutBytes} bytes, over the ${maxOutput}-byte limit for output held in memory; pass stdoutFile to stream it to a file`;
+                        if (h.stderrBytes > maxOutput)
+                            tooLarge = `stderr is ${h.stderrBytes} bytes, over the ${maxOutput}-byte limit for output held in memory`;
                     },
                     stdout: (c) => {
                         if (outFd !== undefined && !tooLarge) writeAllSync(outFd, c);
@@ -220,19 +252,32 @@ export class ShellChannel implements GuestChannel {
                     try {
                         parser.feed(chunk);
                     } catch (e) {
-                        reject(new GuestChannelError("protocol", `the shell agent's reply on ${this.socketPath} is garbled: ${(e as Error).message}`));
+                        reject(
+                            new GuestChannelError(
+                                "protocol",
+                                `the shell agent's reply on ${this.socketPath} is garbled: ${(e as Error).message}`,
+                            ),
+                        );
                     }
                 };
                 offClose = conn.onClose((e) => reject(new GuestChannelError("closed", `${e.message} while ${phase}`)));
                 const tick = () => {
                     if (Date.now() >= deadline) {
-                        reject(new GuestChannelError("unanswered", `the guest's shell agent did not answer on ${this.socketPath} within ${opts.replyWithinMs !== undefined ? `${opts.replyWithinMs} ms` : `${timeoutSeconds + GRACE_SECONDS} s`} (${phase}${header || phase.startsWith("waiting for the command") ? "" : "; another process holding the socket would also keep it waiting: QEMU serves one client at a time"}); the next command resynchronises`));
+                        reject(
+                            new GuestChannelError(
+                                "unanswered",
+                                `the guest's shell agent did not answer on ${this.socketPath} within ${opts.replyWithinMs !== undefined ? `${opts.replyWithinMs} ms` : `${timeoutSeconds + GRACE_SECONDS} s`} (${phase}${header || phase.startsWith("waiting for the command") ? "" : "; another process holding the socket would also keep it waiting: QEMU serves one client at a time"}); the next command resynchronises`,
+                            ),
+                        );
                     } else timer = setTimeout(tick, Math.min(1000, deadline - Date.now()));
                 };
                 timer = setTimeout(tick, Math.min(1000, deadline - Date.now()));
             });
             reply.catch(() => undefined);
-            await Promise.race([reply, this.send(conn, encodeRequestHead({ nonce, script, stdinBytes: stdin.bytes, timeoutSeconds }), stdin)]);
+            await Promise.race([
+                reply,
+                this.send(conn, encodeRequestHead({ nonce, script, stdinBytes: stdin.bytes, timeoutSeconds }), stdin),
+            ]);
             await reply;
         } finally {
             clearTimeout(timer);
@@ -244,10 +289,19 @@ export class ShellChannel implements GuestChannel {
         const h = header!;
         const stdout = Buffer.concat(out);
         const stderr = Buffer.concat(err);
-        if (tooLarge && opts.stdoutFile && outFd === undefined) throw new Error(`the command ran (exit ${h.exitCode}) but its ${tooLarge}`);
-        if (tooLarge) throw new GuestChannelError("too-large", `the command's ${tooLarge}; nothing was truncated, the output was dropped`);
+        if (tooLarge && opts.stdoutFile && outFd === undefined)
+            throw new Error(`the command ran (exit ${h.exitCode}) but its ${tooLarge}`);
+        if (tooLarge)
+            throw new GuestChannelError(
+                "too-large",
+                `the command's ${tooLarge}; nothing was truncated, the output was dropped`,
+            );
         if (h.status === "timeout") {
-            throw new GuestChannelError("timeout", `the command did not finish within ${timeoutSeconds} s and was killed in the guest (with everything it started)`, { stdout, stderr });
+            throw new GuestChannelError(
+                "timeout",
+                `the command did not finish within ${timeoutSeconds} s and was killed in the guest (with everything it started)`,
+                { stdout, stderr },
+            );
         }
         return { exitCode: h.exitCode, stdout, stderr, stdoutBytes: h.stdoutBytes };
     }
@@ -255,7 +309,8 @@ export class ShellChannel implements GuestChannel {
     private async send(conn: Connection, head: Buffer, stdin: StdinSource): Promise<void> {
         await conn.write(head);
         if (stdin.buffer) {
-            for (let at = 0; at < stdin.buffer.length; at += WRITE_CHUNK) await conn.write(stdin.buffer.subarray(at, at + WRITE_CHUNK));
+            for (let at = 0; at < stdin.buffer.length; at += WRITE_CHUNK)
+                await conn.write(stdin.buffer.subarray(at, at + WRITE_CHUNK));
             return;
         }
         if (!stdin.file) return;
@@ -300,7 +355,10 @@ function releaseLater(socketPath: string): void {
     entry.idle = setTimeout(() => {
         if (entry.connection !== connection) return;
         entry.connection = undefined;
-        void connection.then((c) => c.destroy(), () => undefined);
+        void connection.then(
+            (c) => c.destroy(),
+            () => undefined,
+        );
     }, LINGER_MS);
     entry.idle.unref();
 }
@@ -308,4 +366,3 @@ function releaseLater(socketPath: string): void {
 function mib(bytes: number): number {
     return Math.ceil(bytes / (1024 * 1024));
 }
-

@@ -57,13 +57,32 @@ export async function buildExt4(b: Ext4Build): Promise<void> {
 async function runMkfs(b: Ext4Build): Promise<void> {
     const rootOwner = b.preserveOwners ? `${b.preserveOwners.rootUid}:${b.preserveOwners.rootGid}` : "0:0";
     const extended = [`hash_seed=${b.hashSeed}`, `root_owner=${rootOwner}`].join(",");
-    const args = ["-q", "-F", "-t", "ext4", "-U", b.uuid, "-E", extended, ...(b.label ? ["-L", b.label] : []), "-d", b.sourceDir, b.imageFile];
+    const args = [
+        "-q",
+        "-F",
+        "-t",
+        "ext4",
+        "-U",
+        b.uuid,
+        "-E",
+        extended,
+        ...(b.label ? ["-L", b.label] : []),
+        "-d",
+        b.sourceDir,
+        b.imageFile,
+    ];
     const label = `mkfs.ext4 ${args.join(" ")}`;
     const r = await runExt4Tool(b.mkfs ?? "mkfs.ext4", args, label, b.stallMs);
     if (r.exitCode !== 0) throw new Ext4Error(label, r.stderr || r.stdout || spawnFailure(r));
 }
 
-async function runExt4Tool(command: string, args: string[], label: string, stallMs = EXT4_STALL_MS, input?: string): Promise<ToolResult> {
+async function runExt4Tool(
+    command: string,
+    args: string[],
+    label: string,
+    stallMs = EXT4_STALL_MS,
+    input?: string,
+): Promise<ToolResult> {
     try {
         return await runTool(command, args, { env: fixedEnv(), extendEnv: false, stallMs, label, input });
     } catch (err) {
@@ -92,10 +111,17 @@ export function normaliseCommands(paths: readonly string[], preserveOwners = fal
 /** The commands go in on stdin ("-f -"): no temp file to write, to protect, or to leak on a crash. */
 async function normaliseInodes(b: Ext4Build): Promise<void> {
     const label = `debugfs -w -f - ${b.imageFile}`;
-    const r = await runExt4Tool(b.debugfs ?? "debugfs", ["-w", "-f", "-", b.imageFile], label, b.stallMs, normaliseCommands(b.paths, b.preserveOwners !== undefined));
+    const r = await runExt4Tool(
+        b.debugfs ?? "debugfs",
+        ["-w", "-f", "-", b.imageFile],
+        label,
+        b.stallMs,
+        normaliseCommands(b.paths, b.preserveOwners !== undefined),
+    );
     // debugfs exits 0 even when a command fails; its complaints are the stderr lines after the banner.
     const complaints = r.stderr.split("\n").filter((l) => l.trim() && !/^debugfs [0-9.]+ \(/.test(l));
-    if (r.exitCode !== 0 || complaints.length) throw new Ext4Error(label, complaints.join("\n") || r.stderr || spawnFailure(r));
+    if (r.exitCode !== 0 || complaints.length)
+        throw new Ext4Error(label, complaints.join("\n") || r.stderr || spawnFailure(r));
 }
 
 function spawnFailure(r: ToolResult): string {

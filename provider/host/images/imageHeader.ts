@@ -27,7 +27,11 @@ export async function readImageHeader(file: string, format: ImageFormat): Promis
         if (header.backingFileSize === 0) return { virtualSize: header.virtualSize, ...tables };
         const name = Buffer.alloc(header.backingFileSize);
         const got = await fh.read(name, 0, name.length, header.backingFileOffset);
-        return { virtualSize: header.virtualSize, backingFilename: backingName(header, name.subarray(0, got.bytesRead)), ...tables };
+        return {
+            virtualSize: header.virtualSize,
+            backingFilename: backingName(header, name.subarray(0, got.bytesRead)),
+            ...tables,
+        };
     } finally {
         await fh.close();
     }

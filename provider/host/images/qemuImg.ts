@@ -52,7 +52,11 @@ async function run(args: string[], qemuImg: string, limits: QemuImgRunOptions): 
         if (err instanceof ToolTimeoutError) throw new QemuImgError(args, `qemu-img ${err.why} and was stopped`);
         throw err;
     }
-    if (r.exitCode !== 0) throw new QemuImgError(args, r.stderr || r.stdout || r.spawnError || (r.signal ? `killed by ${r.signal}` : `exit code ${r.exitCode}`));
+    if (r.exitCode !== 0)
+        throw new QemuImgError(
+            args,
+            r.stderr || r.stdout || r.spawnError || (r.signal ? `killed by ${r.signal}` : `exit code ${r.exitCode}`),
+        );
     return r.stdout;
 }
 
@@ -63,7 +67,9 @@ function toInfo(raw: Record<string, unknown>): ImageInfo {
     const format = str("format");
     const virtualSize = num("virtual-size");
     if (filename === undefined || format === undefined || virtualSize === undefined) {
-        throw new Error(`qemu-img info gave an answer without filename, format or virtual-size: ${JSON.stringify(raw)}`);
+        throw new Error(
+            `qemu-img info gave an answer without filename, format or virtual-size: ${JSON.stringify(raw)}`,
+        );
     }
     const info: ImageInfo = { filename, format, virtualSize };
     const optional: [keyof ImageInfo, string | number | undefined][] = [
@@ -77,16 +83,31 @@ function toInfo(raw: Record<string, unknown>): ImageInfo {
 }
 
 /** The image and every backing file under it, top first. qemu-img itself refuses a chain that loops. */
-export async function backingChain(file: string, opts: { format?: string; qemuImg?: string; timeoutMs?: number } = {}): Promise<ImageInfo[]> {
+export async function backingChain(
+    file: string,
+    opts: { format?: string; qemuImg?: string; timeoutMs?: number } = {},
+): Promise<ImageInfo[]> {
     const args = ["info", "-U", "--output=json", "--backing-chain", ...(opts.format ? ["-f", opts.format] : []), file];
-    const parsed = JSON.parse(await run(args, opts.qemuImg ?? "qemu-img", { timeoutMs: opts.timeoutMs ?? QEMU_IMG_METADATA_TIMEOUT_MS })) as unknown;
-    if (!Array.isArray(parsed)) throw new Error(`qemu-img info --backing-chain did not give a list: ${JSON.stringify(parsed).slice(0, 200)}`);
+    const parsed = JSON.parse(
+        await run(args, opts.qemuImg ?? "qemu-img", { timeoutMs: opts.timeoutMs ?? QEMU_IMG_METADATA_TIMEOUT_MS }),
+    ) as unknown;
+    if (!Array.isArray(parsed))
+        throw new Error(`qemu-img info --backing-chain did not give a list: ${JSON.stringify(parsed).slice(0, 200)}`);
     return parsed.map((x) => toInfo(x as Record<string, unknown>));
 }
 
 /** A new empty image. qemu-img truncates whatever is at `file`: callers pass a fresh temp path. */
-export async function createImage(file: string, format: string, sizeBytes: number, qemuImg = "qemu-img", limits: QemuImgRunOptions = {}): Promise<void> {
-    await run(["create", "-q", "-f", format, file, String(sizeBytes)], qemuImg, { timeoutMs: QEMU_IMG_METADATA_TIMEOUT_MS, ...limits });
+export async function createImage(
+    file: string,
+    format: string,
+    sizeBytes: number,
+    qemuImg = "qemu-img",
+    limits: QemuImgRunOptions = {},
+): Promise<void> {
+    await run(["create", "-q", "-f", format, file, String(sizeBytes)], qemuImg, {
+        timeoutMs: QEMU_IMG_METADATA_TIMEOUT_MS,
+        ...limits,
+    });
 }
 
 /** A qcow2 overlay; `backing` must be absolute, because a relative one is read from the overlay's directory. */
@@ -99,7 +120,18 @@ export async function createOverlay(
     limits: QemuImgRunOptions = {},
 ): Promise<void> {
     if (!backing.startsWith("/")) throw new Error(`createOverlay: backing ${backing} must be an absolute path`);
-    const args = ["create", "-q", "-f", "qcow2", "-b", backing, "-F", backingFormat, file, ...(sizeBytes === undefined ? [] : [String(sizeBytes)])];
+    const args = [
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-b",
+        backing,
+        "-F",
+        backingFormat,
+        file,
+        ...(sizeBytes === undefined ? [] : [String(sizeBytes)]),
+    ];
     await run(args, qemuImg, { timeoutMs: QEMU_IMG_METADATA_TIMEOUT_MS, ...limits });
 }
 
@@ -115,5 +147,8 @@ export async function convertImage(
     qemuImg = "qemu-img",
     limits: QemuImgRunOptions = {},
 ): Promise<void> {
-    await run(["convert", "-U", "-q", "-f", sourceFormat, "-O", targetFormat, source, target], qemuImg, { stallMs: QEMU_IMG_STALL_MS, ...limits });
+    await run(["convert", "-U", "-q", "-f", sourceFormat, "-O", targetFormat, source, target], qemuImg, {
+        stallMs: QEMU_IMG_STALL_MS,
+        ...limits,
+    });
 }

@@ -72,16 +72,31 @@ async function run(tool: string, args: string[], what: string): Promise<void> {
     try {
         r = await runTool(tool, args, { env: fixedEnv(), extendEnv: false, timeoutMs: TOOL_DEADLINE_MS, label: what });
     } catch (err) {
-        if (err instanceof ToolTimeoutError) throw new SeedImageError(what, `did not finish within ${TOOL_DEADLINE_MS / 1000} s`);
+        if (err instanceof ToolTimeoutError)
+            throw new SeedImageError(what, `did not finish within ${TOOL_DEADLINE_MS / 1000} s`);
         throw err;
     }
-    if (r.exitCode !== 0) throw new SeedImageError(what, r.stderr || r.stdout || r.spawnError || `exit code ${r.exitCode}`);
+    if (r.exitCode !== 0)
+        throw new SeedImageError(what, r.stderr || r.stdout || r.spawnError || `exit code ${r.exitCode}`);
 }
 
 async function writeIso(tree: string, image: string, b: SeedBuild): Promise<void> {
     // mkisofs emulation: -r gives every file owner 0 and mode 0444 (0555 for directories), so the
     // bytes do not depend on who built the seed; -J adds Joliet names for other readers.
-    const args = ["-as", "mkisofs", "-quiet", "-input-charset", "utf-8", "-output", image, "-volid", SEED_LABEL, "-joliet", "-rock", tree];
+    const args = [
+        "-as",
+        "mkisofs",
+        "-quiet",
+        "-input-charset",
+        "utf-8",
+        "-output",
+        image,
+        "-volid",
+        SEED_LABEL,
+        "-joliet",
+        "-rock",
+        tree,
+    ];
     await run(b.xorriso ?? "xorriso", args, "xorriso -as mkisofs");
 }
 
@@ -94,7 +109,11 @@ export function vfatBlocks(files: readonly SeedFile[]): number {
 async function writeVfat(tree: string, image: string, b: SeedBuild): Promise<void> {
     const blocks = vfatBlocks(b.files);
     // --invariant fixes what mkfs.fat would draw from the clock or at random; -i fixes the volume id.
-    await run(b.mkfsFat ?? "mkfs.fat", ["--invariant", "-i", "c1da7a00", "-n", SEED_LABEL.toUpperCase(), "-C", image, String(blocks)], "mkfs.fat");
+    await run(
+        b.mkfsFat ?? "mkfs.fat",
+        ["--invariant", "-i", "c1da7a00", "-n", SEED_LABEL.toUpperCase(), "-C", image, String(blocks)],
+        "mkfs.fat",
+    );
     // -m keeps the staged files' (fixed) dates; -o overwrites nothing that is not ours (the image is new).
     const sources = b.files.map((f) => path.join(tree, f.name));
     await run(b.mcopy ?? "mcopy", ["-m", "-o", "-i", image, ...sources, "::"], "mcopy");

@@ -275,14 +275,31 @@ export async function writeDhcpHost(networkDir: string, host: DhcpHost, domain: 
  * never will, from inside the server's namespace (its owner may enter it, no root needed).
  * Best effort: a server that is gone has no lease to end.
  */
-export async function releaseDhcpLease(id: DhcpIdentity, networkDir: string, host: Pick<DhcpHost, "mac" | "ipv4">): Promise<void> {
+export async function releaseDhcpLease(
+    id: DhcpIdentity,
+    networkDir: string,
+    host: Pick<DhcpHost, "mac" | "ipv4">,
+): Promise<void> {
     if (!(await checkOurDaemon(id.server, dhcpPaths(networkDir).pidfile)).alive) return;
     const r = await runTool(
         "nsenter",
-        ["--target", String(id.server.pid), "--user", "--net", "--preserve-credentials", "dhcp_release", TAP, host.ipv4, host.mac],
+        [
+            "--target",
+            String(id.server.pid),
+            "--user",
+            "--net",
+            "--preserve-credentials",
+            "dhcp_release",
+            TAP,
+            host.ipv4,
+            host.mac,
+        ],
         { timeoutMs: 5000, label: "dhcp_release" },
     );
-    if (r.exitCode !== 0) throw new Error(`dhcp_release ${host.ipv4} failed: ${(r.spawnError ?? r.stderr).trim()}; ${APT_HINT.replace("dnsmasq-base", "dnsmasq-base dnsmasq-utils")}`);
+    if (r.exitCode !== 0)
+        throw new Error(
+            `dhcp_release ${host.ipv4} failed: ${(r.spawnError ?? r.stderr).trim()}; ${APT_HINT.replace("dnsmasq-base", "dnsmasq-base dnsmasq-utils")}`,
+        );
 }
 
 /** Drops one VM NIC's entries; the caller reloads dnsmasq so that it forgets them. */

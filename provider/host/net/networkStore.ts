@@ -48,11 +48,13 @@ export async function readRecordAt(networkDir: string): Promise<NetworkRecord | 
     try {
         text = await readFile(recordPath(networkDir), "utf8");
     } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === "ENOENT" || (err as NodeJS.ErrnoException).code === "ENOTDIR") return undefined;
+        if ((err as NodeJS.ErrnoException).code === "ENOENT" || (err as NodeJS.ErrnoException).code === "ENOTDIR")
+            return undefined;
         throw err;
     }
     const rec = JSON.parse(text) as NetworkRecord;
-    if (rec.format !== 1) throw new Error(`${recordPath(networkDir)} has an unknown format ${JSON.stringify(rec.format)}`);
+    if (rec.format !== 1)
+        throw new Error(`${recordPath(networkDir)} has an unknown format ${JSON.stringify(rec.format)}`);
     return rec;
 }
 
@@ -79,7 +81,11 @@ export function identityString(identity: ProcessIdentity): string {
 }
 
 /** Why network `id` is no longer the switch a VM joined (`joined`, an identityString), or undefined when it still is and runs. */
-export async function switchProblem(rec: NetworkRecord | undefined, id: string, joined: string): Promise<string | undefined> {
+export async function switchProblem(
+    rec: NetworkRecord | undefined,
+    id: string,
+    joined: string,
+): Promise<string | undefined> {
     if (!rec) return `network ${id} no longer exists (its record is gone)`;
     if (identityString(rec.switchIdentity) !== joined) return `network ${id} was recreated since this VM joined it`;
     const live = await checkOurSwitch(rec.switchIdentity, rec.pidfile);
@@ -153,7 +159,9 @@ export async function releaseLease(networkDir: string, key: string, vmDir: strin
 export async function removeLeases(networkDir: string): Promise<void> {
     const dir = leasesDir(networkDir);
     const names = await readdir(dir).catch(() => [] as string[]);
-    await Promise.all(names.filter((n) => /^(ipv4|mac)-[0-9a-f.-]+$/.test(n)).map((n) => rm(path.join(dir, n), { force: true })));
+    await Promise.all(
+        names.filter((n) => /^(ipv4|mac)-[0-9a-f.-]+$/.test(n)).map((n) => rm(path.join(dir, n), { force: true })),
+    );
     await rmdir(dir).catch(() => undefined);
 }
 

@@ -22,8 +22,10 @@ export async function hostPortProblem(req: HostPortRequest): Promise<string | un
     const err = await (req.protocol === "tcp" ? tryBindTcp(req.address, req.port) : tryBindUdp(req.address, req.port));
     if (!err) return undefined;
     const where = `${req.address}:${req.port}/${req.protocol}`;
-    if (err.code === "EADDRINUSE") return `${req.field}: host port ${where} is already in use by another process or VM; choose another port`;
-    if (err.code === "EACCES") return `${req.field}: host port ${where} needs privileges this user lacks (ports below 1024); choose a port from 1024 up`;
+    if (err.code === "EADDRINUSE")
+        return `${req.field}: host port ${where} is already in use by another process or VM; choose another port`;
+    if (err.code === "EACCES")
+        return `${req.field}: host port ${where} needs privileges this user lacks (ports below 1024); choose a port from 1024 up`;
     if (err.code === "EADDRNOTAVAIL") return `${req.field}: host address ${req.address} is not an address of this host`;
     return `${req.field}: host port ${where} cannot be bound: ${err.message}`;
 }

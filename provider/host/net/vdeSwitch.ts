@@ -1,6 +1,13 @@
 import { chmod, readdir, rm, rmdir, lstat } from "node:fs/promises";
 import * as path from "node:path";
-import { checkOurDaemon, QemuStartError, startDaemonized, waitUntilGone, type Liveness, type ProcessIdentity } from "../qemu/qemuProcess";
+import {
+    checkOurDaemon,
+    QemuStartError,
+    startDaemonized,
+    waitUntilGone,
+    type Liveness,
+    type ProcessIdentity,
+} from "../qemu/qemuProcess";
 
 /**
  * The `vde_switch` behind a Network (Debian's vde2): a user-space Ethernet switch whose
@@ -25,13 +32,32 @@ export interface SwitchPaths {
 }
 
 export function switchPaths(networkDir: string): SwitchPaths {
-    return { switchDir: path.join(networkDir, "switch"), pidfile: path.join(networkDir, "switch.pid"), mgmt: path.join(networkDir, "mgmt") };
+    return {
+        switchDir: path.join(networkDir, "switch"),
+        pidfile: path.join(networkDir, "switch.pid"),
+        mgmt: path.join(networkDir, "mgmt"),
+    };
 }
 
 /** Starts a switch for `networkDir` (which must exist, 0700) and returns its identity. */
 export async function startSwitch(networkDir: string, opts: { timeoutMs?: number } = {}): Promise<ProcessIdentity> {
     const { switchDir, pidfile, mgmt } = switchPaths(networkDir);
-    const argv = [VDE_SWITCH, "--daemon", "--sock", switchDir, "--pidfile", pidfile, "--dirmode", "0700", "--mode", "0600", "--mgmt", mgmt, "--mgmtmode", "0600"];
+    const argv = [
+        VDE_SWITCH,
+        "--daemon",
+        "--sock",
+        switchDir,
+        "--pidfile",
+        pidfile,
+        "--dirmode",
+        "0700",
+        "--mode",
+        "0600",
+        "--mgmt",
+        mgmt,
+        "--mgmtmode",
+        "0600",
+    ];
     try {
         const identity = await startDaemonized(argv, pidfile, { timeoutMs: opts.timeoutMs ?? 10000 });
         // vde_switch writes its pidfile with the umask (0644 as a rule): the state directory's files are the owner's alone.
@@ -39,8 +65,10 @@ export async function startSwitch(networkDir: string, opts: { timeoutMs?: number
         return identity;
     } catch (err) {
         const e = err as NodeJS.ErrnoException & { stderr?: string };
-        if (e.code === "ENOENT" || /ENOENT/.test(String(e.message))) throw new Error(`${VDE_SWITCH} was not found: ${APT_HINT}`);
-        if (err instanceof QemuStartError) throw new Error(`${VDE_SWITCH} could not start in ${networkDir}: ${err.message}`);
+        if (e.code === "ENOENT" || /ENOENT/.test(String(e.message)))
+            throw new Error(`${VDE_SWITCH} was not found: ${APT_HINT}`);
+        if (err instanceof QemuStartError)
+            throw new Error(`${VDE_SWITCH} could not start in ${networkDir}: ${err.message}`);
         throw err;
     }
 }
@@ -51,7 +79,11 @@ export function checkOurSwitch(identity: ProcessIdentity, pidfile: string): Prom
 }
 
 /** SIGTERM, then SIGKILL, each only after checking the process is still our switch; every wait bounded. */
-export async function stopSwitch(identity: ProcessIdentity, pidfile: string, opts: { termMs?: number; killMs?: number } = {}): Promise<"not-running" | "term" | "kill"> {
+export async function stopSwitch(
+    identity: ProcessIdentity,
+    pidfile: string,
+    opts: { termMs?: number; killMs?: number } = {},
+): Promise<"not-running" | "term" | "kill"> {
     if (!(await checkOurSwitch(identity, pidfile)).alive) return "not-running";
     signal(identity.pid, "SIGTERM");
     if (await waitUntilGone(identity, pidfile, opts.termMs ?? 3000)) return "term";

@@ -26,5 +26,11 @@ export async function stillRunning(id: ProcessIdentity): Promise<boolean> {
 
 export function isProcessIdentity(v: unknown): v is ProcessIdentity {
     const r = v as Partial<ProcessIdentity> | null;
-    return typeof r === "object" && r !== null && Number.isSafeInteger(r.pid) && typeof r.startTime === "string" && typeof r.bootId === "string";
+    return (
+        typeof r === "object" &&
+        r !== null &&
+        Number.isSafeInteger(r.pid) &&
+        typeof r.startTime === "string" &&
+        typeof r.bootId === "string"
+    );
 }

@@ -63,7 +63,12 @@ export function setpriv(): string | null {
 
 /** The executable `command` names, the way execvp would find it, or null. */
 export function findInPath(command: string, envPath = process.env.PATH ?? ""): string | null {
-    const candidates = command.includes("/") ? [command] : envPath.split(":").filter(Boolean).map((d) => path.join(d, command));
+    const candidates = command.includes("/")
+        ? [command]
+        : envPath
+              .split(":")
+              .filter(Boolean)
+              .map((d) => path.join(d, command));
     for (const c of candidates) {
         try {
             accessSync(c, constants.X_OK);
@@ -106,17 +111,31 @@ export async function runTool(command: string, args: string[], opts: ToolRunOpti
         child.kill("SIGKILL");
     };
     const timers: NodeJS.Timeout[] = [];
-    if (opts.timeoutMs !== undefined) timers.push(setTimeout(() => stop(`did not finish within ${seconds(opts.timeoutMs!)}`), opts.timeoutMs));
-    if (opts.stallMs !== undefined && child.pid !== undefined) timers.push(stallDetector(child.pid, opts.stallMs, stop));
+    if (opts.timeoutMs !== undefined)
+        timers.push(setTimeout(() => stop(`did not finish within ${seconds(opts.timeoutMs!)}`), opts.timeoutMs));
+    if (opts.stallMs !== undefined && child.pid !== undefined)
+        timers.push(stallDetector(child.pid, opts.stallMs, stop));
     // The resource's customTimeouts end a tool too (its failure path removes what it was making).
     const call = callDeadline();
-    if (call) timers.push(setTimeout(() => stop(`did not finish within the resource's ${call.what}`), Math.max(0, call.at - Date.now())));
+    if (call)
+        timers.push(
+            setTimeout(
+                () => stop(`did not finish within the resource's ${call.what}`),
+                Math.max(0, call.at - Date.now()),
+            ),
+        );
     try {
         const r = await child;
         if (stopped) throw stopped;
         // With reject:false a failure to start comes back as a result without an exit code.
         const notStarted = r.exitCode === undefined && !r.signal;
-        return { exitCode: r.exitCode ?? -1, stdout: r.stdout, stderr: r.stderr, signal: r.signal, spawnError: notStarted ? (r as Partial<execa.ExecaError>).message : undefined };
+        return {
+            exitCode: r.exitCode ?? -1,
+            stdout: r.stdout,
+            stderr: r.stderr,
+            signal: r.signal,
+            spawnError: notStarted ? (r as Partial<execa.ExecaError>).message : undefined,
+        };
     } finally {
         for (const t of timers) clearInterval(t);
     }
@@ -126,22 +145,27 @@ function stallDetector(pid: number, stallMs: number, stop: (why: string) => void
     let last = -1;
     let lastChange = Date.now();
     let busy = false;
-    return setInterval(async () => {
-        if (busy) return;
-        busy = true;
-        try {
-            const moved = await progressCounter(pid);
-            if (moved === undefined) return; // gone, or no /proc: the exit is being reported
-            if (moved !== last) {
-                last = moved;
-                lastChange = Date.now();
-            } else if (Date.now() - lastChange >= stallMs) {
-                stop(`read and wrote nothing for ${seconds(stallMs)} (is a file it uses a FIFO, a device or on a hung mount?)`);
+    return setInterval(
+        async () => {
+            if (busy) return;
+            busy = true;
+            try {
+                const moved = await progressCounter(pid);
+                if (moved === undefined) return; // gone, or no /proc: the exit is being reported
+                if (moved !== last) {
+                    last = moved;
+                    lastChange = Date.now();
+                } else if (Date.now() - lastChange >= stallMs) {
+                    stop(
+                        `read and wrote nothing for ${seconds(stallMs)} (is a file it uses a FIFO, a device or on a hung mount?)`,
+                    );
+                }
+            } finally {
+                busy = false;
             }
-        } finally {
-            busy = false;
-        }
-    }, Math.min(STALL_POLL_MS, stallMs));
+        },
+        Math.min(STALL_POLL_MS, stallMs),
+    );
 }
 
 /**

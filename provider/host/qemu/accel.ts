@@ -4,7 +4,15 @@ import * as os from "node:os";
 import * as path from "node:path";
 import execa from "execa";
 import { diesWithUs } from "../process/toolRun";
-import { AccelVerdict, applyRequest, cpuVirtualizationFlag, decideAutoAccel, KvmFacts, RequestedAccel, ResolvedAccel } from "../../core/accelChoice";
+import {
+    AccelVerdict,
+    applyRequest,
+    cpuVirtualizationFlag,
+    decideAutoAccel,
+    KvmFacts,
+    RequestedAccel,
+    ResolvedAccel,
+} from "../../core/accelChoice";
 import { writeFileAtomic } from "../files/atomicFile";
 import { ensureStateDir, isOwnFileSync, resolveStateDir } from "../files/stateDir";
 
@@ -67,9 +75,18 @@ export async function probeBoot(qemu: string, accel: ResolvedAccel, timeoutMs: n
         // Under setpriv --pdeathsig: a provider killed mid-probe leaves no probe QEMU behind.
         child = execa(
             ...diesWithUs(qemu, [
-                "-accel", accel, "-nodefaults", "-display", "none", "-m", "16", "-no-reboot",
-                "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
-                "-drive", `file=${sector},format=raw,if=floppy`,
+                "-accel",
+                accel,
+                "-nodefaults",
+                "-display",
+                "none",
+                "-m",
+                "16",
+                "-no-reboot",
+                "-device",
+                "isa-debug-exit,iobase=0xf4,iosize=0x04",
+                "-drive",
+                `file=${sector},format=raw,if=floppy`,
             ]),
             { reject: false, stdin: "ignore", stdout: "ignore", stderr: "pipe" },
         );
@@ -79,7 +96,9 @@ export async function probeBoot(qemu: string, accel: ResolvedAccel, timeoutMs: n
         if (outcome === "timeout") return false;
         // With reject: false a failed spawn resolves to the spawn error itself.
         if ((outcome as unknown as NodeJS.ErrnoException).code === "ENOENT") {
-            throw new Error(`${qemu} was not found; install it: sudo apt-get install --no-install-recommends qemu-system-x86`);
+            throw new Error(
+                `${qemu} was not found; install it: sudo apt-get install --no-install-recommends qemu-system-x86`,
+            );
         }
         return outcome.exitCode === PROBE_EXIT_CODE;
     } finally {
@@ -104,7 +123,10 @@ const memory = new Map<string, AccelVerdict>();
  * The accelerator to run guests with. "tcg" is taken as asked; "auto" picks KVM only where it
  * is proven to work; "kvm" is refused, quickly and with the reason, where it does not.
  */
-export async function resolveAccel(requested: RequestedAccel, opts: { qemu?: string; cacheDir?: string } = {}): Promise<AccelVerdict> {
+export async function resolveAccel(
+    requested: RequestedAccel,
+    opts: { qemu?: string; cacheDir?: string } = {},
+): Promise<AccelVerdict> {
     if (requested === "tcg") return { accel: "tcg", reason: "accel tcg was requested" };
     const kvm = await kvmVerdict(opts.qemu ?? DEFAULT_QEMU, opts.cacheDir ?? resolveStateDir());
     const decision = applyRequest(requested, kvm);
@@ -152,7 +174,8 @@ async function kvmDeviceProblem(): Promise<string | undefined> {
     } catch (err) {
         const code = (err as NodeJS.ErrnoException).code;
         if (code === "ENOENT") return "/dev/kvm does not exist (no KVM module loaded, or no virtualization support)";
-        if (code === "EACCES" || code === "EPERM") return "this user cannot open /dev/kvm read-write (add the user to the kvm group and log in again)";
+        if (code === "EACCES" || code === "EPERM")
+            return "this user cannot open /dev/kvm read-write (add the user to the kvm group and log in again)";
         return `/dev/kvm cannot be opened read-write: ${(err as Error).message}`;
     }
 }
@@ -171,7 +194,12 @@ async function readBootId(): Promise<string> {
 
 /** `name` as an absolute path: as given when it holds a slash, else the first match on $PATH. */
 async function findExecutable(name: string): Promise<string> {
-    const candidates = name.includes("/") ? [path.resolve(name)] : (process.env.PATH ?? "").split(":").filter(Boolean).map((d) => path.join(d, name));
+    const candidates = name.includes("/")
+        ? [path.resolve(name)]
+        : (process.env.PATH ?? "")
+              .split(":")
+              .filter(Boolean)
+              .map((d) => path.join(d, name));
     for (const c of candidates) {
         try {
             await access(c, constants.X_OK);
@@ -180,7 +208,9 @@ async function findExecutable(name: string): Promise<string> {
             // try the next directory
         }
     }
-    throw new Error(`QEMU binary ${name} was not found${name.includes("/") ? "" : " on PATH"}; install it: sudo apt-get install --no-install-recommends qemu-system-x86`);
+    throw new Error(
+        `QEMU binary ${name} was not found${name.includes("/") ? "" : " on PATH"}; install it: sudo apt-get install --no-install-recommends qemu-system-x86`,
+    );
 }
 
 async function readCachedVerdict(file: string, key: CacheKey): Promise<AccelVerdict | undefined> {

@@ -74,7 +74,11 @@ export type Liveness = { alive: true } | { alive: false; reason: string };
  * names `pidfile` (what our daemons are started with).
  */
 export async function checkOurDaemon(identity: ProcessIdentity, pidfile: string): Promise<Liveness> {
-    return judgeOurDaemon(identity, pidfile, { bootId: readBootId, stat: () => readProcStat(identity.pid), cmdline: () => readCmdline(identity.pid) });
+    return judgeOurDaemon(identity, pidfile, {
+        bootId: readBootId,
+        stat: () => readProcStat(identity.pid),
+        cmdline: () => readCmdline(identity.pid),
+    });
 }
 
 /** What checkOurDaemon reads, from wherever it is read (this machine's /proc, or a far host's over SSH). */
@@ -85,12 +89,16 @@ export interface ProcFacts {
 }
 
 export async function judgeOurDaemon(identity: ProcessIdentity, pidfile: string, facts: ProcFacts): Promise<Liveness> {
-    if ((await facts.bootId()) !== identity.bootId) return { alive: false, reason: "the host has rebooted since QEMU started" };
+    if ((await facts.bootId()) !== identity.bootId)
+        return { alive: false, reason: "the host has rebooted since QEMU started" };
     const st = await facts.stat();
     if (!st) return { alive: false, reason: `no process ${identity.pid}` };
     if (isDead(st.state)) return { alive: false, reason: `process ${identity.pid} has exited (state ${st.state})` };
     if (st.startTime !== identity.startTime) {
-        return { alive: false, reason: `pid ${identity.pid} now belongs to another process (start time ${st.startTime}, ours was ${identity.startTime})` };
+        return {
+            alive: false,
+            reason: `pid ${identity.pid} now belongs to another process (start time ${st.startTime}, ours was ${identity.startTime})`,
+        };
     }
     const cmdline = await facts.cmdline();
     if (!cmdline || !cmdline.includes(pidfile)) {
@@ -112,7 +120,10 @@ export async function readPidfile(pidfile: string): Promise<number | undefined> 
 
 /** QEMU (or the launcher that execs it) failed before it detached; `stderr` is QEMU's own message. */
 export class QemuStartError extends Error {
-    constructor(message: string, readonly stderr: string) {
+    constructor(
+        message: string,
+        readonly stderr: string,
+    ) {
         super(message);
         this.name = "QemuStartError";
     }
@@ -127,7 +138,11 @@ export interface StartOptions {
  * Runs `command` (a launcher, or QEMU itself, with -daemonize and -pidfile `pidfile`), which
  * returns once QEMU has detached, and returns the identity of the detached QEMU.
  */
-export async function startDaemonized(command: readonly string[], pidfile: string, opts: StartOptions = {}): Promise<ProcessIdentity> {
+export async function startDaemonized(
+    command: readonly string[],
+    pidfile: string,
+    opts: StartOptions = {},
+): Promise<ProcessIdentity> {
     const timeoutMs = opts.timeoutMs ?? 60000;
     const run = await execa(command[0], command.slice(1), {
         reject: false,
@@ -140,11 +155,14 @@ export async function startDaemonized(command: readonly string[], pidfile: strin
         // A half-started child may already have written its pidfile: do not leave it running.
         await killByPidfile(pidfile);
         const stderr = (run.stderr || run.stdout || "").trim();
-        const why = run.timedOut ? `did not detach within ${timeoutMs} ms` : `exited with status ${run.exitCode ?? run.signal}`;
+        const why = run.timedOut
+            ? `did not detach within ${timeoutMs} ms`
+            : `exited with status ${run.exitCode ?? run.signal}`;
         throw new QemuStartError(`${command[0]} ${why}${stderr ? `: ${stderr}` : ""}`, stderr);
     }
     const pid = await waitForPidfile(pidfile, 2000);
-    if (pid === undefined) throw new QemuStartError(`${command[0]} detached but wrote no pid to ${pidfile}`, run.stderr);
+    if (pid === undefined)
+        throw new QemuStartError(`${command[0]} detached but wrote no pid to ${pidfile}`, run.stderr);
     const identity = await identify(pid);
     const ours = identity && (await checkOurDaemon(identity, pidfile));
     if (!identity || !ours || !ours.alive) {
@@ -225,16 +243,24 @@ export async function stopQemu(target: StopTarget, opts: StopOptions = {}): Prom
     // quit and kill have their time (longer or shorter than the default 10 s), so the stop ends by then.
     const left = callRemainingMs();
     const shutdownWindow = left === undefined ? undefined : Math.max(0, left - quitMs - killMs);
-    const powerdownMs = shutdownWindow === undefined ? (opts.powerdownMs ?? 10000) : Math.min(opts.powerdownMs ?? shutdownWindow, shutdownWindow);
+    const powerdownMs =
+        shutdownWindow === undefined
+            ? (opts.powerdownMs ?? 10000)
+            : Math.min(opts.powerdownMs ?? shutdownWindow, shutdownWindow);
     if (!(await checkOurDaemon(identity, pidfile)).alive) return "not-running";
     // A QEMU stopped by a signal (the test API's freeze or CPU starvation) answers nothing and
     // would take the slow road to SIGKILL: let it run to be stopped properly.
     if ((await readProcStat(identity.pid))?.state === "T") await signalIfOurs(identity, pidfile, "SIGCONT");
 
-    const qmp = await QmpClient.connect(qmpSocket, { connectTimeoutMs: 3000, commandTimeoutMs: 3000 }).catch(() => undefined);
+    const qmp = await QmpClient.connect(qmpSocket, { connectTimeoutMs: 3000, commandTimeoutMs: 3000 }).catch(
+        () => undefined,
+    );
     try {
         if (qmp && powerdownMs > 0) {
-            const sent = await qmp.execute("system_powerdown").then(() => true, () => false);
+            const sent = await qmp.execute("system_powerdown").then(
+                () => true,
+                () => false,
+            );
             if (sent && (await waitUntilGone(identity, pidfile, powerdownMs))) return "powerdown";
         }
         if (qmp && !qmp.isClosed) {
@@ -247,7 +273,8 @@ export async function stopQemu(target: StopTarget, opts: StopOptions = {}): Prom
     }
     // QMP unreachable (QEMU serves one client at a time; another may hold it): QEMU treats
     // SIGTERM as a clean quit, so try that before the kill that gives it no chance to flush.
-    if (!qmp && (await signalIfOurs(identity, pidfile, "SIGTERM")) && (await waitUntilGone(identity, pidfile, quitMs))) return "term";
+    if (!qmp && (await signalIfOurs(identity, pidfile, "SIGTERM")) && (await waitUntilGone(identity, pidfile, quitMs)))
+        return "term";
     await signalIfOurs(identity, pidfile, "SIGKILL");
     if (await waitUntilGone(identity, pidfile, killMs)) return "kill";
     throw new Error(`QEMU pid ${identity.pid} is still running after SIGKILL`);

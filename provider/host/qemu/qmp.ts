@@ -22,7 +22,11 @@ export interface QmpOptions {
 
 /** QEMU answered a command with an error object: `class` is QEMU's error class, e.g. CommandNotFound. */
 export class QmpCommandError extends Error {
-    constructor(readonly command: string, readonly errorClass: string, readonly desc: string) {
+    constructor(
+        readonly command: string,
+        readonly errorClass: string,
+        readonly desc: string,
+    ) {
         super(`QMP ${command} failed: ${errorClass}: ${desc}`);
         this.name = "QmpCommandError";
     }
@@ -49,7 +53,10 @@ export class QmpClient {
     readonly events: QmpEvent[] = [];
     greeting: unknown;
 
-    private constructor(private readonly socket: net.Socket, private readonly commandTimeoutMs: number) {}
+    private constructor(
+        private readonly socket: net.Socket,
+        private readonly commandTimeoutMs: number,
+    ) {}
 
     /** Connects, reads the greeting and negotiates capabilities; rejects within the connect timeout. */
     static async connect(socketPath: string, opts: QmpOptions = {}): Promise<QmpClient> {
@@ -126,7 +133,11 @@ export class QmpClient {
     /** Resolves when QEMU closes the connection (as it does on exit), or rejects after `timeoutMs`. */
     waitForClose(timeoutMs: number): Promise<void> {
         if (this.closedError) return Promise.resolve();
-        return withTimeout(new Promise<void>((resolve) => this.closeWaiters.push(resolve)), timeoutMs, "QMP connection close");
+        return withTimeout(
+            new Promise<void>((resolve) => this.closeWaiters.push(resolve)),
+            timeoutMs,
+            "QMP connection close",
+        );
     }
 
     get isClosed(): boolean {
@@ -196,11 +207,33 @@ export class QmpClient {
     }
 }
 
-export type RunState = "running" | "paused" | "shutdown" | "inmigrate" | "postmigrate" | "prelaunch" | "finish-migrate" | "restore-vm" | "suspended" | "watchdog" | "guest-panicked" | "io-error" | "internal-error" | "colo" | "save-vm" | "debug";
+export type RunState =
+    | "running"
+    | "paused"
+    | "shutdown"
+    | "inmigrate"
+    | "postmigrate"
+    | "prelaunch"
+    | "finish-migrate"
+    | "restore-vm"
+    | "suspended"
+    | "watchdog"
+    | "guest-panicked"
+    | "io-error"
+    | "internal-error"
+    | "colo"
+    | "save-vm"
+    | "debug";
 
 /** `query-status`: whether the guest CPUs run, and QEMU's run state. */
-export async function queryStatus(client: QmpClient, timeoutMs?: number): Promise<{ running: boolean; status: RunState }> {
-    const r = (await client.execute("query-status", undefined, { timeoutMs })) as { running: boolean; status: RunState };
+export async function queryStatus(
+    client: QmpClient,
+    timeoutMs?: number,
+): Promise<{ running: boolean; status: RunState }> {
+    const r = (await client.execute("query-status", undefined, { timeoutMs })) as {
+        running: boolean;
+        status: RunState;
+    };
     return { running: r.running, status: r.status };
 }
 
@@ -212,7 +245,11 @@ export async function queryStatus(client: QmpClient, timeoutMs?: number): Promis
  */
 const queues = new Map<string, Promise<unknown>>();
 
-export async function withQmp<T>(socketPath: string, timeoutMs: number, use: (client: QmpClient) => Promise<T>): Promise<T> {
+export async function withQmp<T>(
+    socketPath: string,
+    timeoutMs: number,
+    use: (client: QmpClient) => Promise<T>,
+): Promise<T> {
     const previous = queues.get(socketPath) ?? Promise.resolve();
     const run = previous.catch(() => undefined).then(() => session(socketPath, timeoutMs, use));
     queues.set(socketPath, run);
@@ -228,7 +265,10 @@ async function session<T>(socketPath: string, timeoutMs: number, use: (client: Q
     let client: QmpClient | undefined;
     for (let delay = 10; ; delay = Math.min(delay * 2, 200)) {
         try {
-            client = await QmpClient.connect(socketPath, { connectTimeoutMs: Math.max(100, deadline - Date.now()), commandTimeoutMs: Math.max(100, deadline - Date.now()) });
+            client = await QmpClient.connect(socketPath, {
+                connectTimeoutMs: Math.max(100, deadline - Date.now()),
+                commandTimeoutMs: Math.max(100, deadline - Date.now()),
+            });
             break;
         } catch (err) {
             const busy = /EAGAIN|ECONNREFUSED|closed/.test((err as Error).message);
@@ -244,7 +284,12 @@ async function session<T>(socketPath: string, timeoutMs: number, use: (client: Q
 }
 
 /** One command on a fresh connection, closed afterwards: for callers that only need one answer. */
-export async function qmpOnce(socketPath: string, command: string, args?: Record<string, unknown>, timeoutMs = 5000): Promise<unknown> {
+export async function qmpOnce(
+    socketPath: string,
+    command: string,
+    args?: Record<string, unknown>,
+    timeoutMs = 5000,
+): Promise<unknown> {
     const client = await QmpClient.connect(socketPath, { connectTimeoutMs: timeoutMs, commandTimeoutMs: timeoutMs });
     try {
         return await client.execute(command, args);

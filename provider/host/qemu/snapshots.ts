@@ -64,21 +64,31 @@ interface BlockNode {
 }
 
 /** Saves the running guest as `name`. Refuses, having written nothing, what it cannot restore faithfully. */
-export async function saveSnapshot(target: SnapshotTarget, name: string, opts: { timeoutSeconds?: number } = {}): Promise<SnapshotInfo> {
+export async function saveSnapshot(
+    target: SnapshotTarget,
+    name: string,
+    opts: { timeoutSeconds?: number } = {},
+): Promise<SnapshotInfo> {
     const dir = snapshotsDir(target);
     refuseBadName(name);
     refuseBySpec(target);
     const file = recordFile(dir, name);
-    if (isOwnFileSync(file)) throw new SnapshotError(`snapshot ${name} already exists; deleteSnapshot(${JSON.stringify(name)}) first to take it again`);
+    if (isOwnFileSync(file))
+        throw new SnapshotError(
+            `snapshot ${name} already exists; deleteSnapshot(${JSON.stringify(name)}) first to take it again`,
+        );
     const timeoutMs = (opts.timeoutSeconds ?? DEFAULT_SNAPSHOT_TIMEOUT_SECONDS) * 1000;
     const tag = snapshotTag(name);
     return withQmp(target.qmpSocket, timeoutMs + 10_000, async (qmp) => {
         const blocked = await migrationBlockers(qmp);
-        if (blocked.length) throw new SnapshotError(`QEMU cannot save this VM's state: ${blocked.join("; ")}. Nothing was written`);
+        if (blocked.length)
+            throw new SnapshotError(`QEMU cannot save this VM's state: ${blocked.join("; ")}. Nothing was written`);
         const disks = writableDisks(await queryBlock(qmp));
         for (const d of disks) {
             if (d.snapshots.some((s) => s.name === tag)) {
-                throw new SnapshotError(`disk ${d.file} already holds a qcow2 snapshot ${tag} with no record of it (left by an interrupted save?); deleteSnapshot(${JSON.stringify(name)}) removes it`);
+                throw new SnapshotError(
+                    `disk ${d.file} already holds a qcow2 snapshot ${tag} with no record of it (left by an interrupted save?); deleteSnapshot(${JSON.stringify(name)}) removes it`,
+                );
             }
         }
         const devices = disks.map((d) => d.node);
@@ -103,8 +113,15 @@ export async function saveSnapshot(target: SnapshotTarget, name: string, opts: {
             vmstateFile: disks[0].file,
             disks: after.map((d) => {
                 const s = d.snapshots.find((x) => x.name === tag);
-                if (!s) throw new SnapshotError(`snapshot-save reported success but disk ${d.file} has no snapshot ${tag}`);
-                return { file: d.file, id: s.id, dateSec: s["date-sec"], dateNsec: s["date-nsec"], vmStateSize: s["vm-state-size"] };
+                if (!s)
+                    throw new SnapshotError(`snapshot-save reported success but disk ${d.file} has no snapshot ${tag}`);
+                return {
+                    file: d.file,
+                    id: s.id,
+                    dateSec: s["date-sec"],
+                    dateNsec: s["date-nsec"],
+                    vmStateSize: s["vm-state-size"],
+                };
             }),
             saveMs,
         };
@@ -115,37 +132,74 @@ export async function saveSnapshot(target: SnapshotTarget, name: string, opts: {
 }
 
 /** Puts the guest back as it was at `name`: memory, devices and disks. It runs on from there. */
-export async function restoreSnapshot(target: SnapshotTarget, name: string, opts: { timeoutSeconds?: number } = {}): Promise<{ loadMs: number }> {
+export async function restoreSnapshot(
+    target: SnapshotTarget,
+    name: string,
+    opts: { timeoutSeconds?: number } = {},
+): Promise<{ loadMs: number }> {
     refuseBadName(name);
     const record = await readRecord(snapshotsDir(target), name);
     if (record.argvHash && target.argvHash && record.argvHash !== target.argvHash) {
-        throw new SnapshotError(`snapshot ${name} was taken of a VM with another argv (argvHash ${record.argvHash.slice(0, 12)}…, this one ${target.argvHash.slice(0, 12)}…); it cannot be restored here`);
+        throw new SnapshotError(
+            `snapshot ${name} was taken of a VM with another argv (argvHash ${record.argvHash.slice(0, 12)}…, this one ${target.argvHash.slice(0, 12)}…); it cannot be restored here`,
+        );
     }
     const timeoutMs = (opts.timeoutSeconds ?? DEFAULT_SNAPSHOT_TIMEOUT_SECONDS) * 1000;
     return withQmp(target.qmpSocket, timeoutMs + 10_000, async (qmp) => {
         const nodes = await queryBlock(qmp);
         const listed = new Map(nodes.map((n) => [n.file, n.snapshots]));
         const mismatch = snapshotMismatch(record, listed);
-        if (mismatch) throw new SnapshotError(`snapshot ${name} is damaged and was not restored: ${mismatch}. deleteSnapshot(${JSON.stringify(name)}) and take it again`);
+        if (mismatch)
+            throw new SnapshotError(
+                `snapshot ${name} is damaged and was not restored: ${mismatch}. deleteSnapshot(${JSON.stringify(name)}) and take it again`,
+            );
         const byFile = new Map(nodes.map((n) => [n.file, n.node]));
         const started = Date.now();
-        await runJob(qmp, "snapshot-load", { tag: record.tag, vmstate: byFile.get(record.vmstateFile), devices: record.disks.map((d) => byFile.get(d.file)) }, timeoutMs);
+        await runJob(
+            qmp,
+            "snapshot-load",
+            {
+                tag: record.tag,
+                vmstate: byFile.get(record.vmstateFile),
+                devices: record.disks.map((d) => byFile.get(d.file)),
+            },
+            timeoutMs,
+        );
         return { loadMs: Date.now() - started };
     });
 }
 
 /** Deletes `name`: its qcow2 snapshots and its record. A damaged snapshot is deleted too. */
-export async function deleteSnapshot(target: SnapshotTarget, name: string, opts: { timeoutSeconds?: number } = {}): Promise<void> {
+export async function deleteSnapshot(
+    target: SnapshotTarget,
+    name: string,
+    opts: { timeoutSeconds?: number } = {},
+): Promise<void> {
     refuseBadName(name);
     const dir = snapshotsDir(target);
     const file = recordFile(dir, name);
     const tag = snapshotTag(name);
-    await withQmp(target.qmpSocket, (opts.timeoutSeconds ?? DEFAULT_SNAPSHOT_TIMEOUT_SECONDS) * 1000 + 10_000, async (qmp) => {
-        const holding = (await queryBlock(qmp)).filter((n) => !n.readOnly && n.snapshots.some((s) => s.name === tag));
-        const hasRecord = isOwnFileSync(file);
-        if (!holding.length && !hasRecord) throw new SnapshotError(`there is no snapshot ${name} (snapshots: ${(await listRecords(dir)).map((s) => s.name).join(", ") || "none"})`);
-        if (holding.length) await runJob(qmp, "snapshot-delete", { tag, devices: holding.map((n) => n.node) }, (opts.timeoutSeconds ?? DEFAULT_SNAPSHOT_TIMEOUT_SECONDS) * 1000);
-    });
+    await withQmp(
+        target.qmpSocket,
+        (opts.timeoutSeconds ?? DEFAULT_SNAPSHOT_TIMEOUT_SECONDS) * 1000 + 10_000,
+        async (qmp) => {
+            const holding = (await queryBlock(qmp)).filter(
+                (n) => !n.readOnly && n.snapshots.some((s) => s.name === tag),
+            );
+            const hasRecord = isOwnFileSync(file);
+            if (!holding.length && !hasRecord)
+                throw new SnapshotError(
+                    `there is no snapshot ${name} (snapshots: ${(await listRecords(dir)).map((s) => s.name).join(", ") || "none"})`,
+                );
+            if (holding.length)
+                await runJob(
+                    qmp,
+                    "snapshot-delete",
+                    { tag, devices: holding.map((n) => n.node) },
+                    (opts.timeoutSeconds ?? DEFAULT_SNAPSHOT_TIMEOUT_SECONDS) * 1000,
+                );
+        },
+    );
     if (isOwnFileSync(file)) await rm(file, { force: true });
 }
 
@@ -161,11 +215,19 @@ export async function listSnapshots(target: SnapshotTarget): Promise<SnapshotInf
  * warmStart's `pq-warm` is left alone: it outlives the VM on purpose. Best effort: a disk
  * already gone is fine.
  */
-export async function removeSnapshotsOf(vmDir: string, opts: { qemuImg?: string; diskFiles?: string[] } = {}): Promise<void> {
+export async function removeSnapshotsOf(
+    vmDir: string,
+    opts: { qemuImg?: string; diskFiles?: string[] } = {},
+): Promise<void> {
     const qemuImg = opts.qemuImg ?? "qemu-img";
     const dir = path.join(vmDir, SNAPSHOTS_DIR);
     const ours = (await ownDirChain(path.dirname(path.dirname(vmDir)), dir)).ok;
-    const records = ours ? (await readdir(dir).catch(() => [] as string[])).filter((x) => x.endsWith(".json")).map((n) => path.join(dir, n)).filter(isOwnFileSync) : [];
+    const records = ours
+        ? (await readdir(dir).catch(() => [] as string[]))
+              .filter((x) => x.endsWith(".json"))
+              .map((n) => path.join(dir, n))
+              .filter(isOwnFileSync)
+        : [];
     const files = new Set(opts.diskFiles ?? []);
     for (const file of records) {
         const opened = openRecord(await readFile(file, "utf8").catch(() => ""));
@@ -175,7 +237,11 @@ export async function removeSnapshotsOf(vmDir: string, opts: { qemuImg?: string;
     for (const f of files) {
         const listed = await run(["snapshot", "-l", f]).catch(() => undefined);
         if (!listed || listed.exitCode !== 0) continue;
-        const tags = listed.stdout.split("\n").slice(2).map((l) => l.trim().split(/\s+/)[1]).filter((t) => t?.startsWith(SNAPSHOT_TAG_PREFIX));
+        const tags = listed.stdout
+            .split("\n")
+            .slice(2)
+            .map((l) => l.trim().split(/\s+/)[1])
+            .filter((t) => t?.startsWith(SNAPSHOT_TAG_PREFIX));
         for (const tag of new Set(tags)) await run(["snapshot", "-d", tag, f]).catch(() => undefined);
     }
     for (const file of records) await rm(file, { force: true });
@@ -183,7 +249,10 @@ export async function removeSnapshotsOf(vmDir: string, opts: { qemuImg?: string;
 }
 
 function snapshotsDir(target: SnapshotTarget): string {
-    if (typeof target.vmDir !== "string") throw new SnapshotError("snapshots need the VM's vmDir output (pass a VirtualMachine's outputs): they are recorded in its directory");
+    if (typeof target.vmDir !== "string")
+        throw new SnapshotError(
+            "snapshots need the VM's vmDir output (pass a VirtualMachine's outputs): they are recorded in its directory",
+        );
     return path.join(target.vmDir, SNAPSHOTS_DIR);
 }
 
@@ -199,15 +268,27 @@ function refuseBadName(name: string): void {
 function refuseBySpec(target: SnapshotTarget): void {
     if (target.vm === undefined) return;
     const problems = snapshotProblems(parseVmSpec(target.vm, "vm"));
-    if (problems.length) throw new SnapshotError(`this VM cannot be snapshotted, nothing was written: ${problems.map((p) => `${p.property}: ${p.reason}`).join("; ")}`);
+    if (problems.length)
+        throw new SnapshotError(
+            `this VM cannot be snapshotted, nothing was written: ${problems.map((p) => `${p.property}: ${p.reason}`).join("; ")}`,
+        );
 }
 
 async function readRecord(dir: string, name: string): Promise<SnapshotRecord> {
     const file = recordFile(dir, name);
-    if (!isOwnFileSync(file)) throw new SnapshotError(`there is no snapshot ${name} (snapshots: ${(await listRecords(dir)).map((s) => s.name).join(", ") || "none"})`);
+    if (!isOwnFileSync(file))
+        throw new SnapshotError(
+            `there is no snapshot ${name} (snapshots: ${(await listRecords(dir)).map((s) => s.name).join(", ") || "none"})`,
+        );
     const opened = openRecord(await readFile(file, "utf8"));
-    if ("problem" in opened) throw new SnapshotError(`snapshot ${name} is damaged and was not restored: ${opened.problem}. deleteSnapshot(${JSON.stringify(name)}) and take it again`);
-    if (opened.record.name !== name) throw new SnapshotError(`snapshot ${name} is damaged and was not restored: its record names ${opened.record.name}`);
+    if ("problem" in opened)
+        throw new SnapshotError(
+            `snapshot ${name} is damaged and was not restored: ${opened.problem}. deleteSnapshot(${JSON.stringify(name)}) and take it again`,
+        );
+    if (opened.record.name !== name)
+        throw new SnapshotError(
+            `snapshot ${name} is damaged and was not restored: its record names ${opened.record.name}`,
+        );
     return opened.record;
 }
 
@@ -219,7 +300,11 @@ async function listRecords(dir: string): Promise<SnapshotInfo[]> {
         if (!isOwnFileSync(file)) continue;
         const opened = openRecord(await readFile(file, "utf8").catch(() => ""));
         const name = n.slice(0, -".json".length);
-        out.push("record" in opened ? infoOf(opened.record) : { name, createdAt: "", vmStateBytes: 0, damaged: opened.problem });
+        out.push(
+            "record" in opened
+                ? infoOf(opened.record)
+                : { name, createdAt: "", vmStateBytes: 0, damaged: opened.problem },
+        );
     }
     return out.sort((a, b) => a.createdAt.localeCompare(b.createdAt) || a.name.localeCompare(b.name));
 }
@@ -237,13 +322,26 @@ export async function migrationBlockers(qmp: QmpClient): Promise<string[]> {
 export async function queryBlock(qmp: QmpClient): Promise<BlockNode[]> {
     const devices = (await qmp.execute("query-block")) as Array<{
         device: string;
-        inserted?: { "node-name": string; file: string; ro: boolean; drv: string; image?: { filename: string; format: string; snapshots?: QemuSnapshotInfo[] } };
+        inserted?: {
+            "node-name": string;
+            file: string;
+            ro: boolean;
+            drv: string;
+            image?: { filename: string; format: string; snapshots?: QemuSnapshotInfo[] };
+        };
     }>;
     return devices
         .filter((d) => d.inserted)
         .map((d) => {
             const i = d.inserted!;
-            return { device: d.device, node: i["node-name"], file: i.image?.filename ?? i.file, format: i.drv, readOnly: i.ro, snapshots: i.image?.snapshots ?? [] };
+            return {
+                device: d.device,
+                node: i["node-name"],
+                file: i.image?.filename ?? i.file,
+                format: i.drv,
+                readOnly: i.ro,
+                snapshots: i.image?.snapshots ?? [],
+            };
         });
 }
 
@@ -252,10 +350,14 @@ export function writableDisks(nodes: BlockNode[]): BlockNode[] {
     const writable = nodes.filter((n) => !n.readOnly);
     const raw = writable.filter((n) => n.format !== "qcow2");
     if (raw.length) {
-        throw new SnapshotError(`writable disk ${raw.map((n) => `${n.file} (${n.format})`).join(", ")} cannot hold an internal snapshot; give it a qcow2 overlay or make it read-only. Nothing was written`);
+        throw new SnapshotError(
+            `writable disk ${raw.map((n) => `${n.file} (${n.format})`).join(", ")} cannot hold an internal snapshot; give it a qcow2 overlay or make it read-only. Nothing was written`,
+        );
     }
     if (!writable.length) {
-        throw new SnapshotError('the VM\'s memory and device state is saved inside a writable qcow2 disk and this VM has none; add one to vm.disks, e.g. a small blank qcow2 DiskImage (source: { blank: { size: "64M", format: "qcow2" } }). Nothing was written');
+        throw new SnapshotError(
+            'the VM\'s memory and device state is saved inside a writable qcow2 disk and this VM has none; add one to vm.disks, e.g. a small blank qcow2 DiskImage (source: { blank: { size: "64M", format: "qcow2" } }). Nothing was written',
+        );
     }
     return writable;
 }
@@ -264,12 +366,19 @@ export function writableDisks(nodes: BlockNode[]): BlockNode[] {
  * Runs a QMP job command and polls query-jobs until it concludes, within `timeoutMs`; a job
  * still running at the deadline is cancelled and reported, never waited on forever.
  */
-export async function runJob(qmp: QmpClient, command: string, args: Record<string, unknown>, timeoutMs: number): Promise<void> {
+export async function runJob(
+    qmp: QmpClient,
+    command: string,
+    args: Record<string, unknown>,
+    timeoutMs: number,
+): Promise<void> {
     const id = `pq-${command}-${Date.now().toString(36)}`;
     const deadline = Date.now() + timeoutMs;
     await qmp.execute(command, { "job-id": id, ...args }, { timeoutMs: Math.max(1000, deadline - Date.now()) });
     for (;;) {
-        const jobs = (await qmp.execute("query-jobs", undefined, { timeoutMs: Math.max(1000, deadline - Date.now()) })) as Array<{ id: string; status: string; error?: string }>;
+        const jobs = (await qmp.execute("query-jobs", undefined, {
+            timeoutMs: Math.max(1000, deadline - Date.now()),
+        })) as Array<{ id: string; status: string; error?: string }>;
         const job = jobs.find((j) => j.id === id);
         if (!job) throw new SnapshotError(`QMP ${command}: job ${id} disappeared before it concluded`);
         if (job.status === "concluded" || job.status === "null") {
@@ -279,7 +388,9 @@ export async function runJob(qmp: QmpClient, command: string, args: Record<strin
         }
         if (Date.now() >= deadline) {
             await qmp.execute("job-cancel", { id }).catch(() => undefined);
-            throw new SnapshotError(`QMP ${command} did not finish within ${Math.round(timeoutMs / 1000)} s (job ${id} was ${job.status}); it was cancelled`);
+            throw new SnapshotError(
+                `QMP ${command} did not finish within ${Math.round(timeoutMs / 1000)} s (job ${id} was ${job.status}); it was cancelled`,
+            );
         }
         await new Promise((r) => setTimeout(r, JOB_POLL_MS));
     }

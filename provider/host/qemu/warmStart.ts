@@ -36,20 +36,33 @@ function warmFile(t: WarmTarget): string {
  * Returns why not otherwise (undefined: there was none, so a cold boot is expected).
  * A failed load (not a refusal) throws: the guest's state is then unknown.
  */
-export async function tryWarmRestore(t: WarmTarget, timeoutMs: number): Promise<{ restored: true; loadMs: number } | { restored: false; why?: string }> {
+export async function tryWarmRestore(
+    t: WarmTarget,
+    timeoutMs: number,
+): Promise<{ restored: true; loadMs: number } | { restored: false; why?: string }> {
     const file = warmFile(t);
     if (!isOwnFileSync(file)) return { restored: false };
     const opened = openRecord(await readFile(file, "utf8").catch(() => ""));
     if ("problem" in opened) return { restored: false, why: `the warm snapshot is damaged (${opened.problem})` };
     const record = opened.record;
-    if (record.argvHash !== t.argvHash || record.tag !== WARM_TAG) return { restored: false, why: "the warm snapshot's record belongs to another VM identity" };
+    if (record.argvHash !== t.argvHash || record.tag !== WARM_TAG)
+        return { restored: false, why: "the warm snapshot's record belongs to another VM identity" };
     return withQmp(t.qmpSocket, timeoutMs + 10_000, async (qmp) => {
         const nodes = await queryBlock(qmp);
         const mismatch = snapshotMismatch(record, new Map(nodes.map((n) => [n.file, n.snapshots])));
         if (mismatch) return { restored: false, why: `the warm snapshot is damaged (${mismatch})` };
         const byFile = new Map(nodes.map((n) => [n.file, n.node]));
         const started = Date.now();
-        await runJob(qmp, "snapshot-load", { tag: WARM_TAG, vmstate: byFile.get(record.vmstateFile), devices: record.disks.map((d) => byFile.get(d.file)) }, timeoutMs);
+        await runJob(
+            qmp,
+            "snapshot-load",
+            {
+                tag: WARM_TAG,
+                vmstate: byFile.get(record.vmstateFile),
+                devices: record.disks.map((d) => byFile.get(d.file)),
+            },
+            timeoutMs,
+        );
         return { restored: true as const, loadMs: Date.now() - started };
     });
 }
@@ -58,11 +71,13 @@ export async function tryWarmRestore(t: WarmTarget, timeoutMs: number): Promise<
 export async function saveWarm(t: WarmTarget, timeoutMs: number): Promise<void> {
     await withQmp(t.qmpSocket, timeoutMs + 10_000, async (qmp) => {
         const blocked = await migrationBlockers(qmp);
-        if (blocked.length) throw new SnapshotError(`warmStart: QEMU cannot save this VM's state: ${blocked.join("; ")}`);
+        if (blocked.length)
+            throw new SnapshotError(`warmStart: QEMU cannot save this VM's state: ${blocked.join("; ")}`);
         const disks = writableDisks(await queryBlock(qmp));
         // A stale warm tag (from an earlier identity, or a damaged one) is ours: replace it.
         const stale = disks.filter((d) => d.snapshots.some((s) => s.name === WARM_TAG));
-        if (stale.length) await runJob(qmp, "snapshot-delete", { tag: WARM_TAG, devices: stale.map((d) => d.node) }, timeoutMs);
+        if (stale.length)
+            await runJob(qmp, "snapshot-delete", { tag: WARM_TAG, devices: stale.map((d) => d.node) }, timeoutMs);
         const started = Date.now();
         const devices = disks.map((d) => d.node);
         try {
@@ -83,8 +98,17 @@ export async function saveWarm(t: WarmTarget, timeoutMs: number): Promise<void> 
             vmstateFile: disks[0].file,
             disks: writableDisks(await queryBlock(qmp)).map((d) => {
                 const s = d.snapshots.find((x) => x.name === WARM_TAG);
-                if (!s) throw new SnapshotError(`snapshot-save reported success but disk ${d.file} has no snapshot ${WARM_TAG}`);
-                return { file: d.file, id: s.id, dateSec: s["date-sec"], dateNsec: s["date-nsec"], vmStateSize: s["vm-state-size"] };
+                if (!s)
+                    throw new SnapshotError(
+                        `snapshot-save reported success but disk ${d.file} has no snapshot ${WARM_TAG}`,
+                    );
+                return {
+                    file: d.file,
+                    id: s.id,
+                    dateSec: s["date-sec"],
+                    dateNsec: s["date-nsec"],
+                    vmStateSize: s["vm-state-size"],
+                };
             }),
             saveMs,
         };

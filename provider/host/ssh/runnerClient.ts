@@ -70,11 +70,15 @@ export function runnerFor(spec: HostSpec): Promise<RemoteRunner> {
         const t0 = Date.now();
         r = RemoteRunner.start(connectionFor(spec)).catch((err) => {
             runners.delete(key);
-            if (err instanceof HostUnreachableError && Date.now() - t0 >= SLOW_FAILURE_MS) slowFailures.set(key, { until: Date.now() + REMEMBER_SLOW_FAILURE_MS, err });
+            if (err instanceof HostUnreachableError && Date.now() - t0 >= SLOW_FAILURE_MS)
+                slowFailures.set(key, { until: Date.now() + REMEMBER_SLOW_FAILURE_MS, err });
             throw err;
         });
         runners.set(key, r);
-        r.then((runner) => runner.onExit(() => runners.get(key) === r && runners.delete(key)), () => undefined);
+        r.then(
+            (runner) => runner.onExit(() => runners.get(key) === r && runners.delete(key)),
+            () => undefined,
+        );
     }
     return r;
 }
@@ -97,23 +101,42 @@ export class RemoteRunner {
         const bundle = gunzipSync(readFileSync(bundlePath()));
         const hash = sha256Hex(bundle);
         // Every command runs under sh, whatever the far user's login shell (fish, csh) makes of its syntax.
-        const sh = (script: string) => `sh -c ${shellQuote(`f="\${XDG_CACHE_HOME:-$HOME/.cache}/pulumi-qemu/runner/${hash.slice(0, 32)}.js"; ${script}`)}`;
+        const sh = (script: string) =>
+            `sh -c ${shellQuote(`f="\${XDG_CACHE_HOME:-$HOME/.cache}/pulumi-qemu/runner/${hash.slice(0, 32)}.js"; ${script}`)}`;
         const sums = (file: string) => `[ "$(sha256sum < ${file} | cut -c1-64)" = ${hash} ]`;
         // A cached runner is used only if its content is the bundle's: an upload cut short must not be run, or kept.
-        const probe = await connection.run(sh(`command -v node >/dev/null 2>&1 || { echo "node: not found on PATH" >&2; exit 127; }; if [ -f "$f" ] && ${sums('"$f"')}; then echo PQ-HAVE; else echo PQ-NEED; fi`), {
-            timeoutMs: SETUP_DEADLINE_MS,
-        });
+        const probe = await connection.run(
+            sh(
+                `command -v node >/dev/null 2>&1 || { echo "node: not found on PATH" >&2; exit 127; }; if [ -f "$f" ] && ${sums('"$f"')}; then echo PQ-HAVE; else echo PQ-NEED; fi`,
+            ),
+            {
+                timeoutMs: SETUP_DEADLINE_MS,
+            },
+        );
         if (probe.exitCode === 127) {
-            throw new HostAccessError(`host ${connection.spec.url}: no \`node\` on the far host's PATH; pulumi-qemu runs its lifecycles there with Node.js ${MIN_NODE.join(".")} or later (Debian: apt-get install nodejs)`);
+            throw new HostAccessError(
+                `host ${connection.spec.url}: no \`node\` on the far host's PATH; pulumi-qemu runs its lifecycles there with Node.js ${MIN_NODE.join(".")} or later (Debian: apt-get install nodejs)`,
+            );
         }
-        if (probe.exitCode !== 0 || !/PQ-(HAVE|NEED)/.test(probe.stdout)) throw new HostAccessError(`host ${connection.spec.url}: could not prepare the far host: ${probe.stderr.trim() || `exit ${probe.exitCode}`}`);
+        if (probe.exitCode !== 0 || !/PQ-(HAVE|NEED)/.test(probe.stdout))
+            throw new HostAccessError(
+                `host ${connection.spec.url}: could not prepare the far host: ${probe.stderr.trim() || `exit ${probe.exitCode}`}`,
+            );
         if (probe.stdout.includes("PQ-NEED")) {
             // Owner-only, under a temporary name, renamed only once its hash is the bundle's.
-            const up = await connection.run(sh(`umask 077 && mkdir -p "$(dirname "$f")" && p="$f.$$.part" && cat > "$p" && if ${sums('"$p"')}; then mv -f "$p" "$f"; else rm -f "$p"; echo "the copy arrived damaged" >&2; exit 1; fi`), {
-                input: bundle.toString("utf8"),
-                timeoutMs: SETUP_DEADLINE_MS,
-            });
-            if (up.exitCode !== 0) throw new HostAccessError(`host ${connection.spec.url}: could not copy the runner there: ${up.stderr.trim() || `exit ${up.exitCode}`}`);
+            const up = await connection.run(
+                sh(
+                    `umask 077 && mkdir -p "$(dirname "$f")" && p="$f.$$.part" && cat > "$p" && if ${sums('"$p"')}; then mv -f "$p" "$f"; else rm -f "$p"; echo "the copy arrived damaged" >&2; exit 1; fi`,
+                ),
+                {
+                    input: bundle.toString("utf8"),
+                    timeoutMs: SETUP_DEADLINE_MS,
+                },
+            );
+            if (up.exitCode !== 0)
+                throw new HostAccessError(
+                    `host ${connection.spec.url}: could not copy the runner there: ${up.stderr.trim() || `exit ${up.exitCode}`}`,
+                );
         }
         const seconds = process.env.PULUMI_QEMU_PROGRESS_SECONDS;
         const env = seconds && /^\d+(\.\d+)?$/.test(seconds) ? `PULUMI_QEMU_PROGRESS_SECONDS=${seconds} ` : "";
@@ -132,16 +155,24 @@ export class RemoteRunner {
         const child = this.child;
         // A write to a runner that just went (EPIPE) is answered by the close below, which fails what is pending.
         child.stdin!.on("error", () => undefined);
-        child.stderr!.setEncoding("utf8").on("data", (d: string) => (this.stderrTail = (this.stderrTail + d).slice(-4000)));
+        child
+            .stderr!.setEncoding("utf8")
+            .on("data", (d: string) => (this.stderrTail = (this.stderrTail + d).slice(-4000)));
         return new Promise((resolve, reject) => {
             const timer = setTimeout(() => {
                 child.kill("SIGKILL");
-                reject(new HostUnreachableError(this.connection.spec.url, `the runner did not start within ${HELLO_DEADLINE_MS / 1000} s`));
+                reject(
+                    new HostUnreachableError(
+                        this.connection.spec.url,
+                        `the runner did not start within ${HELLO_DEADLINE_MS / 1000} s`,
+                    ),
+                );
             }, HELLO_DEADLINE_MS);
             let greeted = false;
             child.once("error", (err) => {
                 clearTimeout(timer);
-                if (!greeted) reject(new HostAccessError(`host ${this.connection.spec.url}: cannot start ssh: ${err.message}`));
+                if (!greeted)
+                    reject(new HostAccessError(`host ${this.connection.spec.url}: cannot start ssh: ${err.message}`));
             });
             createInterface({ input: child.stdout! }).on("line", (line) => {
                 let msg: unknown;
@@ -158,7 +189,11 @@ export class RemoteRunner {
                     const version = String((msg as { node?: unknown }).node ?? "");
                     if (!nodeIsRecentEnough(version)) {
                         child.stdin!.end();
-                        reject(new HostAccessError(`host ${this.connection.spec.url}: its node is ${version || "of unknown version"}; pulumi-qemu's runner needs Node.js ${MIN_NODE.join(".")} or later there`));
+                        reject(
+                            new HostAccessError(
+                                `host ${this.connection.spec.url}: its node is ${version || "of unknown version"}; pulumi-qemu's runner needs Node.js ${MIN_NODE.join(".")} or later there`,
+                            ),
+                        );
                         return;
                     }
                     resolve();
@@ -168,12 +203,16 @@ export class RemoteRunner {
             });
             child.once("close", (code, signal) => {
                 clearTimeout(timer);
-                const detail = this.stderrTail.trim().split("\n").slice(-3).join("; ") || `runner exited (${signal ?? `status ${code}`})`;
+                const detail =
+                    this.stderrTail.trim().split("\n").slice(-3).join("; ") ||
+                    `runner exited (${signal ?? `status ${code}`})`;
                 // ssh says 255 both for a lost connection and for a runner killed by a signal; the master tells them
                 // apart, but it ends a moment after the runner's ssh does: its end is waited for, not sampled.
                 this.closing = (async () => {
                     const lost = code === 255 && (await this.connection.masterGoneWithin(MASTER_SETTLE_MS));
-                    this.gone = lost ? new HostUnreachableError(this.connection.spec.url, `connection lost: ${detail}`) : new HostAccessError(`host ${this.connection.spec.url}: the runner stopped: ${detail}`);
+                    this.gone = lost
+                        ? new HostUnreachableError(this.connection.spec.url, `connection lost: ${detail}`)
+                        : new HostAccessError(`host ${this.connection.spec.url}: the runner stopped: ${detail}`);
                     if (!greeted) reject(this.gone);
                     for (const p of this.pending.values()) p.reject(this.gone);
                     this.pending.clear();
@@ -218,7 +257,11 @@ export class RemoteRunner {
 }
 
 /** The far side's error as the near side's lifecycles would have thrown it. */
-function rebuildError(e: { name: string; message: string; problems?: Array<{ property: string; reason: string }> }): Error {
+function rebuildError(e: {
+    name: string;
+    message: string;
+    problems?: Array<{ property: string; reason: string }>;
+}): Error {
     if (e.name === "InputError" && e.problems) return new InputError(e.problems);
     const err = new Error(e.message);
     err.name = e.name;
@@ -228,8 +271,14 @@ function rebuildError(e: { name: string; message: string; problems?: Array<{ pro
 /** The bundled lifecycles, in runner/ beside the runner's entry once built; from a source checkout, in bin/. */
 export function bundlePath(): string {
     const name = "runner.bundle.js.gz";
-    const candidates = [path.join(__dirname, "..", "..", "runner", name), path.join(__dirname, "..", "..", "..", "bin", "provider", "runner", name)];
+    const candidates = [
+        path.join(__dirname, "..", "..", "runner", name),
+        path.join(__dirname, "..", "..", "..", "bin", "provider", "runner", name),
+    ];
     const found = candidates.find((c) => existsSync(c));
-    if (!found) throw new Error(`the remote runner bundle is missing (looked for ${candidates.join(", ")}); build the package with \`npm run build\``);
+    if (!found)
+        throw new Error(
+            `the remote runner bundle is missing (looked for ${candidates.join(", ")}); build the package with \`npm run build\``,
+        );
     return found;
 }

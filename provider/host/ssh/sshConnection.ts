@@ -72,7 +72,8 @@ function sweepDirsOfGoneProcesses(): void {
             if (!st.isDirectory() || st.uid !== process.getuid?.()) continue;
             process.kill(Number(m[1]), 0);
         } catch (err) {
-            if ((err as NodeJS.ErrnoException).code === "ESRCH") rmSync(path.join(tmp, name), { recursive: true, force: true });
+            if ((err as NodeJS.ErrnoException).code === "ESRCH")
+                rmSync(path.join(tmp, name), { recursive: true, force: true });
         }
     }
 }
@@ -101,7 +102,9 @@ export class SshConnection {
         return [
             ...o("BatchMode=yes"),
             ...o("StrictHostKeyChecking=yes"),
-            ...(s.knownHosts ? [...o(`UserKnownHostsFile=${s.knownHosts}`), ...o("GlobalKnownHostsFile=/dev/null")] : []),
+            ...(s.knownHosts
+                ? [...o(`UserKnownHostsFile=${s.knownHosts}`), ...o("GlobalKnownHostsFile=/dev/null")]
+                : []),
             ...(s.identityFile ? ["-i", s.identityFile, ...o("IdentitiesOnly=yes")] : []),
             ...o(`ConnectTimeout=${CONNECT_TIMEOUT_S}`),
             ...o(`ServerAliveInterval=${ALIVE_INTERVAL_S}`),
@@ -166,7 +169,19 @@ export class SshConnection {
         // A master killed with -9 leaves its socket, which would look like the new one being ready; the directory is ours alone.
         rmSync(this.controlPath(), { force: true });
         // Forwardings from ~/.ssh/config (LocalForward under Host *) would clash between processes: none on the master.
-        const [file, argv] = diesWithUs("ssh", ["-M", "-N", "-o", "ControlMaster=yes", "-o", "ControlPersist=no", "-o", "ClearAllForwardings=yes", ...this.options(), "--", this.spec.hostname]);
+        const [file, argv] = diesWithUs("ssh", [
+            "-M",
+            "-N",
+            "-o",
+            "ControlMaster=yes",
+            "-o",
+            "ControlPersist=no",
+            "-o",
+            "ClearAllForwardings=yes",
+            ...this.options(),
+            "--",
+            this.spec.hostname,
+        ]);
         // stderr to a file, not a pipe, and the child unreferenced: a program that only attached to a VM can exit.
         const errFile = path.join(this.dir, "master.err");
         const errFd = openSync(errFile, "w", 0o600);
@@ -185,8 +200,15 @@ export class SshConnection {
         const deadline = Date.now() + CONNECT_DEADLINE_MS;
         this.master = child;
         for (;;) {
-            const ended = await Promise.race([exited.then(() => "exited" as const), spawnFailed.then((e) => e), sleep(MASTER_POLL_MS).then(() => "tick" as const)]);
-            if (ended instanceof Error) throw new HostAccessError(`host ${this.spec.url}: cannot run ssh (${ended.message}); install OpenSSH's client (Debian: apt-get install openssh-client)`);
+            const ended = await Promise.race([
+                exited.then(() => "exited" as const),
+                spawnFailed.then((e) => e),
+                sleep(MASTER_POLL_MS).then(() => "tick" as const),
+            ]);
+            if (ended instanceof Error)
+                throw new HostAccessError(
+                    `host ${this.spec.url}: cannot run ssh (${ended.message}); install OpenSSH's client (Debian: apt-get install openssh-client)`,
+                );
             if (ended === "exited") throw explainSshFailure(this.spec, stderrText(), child.exitCode);
             if (this.controlSocketReady()) return;
             if (Date.now() > deadline) {
@@ -205,12 +227,17 @@ export class SshConnection {
     }
 
     private refuseMissingFiles(): void {
-        for (const [field, file] of [["identityFile", this.spec.identityFile], ["knownHosts", this.spec.knownHosts]] as const) {
+        for (const [field, file] of [
+            ["identityFile", this.spec.identityFile],
+            ["knownHosts", this.spec.knownHosts],
+        ] as const) {
             if (!file) continue;
             try {
                 statSync(file);
             } catch (err) {
-                throw new HostAccessError(`host.${field}: cannot read ${file} (${(err as NodeJS.ErrnoException).code}); give the path of an existing file on this machine`);
+                throw new HostAccessError(
+                    `host.${field}: cannot read ${file} (${(err as NodeJS.ErrnoException).code}); give the path of an existing file on this machine`,
+                );
             }
         }
     }
@@ -218,11 +245,24 @@ export class SshConnection {
     /** Runs `command` (a shell command line on the far host) to the end, over the master. */
     async run(command: string, opts: { input?: string; timeoutMs: number }): Promise<ToolResult> {
         await this.open();
-        const r = await runTool("ssh", [...this.options(), "-o", "ControlMaster=no", "-o", "ClearAllForwardings=yes", "--", this.spec.hostname, command], {
-            input: opts.input,
-            timeoutMs: opts.timeoutMs,
-            label: `ssh ${this.spec.url}`,
-        });
+        const r = await runTool(
+            "ssh",
+            [
+                ...this.options(),
+                "-o",
+                "ControlMaster=no",
+                "-o",
+                "ClearAllForwardings=yes",
+                "--",
+                this.spec.hostname,
+                command,
+            ],
+            {
+                input: opts.input,
+                timeoutMs: opts.timeoutMs,
+                label: `ssh ${this.spec.url}`,
+            },
+        );
         // 255 is ssh's own failure (connection lost), not the command's exit status.
         if (r.exitCode === 255) throw explainSshFailure(this.spec, r.stderr, 255);
         return r;
@@ -231,18 +271,34 @@ export class SshConnection {
     /** Starts a long-lived session running `command` on the far host, its stdin/stdout piped to us. */
     async session(command: string): Promise<ChildProcess> {
         await this.open();
-        const [file, argv] = diesWithUs("ssh", [...this.options(), "-o", "ControlMaster=no", "-o", "ClearAllForwardings=yes", "--", this.spec.hostname, command]);
+        const [file, argv] = diesWithUs("ssh", [
+            ...this.options(),
+            "-o",
+            "ControlMaster=no",
+            "-o",
+            "ClearAllForwardings=yes",
+            "--",
+            this.spec.hostname,
+            command,
+        ]);
         return spawn(file, argv, { stdio: ["pipe", "pipe", "pipe"] });
     }
 
     /** Forwards a unix socket on the far host to `localSocket` here (0600 inside our 0700 directory). */
     async forwardUnixSocket(localSocket: string, remoteSocket: string): Promise<void> {
         await this.open();
-        const r = await runTool("ssh", [...this.options(), "-O", "forward", "-L", `${localSocket}:${remoteSocket}`, "--", this.spec.hostname], {
-            timeoutMs: 10_000,
-            label: `ssh -O forward ${this.spec.url}`,
-        });
-        if (r.exitCode !== 0) throw new HostAccessError(`host ${this.spec.url}: cannot forward ${remoteSocket}: ${r.stderr.trim() || `ssh exited ${r.exitCode}`}`);
+        const r = await runTool(
+            "ssh",
+            [...this.options(), "-O", "forward", "-L", `${localSocket}:${remoteSocket}`, "--", this.spec.hostname],
+            {
+                timeoutMs: 10_000,
+                label: `ssh -O forward ${this.spec.url}`,
+            },
+        );
+        if (r.exitCode !== 0)
+            throw new HostAccessError(
+                `host ${this.spec.url}: cannot forward ${remoteSocket}: ${r.stderr.trim() || `ssh exited ${r.exitCode}`}`,
+            );
     }
 
     /** A fresh path in this connection's private directory (for forwarded sockets). */
@@ -272,7 +328,9 @@ export function explainSshFailure(spec: HostSpec, stderr: string, exitCode: numb
                 `If the host was reinstalled, check the new key's fingerprint, remove the old one with \`ssh-keygen -R '${hostArg}'\`${spec.knownHosts ? ` -f ${spec.knownHosts}` : ""} and add the new one`,
         );
     }
-    if (/Host key verification failed|No (?:ED25519|RSA|ECDSA|\S+) host key is known|host key is not known/i.test(text)) {
+    if (
+        /Host key verification failed|No (?:ED25519|RSA|ECDSA|\S+) host key is known|host key is not known/i.test(text)
+    ) {
         return new HostAccessError(
             `host ${spec.url}: its host key is not known and pulumi-qemu checks host keys strictly. ` +
                 `Check the key's fingerprint out of band, then trust it: \`ssh-keyscan -p ${spec.port} ${spec.hostname} >> ${spec.knownHosts ?? "~/.ssh/known_hosts"}\`` +
@@ -284,7 +342,12 @@ export function explainSshFailure(spec: HostSpec, stderr: string, exitCode: numb
             `host ${spec.url}: authentication failed (${last}); ${spec.identityFile ? `check that host.identityFile ${spec.identityFile} is a key the far host's authorized_keys accepts` : "set host.identityFile or load a key into your ssh agent"}`,
         );
     }
-    if (/Connection refused|timed out|No route to host|Could not resolve hostname|Network is unreachable|Connection closed|Connection reset|Broken pipe|not responding|kex_exchange_identification/i.test(text) || exitCode === 255) {
+    if (
+        /Connection refused|timed out|No route to host|Could not resolve hostname|Network is unreachable|Connection closed|Connection reset|Broken pipe|not responding|kex_exchange_identification/i.test(
+            text,
+        ) ||
+        exitCode === 255
+    ) {
         return new HostUnreachableError(spec.url, last);
     }
     return new HostAccessError(`host ${spec.url}: ssh failed: ${last}`);

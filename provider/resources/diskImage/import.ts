@@ -26,34 +26,62 @@ import { recoverSource } from "./sourceRecovery";
  * Only images with our record are adopted: delete removes what it adopts, and the provider never
  * deletes what it did not make.
  */
-export async function importImage(id: string, noChange: (outs: DiskImageOutputs, inputs: Record<string, unknown>) => Promise<boolean>): Promise<pulumi.dynamic.ReadResult> {
-    const refuse = (why: string, fix: string) => new StateError(`import of DiskImage ${JSON.stringify(id)}: ${why}. ${fix} Nothing was touched.`);
-    if (!path.isAbsolute(id)) throw refuse("the id of a DiskImage is the image file's absolute path", "Pass the path, e.g. `pulumi import qemu:index:DiskImage NAME /path/to/image.qcow2`.");
+export async function importImage(
+    id: string,
+    noChange: (outs: DiskImageOutputs, inputs: Record<string, unknown>) => Promise<boolean>,
+): Promise<pulumi.dynamic.ReadResult> {
+    const refuse = (why: string, fix: string) =>
+        new StateError(`import of DiskImage ${JSON.stringify(id)}: ${why}. ${fix} Nothing was touched.`);
+    if (!path.isAbsolute(id))
+        throw refuse(
+            "the id of a DiskImage is the image file's absolute path",
+            "Pass the path, e.g. `pulumi import qemu:index:DiskImage NAME /path/to/image.qcow2`.",
+        );
     let st;
     try {
         st = await lstat(id, { bigint: true });
     } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === "ENOENT") throw refuse("there is no file at that path", "Check the path.");
+        if ((err as NodeJS.ErrnoException).code === "ENOENT")
+            throw refuse("there is no file at that path", "Check the path.");
         throw err;
     }
-    if (!st.isFile()) throw refuse("it is not a regular file (a symbolic link, directory or device)", "Import the image file itself.");
-    if (!isOwnFileSync(id)) throw refuse("the file belongs to another user", "Only the user running Pulumi can own what pulumi-qemu manages.");
+    if (!st.isFile())
+        throw refuse(
+            "it is not a regular file (a symbolic link, directory or device)",
+            "Import the image file itself.",
+        );
+    if (!isOwnFileSync(id))
+        throw refuse(
+            "the file belongs to another user",
+            "Only the user running Pulumi can own what pulumi-qemu manages.",
+        );
     const record = await readSidecar(id);
     if (!record) {
         const state = await settleRecord(id).catch(() => "foreign" as const);
-        if (state === "in-progress") throw refuse("a pulumi-qemu create of this image is still running", "Wait for it to finish, then import again.");
+        if (state === "in-progress")
+            throw refuse(
+                "a pulumi-qemu create of this image is still running",
+                "Wait for it to finish, then import again.",
+            );
         throw refuse(
             `it has no pulumi-qemu record (${sidecarPath(id)}), so pulumi-qemu did not make it and will not adopt it (destroy would delete it)`,
             `Use it as it is: as a VM disk (\`vm.disks: [{ path: ${JSON.stringify(id)}, format }]\`), or copy it into a new DiskImage with \`source: { kind: "file", path: ${JSON.stringify(id)} }\`.`,
         );
     }
     if (!sameFile(stampOf(st), record.stamp)) {
-        throw refuse(`the file is not the one its record describes (inode or birth time differ: it was replaced since pulumi-qemu made it)`, "Declare a new DiskImage instead.");
+        throw refuse(
+            `the file is not the one its record describes (inode or birth time differ: it was replaced since pulumi-qemu made it)`,
+            "Declare a new DiskImage instead.",
+        );
     }
     const header = await readImageHeader(id, record.format);
     const backingPath = header.backingFilename;
     const backingStamp = backingPath ? await statStamp(backingPath).catch(() => undefined) : undefined;
-    if (backingPath && !backingStamp) throw refuse(`its backing file ${backingPath} is gone`, "An overlay without its backing image cannot be used; declare a new one.");
+    if (backingPath && !backingStamp)
+        throw refuse(
+            `its backing file ${backingPath} is gone`,
+            "An overlay without its backing image cannot be used; declare a new one.",
+        );
     const placed = defaultPlacement(id, record.inputHash);
     const outs: DiskImageOutputs = withoutUndefined({
         // What it was made from is not recorded: the program's `source` is judged against inputHash.
@@ -73,8 +101,16 @@ export async function importImage(id: string, noChange: (outs: DiskImageOutputs,
         createdByProvider: true as const,
     }) as DiskImageOutputs;
     // The inputs a generated program starts from, with the source when the image tells it (docs/drift-and-import.md).
-    const top = withoutUndefined({ path: placed ? undefined : id, stateDir: placed?.stateDir, mode: outs.mode === "0600" ? undefined : outs.mode });
-    const source = await recoverSource({ format: record.format, virtualSizeBytes: header.virtualSize, backingPath }, top, (inputs) => noChange(outs, inputs));
+    const top = withoutUndefined({
+        path: placed ? undefined : id,
+        stateDir: placed?.stateDir,
+        mode: outs.mode === "0600" ? undefined : outs.mode,
+    });
+    const source = await recoverSource(
+        { format: record.format, virtualSizeBytes: header.virtualSize, backingPath },
+        top,
+        (inputs) => noChange(outs, inputs),
+    );
     return { id, props: outs, inputs: source ? { ...top, source } : top };
 }
 

@@ -42,7 +42,8 @@ export interface Intent {
     stamp?: FileStamp;
 }
 
-type AnyRecord = { kind: "none" } | { kind: "foreign" } | { kind: "sidecar"; record: Sidecar } | { kind: "intent"; record: Intent };
+type AnyRecord =
+    { kind: "none" } | { kind: "foreign" } | { kind: "sidecar"; record: Sidecar } | { kind: "intent"; record: Intent };
 
 /** Partial files are named `.<image name>.<12 hex>.partial` beside the image. */
 const PARTIAL = /^\..+\.[0-9a-f]{12}\.partial$/;
@@ -67,11 +68,18 @@ async function readRecord(image: string): Promise<AnyRecord> {
         return { kind: "foreign" };
     }
     if (typeof s !== "object" || s === null) return { kind: "foreign" };
-    if (s.tool !== "pulumi-qemu" || s.resource !== "DiskImage" || s.version !== 1 || typeof s.inputHash !== "string") return { kind: "foreign" };
-    if ((s.state === "creating" || s.state === "linking") && typeof s.partial === "string" && PARTIAL.test(s.partial) && isProcessIdentity(s.creator)) {
+    if (s.tool !== "pulumi-qemu" || s.resource !== "DiskImage" || s.version !== 1 || typeof s.inputHash !== "string")
+        return { kind: "foreign" };
+    if (
+        (s.state === "creating" || s.state === "linking") &&
+        typeof s.partial === "string" &&
+        PARTIAL.test(s.partial) &&
+        isProcessIdentity(s.creator)
+    ) {
         return { kind: "intent", record: s as unknown as Intent };
     }
-    if ((s.state === undefined || s.state === "created") && s.stamp) return { kind: "sidecar", record: s as unknown as Sidecar };
+    if ((s.state === undefined || s.state === "created") && s.stamp)
+        return { kind: "sidecar", record: s as unknown as Sidecar };
     return { kind: "foreign" };
 }
 
@@ -81,13 +89,25 @@ export async function readSidecar(image: string): Promise<Sidecar | undefined> {
     return r.kind === "sidecar" ? r.record : undefined;
 }
 
-export async function writeSidecar(image: string, record: Omit<Sidecar, "tool" | "resource" | "version" | "state">): Promise<void> {
+export async function writeSidecar(
+    image: string,
+    record: Omit<Sidecar, "tool" | "resource" | "version" | "state">,
+): Promise<void> {
     const body: Sidecar = { tool: "pulumi-qemu", resource: "DiskImage", version: 1, ...record, state: "created" };
     await writeFileAtomic(sidecarPath(image), JSON.stringify(body, null, 2) + "\n", { durable: true });
 }
 
-export async function writeIntent(image: string, intent: { state: Intent["state"]; inputHash: string; partial: string; stamp?: FileStamp }): Promise<void> {
-    const body: Intent = { tool: "pulumi-qemu", resource: "DiskImage", version: 1, creator: await selfIdentity(), ...intent };
+export async function writeIntent(
+    image: string,
+    intent: { state: Intent["state"]; inputHash: string; partial: string; stamp?: FileStamp },
+): Promise<void> {
+    const body: Intent = {
+        tool: "pulumi-qemu",
+        resource: "DiskImage",
+        version: 1,
+        creator: await selfIdentity(),
+        ...intent,
+    };
     await writeFileAtomic(sidecarPath(image), JSON.stringify(body, null, 2) + "\n", { durable: true });
 }
 

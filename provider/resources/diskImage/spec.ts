@@ -6,7 +6,13 @@
  */
 import * as path from "node:path";
 import { z } from "zod";
-import { DEFAULT_IMAGE_MODE, DISK_IMAGE_INPUT_KEYS, DISK_IMAGE_OUTPUT_KEYS, topSchema, type ImageFormat } from "../../core/diskImageSpec";
+import {
+    DEFAULT_IMAGE_MODE,
+    DISK_IMAGE_INPUT_KEYS,
+    DISK_IMAGE_OUTPUT_KEYS,
+    topSchema,
+    type ImageFormat,
+} from "../../core/diskImageSpec";
 import { hashValue } from "../../core/hash";
 import { InputError, parseOrThrow, refuseUnknownKeys } from "../../core/validation";
 import { sourceKind, SOURCES, type SourceContent, type SourceKindName, type SourceSpec } from "./sources";
@@ -25,24 +31,49 @@ export interface DiskImageSpec {
 const KINDS = Object.keys(SOURCES) as SourceKindName[];
 
 const sourceSchema = z
-    .discriminatedUnion("kind", Object.values(SOURCES).map((s) => s.schema) as unknown as [z.ZodObject<any>, ...z.ZodObject<any>[]], {
-        error: `kind must be one of ${KINDS.map((k) => `"${k}"`).join(", ")}`,
-    })
-    .meta({ typeName: "DiskImageSource", description: "What an image is made from; `kind` picks the fields that apply." });
+    .discriminatedUnion(
+        "kind",
+        Object.values(SOURCES).map((s) => s.schema) as unknown as [z.ZodObject<any>, ...z.ZodObject<any>[]],
+        {
+            error: `kind must be one of ${KINDS.map((k) => `"${k}"`).join(", ")}`,
+        },
+    )
+    .meta({
+        typeName: "DiskImageSource",
+        description: "What an image is made from; `kind` picks the fields that apply.",
+    });
 
 /** A DiskImage's inputs as the schema, the SDK and the docs show them (parseDiskImageSpec judges them in two parts). */
 export const diskImageInputs = z.object({
-    source: sourceSchema.meta({ description: "What the image is made from. Any change replaces the image.", replaceOnChanges: true }),
+    source: sourceSchema.meta({
+        description: "What the image is made from. Any change replaces the image.",
+        replaceOnChanges: true,
+    }),
     ...topSchema.shape,
 });
 
 /** Validates a DiskImage's inputs, or throws an InputError naming each bad field (`source.size`, `path`…). */
-export function parseDiskImageSpec(inputs: { source?: unknown; path?: unknown; stateDir?: unknown; mode?: unknown }): DiskImageSpec {
+export function parseDiskImageSpec(inputs: {
+    source?: unknown;
+    path?: unknown;
+    stateDir?: unknown;
+    mode?: unknown;
+}): DiskImageSpec {
     refuseUnknownKeys(inputs as Record<string, unknown>, DISK_IMAGE_INPUT_KEYS, DISK_IMAGE_OUTPUT_KEYS);
-    if (inputs.source === undefined || inputs.source === null || typeof inputs.source !== "object" || Array.isArray(inputs.source)) {
+    if (
+        inputs.source === undefined ||
+        inputs.source === null ||
+        typeof inputs.source !== "object" ||
+        Array.isArray(inputs.source)
+    ) {
         // Also what `pulumi import` of a file, directory or cloudInit image leads to: the image cannot tell its source.
-        const missing = inputs.source === undefined ? "; an imported image whose source pulumi-qemu cannot tell from the image (a file, directory or cloudInit image) needs the source it was made from: declare it in the program with the `import` resource option instead of `pulumi import`" : "";
-        throw new InputError([{ property: "source", reason: `source must be an object with a kind (${KINDS.join(", ")})${missing}` }]);
+        const missing =
+            inputs.source === undefined
+                ? "; an imported image whose source pulumi-qemu cannot tell from the image (a file, directory or cloudInit image) needs the source it was made from: declare it in the program with the `import` resource option instead of `pulumi import`"
+                : "";
+        throw new InputError([
+            { property: "source", reason: `source must be an object with a kind (${KINDS.join(", ")})${missing}` },
+        ]);
     }
     const top = parseOrThrow(topSchema, { path: inputs.path, stateDir: inputs.stateDir, mode: inputs.mode }, "");
     const raw = parseOrThrow(sourceSchema, inputs.source, "source") as { kind: SourceKindName };
@@ -58,7 +89,12 @@ function refuseSelfBacking(spec: DiskImageSpec): void {
     if (spec.path === undefined) return;
     const reads = sourceKind(spec.source.kind).reads?.(spec.source);
     if (reads !== undefined && reads.path === spec.path) {
-        throw new InputError([{ property: reads.field, reason: `${reads.field} is the image's own path ${spec.path}: an image cannot be made from itself` }]);
+        throw new InputError([
+            {
+                property: reads.field,
+                reason: `${reads.field} is the image's own path ${spec.path}: an image cannot be made from itself`,
+            },
+        ]);
     }
 }
 
@@ -74,6 +110,12 @@ export function imageFormat(source: SourceSpec, detectedFormat?: ImageFormat): I
  * overlay's header) and the backing's identity.
  */
 export function imageInputHash(source: SourceSpec, content: SourceContent): string {
-    if (source.kind !== content.kind) throw new Error(`imageInputHash: ${source.kind} source with ${content.kind} content`);
-    return hashValue({ what: "pulumi-qemu DiskImage", version: 1, spec: sourceKind(source.kind).specForHash(source), content });
+    if (source.kind !== content.kind)
+        throw new Error(`imageInputHash: ${source.kind} source with ${content.kind} content`);
+    return hashValue({
+        what: "pulumi-qemu DiskImage",
+        version: 1,
+        spec: sourceKind(source.kind).specForHash(source),
+        content,
+    });
 }

@@ -45,7 +45,9 @@ function localProbe(target: AgentTarget): VmProbe {
 /** `via`: the agent socket as reachable from here and the probe to diagnose with (a VM on a far host). */
 export function openAgentChannel(target: AgentTarget, via?: { socket: string; probe: VmProbe }): GuestChannel {
     if (!target.agent || !target.agentSocket) {
-        throw new Error('this VM has no guest agent channel: set vm.agent to "shell" (with our shell agent in the guest) or "qga" (with qemu-guest-agent) and recreate it');
+        throw new Error(
+            'this VM has no guest agent channel: set vm.agent to "shell" (with our shell agent in the guest) or "qga" (with qemu-guest-agent) and recreate it',
+        );
     }
     const diagnose = diagnoser(target, via?.probe);
     const socket = via?.socket ?? target.agentSocket;
@@ -55,13 +57,17 @@ export function openAgentChannel(target: AgentTarget, via?: { socket: string; pr
 
 export function diagnoser(target: AgentTarget, probe: VmProbe = localProbe(target)): Diagnose {
     const on = probe.where ? ` on ${probe.where}` : "";
-    return async () => `${await vmState(target, probe)}. Last lines of the serial console (${target.serialLog}${on}):\n${await probe.serialTail()}`;
+    return async () =>
+        `${await vmState(target, probe)}. Last lines of the serial console (${target.serialLog}${on}):\n${await probe.serialTail()}`;
 }
 
 async function vmState(target: AgentTarget, probe: VmProbe): Promise<string> {
     const gone = async (): Promise<string | undefined> => {
         if (target.pid === undefined || !target.processStartTime || !target.bootId || !target.pidfile) return undefined;
-        const live = await probe.liveness({ pid: target.pid, startTime: target.processStartTime, bootId: target.bootId }, target.pidfile);
+        const live = await probe.liveness(
+            { pid: target.pid, startTime: target.processStartTime, bootId: target.bootId },
+            target.pidfile,
+        );
         return live.alive ? undefined : `The guest is gone: QEMU is not running (${live.reason})`;
     };
     const already = await gone();
@@ -79,6 +85,7 @@ async function vmState(target: AgentTarget, probe: VmProbe): Promise<string> {
         return `QEMU is still running but QMP at ${target.qmpSocket}${probe.where ? ` on ${probe.where}` : ""} does not answer (${(err as Error).message}): it is stuck, or another client holds QMP`;
     }
     if (status === "paused") return "The VM is paused (QMP status paused): resume it with QMP cont";
-    if (status === "running") return `The VM is running but the guest's ${target.agent ?? ""} agent is not answering (is it installed and started in the guest?)`;
+    if (status === "running")
+        return `The VM is running but the guest's ${target.agent ?? ""} agent is not answering (is it installed and started in the guest?)`;
     return `The VM is not running (QMP status ${status})`;
 }

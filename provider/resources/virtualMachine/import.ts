@@ -33,7 +33,8 @@ export interface VmToImport {
 }
 
 export async function findVmToImport(id: string): Promise<VmToImport> {
-    const refuse = (why: string, fix: string) => new StateError(`import of VirtualMachine ${JSON.stringify(id)}: ${why}. ${fix} Nothing was touched.`);
+    const refuse = (why: string, fix: string) =>
+        new StateError(`import of VirtualMachine ${JSON.stringify(id)}: ${why}. ${fix} Nothing was touched.`);
     const { vmId, stateDir } = placeOf(id);
     if (!vmId) {
         throw refuse(
@@ -72,7 +73,9 @@ export async function findVmToImport(id: string): Promise<VmToImport> {
     const pidfile = path.join(vmDir, VM_FILES.pidfile);
     const pid = await readPidfile(pidfile);
     const running = pid === undefined ? undefined : await identify(pid);
-    const live = running ? await checkOurDaemon(running, pidfile) : { alive: false as const, reason: `no live process in ${pidfile}` };
+    const live = running
+        ? await checkOurDaemon(running, pidfile)
+        : { alive: false as const, reason: `no live process in ${pidfile}` };
     if (!running || !live.alive) {
         throw refuse(
             `it is not running (${live.alive ? "" : live.reason})`,
@@ -81,7 +84,14 @@ export async function findVmToImport(id: string): Promise<VmToImport> {
     }
     const outs = record.outputs as VirtualMachineOutputs | undefined;
     const inputs = record.inputs as Record<string, unknown> | undefined;
-    if (outs === undefined || inputs === undefined || outs === null || typeof outs !== "object" || inputs === null || typeof inputs !== "object") {
+    if (
+        outs === undefined ||
+        inputs === undefined ||
+        outs === null ||
+        typeof outs !== "object" ||
+        inputs === null ||
+        typeof inputs !== "object"
+    ) {
         throw refuse(
             record.withheld
                 ? `its record does not hold the inputs it was made from: ${record.withheld}`
@@ -98,28 +108,49 @@ export async function findVmToImport(id: string): Promise<VmToImport> {
         serialLog: f(VM_FILES.serialLog),
         launcherPath: f(VM_FILES.launcher),
     };
-    const wrong = Object.entries(expected).filter(([k, v]) => (outs as unknown as Record<string, unknown>)[k] !== v).map(([k]) => k);
-    if (wrong.length || typeof outs.pid !== "number" || typeof outs.processStartTime !== "string" || typeof outs.bootId !== "string" || typeof outs.argvHash !== "string") {
-        throw refuse(`its record does not describe this directory (${wrong.length ? wrong.join(", ") : "process identity"}: it was moved, copied or edited)`, "Declare a new VirtualMachine instead.");
+    const wrong = Object.entries(expected)
+        .filter(([k, v]) => (outs as unknown as Record<string, unknown>)[k] !== v)
+        .map(([k]) => k);
+    if (
+        wrong.length ||
+        typeof outs.pid !== "number" ||
+        typeof outs.processStartTime !== "string" ||
+        typeof outs.bootId !== "string" ||
+        typeof outs.argvHash !== "string"
+    ) {
+        throw refuse(
+            `its record does not describe this directory (${wrong.length ? wrong.join(", ") : "process identity"}: it was moved, copied or edited)`,
+            "Declare a new VirtualMachine instead.",
+        );
     }
     let spec;
     try {
         spec = parseVmSpec(inputs.vm, "vm");
     } catch (err) {
-        throw refuse(`the vm its record holds is no longer valid (${(err as Error).message})`, "Declare a new VirtualMachine instead.");
+        throw refuse(
+            `the vm its record holds is no longer valid (${(err as Error).message})`,
+            "Declare a new VirtualMachine instead.",
+        );
     }
     if (!acceptedArgvHashes(spec, inputs.vm).includes(outs.argvHash)) {
-        throw refuse("the vm its record holds does not give the QEMU command line the VM was started with (a pulumi-qemu of another version made it)", "Declare a new VirtualMachine instead.");
+        throw refuse(
+            "the vm its record holds does not give the QEMU command line the VM was started with (a pulumi-qemu of another version made it)",
+            "Declare a new VirtualMachine instead.",
+        );
     }
     if (running.pid !== outs.pid || running.startTime !== outs.processStartTime || running.bootId !== outs.bootId) {
-        throw refuse("the QEMU running in it is not the one its record describes (another pid, start time or boot)", "Declare a new VirtualMachine instead.");
+        throw refuse(
+            "the QEMU running in it is not the one its record describes (another pid, start time or boot)",
+            "Declare a new VirtualMachine instead.",
+        );
     }
     return { id: vmId, outs, inputs };
 }
 
 /** The VM's id and state directory an import id names, or no id when it names neither form. */
 function placeOf(id: string): { vmId?: string; stateDir: string } {
-    if (!path.isAbsolute(id)) return { vmId: VM_DIR_NAME.test(id) ? id : undefined, stateDir: resolveStateDir(undefined) };
+    if (!path.isAbsolute(id))
+        return { vmId: VM_DIR_NAME.test(id) ? id : undefined, stateDir: resolveStateDir(undefined) };
     const dir = id.replace(/\/+$/, "");
     // No `..` or `.` to climb with, no doubled separators: the path must be the directory's own.
     if (path.normalize(dir) !== dir) return { stateDir: "/" };

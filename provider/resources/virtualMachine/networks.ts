@@ -71,7 +71,10 @@ export async function networkProblems(spec: VmSpec, stateDir: string): Promise<F
     return (await findNetworks(spec, stateDir)).problems;
 }
 
-async function findNetworks(spec: VmSpec, stateDir: string): Promise<{ found: (Found | undefined)[]; problems: FieldProblem[] }> {
+async function findNetworks(
+    spec: VmSpec,
+    stateDir: string,
+): Promise<{ found: (Found | undefined)[]; problems: FieldProblem[] }> {
     const nics = spec.networks ?? [];
     const problems: FieldProblem[] = [];
     const found: (Found | undefined)[] = [];
@@ -79,13 +82,19 @@ async function findNetworks(spec: VmSpec, stateDir: string): Promise<{ found: (F
         const field = `vm.networks[${i}]`;
         const record = await readNetworkRecord(stateDir, nic.network).catch(() => undefined);
         if (!record) {
-            problems.push({ property: `${field}.network`, reason: `there is no network ${nic.network} in the state directory ${stateDir}; give the VM the Network's id and the same stateDir as the Network` });
+            problems.push({
+                property: `${field}.network`,
+                reason: `there is no network ${nic.network} in the state directory ${stateDir}; give the VM the Network's id and the same stateDir as the Network`,
+            });
             found.push(undefined);
             continue;
         }
         const live = await checkOurSwitch(record.switchIdentity, record.pidfile);
         if (!live.alive) {
-            problems.push({ property: `${field}.network`, reason: `the switch of network ${nic.network} is not running (${live.reason}); run a refresh so that the network is made again` });
+            problems.push({
+                property: `${field}.network`,
+                reason: `the switch of network ${nic.network} is not running (${live.reason}); run a refresh so that the network is made again`,
+            });
         }
         const subnet = parseSubnet(record.subnet) as Subnet;
         found.push({ record, subnet });
@@ -94,12 +103,18 @@ async function findNetworks(spec: VmSpec, stateDir: string): Promise<{ found: (F
             if (why) problems.push({ property: `${field}.ipv4`, reason: why });
         }
         if (spec.network === "user" && subnetsOverlap(subnet, USER_NET)) {
-            problems.push({ property: `${field}.network`, reason: `network ${nic.network}'s subnet ${record.subnet} overlaps the user-mode network ${formatSubnet(USER_NET)} of this VM; use another subnet or network "none"` });
+            problems.push({
+                property: `${field}.network`,
+                reason: `network ${nic.network}'s subnet ${record.subnet} overlaps the user-mode network ${formatSubnet(USER_NET)} of this VM; use another subnet or network "none"`,
+            });
         }
         for (let j = 0; j < i; j++) {
             const other = found[j];
             if (other && other.record.id !== record.id && subnetsOverlap(subnet, other.subnet)) {
-                problems.push({ property: `${field}.network`, reason: `network ${nic.network}'s subnet ${record.subnet} overlaps ${other.record.subnet} of networks[${j}] (${other.record.id}); a VM on both could not route` });
+                problems.push({
+                    property: `${field}.network`,
+                    reason: `network ${nic.network}'s subnet ${record.subnet} overlaps ${other.record.subnet} of networks[${j}] (${other.record.id}); a VM on both could not route`,
+                });
             }
         }
     }
@@ -128,9 +143,21 @@ export async function attachNics(spec: VmSpec, stateDir: string, vmDir: string):
             let ipv4: string | undefined;
             if (nic.ipv4 !== undefined) {
                 const k = out.findIndex((o) => o.network === record.id && o.ipv4 === nic.ipv4);
-                if (k >= 0) throw new InputError([{ property: `${field}.ipv4`, reason: `${nic.ipv4} is already this VM's address on network ${record.id} (networks[${k}] got it by default); choose another or put this NIC first` }]);
+                if (k >= 0)
+                    throw new InputError([
+                        {
+                            property: `${field}.ipv4`,
+                            reason: `${nic.ipv4} is already this VM's address on network ${record.id} (networks[${k}] got it by default); choose another or put this NIC first`,
+                        },
+                    ]);
                 const holderName = await acquireLease(record.networkDir, addressLease(nic.ipv4), holder);
-                if (holderName !== undefined) throw new InputError([{ property: `${field}.ipv4`, reason: `${nic.ipv4} is already used by VM ${holderName} on network ${record.id}; choose another address or leave ipv4 out` }]);
+                if (holderName !== undefined)
+                    throw new InputError([
+                        {
+                            property: `${field}.ipv4`,
+                            reason: `${nic.ipv4} is already used by VM ${holderName} on network ${record.id}; choose another address or leave ipv4 out`,
+                        },
+                    ]);
                 ipv4 = nic.ipv4;
             } else {
                 // This VM's own earlier NICs on the network hold their leases already: skip them.
@@ -158,23 +185,46 @@ export async function attachNics(spec: VmSpec, stateDir: string, vmDir: string):
                         break;
                     }
                 }
-                if (ipv4 === undefined) throw new InputError([{ property: `${field}.network`, reason: `network ${record.id}'s subnet ${record.subnet} has no free address left; use a larger subnet` }]);
+                if (ipv4 === undefined)
+                    throw new InputError([
+                        {
+                            property: `${field}.network`,
+                            reason: `network ${record.id}'s subnet ${record.subnet} has no free address left; use a larger subnet`,
+                        },
+                    ]);
             }
             // Recorded before the MAC, so a failure below gives the address back too.
             const mac = nic.mac ?? defaultMac(record.id, ipv4);
             const hostname = nic.hostname ?? vm;
             const dhcp = record.dhcp ? { dhcp: true, fqdn: `${hostname}.${record.dhcp.domain}` } : {};
-            out.push({ network: record.id, networkDir: record.networkDir, switchDir: record.switchDir, switchIdentity: identityString(record.switchIdentity), subnet: record.subnet, mac, ipv4, netmask: netmask(subnet), hostname, ...dhcp });
+            out.push({
+                network: record.id,
+                networkDir: record.networkDir,
+                switchDir: record.switchDir,
+                switchIdentity: identityString(record.switchIdentity),
+                subnet: record.subnet,
+                mac,
+                ipv4,
+                netmask: netmask(subnet),
+                hostname,
+                ...dhcp,
+            });
             const macHolder = await acquireLease(record.networkDir, macLease(mac), holder);
             if (macHolder !== undefined) {
                 // releaseNics only drops leases this VM holds, so the other VM's MAC stays its own.
-                throw new InputError([{ property: `${field}.mac`, reason: `MAC ${mac} is already used by VM ${macHolder} on network ${record.id}; choose another MAC or leave mac out` }]);
+                throw new InputError([
+                    {
+                        property: `${field}.mac`,
+                        reason: `MAC ${mac} is already used by VM ${macHolder} on network ${record.id}; choose another MAC or leave mac out`,
+                    },
+                ]);
             }
             // Written once the MAC is ours: the host files are named by MAC, so no other VM's is overwritten.
             if (record.dhcp) await writeDhcpHost(record.networkDir, { mac, ipv4, hostname }, record.dhcp.domain);
         }
         // A port a crashed VM left partitioned would pass its VLAN to this VM: reset idle ports before QEMU plugs in.
-        for (const dir of new Set(out.map((o) => o.networkDir))) await withSwitchConsole(mgmtPath(dir), resetIdlePorts, { timeoutMs: 2000 }).catch(() => undefined);
+        for (const dir of new Set(out.map((o) => o.networkDir)))
+            await withSwitchConsole(mgmtPath(dir), resetIdlePorts, { timeoutMs: 2000 }).catch(() => undefined);
         return out;
     } catch (err) {
         await releaseNics(out, vmDir);
@@ -206,7 +256,14 @@ export async function releaseNics(nics: readonly NicOutput[] | undefined, vmDir:
 }
 
 export function nicPlans(nics: readonly NicOutput[]): NicPlan[] {
-    return nics.map((n) => ({ sock: n.switchDir, mac: n.mac, ipv4: n.ipv4, netmask: n.netmask, hostname: n.hostname, ...(n.dhcp ? { dhcp: true } : {}) }));
+    return nics.map((n) => ({
+        sock: n.switchDir,
+        mac: n.mac,
+        ipv4: n.ipv4,
+        netmask: n.netmask,
+        hostname: n.hostname,
+        ...(n.dhcp ? { dhcp: true } : {}),
+    }));
 }
 
 /** The VM's own /etc/hosts entries; a fleet's are joined with `mergeHosts`. */

@@ -22,17 +22,28 @@ export interface PickedPorts {
 }
 
 /** Picks a port for each forward without one; `avoid` are ports already known to be bad (a clash at start). */
-export async function pickHostPorts(spec: VmSpec, stateDir: string, avoid: ReadonlySet<number> = new Set()): Promise<PickedPorts> {
+export async function pickHostPorts(
+    spec: VmSpec,
+    stateDir: string,
+    avoid: ReadonlySet<number> = new Set(),
+): Promise<PickedPorts> {
     const hostPorts: Record<number, number> = {};
     const notes: string[] = [];
-    const taken = new Set<number>([...avoid, ...spec.portForwards.flatMap((pf) => (pf.host === undefined ? [] : [pf.host]))]);
+    const taken = new Set<number>([
+        ...avoid,
+        ...spec.portForwards.flatMap((pf) => (pf.host === undefined ? [] : [pf.host])),
+    ]);
     for (const [i, pf] of spec.portForwards.entries()) {
         if (pf.host !== undefined) continue;
         const field = `vm.portForwards[${i}].host`;
         const memo = spec.name !== undefined ? memoFile(stateDir, spec.name, pf) : undefined;
         const before = memo ? await readMemo(memo) : undefined;
         let port: number | undefined;
-        if (before !== undefined && !taken.has(before) && !(await hostPortProblem({ port: before, address: pf.hostAddress, protocol: pf.protocol, field }))) {
+        if (
+            before !== undefined &&
+            !taken.has(before) &&
+            !(await hostPortProblem({ port: before, address: pf.hostAddress, protocol: pf.protocol, field }))
+        ) {
             port = before;
         }
         for (let attempt = 0; port === undefined && attempt < PICK_ATTEMPTS; attempt++) {
@@ -41,11 +52,19 @@ export async function pickHostPorts(spec: VmSpec, stateDir: string, avoid: Reado
             });
             if (taken.has(candidate)) continue;
             // The pick is made with TCP; a UDP forward needs the port free for UDP too.
-            if (pf.protocol === "udp" && (await hostPortProblem({ port: candidate, address: pf.hostAddress, protocol: "udp", field }))) continue;
+            if (
+                pf.protocol === "udp" &&
+                (await hostPortProblem({ port: candidate, address: pf.hostAddress, protocol: "udp", field }))
+            )
+                continue;
             port = candidate;
         }
-        if (port === undefined) throw new Error(`${field}: no free ${pf.protocol} port found on ${pf.hostAddress} after ${PICK_ATTEMPTS} tries`);
-        if (before !== undefined && before !== port) notes.push(`${field}: host port ${before}, used before, is taken; picked ${port}`);
+        if (port === undefined)
+            throw new Error(
+                `${field}: no free ${pf.protocol} port found on ${pf.hostAddress} after ${PICK_ATTEMPTS} tries`,
+            );
+        if (before !== undefined && before !== port)
+            notes.push(`${field}: host port ${before}, used before, is taken; picked ${port}`);
         taken.add(port);
         hostPorts[i] = port;
         if (memo) await writeMemo(memo, port);
@@ -54,7 +73,10 @@ export async function pickHostPorts(spec: VmSpec, stateDir: string, avoid: Reado
 }
 
 /** The forwards' host ports (picked or asked) keyed by guest port ("80", "53/udp"), and their endpoints. */
-export function portOutputs(spec: VmSpec, hostPorts: Record<number, number>): { ports: Record<string, number>; endpoints: Record<string, string> } | undefined {
+export function portOutputs(
+    spec: VmSpec,
+    hostPorts: Record<number, number>,
+): { ports: Record<string, number>; endpoints: Record<string, string> } | undefined {
     if (spec.portForwards.length === 0) return undefined;
     const ports: Record<string, number> = {};
     const endpoints: Record<string, string> = {};

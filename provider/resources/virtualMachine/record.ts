@@ -2,7 +2,14 @@ import { readdir, readFile, rm } from "node:fs/promises";
 import * as path from "node:path";
 import { writeFileAtomic } from "../../host/files/atomicFile";
 import { isProcessIdentity, selfIdentity, stillRunning } from "../../host/process/creator";
-import { checkOurDaemon, identify, readPidfile, removeRuntimeFiles, stopQemu, type ProcessIdentity } from "../../host/qemu/qemuProcess";
+import {
+    checkOurDaemon,
+    identify,
+    readPidfile,
+    removeRuntimeFiles,
+    stopQemu,
+    type ProcessIdentity,
+} from "../../host/qemu/qemuProcess";
 import { removeLauncherFile } from "../../host/files/launcherFile";
 import { UEFI_VARS_FILE } from "../../core/firmware";
 import { isOwnFileSync, ownDirChain, removeDirIfEmpty } from "../../host/files/stateDir";
@@ -22,7 +29,15 @@ export const RECORD_FILE = "record.json";
 export const DEAD_VM_RETENTION_MS = 24 * 60 * 60 * 1000;
 
 /** The files the provider puts in a VM's directory, by name. */
-export const VM_FILES = { pidfile: "qemu.pid", qmpSocket: "qmp.sock", serialLog: "serial.log", launcher: "run-vm.sh", agentSocket: "agent.sock", uefiVars: UEFI_VARS_FILE, nameConfig: "name.cfg" } as const;
+export const VM_FILES = {
+    pidfile: "qemu.pid",
+    qmpSocket: "qmp.sock",
+    serialLog: "serial.log",
+    launcher: "run-vm.sh",
+    agentSocket: "agent.sock",
+    uefiVars: UEFI_VARS_FILE,
+    nameConfig: "name.cfg",
+} as const;
 
 export interface VmRecord {
     tool: "pulumi-qemu";
@@ -51,17 +66,28 @@ export type KeptForImport = Pick<VmRecord, "inputs" | "outputs" | "withheld">;
  */
 export function keptForImport(inputs: unknown, outputs: unknown, opts?: { secretInputs?: boolean }): KeptForImport {
     if (opts?.secretInputs === undefined) {
-        return { withheld: "it was created through the dynamic provider or the testing API, which cannot tell secret inputs from others, so its inputs were not written to disk" };
+        return {
+            withheld:
+                "it was created through the dynamic provider or the testing API, which cannot tell secret inputs from others, so its inputs were not written to disk",
+        };
     }
     if (opts.secretInputs) return { withheld: "its inputs held secrets, which pulumi-qemu does not write to disk" };
     return { inputs, outputs };
 }
 
 export async function writeVmRecord(vmDir: string, state: VmRecord["state"], kept: KeptForImport = {}): Promise<void> {
-    const body: VmRecord = { tool: "pulumi-qemu", resource: "VirtualMachine", version: 1, state, ...(state === "running" ? kept : {}) };
+    const body: VmRecord = {
+        tool: "pulumi-qemu",
+        resource: "VirtualMachine",
+        version: 1,
+        state,
+        ...(state === "running" ? kept : {}),
+    };
     if (state === "creating") body.creator = await selfIdentity();
     if (state === "dead") body.diedAt = new Date().toISOString();
-    await writeFileAtomic(path.join(vmDir, RECORD_FILE), JSON.stringify(body, null, 2) + "\n", { durable: state !== "dead" });
+    await writeFileAtomic(path.join(vmDir, RECORD_FILE), JSON.stringify(body, null, 2) + "\n", {
+        durable: state !== "dead",
+    });
 }
 
 /** A running VM's inputs changed in place (update): its record keeps the new ones, if the record is still ours and running. */
@@ -95,10 +121,19 @@ async function stopQemuOf(vmDir: string): Promise<void> {
 }
 
 /** Removes the provider's files from a VM directory (all but the serial log when `keepLog`), then the directory if empty. */
-export async function clearVmDir(vmDir: string, opts: { keepLog?: boolean; launcherPath?: string } = {}): Promise<void> {
+export async function clearVmDir(
+    vmDir: string,
+    opts: { keepLog?: boolean; launcherPath?: string } = {},
+): Promise<void> {
     const f = (name: string) => path.join(vmDir, name);
     // The UEFI variable store is the VM's own (its launcher copied it into this directory): it goes with the VM.
-    await removeRuntimeFiles([f(VM_FILES.pidfile), f(VM_FILES.qmpSocket), f(VM_FILES.agentSocket), f(VM_FILES.uefiVars), ...(opts.keepLog ? [] : [f(VM_FILES.serialLog)])]);
+    await removeRuntimeFiles([
+        f(VM_FILES.pidfile),
+        f(VM_FILES.qmpSocket),
+        f(VM_FILES.agentSocket),
+        f(VM_FILES.uefiVars),
+        ...(opts.keepLog ? [] : [f(VM_FILES.serialLog)]),
+    ]);
     await rm(f(VM_FILES.nameConfig), { force: true });
     await removeLauncherFile(opts.launcherPath ?? f(VM_FILES.launcher));
     if (!opts.keepLog) await rm(f(RECORD_FILE), { force: true });

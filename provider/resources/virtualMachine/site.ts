@@ -5,11 +5,25 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { parseHost, withAccess, type HostSpec } from "../../core/hostSpec";
 import { shellQuote } from "../../core/shellQuote";
-import { checkOurDaemon, judgeOurDaemon, parseProcStat, waitUntilGone, type Liveness, type ProcessIdentity } from "../../host/qemu/qemuProcess";
+import {
+    checkOurDaemon,
+    judgeOurDaemon,
+    parseProcStat,
+    waitUntilGone,
+    type Liveness,
+    type ProcessIdentity,
+} from "../../host/qemu/qemuProcess";
 import { qmpOnce } from "../../host/qemu/qmp";
 import { consoleTail, SERIAL_LOG_TAIL_BYTES } from "../../host/qemu/serialWatch";
 import { HostAccessError, HostUnreachableError, type SshConnection } from "../../host/ssh/sshConnection";
-import { deleteSnapshot, listSnapshots, restoreSnapshot, saveSnapshot, type SnapshotInfo, type SnapshotTarget } from "../../host/qemu/snapshots";
+import {
+    deleteSnapshot,
+    listSnapshots,
+    restoreSnapshot,
+    saveSnapshot,
+    type SnapshotInfo,
+    type SnapshotTarget,
+} from "../../host/qemu/snapshots";
 import { connectionFor, runnerFor } from "../../host/ssh/runnerClient";
 import type { VmProbe } from "./agentChannel";
 import { serialTail } from "./ready";
@@ -46,7 +60,12 @@ export interface SnapshotOps {
     list(target: SnapshotTarget): Promise<SnapshotInfo[]>;
 }
 
-export const LOCAL_SNAPSHOTS: SnapshotOps = { save: saveSnapshot, restore: restoreSnapshot, remove: deleteSnapshot, list: listSnapshots };
+export const LOCAL_SNAPSHOTS: SnapshotOps = {
+    save: saveSnapshot,
+    restore: restoreSnapshot,
+    remove: deleteSnapshot,
+    list: listSnapshots,
+};
 
 /** The same operations run by the runner on the VM's host (provider/runner/main.ts serves "Snapshots"). */
 function remoteSnapshots(spec: HostSpec): SnapshotOps {
@@ -169,7 +188,10 @@ class SshSite implements VmSite {
 
     async serialText(): Promise<string> {
         // The x after the log keeps its last newline (the command runner strips a final one).
-        const out = await this.run(`cannot read the serial log ${this.target.serialLog}`, `cat -- ${shellQuote(this.target.serialLog)} && printf x`);
+        const out = await this.run(
+            `cannot read the serial log ${this.target.serialLog}`,
+            `cat -- ${shellQuote(this.target.serialLog)} && printf x`,
+        );
         return out.slice(0, -1);
     }
 
@@ -181,7 +203,8 @@ class SshSite implements VmSite {
             out = await this.run("serial log", `stat -c %s -- ${log} && tail -c ${SERIAL_LOG_TAIL_BYTES} -- ${log}`);
         } catch (err) {
             // A tail goes into other errors: it says the host is out of reach rather than throwing.
-            if (err instanceof HostUnreachableError || err instanceof HostAccessError) return `(the serial log cannot be read: ${err.message})`;
+            if (err instanceof HostUnreachableError || err instanceof HostAccessError)
+                return `(the serial log cannot be read: ${err.message})`;
             return "(no serial log)";
         }
         const nl = out.indexOf("\n");
@@ -190,11 +213,19 @@ class SshSite implements VmSite {
 
     async screendump(): Promise<Buffer> {
         // QEMU writes the dump on its own host, into a private directory made there; it comes back base64 (ssh carries text here).
-        const dir = (await this.run("cannot make a directory for the screendump", "umask 077 && mktemp -d /tmp/pq-screen-XXXXXXXX")).trim();
+        const dir = (
+            await this.run(
+                "cannot make a directory for the screendump",
+                "umask 077 && mktemp -d /tmp/pq-screen-XXXXXXXX",
+            )
+        ).trim();
         const ppm = `${dir}/screen.ppm`;
         try {
             await this.qmp("screendump", { filename: ppm, format: "ppm" }, 10_000);
-            return Buffer.from(await this.run("cannot read the screendump", `base64 -w0 -- ${shellQuote(ppm)}`), "base64");
+            return Buffer.from(
+                await this.run("cannot read the screendump", `base64 -w0 -- ${shellQuote(ppm)}`),
+                "base64",
+            );
         } finally {
             await this.run("cannot remove the screendump", `rm -rf -- ${shellQuote(dir)}`).catch(() => undefined);
         }

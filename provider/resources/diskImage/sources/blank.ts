@@ -11,7 +11,11 @@ export const blank: SourceKind<"blank", BlankSpec, BlankContent> = {
     schema: z
         .object({
             kind: z.literal("blank").meta({ description: "An empty image." }),
-            size: sizeSchema.meta({ description: 'Virtual size: bytes, or text with a suffix ("512M", "20G"; powers of 1024), whole 512-byte sectors.', accepts: ["number", "string"] }),
+            size: sizeSchema.meta({
+                description:
+                    'Virtual size: bytes, or text with a suffix ("512M", "20G"; powers of 1024), whole 512-byte sectors.',
+                accepts: ["number", "string"],
+            }),
             format: formatSchema("format").meta({ typeName: "ImageFormat", description: "The image's format." }),
         })
         .strict()

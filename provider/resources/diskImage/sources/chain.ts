@@ -27,7 +27,8 @@ export async function chainOf(file: string, format: ImageFormat | undefined, fie
     try {
         chain = await backingChain(file, { format });
     } catch (err) {
-        if (err instanceof QemuImgError) throw fieldError(field, `${field} ${file} cannot be opened as a disk image: ${err.stderr.trim()}`);
+        if (err instanceof QemuImgError)
+            throw fieldError(field, `${field} ${file} cannot be opened as a disk image: ${err.stderr.trim()}`);
         throw err;
     }
     const files = [file, ...backingFiles(chain)];

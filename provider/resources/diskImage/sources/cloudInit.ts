@@ -3,7 +3,12 @@
  * rest, rendered from the inputs (core/cloudInitSeed.ts) and written without root. Everything a
  * seed is made of is in its inputs: nothing is read.
  */
-import { cloudInitSchema, renderCloudInitSeed, seedSpecForHash, type CloudInitSourceSpec } from "../../../core/cloudInitSeed";
+import {
+    cloudInitSchema,
+    renderCloudInitSeed,
+    seedSpecForHash,
+    type CloudInitSourceSpec,
+} from "../../../core/cloudInitSeed";
 import { writeSeedImage } from "../../../host/images/seedImage";
 import type { SourceKind } from "./source";
 

@@ -22,7 +22,9 @@ export const file: SourceKind<"file", FileSpec, FileContent> = {
         .object({
             kind: z.literal("file").meta({ description: "A copy of an existing image file." }),
             path: hostFilePath("path").meta({ description: "Absolute path of the source image." }),
-            format: formatSchema("format").optional().meta({ typeName: "ImageFormat", description: "Its format; default detected from the file." }),
+            format: formatSchema("format")
+                .optional()
+                .meta({ typeName: "ImageFormat", description: "Its format; default detected from the file." }),
         })
         .strict()
         .meta({ typeName: "FileSource", description: "A copy of an existing image file." }),
@@ -48,5 +50,8 @@ export const file: SourceKind<"file", FileSpec, FileContent> = {
         return { content: { kind: "file", format, chain: below, ...digestByName(ctx.algorithm, own) } };
     },
     build: (spec, resolved, temp) =>
-        whileWorking((seconds) => `copying ${spec.path} into the image: ${seconds} s`, () => convertImage(spec.path, resolved.format, temp, resolved.format)),
+        whileWorking(
+            (seconds) => `copying ${spec.path} into the image: ${seconds} s`,
+            () => convertImage(spec.path, resolved.format, temp, resolved.format),
+        ),
 };

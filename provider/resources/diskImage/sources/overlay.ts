@@ -16,7 +16,13 @@ import type { BackingIdentityFrom } from "../state";
 import { backingFiles, chainOf, knownFormat } from "./chain";
 import { digestOf, fieldError, type Context, type SourceKind } from "./source";
 
-export type OverlaySpec = { kind: "overlay"; backing: string; backingFormat?: ImageFormat; sizeBytes?: number; backingInputHash?: string };
+export type OverlaySpec = {
+    kind: "overlay";
+    backing: string;
+    backingFormat?: ImageFormat;
+    sizeBytes?: number;
+    backingInputHash?: string;
+};
 export type OverlayContent = { kind: "overlay"; backingFormat: ImageFormat; backingIdentity: string };
 
 export const overlay: SourceKind<"overlay", OverlaySpec, OverlayContent> = {
@@ -24,9 +30,17 @@ export const overlay: SourceKind<"overlay", OverlaySpec, OverlayContent> = {
         .object({
             kind: z.literal("overlay").meta({ description: "A qcow2 overlay over another image." }),
             backing: hostFilePath("backing").meta({ description: "Absolute path of the backing image." }),
-            backingFormat: formatSchema("backingFormat").optional().meta({ typeName: "ImageFormat", description: "Format of the backing image; default detected by qemu-img." }),
-            size: sizeSchema.optional().meta({ description: "Virtual size; default the backing image's.", accepts: ["number", "string"] }),
-            backingInputHash: hexDigest.optional().meta({ description: "inputHash of the backing DiskImage, so that rebuilding it replaces the overlay; default none." }),
+            backingFormat: formatSchema("backingFormat").optional().meta({
+                typeName: "ImageFormat",
+                description: "Format of the backing image; default detected by qemu-img.",
+            }),
+            size: sizeSchema
+                .optional()
+                .meta({ description: "Virtual size; default the backing image's.", accepts: ["number", "string"] }),
+            backingInputHash: hexDigest.optional().meta({
+                description:
+                    "inputHash of the backing DiskImage, so that rebuilding it replaces the overlay; default none.",
+            }),
         })
         .strict()
         .meta({ typeName: "OverlaySource", description: "A qcow2 overlay over another image." }),
@@ -48,7 +62,11 @@ export const overlay: SourceKind<"overlay", OverlaySpec, OverlayContent> = {
         const backingFormat = knownFormat(chain[0].format, "source.backingFormat", spec.backing);
         if (target !== undefined) {
             const loop = [spec.backing, ...backingFiles(chain)].some((file) => path.resolve(file) === target);
-            if (loop) throw fieldError("source.backing", `source.backing ${spec.backing} is, or is backed by, the overlay's own path ${target}: the chain would loop`);
+            if (loop)
+                throw fieldError(
+                    "source.backing",
+                    `source.backing ${spec.backing} is, or is backed by, the overlay's own path ${target}: the chain would loop`,
+                );
         }
         if (spec.sizeBytes !== undefined && spec.sizeBytes < chain[0].virtualSize) {
             throw fieldError(
@@ -71,7 +89,11 @@ export const overlay: SourceKind<"overlay", OverlaySpec, OverlayContent> = {
  * in the sidecar we wrote when we made it, as long as the file is untouched since; else its
  * content, read once and then remembered by the stat cache.
  */
-async function backingIdentity(spec: OverlaySpec, stamp: FileStamp, ctx: Context): Promise<{ identity: string; identityFrom: BackingIdentityFrom }> {
+async function backingIdentity(
+    spec: OverlaySpec,
+    stamp: FileStamp,
+    ctx: Context,
+): Promise<{ identity: string; identityFrom: BackingIdentityFrom }> {
     if (spec.backingInputHash) return { identity: spec.backingInputHash, identityFrom: "input" };
     const record = await readSidecar(spec.backing);
     if (record && sameStamp(record.stamp, stamp)) return { identity: record.inputHash, identityFrom: "sidecar" };
