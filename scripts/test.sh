@@ -4,6 +4,9 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 
+# One formatter for the tree (prettier, .prettierrc.json): an unformatted file fails the run here, before the long tests.
+npx prettier --check . >/dev/null || { npx prettier --list-different .; echo "test: files above are not formatted; run: npx prettier --write ." >&2; exit 1; }
+
 report=$(mktemp)
 trap 'rm -f "$report"' EXIT
 set +e
