@@ -1,7 +1,7 @@
-import { open, readdir, stat } from "node:fs/promises";
+import { open, readdir, readFile, stat } from "node:fs/promises";
 import * as path from "node:path";
 import * as readline from "node:readline";
-import { AGENT_PORT_NAMES } from "../provider/core/qemuArgv";
+import { AGENT_PORT_NAMES, nameFromConfigText } from "../provider/core/qemuArgv";
 import { shellQuote } from "../provider/core/shellQuote";
 import { checkOurDaemon, identify, readCmdline, readPidfile } from "../provider/host/qemu/qemuProcess";
 import { QmpClient } from "../provider/host/qemu/qmp";
@@ -80,8 +80,7 @@ async function describeVm(id: string, vmDir: string): Promise<FoundVm> {
     if (!live.alive) return { ...base, running: false, reason: live.reason };
     // What QEMU runs is read from its command line, not from a file anyone could edit.
     const cmdline = (await readCmdline(identity.pid)) ?? [];
-    const at = cmdline.indexOf("-name");
-    const name = at >= 0 ? cmdline[at + 1]?.replace(/,,/g, ",") : undefined;
+    const name = await vmName(cmdline, f(VM_FILES.nameConfig));
     const agent = (Object.keys(AGENT_PORT_NAMES) as (keyof typeof AGENT_PORT_NAMES)[]).find((k) =>
         cmdline.some((a) => a.includes(`name=${AGENT_PORT_NAMES[k]}`)),
     );
@@ -94,6 +93,20 @@ async function describeVm(id: string, vmDir: string): Promise<FoundVm> {
         ...(name ? { name } : {}),
         ...(agent ? { agent } : {}),
     };
+}
+
+/**
+ * The name QEMU was given: `-name` on its command line, or (as the provider starts VMs, to keep
+ * a name out of `ps`) the owner-only config file it read with `-readconfig`, when that is the one
+ * in the VM's own directory.
+ */
+async function vmName(cmdline: string[], nameConfig: string): Promise<string | undefined> {
+    const at = cmdline.indexOf("-name");
+    if (at >= 0) return cmdline[at + 1]?.replace(/,,/g, ",");
+    const conf = cmdline.indexOf("-readconfig");
+    if (conf < 0 || cmdline[conf + 1] !== nameConfig) return undefined;
+    const text = await readFile(nameConfig, "utf8").catch(() => undefined);
+    return text === undefined ? undefined : nameFromConfigText(text);
 }
 
 /** One running VM by id or name; errors list what there is. */

@@ -178,6 +178,11 @@ export function nameConfigText(name: string): string {
     return `# Written by pulumi-qemu: the VM's name, kept off QEMU's command line.\n[name]\n  guest = "${name}"\n`;
 }
 
+/** The name nameConfigText wrote, read back (the debug command lists VMs by name); undefined if it holds none. */
+export function nameFromConfigText(text: string): string | undefined {
+    return /^\s*guest = "([^"]*)"\s*$/m.exec(text)?.[1];
+}
+
 /** Guests block on an empty entropy pool at boot without a hardware RNG. */
 function rngArgs(): string[] {
     return ["-object", "rng-random,filename=/dev/urandom,id=pq-rng", "-device", "virtio-rng-pci,rng=pq-rng"];

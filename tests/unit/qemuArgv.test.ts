@@ -1,4 +1,10 @@
-import { acceptedArgvHashes, buildQemuArgv, specArgvHash } from "../../provider/core/qemuArgv";
+import {
+    acceptedArgvHashes,
+    buildQemuArgv,
+    nameConfigText,
+    nameFromConfigText,
+    specArgvHash,
+} from "../../provider/core/qemuArgv";
 import { mountTag } from "../../provider/core/mountTag";
 import { parseVmSpec } from "../../provider/core/vmSpec";
 import { escapeOptionValue } from "../../provider/core/qemuOption";
@@ -200,4 +206,11 @@ describe("agent channel", () => {
     test("a wrong agent kind is refused naming the field", () => {
         expect(() => parseVmSpec({ agent: "ssh" })).toThrow(/vm\.agent.*"qga", "shell" or "none"/);
     });
+});
+
+test("a VM's name written to its config file reads back as written (the debug command finds VMs by it)", () => {
+    for (const name of ["web-1", "a,b", "name with spaces", "ünïcode"]) {
+        expect(nameFromConfigText(nameConfigText(name))).toBe(name);
+    }
+    expect(nameFromConfigText("[name]\n")).toBeUndefined();
 });
