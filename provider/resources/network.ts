@@ -156,8 +156,9 @@ async function checkHere(_olds: unknown, news: any): Promise<pulumi.dynamic.Chec
 /**
  * A change of name, subnet or stateDir makes a new network (a new switch); its VMs see a new id
  * and are replaced with it. `dhcp`, and a DHCP server that is not running (drift), are updated
- * in place. A state from before `dhcp` existed has no `dhcp` output: it counts as false, so such
- * a network is never replaced for it, only given its server by the next up.
+ * in place. A state from before `dhcp` existed has no `dhcp` output: such a network keeps running
+ * without a server until the program asks for one (`dhcp: true`), so a no-op up over a stack made
+ * before touches nothing (see wantsDhcp).
  */
 async function diffHere(_id: string, olds: NetworkOutputs, news: NetworkInputs): Promise<pulumi.dynamic.DiffResult> {
     // Empty or damaged state says so, as every other resource's diff does, instead of "no changes".
@@ -170,12 +171,21 @@ async function diffHere(_id: string, olds: NetworkOutputs, news: NetworkInputs):
     if ((next.stateDir ?? null) !== (olds.stateDir ?? null)) replaces.push("stateDir");
     // The old switch goes first: an explicit subnet would otherwise overlap its own predecessor.
     if (replaces.length) return { changes: true, replaces, deleteBeforeReplace: true };
-    const wantDhcp = next.dhcp ?? true;
+    const wantDhcp = wantsDhcp(next.dhcp, olds);
     if (wantDhcp !== (olds.dhcp ?? false)) return { changes: true, replaces: [] };
     // A dead server is repaired by up even without a refresh before it.
     if (wantDhcp && (olds.dhcpDrift !== undefined || (await dhcpProblem(olds)) !== undefined))
         return { changes: true, replaces: [] };
     return { changes: false };
+}
+
+/**
+ * Whether the network should run its DHCP/DNS server: as the program says; left out, yes — except
+ * for a network made before `dhcp` existed (its state has no `dhcp`), which stays as it was made,
+ * as a VM made before `onReboot` keeps its behaviour: an existing stack's no-op up changes nothing.
+ */
+function wantsDhcp(asked: boolean | undefined, olds: NetworkOutputs): boolean {
+    return asked ?? olds.dhcp !== undefined;
 }
 
 /** Why the network's DHCP server is not running as the state recorded it, or undefined when it is. */
@@ -221,7 +231,7 @@ async function updateHere(id: string, olds: NetworkOutputs, news: NetworkInputs)
     const rec = await readRecordAt(olds.networkDir);
     if (!rec || rec.id !== id)
         throw new Error(`network ${id} has no record in ${olds.networkDir}; run a refresh so that it is made again`);
-    const dhcp = await applyDhcp(rec, p.name ?? id, p.dhcp ?? true, olds.dhcpIdentity ?? rec.dhcp?.identity);
+    const dhcp = await applyDhcp(rec, p.name ?? id, wantsDhcp(p.dhcp, olds), olds.dhcpIdentity ?? rec.dhcp?.identity);
     const { dhcpDrift: _drift, dhcpIdentity: _old, dhcpServer: _server, ...rest } = olds;
     return { outs: withoutUndefined({ ...rest, ...dhcp }) };
 }

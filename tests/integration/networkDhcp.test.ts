@@ -71,14 +71,17 @@ test("a network runs its DHCP/DNS server by default; dhcp: false keeps a bare sw
     expect(existsSync(outs.networkDir)).toBe(false);
 });
 
-test("a network from before dhcp existed is not replaced: up gives it its server in place; dhcp: false takes it away", async () => {
+test("a network from before dhcp existed stays as it is until the program asks for dhcp: then it gets its server in place; dhcp: false takes it away", async () => {
     const stateDir = path.join(dir, "old");
     const { id, outs } = await createNet({ stateDir, dhcp: false });
     // The state such a network has: none of the new outputs.
     const { dhcp: _d, domain: _dom, ...oldState } = outs;
-    const d = await network.diff(id, oldState as NetworkOutputs, { stateDir });
+    // The same program as before (no dhcp): nothing to do, so an old stack's no-op up touches nothing.
+    expect(await network.diff(id, oldState as NetworkOutputs, { stateDir })).toEqual({ changes: false });
+    const d = await network.diff(id, oldState as NetworkOutputs, { stateDir, dhcp: true });
     expect(d).toEqual({ changes: true, replaces: [] });
-    const updated = (await network.update!(id, oldState as NetworkOutputs, { stateDir })).outs as NetworkOutputs;
+    const updated = (await network.update!(id, oldState as NetworkOutputs, { stateDir, dhcp: true }))
+        .outs as NetworkOutputs;
     made.push(updated);
     expect(updated).toMatchObject({ dhcp: true, pid: outs.pid, switchIdentity: outs.switchIdentity });
     expect(isRunning(updated.dhcpIdentity!.server.pid)).toBe(true);
