@@ -156,6 +156,8 @@ test("VM check names every network problem before anything starts", async () => 
                     { network: id, ipv4: "10.153.0.255" },
                     { network: id, ipv4: "10.153.0.0" },
                     { network: "nosuch-abc123" },
+                    // makeNet's network runs DHCP (the default): its server has the subnet's last host.
+                    { network: id, ipv4: "10.153.0.254" },
                 ],
             },
         },
@@ -170,6 +172,10 @@ test("VM check names every network problem before anything starts", async () => 
         {
             property: "vm.networks[3].network",
             reason: `there is no network nosuch-abc123 in the state directory ${stateDir}; give the VM the Network's id and the same stateDir as the Network`,
+        },
+        {
+            property: "vm.networks[4].ipv4",
+            reason: `10.153.0.254 is the address of network ${id}'s DHCP/DNS server (the subnet's last host); pin another, or leave ipv4 out`,
         },
     ]);
     // A network overlapping the user-mode network 10.0.2.0/24 is refused by the Network's own check now

@@ -14,7 +14,7 @@ import {
     type Subnet,
 } from "../../core/network";
 import type { NicPlan } from "../../core/qemuArgv";
-import { defaultHostNumber, serverHostNumber } from "../../core/dhcp";
+import { defaultHostNumber, serverAddress, serverHostNumber } from "../../core/dhcp";
 import { releaseDhcpLease, reloadDhcp, removeDhcpHost, writeDhcpHost } from "../../host/net/dhcpServer";
 import { mgmtPath, resetIdlePorts, withSwitchConsole } from "../../host/net/switchControl";
 import { InputError, type FieldProblem } from "../../core/validation";
@@ -101,6 +101,12 @@ async function findNetworks(
         if (nic.ipv4 !== undefined) {
             const why = addressProblem(subnet, nic.ipv4);
             if (why) problems.push({ property: `${field}.ipv4`, reason: why });
+            // The network's DHCP/DNS server answers there: a VM on it would break every VM's DHCP and DNS.
+            else if (record.dhcp && nic.ipv4 === serverAddress(subnet))
+                problems.push({
+                    property: `${field}.ipv4`,
+                    reason: `${nic.ipv4} is the address of network ${nic.network}'s DHCP/DNS server (the subnet's last host); pin another, or leave ipv4 out`,
+                });
         }
         if (spec.network === "user" && subnetsOverlap(subnet, USER_NET)) {
             problems.push({
