@@ -193,7 +193,7 @@ export interface VmSpecArgs {
     network?: "user" | "none";
     /** Private networks, one virtio-net NIC each beside the user-mode NIC; default none. */
     networks?: NetworkAttachmentArgs[];
-    /** Arguments appended to the QEMU command line, for options the spec has no field for. Options the provider manages and listeners off loopback are refused. */
+    /** Arguments appended to the QEMU command line, for options the spec has no field for. An allow-list, judged as QEMU would read them: options the provider manages, options it does not know, and anything that listens off loopback, reads another config or adds a monitor are refused (docs/security.md). */
     extraArgs?: string[];
     /** A command channel into the guest (a virtio-serial port whose host end is the `agentSocket` output): "shell" for guests running pulumi-qemu's shell-agent.sh, "qga" for guests with qemu-guest-agent, or "none". Default: `"none"`. */
     agent?: "qga" | "shell" | "none";

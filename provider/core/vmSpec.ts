@@ -232,7 +232,7 @@ export const vmSpecSchema = z
             .meta({ description: "Private networks, one virtio-net NIC each beside the user-mode NIC; default none." }),
         extraArgs: z.array(plainText("extraArgs item")).default([]).meta({
             description:
-                "Arguments appended to the QEMU command line, for options the spec has no field for. Options the provider manages and listeners off loopback are refused.",
+                "Arguments appended to the QEMU command line, for options the spec has no field for. An allow-list, judged as QEMU would read them: options the provider manages, options it does not know, and anything that listens off loopback, reads another config or adds a monitor are refused (docs/security.md).",
         }),
         /**
          * A command channel into the guest: a virtio-serial port whose host end is a unix socket in
@@ -369,7 +369,13 @@ export const vmSpecSchema = z
  * guest finds no clock to calibrate against (no kvmclock, PIT or HPET) and hangs early in boot:
  * measured with QEMU 7.2 and Debian's kernel. "auto" may turn out TCG, so KVM must be asked for.
  */
-function microvmProblems(spec: { machine: string; kernel?: string; accel: string; graphic: boolean }): string[] {
+function microvmProblems(spec: {
+    machine: string;
+    kernel?: string;
+    accel: string;
+    graphic: boolean;
+    firmware: string;
+}): string[] {
     if (spec.machine !== "microvm") return [];
     const problems: string[] = [];
     if (!spec.kernel)
@@ -381,6 +387,8 @@ function microvmProblems(spec: { machine: string; kernel?: string; accel: string
             `microvm needs accel "kvm" (got "${spec.accel}"): under TCG its guest finds no clock and hangs at boot; set accel "kvm" on a host with KVM, or use machine "q35"`,
         );
     if (spec.graphic) problems.push('microvm has no display device: drop graphic, or use machine "q35" or "pc"');
+    if (spec.firmware === "uefi")
+        problems.push('microvm has no flash for UEFI firmware: drop firmware "uefi", or use machine "q35" or "pc"');
     return problems;
 }
 

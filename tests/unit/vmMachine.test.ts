@@ -52,6 +52,9 @@ test("what microvm cannot do is refused, naming the field and the way out", () =
     expect(problems({ ...base, machine: "microvm", accel: "kvm", graphic: true })).toMatch(
         /vm\.machine: microvm has no display/,
     );
+    expect(problems({ ...base, machine: "microvm", accel: "kvm", firmware: "uefi" })).toMatch(
+        /vm\.machine: microvm has no flash for UEFI firmware/,
+    );
     expect(problems({ ...base, machine: "isapc" })).toMatch(/vm\.machine: machine must be "pc", "q35" or "microvm"/);
     expect(problems({ ...base, machine: "microvm", accel: "kvm" })).toBe("");
 });
