@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs";
 import { checkOurDaemon, parseProcStat } from "../provider/host/qemu/qemuProcess";
 import { siteOf, type VmSite } from "../provider/resources/virtualMachine/site";
-import { attach, MachineError, type MachineOutputs } from "./testing";
+import { attach, MachineError, type MachineOutputs } from "./machine";
 
 /**
  * Faults beyond a cut link, on one VM of a running fleet: each is made over QMP or with signals

@@ -1,7 +1,7 @@
 import { siteOf, type VmSite } from "../provider/resources/virtualMachine/site";
 import type { SnapshotInfo } from "../provider/host/qemu/snapshots";
 import { attachCommand } from "./debugCommand";
-import { attach, MachineError, type Machine, type MachineOutputs } from "./testing";
+import { attach, MachineError, type Machine, type MachineOutputs } from "./machine";
 
 /**
  * Fleet snapshots for tests: a set of running VMs saved and put back together, so that a test

@@ -34,7 +34,7 @@ import { serialTail } from "./ready";
  * agentSocket, serialLog, pidfile) are paths on that host; a far host's sockets are reached
  * through OpenSSH unix-socket forwards (`-L here.sock:there.sock` over the one master, into the
  * connection's private 0700 directory), its files and /proc read with commands run over it.
- * The test API (sdk/testing.ts) acts on a VM only through this, so the same checks run against
+ * The test API (sdk/machine.ts) acts on a VM only through this, so the same checks run against
  * local and remote VMs.
  */
 export interface VmSite extends VmProbe {
