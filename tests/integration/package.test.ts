@@ -22,9 +22,12 @@ import { startPlugin, type PluginClient } from "../engine/plugin";
  * (a cached guest kernel is 66 MB), or the provider grew a lot: look at the list this test prints
  * before raising it. Raised to 1.3 MB when the specs started describing themselves (generated SDK
  * types with doc comments, output declarations, the schema writer). Raised again when the guides (docs/*.md, which the shipped README links to)
- * and LICENSE were shipped: 1.16 MB had become about 1.3 MB.
+ * and LICENSE were shipped: 1.16 MB had become about 1.3 MB. Raised to 1.9 MB when URL images,
+ * UEFI, DHCP networks, fleet snapshots, faults and the debug command landed together: 1.71 MB in
+ * 288 files, of which the far host's runner bundle (every lifecycle, gzipped) is 340 KB, the
+ * guides and reference 200 KB, and the rest compiled JS and declarations — nothing that does not run.
  */
-const UNPACKED_BUDGET_BYTES = 1_450_000;
+const UNPACKED_BUDGET_BYTES = 1_900_000;
 
 interface PackFile {
     path: string;
