@@ -130,6 +130,60 @@ export function guestKernelArguments(opts: GuestOptions = {}): string[] {
 }
 
 /**
+ * A bare QEMU command line (no provider involved) that boots the test guest from `disk`, a qcow2
+ * file, with `share` as the 9p mount tag "pqshare" at /pq (its pq-init.sh runs at boot), the
+ * serial console in `log`, and no NIC: what the image tests use to see a guest read and write
+ * an image the provider made.
+ */
+export function bareGuestArgv(
+    guest: TestGuest,
+    opts: { name: string; log: string; disk: string; share: string },
+): string[] {
+    return [
+        "-accel",
+        "tcg",
+        "-m",
+        "256",
+        "-no-reboot",
+        "-display",
+        "none",
+        "-serial",
+        `file:${opts.log}`,
+        "-kernel",
+        guest.kernel,
+        "-initrd",
+        guest.initrd,
+        "-append",
+        guestKernelArguments({ name: opts.name, mounts: [{ tag: "pqshare", at: "/pq" }] }).join(" "),
+        "-drive",
+        `file=${opts.disk},format=qcow2,if=virtio`,
+        "-virtfs",
+        `local,path=${opts.share},security_model=none,mount_tag=pqshare`,
+        "-nic",
+        "none",
+    ];
+}
+
+/** Waits until the serial log holds `marker`, and fails when `qemu` exits first or the deadline passes. */
+export async function waitForSerial(
+    log: string,
+    marker: string,
+    timeoutMs: number,
+    qemu: { exitCode: number | null },
+): Promise<string> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+        const text = await readFile(log, "latin1").catch(() => "");
+        if (text.includes(marker)) return text;
+        if (qemu.exitCode !== null)
+            throw new Error(`QEMU exited (${qemu.exitCode}) before ${marker}\n${text.slice(-3000)}`);
+        if (Date.now() > deadline)
+            throw new Error(`no ${marker} on the serial console within ${timeoutMs} ms\n${text.slice(-3000)}`);
+        await new Promise((r) => setTimeout(r, 200));
+    }
+}
+
+/**
  * The modules to load, each after everything it depends on. `modulesDep` is the text of
  * modules.dep; names compare with "-" and "_" as equals, as the kernel does.
  */

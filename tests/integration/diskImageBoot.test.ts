@@ -4,7 +4,7 @@ import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises"
 import * as os from "node:os";
 import * as path from "node:path";
 import { createDiskImage, readImage, removeImage, type DiskImageOutputs } from "../../provider/resources/diskImage";
-import { ensureTestGuest, guestKernelArguments } from "../guest/testGuest";
+import { bareGuestArgv, ensureTestGuest, waitForSerial } from "../guest/testGuest";
 
 /**
  * A guest boots an overlay on a directory-built ext4 base as its virtio disk, reads the base's
@@ -34,19 +34,6 @@ async function sha256(file: string): Promise<string> {
     return createHash("sha256")
         .update(await readFile(file))
         .digest("hex");
-}
-
-async function waitForSerial(log: string, marker: string, timeoutMs: number): Promise<string> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-        const text = await readFile(log, "latin1").catch(() => "");
-        if (text.includes(marker)) return text;
-        if (qemu?.exitCode !== null && qemu?.exitCode !== undefined)
-            throw new Error(`QEMU exited (${qemu.exitCode}) before ${marker}\n${text.slice(-3000)}`);
-        if (Date.now() > deadline)
-            throw new Error(`no ${marker} on the serial console within ${timeoutMs} ms\n${text.slice(-3000)}`);
-        await new Promise((r) => setTimeout(r, 200));
-    }
 }
 
 test("a guest writes through an overlay: the base is unchanged and the overlay grows", async () => {
@@ -80,33 +67,10 @@ test("a guest writes through an overlay: the base is unchanged and the overlay g
         ].join("\n"),
     );
     const log = path.join(work, "serial.log");
-    const append = [...guestKernelArguments({ name: "disk", mounts: [{ tag: "pqshare", at: "/pq" }] })].join(" ");
-    const argv = [
-        "-accel",
-        "tcg",
-        "-m",
-        "256",
-        "-no-reboot",
-        "-display",
-        "none",
-        "-serial",
-        `file:${log}`,
-        "-kernel",
-        guest.kernel,
-        "-initrd",
-        guest.initrd,
-        "-append",
-        append,
-        "-drive",
-        `file=${overlay.path},format=qcow2,if=virtio`,
-        "-virtfs",
-        `local,path=${share},security_model=none,mount_tag=pqshare`,
-        "-nic",
-        "none",
-    ];
+    const argv = bareGuestArgv(guest, { name: "disk", log, disk: overlay.path, share });
     qemu = execa("qemu-system-x86_64", argv, { stdin: "ignore", reject: false });
     const t0 = Date.now();
-    const serial = await waitForSerial(log, DONE, 240_000);
+    const serial = await waitForSerial(log, DONE, 240_000, qemu);
     console.log(
         `guest wrote ${WRITE_MIB} MiB through the overlay ${((Date.now() - t0) / 1000).toFixed(1)} s after QEMU started`,
     );

@@ -12,7 +12,7 @@ import {
     removeImage,
     type DiskImageOutputs,
 } from "../../provider/resources/diskImage";
-import { ensureTestGuest, guestKernelArguments } from "../guest/testGuest";
+import { bareGuestArgv, ensureTestGuest, waitForSerial } from "../guest/testGuest";
 import { fileDigest, sameBytes, startImageServer, writeSums, type ImageServer } from "../support/imageServer";
 
 /**
@@ -291,42 +291,10 @@ test("a guest boots with an overlay over a URL image (xz-compressed, SHA512SUMS)
         ].join("\n"),
     );
     const log = path.join(work, "serial.log");
-    const append = guestKernelArguments({ name: "url", mounts: [{ tag: "pqshare", at: "/pq" }] }).join(" ");
-    const argv = [
-        "-accel",
-        "tcg",
-        "-m",
-        "256",
-        "-no-reboot",
-        "-display",
-        "none",
-        "-serial",
-        `file:${log}`,
-        "-kernel",
-        guest.kernel,
-        "-initrd",
-        guest.initrd,
-        "-append",
-        append,
-    ];
-    argv.push(
-        "-drive",
-        `file=${overlay.path},format=qcow2,if=virtio`,
-        "-virtfs",
-        `local,path=${share},security_model=none,mount_tag=pqshare`,
-        "-nic",
-        "none",
-    );
+    const argv = bareGuestArgv(guest, { name: "url", log, disk: overlay.path, share });
     const qemu = execa("qemu-system-x86_64", argv, { stdin: "ignore", reject: false });
     try {
-        const deadline = Date.now() + 240_000;
-        let serial = "";
-        while (!serial.includes("PQ-URL-DONE")) {
-            if (Date.now() > deadline || qemu.exitCode !== null)
-                throw new Error(`no PQ-URL-DONE on the serial console\n${serial.slice(-3000)}`);
-            await new Promise((r) => setTimeout(r, 250));
-            serial = await readFile(log, "latin1").catch(() => "");
-        }
+        const serial = await waitForSerial(log, "PQ-URL-DONE", 240_000, qemu);
         expect(serial).toContain("hello from a downloaded image");
     } finally {
         qemu.kill("SIGKILL");
