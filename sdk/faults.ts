@@ -1,5 +1,6 @@
 import { readFileSync } from "node:fs";
 import { checkOurDaemon, parseProcStat } from "../provider/host/qemu/qemuProcess";
+import { shellQuote } from "../provider/core/shellQuote";
 import { siteOf, type VmSite } from "../provider/resources/virtualMachine/site";
 import { attach, MachineError, type MachineOutputs } from "./machine";
 
@@ -46,6 +47,24 @@ export interface Faults {
      * still read from there.
      */
     failingDisk(disk: DiskRef, which?: { reads?: boolean; writes?: boolean }): Promise<Fault>;
+    /**
+     * The host's disk under this VM disk is full: the next write that reaches it gets ENOSPC (a
+     * blkdebug filter under the disk's format layer, as for `failingDisk`), and QEMU does what it
+     * does by default when the disk under a VM fills up: it pauses the VM (QMP status
+     * "io-error", the disk's io-status "nospace", a BLOCK_IO_ERROR event) with the write kept.
+     * The guest sees nothing, it just stops, its clock with it; reads before that write work.
+     * `undo` is space freed: the filter goes, QEMU continues the VM and retries the write, which
+     * succeeds, so nothing is lost and the guest runs on (its clock behind by the pause).
+     */
+    fullDisk(disk: DiskRef): Promise<Fault>;
+    /**
+     * The guest's own file system that holds `guestPath` filled up, over its agent: a file of
+     * all its free space is allocated (fallocate, then zeros until ENOSPC), leaving
+     * `leaveBytes` free (default 0). Programs in the guest get ENOSPC ("No space left on
+     * device") from write(2), root's reserved blocks included, and `df` shows it full. `undo`
+     * deletes the file. Needs an agent.
+     */
+    fillFileSystem(guestPath: string, opts?: { leaveBytes?: number }): Promise<Fault>;
     /** The guest's clock set `seconds` away from the host's (over its agent); undo sets it right. */
     clockSkew(seconds: number): Promise<Fault>;
     /**
@@ -56,7 +75,8 @@ export interface Faults {
     powerCut(): Promise<Fault>;
     /**
      * CPU starvation without cgroups: QEMU is stopped and continued (SIGSTOP/SIGCONT) in a duty
-     * cycle, `share` of every `periodMs` running (default 0.25 of 100 ms). The guest's clock
+     * cycle, `share` of every `periodMs` running (default 0.25 of 100 ms); a running phase that
+     * overran (our timers late on a busy host) is made up by a longer stop, so the share holds. The guest's clock
      * runs on while it gets no CPU: it sees time pass in jumps, and work takes 1/share as long
      * in wall time. VMs on this machine only.
      */
@@ -67,7 +87,8 @@ export interface Faults {
     undoAll(): Promise<void>;
 }
 
-const VIRTIO_EIO = 5;
+const EIO = 5;
+const ENOSPC = 28;
 
 /** Faults on the VM with these outputs (a VirtualMachine's outputs). */
 export function faults(outputs: MachineOutputs): Faults {
@@ -148,10 +169,41 @@ export function faults(outputs: MachineOutputs): Faults {
             return insertErrors(
                 d,
                 iotypes,
-                VIRTIO_EIO,
+                EIO,
+                false,
                 `failing disk ${d.device} (${d.file}): ${iotypes.filter((t) => t !== "write-zeroes").join(" and ")} get EIO`,
                 async () => undefined,
             );
+        },
+
+        async fullDisk(disk) {
+            const d = await findDisk(site, outputs, disk);
+            return insertErrors(
+                d,
+                ["write", "write-zeroes"],
+                ENOSPC,
+                true,
+                `full disk under ${d.device} (${d.file}): the next write gets ENOSPC and QEMU pauses the VM`,
+                async () => {
+                    // Space is back: the VM paused on the write (and only such a pause) goes on,
+                    // and QEMU retries the write it kept.
+                    const st = (await qmp("query-status")) as { status: string };
+                    if (st.status === "io-error") await qmp("cont");
+                },
+            );
+        },
+
+        async fillFileSystem(guestPath, opts = {}) {
+            const leave = opts.leaveBytes ?? 0;
+            if (!Number.isInteger(leave) || leave < 0)
+                throw new Error(`fillFileSystem: leaveBytes must be a whole number of bytes ≥ 0, got ${leave}`);
+            if (!guestPath.startsWith("/"))
+                throw new Error(`fillFileSystem: guestPath must be an absolute path in the guest, got ${guestPath}`);
+            const file = `${guestPath.replace(/\/+$/, "")}/.pulumi-qemu-fill.${process.pid}.${Date.now()}`;
+            await machine.succeed(fillScript(guestPath, file, leave), { timeoutSeconds: 600 });
+            return track(`file system of ${guestPath} filled (${file})`, async () => {
+                await machine.succeed(`rm -f ${shellQuote(file)} ${shellQuote(file + ".rest")}; sync`);
+            });
         },
 
         async clockSkew(seconds) {
@@ -195,14 +247,27 @@ export function faults(outputs: MachineOutputs): Faults {
             const release = holdStopped(pid);
             let stopped = false;
             let timer: NodeJS.Timeout | undefined;
+            // Time spent in each phase so far. On a busy host our timers fire late, which
+            // stretches whichever phase is on; the next stop is lengthened to make up for an
+            // overrun, so the share holds over the run and not just on an idle machine.
+            let ran = 0;
+            let held = 0;
+            let since = Date.now();
             const step = () => {
                 try {
                     process.kill(pid, stopped ? "SIGCONT" : "SIGSTOP");
                 } catch {
                     return; // QEMU is gone: nothing left to starve
                 }
+                const now = Date.now();
+                if (stopped) held += now - since;
+                else ran += now - since;
+                since = now;
                 stopped = !stopped;
-                timer = setTimeout(step, stopped ? (1 - share) * periodMs : share * periodMs);
+                const next = stopped
+                    ? Math.max((1 - share) * periodMs, (ran * (1 - share)) / share - held)
+                    : share * periodMs;
+                timer = setTimeout(step, next);
                 timer.unref();
             };
             step();
@@ -228,7 +293,7 @@ export function faults(outputs: MachineOutputs): Faults {
     };
 
     /**
-     * Puts a blkdebug node that fails `iotypes` with `errno` between the disk's format layer and
+     * Puts a blkdebug node that fails `iotypes` with `errno` (only the first time if `once`) between the disk's format layer and
      * its file (blockdev-reopen of the format node with a new `file`), and takes it out again on
      * undo. It needs the node names the provider gives each disk at launch (pq-disk<N> and
      * pq-disk<N>-file): QEMU refuses to reopen nodes with generated names.
@@ -237,6 +302,7 @@ export function faults(outputs: MachineOutputs): Faults {
         d: DiskNode,
         iotypes: string[],
         errno: number,
+        once: boolean,
         description: string,
         afterUndo: () => Promise<void>,
     ): Promise<Fault> {
@@ -250,12 +316,17 @@ export function faults(outputs: MachineOutputs): Faults {
             );
         }
         const filter = `pq-fault-${d.node}`;
-        if (names.includes(filter)) throw new Error(`disk ${d.file} already has a failing-disk fault; undo it first`);
+        if (names.includes(filter))
+            // (d.file is QEMU's json: description of the filter by now: the device names it.)
+            throw new Error(`disk ${d.device} already has a failing-disk or full-disk fault; undo it first`);
         await qmp("blockdev-add", {
             driver: "blkdebug",
             "node-name": filter,
             image: fileNode,
-            "inject-error": iotypes.map((iotype) => ({ event: "none", iotype, errno })),
+            // `once` for a full disk: the VM pauses on the first ENOSPC, and a rule that kept
+            // failing would fail the flush that taking the filter out does (qcow2 writes back
+            // metadata it holds), so undo could never succeed.
+            "inject-error": iotypes.map((iotype) => ({ event: "none", iotype, errno, once })),
         });
         const reopen = (file: string) =>
             qmp("blockdev-reopen", {
@@ -380,4 +451,31 @@ function procStartTime(pid: number): string | undefined {
     } catch {
         return undefined;
     }
+}
+
+/**
+ * The guest script that fills the file system holding `file`: fallocate of what df says is
+ * available (fast where the file system has it), then zeros until ENOSPC, since root may also
+ * write the blocks ext4 keeps in reserve; then `leave` bytes given back by shortening the file.
+ * Busybox and coreutils alike: df -P, dd, stat -c, truncate -s.
+ */
+function fillScript(dir: string, file: string, leave: number): string {
+    const f = shellQuote(file);
+    const rest = shellQuote(file + ".rest");
+    return [
+        `set -e`,
+        `avail=$(df -P -k ${shellQuote(dir)} | awk 'NR==2 {print $4}')`,
+        `fallocate -l $((avail * 1024)) ${f} 2>/dev/null || : > ${f}`,
+        `dd if=/dev/zero of=${rest} bs=64k 2>/dev/null || true`,
+        `dd if=/dev/zero bs=4k 2>/dev/null >> ${rest} || true`,
+        `dd if=/dev/zero bs=512 2>/dev/null >> ${rest} || true`,
+        `sync`,
+        ...(leave > 0
+            ? [
+                  `size=$(stat -c %s ${f}); rsize=$(stat -c %s ${rest})`,
+                  `if [ "$rsize" -ge ${leave} ]; then truncate -s $((rsize - ${leave})) ${rest}; else : > ${rest}; truncate -s $((size - (${leave} - rsize))) ${f}; fi`,
+                  `sync`,
+              ]
+            : []),
+    ].join("\n");
 }

@@ -15,7 +15,7 @@ import { isRunning, processesMentioning } from "../support/process";
 /**
  * Faults beyond a link, each on a real busybox guest, each seen by the guest as documented
  * (docs/fleet-testing.md) and each undone: freeze (its clock jumps), pause (its clock stands
- * still), a slow disk, a failing disk (EIO), clock skew, a power cut and power on (the same QEMU), CPU starvation; and
+ * still), a slow disk, a failing disk (EIO), a full host disk (the VM pauses), a full guest file system, clock skew, a power cut and power on (the same QEMU), CPU starvation; and
  * deleting a VM with faults still on it works and leaves nothing.
  */
 
@@ -148,7 +148,9 @@ test("failing disk: reads and writes get EIO in the guest, which logs I/O errors
     const write = await m.fail("dd if=/dev/zero of=/dev/vda bs=4k count=1 seek=100 conv=fsync 2>&1");
     expect(write.stdout).toMatch(/I\/O error|Input\/output error/);
     expect(await m.succeed("dmesg | tail -20")).toMatch(/I\/O error/);
-    await expect(f.failingDisk(0)).rejects.toThrow(/already has a failing-disk fault; undo it first/);
+    await expect(f.failingDisk(0)).rejects.toThrow(
+        /^disk virtio\d already has a failing-disk or full-disk fault; undo it first$/,
+    );
     await fault.undo();
     expect(
         await m.succeed("echo 3 > /proc/sys/vm/drop_caches; dd if=/dev/vda bs=512 count=1 2>/dev/null | head -c 4"),
@@ -162,6 +164,75 @@ test("failing disk: reads and writes get EIO in the guest, which logs I/O errors
     ).toBe("GOOD");
     await m.fail("dd if=/dev/zero of=/dev/vda bs=4k count=1 seek=100 conv=fsync 2>/dev/null");
     await w.undo();
+}, 300_000);
+
+test("full disk: the next write pauses the VM (io-error, nospace); undo continues it and the write lands", async () => {
+    const f = faultsOn(outs);
+    await setGuestClock(m);
+    const fault = await f.fullDisk(0);
+    expect(fault.description).toMatch(
+        /^full disk under virtio\d .*: the next write gets ENOSPC and QEMU pauses the VM$/,
+    );
+    await expect(f.failingDisk(0)).rejects.toThrow(/already has a failing-disk or full-disk fault/);
+    // Until something writes, the guest runs on and reads work.
+    expect(await status(outs)).toBe("running");
+    await m.succeed("echo 3 > /proc/sys/vm/drop_caches; dd if=/dev/vda of=/dev/null bs=4k count=8 2>/dev/null");
+    const write = m.execute("printf FULLDISK | dd of=/dev/vda bs=512 seek=3000 conv=sync,fsync 2>&1", {
+        timeoutSeconds: 180,
+    });
+    const until = Date.now() + 60_000;
+    while ((await status(outs)) !== "io-error") {
+        if (Date.now() > until) throw new Error("the VM did not pause on the full disk within 60 s");
+        await sleep(200);
+    }
+    const block = (await qmpOnce(outs.qmpSocket, "query-block")) as { "io-status"?: string }[];
+    expect(block[0]["io-status"]).toBe("nospace");
+    // It stays paused: nothing gives the space back but undo.
+    await sleep(3000);
+    expect(await status(outs)).toBe("io-error");
+    await fault.undo();
+    expect(await status(outs)).toBe("running");
+    const done = await write;
+    expect(done.exitCode).toBe(0);
+    expect(
+        await m.succeed(
+            "echo 3 > /proc/sys/vm/drop_caches; dd if=/dev/vda bs=512 skip=3000 count=1 2>/dev/null | head -c 8",
+        ),
+    ).toBe("FULLDISK");
+    expect(((await qmpOnce(outs.qmpSocket, "query-block")) as { "io-status"?: string }[])[0]["io-status"]).toBe("ok");
+    expect(f.active()).toEqual([]);
+    // Its clock stood still while paused.
+    await setGuestClock(m);
+}, 300_000);
+
+test("fill a file system: writes get ENOSPC, root's reserve included, df says full; undo frees it", async () => {
+    const f = faultsOn(outs);
+    // An 8 MiB ext2 file system (the first 8 MiB of the disk) with 5 % reserved for root (busybox mke2fs).
+    await m.succeed(
+        "mkdir -p /mnt/fill && mke2fs -q -F -m 5 /dev/vda 8192 >/dev/null && mount -t ext2 /dev/vda /mnt/fill && echo keep > /mnt/fill/keep",
+        { timeoutSeconds: 120 },
+    );
+    try {
+        const fault = await f.fillFileSystem("/mnt/fill");
+        expect(fault.description).toMatch(/^file system of \/mnt\/fill filled/);
+        const w = await m.fail("dd if=/dev/zero of=/mnt/fill/new bs=4k count=1 conv=fsync 2>&1");
+        expect(w.stdout).toMatch(/No space left on device/);
+        expect((await m.succeed("df -P -k /mnt/fill | awk 'NR==2 {print $4}'")).trim()).toBe("0");
+        expect(await m.succeed("cat /mnt/fill/keep")).toBe("keep\n");
+        await fault.undo();
+        await m.succeed("dd if=/dev/zero of=/mnt/fill/new bs=4k count=64 conv=fsync 2>/dev/null; rm /mnt/fill/new");
+        expect(await m.succeed("ls -A /mnt/fill")).not.toMatch(/pulumi-qemu-fill/);
+
+        // Almost full: leaveBytes stay free (128 KiB fit), and not much more (256 KiB more do not).
+        const almost = await f.fillFileSystem("/mnt/fill/", { leaveBytes: 256 * 1024 });
+        await m.succeed("dd if=/dev/zero of=/mnt/fill/a bs=64k count=2 conv=fsync 2>/dev/null");
+        await m.fail("dd if=/dev/zero of=/mnt/fill/b bs=64k count=4 conv=fsync 2>/dev/null");
+        await almost.undo();
+    } finally {
+        await m.succeed("umount /mnt/fill");
+    }
+    await expect(f.fillFileSystem("relative")).rejects.toThrow(/guestPath must be an absolute path/);
+    await expect(f.fillFileSystem("/mnt", { leaveBytes: -1 })).rejects.toThrow(/leaveBytes must be a whole number/);
 }, 300_000);
 
 test("clock skew: the guest's clock an hour ahead, then right again", async () => {
