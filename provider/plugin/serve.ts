@@ -4,6 +4,7 @@ import { RESOURCES, resourceOfToken, tokenOf } from "../resources/registry";
 import { commandLineSecretProblems } from "./commandLineSecrets";
 import { resourceSink } from "./engineLog";
 import { servingConfig } from "./providerConfig";
+import { honourRequestTimeouts } from "./requestTimeouts";
 import { ownPackageJson, packageSchema } from "./schema";
 import { containsSecrets, makeSecret, protectOutputs, secretTexts, stripSecrets, type Props } from "./secrets";
 
@@ -160,6 +161,7 @@ export function serve(args: string[]): Promise<void> {
     const { main } = require("@pulumi/pulumi/provider") as typeof provider;
     const { parseArgs } = require("@pulumi/pulumi/provider/internals");
     servingConfig();
+    honourRequestTimeouts();
     return main(qemuProvider(packageVersion(), parseArgs(args)?.engineAddress), args);
 }
 

@@ -6,6 +6,7 @@ import * as resrpc from "@pulumi/pulumi/proto/resource_grpc_pb";
 import * as resproto from "@pulumi/pulumi/proto/resource_pb";
 import { Empty } from "google-protobuf/google/protobuf/empty_pb";
 import { Struct } from "google-protobuf/google/protobuf/struct_pb";
+import { parseTimeout } from "../../provider/host/callDeadline";
 import { startEngineServer, type EngineServer, type LogEntry } from "./engineServer";
 import { grpcError, listenOnFreePort, shutdownServer } from "./grpc";
 import { startDynamicPlugin, type PluginClient } from "./plugin";
@@ -199,7 +200,11 @@ async function deploy(opts: ProjectOptions, dryRun: boolean): Promise<RunSummary
                     entry.outputs = entry.inputs;
                     return;
                 }
-                const made = await client.create(entry.urn, forProvider(acceptSecrets, entry.inputs));
+                // The engine sends customTimeouts.create as the request's timeout, in seconds.
+                const timeoutSeconds = parseTimeout(req.getCustomtimeouts()?.getCreate(), "customTimeouts.create");
+                const made = await client.create(entry.urn, forProvider(acceptSecrets, entry.inputs), {
+                    timeoutSeconds,
+                });
                 entry.id = made.id;
                 entry.outputs = fromProvider(acceptSecrets, made.properties, entry.inputs);
             };

@@ -43,7 +43,12 @@ export interface PluginClient {
     checkConfig(urn: string, olds: Props, news: Props): Promise<CheckResult>;
     diffConfig(urn: string, olds: Props, news: Props): Promise<DiffResult>;
     diff(id: string, urn: string, olds: Props, news: Props, oldInputs?: Props): Promise<DiffResult>;
-    create(urn: string, properties: Props, opts?: { preview?: boolean }): Promise<{ id: string; properties: Props }>;
+    /** `timeoutSeconds`: the request's timeout, as the engine sets it from customTimeouts. */
+    create(
+        urn: string,
+        properties: Props,
+        opts?: { preview?: boolean; timeoutSeconds?: number },
+    ): Promise<{ id: string; properties: Props }>;
     read(
         id: string,
         urn: string,
@@ -204,6 +209,7 @@ export async function startPlugin(
                 .setUrn(urn)
                 .setProperties(toStruct(properties))
                 .setPreview(!!createOpts.preview)
+                .setTimeout(createOpts.timeoutSeconds ?? 0)
                 .setName(nameOf(urn))
                 .setType(typeOf(urn));
             const res = await call<provproto.CreateRequest, provproto.CreateResponse>("create", req);

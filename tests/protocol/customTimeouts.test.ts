@@ -4,12 +4,14 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { assertBuilt } from "../engine/driver";
 import { destroy, loadState, up, type ProjectOptions } from "../engine/miniEngine";
+import { startQemuPlugin } from "../engine/plugin";
 import { linkPackages } from "../engine/program";
 import { ensureTestGuest, guestKernelArguments, READY_MARKER } from "../guest/testGuest";
 
 /**
- * customTimeouts on the dynamic path (the npm package's classes), through the mini engine and
- * the real dynamic-provider plugin: a VM whose readiness never comes fails at its
+ * customTimeouts on the dynamic path (the npm package's classes, through the real
+ * dynamic-provider plugin) and on the plugin path (the package's own provider plugin), through the
+ * mini engine: a VM whose readiness never comes fails at its
  * `customTimeouts.create` instead of the readiness default (120 s), says which limit it hit, and
  * leaves nothing behind — no QEMU, no VM directory, nothing in the stack's state; with a generous
  * one the VM comes up as usual. (That a default wait follows a longer customTimeouts is in
@@ -20,10 +22,15 @@ const PROGRAM = `
 const pulumi = require("@pulumi/pulumi");
 const qemu = require("pulumi-qemu");
 const cfg = new pulumi.Config();
-const vm = new qemu.VirtualMachine("slow", {
+const args = {
     vm: { name: "timeouts", accel: "tcg", kernel: cfg.require("kernel"), initrd: cfg.require("initrd"), kernelArguments: cfg.requireObject("kernelArguments") },
     ready: { serialPattern: cfg.require("ready") },
-}, { customTimeouts: { create: cfg.require("createTimeout") } });
+};
+const options = { customTimeouts: { create: cfg.require("createTimeout") } };
+// The npm package's dynamic class, or the plugin's token as a generated SDK declares it.
+const vm = cfg.getBoolean("plugin") === true
+    ? new pulumi.CustomResource("qemu:index:VirtualMachine", "slow", { pid: undefined, ...args }, options)
+    : new qemu.VirtualMachine("slow", args, options);
 exports.pid = vm.pid;
 `;
 
@@ -48,6 +55,10 @@ beforeAll(async () => {
         stack: "test",
         statePath: path.join(work, "state.json"),
         env: { PULUMI_QEMU_STATE_DIR: stateDir },
+        // The plugin runs with the program's environment, as the engine starts it.
+        plugins: {
+            qemu: (engineAddress) => startQemuPlugin(engineAddress, { env: { PULUMI_QEMU_STATE_DIR: stateDir } }),
+        },
         config: {
             kernel: guest.kernel,
             initrd: guest.initrd,
@@ -77,28 +88,36 @@ function qemusOfThisTest(): number[] {
     return pids;
 }
 
-test("a create past customTimeouts.create fails naming it, well before the readiness default, and leaves nothing", async () => {
-    const t0 = Date.now();
-    const err = await up({
-        ...opts,
-        config: { ...opts.config, ready: "a line this guest never prints", createTimeout: "8s" },
-    }).catch((e: Error) => e);
-    const seconds = (Date.now() - t0) / 1000;
-    expect(err).toBeInstanceOf(Error);
-    expect((err as Error).message).toMatch(/customTimeouts\.create \(8 s\)/);
-    // The readiness default is 120 s; the program and plugins start in a few seconds.
-    expect(seconds).toBeLessThan(60);
-    expect(qemusOfThisTest()).toEqual([]);
-    const vms = path.join(stateDir, "vms");
-    expect(existsSync(vms) ? readdirSync(vms) : []).toEqual([]);
-    expect((await loadState(opts.statePath)).resources.filter((r) => r.type.includes("VirtualMachine"))).toEqual([]);
-}, 180_000);
+// The dynamic path gets customTimeouts as an input its classes add; the plugin as the timeout of
+// the engine's Create request (which @pulumi/pulumi's provider server drops: plugin/requestTimeouts.ts).
+describe.each(["dynamic", "plugin"])("through the %s provider", (kind) => {
+    const plugin = kind === "plugin";
 
-test("with a generous customTimeouts.create the VM comes up as usual, and destroy stops it", async () => {
-    const r = await up({ ...opts, config: { ...opts.config, ready: READY_MARKER, createTimeout: "10m" } });
-    expect(r.counts.create).toBe(1);
-    const pid = Number(r.outputs.pid);
-    expect(qemusOfThisTest()).toEqual([pid]);
-    await destroy(opts);
-    expect(qemusOfThisTest()).toEqual([]);
-}, 300_000);
+    test("a create past customTimeouts.create fails naming it, well before the readiness default, and leaves nothing", async () => {
+        const t0 = Date.now();
+        const err = await up({
+            ...opts,
+            config: { ...opts.config, plugin, ready: "a line this guest never prints", createTimeout: "8s" },
+        }).catch((e: Error) => e);
+        const seconds = (Date.now() - t0) / 1000;
+        expect(err).toBeInstanceOf(Error);
+        expect((err as Error).message).toMatch(/customTimeouts\.create \(8 s\)/);
+        // The readiness default is 120 s; the program and plugins start in a few seconds.
+        expect(seconds).toBeLessThan(60);
+        expect(qemusOfThisTest()).toEqual([]);
+        const vms = path.join(stateDir, "vms");
+        expect(existsSync(vms) ? readdirSync(vms) : []).toEqual([]);
+        expect((await loadState(opts.statePath)).resources.filter((r) => r.type.includes("VirtualMachine"))).toEqual(
+            [],
+        );
+    }, 180_000);
+
+    test("with a generous customTimeouts.create the VM comes up as usual, and destroy stops it", async () => {
+        const r = await up({ ...opts, config: { ...opts.config, plugin, ready: READY_MARKER, createTimeout: "10m" } });
+        expect(r.counts.create).toBe(1);
+        const pid = Number(r.outputs.pid);
+        expect(qemusOfThisTest()).toEqual([pid]);
+        await destroy(opts);
+        expect(qemusOfThisTest()).toEqual([]);
+    }, 300_000);
+});
