@@ -3,7 +3,7 @@ import { createDiskImage, removeImage } from "../provider/resources/diskImage";
 import type { DiskImageOutputs } from "../provider/resources/diskImage";
 import * as virtualMachine from "../provider/resources/virtualMachine";
 import type { VirtualMachineOutputs } from "../provider/resources/virtualMachine";
-import { debianVm, ensureDebianGuest } from "../tests/guest/debianGuest";
+import { debianOverlay, debianVm, ensureDebianGuest } from "../tests/guest/debianGuest";
 import { ensureTestGuest, guestKernelArguments, READY_MARKER } from "../tests/guest/testGuest";
 import { fmtMs, fmtRatio, timed, withTempDir, type BenchResult, type Row } from "./common";
 
@@ -24,15 +24,7 @@ export async function runDebianBoot(): Promise<BenchResult> {
         const images: DiskImageOutputs[] = [];
         const vms: VirtualMachineOutputs[] = [];
         try {
-            const overlay = await createDiskImage({
-                stateDir,
-                source: {
-                    kind: "overlay",
-                    backing: guest.image,
-                    backingFormat: "raw",
-                    backingInputHash: guest.inputHash,
-                },
-            });
+            const overlay = await debianOverlay(guest, stateDir);
             images.push(overlay);
             const seed = await timed(() =>
                 createDiskImage({

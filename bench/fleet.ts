@@ -6,7 +6,8 @@ import * as virtualMachine from "../provider/resources/virtualMachine";
 import type { VirtualMachineOutputs } from "../provider/resources/virtualMachine";
 import { fleet } from "../sdk/testing";
 import { ensureTestGuest, guestKernelArguments } from "../tests/guest/testGuest";
-import { fmtMs, fmtRatio, median, timed, verdict, withTempDir, type BenchResult, type Row } from "./common";
+import { timed, withTempDir, type BenchResult, type Row } from "./common";
+import { measureFleetRestores } from "./fleetRestores";
 
 /**
  * Benchmark: resetting a whole fleet. For 4 and for 8 busybox VMs on one private Network, each
@@ -61,37 +62,17 @@ export async function runFleet(opts: { sizes?: number[] } = {}): Promise<BenchRe
                 );
                 const f = fleet(Object.fromEntries(names.map((n) => [n, outs[n]])));
                 try {
-                    const snap = await f.snapshot("ready");
-                    const restores: number[] = [];
-                    for (let i = 0; i < RESTORES; i++) {
-                        await Promise.all(names.map((n) => f.machine(n).succeed("echo dirty > /tmp/dirty")));
-                        const r = await f.restore("ready");
-                        if (Object.values(r.clocks).some((c) => c !== "set"))
-                            throw new Error(`bench fleet: clocks not set: ${JSON.stringify(r.clocks)}`);
-                        restores.push(r.ms);
-                        // Honest figures only: every VM must be back as it was.
-                        await Promise.all(names.map((n) => f.machine(n).fail("test -e /tmp/dirty")));
-                    }
-                    const restoreMs = median(restores);
-                    const ratio = restoreMs / cold.ms;
                     rows.push(
-                        {
+                        ...(await measureFleetRestores(f, {
                             bench: "fleet",
-                            measure: `${size} busybox VMs: fleet restore to answering (median of ${RESTORES})`,
-                            provider: fmtMs(restoreMs),
-                            reference: `the fleet's cold boot to ready ${fmtMs(cold.ms)}`,
-                            ratio: fmtRatio(ratio),
-                            target: "≤ 0.10×",
-                            verdict: verdict(ratio <= 0.1),
-                        },
-                        {
-                            bench: "fleet",
-                            measure: `${size} busybox VMs: fleet snapshot (all paused, saved, resumed)`,
-                            provider: fmtMs(snap.pausedMs),
-                            reference: "",
-                        },
+                            fleetLabel: `${size} busybox VMs`,
+                            coldMs: cold.ms,
+                            coldLabel: "the fleet's cold boot to ready",
+                            dirtyPath: "/tmp/dirty",
+                            restores: RESTORES,
+                            target: 0.1,
+                        })),
                     );
-                    await f.deleteSnapshot("ready");
                 } finally {
                     f.close();
                 }

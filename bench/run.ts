@@ -7,6 +7,7 @@ import { runDebianBoot } from "./debianBoot";
 import { runChannel } from "./channel";
 import { runChannelSsh } from "./channelSsh";
 import { runFleet } from "./fleet";
+import { runFleetDebian } from "./fleetDebian";
 import { runHashing } from "./hashing";
 import { runNoopDiff } from "./noopDiff";
 import { runOverlay } from "./overlay";
@@ -21,7 +22,7 @@ import { runSnapshotDebian } from "./snapshotDebian";
 
 /**
  * Runs the benchmarks and prints one markdown table:
- *   npm run build && node bin/bench/run.js [noop] [hash] [overlay] [boot] [serial] [seed] [debian] [network] [dhcp] [channel] [channelSsh] [snapshot] [snapshotDebian] [fleet] [remote] [download]
+ *   npm run build && node bin/bench/run.js [noop] [hash] [overlay] [boot] [serial] [seed] [debian] [network] [dhcp] [channel] [channelSsh] [snapshot] [snapshotDebian] [fleet] [fleetDebian] [remote] [download]
  * With no names it runs all of them and writes the table to bench/RESULTS.md.
  * Nothing depends on these timings; they are for people.
  */
@@ -41,6 +42,7 @@ const BENCHES: Record<string, () => Promise<BenchResult>> = {
     snapshot: () => runSnapshot(),
     snapshotDebian: () => runSnapshotDebian(),
     fleet: () => runFleet(),
+    fleetDebian: () => runFleetDebian(),
     remote: () => runRemote(),
     download: () => runDownload(),
 };

@@ -101,6 +101,14 @@ export function debianVm(
     };
 }
 
+/** A qcow2 overlay on the Debian image, made by DiskImage in `stateDir`: the root disk of one VM (debianVm's `overlay`). */
+export function debianOverlay(guest: Pick<DebianGuest, "image" | "inputHash">, stateDir: string) {
+    return createDiskImage({
+        stateDir,
+        source: { kind: "overlay", backing: guest.image, backingFormat: "raw", backingInputHash: guest.inputHash },
+    });
+}
+
 /** Where the test guests are cached (imageCache.ts): `${PQ_DEBIAN_CACHE:-${XDG_CACHE_HOME:-~/.cache}/pulumi-qemu-tests}`. */
 export const debianCacheRoot = guestCacheRoot;
 
