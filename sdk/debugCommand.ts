@@ -36,9 +36,11 @@ export interface FoundVm {
     serialLog: string;
     agentSocket: string;
     pidfile: string;
+    /** Where a stack's outputs hold it ("web", "fleet.db[0]"), when listed from them (--outputs). */
+    output?: string;
 }
 
-export const USAGE = `usage: pulumi-qemu <command> [--state-dir DIR] [VM]
+export const USAGE = `usage: pulumi-qemu <command> [--state-dir DIR | --outputs FILE] [VM]
 
   list                 the VMs of the state directory: id, name, running or not, agent
   console VM           follow VM's serial console (its log; read-only), until Ctrl-C
@@ -47,7 +49,12 @@ export const USAGE = `usage: pulumi-qemu <command> [--state-dir DIR] [VM]
 
 VM is the VM's id (the directory under <state dir>/vms) or its vm.name. The state directory is
 --state-dir, else $PULUMI_QEMU_STATE_DIR, else $XDG_STATE_HOME/pulumi-qemu, else
-~/.local/state/pulumi-qemu.`;
+~/.local/state/pulumi-qemu.
+
+--outputs FILE takes the VMs from a stack's outputs instead, as \`pulumi stack output --json\`
+prints them (FILE "-" reads standard input): every exported VirtualMachine (or object with its
+vmDir and qmpSocket), named also by the output that holds it, e.g.
+  pulumi stack output --json | npx pulumi-qemu list --outputs -`;
 
 /** The VMs under `<stateDir>/vms`, running or not, sorted by name then id. */
 export async function listVms(stateDirInput?: string): Promise<FoundVm[]> {
@@ -109,15 +116,100 @@ async function vmName(cmdline: string[], nameConfig: string): Promise<string | u
     return text === undefined ? undefined : nameFromConfigText(text);
 }
 
-/** One running VM by id or name; errors list what there is. */
-export async function findVm(ref: string, stateDirInput?: string): Promise<FoundVm> {
-    const all = await listVms(stateDirInput);
-    const matches = all.filter((v) => v.id === ref || v.name === ref);
-    const known = all.map((v) => (v.name ? `${v.name} (${v.id})` : v.id)).join(", ") || "none";
-    if (!matches.length)
+/** Objects this deep in a stack's outputs are not looked into: outputs are data, not a maze. */
+const OUTPUTS_DEPTH = 8;
+
+/**
+ * The VMs a stack's outputs hold (`pulumi stack output --json`, or the Automation API's
+ * `{ value, secret }` per output): every object with a string vmDir and qmpSocket, named by its
+ * path in the outputs. Each is then looked at in its own directory, as `list` does, and its
+ * QEMU identified; nothing is taken on the file's word but where to look.
+ */
+export async function listVmsFromOutputs(outputs: unknown): Promise<FoundVm[]> {
+    const places: { output: string; vmDir: string }[] = [];
+    const walk = (v: unknown, at: string, depth: number) => {
+        if (depth > OUTPUTS_DEPTH || typeof v !== "object" || v === null) return;
+        if (Array.isArray(v)) return v.forEach((x, i) => walk(x, `${at}[${i}]`, depth + 1));
+        const o = v as Record<string, unknown>;
+        if (typeof o.vmDir === "string" && typeof o.qmpSocket === "string") {
+            places.push({ output: at, vmDir: o.vmDir });
+            return;
+        }
+        // An Automation API output, { value, secret }: the value is the output itself.
+        const keys = Object.keys(o);
+        if ("value" in o && keys.every((k) => k === "value" || k === "secret")) return walk(o.value, at, depth);
+        for (const k of keys) walk(o[k], at ? `${at}.${k}` : k, depth + 1);
+    };
+    walk(outputs, "", 0);
+    const found: FoundVm[] = [];
+    for (const { output, vmDir } of places) {
+        const id = path.basename(vmDir);
+        const stateDir = path.dirname(path.dirname(vmDir));
+        const where = { id, vmDir, output };
+        if (!path.isAbsolute(vmDir) || !VM_ID_PATTERN.test(id) || path.basename(path.dirname(vmDir)) !== "vms") {
+            found.push({ ...describeNothing(where), reason: `${vmDir} is not a VM directory of a state directory` });
+            continue;
+        }
+        const chain = await ownDirChain(stateDir, vmDir);
+        if (!chain.ok) {
+            found.push({ ...describeNothing(where), reason: `not looked into: ${chain.why}` });
+            continue;
+        }
+        found.push({ ...(await describeVm(id, vmDir)), output });
+    }
+    return found;
+}
+
+/** A VM found in outputs that is not looked at any further. */
+function describeNothing(where: { id: string; vmDir: string; output: string }): FoundVm {
+    const f = (name: string) => path.join(where.vmDir, name);
+    return {
+        ...where,
+        running: false,
+        qmpSocket: f(VM_FILES.qmpSocket),
+        serialLog: f(VM_FILES.serialLog),
+        agentSocket: f(VM_FILES.agentSocket),
+        pidfile: f(VM_FILES.pidfile),
+    };
+}
+
+/** Reads a stack's outputs as JSON from a file, or from standard input for "-". */
+export async function readOutputsFile(file: string, stdin: NodeJS.ReadableStream): Promise<unknown> {
+    let text: string;
+    if (file === "-") {
+        const chunks: Buffer[] = [];
+        for await (const c of stdin) chunks.push(Buffer.isBuffer(c) ? c : Buffer.from(c));
+        text = Buffer.concat(chunks).toString("utf8");
+    } else text = await readFile(file, "utf8");
+    try {
+        return JSON.parse(text);
+    } catch (e) {
         throw new Error(
-            `no VM ${JSON.stringify(ref)} in ${path.join(resolveStateDir(stateDirInput), "vms")} (VMs there: ${known})`,
+            `--outputs ${file}: not JSON (${(e as Error).message}); give it what \`pulumi stack output --json\` prints`,
         );
+    }
+}
+
+/** Where the VMs are looked for: a state directory, or a stack's outputs. */
+export type VmSource = { stateDir?: string } | { outputs: unknown; from: string };
+
+function vmsOf(source: VmSource): Promise<FoundVm[]> {
+    return "outputs" in source ? listVmsFromOutputs(source.outputs) : listVms(source.stateDir);
+}
+
+/** One running VM by id or name (or, from outputs, the output holding it); errors list what there is. */
+export async function findVm(ref: string, from: VmSource = {}): Promise<FoundVm> {
+    const all = await vmsOf(from);
+    const matches = all.filter((v) => v.id === ref || v.name === ref || v.output === ref);
+    const known =
+        all
+            .map((v) => {
+                const label = v.output ?? v.name;
+                return label ? `${label} (${v.id})` : v.id;
+            })
+            .join(", ") || "none";
+    const place = "outputs" in from ? `the outputs in ${from.from}` : path.join(resolveStateDir(from.stateDir), "vms");
+    if (!matches.length) throw new Error(`no VM ${JSON.stringify(ref)} in ${place} (VMs there: ${known})`);
     if (matches.length > 1)
         throw new Error(
             `${matches.length} VMs are named ${JSON.stringify(ref)}: ${matches.map((v) => v.id).join(", ")}; name one by its id`,
@@ -129,9 +221,12 @@ export async function findVm(ref: string, stateDirInput?: string): Promise<Found
 
 export function formatList(vms: FoundVm[]): string {
     if (!vms.length) return "no VMs\n";
+    // From a stack's outputs, the output that holds each VM comes first: it is what the user exported.
+    const fromOutputs = vms.some((v) => v.output !== undefined);
     const rows = [
-        ["ID", "NAME", "STATE", "AGENT", "PID"],
+        [...(fromOutputs ? ["OUTPUT"] : []), "ID", "NAME", "STATE", "AGENT", "PID"],
         ...vms.map((v) => [
+            ...(fromOutputs ? [v.output ?? "-"] : []),
             v.id,
             v.name ?? "-",
             v.running ? "running" : `stopped (${v.reason})`,
@@ -260,15 +355,23 @@ async function prompt(io: Io, label: string, handle: (line: string) => Promise<b
 /** The command line: returns the exit code. */
 export async function main(argv: string[], io: Io & { errors: NodeJS.WritableStream }): Promise<number> {
     const args = [...argv];
-    let stateDir: string | undefined;
-    const at = args.indexOf("--state-dir");
-    if (at >= 0) {
-        stateDir = args[at + 1];
-        if (!stateDir) {
-            io.errors.write("--state-dir needs a directory\n");
-            return 2;
+    const flag = (name: string, what: string): string | undefined | null => {
+        const at = args.indexOf(name);
+        if (at < 0) return undefined;
+        const value = args[at + 1];
+        if (!value) {
+            io.errors.write(`${name} needs ${what}\n`);
+            return null;
         }
         args.splice(at, 2);
+        return value;
+    };
+    const stateDir = flag("--state-dir", "a directory");
+    const outputsFile = flag("--outputs", 'a file (or "-" for standard input) of `pulumi stack output --json`');
+    if (stateDir === null || outputsFile === null) return 2;
+    if (stateDir !== undefined && outputsFile !== undefined) {
+        io.errors.write("--state-dir and --outputs each say where the VMs are: give one\n");
+        return 2;
     }
     const [command, ref, ...rest] = args;
     if (!command || command === "help" || command === "--help" || command === "-h") {
@@ -276,8 +379,14 @@ export async function main(argv: string[], io: Io & { errors: NodeJS.WritableStr
         return command ? 0 : 2;
     }
     try {
+        if (outputsFile === "-" && (command === "shell" || command === "qmp"))
+            throw new Error(`--outputs - reads standard input, which the ${command} prompt needs: give a file`);
+        const source: VmSource =
+            outputsFile !== undefined
+                ? { outputs: await readOutputsFile(outputsFile, io.input), from: outputsFile }
+                : { stateDir };
         if (command === "list") {
-            io.output.write(formatList(await listVms(stateDir)));
+            io.output.write(formatList(await vmsOf(source)));
             return 0;
         }
         if (!["console", "shell", "qmp"].includes(command)) {
@@ -288,7 +397,7 @@ export async function main(argv: string[], io: Io & { errors: NodeJS.WritableStr
             io.errors.write(`${command} takes one VM (its id or name)\n${USAGE}\n`);
             return 2;
         }
-        const vm = await findVm(ref, stateDir);
+        const vm = await findVm(ref, source);
         if (command === "shell") await shellPrompt(vm, io);
         else if (command === "qmp") await qmpPrompt(vm, io);
         else {

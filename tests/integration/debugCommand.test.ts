@@ -1,5 +1,5 @@
 import execa from "execa";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
 import * as vmResource from "../../provider/resources/virtualMachine";
@@ -14,7 +14,7 @@ import { processesMentioning } from "../support/process";
  * The debug command against a running busybox VM, driven through pipes as a person would type:
  * `list` shows it; `shell` answers a command from the guest and shows a failing one's exit
  * code; `qmp` answers query-status; `console` prints the serial log; the command a kept fleet
- * prints is the one that works. The command runs as its own process (sdk/cli.ts).
+ * prints is the one that works; `--outputs` finds the VMs in a stack's outputs. The command runs as its own process (sdk/cli.ts).
  */
 
 let dir: string;
@@ -56,14 +56,19 @@ require.extensions[".ts"] = (m, file) => m._compile(ts.transpileModule(fs.readFi
 `;
 
 /** The command as `npx pulumi-qemu ARGS` runs it, from the TypeScript source. */
-function cli(args: string[]): execa.ExecaChildProcess {
+function cli(args: string[], input?: string): execa.ExecaChildProcess {
     return execa(
         process.execPath,
         [
             "-e",
             `${HOOK}process.argv = [process.argv[0], "pulumi-qemu", ...${JSON.stringify(args)}]; require(${JSON.stringify(CLI)});`,
         ],
-        { reject: false, timeout: 120_000, env: { PULUMI_QEMU_STATE_DIR: "/nonexistent-so-the-flag-is-used" } },
+        {
+            reject: false,
+            timeout: 120_000,
+            env: { PULUMI_QEMU_STATE_DIR: "/nonexistent-so-the-flag-is-used" },
+            ...(input !== undefined ? { input } : {}),
+        },
     );
 }
 
@@ -170,4 +175,46 @@ test("a failed test with PULUMI_QEMU_KEEP_FAILED=1 keeps its fleet and prints th
     expect(f.kept).toBe(true);
     expect(logged.join("\n")).toContain(attachCommand("shell", outs));
     expect(logged.join("\n")).toContain(attachCommand("qmp", outs));
+});
+
+test("--outputs: the VMs of a stack's outputs (pulumi stack output --json), by the output that holds them", async () => {
+    // What `pulumi stack output --json` prints for a program that exports the VM whole, one nested
+    // in an object, a string, and a VM that is gone (its directory no longer there).
+    const gone = { ...outs, vmDir: path.join(stateDir, "vms", "vm-GONE00") };
+    const outputs = { web: outs, fleet: { members: [outs] }, url: "http://x", old: gone };
+    const file = path.join(dir, "outputs.json");
+    await writeFile(file, JSON.stringify(outputs));
+    const id = path.basename(outs.vmDir);
+
+    const listed = await cli(["list", "--outputs", file]);
+    expect(listed.exitCode).toBe(0);
+    const lines = listed.stdout.split("\n");
+    expect(lines[0]).toMatch(/^OUTPUT\s+ID\s+NAME\s+STATE/);
+    expect(lines.find((l) => l.startsWith("web "))).toMatch(new RegExp(`^web\\s+${id}\\s+dbg\\s+running\\s+shell`));
+    expect(lines.find((l) => l.startsWith("fleet.members[0] "))).toMatch(/running/);
+    expect(lines.find((l) => l.startsWith("old "))).toMatch(/stopped \(/);
+    expect(listed.stdout).not.toContain("url");
+
+    // From standard input, as `pulumi stack output --json | npx pulumi-qemu list --outputs -`.
+    const piped = await cli(["list", "--outputs", "-"], JSON.stringify(outputs));
+    expect(piped.stdout).toBe(listed.stdout);
+
+    // The output's name attaches.
+    const child = cli(["shell", "--outputs", file, "web"]);
+    await converse(child, [
+        { send: "", until: /dbg# $/ },
+        { send: "echo via-outputs\n", until: /via-outputs\ndbg# $/ },
+        { send: "exit\n", until: /\n$/ },
+    ]);
+    expect((await child).exitCode).toBe(0);
+
+    const missing = await cli(["qmp", "--outputs", file, "nope"]);
+    expect(missing.exitCode).toBe(1);
+    expect(missing.stderr).toMatch(/no VM "nope" in the outputs in .*outputs\.json \(VMs there: web \(/);
+    const both = await cli(["list", "--outputs", file, "--state-dir", stateDir]);
+    expect(both.exitCode).toBe(2);
+    expect(both.stderr).toMatch(/give one/);
+    const notJson = await cli(["list", "--outputs", "-"], "Current stack outputs (2):");
+    expect(notJson.exitCode).toBe(1);
+    expect(notJson.stderr).toMatch(/not JSON .*pulumi stack output --json/);
 });
