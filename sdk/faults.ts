@@ -62,7 +62,8 @@ export interface Faults {
      * all its free space is allocated (fallocate, then zeros until ENOSPC), leaving
      * `leaveBytes` free (default 0). Programs in the guest get ENOSPC ("No space left on
      * device") from write(2), root's reserved blocks included, and `df` shows it full. `undo`
-     * deletes the file. Needs an agent.
+     * deletes the file. Needs an agent. The file is on the guest's disk: deleting the VM leaves it
+     * there (its image keeps it), so undo first or delete the image too.
      */
     fillFileSystem(guestPath: string, opts?: { leaveBytes?: number }): Promise<Fault>;
     /** The guest's clock set `seconds` away from the host's (over its agent); undo sets it right. */
