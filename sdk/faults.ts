@@ -1,5 +1,5 @@
 import { readFileSync } from "node:fs";
-import { checkOurDaemon, parseProcStat } from "../provider/host/qemu/qemuProcess";
+import { checkOurDaemon, parseProcStat, readCmdline } from "../provider/host/qemu/qemuProcess";
 import { shellQuote } from "../provider/core/shellQuote";
 import { siteOf, type VmSite } from "../provider/resources/virtualMachine/site";
 import { attach, MachineError, type MachineOutputs } from "./machine";
@@ -219,7 +219,9 @@ export function faults(outputs: MachineOutputs): Faults {
         },
 
         async powerCut() {
-            // QEMU runs with -no-reboot, which turns a reset into an exit: a reset must reset here.
+            // A VM with onReboot "stop" runs with -no-reboot, which turns even QMP's reset into an
+            // exit: a reset must reset here, and the VM's own action comes back at power on.
+            const ownAction = await rebootAction(outputs, site);
             await qmp("set-action", { reboot: "reset" });
             await qmp("stop");
             await qmp("system_reset");
@@ -231,7 +233,7 @@ export function faults(outputs: MachineOutputs): Faults {
                 // under TCG): -no-reboot's exit comes back only once the guest is up again.
                 if (outputs.agent) await machine.waitUntilSucceeds("true", { timeoutSeconds: 300, intervalMs: 1000 });
                 else await new Promise((r) => setTimeout(r, 10_000));
-                await qmp("set-action", { reboot: "shutdown" });
+                if (ownAction === "shutdown") await qmp("set-action", { reboot: "shutdown" });
             });
         },
 
@@ -391,6 +393,24 @@ async function findDisk(site: VmSite, outputs: MachineOutputs, ref: DiskRef): Pr
             `disk ${JSON.stringify(ref)}: QEMU has no disk ${file} (its disks: ${nodes.map((n) => `${n.device} ${n.file}`).join(", ") || "none"})`,
         );
     return found;
+}
+
+/**
+ * What a reset does in this VM's QEMU: "shutdown" when it runs with -no-reboot (onReboot "stop",
+ * and every VM made before onReboot existed), else "reset". QMP cannot tell, so it is read from
+ * the command line of our own QEMU here; a VM on a far host goes by its onReboot input.
+ */
+async function rebootAction(outputs: MachineOutputs, site: VmSite): Promise<"shutdown" | "reset"> {
+    if (!site.where && outputs.pid !== undefined && outputs.processStartTime && outputs.bootId && outputs.pidfile) {
+        const live = await checkOurDaemon(
+            { pid: outputs.pid, startTime: outputs.processStartTime, bootId: outputs.bootId },
+            outputs.pidfile,
+        );
+        const argv = live.alive ? await readCmdline(outputs.pid) : undefined;
+        if (argv) return argv.includes("-no-reboot") ? "shutdown" : "reset";
+    }
+    const onReboot = (outputs.vm as { onReboot?: string } | undefined)?.onReboot;
+    return onReboot === "stop" ? "shutdown" : "reset";
 }
 
 /** The QEMU pid, once it is checked to be ours and on this machine (signals cannot cross to a far host). */

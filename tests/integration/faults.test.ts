@@ -301,6 +301,14 @@ test("power cut and power on: what was only in memory is gone, the guest boots a
     expect(isRunning(outs.pid)).toBe(true);
     const r = await vmResource.read("", outs);
     expect((r.props as VirtualMachineOutputs).pid).toBe(outs.pid);
+    // The VM's own reboot action is back: onReboot "restart" (the default) resets in place, the
+    // guest comes up again in the same QEMU rather than QEMU exiting.
+    await m.execute("(sleep 1; reboot -f) >/dev/null 2>&1 &");
+    m.close();
+    await sleep(3000);
+    await m.waitUntilSucceeds("test ! -e /tmp/volatile2 && echo again > /tmp/volatile2", { timeoutSeconds: 240 });
+    expect(isRunning(outs.pid)).toBe(true);
+    expect(Number((await m.succeed("cut -d. -f1 /proc/uptime")).trim())).toBeLessThan(60);
 }, 400_000);
 
 test("a VM deleted while frozen and with a slow disk: the delete works and nothing is left", async () => {
