@@ -2,6 +2,7 @@ import { randomInt } from "node:crypto";
 import { closeSync, openSync } from "node:fs";
 import { open, stat } from "node:fs/promises";
 import * as net from "node:net";
+import { firstPollDelay, nextPace, PACE_FIRST_MS, pollInterval, POLL_MAX_MS, QUICK_PACES } from "../../core/pollPace";
 import { shellQuote, shellScript } from "../../core/shellFraming";
 import {
     DEFAULT_EXEC_TIMEOUT_SECONDS,
@@ -39,16 +40,7 @@ import {
 const CONNECT_TIMEOUT_MS = 5000;
 /** How long a connection is kept for the next operation. */
 const LINGER_MS = 250;
-/** A socket's pace before any command there has been timed (ms from guest-exec's reply to the exit). */
-const PACE_FIRST_MS = 30;
-/** The pace stays within these: a quick guest still gets a poll interval worth a message; a slow one is still asked. */
-const PACE_MIN_MS = 8;
-const PACE_MAX_MS = 400;
-/** Polls come every pace/4 ms (at least POLL_MIN_MS) until the command has run this many paces... */
-const QUICK_PACES = 4;
-const POLL_MIN_MS = 2;
-/** ...then twice as long each time, up to this. */
-const POLL_MAX_MS = 200;
+
 const SYNC_TIMEOUT_MS = 10_000;
 const GRACE_SECONDS = 15;
 /** guest-file-read/write chunk: base64 in JSON, well under qemu-ga's message limits. */
@@ -228,24 +220,8 @@ class QgaConnection {
 const kept = new Map<string, { conn: QgaConnection; timer: NodeJS.Timeout }>();
 /** Sockets whose guest has no setsid (guest-exec could not spawn it): plain sh there. */
 const noSetsid = new Set<string>();
-/** Per socket: about how long a quick command takes there, learnt from the commands before (see nextPace). */
+/** Per socket: about how long a quick command takes there, learnt from the commands before (core/pollPace.ts). */
 const pace = new Map<string, number>();
-
-/**
- * The pace after a command that was seen exited `at` ms after its spawn, at poll number `polls`
- * (the poll before was `before` ms after). An exit seen at the first poll says only "no later
- * than that": the pace drifts down, so the first poll keeps probing for a faster guest. A
- * later one lies between the last two polls: the pace moves toward the middle, by at most a
- * doubling, so a guest that got slower is followed. A command that ran over QUICK_PACES paces
- * is another kind of command (a sleep, a build): it does not move the pace.
- */
-export function nextPace(current: number, at: number, before: number, polls: number): number {
-    let sample: number;
-    if (polls <= 1) sample = at * 0.7;
-    else if (at > current * QUICK_PACES) return current;
-    else sample = Math.min((before + at) / 2, current * 2);
-    return Math.min(PACE_MAX_MS, Math.max(PACE_MIN_MS, current * 0.7 + sample * 0.3));
-}
 
 export class QgaChannel implements GuestChannel {
     readonly kind = "qga" as const;
@@ -379,12 +355,12 @@ export class QgaChannel implements GuestChannel {
         }
         const started = Date.now();
         const expect = pace.get(this.socketPath) ?? PACE_FIRST_MS;
-        let wait = Math.max(POLL_MIN_MS, Math.round(expect / 4));
+        let wait = pollInterval(expect);
         let polls = 0;
         let before = 0;
         // The first question just before a quick command would be done: not sooner, so the
         // command has the vCPU to itself meanwhile.
-        await sleepMs(Math.round(expect * 0.9));
+        await sleepMs(firstPollDelay(expect));
         for (;;) {
             const st = await conn.execute("guest-exec-status", { pid }, hostDeadline);
             const at = Date.now() - started;
