@@ -40,7 +40,6 @@ import {
 const CONNECT_TIMEOUT_MS = 5000;
 /** How long a connection is kept for the next operation. */
 const LINGER_MS = 250;
-
 const SYNC_TIMEOUT_MS = 10_000;
 const GRACE_SECONDS = 15;
 /** guest-file-read/write chunk: base64 in JSON, well under qemu-ga's message limits. */
