@@ -77,7 +77,8 @@ export interface Faults {
     /**
      * CPU starvation without cgroups: QEMU is stopped and continued (SIGSTOP/SIGCONT) in a duty
      * cycle, `share` of every `periodMs` running (default 0.25 of 100 ms); a running phase that
-     * overran (our timers late on a busy host) is made up by a longer stop, so the share holds. The guest's clock
+     * overran (our timers late on a busy host) is made up by stops up to one period longer, so
+     * the share holds over the run unless this process stalls for long. The guest's clock
      * runs on while it gets no CPU: it sees time pass in jumps, and work takes 1/share as long
      * in wall time. VMs on this machine only.
      */
@@ -103,9 +104,11 @@ export function faults(outputs: MachineOutputs): Faults {
             description,
             async undo() {
                 if (done) return;
+                // Gone from active() only once it is undone: one whose undo failed can be undone
+                // again (undoAll tries it), and still blocks a second fault of its kind.
+                await undo();
                 done = true;
                 live.splice(live.indexOf(fault), 1);
-                await undo();
             },
         };
         live.push(fault);
@@ -201,9 +204,34 @@ export function faults(outputs: MachineOutputs): Faults {
             if (!guestPath.startsWith("/"))
                 throw new Error(`fillFileSystem: guestPath must be an absolute path in the guest, got ${guestPath}`);
             const file = `${guestPath.replace(/\/+$/, "")}/.pulumi-qemu-fill.${process.pid}.${Date.now()}`;
-            await machine.succeed(fillScript(guestPath, file, leave), { timeoutSeconds: 600 });
+            const files = `${shellQuote(file)} ${shellQuote(file + ".rest")}`;
+            // The shell agent takes each command through files in /tmp: with /tmp's own file
+            // system full it could not even take the undo.
+            if (outputs.agent === "shell") {
+                const same = await machine.execute(
+                    `[ "$(stat -c %d /tmp)" = "$(stat -c %d ${shellQuote(guestPath)})" ]`,
+                );
+                if (same.exitCode === 0)
+                    throw new Error(
+                        `fillFileSystem: ${guestPath} is on the file system that holds /tmp, where the shell agent works; filled, it could take no command, the undo included. Fill another file system (a data disk), or use agent "qga"`,
+                    );
+            }
+            try {
+                await machine.succeed(fillScript(guestPath, file, leave), { timeoutSeconds: 600 });
+            } catch (err) {
+                // Whatever was written so far must not stay behind a fault that was never made.
+                await machine.execute(`rm -f ${files}`, { timeoutSeconds: 60 }).catch(() => undefined);
+                throw err;
+            }
             return track(`file system of ${guestPath} filled (${file})`, async () => {
-                await machine.succeed(`rm -f ${shellQuote(file)} ${shellQuote(file + ".rest")}; sync`);
+                // Checked, not assumed: an agent that could not take the command must not pass for an undo.
+                const out = await machine.succeed(
+                    `rm -f ${files}; sync; test ! -e ${shellQuote(file)} && echo PQ-FREED`,
+                );
+                if (!out.includes("PQ-FREED"))
+                    throw new MachineError(
+                        `fillFileSystem undo: ${file} could not be removed (the guest said ${JSON.stringify(out)})`,
+                    );
             });
         },
 
@@ -267,8 +295,13 @@ export function faults(outputs: MachineOutputs): Faults {
                 else ran += now - since;
                 since = now;
                 stopped = !stopped;
+                // The make-up is at most one period more: a long stall of ours must not
+                // freeze the VM for many periods in one go.
                 const next = stopped
-                    ? Math.max((1 - share) * periodMs, (ran * (1 - share)) / share - held)
+                    ? Math.min(
+                          (2 - share) * periodMs,
+                          Math.max((1 - share) * periodMs, (ran * (1 - share)) / share - held),
+                      )
                     : share * periodMs;
                 timer = setTimeout(step, next);
                 timer.unref();
@@ -296,10 +329,11 @@ export function faults(outputs: MachineOutputs): Faults {
     };
 
     /**
-     * Puts a blkdebug node that fails `iotypes` with `errno` (only the first time if `once`) between the disk's format layer and
-     * its file (blockdev-reopen of the format node with a new `file`), and takes it out again on
-     * undo. It needs the node names the provider gives each disk at launch (pq-disk<N> and
-     * pq-disk<N>-file): QEMU refuses to reopen nodes with generated names.
+     * Puts a blkdebug node that fails `iotypes` with `errno` (each only once if `once`) between
+     * the disk's format layer and its file (blockdev-reopen of the format node with a new
+     * `file`), and takes it out again on undo. It needs the node names the provider gives each
+     * disk at launch (pq-disk<N> and pq-disk<N>-file): QEMU refuses to reopen nodes with
+     * generated names.
      */
     async function insertErrors(
         d: DiskNode,
@@ -342,7 +376,17 @@ export function faults(outputs: MachineOutputs): Faults {
             throw err;
         }
         return track(description, async () => {
-            await reopen(fileNode);
+            // Reopening flushes the format layer through the filter. A once-rule still armed (a
+            // full disk whose write-zeroes rule fired but whose write rule did not) fails that
+            // flush, and is spent by it: the second try goes through.
+            for (let attempt = 1; ; attempt++) {
+                try {
+                    await reopen(fileNode);
+                    break;
+                } catch (err) {
+                    if (!once || attempt >= iotypes.length + 1) throw err;
+                }
+            }
             await qmp("blockdev-del", { "node-name": filter });
             await afterUndo();
         });
@@ -401,13 +445,19 @@ async function findDisk(site: VmSite, outputs: MachineOutputs, ref: DiskRef): Pr
  * the command line of our own QEMU here; a VM on a far host goes by its onReboot input.
  */
 async function rebootAction(outputs: MachineOutputs, site: VmSite): Promise<"shutdown" | "reset"> {
-    if (!site.where && outputs.pid !== undefined && outputs.processStartTime && outputs.bootId && outputs.pidfile) {
-        const live = await checkOurDaemon(
-            { pid: outputs.pid, startTime: outputs.processStartTime, bootId: outputs.bootId },
-            outputs.pidfile,
-        );
-        const argv = live.alive ? await readCmdline(outputs.pid) : undefined;
-        if (argv) return argv.includes("-no-reboot") ? "shutdown" : "reset";
+    const pid = site.where ? undefined : await ourLocalPid(outputs, site, "powerCut").catch(() => undefined);
+    const argv = pid === undefined ? undefined : await readCmdline(pid);
+    if (argv) {
+        // The last word wins, as QEMU reads its options in order: -no-reboot, or -action reboot=… (extraArgs).
+        let action: "shutdown" | "reset" = "reset";
+        argv.forEach((a, i) => {
+            if (a === "-no-reboot" || a === "--no-reboot") action = "shutdown";
+            const m =
+                (a === "-action" || a === "--action") &&
+                /(?:^|,)reboot=(shutdown|reset)(?:,|$)/.exec(argv[i + 1] ?? "");
+            if (m) action = m[1] as "shutdown" | "reset";
+        });
+        return action;
     }
     const onReboot = (outputs.vm as { onReboot?: string } | undefined)?.onReboot;
     return onReboot === "stop" ? "shutdown" : "reset";

@@ -79,13 +79,21 @@ read_script() {
         return
     fi
     left=$1
-    : > "$2"
+    : > "$2" 2>/dev/null || write_failed=yes
     while [ "$left" -gt 0 ]; do
         IFS= read -r l <&3 || return 1
-        printf '%s\n' "$l" >> "$2"
+        # A line that could not be written (the file system full) fails the request, never a
+        # script run cut short; the rest is still read, so the port stays in step.
+        printf '%s\n' "$l" 2>/dev/null >> "$2" || write_failed=yes
         left=$((left - ${#l} - 1))
     done
-    [ "$left" -eq 0 ]
+    [ "$left" -eq 0 ] && [ -z "$write_failed" ]
+}
+
+# Answers request $1 with exit code 125 and the message $2 as its stderr, sent from memory: for
+# a request that could not even be written to the work directory.
+reply_failed() {
+    printf 'PQSH1 RET %s exited 125 0 %s\n%s\nPQSH1 END %s\n' "$1" "$((${#2} + 1))" "$2" "$1" >&3
 }
 
 # Copies exactly $1 bytes from the port to the file $2. dd with fullblock never reads past what
@@ -143,8 +151,18 @@ while :; do
     [ "${#2}" -eq 32 ] && is_count "$3" && is_count "$4" && is_count "$5" || continue
     nonce=$2
     printf 'PQSH1 ACK %s\n' "$nonce" >&3
-    # A short read means the host went away mid-request: wait for the next header.
-    read_script "$3" "$work/script" && read_exact "$4" "$work/stdin" || continue
+    # A short read means the host went away mid-request: wait for the next header. A work
+    # directory that takes no more (its file system full) is answered, or the host would wait.
+    write_failed=
+    if ! { read_script "$3" "$work/script" && read_exact "$4" "$work/stdin"; }; then
+        if [ -n "$write_failed" ] || ! : 2>/dev/null > "$work/probe" || ! printf x 2>/dev/null > "$work/probe"; then
+            reply_failed "$nonce" "pq-shell: the command could not be written to $work: its file system is full or read-only"
+        fi
+        : > "$work/script" 2>/dev/null
+        : > "$work/stdin" 2>/dev/null
+        rm -f "$work/probe"
+        continue
+    fi
 
     # Its own session and process group, so that a timeout kills everything it started; it
     # must not inherit the port (fd 3) or the watcher's FIFOs.

@@ -220,7 +220,7 @@ test("fill a file system: writes get ENOSPC, root's reserve included, df says fu
         expect((await m.succeed("df -P -k /mnt/fill | awk 'NR==2 {print $4}'")).trim()).toBe("0");
         expect(await m.succeed("cat /mnt/fill/keep")).toBe("keep\n");
         await fault.undo();
-        await m.succeed("dd if=/dev/zero of=/mnt/fill/new bs=4k count=64 conv=fsync 2>/dev/null; rm /mnt/fill/new");
+        await m.succeed("dd if=/dev/zero of=/mnt/fill/new bs=4k count=64 conv=fsync 2>/dev/null && rm /mnt/fill/new");
         expect(await m.succeed("ls -A /mnt/fill")).not.toMatch(/pulumi-qemu-fill/);
 
         // Almost full: leaveBytes stay free (128 KiB fit), and not much more (256 KiB more do not).
@@ -231,9 +231,32 @@ test("fill a file system: writes get ENOSPC, root's reserve included, df says fu
     } finally {
         await m.succeed("umount /mnt/fill");
     }
+    // The shell agent works in /tmp: filling that file system would leave it unable to take the undo.
+    await expect(f.fillFileSystem("/tmp")).rejects.toThrow(
+        /on the file system that holds \/tmp, where the shell agent works/,
+    );
     await expect(f.fillFileSystem("relative")).rejects.toThrow(/guestPath must be an absolute path/);
     await expect(f.fillFileSystem("/mnt", { leaveBytes: -1 })).rejects.toThrow(/leaveBytes must be a whole number/);
 }, 300_000);
+
+test("the shell agent answers exit 125 when its work directory's file system is full, and serves again after", async () => {
+    // A 64 KiB tmpfs over the agent's work directory, filled: the next request cannot be written
+    // there. The command that fills it also frees it a few seconds later (no command could).
+    const work = (await m.succeed("ls -d /tmp/pq-shell.*")).trim();
+    await m.succeed(
+        `mount -t tmpfs -o size=64k tmpfs ${work} && (dd if=/dev/zero of=${work}/fill bs=4k 2>/dev/null; true) && (sleep 6; rm -f ${work}/fill) >/dev/null 2>&1 &`,
+    );
+    await sleep(500);
+    const r = await m.execute("echo should-not-run", { timeoutSeconds: 30 });
+    expect(r.exitCode).toBe(125);
+    expect(r.stdout).toBe("");
+    expect(r.stderr).toMatch(
+        /^pq-shell: the command could not be written to \/tmp\/pq-shell\.\S+: its file system is full or read-only\n$/,
+    );
+    await m.waitUntilSucceeds("true", { timeoutSeconds: 60 });
+    await m.succeed(`umount -l ${work}`);
+    expect(await m.succeed("echo back")).toBe("back\n");
+}, 120_000);
 
 test("clock skew: the guest's clock an hour ahead, then right again", async () => {
     const f = faultsOn(outs);
@@ -303,10 +326,11 @@ test("power cut and power on: what was only in memory is gone, the guest boots a
     expect((r.props as VirtualMachineOutputs).pid).toBe(outs.pid);
     // The VM's own reboot action is back: onReboot "restart" (the default) resets in place, the
     // guest comes up again in the same QEMU rather than QEMU exiting.
+    await m.succeed("echo before-reboot > /tmp/volatile2");
     await m.execute("(sleep 1; reboot -f) >/dev/null 2>&1 &");
     m.close();
-    await sleep(3000);
-    await m.waitUntilSucceeds("test ! -e /tmp/volatile2 && echo again > /tmp/volatile2", { timeoutSeconds: 240 });
+    // Gone with the guest's memory only if it rebooted; QEMU exiting instead would fail the wait.
+    await m.waitUntilSucceeds("test ! -e /tmp/volatile2", { timeoutSeconds: 240 });
     expect(isRunning(outs.pid)).toBe(true);
     expect(Number((await m.succeed("cut -d. -f1 /proc/uptime")).trim())).toBeLessThan(60);
 }, 400_000);
