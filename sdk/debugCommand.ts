@@ -36,8 +36,8 @@ export interface FoundVm {
     serialLog: string;
     agentSocket: string;
     pidfile: string;
-    /** Where a stack's outputs hold it ("web", "fleet.db[0]"), when listed from them (--outputs). */
-    output?: string;
+    /** Where a stack's outputs hold it ("web", "fleet.db[0]"; a VM exported twice has two), when listed from them (--outputs). */
+    outputs?: string[];
 }
 
 export const USAGE = `usage: pulumi-qemu <command> [--state-dir DIR | --outputs FILE] [VM]
@@ -126,13 +126,14 @@ const OUTPUTS_DEPTH = 8;
  * QEMU identified; nothing is taken on the file's word but where to look.
  */
 export async function listVmsFromOutputs(outputs: unknown): Promise<FoundVm[]> {
-    const places: { output: string; vmDir: string }[] = [];
+    // By directory: a VM exported under two outputs is one VM, named by both.
+    const places = new Map<string, string[]>();
     const walk = (v: unknown, at: string, depth: number) => {
         if (depth > OUTPUTS_DEPTH || typeof v !== "object" || v === null) return;
         if (Array.isArray(v)) return v.forEach((x, i) => walk(x, `${at}[${i}]`, depth + 1));
         const o = v as Record<string, unknown>;
         if (typeof o.vmDir === "string" && typeof o.qmpSocket === "string") {
-            places.push({ output: at, vmDir: o.vmDir });
+            places.set(o.vmDir, [...(places.get(o.vmDir) ?? []), at]);
             return;
         }
         // An Automation API output, { value, secret }: the value is the output itself.
@@ -142,10 +143,10 @@ export async function listVmsFromOutputs(outputs: unknown): Promise<FoundVm[]> {
     };
     walk(outputs, "", 0);
     const found: FoundVm[] = [];
-    for (const { output, vmDir } of places) {
+    for (const [vmDir, outputs] of places) {
         const id = path.basename(vmDir);
         const stateDir = path.dirname(path.dirname(vmDir));
-        const where = { id, vmDir, output };
+        const where = { id, vmDir, outputs };
         if (!path.isAbsolute(vmDir) || !VM_ID_PATTERN.test(id) || path.basename(path.dirname(vmDir)) !== "vms") {
             found.push({ ...describeNothing(where), reason: `${vmDir} is not a VM directory of a state directory` });
             continue;
@@ -155,13 +156,13 @@ export async function listVmsFromOutputs(outputs: unknown): Promise<FoundVm[]> {
             found.push({ ...describeNothing(where), reason: `not looked into: ${chain.why}` });
             continue;
         }
-        found.push({ ...(await describeVm(id, vmDir)), output });
+        found.push({ ...(await describeVm(id, vmDir)), outputs });
     }
     return found;
 }
 
 /** A VM found in outputs that is not looked at any further. */
-function describeNothing(where: { id: string; vmDir: string; output: string }): FoundVm {
+function describeNothing(where: { id: string; vmDir: string; outputs: string[] }): FoundVm {
     const f = (name: string) => path.join(where.vmDir, name);
     return {
         ...where,
@@ -200,11 +201,11 @@ function vmsOf(source: VmSource): Promise<FoundVm[]> {
 /** One running VM by id or name (or, from outputs, the output holding it); errors list what there is. */
 export async function findVm(ref: string, from: VmSource = {}): Promise<FoundVm> {
     const all = await vmsOf(from);
-    const matches = all.filter((v) => v.id === ref || v.name === ref || v.output === ref);
+    const matches = all.filter((v) => v.id === ref || v.name === ref || v.outputs?.includes(ref));
     const known =
         all
             .map((v) => {
-                const label = v.output ?? v.name;
+                const label = v.outputs?.join(", ") ?? v.name;
                 return label ? `${label} (${v.id})` : v.id;
             })
             .join(", ") || "none";
@@ -222,11 +223,11 @@ export async function findVm(ref: string, from: VmSource = {}): Promise<FoundVm>
 export function formatList(vms: FoundVm[]): string {
     if (!vms.length) return "no VMs\n";
     // From a stack's outputs, the output that holds each VM comes first: it is what the user exported.
-    const fromOutputs = vms.some((v) => v.output !== undefined);
+    const fromOutputs = vms.some((v) => v.outputs !== undefined);
     const rows = [
         [...(fromOutputs ? ["OUTPUT"] : []), "ID", "NAME", "STATE", "AGENT", "PID"],
         ...vms.map((v) => [
-            ...(fromOutputs ? [v.output ?? "-"] : []),
+            ...(fromOutputs ? [v.outputs?.join(",") ?? "-"] : []),
             v.id,
             v.name ?? "-",
             v.running ? "running" : `stopped (${v.reason})`,

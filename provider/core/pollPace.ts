@@ -19,6 +19,12 @@ export const QUICK_PACES = 4;
 export const POLL_MIN_MS = 2;
 /** ...then twice as long each time, up to this. */
 export const POLL_MAX_MS = 200;
+/**
+ * A command that ran over this many paces is taken for another kind of command (a sleep, a
+ * build) and leaves the pace alone. Well above QUICK_PACES: a guest several times slower than
+ * the pace (a loaded host; the first guess on a slow guest) must still be followed.
+ */
+export const LONG_PACES = 16;
 
 /** The first poll: just before a quick command would be done, so until then it has the vCPU to itself. */
 export function firstPollDelay(pace: number): number {
@@ -35,13 +41,13 @@ export function pollInterval(pace: number): number {
  * (the poll before was `before` ms after). An exit seen at the first poll says only "no later
  * than that": the pace drifts down, so the first poll keeps probing for a faster guest. A later
  * one lies between the last two polls: the pace moves toward the middle, by at most a doubling,
- * so a guest that got slower is followed. A command that ran over QUICK_PACES paces is another
+ * so a guest that got slower is followed. A command that ran over LONG_PACES paces is another
  * kind of command (a sleep, a build): it does not move the pace.
  */
 export function nextPace(current: number, at: number, before: number, polls: number): number {
     let sample: number;
     if (polls <= 1) sample = at * 0.7;
-    else if (at > current * QUICK_PACES) return current;
+    else if (at > current * LONG_PACES) return current;
     else sample = Math.min((before + at) / 2, current * 2);
     return Math.min(PACE_MAX_MS, Math.max(PACE_MIN_MS, current * 0.7 + sample * 0.3));
 }

@@ -190,8 +190,11 @@ test("--outputs: the VMs of a stack's outputs (pulumi stack output --json), by t
     expect(listed.exitCode).toBe(0);
     const lines = listed.stdout.split("\n");
     expect(lines[0]).toMatch(/^OUTPUT\s+ID\s+NAME\s+STATE/);
-    expect(lines.find((l) => l.startsWith("web "))).toMatch(new RegExp(`^web\\s+${id}\\s+dbg\\s+running\\s+shell`));
-    expect(lines.find((l) => l.startsWith("fleet.members[0] "))).toMatch(/running/);
+    // Exported twice, listed once under both names.
+    expect(lines.find((l) => l.startsWith("web,"))).toMatch(
+        new RegExp(`^web,fleet\\.members\\[0\\]\\s+${id}\\s+dbg\\s+running\\s+shell`),
+    );
+    expect(lines.filter((l) => l.includes(id))).toHaveLength(1);
     expect(lines.find((l) => l.startsWith("old "))).toMatch(/stopped \(/);
     expect(listed.stdout).not.toContain("url");
 
@@ -199,8 +202,11 @@ test("--outputs: the VMs of a stack's outputs (pulumi stack output --json), by t
     const piped = await cli(["list", "--outputs", "-"], JSON.stringify(outputs));
     expect(piped.stdout).toBe(listed.stdout);
 
-    // The output's name attaches.
-    const child = cli(["shell", "--outputs", file, "web"]);
+    // Either output's name attaches, and so does its id (one VM, though exported twice).
+    const byId = await cli(["qmp", "--outputs", file, id], "query-status\n");
+    expect(byId.stderr).toBe("");
+    expect(byId.stdout).toMatch(/"status": "running"/);
+    const child = cli(["shell", "--outputs", file, "fleet.members[0]"]);
     await converse(child, [
         { send: "", until: /dbg# $/ },
         { send: "echo via-outputs\n", until: /via-outputs\ndbg# $/ },
@@ -210,7 +216,9 @@ test("--outputs: the VMs of a stack's outputs (pulumi stack output --json), by t
 
     const missing = await cli(["qmp", "--outputs", file, "nope"]);
     expect(missing.exitCode).toBe(1);
-    expect(missing.stderr).toMatch(/no VM "nope" in the outputs in .*outputs\.json \(VMs there: web \(/);
+    expect(missing.stderr).toMatch(
+        /no VM "nope" in the outputs in .*outputs\.json \(VMs there: web, fleet\.members\[0\] \(vm-\w+\), old \(vm-GONE00\)\)/,
+    );
     const both = await cli(["list", "--outputs", file, "--state-dir", stateDir]);
     expect(both.exitCode).toBe(2);
     expect(both.stderr).toMatch(/give one/);

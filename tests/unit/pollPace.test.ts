@@ -7,6 +7,7 @@ import {
     pollInterval,
     POLL_MIN_MS,
     QUICK_PACES,
+    LONG_PACES,
 } from "../../provider/core/pollPace";
 
 /**
@@ -52,8 +53,21 @@ test("a guest faster than thought: the pace comes down toward its commands' time
     expect(pace).toBeGreaterThanOrEqual(PACE_MIN_MS);
 });
 
+test("a guest five times slower than the first guess (a loaded host) is followed too, not polled every few ms for good", () => {
+    let pace = PACE_FIRST_MS;
+    let last = { pace, seenAt: 0, polls: 0 };
+    for (let i = 0; i < 30; i++) ((last = simulate(pace, 5 * PACE_FIRST_MS)), (pace = last.pace));
+    expect(pace).toBeGreaterThan(3 * PACE_FIRST_MS);
+    expect(last.polls).toBeLessThanOrEqual(4);
+    // Three times slower than that still within reach: a true at 264 ms, as measured under load.
+    for (let i = 0; i < 30; i++) ((last = simulate(pace, 264)), (pace = last.pace));
+    expect(pace).toBeGreaterThan(180);
+    expect(last.polls).toBeLessThanOrEqual(4);
+});
+
 test("a long command leaves the pace alone; a much slower guest is followed at most a doubling at a time", () => {
     expect(nextPace(50, 5000, 4800, 20)).toBe(50);
+    expect(nextPace(50, LONG_PACES * 50 + 1, LONG_PACES * 50 - 100, 12)).toBe(50);
     expect(nextPace(50, QUICK_PACES * 50, QUICK_PACES * 50 - 12, 8)).toBeCloseTo(50 * 0.7 + 100 * 0.3);
     expect(nextPace(PACE_MAX_MS, PACE_MAX_MS * 2, PACE_MAX_MS * 2 - 50, 3)).toBe(PACE_MAX_MS);
     expect(nextPace(PACE_MIN_MS, 1, 0, 1)).toBe(PACE_MIN_MS);

@@ -359,7 +359,7 @@ export class QgaChannel implements GuestChannel {
         let before = 0;
         // The first question just before a quick command would be done: not sooner, so the
         // command has the vCPU to itself meanwhile.
-        await sleepMs(firstPollDelay(expect));
+        await sleepMs(Math.min(firstPollDelay(expect), Math.max(0, guestDeadline - Date.now())));
         for (;;) {
             const st = await conn.execute("guest-exec-status", { pid }, hostDeadline);
             const at = Date.now() - started;
