@@ -6,7 +6,7 @@ import type { DiskImageOutputs } from "../../provider/resources/diskImage";
 import * as vmResource from "../../provider/resources/virtualMachine";
 import type { VirtualMachineOutputs } from "../../provider/resources/virtualMachine";
 import { freePort } from "../support/net";
-import { debianVm, ensureDebianGuest } from "./debianGuest";
+import { debianOverlay, debianVm, ensureDebianGuest } from "./debianGuest";
 
 /**
  * One Debian 12 guest with `vm.agent: "qga"` (Debian's own qemu-guest-agent, started by udev
@@ -40,10 +40,7 @@ export async function bootDebianQga(work: string, name = "debian-qga"): Promise<
         for (const i of images) await removeImage(i).catch(() => undefined);
     };
     try {
-        const overlay = await createDiskImage({
-            stateDir,
-            source: { kind: "overlay", backing: guest.image, backingFormat: "raw", backingInputHash: guest.inputHash },
-        });
+        const overlay = await debianOverlay(guest, stateDir);
         images.push(overlay);
         const userData = {
             hostname: name,
