@@ -6,14 +6,15 @@ import { blake3 } from "@noble/hashes/blake3";
 import { GuestChannelError } from "../../provider/host/guest/guestChannel";
 import * as gc from "../../provider/resources/guestCommand";
 import type { GuestCommandOutputs } from "../../provider/resources/guestCommand";
-import { attach, type Machine } from "../../sdk/testing";
+import { attach, faults, type Machine } from "../../sdk/testing";
 import { bootDebianQga, type DebianQgaVm } from "../guest/debianQga";
 
 /**
  * agent "qga" against the real Debian 12 guest's own qemu-guest-agent (the systemd unit udev
  * starts when the virtio port appears), not the busybox guest's borrowed binary: exit codes,
  * stdout and stderr, a binary round trip, a timeout and the command after it, copies in and
- * out with guest-file-* (BLAKE3 matching), and a GuestCommand naming the VM by id. One Debian
+ * out with guest-file-* (BLAKE3 matching), a GuestCommand naming the VM by id, and a file
+ * system filled and freed (faults' fillFileSystem) with the agent answering throughout. One Debian
  * boot under TCG (one to two minutes) shared by the cases.
  */
 
@@ -124,3 +125,22 @@ test("GuestCommand with the VM given by id runs over Debian's qemu-ga", async ()
     await gc.remove(made.id, outs);
     expect(await machine.succeed("test -e /tmp/gc-deb || echo removed")).toBe("removed\n");
 }, 60_000);
+
+test("fillFileSystem over Debian's qemu-ga: root's file system full, root's reserve too, the agent still answering; undo frees it", async () => {
+    const f = faults(deb.outs);
+    try {
+        const fault = await f.fillFileSystem("/var/tmp");
+        const w = await machine.execute("dd if=/dev/zero of=/var/tmp/pq-after-fill bs=64k count=4 conv=fsync");
+        expect(w.exitCode).not.toBe(0);
+        expect(w.stderr).toMatch(/No space left on device/);
+        expect((await machine.succeed("df -P -k /var/tmp | awk 'NR==2 {print $4}'")).trim()).toBe("0");
+        // qemu-ga needs no room on the disk to take a command: the undo goes through it.
+        await fault.undo();
+        await machine.succeed(
+            "dd if=/dev/zero of=/var/tmp/pq-after-fill bs=64k count=4 conv=fsync 2>/dev/null && rm /var/tmp/pq-after-fill",
+        );
+        expect(await machine.succeed("ls -A /var/tmp")).not.toMatch(/pulumi-qemu-fill/);
+    } finally {
+        await f.undoAll();
+    }
+}, 600_000);
