@@ -91,17 +91,7 @@ export async function saveSnapshot(
                 );
             }
         }
-        const devices = disks.map((d) => d.node);
-        const started = Date.now();
-        try {
-            await runJob(qmp, "snapshot-save", { tag, vmstate: disks[0].node, devices }, timeoutMs);
-        } catch (err) {
-            // A save that failed half-way may have left the tag on some disks: take it off again.
-            await runJob(qmp, "snapshot-delete", { tag, devices }, 30_000).catch(() => undefined);
-            throw err;
-        }
-        const saveMs = Date.now() - started;
-        const after = writableDisks(await queryBlock(qmp));
+        const { saveMs, saved } = await saveTag(qmp, disks, tag, timeoutMs);
         const record: SnapshotRecord = {
             tool: "pulumi-qemu",
             kind: "snapshot",
@@ -111,24 +101,48 @@ export async function saveSnapshot(
             createdAt: new Date().toISOString(),
             ...(target.argvHash ? { argvHash: target.argvHash } : {}),
             vmstateFile: disks[0].file,
-            disks: after.map((d) => {
-                const s = d.snapshots.find((x) => x.name === tag);
-                if (!s)
-                    throw new SnapshotError(`snapshot-save reported success but disk ${d.file} has no snapshot ${tag}`);
-                return {
-                    file: d.file,
-                    id: s.id,
-                    dateSec: s["date-sec"],
-                    dateNsec: s["date-nsec"],
-                    vmStateSize: s["vm-state-size"],
-                };
-            }),
+            disks: saved,
             saveMs,
         };
         await ensureOwnDir(dir);
         await writeFileAtomic(file, sealRecord(record), { durable: true });
         return infoOf(record);
     });
+}
+
+/**
+ * Saves the guest as qcow2 snapshot `tag` on every disk of `disks`, its memory and devices on the
+ * first, and returns each disk's snapshot as QEMU then lists it, for the record. A save that
+ * failed half-way may have left the tag on some disks: it is taken off again. Named snapshots
+ * and warmStart's both save this way.
+ */
+export async function saveTag(
+    qmp: QmpClient,
+    disks: BlockNode[],
+    tag: string,
+    timeoutMs: number,
+): Promise<{ saveMs: number; saved: SnapshotRecord["disks"] }> {
+    const devices = disks.map((d) => d.node);
+    const started = Date.now();
+    try {
+        await runJob(qmp, "snapshot-save", { tag, vmstate: disks[0].node, devices }, timeoutMs);
+    } catch (err) {
+        await runJob(qmp, "snapshot-delete", { tag, devices }, 30_000).catch(() => undefined);
+        throw err;
+    }
+    const saveMs = Date.now() - started;
+    const saved = writableDisks(await queryBlock(qmp)).map((d) => {
+        const s = d.snapshots.find((x) => x.name === tag);
+        if (!s) throw new SnapshotError(`snapshot-save reported success but disk ${d.file} has no snapshot ${tag}`);
+        return {
+            file: d.file,
+            id: s.id,
+            dateSec: s["date-sec"],
+            dateNsec: s["date-nsec"],
+            vmStateSize: s["vm-state-size"],
+        };
+    });
+    return { saveMs, saved };
 }
 
 /** Puts the guest back as it was at `name`: memory, devices and disks. It runs on from there. */

@@ -4,7 +4,7 @@ import * as path from "node:path";
 import { openRecord, sealRecord, snapshotMismatch, type SnapshotRecord } from "../../core/snapshotRules";
 import { writeFileAtomic } from "../files/atomicFile";
 import { withQmp } from "./qmp";
-import { migrationBlockers, queryBlock, runJob, SnapshotError, writableDisks } from "./snapshots";
+import { migrationBlockers, queryBlock, runJob, saveTag, SnapshotError, writableDisks } from "./snapshots";
 import { ensureOwnDir, isOwnFileSync, ownDirChain } from "../files/stateDir";
 
 /**
@@ -78,15 +78,7 @@ export async function saveWarm(t: WarmTarget, timeoutMs: number): Promise<void> 
         const stale = disks.filter((d) => d.snapshots.some((s) => s.name === WARM_TAG));
         if (stale.length)
             await runJob(qmp, "snapshot-delete", { tag: WARM_TAG, devices: stale.map((d) => d.node) }, timeoutMs);
-        const started = Date.now();
-        const devices = disks.map((d) => d.node);
-        try {
-            await runJob(qmp, "snapshot-save", { tag: WARM_TAG, vmstate: disks[0].node, devices }, timeoutMs);
-        } catch (err) {
-            await runJob(qmp, "snapshot-delete", { tag: WARM_TAG, devices }, 30_000).catch(() => undefined);
-            throw err;
-        }
-        const saveMs = Date.now() - started;
+        const { saveMs, saved } = await saveTag(qmp, disks, WARM_TAG, timeoutMs);
         const record: SnapshotRecord = {
             tool: "pulumi-qemu",
             kind: "snapshot",
@@ -96,20 +88,7 @@ export async function saveWarm(t: WarmTarget, timeoutMs: number): Promise<void> 
             createdAt: new Date().toISOString(),
             argvHash: t.argvHash,
             vmstateFile: disks[0].file,
-            disks: writableDisks(await queryBlock(qmp)).map((d) => {
-                const s = d.snapshots.find((x) => x.name === WARM_TAG);
-                if (!s)
-                    throw new SnapshotError(
-                        `snapshot-save reported success but disk ${d.file} has no snapshot ${WARM_TAG}`,
-                    );
-                return {
-                    file: d.file,
-                    id: s.id,
-                    dateSec: s["date-sec"],
-                    dateNsec: s["date-nsec"],
-                    vmStateSize: s["vm-state-size"],
-                };
-            }),
+            disks: saved,
             saveMs,
         };
         await ensureOwnDir(path.dirname(warmFile(t)));
