@@ -245,33 +245,19 @@ export class SshConnection {
     /** Runs `command` (a shell command line on the far host) to the end, over the master. */
     async run(command: string, opts: { input?: string; timeoutMs: number }): Promise<ToolResult> {
         await this.open();
-        const r = await runTool(
-            "ssh",
-            [
-                ...this.options(),
-                "-o",
-                "ControlMaster=no",
-                "-o",
-                "ClearAllForwardings=yes",
-                "--",
-                this.spec.hostname,
-                command,
-            ],
-            {
-                input: opts.input,
-                timeoutMs: opts.timeoutMs,
-                label: `ssh ${this.spec.url}`,
-            },
-        );
+        const r = await runTool("ssh", this.commandArgs(command), {
+            input: opts.input,
+            timeoutMs: opts.timeoutMs,
+            label: `ssh ${this.spec.url}`,
+        });
         // 255 is ssh's own failure (connection lost), not the command's exit status.
         if (r.exitCode === 255) throw explainSshFailure(this.spec, r.stderr, 255);
         return r;
     }
 
-    /** Starts a long-lived session running `command` on the far host, its stdin/stdout piped to us. */
-    async session(command: string): Promise<ChildProcess> {
-        await this.open();
-        const [file, argv] = diesWithUs("ssh", [
+    /** ssh's arguments that run `command` on the far host through the master, with no forwarding of its own. */
+    private commandArgs(command: string): string[] {
+        return [
             ...this.options(),
             "-o",
             "ControlMaster=no",
@@ -280,7 +266,13 @@ export class SshConnection {
             "--",
             this.spec.hostname,
             command,
-        ]);
+        ];
+    }
+
+    /** Starts a long-lived session running `command` on the far host, its stdin/stdout piped to us. */
+    async session(command: string): Promise<ChildProcess> {
+        await this.open();
+        const [file, argv] = diesWithUs("ssh", this.commandArgs(command));
         return spawn(file, argv, { stdio: ["pipe", "pipe", "pipe"] });
     }
 
