@@ -4,7 +4,7 @@ import { createReadStream } from "node:fs";
 import { cp, mkdir, open, readFile, rm, writeFile } from "node:fs/promises";
 import * as path from "node:path";
 import { createDiskImage, removeImage } from "../../provider/resources/diskImage";
-import { cachedBuild, type BuildRecord } from "./imageCache";
+import { cachedBuild, oncePerProcess, progressLog, type GuestOptions, type BuildRecord } from "./imageCache";
 import { mmdebstrap, packageList, requireRootForBuild } from "./mmdebstrap";
 
 /**
@@ -169,35 +169,18 @@ export function cloudVm(
     };
 }
 
-export interface CloudOptions {
-    cacheRoot?: string;
-    /** Progress lines; default: stderr with the elapsed time. */
-    log?: (line: string) => void;
-}
+export type CloudOptions = GuestOptions;
 
 interface CloudDone extends BuildRecord {
     inputHash: string;
     sha512: string;
 }
 
-let memo: Promise<CloudGuest> | undefined;
-
 /** The cloud-like image: built on first use on this machine (a few minutes, as root), else the cached one. */
-export function ensureCloudGuest(opts: CloudOptions = {}): Promise<CloudGuest> {
-    if (opts.cacheRoot || opts.log) return buildOrReuse(opts);
-    memo ??= buildOrReuse(opts).catch((err) => {
-        memo = undefined;
-        throw err;
-    });
-    return memo;
-}
+export const ensureCloudGuest: (opts?: CloudOptions) => Promise<CloudGuest> = oncePerProcess(buildOrReuse);
 
 async function buildOrReuse(opts: CloudOptions): Promise<CloudGuest> {
-    const started = Date.now();
-    const log =
-        opts.log ??
-        ((line: string) =>
-            process.stderr.write(`[cloud-guest ${((Date.now() - started) / 1000).toFixed(1)}s] ${line}\n`));
+    const log = progressLog("cloud-guest", opts.log);
     const grub = await execa("grub-mkimage", ["--version"]).then(
         (r) => r.stdout.trim(),
         () => {

@@ -1,7 +1,14 @@
 import { copyFile, rm, writeFile } from "node:fs/promises";
 import * as path from "node:path";
 import { createDiskImage } from "../../provider/resources/diskImage";
-import { cachedBuild, guestCacheRoot, type BuildRecord } from "./imageCache";
+import {
+    cachedBuild,
+    oncePerProcess,
+    progressLog,
+    type GuestOptions,
+    guestCacheRoot,
+    type BuildRecord,
+} from "./imageCache";
 import { mmdebstrap, packageList, requireRootForBuild } from "./mmdebstrap";
 
 /**
@@ -112,34 +119,17 @@ export function debianOverlay(guest: Pick<DebianGuest, "image" | "inputHash">, s
 /** Where the test guests are cached (imageCache.ts): `${PQ_DEBIAN_CACHE:-${XDG_CACHE_HOME:-~/.cache}/pulumi-qemu-tests}`. */
 export const debianCacheRoot = guestCacheRoot;
 
-export interface DebianOptions {
-    cacheRoot?: string;
-    /** Progress lines; default: stderr with the elapsed time. */
-    log?: (line: string) => void;
-}
-
-let memo: Promise<DebianGuest> | undefined;
+export type DebianOptions = GuestOptions;
 
 /** Builds the Debian guest on first use on this machine (a few minutes), else returns the cached one. */
-export function ensureDebianGuest(opts: DebianOptions = {}): Promise<DebianGuest> {
-    if (opts.cacheRoot || opts.log) return buildOrReuse(opts);
-    memo ??= buildOrReuse(opts).catch((err) => {
-        memo = undefined;
-        throw err;
-    });
-    return memo;
-}
+export const ensureDebianGuest: (opts?: DebianOptions) => Promise<DebianGuest> = oncePerProcess(buildOrReuse);
 
 interface Done extends BuildRecord {
     inputHash: string;
 }
 
 async function buildOrReuse(opts: DebianOptions): Promise<DebianGuest> {
-    const started = Date.now();
-    const log =
-        opts.log ??
-        ((line: string) =>
-            process.stderr.write(`[debian-guest ${((Date.now() - started) / 1000).toFixed(1)}s] ${line}\n`));
+    const log = progressLog("debian-guest", opts.log);
     const { dir, done, built } = await cachedBuild<Done>({
         root: opts.cacheRoot,
         prefix: "debian",

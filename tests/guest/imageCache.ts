@@ -118,3 +118,37 @@ export async function releaseStamp(mirror: string, suite: string): Promise<strin
     // The Date line alone: the signature block changes when the archive is re-signed, the contents do not.
     return `${suite} ${date}`;
 }
+
+/** What every cached guest's `ensure…` takes. */
+export interface GuestOptions {
+    cacheRoot?: string;
+    /** Progress lines; default: stderr with the elapsed time. */
+    log?: (line: string) => void;
+}
+
+/**
+ * A guest's `ensure…` from its `buildOrReuse`: with the default options one build (or cache
+ * lookup) per process, shared by every caller, and tried again after a failure; with a cache
+ * root or a log of their own, a call of its own.
+ */
+export function oncePerProcess<T>(
+    buildOrReuse: (opts: GuestOptions) => Promise<T>,
+): (opts?: GuestOptions) => Promise<T> {
+    let memo: Promise<T> | undefined;
+    return (opts = {}) => {
+        if (opts.cacheRoot || opts.log) return buildOrReuse(opts);
+        memo ??= buildOrReuse(opts).catch((err) => {
+            memo = undefined;
+            throw err;
+        });
+        return memo;
+    };
+}
+
+/** `opts.log`, or progress lines on stderr as "[label 12.3s] line", timed from now. */
+export function progressLog(label: string, log?: (line: string) => void): (line: string) => void {
+    const started = Date.now();
+    return (
+        log ?? ((line) => process.stderr.write(`[${label} ${((Date.now() - started) / 1000).toFixed(1)}s] ${line}\n`))
+    );
+}
