@@ -116,6 +116,26 @@ export function debianOverlay(guest: Pick<DebianGuest, "image" | "inputHash">, s
     });
 }
 
+/** ssh options that reach a test guest's sshd on a forwarded 127.0.0.1 port with `key`: no host-key prompts, no password, a connect deadline. */
+export function guestSshArgs(key: string, port: number): string[] {
+    return [
+        "-i",
+        key,
+        "-p",
+        String(port),
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "ConnectTimeout=15",
+        "-o",
+        "LogLevel=ERROR",
+    ];
+}
+
 /** Where the test guests are cached (imageCache.ts): `${PQ_DEBIAN_CACHE:-${XDG_CACHE_HOME:-~/.cache}/pulumi-qemu-tests}`. */
 export const debianCacheRoot = guestCacheRoot;
 

@@ -6,7 +6,7 @@ import type { DiskImageOutputs } from "../../provider/resources/diskImage";
 import * as vmResource from "../../provider/resources/virtualMachine";
 import type { VirtualMachineOutputs } from "../../provider/resources/virtualMachine";
 import { freePort } from "../support/net";
-import { debianOverlay, debianVm, ensureDebianGuest } from "./debianGuest";
+import { debianOverlay, debianVm, ensureDebianGuest, guestSshArgs } from "./debianGuest";
 
 /**
  * One Debian 12 guest with `vm.agent: "qga"` (Debian's own qemu-guest-agent, started by udev
@@ -63,22 +63,7 @@ export async function bootDebianQga(work: string, name = "debian-qga"): Promise<
             },
         });
         outs = made.outs as VirtualMachineOutputs;
-        const sshArgs = [
-            "-i",
-            key,
-            "-p",
-            String(sshPort),
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "ConnectTimeout=15",
-            "-o",
-            "LogLevel=ERROR",
-        ];
+        const sshArgs = guestSshArgs(key, sshPort);
         return { outs, id: made.id as string, sshPort, key, sshArgs, stop };
     } catch (err) {
         await stop();

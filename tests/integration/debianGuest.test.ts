@@ -7,7 +7,7 @@ import * as image from "../../provider/resources/diskImage";
 import type { DiskImageOutputs } from "../../provider/resources/diskImage";
 import * as vmResource from "../../provider/resources/virtualMachine";
 import type { VirtualMachineOutputs } from "../../provider/resources/virtualMachine";
-import { debianVm, ensureDebianGuest, type DebianGuest } from "../guest/debianGuest";
+import { debianVm, ensureDebianGuest, guestSshArgs, type DebianGuest } from "../guest/debianGuest";
 import { freePort, httpGetWhenUp } from "../support/net";
 import { isRunning } from "../support/process";
 
@@ -59,22 +59,7 @@ function userData(name: string) {
 }
 
 async function ssh(port: number, command: string): Promise<string> {
-    const args = [
-        "-i",
-        key,
-        "-p",
-        String(port),
-        "-o",
-        "StrictHostKeyChecking=no",
-        "-o",
-        "UserKnownHostsFile=/dev/null",
-        "-o",
-        "BatchMode=yes",
-        "-o",
-        "ConnectTimeout=15",
-        "-o",
-        "LogLevel=ERROR",
-    ];
+    const args = guestSshArgs(key, port);
     const until = Date.now() + 90_000;
     for (;;) {
         const r = await execa("ssh", [...args, "tester@127.0.0.1", command], {
