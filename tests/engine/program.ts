@@ -44,6 +44,15 @@ export async function prepareProgram(sourceDir: string, workDir: string): Promis
     return workDir;
 }
 
+/** A one-file Node.js Pulumi program in `dir` (made here), project `project`, with its packages linked. */
+export async function writeProgram(dir: string, project: string, indexJs: string): Promise<void> {
+    await mkdir(dir);
+    await writeFile(path.join(dir, "Pulumi.yaml"), `name: ${project}\nruntime: nodejs\n`);
+    await writeFile(path.join(dir, "package.json"), JSON.stringify({ name: project, main: "index.js" }));
+    await writeFile(path.join(dir, "index.js"), indexJs);
+    await linkPackages(dir);
+}
+
 /** node_modules with pulumi-qemu and @pulumi/pulumi, so serialized providers' requires resolve from `dir`. */
 export async function linkPackages(dir: string): Promise<void> {
     await mkdir(path.join(dir, "node_modules", "@pulumi"), { recursive: true });

@@ -1,11 +1,11 @@
 import { existsSync, readdirSync, readFileSync } from "node:fs";
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
 import { assertBuilt } from "../engine/driver";
 import { destroy, loadState, up, type ProjectOptions } from "../engine/miniEngine";
 import { startQemuPlugin } from "../engine/plugin";
-import { linkPackages } from "../engine/program";
+import { writeProgram } from "../engine/program";
 import { ensureTestGuest, guestKernelArguments, READY_MARKER } from "../guest/testGuest";
 
 /**
@@ -43,11 +43,7 @@ beforeAll(async () => {
     const guest = await ensureTestGuest();
     work = await mkdtemp(path.join(os.tmpdir(), "pq-timeouts-"));
     const dir = path.join(work, "program");
-    await mkdir(dir);
-    await writeFile(path.join(dir, "Pulumi.yaml"), "name: pq-timeouts\nruntime: nodejs\n");
-    await writeFile(path.join(dir, "package.json"), JSON.stringify({ name: "pq-timeouts", main: "index.js" }));
-    await writeFile(path.join(dir, "index.js"), PROGRAM);
-    await linkPackages(dir);
+    await writeProgram(dir, "pq-timeouts", PROGRAM);
     stateDir = path.join(work, "qs");
     opts = {
         dir,

@@ -1,12 +1,12 @@
 import { existsSync } from "node:fs";
-import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
 import execa from "execa";
 import { assertBuilt, MAIN_ROOT } from "../engine/driver";
 import { destroy, loadState, up, type ProjectOptions, type RunSummary } from "../engine/miniEngine";
 import { startQemuPlugin } from "../engine/plugin";
-import { linkPackages } from "../engine/program";
+import { writeProgram } from "../engine/program";
 import { ensureTestGuest, guestKernelArguments, READY_MARKER } from "../guest/testGuest";
 import { migrateExport, migrateResources, type StateResource } from "../../provider/plugin/migrateState";
 
@@ -48,11 +48,7 @@ beforeAll(async () => {
     const guest = await ensureTestGuest();
     work = await mkdtemp(path.join(os.tmpdir(), "pq-migrate-"));
     const dir = path.join(work, "program");
-    await mkdir(dir);
-    await writeFile(path.join(dir, "Pulumi.yaml"), "name: pq-migrate\nruntime: nodejs\n");
-    await writeFile(path.join(dir, "package.json"), JSON.stringify({ name: "pq-migrate", main: "index.js" }));
-    await writeFile(path.join(dir, "index.js"), PROGRAM);
-    await linkPackages(dir);
+    await writeProgram(dir, "pq-migrate", PROGRAM);
     const env = { PULUMI_QEMU_STATE_DIR: path.join(work, "qs") };
     opts = {
         dir,
